@@ -1,0 +1,326 @@
+//! The `Backend`: one upstream target of a route (an on-prem HTTP service, a Lambda function, an
+//! Azure service), seen by the rest of the gateway as a tower [`Service`] wrapped in the layers
+//! every backend shares.
+//!
+//! An adapter implements `Service<GatewayRequest, Response = GatewayResponse, Error =
+//! BackendError>` and says whether it can take traffic ([`Availability`]). [`Backend::new`] wraps
+//! it in the shared layers, outermost first:
+//!
+//! 1. [`MeterLayer`]: counts tries, statuses, errors and latency in the backend's [`BackendStats`];
+//! 2. [`TryTimeoutLayer`]: bounds the try by the [`TryDeadline`] the caller put on the request.
+//!
+//! Retries, the retry budget and failover sit above, in [`crate::failover`], because they span
+//! several backends of a route.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service, ServiceExt};
+
+use crate::body::{RequestBody, ResponseBody};
+use crate::error::{BackendError, BackendErrorKind};
+use crate::stats::BackendStats;
+
+/// A request on its way to a backend.
+pub type GatewayRequest = http::Request<RequestBody>;
+/// A backend's answer.
+pub type GatewayResponse = http::Response<ResponseBody>;
+/// Any backend, type-erased, with the shared layers applied.
+pub type BackendService = BoxCloneSyncService<GatewayRequest, GatewayResponse, BackendError>;
+/// The future a backend returns.
+pub type BackendFuture =
+    Pin<Box<dyn Future<Output = Result<GatewayResponse, BackendError>> + Send + 'static>>;
+
+/// How many endpoints a backend has, and how many can take traffic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointCounts {
+    /// Endpoints known now (resolved addresses, or 1 for a managed service).
+    pub total: usize,
+    /// Endpoints neither ejected nor failing health checks.
+    pub available: usize,
+}
+
+/// Whether a backend can take traffic now.
+pub trait Availability: Send + Sync + 'static {
+    /// `false` when every endpoint is ejected, unhealthy or unresolved.
+    fn is_available(&self) -> bool {
+        self.endpoint_counts().available > 0
+    }
+
+    /// The backend's endpoints and how many are available.
+    fn endpoint_counts(&self) -> EndpointCounts;
+}
+
+/// The address of the client that sent the request, set on the request's extensions by the
+/// gateway (used by client-address hashing and by event mappings that carry a source IP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
+/// A backend that is always available (single-endpoint managed services).
+#[derive(Debug, Clone, Copy)]
+pub struct AlwaysAvailable;
+
+impl Availability for AlwaysAvailable {
+    fn endpoint_counts(&self) -> EndpointCounts {
+        EndpointCounts {
+            total: 1,
+            available: 1,
+        }
+    }
+}
+
+/// The family a backend belongs to, used as the `provider` metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// An on-prem (or any plain) HTTP service.
+    Http,
+    /// An AWS Lambda function.
+    Lambda,
+    /// An Azure service.
+    Azure,
+}
+
+impl Provider {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Lambda => "lambda",
+            Self::Azure => "azure",
+        }
+    }
+}
+
+/// The deadline of the current try, set on the request's extensions by the caller.
+#[derive(Clone, Copy, Debug)]
+pub struct TryDeadline(pub Instant);
+
+/// Background work that belongs to a backend (health checks, DNS refresh): aborted when the
+/// backend is dropped, i.e. once a reload has replaced it and the last request using it is done.
+#[derive(Debug, Default)]
+pub struct BackgroundTasks(Vec<AbortHandle>);
+
+impl BackgroundTasks {
+    /// Adds a task to abort on drop.
+    pub fn push(&mut self, handle: AbortHandle) {
+        self.0.push(handle);
+    }
+}
+
+impl Drop for BackgroundTasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// One backend of the gateway, ready to be called.
+pub struct Backend {
+    id: Arc<str>,
+    provider: Provider,
+    service: BackendService,
+    availability: Arc<dyn Availability>,
+    stats: Arc<BackendStats>,
+    _tasks: BackgroundTasks,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("id", &self.id)
+            .field("provider", &self.provider)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Backend {
+    /// Wraps an adapter's service in the shared layers.
+    pub fn new<S>(
+        id: impl Into<Arc<str>>,
+        provider: Provider,
+        service: S,
+        availability: Arc<dyn Availability>,
+        stats: Arc<BackendStats>,
+        tasks: BackgroundTasks,
+    ) -> Self
+    where
+        S: Service<GatewayRequest, Response = GatewayResponse, Error = BackendError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let service = tower::ServiceBuilder::new()
+            .layer(MeterLayer::new(stats.clone()))
+            .layer(TryTimeoutLayer)
+            .service(service);
+        Self {
+            id: id.into(),
+            provider,
+            service: BoxCloneSyncService::new(service),
+            availability,
+            stats,
+            _tasks: tasks,
+        }
+    }
+
+    /// The backend's id from the configuration.
+    pub fn id(&self) -> &Arc<str> {
+        &self.id
+    }
+
+    /// Which family of adapter serves this backend.
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    /// The backend's counters.
+    pub fn stats(&self) -> &Arc<BackendStats> {
+        &self.stats
+    }
+
+    /// Whether the backend can take traffic now.
+    pub fn is_available(&self) -> bool {
+        self.availability.is_available()
+    }
+
+    /// The backend's endpoints and how many can take traffic.
+    pub fn endpoint_counts(&self) -> EndpointCounts {
+        self.availability.endpoint_counts()
+    }
+
+    /// Sends one try to the backend.
+    pub fn call(&self, request: GatewayRequest) -> impl Future<Output = Result<GatewayResponse, BackendError>> + Send + 'static {
+        self.service.clone().oneshot(request)
+    }
+}
+
+// === impl TryTimeoutLayer ===
+
+/// Bounds each try by the [`TryDeadline`] on the request, if any.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TryTimeoutLayer;
+
+impl<S> Layer<S> for TryTimeoutLayer {
+    type Service = TryTimeout<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TryTimeout { inner }
+    }
+}
+
+/// See [`TryTimeoutLayer`].
+#[derive(Clone, Debug)]
+pub struct TryTimeout<S> {
+    inner: S,
+}
+
+impl<S> Service<GatewayRequest> for TryTimeout<S>
+where
+    S: Service<GatewayRequest, Response = GatewayResponse, Error = BackendError>,
+    S::Future: Send + 'static,
+{
+    type Response = GatewayResponse;
+    type Error = BackendError;
+    type Future = BackendFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BackendError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: GatewayRequest) -> Self::Future {
+        let deadline = request.extensions().get::<TryDeadline>().copied();
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            match deadline {
+                None => future.await,
+                Some(TryDeadline(deadline)) => tokio::time::timeout_at(deadline, future)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(BackendError::new(
+                            BackendErrorKind::Timeout,
+                            "the backend did not answer before the try's deadline",
+                        ))
+                    }),
+            }
+        })
+    }
+}
+
+// === impl MeterLayer ===
+
+/// Records every try in the backend's [`BackendStats`].
+#[derive(Clone, Debug)]
+pub struct MeterLayer {
+    stats: Arc<BackendStats>,
+}
+
+impl MeterLayer {
+    /// Records into `stats`.
+    pub fn new(stats: Arc<BackendStats>) -> Self {
+        Self { stats }
+    }
+}
+
+impl<S> Layer<S> for MeterLayer {
+    type Service = Meter<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Meter {
+            inner,
+            stats: self.stats.clone(),
+        }
+    }
+}
+
+/// See [`MeterLayer`].
+#[derive(Clone, Debug)]
+pub struct Meter<S> {
+    inner: S,
+    stats: Arc<BackendStats>,
+}
+
+impl<S> Service<GatewayRequest> for Meter<S>
+where
+    S: Service<GatewayRequest, Response = GatewayResponse, Error = BackendError>,
+    S::Future: Send + 'static,
+{
+    type Response = GatewayResponse;
+    type Error = BackendError;
+    type Future = BackendFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BackendError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: GatewayRequest) -> Self::Future {
+        let stats = self.stats.clone();
+        stats.tries.fetch_add(1, Relaxed);
+        stats.in_flight.fetch_add(1, Relaxed);
+        let started = Instant::now();
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let result = future.await;
+            stats.in_flight.fetch_sub(1, Relaxed);
+            match &result {
+                Ok(response) => stats.record_response(response.status(), started.elapsed()),
+                Err(error) => stats.record_error(error.kind()),
+            }
+            result
+        })
+    }
+}
+
+/// How long until `deadline`, or zero if it has passed.
+pub fn remaining(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}

@@ -1,0 +1,400 @@
+//! Failover and retries across the backends of one route.
+//!
+//! A route lists backends in priority order (lower `priority` first; equal priorities share
+//! traffic by `weight`). The first try goes to a weighted pick among the best available priority
+//! group; each retry goes to the next available backend in order, so a dead primary fails over
+//! to the secondary. A retry happens only when the outcome matches the [`RetryPolicy`], the body
+//! can be replayed, and the route's [`RetryBudget`] has room.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use http::request::Parts;
+use tokio::time::Instant;
+
+use crate::backend::{Backend, GatewayResponse, TryDeadline};
+use crate::body::ReplayBody;
+use crate::error::{BackendError, BackendErrorKind};
+use crate::retry_budget::RetryBudget;
+
+/// One backend as a route uses it.
+#[derive(Debug, Clone)]
+pub struct RouteBackend {
+    /// The backend.
+    pub backend: Arc<Backend>,
+    /// Lower is preferred.
+    pub priority: u32,
+    /// Share of traffic among backends of the same priority.
+    pub weight: u32,
+}
+
+/// The outcomes that may be retried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryOn {
+    /// No connection could be made (always safe: nothing was sent).
+    pub connect_failure: bool,
+    /// The connection broke after the request was sent.
+    pub reset: bool,
+    /// The try timed out.
+    pub timeout: bool,
+    /// The backend throttled the request (a throttle was not processed, so it is safe).
+    pub throttled: bool,
+    /// Response statuses to retry.
+    pub statuses: Vec<u16>,
+}
+
+impl Default for RetryOn {
+    /// Envoy's `gateway-error` set plus connect failures and throttles.
+    fn default() -> Self {
+        Self {
+            connect_failure: true,
+            reset: true,
+            timeout: true,
+            throttled: true,
+            statuses: vec![502, 503, 504],
+        }
+    }
+}
+
+/// When and how often to retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Tries after the first one.
+    pub retries: u32,
+    /// What may be retried.
+    pub on: RetryOn,
+    /// Whether outcomes where the request may have been processed (reset, timeout, statuses) are
+    /// retried for non-idempotent methods (POST, PATCH). Connect failures and throttles always are.
+    pub non_idempotent: bool,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            retries: 2,
+            on: RetryOn::default(),
+            non_idempotent: false,
+        }
+    }
+}
+
+/// The route-level forwarding service: failover, retries, the retry budget and timeouts.
+#[derive(Debug)]
+pub struct Failover {
+    backends: Vec<RouteBackend>,
+    retry: RetryPolicy,
+    budget: Arc<RetryBudget>,
+    per_try_timeout: Option<Duration>,
+}
+
+/// What one forwarded request came to.
+#[derive(Debug)]
+pub struct Forwarded {
+    /// The final answer, or the last error.
+    pub result: Result<GatewayResponse, BackendError>,
+    /// The backend that gave the final answer.
+    pub backend: Option<Arc<Backend>>,
+    /// Tries made (1 when no retry happened).
+    pub tries: u32,
+    /// Whether a retry was wanted but the budget had no room.
+    pub budget_exhausted: bool,
+}
+
+impl Failover {
+    /// A forwarder over `backends` (in any order: they are sorted by priority here).
+    pub fn new(
+        mut backends: Vec<RouteBackend>,
+        retry: RetryPolicy,
+        budget: Arc<RetryBudget>,
+        per_try_timeout: Option<Duration>,
+    ) -> Self {
+        backends.sort_by_key(|b| b.priority);
+        Self {
+            backends,
+            retry,
+            budget,
+            per_try_timeout,
+        }
+    }
+
+    /// The route's backends in priority order.
+    pub fn backends(&self) -> &[RouteBackend] {
+        &self.backends
+    }
+
+    /// Forwards a request, trying backends until one answers acceptably, the retry policy or
+    /// budget says stop, or `deadline` passes.
+    pub async fn forward(&self, parts: Parts, mut body: ReplayBody, deadline: Instant) -> Forwarded {
+        let _in_flight = self.budget.start_request();
+        let order = self.try_order();
+        let idempotent = is_idempotent(&parts.method);
+        let mut tries = 0u32;
+        let mut last: Option<(Result<GatewayResponse, BackendError>, Arc<Backend>)> = None;
+        let mut budget_exhausted = false;
+        let mut _retry_guard = None;
+
+        while let Some(index) = order.get(tries as usize % order.len().max(1)).copied() {
+            if tries > 0 {
+                let wanted = tries <= self.retry.retries
+                    && body.can_replay()
+                    && last
+                        .as_ref()
+                        .is_some_and(|(result, _)| self.should_retry(result, idempotent));
+                if !wanted {
+                    break;
+                }
+                match self.budget.try_retry() {
+                    Some(guard) => _retry_guard = Some(guard),
+                    None => {
+                        budget_exhausted = true;
+                        break;
+                    }
+                }
+            }
+            let Some(try_body) = body.next_try() else {
+                break;
+            };
+            let backend = self.backends[index].backend.clone();
+            let mut request = http::Request::from_parts(parts.clone(), try_body);
+            let try_deadline = self
+                .per_try_timeout
+                .map_or(deadline, |t| deadline.min(Instant::now() + t));
+            request.extensions_mut().insert(TryDeadline(try_deadline));
+            tries += 1;
+            let result = backend.call(request).await;
+            let done = match &result {
+                Ok(_) => !self.should_retry(&result, idempotent),
+                Err(_) => false,
+            };
+            last = Some((result, backend));
+            if done || Instant::now() >= deadline {
+                break;
+            }
+        }
+
+        match last {
+            Some((result, backend)) => Forwarded {
+                result,
+                backend: Some(backend),
+                tries,
+                budget_exhausted,
+            },
+            None => Forwarded {
+                result: Err(BackendError::new(
+                    BackendErrorKind::NoHealthyEndpoint,
+                    "the route has no backend to send the request to",
+                )),
+                backend: None,
+                tries,
+                budget_exhausted,
+            },
+        }
+    }
+
+    /// The order in which backends are tried: a weighted pick in the best available priority
+    /// group, then the other available backends by priority. When none is available, all of
+    /// them in priority order (better to try than to refuse outright).
+    fn try_order(&self) -> Vec<usize> {
+        let available: Vec<usize> = (0..self.backends.len())
+            .filter(|&i| self.backends[i].backend.is_available())
+            .collect();
+        let mut order = if available.is_empty() {
+            (0..self.backends.len()).collect()
+        } else {
+            available
+        };
+        if let Some(&first) = order.first() {
+            let priority = self.backends[first].priority;
+            let group = order
+                .iter()
+                .take_while(|&&i| self.backends[i].priority == priority)
+                .count();
+            if group > 1 {
+                let total: u64 = order[..group]
+                    .iter()
+                    .map(|&i| u64::from(self.backends[i].weight))
+                    .sum();
+                let mut pick = fastrand::u64(0..total.max(1));
+                let chosen = order[..group]
+                    .iter()
+                    .position(|&i| {
+                        let weight = u64::from(self.backends[i].weight);
+                        if pick < weight {
+                            true
+                        } else {
+                            pick -= weight;
+                            false
+                        }
+                    })
+                    .unwrap_or(0);
+                order[..group].rotate_left(chosen);
+            }
+        }
+        order
+    }
+
+    fn should_retry(&self, result: &Result<GatewayResponse, BackendError>, idempotent: bool) -> bool {
+        let on = &self.retry.on;
+        let may_have_been_processed_ok = idempotent || self.retry.non_idempotent;
+        match result {
+            Ok(response) => {
+                may_have_been_processed_ok && on.statuses.contains(&response.status().as_u16())
+            }
+            Err(error) => match error.kind() {
+                BackendErrorKind::Connect | BackendErrorKind::NoHealthyEndpoint => on.connect_failure,
+                BackendErrorKind::Throttled => on.throttled,
+                BackendErrorKind::Reset => on.reset && may_have_been_processed_ok,
+                BackendErrorKind::Timeout => on.timeout && may_have_been_processed_ok,
+                BackendErrorKind::FunctionError => {
+                    may_have_been_processed_ok && on.statuses.contains(&502)
+                }
+                BackendErrorKind::InvalidResponse
+                | BackendErrorKind::Auth
+                | BackendErrorKind::ClientBody
+                | BackendErrorKind::BodyTooLarge
+                | BackendErrorKind::Config => false,
+            },
+        }
+    }
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{AlwaysAvailable, BackgroundTasks, GatewayRequest, Provider};
+    use crate::body::{RequestBody, full_body};
+    use crate::retry_budget::RetryBudgetPolicy;
+    use crate::stats::BackendStats;
+    use bytes::Bytes;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A scripted backend answering with a fixed outcome and counting its calls.
+    fn scripted(
+        id: &str,
+        outcome: fn() -> Result<GatewayResponse, BackendError>,
+    ) -> (Arc<Backend>, Arc<AtomicU32>) {
+        let calls = Arc::new(AtomicU32::new(0));
+        let counter = calls.clone();
+        let service = tower::service_fn(move |_req: GatewayRequest| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move { outcome() }
+        });
+        let backend = Backend::new(
+            id,
+            Provider::Http,
+            service,
+            Arc::new(AlwaysAvailable),
+            Arc::new(BackendStats::default()),
+            BackgroundTasks::default(),
+        );
+        (Arc::new(backend), calls)
+    }
+
+    fn ok() -> Result<GatewayResponse, BackendError> {
+        Ok(http::Response::new(full_body("ok")))
+    }
+
+    fn refused() -> Result<GatewayResponse, BackendError> {
+        Err(BackendError::new(BackendErrorKind::Connect, "connection refused"))
+    }
+
+    fn unavailable() -> Result<GatewayResponse, BackendError> {
+        let mut response = http::Response::new(full_body("down"));
+        *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+        Ok(response)
+    }
+
+    fn request(method: Method) -> Parts {
+        http::Request::builder()
+            .method(method)
+            .uri("/x")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    }
+
+    fn failover(backends: Vec<(Arc<Backend>, u32)>, retries: u32) -> Failover {
+        Failover::new(
+            backends
+                .into_iter()
+                .map(|(backend, priority)| RouteBackend {
+                    backend,
+                    priority,
+                    weight: 1,
+                })
+                .collect(),
+            RetryPolicy {
+                retries,
+                ..RetryPolicy::default()
+            },
+            RetryBudget::new(RetryBudgetPolicy::default()),
+            None,
+        )
+    }
+
+    fn far_deadline() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
+    #[tokio::test]
+    async fn a_post_fails_over_when_the_primary_refuses_connections() {
+        let (primary, primary_calls) = scripted("primary", refused);
+        let (secondary, secondary_calls) = scripted("secondary", ok);
+        let route = failover(vec![(primary, 0), (secondary, 1)], 2);
+        let body = ReplayBody::Buffered(Bytes::from_static(b"{}"));
+        let forwarded = route.forward(request(Method::POST), body, far_deadline()).await;
+        assert_eq!(forwarded.result.unwrap().status(), 200);
+        assert_eq!(forwarded.backend.unwrap().id().as_ref(), "secondary");
+        assert_eq!(forwarded.tries, 2);
+        assert_eq!(primary_calls.load(Ordering::SeqCst), 1);
+        assert_eq!(secondary_calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_post_is_not_retried_on_a_status_but_a_get_is() {
+        let (primary, _) = scripted("primary", unavailable);
+        let (secondary, secondary_calls) = scripted("secondary", ok);
+        let route = failover(vec![(primary, 0), (secondary, 1)], 2);
+        let post = route
+            .forward(request(Method::POST), ReplayBody::Buffered(Bytes::new()), far_deadline())
+            .await;
+        assert_eq!(post.result.unwrap().status(), 503);
+        assert_eq!(secondary_calls.load(Ordering::SeqCst), 0);
+        let get = route
+            .forward(request(Method::GET), ReplayBody::Buffered(Bytes::new()), far_deadline())
+            .await;
+        assert_eq!(get.result.unwrap().status(), 200);
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_gets_one_try() {
+        let (primary, _) = scripted("primary", refused);
+        let (secondary, secondary_calls) = scripted("secondary", ok);
+        let route = failover(vec![(primary, 0), (secondary, 1)], 2);
+        let body = ReplayBody::Streaming(Some(RequestBody::full(Bytes::from_static(b"big"))));
+        let forwarded = route.forward(request(Method::PUT), body, far_deadline()).await;
+        assert_eq!(forwarded.result.unwrap_err().kind(), BackendErrorKind::Connect);
+        assert_eq!(forwarded.tries, 1);
+        assert_eq!(secondary_calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn retries_stop_after_the_configured_count() {
+        let (only, calls) = scripted("only", unavailable);
+        let route = failover(vec![(only, 0)], 3);
+        let forwarded = route
+            .forward(request(Method::GET), ReplayBody::Buffered(Bytes::new()), far_deadline())
+            .await;
+        assert_eq!(forwarded.result.unwrap().status(), 503);
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+}

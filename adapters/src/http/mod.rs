@@ -1,0 +1,374 @@
+//! The on-prem HTTP adapter: a pooled keep-alive client over a backend's endpoints, with load
+//! balancing, TLS to the upstream, DNS re-resolution, active health checks and passive outlier
+//! ejection.
+
+mod balancer;
+mod connector;
+mod health;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::header::HOST;
+use http::{HeaderValue, Uri, Version};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+pub use balancer::{BalancerPolicy, Endpoint, HashKey};
+pub use health::HealthCheck;
+
+use crate::backend::{
+    Availability, Backend, BackendFuture, BackgroundTasks, ClientAddr, EndpointCounts,
+    GatewayRequest, GatewayResponse, Provider,
+};
+use crate::body::{BodyTooLarge, RequestBody, response_body};
+use crate::error::{BackendError, BackendErrorKind, BoxError};
+use crate::outlier::{FailureEffect, OutlierPolicy};
+use crate::stats::BackendStats;
+use crate::tls::{ClientTls, client_config};
+use balancer::{EndpointSet, hash_key};
+use connector::Connector;
+
+/// One configured address of an HTTP backend: an IP or a DNS name, a port and a weight.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointAddress {
+    /// IP address or DNS name.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Share of traffic (relative).
+    pub weight: u32,
+}
+
+/// Which HTTP version the gateway speaks to the upstream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (the default).
+    #[default]
+    Http1,
+    /// HTTP/2: prior knowledge over plain TCP, ALPN `h2` over TLS.
+    Http2,
+}
+
+/// Everything needed to build an HTTP backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpBackendConfig {
+    /// Where the backend lives.
+    pub addresses: Vec<EndpointAddress>,
+    /// TLS to the upstream, if it speaks HTTPS.
+    pub tls: Option<ClientTls>,
+    /// HTTP version to the upstream.
+    pub protocol: UpstreamProtocol,
+    /// How tries are spread over endpoints.
+    pub balancer: BalancerPolicy,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// How long an idle pooled connection is kept.
+    pub pool_idle_timeout: Duration,
+    /// Idle connections kept per endpoint.
+    pub pool_max_idle_per_endpoint: usize,
+    /// Active health checking, if configured.
+    pub health_check: Option<HealthCheck>,
+    /// Passive outlier ejection.
+    pub outlier: OutlierPolicy,
+    /// How often DNS names are resolved again.
+    pub dns_refresh: Duration,
+    /// A `Host` header to send instead of the client's.
+    pub host_rewrite: Option<String>,
+}
+
+/// An HTTP backend could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("backend {backend}: {message}")]
+pub struct BuildError {
+    backend: String,
+    message: String,
+}
+
+/// The live state shared by the service, the health checker and the resolver.
+struct Shared {
+    id: Arc<str>,
+    config: HttpBackendConfig,
+    endpoints: ArcSwap<EndpointSet>,
+    cursor: AtomicUsize,
+    stats: Arc<BackendStats>,
+    host_rewrite: Option<HeaderValue>,
+    scheme: http::uri::Scheme,
+}
+
+impl Availability for Shared {
+    fn endpoint_counts(&self) -> EndpointCounts {
+        let set = self.endpoints.load();
+        EndpointCounts {
+            total: set.endpoints.len(),
+            available: set.endpoints.iter().filter(|e| e.is_available()).count(),
+        }
+    }
+}
+
+/// The adapter's tower service.
+#[derive(Clone)]
+struct HttpService {
+    shared: Arc<Shared>,
+    client: Client<Connector, RequestBody>,
+}
+
+/// Builds an HTTP backend. Literal IP addresses are used at once; DNS names are resolved before
+/// this returns (a name that does not resolve yet leaves the backend without endpoints, which
+/// fails over, and is retried every `dns_refresh`).
+pub async fn build(
+    id: &str,
+    config: HttpBackendConfig,
+    stats: Arc<BackendStats>,
+) -> Result<Backend, BuildError> {
+    let error = |message: String| BuildError {
+        backend: id.to_owned(),
+        message,
+    };
+    let alpn = match config.protocol {
+        UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
+        UpstreamProtocol::Http2 => vec![b"h2".to_vec()],
+    };
+    let tls = match &config.tls {
+        None => None,
+        Some(tls) => {
+            let rustls_config = client_config(tls, alpn).map_err(|e| error(e.to_string()))?;
+            let default_name = config.addresses.first().map(|a| a.host.as_str()).unwrap_or_default();
+            let name = tls.server_name.as_deref().unwrap_or(default_name);
+            Some(connector::tls_connector(rustls_config, name).map_err(|e| error(e.to_string()))?)
+        }
+    };
+    let connector = Connector {
+        tls,
+        connect_timeout: config.connect_timeout,
+    };
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .pool_idle_timeout(config.pool_idle_timeout)
+        .pool_max_idle_per_host(config.pool_max_idle_per_endpoint)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .http2_only(config.protocol == UpstreamProtocol::Http2);
+    let client = builder.build(connector);
+
+    let host_rewrite = match &config.host_rewrite {
+        None => None,
+        Some(host) => Some(HeaderValue::from_str(host).map_err(|_| error(format!("invalid host_rewrite {host:?}")))?),
+    };
+    let scheme = if config.tls.is_some() {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    };
+    let shared = Arc::new(Shared {
+        id: id.into(),
+        endpoints: ArcSwap::from_pointee(EndpointSet::default()),
+        cursor: AtomicUsize::new(0),
+        stats: stats.clone(),
+        host_rewrite,
+        scheme,
+        config,
+    });
+    let needs_dns = resolve_all(&shared).await;
+
+    let mut tasks = BackgroundTasks::default();
+    if needs_dns {
+        let resolver = shared.clone();
+        tasks.push(
+            tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(resolver.config.dns_refresh);
+                ticker.tick().await;
+                loop {
+                    ticker.tick().await;
+                    resolve_all(&resolver).await;
+                }
+            })
+            .abort_handle(),
+        );
+    }
+    let service = HttpService {
+        shared: shared.clone(),
+        client: client.clone(),
+    };
+    if let Some(check) = shared.config.health_check.clone() {
+        tasks.push(tokio::spawn(health::run(shared.clone(), client, check)).abort_handle());
+    }
+    Ok(Backend::new(
+        id,
+        Provider::Http,
+        service,
+        shared,
+        stats,
+        tasks,
+    ))
+}
+
+/// Resolves every address and installs the new endpoint set, keeping the live state of
+/// endpoints whose address did not change. Returns whether any address is a DNS name.
+async fn resolve_all(shared: &Shared) -> bool {
+    let current = shared.endpoints.load_full();
+    let mut endpoints = Vec::new();
+    let mut has_names = false;
+    for address in &shared.config.addresses {
+        let addrs: Vec<SocketAddr> = match address.host.parse::<std::net::IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, address.port)],
+            Err(_) => {
+                has_names = true;
+                match tokio::net::lookup_host((address.host.as_str(), address.port)).await {
+                    Ok(found) => found.collect(),
+                    Err(e) => {
+                        // Keep what we had for this name rather than dropping a working endpoint.
+                        tracing::warn!(backend = %shared.id, host = %address.host, error = %e, "DNS resolution failed");
+                        current
+                            .endpoints
+                            .iter()
+                            .filter(|ep| ep.addr.port() == address.port)
+                            .map(|ep| ep.addr)
+                            .collect()
+                    }
+                }
+            }
+        };
+        for addr in addrs {
+            if endpoints.iter().any(|e: &Arc<Endpoint>| e.addr == addr) {
+                continue;
+            }
+            let existing = current.endpoints.iter().find(|e| e.addr == addr && e.weight == address.weight.max(1));
+            match existing {
+                Some(endpoint) => endpoints.push(endpoint.clone()),
+                None => match Endpoint::new(addr, address.weight) {
+                    Ok(endpoint) => endpoints.push(Arc::new(endpoint)),
+                    Err(e) => tracing::warn!(backend = %shared.id, %addr, error = %e, "unusable address"),
+                },
+            }
+        }
+    }
+    let changed = endpoints.len() != current.endpoints.len()
+        || endpoints.iter().zip(current.endpoints.iter()).any(|(a, b)| !Arc::ptr_eq(a, b));
+    if changed {
+        tracing::info!(backend = %shared.id, endpoints = endpoints.len(), "endpoints updated");
+        shared.endpoints.store(Arc::new(EndpointSet::new(endpoints)));
+    }
+    has_names
+}
+
+impl tower::Service<GatewayRequest> for HttpService {
+    type Response = GatewayResponse;
+    type Error = BackendError;
+    type Future = BackendFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BackendError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: GatewayRequest) -> Self::Future {
+        let shared = self.shared.clone();
+        let client = self.client.clone();
+        Box::pin(async move {
+            let set = shared.endpoints.load_full();
+            let key = match &shared.config.balancer {
+                BalancerPolicy::ConsistentHash(key) => hash_key(
+                    key,
+                    request.headers(),
+                    request.extensions().get::<ClientAddr>().map(|c| c.0),
+                ),
+                _ => None,
+            };
+            let Some(endpoint) = set.pick(&shared.config.balancer, &shared.cursor, key).cloned() else {
+                return Err(BackendError::new(
+                    BackendErrorKind::NoHealthyEndpoint,
+                    format!("backend {} has no resolved endpoint", shared.id),
+                ));
+            };
+            let path = request
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+            let uri = Uri::builder()
+                .scheme(shared.scheme.clone())
+                .authority(endpoint.authority.clone())
+                .path_and_query(path)
+                .build()
+                .map_err(|e| BackendError::new(BackendErrorKind::Config, "cannot build upstream URI").with_source(e))?;
+            *request.uri_mut() = uri;
+            *request.version_mut() = match shared.config.protocol {
+                UpstreamProtocol::Http1 => Version::HTTP_11,
+                UpstreamProtocol::Http2 => Version::HTTP_2,
+            };
+            if let Some(host) = &shared.host_rewrite {
+                request.headers_mut().insert(HOST, host.clone());
+            }
+            if shared.config.protocol == UpstreamProtocol::Http2 {
+                // HTTP/2 carries the authority in the URI; a Host header would be a duplicate.
+                request.headers_mut().remove(HOST);
+            }
+
+            endpoint.in_flight.fetch_add(1, Relaxed);
+            let result = client.request(request).await;
+            endpoint.in_flight.fetch_sub(1, Relaxed);
+
+            match result {
+                Ok(response) => {
+                    if matches!(response.status().as_u16(), 502..=504) {
+                        record_failure(&shared, &endpoint);
+                    } else {
+                        endpoint.outlier.record_success();
+                    }
+                    Ok(response.map(response_body))
+                }
+                Err(error) => {
+                    let error = classify(&shared.id, endpoint.addr, error);
+                    if error.fault() == crate::error::Fault::Upstream {
+                        record_failure(&shared, &endpoint);
+                    }
+                    Err(error)
+                }
+            }
+        })
+    }
+}
+
+fn record_failure(shared: &Shared, endpoint: &Endpoint) {
+    if let FailureEffect::Ejected(duration) = endpoint.outlier.record_failure(&shared.config.outlier) {
+        shared.stats.ejections.fetch_add(1, Relaxed);
+        tracing::warn!(backend = %shared.id, endpoint = %endpoint.addr, ?duration, "endpoint ejected after consecutive failures");
+    }
+}
+
+/// Turns a client error into a classified backend error.
+fn classify(backend: &str, addr: SocketAddr, error: hyper_util::client::legacy::Error) -> BackendError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&error);
+    let mut kind = if error.is_connect() {
+        BackendErrorKind::Connect
+    } else {
+        BackendErrorKind::Reset
+    };
+    while let Some(err) = cause {
+        if err.is::<BodyTooLarge>() {
+            kind = BackendErrorKind::BodyTooLarge;
+            break;
+        }
+        if let Some(hyper_error) = err.downcast_ref::<hyper::Error>() {
+            if hyper_error.is_parse() || hyper_error.is_parse_status() {
+                kind = BackendErrorKind::InvalidResponse;
+            } else if hyper_error.is_user() && std::error::Error::source(hyper_error).is_some() && !error.is_connect() {
+                // An error raised by the request body: the client's upload failed.
+                kind = BackendErrorKind::ClientBody;
+            }
+        }
+        cause = err.source();
+    }
+    let message = match kind {
+        BackendErrorKind::Connect => format!("backend {backend}: cannot connect to {addr}"),
+        BackendErrorKind::InvalidResponse => format!("backend {backend}: invalid response from {addr}"),
+        BackendErrorKind::BodyTooLarge => "request body exceeds the route's limit".to_owned(),
+        BackendErrorKind::ClientBody => "the client's request body failed".to_owned(),
+        _ => format!("backend {backend}: connection to {addr} failed before a complete response"),
+    };
+    BackendError::new(kind, message).with_source(BoxError::from(error))
+}

@@ -1,0 +1,23 @@
+//! Accord's backends.
+//!
+//! Every upstream a route can send to is a [`Backend`]: a tower service over
+//! [`GatewayRequest`] that answers a [`GatewayResponse`] or a classified [`BackendError`],
+//! wrapped in the layers all backends share (metering, per-try timeouts). Above the backends,
+//! [`Failover`] implements retries, the retry budget and failover for a route, so every adapter
+//! family takes part in the same failover. The [`http`] module is the on-prem HTTP adapter.
+
+pub mod backend;
+pub mod body;
+pub mod error;
+pub mod failover;
+pub mod http;
+pub mod outlier;
+pub mod retry_budget;
+pub mod stats;
+pub mod tls;
+
+pub use backend::{Backend, BackendService, GatewayRequest, GatewayResponse, Provider};
+pub use body::{ReplayBody, RequestBody, ResponseBody};
+pub use error::{BackendError, BackendErrorKind, BoxError, Fault};
+pub use failover::{Failover, Forwarded, RetryOn, RetryPolicy, RouteBackend};
+pub use retry_budget::{RetryBudget, RetryBudgetPolicy};

@@ -1,0 +1,128 @@
+//! Lock-free counters kept per backend, read by the admin API's `/metrics`.
+//!
+//! Every field is an atomic updated with relaxed ordering: recording never takes a lock, and a
+//! reader sees each counter at some recent value, which is all Prometheus asks.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::error::BackendErrorKind;
+
+/// Upper bounds (seconds) of the latency histogram buckets, Prometheus-style.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A fixed-bucket latency histogram.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// Non-cumulative counts; the last slot is `+Inf`.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl LatencyHistogram {
+    /// Records one observation.
+    pub fn record(&self, latency: Duration) {
+        let secs = latency.as_secs_f64();
+        let slot = LATENCY_BUCKETS
+            .iter()
+            .position(|upper| secs <= *upper)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[slot].fetch_add(1, Relaxed);
+        self.sum_micros
+            .fetch_add(latency.as_micros().min(u64::MAX as u128) as u64, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    /// Cumulative bucket counts paired with their upper bound (`None` is `+Inf`).
+    pub fn cumulative(&self) -> Vec<(Option<f64>, u64)> {
+        let mut running = 0;
+        let mut out = Vec::with_capacity(self.buckets.len());
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            running += bucket.load(Relaxed);
+            out.push((LATENCY_BUCKETS.get(i).copied(), running));
+        }
+        out
+    }
+
+    /// Sum of all observations, in seconds.
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_micros.load(Relaxed) as f64 / 1e6
+    }
+
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+}
+
+/// All error kinds, in the order [`BackendStats`] stores them.
+pub const ERROR_KINDS: [BackendErrorKind; 11] = [
+    BackendErrorKind::Connect,
+    BackendErrorKind::Timeout,
+    BackendErrorKind::Reset,
+    BackendErrorKind::InvalidResponse,
+    BackendErrorKind::Auth,
+    BackendErrorKind::Throttled,
+    BackendErrorKind::FunctionError,
+    BackendErrorKind::NoHealthyEndpoint,
+    BackendErrorKind::ClientBody,
+    BackendErrorKind::BodyTooLarge,
+    BackendErrorKind::Config,
+];
+
+/// What happened to the tries sent to one backend.
+#[derive(Debug, Default)]
+pub struct BackendStats {
+    /// Tries started.
+    pub tries: AtomicU64,
+    /// Tries in flight now.
+    pub in_flight: AtomicU64,
+    /// Responses by status class: index 0 is 1xx … index 4 is 5xx.
+    pub responses_by_class: [AtomicU64; 5],
+    /// Failed tries by [`BackendErrorKind`], in [`ERROR_KINDS`] order.
+    pub errors_by_kind: [AtomicU64; ERROR_KINDS.len()],
+    /// Latency of every try that produced a response head.
+    pub latency: LatencyHistogram,
+    /// Endpoints ejected by outlier detection.
+    pub ejections: AtomicU64,
+    /// Active health checks that failed.
+    pub health_check_failures: AtomicU64,
+}
+
+impl BackendStats {
+    /// Records a try that got a response with `status` after `latency`.
+    pub fn record_response(&self, status: http::StatusCode, latency: Duration) {
+        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        self.responses_by_class[class].fetch_add(1, Relaxed);
+        self.latency.record(latency);
+    }
+
+    /// Records a try that failed with `kind`.
+    pub fn record_error(&self, kind: BackendErrorKind) {
+        if let Some(i) = ERROR_KINDS.iter().position(|k| *k == kind) {
+            self.errors_by_kind[i].fetch_add(1, Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative_and_sums() {
+        let h = LatencyHistogram::default();
+        h.record(Duration::from_micros(300));
+        h.record(Duration::from_millis(20));
+        h.record(Duration::from_secs(60));
+        let cumulative = h.cumulative();
+        assert_eq!(cumulative[0], (Some(0.0005), 1));
+        assert_eq!(cumulative[5], (Some(0.025), 2));
+        assert_eq!(cumulative.last().unwrap(), &(None, 3));
+        assert_eq!(h.count(), 3);
+        assert!((h.sum_seconds() - 60.0203).abs() < 1e-9);
+    }
+}
