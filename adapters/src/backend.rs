@@ -199,7 +199,10 @@ impl Backend {
     }
 
     /// Sends one try to the backend.
-    pub fn call(&self, request: GatewayRequest) -> impl Future<Output = Result<GatewayResponse, BackendError>> + Send + 'static {
+    pub fn call(
+        &self,
+        request: GatewayRequest,
+    ) -> impl Future<Output = Result<GatewayResponse, BackendError>> + Send + 'static {
         self.service.clone().oneshot(request)
     }
 }

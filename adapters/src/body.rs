@@ -50,7 +50,9 @@ enum Inner {
 impl RequestBody {
     /// No body.
     pub fn empty() -> Self {
-        Self { inner: Inner::Empty }
+        Self {
+            inner: Inner::Empty,
+        }
     }
 
     /// A body whose bytes are all in memory.
@@ -110,7 +112,9 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Inner::Empty => SizeHint::with_exact(0),
-            Inner::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
             Inner::Stream(body) => body.size_hint(),
         }
     }

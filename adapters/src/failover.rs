@@ -125,7 +125,12 @@ impl Failover {
 
     /// Forwards a request, trying backends until one answers acceptably, the retry policy or
     /// budget says stop, or `deadline` passes.
-    pub async fn forward(&self, parts: Parts, mut body: ReplayBody, deadline: Instant) -> Forwarded {
+    pub async fn forward(
+        &self,
+        parts: Parts,
+        mut body: ReplayBody,
+        deadline: Instant,
+    ) -> Forwarded {
         let _in_flight = self.budget.start_request();
         let order = self.try_order();
         let idempotent = is_idempotent(&parts.method);
@@ -234,7 +239,11 @@ impl Failover {
         order
     }
 
-    fn should_retry(&self, result: &Result<GatewayResponse, BackendError>, idempotent: bool) -> bool {
+    fn should_retry(
+        &self,
+        result: &Result<GatewayResponse, BackendError>,
+        idempotent: bool,
+    ) -> bool {
         let on = &self.retry.on;
         let may_have_been_processed_ok = idempotent || self.retry.non_idempotent;
         match result {
@@ -242,7 +251,9 @@ impl Failover {
                 may_have_been_processed_ok && on.statuses.contains(&response.status().as_u16())
             }
             Err(error) => match error.kind() {
-                BackendErrorKind::Connect | BackendErrorKind::NoHealthyEndpoint => on.connect_failure,
+                BackendErrorKind::Connect | BackendErrorKind::NoHealthyEndpoint => {
+                    on.connect_failure
+                }
                 BackendErrorKind::Throttled => on.throttled,
                 BackendErrorKind::Reset => on.reset && may_have_been_processed_ok,
                 BackendErrorKind::Timeout => on.timeout && may_have_been_processed_ok,
@@ -303,7 +314,10 @@ mod tests {
     }
 
     fn refused() -> Result<GatewayResponse, BackendError> {
-        Err(BackendError::new(BackendErrorKind::Connect, "connection refused"))
+        Err(BackendError::new(
+            BackendErrorKind::Connect,
+            "connection refused",
+        ))
     }
 
     fn unavailable() -> Result<GatewayResponse, BackendError> {
@@ -351,7 +365,9 @@ mod tests {
         let (secondary, secondary_calls) = scripted("secondary", ok);
         let route = failover(vec![(primary, 0), (secondary, 1)], 2);
         let body = ReplayBody::Buffered(Bytes::from_static(b"{}"));
-        let forwarded = route.forward(request(Method::POST), body, far_deadline()).await;
+        let forwarded = route
+            .forward(request(Method::POST), body, far_deadline())
+            .await;
         assert_eq!(forwarded.result.unwrap().status(), 200);
         assert_eq!(forwarded.backend.unwrap().id().as_ref(), "secondary");
         assert_eq!(forwarded.tries, 2);
@@ -365,12 +381,20 @@ mod tests {
         let (secondary, secondary_calls) = scripted("secondary", ok);
         let route = failover(vec![(primary, 0), (secondary, 1)], 2);
         let post = route
-            .forward(request(Method::POST), ReplayBody::Buffered(Bytes::new()), far_deadline())
+            .forward(
+                request(Method::POST),
+                ReplayBody::Buffered(Bytes::new()),
+                far_deadline(),
+            )
             .await;
         assert_eq!(post.result.unwrap().status(), 503);
         assert_eq!(secondary_calls.load(Ordering::SeqCst), 0);
         let get = route
-            .forward(request(Method::GET), ReplayBody::Buffered(Bytes::new()), far_deadline())
+            .forward(
+                request(Method::GET),
+                ReplayBody::Buffered(Bytes::new()),
+                far_deadline(),
+            )
             .await;
         assert_eq!(get.result.unwrap().status(), 200);
     }
@@ -381,8 +405,13 @@ mod tests {
         let (secondary, secondary_calls) = scripted("secondary", ok);
         let route = failover(vec![(primary, 0), (secondary, 1)], 2);
         let body = ReplayBody::Streaming(Some(RequestBody::full(Bytes::from_static(b"big"))));
-        let forwarded = route.forward(request(Method::PUT), body, far_deadline()).await;
-        assert_eq!(forwarded.result.unwrap_err().kind(), BackendErrorKind::Connect);
+        let forwarded = route
+            .forward(request(Method::PUT), body, far_deadline())
+            .await;
+        assert_eq!(
+            forwarded.result.unwrap_err().kind(),
+            BackendErrorKind::Connect
+        );
         assert_eq!(forwarded.tries, 1);
         assert_eq!(secondary_calls.load(Ordering::SeqCst), 0);
     }
@@ -392,7 +421,11 @@ mod tests {
         let (only, calls) = scripted("only", unavailable);
         let route = failover(vec![(only, 0)], 3);
         let forwarded = route
-            .forward(request(Method::GET), ReplayBody::Buffered(Bytes::new()), far_deadline())
+            .forward(
+                request(Method::GET),
+                ReplayBody::Buffered(Bytes::new()),
+                far_deadline(),
+            )
             .await;
         assert_eq!(forwarded.result.unwrap().status(), 503);
         assert_eq!(calls.load(Ordering::SeqCst), 4);

@@ -2,8 +2,8 @@
 //! a small floor so that a quiet route can still retry (Envoy's `retry_budget`). It keeps retries
 //! from multiplying load on a backend that is already failing.
 
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// The budget's settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -98,12 +98,16 @@ mod tests {
             min_concurrent: 2,
         });
         let requests: Vec<_> = (0..20).map(|_| budget.start_request()).collect();
-        let retries: Vec<_> = std::iter::from_fn(|| budget.try_retry()).take(100).collect();
+        let retries: Vec<_> = std::iter::from_fn(|| budget.try_retry())
+            .take(100)
+            .collect();
         assert_eq!(retries.len(), 5);
         drop(retries);
         drop(requests);
         let _one = budget.start_request();
-        let floor: Vec<_> = std::iter::from_fn(|| budget.try_retry()).take(100).collect();
+        let floor: Vec<_> = std::iter::from_fn(|| budget.try_retry())
+            .take(100)
+            .collect();
         assert_eq!(floor.len(), 2);
     }
 }

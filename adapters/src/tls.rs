@@ -86,7 +86,10 @@ pub struct ClientTls {
 }
 
 /// Builds a rustls client configuration offering `alpn` protocols.
-pub fn client_config(tls: &ClientTls, alpn: Vec<Vec<u8>>) -> Result<rustls::ClientConfig, TlsError> {
+pub fn client_config(
+    tls: &ClientTls,
+    alpn: Vec<Vec<u8>>,
+) -> Result<rustls::ClientConfig, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     match &tls.ca_file {
         Some(path) => {

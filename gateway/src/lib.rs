@@ -1,1 +1,16 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+pub mod admin;
+pub mod config;
+pub mod errors;
+pub mod gateway;
+pub mod headers;
+pub mod metrics;
+pub mod proxy;
+pub mod router;
+pub mod runtime;
+pub mod server;
+pub mod telemetry;
+
+pub use gateway::{ConfigSource, Gateway, Running};
+pub mod demo;

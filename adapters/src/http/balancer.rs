@@ -84,7 +84,10 @@ impl EndpointSet {
         let divisor = endpoints.iter().map(|e| e.weight).fold(0, gcd).max(1);
         let mut schedule = Vec::new();
         // Interleave so that heavy endpoints are spread out rather than served in bursts.
-        let reduced: Vec<u32> = endpoints.iter().map(|e| (e.weight / divisor).min(1000)).collect();
+        let reduced: Vec<u32> = endpoints
+            .iter()
+            .map(|e| (e.weight / divisor).min(1000))
+            .collect();
         let rounds = reduced.iter().copied().max().unwrap_or(0);
         for round in 0..rounds {
             for (i, weight) in reduced.iter().enumerate() {
@@ -93,7 +96,10 @@ impl EndpointSet {
                 }
             }
         }
-        Self { endpoints, schedule }
+        Self {
+            endpoints,
+            schedule,
+        }
     }
 
     /// Chooses an endpoint. Unavailable endpoints are skipped while any is available; when
@@ -113,7 +119,9 @@ impl EndpointSet {
             BalancerPolicy::RoundRobin => {
                 let start = cursor.fetch_add(1, Relaxed);
                 (0..self.schedule.len())
-                    .map(|step| &self.endpoints[self.schedule[(start + step) % self.schedule.len()]])
+                    .map(|step| {
+                        &self.endpoints[self.schedule[(start + step) % self.schedule.len()]]
+                    })
                     .find(|e| eligible(e))
             }
             BalancerPolicy::LeastRequest => {
@@ -124,7 +132,9 @@ impl EndpointSet {
                     n => {
                         let a = candidates[fastrand::usize(0..n)];
                         let b = candidates[fastrand::usize(0..n)];
-                        let load = |e: &Endpoint| (e.in_flight.load(Relaxed) as u64 + 1) * 1000 / u64::from(e.weight);
+                        let load = |e: &Endpoint| {
+                            (e.in_flight.load(Relaxed) as u64 + 1) * 1000 / u64::from(e.weight)
+                        };
                         Some(if load(b) < load(a) { b } else { a })
                     }
                 }
@@ -192,7 +202,9 @@ mod tests {
             weights
                 .iter()
                 .enumerate()
-                .map(|(i, w)| Arc::new(Endpoint::new(([10, 0, 0, i as u8 + 1], 80).into(), *w).unwrap()))
+                .map(|(i, w)| {
+                    Arc::new(Endpoint::new(([10, 0, 0, i as u8 + 1], 80).into(), *w).unwrap())
+                })
                 .collect(),
         )
     }
@@ -201,7 +213,9 @@ mod tests {
         let cursor = AtomicUsize::new(0);
         let mut counts = HashMap::new();
         for _ in 0..n {
-            *counts.entry(set.pick(policy, &cursor, None).unwrap().addr).or_default() += 1;
+            *counts
+                .entry(set.pick(policy, &cursor, None).unwrap().addr)
+                .or_default() += 1;
         }
         counts
     }
@@ -223,7 +237,12 @@ mod tests {
         for e in &endpoints.endpoints {
             e.healthy.store(false, Relaxed);
         }
-        assert_eq!(spread(&endpoints, &BalancerPolicy::RoundRobin, 30).values().sum::<usize>(), 30);
+        assert_eq!(
+            spread(&endpoints, &BalancerPolicy::RoundRobin, 30)
+                .values()
+                .sum::<usize>(),
+            30
+        );
     }
 
     #[test]
@@ -249,7 +268,10 @@ mod tests {
         let lost = endpoints.endpoints[2].addr;
         endpoints.endpoints[2].healthy.store(false, Relaxed);
         for (k, was) in before.iter().enumerate() {
-            let now = endpoints.pick(&policy, &cursor, Some(k as u64)).unwrap().addr;
+            let now = endpoints
+                .pick(&policy, &cursor, Some(k as u64))
+                .unwrap()
+                .addr;
             if *was != lost {
                 assert_eq!(now, *was, "key {k} moved although its endpoint stayed");
             }
@@ -264,7 +286,11 @@ mod tests {
         let cookie = hash_key(&HashKey::Cookie("session".into()), &headers, None);
         assert!(cookie.is_some());
         assert!(hash_key(&HashKey::Cookie("missing".into()), &headers, None).is_none());
-        let header = hash_key(&HashKey::Header(HeaderName::from_static("x-tenant")), &headers, None);
+        let header = hash_key(
+            &HashKey::Header(HeaderName::from_static("x-tenant")),
+            &headers,
+            None,
+        );
         assert!(header.is_some());
         assert_ne!(cookie, header);
     }

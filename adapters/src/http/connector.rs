@@ -50,7 +50,10 @@ impl tower::Service<Uri> for Connector {
                 .map_err(|_| {
                     io::Error::new(
                         io::ErrorKind::TimedOut,
-                        format!("connecting to {addr} timed out after {:?}", this.connect_timeout),
+                        format!(
+                            "connecting to {addr} timed out after {:?}",
+                            this.connect_timeout
+                        ),
                     )
                 })??;
             tcp.set_nodelay(true)?;
@@ -68,7 +71,9 @@ impl tower::Service<Uri> for Connector {
 fn endpoint_addr(uri: &Uri) -> Result<SocketAddr, BoxError> {
     let host = uri.host().ok_or("upstream URI has no host")?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let ip = host.parse().map_err(|_| format!("upstream host {host} is not an IP address"))?;
+    let ip = host
+        .parse()
+        .map_err(|_| format!("upstream host {host} is not an IP address"))?;
     let port = uri.port_u16().ok_or("upstream URI has no port")?;
     Ok(SocketAddr::new(ip, port))
 }
@@ -103,7 +108,11 @@ impl hyper::rt::Read for UpstreamIo {
 }
 
 impl hyper::rt::Write for UpstreamIo {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(io) => Pin::new(io).poll_write(cx, buf),
             Self::Tls(io) => Pin::new(io).poll_write(cx, buf),

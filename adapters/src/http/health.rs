@@ -30,7 +30,11 @@ pub struct HealthCheck {
     pub host: Option<String>,
 }
 
-pub(super) async fn run(shared: Arc<Shared>, client: Client<Connector, RequestBody>, check: HealthCheck) {
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    client: Client<Connector, RequestBody>,
+    check: HealthCheck,
+) {
     let mut ticker = tokio::time::interval(check.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -47,7 +51,12 @@ pub(super) async fn run(shared: Arc<Shared>, client: Client<Connector, RequestBo
     }
 }
 
-async fn probe(shared: &Shared, client: &Client<Connector, RequestBody>, check: &HealthCheck, endpoint: &Endpoint) -> bool {
+async fn probe(
+    shared: &Shared,
+    client: &Client<Connector, RequestBody>,
+    check: &HealthCheck,
+    endpoint: &Endpoint,
+) -> bool {
     let uri = Uri::builder()
         .scheme(shared.scheme.clone())
         .authority(endpoint.authority.clone())
@@ -86,7 +95,11 @@ fn update(shared: &Shared, check: &HealthCheck, endpoint: &Endpoint, ok: bool) {
         return;
     }
     let streak = endpoint.health_streak.fetch_add(1, Relaxed) + 1;
-    let threshold = if healthy { check.unhealthy_threshold } else { check.healthy_threshold };
+    let threshold = if healthy {
+        check.unhealthy_threshold
+    } else {
+        check.healthy_threshold
+    };
     if streak >= threshold.max(1) {
         endpoint.healthy.store(ok, Relaxed);
         endpoint.health_streak.store(0, Relaxed);

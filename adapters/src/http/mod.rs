@@ -137,7 +137,11 @@ pub async fn build(
         None => None,
         Some(tls) => {
             let rustls_config = client_config(tls, alpn).map_err(|e| error(e.to_string()))?;
-            let default_name = config.addresses.first().map(|a| a.host.as_str()).unwrap_or_default();
+            let default_name = config
+                .addresses
+                .first()
+                .map(|a| a.host.as_str())
+                .unwrap_or_default();
             let name = tls.server_name.as_deref().unwrap_or(default_name);
             Some(connector::tls_connector(rustls_config, name).map_err(|e| error(e.to_string()))?)
         }
@@ -157,7 +161,10 @@ pub async fn build(
 
     let host_rewrite = match &config.host_rewrite {
         None => None,
-        Some(host) => Some(HeaderValue::from_str(host).map_err(|_| error(format!("invalid host_rewrite {host:?}")))?),
+        Some(host) => Some(
+            HeaderValue::from_str(host)
+                .map_err(|_| error(format!("invalid host_rewrite {host:?}")))?,
+        ),
     };
     let scheme = if config.tls.is_some() {
         http::uri::Scheme::HTTPS
@@ -237,21 +244,31 @@ async fn resolve_all(shared: &Shared) -> bool {
             if endpoints.iter().any(|e: &Arc<Endpoint>| e.addr == addr) {
                 continue;
             }
-            let existing = current.endpoints.iter().find(|e| e.addr == addr && e.weight == address.weight.max(1));
+            let existing = current
+                .endpoints
+                .iter()
+                .find(|e| e.addr == addr && e.weight == address.weight.max(1));
             match existing {
                 Some(endpoint) => endpoints.push(endpoint.clone()),
                 None => match Endpoint::new(addr, address.weight) {
                     Ok(endpoint) => endpoints.push(Arc::new(endpoint)),
-                    Err(e) => tracing::warn!(backend = %shared.id, %addr, error = %e, "unusable address"),
+                    Err(e) => {
+                        tracing::warn!(backend = %shared.id, %addr, error = %e, "unusable address")
+                    }
                 },
             }
         }
     }
     let changed = endpoints.len() != current.endpoints.len()
-        || endpoints.iter().zip(current.endpoints.iter()).any(|(a, b)| !Arc::ptr_eq(a, b));
+        || endpoints
+            .iter()
+            .zip(current.endpoints.iter())
+            .any(|(a, b)| !Arc::ptr_eq(a, b));
     if changed {
         tracing::info!(backend = %shared.id, endpoints = endpoints.len(), "endpoints updated");
-        shared.endpoints.store(Arc::new(EndpointSet::new(endpoints)));
+        shared
+            .endpoints
+            .store(Arc::new(EndpointSet::new(endpoints)));
     }
     has_names
 }
@@ -278,7 +295,10 @@ impl tower::Service<GatewayRequest> for HttpService {
                 ),
                 _ => None,
             };
-            let Some(endpoint) = set.pick(&shared.config.balancer, &shared.cursor, key).cloned() else {
+            let Some(endpoint) = set
+                .pick(&shared.config.balancer, &shared.cursor, key)
+                .cloned()
+            else {
                 return Err(BackendError::new(
                     BackendErrorKind::NoHealthyEndpoint,
                     format!("backend {} has no resolved endpoint", shared.id),
@@ -294,7 +314,10 @@ impl tower::Service<GatewayRequest> for HttpService {
                 .authority(endpoint.authority.clone())
                 .path_and_query(path)
                 .build()
-                .map_err(|e| BackendError::new(BackendErrorKind::Config, "cannot build upstream URI").with_source(e))?;
+                .map_err(|e| {
+                    BackendError::new(BackendErrorKind::Config, "cannot build upstream URI")
+                        .with_source(e)
+                })?;
             *request.uri_mut() = uri;
             *request.version_mut() = match shared.config.protocol {
                 UpstreamProtocol::Http1 => Version::HTTP_11,
@@ -334,14 +357,20 @@ impl tower::Service<GatewayRequest> for HttpService {
 }
 
 fn record_failure(shared: &Shared, endpoint: &Endpoint) {
-    if let FailureEffect::Ejected(duration) = endpoint.outlier.record_failure(&shared.config.outlier) {
+    if let FailureEffect::Ejected(duration) =
+        endpoint.outlier.record_failure(&shared.config.outlier)
+    {
         shared.stats.ejections.fetch_add(1, Relaxed);
         tracing::warn!(backend = %shared.id, endpoint = %endpoint.addr, ?duration, "endpoint ejected after consecutive failures");
     }
 }
 
 /// Turns a client error into a classified backend error.
-fn classify(backend: &str, addr: SocketAddr, error: hyper_util::client::legacy::Error) -> BackendError {
+fn classify(
+    backend: &str,
+    addr: SocketAddr,
+    error: hyper_util::client::legacy::Error,
+) -> BackendError {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&error);
     let mut kind = if error.is_connect() {
         BackendErrorKind::Connect
@@ -356,7 +385,10 @@ fn classify(backend: &str, addr: SocketAddr, error: hyper_util::client::legacy::
         if let Some(hyper_error) = err.downcast_ref::<hyper::Error>() {
             if hyper_error.is_parse() || hyper_error.is_parse_status() {
                 kind = BackendErrorKind::InvalidResponse;
-            } else if hyper_error.is_user() && std::error::Error::source(hyper_error).is_some() && !error.is_connect() {
+            } else if hyper_error.is_user()
+                && std::error::Error::source(hyper_error).is_some()
+                && !error.is_connect()
+            {
                 // An error raised by the request body: the client's upload failed.
                 kind = BackendErrorKind::ClientBody;
             }
@@ -365,7 +397,9 @@ fn classify(backend: &str, addr: SocketAddr, error: hyper_util::client::legacy::
     }
     let message = match kind {
         BackendErrorKind::Connect => format!("backend {backend}: cannot connect to {addr}"),
-        BackendErrorKind::InvalidResponse => format!("backend {backend}: invalid response from {addr}"),
+        BackendErrorKind::InvalidResponse => {
+            format!("backend {backend}: invalid response from {addr}")
+        }
         BackendErrorKind::BodyTooLarge => "request body exceeds the route's limit".to_owned(),
         BackendErrorKind::ClientBody => "the client's request body failed".to_owned(),
         _ => format!("backend {backend}: connection to {addr} failed before a complete response"),

@@ -1,0 +1,140 @@
+//! The admin API, on its own listener (default `127.0.0.1:9901`):
+//!
+//! | endpoint | what |
+//! | --- | --- |
+//! | `GET /healthz` | liveness: 200 while the process serves |
+//! | `GET /readyz` | readiness: 200 with per-route backend availability; 503 while draining |
+//! | `GET /metrics` | Prometheus text |
+//! | `GET /config` | the effective configuration as JSON (secret *references* only) |
+//! | `POST /reload` | re-read and apply the configuration; 422 with every error if invalid |
+//!
+//! `POST` endpoints need `Authorization: Bearer <token>` when a token is configured; every
+//! endpoint needs it when the admin listener is not on loopback.
+
+use std::sync::Arc;
+
+use accord_adapters::ResponseBody;
+use accord_adapters::body::full_body;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::errors::ErrorCode;
+use crate::gateway::{Gateway, ReloadError};
+use crate::server::Handler;
+
+/// The admin API's request handler.
+pub fn handler(gateway: Arc<Gateway>, loopback: bool) -> Handler {
+    Arc::new(move |request, _conn| {
+        let gateway = gateway.clone();
+        Box::pin(async move { respond(&gateway, loopback, request).await })
+    })
+}
+
+async fn respond(
+    gateway: &Gateway,
+    loopback: bool,
+    request: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let runtime = gateway.runtime();
+    let token = runtime.config().admin.token.clone();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let needs_token = method != Method::GET || !loopback;
+    if needs_token && !authorized(&request, token.as_ref().map(|t| t.expose())) {
+        let message = match token {
+            Some(_) => "this endpoint needs Authorization: Bearer <admin token>",
+            None => {
+                "this endpoint needs an admin token, and none is configured (admin.token_env or admin.token_file)"
+            }
+        };
+        return ErrorCode::Unauthorized.response(message, "-");
+    }
+    match (method, path.as_str()) {
+        (Method::GET, "/healthz") => text(StatusCode::OK, "ok\n", "text/plain"),
+        (Method::GET, "/readyz") => {
+            let routes: Vec<_> = runtime
+                .routes()
+                .iter()
+                .map(|route| {
+                    let available = route.failover().backends().iter().filter(|b| b.backend.is_available()).count();
+                    serde_json::json!({ "route": route.id().as_ref(), "backends": route.failover().backends().len(), "available_backends": available })
+                })
+                .collect();
+            let draining = gateway.is_draining();
+            let body =
+                serde_json::json!({ "ready": !draining, "draining": draining, "routes": routes });
+            let status = if draining {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            };
+            json(status, &body)
+        }
+        (Method::GET, "/metrics") => text(
+            StatusCode::OK,
+            &crate::metrics::render(&runtime, gateway.registry()),
+            "text/plain; version=0.0.4",
+        ),
+        (Method::GET, "/config") => json(StatusCode::OK, &runtime.config().effective),
+        (Method::POST, "/reload") => match gateway.reload().await {
+            Ok(report) => json(
+                StatusCode::OK,
+                &serde_json::json!({ "reloaded": true, "report": report }),
+            ),
+            Err(ReloadError::Invalid(errors)) => {
+                let body = serde_json::json!({
+                    "code": ErrorCode::InvalidConfig.spec().code,
+                    "message": ErrorCode::InvalidConfig.spec().meaning,
+                    "file": errors.file,
+                    "errors": errors.errors,
+                });
+                json(StatusCode::UNPROCESSABLE_ENTITY, &body)
+            }
+            Err(ReloadError::Build(message)) => {
+                let body = serde_json::json!({
+                    "code": ErrorCode::InvalidConfig.spec().code,
+                    "message": ErrorCode::InvalidConfig.spec().meaning,
+                    "errors": [{ "message": message }],
+                });
+                json(StatusCode::UNPROCESSABLE_ENTITY, &body)
+            }
+        },
+        (_, "/healthz" | "/readyz" | "/metrics" | "/config" | "/reload") => {
+            ErrorCode::MethodNotAllowed.response(&format!("{path} does not take this method"), "-")
+        }
+        _ => ErrorCode::NotFound.response(&format!("no admin endpoint {path}"), "-"),
+    }
+}
+
+/// Constant-time comparison of the bearer token.
+fn authorized<B>(request: &Request<B>, token: Option<&str>) -> bool {
+    let Some(token) = token else { return false };
+    let Some(given) = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn text(status: StatusCode, body: &str, content_type: &'static str) -> Response<ResponseBody> {
+    let mut response = Response::new(full_body(body.to_owned()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn json(status: StatusCode, body: &serde_json::Value) -> Response<ResponseBody> {
+    text(status, &format!("{body:#}\n"), "application/json")
+}

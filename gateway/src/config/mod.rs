@@ -1,0 +1,69 @@
+//! Configuration: the YAML file model ([`raw`]), its checked value types ([`types`]), pure
+//! validation with located errors ([`validate()`]), and the internal model the gateway is built
+//! from ([`model`]).
+
+pub mod error;
+pub mod model;
+pub mod raw;
+pub mod types;
+mod validate;
+
+use std::path::Path;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use model::Config;
+pub use raw::RawConfig;
+pub use validate::{Environment, ProcessEnvironment, validate};
+
+/// Parses YAML text into the file model. A syntax or type error stops parsing, so this reports
+/// one error; [`validate()`] then reports every remaining one.
+pub fn parse(source: &str) -> Result<RawConfig, ConfigErrors> {
+    serde_saphyr::from_str::<RawConfig>(source).map_err(|error| {
+        let (line, column) = error.location().map_or((0, 0), |l| (l.line(), l.column()));
+        let text = error.without_snippet().to_string();
+        // The library prefixes its message with "error: line L column C: ".
+        let message = text
+            .split_once(": ")
+            .map(|(_, rest)| rest)
+            .and_then(|rest| match rest.split_once(": ") {
+                Some((place, message)) if place.starts_with("line ") => Some(message),
+                _ => Some(rest),
+            })
+            .unwrap_or(&text)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        ConfigErrors::new(vec![ConfigError::new(
+            line,
+            column,
+            error::yaml_path_at(source, line),
+            message,
+        )])
+    })
+}
+
+/// Parses and validates YAML text.
+pub fn from_str(source: &str, env: &dyn Environment) -> Result<Config, ConfigErrors> {
+    validate(&parse(source)?, env)
+}
+
+/// Reads, parses and validates a configuration file; errors name the file.
+pub fn load(path: &Path, env: &dyn Environment) -> Result<Config, ConfigErrors> {
+    let name = path.display().to_string();
+    let source = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors::new(vec![ConfigError::new(
+            0,
+            0,
+            "",
+            format!("cannot read the file: {e}"),
+        )])
+        .in_file(&name, "")
+    })?;
+    from_str(&source, env).map_err(|e| e.in_file(&name, &source))
+}
+
+/// The JSON Schema of the configuration file, for editors.
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(RawConfig)).unwrap_or_default()
+}

@@ -1,0 +1,185 @@
+//! The validated, internal configuration that the gateway is built from. It is not a file
+//! format: only [`super::validate`] creates it, so its shape may change freely.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use accord_adapters::RetryBudgetPolicy;
+use accord_adapters::failover::RetryPolicy;
+use accord_adapters::http::HttpBackendConfig;
+use http::{HeaderName, HeaderValue, Method};
+
+use super::raw::LogFormat;
+
+/// A secret read from the environment or a file. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    /// The secret, for the one place that compares or sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Traffic listeners.
+    pub listeners: Vec<Listener>,
+    /// The admin API.
+    pub admin: Admin,
+    /// Client-facing limits.
+    pub limits: Limits,
+    /// Logging.
+    pub log: Log,
+    /// Backends by id, in file order.
+    pub backends: Vec<(Arc<str>, BackendConfig)>,
+    /// Routes in file order.
+    pub routes: Vec<Route>,
+    /// The effective configuration as JSON (references to secrets only, never their values),
+    /// served by `GET /config`.
+    pub effective: serde_json::Value,
+}
+
+/// A traffic listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// Name for logs.
+    pub name: String,
+    /// Socket address.
+    pub address: SocketAddr,
+    /// Certificate and key, when the listener serves TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// The admin API.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// Socket address.
+    pub address: SocketAddr,
+    /// Bearer token for protected endpoints.
+    pub token: Option<Secret>,
+}
+
+/// Client-facing limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request head.
+    pub max_header_size: usize,
+    /// Time to receive the request head.
+    pub header_read_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Drain time on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    /// Line format.
+    pub format: LogFormat,
+    /// Filter directive.
+    pub level: String,
+    /// Whether access-log lines are written.
+    pub access_log: bool,
+}
+
+/// One backend's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendConfig {
+    /// An on-prem HTTP service.
+    Http(HttpBackendConfig),
+}
+
+/// A route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Route id.
+    pub id: Arc<str>,
+    /// Which requests it takes.
+    pub matcher: RouteMatch,
+    /// Backends with priority and weight.
+    pub backends: Vec<RouteBackendRef>,
+    /// Overall deadline.
+    pub timeout: Duration,
+    /// Per-try deadline.
+    pub per_try_timeout: Option<Duration>,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Retry budget.
+    pub retry_budget: RetryBudgetPolicy,
+    /// Largest body.
+    pub max_body: u64,
+    /// Replay buffer size.
+    pub replay_buffer: u64,
+}
+
+/// A route's reference to a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteBackendRef {
+    /// Backend id.
+    pub backend: Arc<str>,
+    /// Lower is preferred.
+    pub priority: u32,
+    /// Share within a priority.
+    pub weight: u32,
+}
+
+/// Request matching conditions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteMatch {
+    /// Host condition.
+    pub host: HostMatch,
+    /// Path condition.
+    pub path: PathMatch,
+    /// Allowed methods (empty: any).
+    pub methods: Vec<Method>,
+    /// Header conditions.
+    pub headers: Vec<HeaderMatch>,
+}
+
+/// Host condition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostMatch {
+    /// Any host.
+    Any,
+    /// Exactly this host (lower case, no port).
+    Exact(String),
+    /// Any subdomain of this suffix (stored with its leading dot: `.example.com`).
+    Suffix(String),
+}
+
+/// Path condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    /// Segment-wise prefix, normalised without a trailing slash (`/` for everything).
+    Prefix(String),
+    /// Exact path.
+    Exact(String),
+    /// Template with `{param}` segments.
+    Template(String),
+}
+
+/// Header condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderMatch {
+    /// Header name.
+    pub name: HeaderName,
+    /// Required value; `None` means present with any value.
+    pub value: Option<HeaderValue>,
+}

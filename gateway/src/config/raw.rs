@@ -1,0 +1,476 @@
+//! The configuration file's model: what `accord.yaml` may contain, field by field. This is the
+//! public schema (`accord schema` prints it); [`super::validate`] turns it into the internal
+//! [`super::model::Config`]. Every struct rejects unknown fields.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::types::{ByteSize, ConfigDuration, Id, Located, Percent};
+
+/// An Accord configuration file.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Where the gateway accepts traffic.
+    pub listeners: Located<Vec<RawListener>>,
+    /// The admin API (health, metrics, config, reload).
+    #[serde(default)]
+    pub admin: RawAdmin,
+    /// Limits that protect the gateway from clients.
+    #[serde(default)]
+    pub limits: RawLimits,
+    /// Logging.
+    #[serde(default)]
+    pub log: RawLog,
+    /// Named backends that routes send traffic to.
+    #[serde(default)]
+    pub backends: BTreeMap<String, Located<RawBackend>>,
+    /// Routes, matched most specific first (exact path, then template, then longest prefix;
+    /// ties go to the route listed first).
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+/// A listening socket.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    /// A name for logs and metrics (defaults to the address).
+    #[serde(default)]
+    pub name: Option<Located<Id>>,
+    /// `ip:port` to listen on, e.g. `0.0.0.0:8080`.
+    pub address: Located<String>,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) with this certificate.
+    #[serde(default)]
+    pub tls: Option<RawServerTls>,
+}
+
+/// A listener's certificate.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawServerTls {
+    /// PEM file with the certificate chain.
+    pub cert_file: Located<String>,
+    /// PEM file with the private key.
+    pub key_file: Located<String>,
+}
+
+/// The admin API listener.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// `ip:port` of the admin API.
+    #[serde(default = "default_admin_address")]
+    pub address: Located<String>,
+    /// Environment variable holding the bearer token required for `POST` endpoints (and for
+    /// every endpoint when the address is not loopback).
+    #[serde(default)]
+    pub token_env: Option<Located<String>>,
+    /// File holding that token.
+    #[serde(default)]
+    pub token_file: Option<Located<String>>,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            address: default_admin_address(),
+            token_env: None,
+            token_file: None,
+        }
+    }
+}
+
+fn default_admin_address() -> Located<String> {
+    Located::unlocated("127.0.0.1:9901".into())
+}
+
+/// Protections against misbehaving clients.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    /// Largest request head (request line and headers) a client may send.
+    pub max_header_size: Located<ByteSize>,
+    /// Time a client has to send the full request head (slow-client protection).
+    pub header_read_timeout: Located<ConfigDuration>,
+    /// Client connections served at once; further connections are closed at once.
+    pub max_connections: Located<usize>,
+    /// On SIGTERM, how long in-flight requests may take to finish before connections are closed.
+    pub shutdown_grace: Located<ConfigDuration>,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_header_size: Located::unlocated(ByteSize(64 * 1024)),
+            header_read_timeout: Located::unlocated(ConfigDuration(
+                std::time::Duration::from_secs(10),
+            )),
+            max_connections: Located::unlocated(10_000),
+            shutdown_grace: Located::unlocated(ConfigDuration(std::time::Duration::from_secs(30))),
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `accord=debug,info`. `RUST_LOG` overrides it.
+    pub level: String,
+    /// Write one access-log line per request (target `accord::access`).
+    pub access_log: bool,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+            access_log: true,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A backend: exactly one kind, written as its key (`http:`).
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawBackend {
+    /// An on-prem HTTP service.
+    Http(RawHttpBackend),
+}
+
+/// An on-prem HTTP service.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpBackend {
+    /// `host:port` addresses (IPs or DNS names), each optionally with a weight.
+    pub addresses: Located<Vec<Located<RawAddress>>>,
+    /// Connect with TLS.
+    #[serde(default)]
+    pub tls: Option<RawClientTls>,
+    /// `http1` (default) or `http2` (prior knowledge, or ALPN over TLS).
+    #[serde(default)]
+    pub protocol: RawProtocol,
+    /// How tries are spread over addresses.
+    #[serde(default)]
+    pub balancer: Located<RawBalancer>,
+    /// TCP connect timeout.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Located<ConfigDuration>,
+    /// Connection pool.
+    #[serde(default)]
+    pub pool: RawPool,
+    /// Active health checks.
+    #[serde(default)]
+    pub health_check: Option<RawHealthCheck>,
+    /// Passive outlier ejection.
+    #[serde(default)]
+    pub outlier: RawOutlier,
+    /// How often DNS names are resolved again.
+    #[serde(default = "default_dns_refresh")]
+    pub dns_refresh: Located<ConfigDuration>,
+    /// Send this `Host` header instead of the client's.
+    #[serde(default)]
+    pub host_rewrite: Option<Located<String>>,
+}
+
+fn default_connect_timeout() -> Located<ConfigDuration> {
+    Located::unlocated(ConfigDuration(std::time::Duration::from_secs(1)))
+}
+
+fn default_dns_refresh() -> Located<ConfigDuration> {
+    Located::unlocated(ConfigDuration(std::time::Duration::from_secs(30)))
+}
+
+/// An address: `"host:port"` or `{address: "host:port", weight: 3}`.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawAddress {
+    /// `host:port`, weight 1.
+    Plain(String),
+    /// `host:port` with a weight.
+    Weighted {
+        /// `host:port`.
+        address: String,
+        /// Relative share of traffic.
+        weight: u32,
+    },
+}
+
+/// TLS to an upstream.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientTls {
+    /// PEM file of CA certificates to trust (default: the public web roots).
+    #[serde(default)]
+    pub ca_file: Option<Located<String>>,
+    /// PEM client certificate chain, for mutual TLS.
+    #[serde(default)]
+    pub cert_file: Option<Located<String>>,
+    /// PEM client key, for mutual TLS.
+    #[serde(default)]
+    pub key_file: Option<Located<String>>,
+    /// Name for SNI and certificate verification (default: the first address's host).
+    #[serde(default)]
+    pub server_name: Option<Located<String>>,
+}
+
+/// HTTP version to the upstream.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawProtocol {
+    /// HTTP/1.1.
+    #[default]
+    Http1,
+    /// HTTP/2.
+    Http2,
+}
+
+/// Load balancing.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawBalancer {
+    /// Weighted round robin.
+    #[default]
+    RoundRobin,
+    /// Power of two choices on requests in flight.
+    LeastRequest,
+    /// Sticky by a key: `{consistent_hash: {header: x-user}}`, `{cookie: session}` or
+    /// `{client_address: true}`.
+    ConsistentHash(RawHashKey),
+}
+
+/// What consistent hashing keys on (exactly one).
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RawHashKey {
+    /// A request header.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// A cookie.
+    #[serde(default)]
+    pub cookie: Option<String>,
+    /// The client's IP address.
+    #[serde(default)]
+    pub client_address: bool,
+}
+
+/// Connection pool.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPool {
+    /// How long an idle connection is kept.
+    pub idle_timeout: Located<ConfigDuration>,
+    /// Idle connections kept per address.
+    pub max_idle_per_address: usize,
+}
+
+impl Default for RawPool {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Located::unlocated(ConfigDuration(std::time::Duration::from_secs(90))),
+            max_idle_per_address: 256,
+        }
+    }
+}
+
+/// Active health checks.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    /// Path requested with GET; 2xx and 3xx are healthy.
+    pub path: Located<String>,
+    /// Time between probes.
+    #[serde(default = "default_hc_interval")]
+    pub interval: Located<ConfigDuration>,
+    /// Time a probe may take.
+    #[serde(default = "default_hc_timeout")]
+    pub timeout: Located<ConfigDuration>,
+    /// Good probes in a row to restore an address.
+    #[serde(default = "default_two")]
+    pub healthy_threshold: u32,
+    /// Failed probes in a row to remove an address.
+    #[serde(default = "default_three")]
+    pub unhealthy_threshold: u32,
+    /// `Host` header of probes.
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+fn default_hc_interval() -> Located<ConfigDuration> {
+    Located::unlocated(ConfigDuration(std::time::Duration::from_secs(5)))
+}
+fn default_hc_timeout() -> Located<ConfigDuration> {
+    Located::unlocated(ConfigDuration(std::time::Duration::from_secs(1)))
+}
+fn default_two() -> u32 {
+    2
+}
+fn default_three() -> u32 {
+    3
+}
+
+/// Passive outlier ejection.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOutlier {
+    /// Consecutive failures (connect errors, resets, 502/503/504) that eject an address.
+    pub consecutive_failures: u32,
+    /// First ejection time; the n-th ejection lasts n times as long.
+    pub base_ejection: Located<ConfigDuration>,
+    /// Longest ejection.
+    pub max_ejection: Located<ConfigDuration>,
+}
+
+impl Default for RawOutlier {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            base_ejection: Located::unlocated(ConfigDuration(std::time::Duration::from_secs(30))),
+            max_ejection: Located::unlocated(ConfigDuration(std::time::Duration::from_secs(300))),
+        }
+    }
+}
+
+/// A route: which requests, and which backends serve them.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Unique id, used in metrics, logs and reports.
+    pub id: Located<Id>,
+    /// Which requests the route takes.
+    #[serde(rename = "match")]
+    pub matcher: RawMatch,
+    /// Backends in priority order.
+    pub backends: Located<Vec<RawRouteBackend>>,
+    /// Time for the whole request, all tries included.
+    #[serde(default = "default_route_timeout")]
+    pub timeout: Located<ConfigDuration>,
+    /// Time for one try (default: the whole `timeout`).
+    #[serde(default)]
+    pub per_try_timeout: Option<Located<ConfigDuration>>,
+    /// Retries and their budget.
+    #[serde(default)]
+    pub retry: RawRetry,
+    /// Largest request body accepted (413 above it).
+    #[serde(default = "default_max_body")]
+    pub max_body: Located<ByteSize>,
+    /// Request bodies up to this size are buffered so that they can be sent again to another
+    /// backend; larger ones are streamed and get a single try.
+    #[serde(default = "default_replay_buffer")]
+    pub replay_buffer: Located<ByteSize>,
+}
+
+fn default_route_timeout() -> Located<ConfigDuration> {
+    Located::unlocated(ConfigDuration(std::time::Duration::from_secs(15)))
+}
+fn default_max_body() -> Located<ByteSize> {
+    Located::unlocated(ByteSize(10 << 20))
+}
+fn default_replay_buffer() -> Located<ByteSize> {
+    Located::unlocated(ByteSize(64 << 10))
+}
+
+/// Request matching: every given condition must hold.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    /// `api.example.com`, or `*.example.com` for any subdomain; any host when absent.
+    #[serde(default)]
+    pub host: Option<Located<String>>,
+    /// `{prefix: /api}`, `{exact: /health}` or `{template: /users/{id}}`; `{prefix: /}` when absent.
+    #[serde(default)]
+    pub path: Option<Located<RawPathMatch>>,
+    /// Allowed methods; any when absent.
+    #[serde(default)]
+    pub methods: Option<Located<Vec<String>>>,
+    /// Required headers: `name: value` for an exact value, `name: "*"` for presence.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Located<String>>,
+}
+
+/// How the path is matched.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawPathMatch {
+    /// The path starts with these segments (`/api` matches `/api` and `/api/x`, not `/apix`).
+    Prefix(String),
+    /// The path is exactly this.
+    Exact(String),
+    /// Segments with `{name}` parameters (`/users/{id}`), or a trailing `{*rest}`.
+    Template(String),
+}
+
+/// One backend of a route.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteBackend {
+    /// The backend's name under `backends`.
+    pub backend: Located<String>,
+    /// Lower is preferred; default: the position in the list.
+    #[serde(default)]
+    pub priority: Option<u32>,
+    /// Share among backends of equal priority.
+    #[serde(default = "default_weight")]
+    pub weight: Located<u32>,
+}
+
+fn default_weight() -> Located<u32> {
+    Located::unlocated(1)
+}
+
+/// Retries.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRetry {
+    /// Tries after the first.
+    pub retries: u32,
+    /// What is retried: `connect_failure`, `reset`, `timeout`, `throttled`, and status codes.
+    pub on: Located<Vec<Located<String>>>,
+    /// Also retry POST and PATCH on outcomes where the backend may have acted (reset, timeout,
+    /// statuses). Connect failures and throttles are always retried.
+    pub non_idempotent: bool,
+    /// Retries in flight are at most this share of requests in flight …
+    pub budget_ratio: Located<Percent>,
+    /// … or this many, whichever is larger.
+    pub budget_min_concurrent: usize,
+}
+
+impl Default for RawRetry {
+    fn default() -> Self {
+        let on = [
+            "connect_failure",
+            "reset",
+            "timeout",
+            "throttled",
+            "502",
+            "503",
+            "504",
+        ]
+        .into_iter()
+        .map(|s| Located::unlocated(s.to_owned()))
+        .collect();
+        Self {
+            retries: 2,
+            on: Located::unlocated(on),
+            non_idempotent: false,
+            budget_ratio: Located::unlocated(Percent(0.2)),
+            budget_min_concurrent: 3,
+        }
+    }
+}

@@ -1,0 +1,709 @@
+//! Validation: the raw file model in, the internal model or *every* error out, each with its
+//! line, column and field path. Pure apart from the [`Environment`] it is given (which resolves
+//! secret references), so it is cheap to test and safe to run for `accord check`.
+
+use std::collections::{BTreeSet, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use accord_adapters::RetryBudgetPolicy;
+use accord_adapters::failover::{RetryOn, RetryPolicy};
+use accord_adapters::http::{
+    BalancerPolicy, EndpointAddress, HashKey, HealthCheck, HttpBackendConfig, UpstreamProtocol,
+};
+use accord_adapters::outlier::OutlierPolicy;
+use accord_adapters::tls::ClientTls;
+use http::{HeaderName, HeaderValue, Method};
+
+use super::error::{ConfigError, ConfigErrors};
+use super::model::*;
+use super::raw::*;
+use super::types::{Id, Located};
+
+/// Where secret references are resolved.
+pub trait Environment {
+    /// The value of an environment variable.
+    fn var(&self, name: &str) -> Option<String>;
+    /// The contents of a file.
+    fn read_file(&self, path: &str) -> std::io::Result<String>;
+}
+
+/// The process's real environment.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessEnvironment;
+
+impl Environment for ProcessEnvironment {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+    fn read_file(&self, path: &str) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+}
+
+struct Validator<'a> {
+    errors: Vec<ConfigError>,
+    env: &'a dyn Environment,
+}
+
+impl Validator<'_> {
+    fn error<T>(&mut self, at: &Located<T>, path: impl Into<String>, message: impl Into<String>) {
+        self.errors
+            .push(ConfigError::new(at.line, at.column, path, message));
+    }
+
+    fn socket_addr(&mut self, at: &Located<String>, path: &str) -> Option<SocketAddr> {
+        match at.value.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.error(
+                    at,
+                    path,
+                    format!(
+                        "invalid address {:?}: write ip:port, e.g. \"0.0.0.0:8080\"",
+                        at.value
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn secret(
+        &mut self,
+        env_ref: Option<&Located<String>>,
+        file_ref: Option<&Located<String>>,
+        path: &str,
+    ) -> Option<Secret> {
+        match (env_ref, file_ref) {
+            (Some(var), Some(_)) => {
+                self.error(
+                    var,
+                    format!("{path}_env"),
+                    format!("set either {path}_env or {path}_file, not both"),
+                );
+                None
+            }
+            (Some(var), None) => match self.env.var(&var.value) {
+                Some(value) if !value.trim().is_empty() => {
+                    Some(Secret::new(value.trim().to_owned()))
+                }
+                Some(_) => {
+                    self.error(
+                        var,
+                        format!("{path}_env"),
+                        format!("environment variable {} is empty", var.value),
+                    );
+                    None
+                }
+                None => {
+                    self.error(
+                        var,
+                        format!("{path}_env"),
+                        format!("environment variable {} is not set", var.value),
+                    );
+                    None
+                }
+            },
+            (None, Some(file)) => match self.env.read_file(&file.value) {
+                Ok(value) if !value.trim().is_empty() => Some(Secret::new(value.trim().to_owned())),
+                Ok(_) => {
+                    self.error(
+                        file,
+                        format!("{path}_file"),
+                        format!("secret file {} is empty", file.value),
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.error(
+                        file,
+                        format!("{path}_file"),
+                        format!("cannot read secret file {}: {e}", file.value),
+                    );
+                    None
+                }
+            },
+            (None, None) => None,
+        }
+    }
+}
+
+/// Checks a parsed file and builds the internal model; every problem is reported.
+pub fn validate(raw: &RawConfig, env: &dyn Environment) -> Result<Config, ConfigErrors> {
+    let mut v = Validator {
+        errors: Vec::new(),
+        env,
+    };
+
+    // Listeners.
+    let mut listeners = Vec::new();
+    let mut seen_addresses = HashSet::new();
+    if raw.listeners.value.is_empty() {
+        v.error(
+            &raw.listeners,
+            "listeners",
+            "at least one listener is required",
+        );
+    }
+    for (i, listener) in raw.listeners.value.iter().enumerate() {
+        let path = format!("listeners[{i}]");
+        let Some(address) = v.socket_addr(&listener.address, &format!("{path}.address")) else {
+            continue;
+        };
+        if !seen_addresses.insert(address) {
+            v.error(
+                &listener.address,
+                format!("{path}.address"),
+                format!("address {address} is used by another listener"),
+            );
+        }
+        let tls = listener.tls.as_ref().map(|tls| {
+            (
+                PathBuf::from(&tls.cert_file.value),
+                PathBuf::from(&tls.key_file.value),
+            )
+        });
+        listeners.push(Listener {
+            name: listener
+                .name
+                .as_ref()
+                .map_or_else(|| address.to_string(), |n| n.value.to_string()),
+            address,
+            tls,
+        });
+    }
+
+    // Admin.
+    let admin_address = v.socket_addr(&raw.admin.address, "admin.address");
+    if let Some(addr) = admin_address
+        && seen_addresses.contains(&addr)
+    {
+        v.error(
+            &raw.admin.address,
+            "admin.address",
+            format!("address {addr} is also a traffic listener"),
+        );
+    }
+    let token = v.secret(
+        raw.admin.token_env.as_ref(),
+        raw.admin.token_file.as_ref(),
+        "admin.token",
+    );
+    if let Some(addr) = admin_address
+        && !addr.ip().is_loopback()
+        && token.is_none()
+        && raw.admin.token_env.is_none()
+        && raw.admin.token_file.is_none()
+    {
+        v.error(
+            &raw.admin.address,
+            "admin.address",
+            format!("the admin API on {addr} is reachable from other hosts: set admin.token_env or admin.token_file"),
+        );
+    }
+
+    // Limits.
+    let limits = Limits {
+        max_header_size: usize::try_from(raw.limits.max_header_size.value.0).unwrap_or(usize::MAX),
+        header_read_timeout: raw.limits.header_read_timeout.value.0,
+        max_connections: raw.limits.max_connections.value,
+        shutdown_grace: raw.limits.shutdown_grace.value.0,
+    };
+    if limits.max_header_size < 8192 {
+        v.error(
+            &raw.limits.max_header_size,
+            "limits.max_header_size",
+            "must be at least 8KiB",
+        );
+    }
+    if limits.max_connections == 0 {
+        v.error(
+            &raw.limits.max_connections,
+            "limits.max_connections",
+            "must be at least 1",
+        );
+    }
+
+    // Backends.
+    let mut backends = Vec::new();
+    for (name, backend) in &raw.backends {
+        let path = format!("backends.{name}");
+        if let Err(e) = name.parse::<Id>() {
+            v.error(backend, &path, e);
+            continue;
+        }
+        match &backend.value {
+            RawBackend::Http(http) => {
+                if let Some(config) = http_backend(&mut v, http, &format!("{path}.http")) {
+                    backends.push((Arc::<str>::from(name.as_str()), BackendConfig::Http(config)));
+                }
+            }
+        }
+    }
+
+    // Routes.
+    let mut routes = Vec::new();
+    let mut seen_routes: Vec<(&Id, &Located<Id>)> = Vec::new();
+    for (i, route) in raw.routes.iter().enumerate() {
+        let path = format!("routes[{i}]");
+        if let Some((_, first)) = seen_routes.iter().find(|(id, _)| **id == route.id.value) {
+            v.error(
+                &route.id,
+                format!("{path}.id"),
+                format!(
+                    "duplicate route id {:?} (first defined at line {})",
+                    route.id.value.as_str(),
+                    first.line
+                ),
+            );
+        }
+        seen_routes.push((&route.id.value, &route.id));
+        if let Some(route) = route_config(&mut v, route, &path, &raw.backends) {
+            routes.push(route);
+        }
+    }
+
+    let log = Log {
+        format: raw.log.format,
+        level: raw.log.level.clone(),
+        access_log: raw.log.access_log,
+    };
+    if v.errors.is_empty()
+        && let Err((index, message)) = crate::router::Router::new(&routes)
+    {
+        let raw_route = &raw.routes[index];
+        match &raw_route.matcher.path {
+            Some(path) => v.error(path, format!("routes[{index}].match.path"), message),
+            None => v.error(
+                &raw_route.id,
+                format!("routes[{index}].match.path"),
+                message,
+            ),
+        }
+    }
+    if !v.errors.is_empty() {
+        return Err(ConfigErrors::new(v.errors));
+    }
+    let Some(admin_address) = admin_address else {
+        return Err(ConfigErrors::new(v.errors));
+    };
+    Ok(Config {
+        listeners,
+        admin: Admin {
+            address: admin_address,
+            token,
+        },
+        limits,
+        log,
+        backends,
+        routes,
+        effective: serde_json::to_value(raw).unwrap_or(serde_json::Value::Null),
+    })
+}
+
+fn http_backend(
+    v: &mut Validator<'_>,
+    raw: &RawHttpBackend,
+    path: &str,
+) -> Option<HttpBackendConfig> {
+    let errors_before = v.errors.len();
+    let mut addresses = Vec::new();
+    if raw.addresses.value.is_empty() {
+        v.error(
+            &raw.addresses,
+            format!("{path}.addresses"),
+            "at least one address is required",
+        );
+    }
+    for (i, address) in raw.addresses.value.iter().enumerate() {
+        let (text, weight) = match &address.value {
+            RawAddress::Plain(text) => (text, 1),
+            RawAddress::Weighted { address, weight } => (address, *weight),
+        };
+        let at = format!("{path}.addresses[{i}]");
+        if weight == 0 {
+            v.error(address, &at, "weight must be at least 1");
+        }
+        match split_host_port(text) {
+            Some((host, port)) => addresses.push(EndpointAddress { host, port, weight }),
+            None => v.error(address, &at, format!("invalid address {text:?}: write host:port, e.g. \"10.0.0.5:8080\" or \"orders.internal:80\"")),
+        }
+    }
+    let tls = raw.tls.as_ref().map(|tls| {
+        let identity = match (&tls.cert_file, &tls.key_file) {
+            (Some(cert), Some(key)) => {
+                Some((PathBuf::from(&cert.value), PathBuf::from(&key.value)))
+            }
+            (Some(cert), None) => {
+                v.error(
+                    cert,
+                    format!("{path}.tls.cert_file"),
+                    "a client certificate needs key_file too",
+                );
+                None
+            }
+            (None, Some(key)) => {
+                v.error(
+                    key,
+                    format!("{path}.tls.key_file"),
+                    "a client key needs cert_file too",
+                );
+                None
+            }
+            (None, None) => None,
+        };
+        ClientTls {
+            ca_file: tls.ca_file.as_ref().map(|f| PathBuf::from(&f.value)),
+            client_identity: identity,
+            server_name: tls.server_name.as_ref().map(|s| s.value.clone()),
+        }
+    });
+    let balancer = match &raw.balancer.value {
+        RawBalancer::RoundRobin => BalancerPolicy::RoundRobin,
+        RawBalancer::LeastRequest => BalancerPolicy::LeastRequest,
+        RawBalancer::ConsistentHash(key) => {
+            let at = format!("{path}.balancer.consistent_hash");
+            match (&key.header, &key.cookie, key.client_address) {
+                (Some(header), None, false) => match HeaderName::try_from(header.as_str()) {
+                    Ok(name) => BalancerPolicy::ConsistentHash(HashKey::Header(name)),
+                    Err(_) => {
+                        v.error(
+                            &raw.balancer,
+                            format!("{at}.header"),
+                            format!("invalid header name {header:?}"),
+                        );
+                        BalancerPolicy::RoundRobin
+                    }
+                },
+                (None, Some(cookie), false) => {
+                    BalancerPolicy::ConsistentHash(HashKey::Cookie(cookie.clone()))
+                }
+                (None, None, true) => BalancerPolicy::ConsistentHash(HashKey::ClientAddress),
+                _ => {
+                    v.error(
+                        &raw.balancer,
+                        at,
+                        "set exactly one of header, cookie or client_address",
+                    );
+                    BalancerPolicy::RoundRobin
+                }
+            }
+        }
+    };
+    let health_check = raw.health_check.as_ref().map(|hc| {
+        if !hc.path.value.starts_with('/') {
+            v.error(
+                &hc.path,
+                format!("{path}.health_check.path"),
+                "must start with '/'",
+            );
+        }
+        if hc.timeout.value.0 > hc.interval.value.0 {
+            v.error(
+                &hc.timeout,
+                format!("{path}.health_check.timeout"),
+                "must not exceed the interval",
+            );
+        }
+        HealthCheck {
+            path: hc.path.value.clone(),
+            interval: hc.interval.value.0,
+            timeout: hc.timeout.value.0,
+            healthy_threshold: hc.healthy_threshold.max(1),
+            unhealthy_threshold: hc.unhealthy_threshold.max(1),
+            host: hc.host.clone(),
+        }
+    });
+    let outlier = OutlierPolicy {
+        consecutive_failures: raw.outlier.consecutive_failures,
+        base_ejection: raw.outlier.base_ejection.value.0,
+        max_ejection: raw.outlier.max_ejection.value.0,
+    };
+    if outlier.max_ejection < outlier.base_ejection {
+        v.error(
+            &raw.outlier.max_ejection,
+            format!("{path}.outlier.max_ejection"),
+            "must be at least base_ejection",
+        );
+    }
+    if raw.dns_refresh.value.0.is_zero() {
+        v.error(
+            &raw.dns_refresh,
+            format!("{path}.dns_refresh"),
+            "must be more than 0",
+        );
+    }
+    if let Some(host) = &raw.host_rewrite
+        && HeaderValue::from_str(&host.value).is_err()
+    {
+        v.error(
+            host,
+            format!("{path}.host_rewrite"),
+            "not a valid Host header value",
+        );
+    }
+    (v.errors.len() == errors_before).then(|| HttpBackendConfig {
+        addresses,
+        tls,
+        protocol: match raw.protocol {
+            RawProtocol::Http1 => UpstreamProtocol::Http1,
+            RawProtocol::Http2 => UpstreamProtocol::Http2,
+        },
+        balancer,
+        connect_timeout: raw.connect_timeout.value.0,
+        pool_idle_timeout: raw.pool.idle_timeout.value.0,
+        pool_max_idle_per_endpoint: raw.pool.max_idle_per_address,
+        health_check,
+        outlier,
+        dns_refresh: raw.dns_refresh.value.0,
+        host_rewrite: raw.host_rewrite.as_ref().map(|h| h.value.clone()),
+    })
+}
+
+/// Splits `host:port` (`[v6]:port` for IPv6).
+fn split_host_port(text: &str) -> Option<(String, u16)> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Some((addr.ip().to_string(), addr.port()));
+    }
+    let (host, port) = text.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let valid_host = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    valid_host.then(|| (host.to_ascii_lowercase(), port))
+}
+
+fn route_config(
+    v: &mut Validator<'_>,
+    raw: &RawRoute,
+    path: &str,
+    backends: &std::collections::BTreeMap<String, Located<RawBackend>>,
+) -> Option<Route> {
+    let errors_before = v.errors.len();
+    let matcher = route_match(v, &raw.matcher, &format!("{path}.match"));
+
+    let mut refs = Vec::new();
+    if raw.backends.value.is_empty() {
+        v.error(
+            &raw.backends,
+            format!("{path}.backends"),
+            "at least one backend is required",
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for (i, entry) in raw.backends.value.iter().enumerate() {
+        let at = format!("{path}.backends[{i}].backend");
+        let name = &entry.backend.value;
+        if !backends.contains_key(name) {
+            let known: Vec<&str> = backends.keys().map(String::as_str).collect();
+            let hint = if known.is_empty() {
+                "no backends are defined".to_owned()
+            } else {
+                format!("defined backends: {}", known.join(", "))
+            };
+            v.error(
+                &entry.backend,
+                at,
+                format!("unknown backend {name:?} ({hint})"),
+            );
+            continue;
+        }
+        if !seen.insert(name.clone()) {
+            v.error(
+                &entry.backend,
+                at,
+                format!("backend {name:?} is listed twice"),
+            );
+            continue;
+        }
+        if entry.weight.value == 0 {
+            v.error(
+                &entry.weight,
+                format!("{path}.backends[{i}].weight"),
+                "weight must be at least 1",
+            );
+        }
+        refs.push(RouteBackendRef {
+            backend: Arc::from(name.as_str()),
+            priority: entry.priority.unwrap_or(i as u32),
+            weight: entry.weight.value.max(1),
+        });
+    }
+
+    let mut on = RetryOn {
+        connect_failure: false,
+        reset: false,
+        timeout: false,
+        throttled: false,
+        statuses: Vec::new(),
+    };
+    for (i, condition) in raw.retry.on.value.iter().enumerate() {
+        match condition.value.as_str() {
+            "connect_failure" => on.connect_failure = true,
+            "reset" => on.reset = true,
+            "timeout" => on.timeout = true,
+            "throttled" => on.throttled = true,
+            other => match other.parse::<u16>() {
+                Ok(status @ 400..=599) => on.statuses.push(status),
+                _ => v.error(
+                    condition,
+                    format!("{path}.retry.on[{i}]"),
+                    format!("unknown retry condition {other:?}: use connect_failure, reset, timeout, throttled, or a 4xx/5xx status"),
+                ),
+            },
+        }
+    }
+    if raw.timeout.value.0.is_zero() {
+        v.error(
+            &raw.timeout,
+            format!("{path}.timeout"),
+            "must be more than 0",
+        );
+    }
+    if let Some(per_try) = &raw.per_try_timeout
+        && (per_try.value.0.is_zero() || per_try.value.0 > raw.timeout.value.0)
+    {
+        v.error(
+            per_try,
+            format!("{path}.per_try_timeout"),
+            "must be more than 0 and at most the route's timeout",
+        );
+    }
+    if raw.replay_buffer.value.0 > raw.max_body.value.0 {
+        v.error(
+            &raw.replay_buffer,
+            format!("{path}.replay_buffer"),
+            "must not exceed max_body",
+        );
+    }
+    if raw.replay_buffer.value.0 > 16 << 20 {
+        v.error(
+            &raw.replay_buffer,
+            format!("{path}.replay_buffer"),
+            "must be at most 16MiB (it is held in memory per request)",
+        );
+    }
+    (v.errors.len() == errors_before).then(|| Route {
+        id: Arc::from(raw.id.value.as_str()),
+        matcher: matcher.unwrap_or_else(|| RouteMatch {
+            host: HostMatch::Any,
+            path: PathMatch::Prefix("/".into()),
+            methods: Vec::new(),
+            headers: Vec::new(),
+        }),
+        backends: refs,
+        timeout: raw.timeout.value.0,
+        per_try_timeout: raw.per_try_timeout.as_ref().map(|t| t.value.0),
+        retry: RetryPolicy {
+            retries: raw.retry.retries,
+            on,
+            non_idempotent: raw.retry.non_idempotent,
+        },
+        retry_budget: RetryBudgetPolicy {
+            ratio: raw.retry.budget_ratio.value.0,
+            min_concurrent: raw.retry.budget_min_concurrent,
+        },
+        max_body: raw.max_body.value.0,
+        replay_buffer: raw.replay_buffer.value.0,
+    })
+}
+
+fn route_match(v: &mut Validator<'_>, raw: &RawMatch, path: &str) -> Option<RouteMatch> {
+    let errors_before = v.errors.len();
+    let host = match &raw.host {
+        None => HostMatch::Any,
+        Some(host) => {
+            let text = host.value.to_ascii_lowercase();
+            let (wildcard, name) = match text.strip_prefix("*.") {
+                Some(rest) => (true, rest),
+                None => (false, text.as_str()),
+            };
+            let valid = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+            if !valid {
+                v.error(host, format!("{path}.host"), format!("invalid host {:?}: write a host name, or *.domain for its subdomains (no port)", host.value));
+            }
+            if wildcard {
+                HostMatch::Suffix(format!(".{name}"))
+            } else {
+                HostMatch::Exact(name.to_owned())
+            }
+        }
+    };
+    let path_match = match &raw.path {
+        None => PathMatch::Prefix("/".into()),
+        Some(p) => {
+            let at = format!("{path}.path");
+            let text = match &p.value {
+                RawPathMatch::Prefix(t) | RawPathMatch::Exact(t) | RawPathMatch::Template(t) => t,
+            };
+            if !text.starts_with('/') {
+                v.error(p, &at, format!("path {text:?} must start with '/'"));
+            }
+            match &p.value {
+                RawPathMatch::Prefix(t) => {
+                    let trimmed = t.trim_end_matches('/');
+                    PathMatch::Prefix(if trimmed.is_empty() {
+                        "/".into()
+                    } else {
+                        trimmed.into()
+                    })
+                }
+                RawPathMatch::Exact(t) => PathMatch::Exact(t.clone()),
+                RawPathMatch::Template(t) => {
+                    if let Err(e) = crate::router::check_template(t) {
+                        v.error(p, &at, e);
+                    }
+                    PathMatch::Template(t.clone())
+                }
+            }
+        }
+    };
+    let mut methods = Vec::new();
+    if let Some(list) = &raw.methods {
+        for (i, m) in list.value.iter().enumerate() {
+            match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                Ok(method) => methods.push(method),
+                Err(_) => v.error(
+                    list,
+                    format!("{path}.methods[{i}]"),
+                    format!("invalid method {m:?}"),
+                ),
+            }
+        }
+    }
+    let mut headers = Vec::new();
+    for (name, value) in &raw.headers {
+        let at = format!("{path}.headers.{name}");
+        let Ok(header) = HeaderName::try_from(name.as_str()) else {
+            v.error(value, at, format!("invalid header name {name:?}"));
+            continue;
+        };
+        let value = if value.value == "*" {
+            None
+        } else {
+            match HeaderValue::from_str(&value.value) {
+                Ok(hv) => Some(hv),
+                Err(_) => {
+                    v.error(value, at, "invalid header value");
+                    continue;
+                }
+            }
+        };
+        headers.push(HeaderMatch {
+            name: header,
+            value,
+        });
+    }
+    (v.errors.len() == errors_before).then_some(RouteMatch {
+        host,
+        path: path_match,
+        methods,
+        headers,
+    })
+}

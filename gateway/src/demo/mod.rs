@@ -1,0 +1,225 @@
+//! `accord demo`: the gateway on example routes, with simulated on-prem services whose latency
+//! and failures follow a script, and a light traffic generator, so that failover, retries,
+//! outlier ejection and the metrics can be watched without any cloud account.
+
+pub mod upstream;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use accord_adapters::RequestBody;
+use anyhow::Context as _;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::{self, ProcessEnvironment};
+use crate::{ConfigSource, Gateway};
+use upstream::{Behaviour, Phase};
+
+/// The demo's configuration template.
+pub const CONFIG_TEMPLATE: &str = include_str!("config.yaml");
+
+/// Options of `accord demo`.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Traffic listener address.
+    pub listen: String,
+    /// Admin listener address.
+    pub admin: String,
+    /// Generated requests per second.
+    pub rps: u32,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn steady(latency: u64, jitter: u64, error_rate: f64) -> Behaviour {
+    Behaviour {
+        latency: ms(latency),
+        jitter: ms(jitter),
+        error_rate,
+    }
+}
+
+/// Runs the demo until Ctrl-C or the duration passes.
+pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
+    // The primary orders service: healthy for 40s, then slow for 15s, then failing for 15s.
+    let primary = upstream::spawn(
+        "orders-primary",
+        vec![
+            Phase {
+                duration: Duration::from_secs(40),
+                behaviour: steady(15, 10, 0.0),
+            },
+            Phase {
+                duration: Duration::from_secs(15),
+                behaviour: steady(700, 100, 0.0),
+            },
+            Phase {
+                duration: Duration::from_secs(15),
+                behaviour: steady(10, 5, 0.9),
+            },
+        ],
+    )
+    .await?;
+    let secondary = upstream::spawn(
+        "orders-secondary",
+        vec![Phase {
+            duration: Duration::from_secs(60),
+            behaviour: steady(35, 15, 0.0),
+        }],
+    )
+    .await?;
+    let catalog_a = upstream::spawn(
+        "catalog-a",
+        vec![Phase {
+            duration: Duration::from_secs(60),
+            behaviour: steady(5, 5, 0.0),
+        }],
+    )
+    .await?;
+    let catalog_b = upstream::spawn(
+        "catalog-b",
+        vec![Phase {
+            duration: Duration::from_secs(60),
+            behaviour: steady(60, 40, 0.0),
+        }],
+    )
+    .await?;
+    let catalog_c = upstream::spawn(
+        "catalog-c",
+        vec![Phase {
+            duration: Duration::from_secs(60),
+            behaviour: steady(5, 5, 0.01),
+        }],
+    )
+    .await?;
+
+    let text = CONFIG_TEMPLATE
+        .replace("${LISTEN}", &options.listen)
+        .replace("${ADMIN}", &options.admin)
+        .replace("${ORDERS_PRIMARY}", &primary.to_string())
+        .replace("${ORDERS_SECONDARY}", &secondary.to_string())
+        .replace("${CATALOG_A}", &catalog_a.to_string())
+        .replace("${CATALOG_B}", &catalog_b.to_string())
+        .replace("${CATALOG_C}", &catalog_c.to_string());
+    let config = config::from_str(&text, &ProcessEnvironment)
+        .map_err(|e| anyhow::anyhow!("demo configuration: {e}"))?;
+    crate::telemetry::init(&config.log);
+    let running = Gateway::start(
+        config,
+        ConfigSource::Text(text),
+        Arc::new(ProcessEnvironment),
+    )
+    .await?;
+    let base = format!("http://{}", running.address());
+    println!("Accord demo is running.");
+    println!();
+    println!("  gateway     {base}   (try: curl {base}/orders/42)");
+    println!("  metrics     http://{}/metrics", running.admin);
+    println!("  readiness   http://{}/readyz", running.admin);
+    println!("  config      http://{}/config", running.admin);
+    println!();
+    println!(
+        "The orders-primary service is healthy for 40s, slow for 15s, then failing for 15s, and"
+    );
+    println!("repeats: watch retries and failover move traffic to orders-secondary. Ctrl-C stops.");
+    println!();
+
+    if options.rps > 0 {
+        tokio::spawn(generate_traffic(base.clone(), options.rps));
+    }
+    let gateway = running.gateway.clone();
+    let summary = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs(10));
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            print_summary(&gateway);
+        }
+    });
+    match options.duration {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?,
+    }
+    summary.abort();
+    print_summary(&running.gateway);
+    running.shutdown().await;
+    Ok(())
+}
+
+fn print_summary(gateway: &Gateway) {
+    let runtime = gateway.runtime();
+    println!(
+        "{:<14} {:>8} {:>8} {:>8} {:>8}",
+        "route", "good", "bad", "client", "retries"
+    );
+    for route in runtime.routes() {
+        let s = route.stats();
+        let by = |c: accord_policies::Class| s.requests_by_class[c.index()].load(Relaxed);
+        println!(
+            "{:<14} {:>8} {:>8} {:>8} {:>8}",
+            route.id(),
+            by(accord_policies::Class::Good),
+            by(accord_policies::Class::Bad),
+            by(accord_policies::Class::ClientError),
+            s.retries.load(Relaxed)
+        );
+    }
+    for backend in runtime.backends() {
+        let counts = backend.endpoint_counts();
+        println!(
+            "  backend {:<18} tries {:>6}  endpoints available {}/{}  ejections {}",
+            backend.id(),
+            backend.stats().tries.load(Relaxed),
+            counts.available,
+            counts.total,
+            backend.stats().ejections.load(Relaxed)
+        );
+    }
+    println!();
+}
+
+async fn generate_traffic(base: String, rps: u32) {
+    let client: Client<_, RequestBody> = Client::builder(TokioExecutor::new()).build_http();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1) / rps.max(1));
+    loop {
+        ticker.tick().await;
+        let (method, path, body) = match fastrand::u8(0..10) {
+            0..=3 => (
+                "GET",
+                format!("/orders/{}", fastrand::u16(1..1000)),
+                RequestBody::empty(),
+            ),
+            4..=5 => (
+                "POST",
+                "/orders".to_owned(),
+                RequestBody::full(bytes::Bytes::from_static(b"{\"item\":\"book\"}")),
+            ),
+            _ => (
+                "GET",
+                format!("/catalog/items/{}", fastrand::u16(1..100)),
+                RequestBody::empty(),
+            ),
+        };
+        let Ok(request) = http::Request::builder()
+            .method(method)
+            .uri(format!("{base}{path}"))
+            .body(body)
+        else {
+            continue;
+        };
+        let client = client.clone();
+        tokio::spawn(async move {
+            if let Ok(response) = client.request(request).await {
+                let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+            }
+        });
+    }
+}

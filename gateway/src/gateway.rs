@@ -1,0 +1,231 @@
+//! The running gateway: the live [`Runtime`] behind an atomic pointer, the listeners, the admin
+//! API, hot reload and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{self, Config, ConfigErrors, Environment};
+use crate::metrics::Registry;
+use crate::proxy;
+use crate::runtime::Runtime;
+use crate::server::{self, Handler};
+
+/// Where a reload reads the configuration from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// A YAML file, read again on every reload.
+    File(PathBuf),
+    /// Text held in memory (the demo); a reload re-validates it.
+    Text(String),
+}
+
+/// Why a reload was refused. The running configuration is untouched.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new configuration is invalid.
+    #[error("{0}")]
+    Invalid(ConfigErrors),
+    /// It is valid but could not be built (unreadable TLS files, say).
+    #[error("{0}")]
+    Build(String),
+}
+
+/// What a successful reload changed.
+#[derive(Debug, serde::Serialize)]
+pub struct ReloadReport {
+    /// Routes now served.
+    pub routes: usize,
+    /// Backends now configured.
+    pub backends: usize,
+    /// Settings that changed but only take effect after a restart (listeners, admin, limits).
+    pub restart_required: Vec<String>,
+}
+
+/// The gateway's shared state.
+pub struct Gateway {
+    runtime: ArcSwap<Runtime>,
+    registry: Arc<Registry>,
+    source: ConfigSource,
+    env: Arc<dyn Environment + Send + Sync>,
+    reload_lock: tokio::sync::Mutex<()>,
+    draining: std::sync::atomic::AtomicBool,
+}
+
+/// A started gateway: its bound addresses and the handle to stop it.
+pub struct Running {
+    /// The gateway.
+    pub gateway: Arc<Gateway>,
+    /// Bound traffic listener addresses, in configuration order.
+    pub listeners: Vec<SocketAddr>,
+    /// Bound admin API address.
+    pub admin: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Builds the runtime, binds every listener and starts serving.
+    pub async fn start(
+        config: Config,
+        source: ConfigSource,
+        env: Arc<dyn Environment + Send + Sync>,
+    ) -> anyhow::Result<Running> {
+        let registry = Arc::new(Registry::default());
+        let runtime = Runtime::build(config, &registry, None).await?;
+        let gateway = Arc::new(Gateway {
+            runtime: ArcSwap::from_pointee(runtime),
+            registry,
+            source,
+            env,
+            reload_lock: tokio::sync::Mutex::new(()),
+            draining: std::sync::atomic::AtomicBool::new(false),
+        });
+        let config = gateway.runtime.load_full();
+        let config = config.config();
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let mut listeners = Vec::new();
+        for listener in &config.listeners {
+            let tls = match &listener.tls {
+                Some((cert, key)) => Some(
+                    server::tls_acceptor(cert, key)
+                        .map_err(|e| anyhow::anyhow!("listener {}: {e}", listener.name))?,
+                ),
+                None => None,
+            };
+            let socket =
+                server::bind(listener.address, &format!("listener {}", listener.name)).await?;
+            listeners.push(socket.local_addr()?);
+            let handler = gateway.clone().proxy_handler();
+            tasks.push(tokio::spawn(server::serve(
+                socket,
+                tls,
+                config.limits.clone(),
+                Some(gateway.registry.gateway_stats()),
+                handler,
+                shutdown_rx.clone(),
+            )));
+        }
+        let admin_socket = server::bind(config.admin.address, "admin API").await?;
+        let admin = admin_socket.local_addr()?;
+        let admin_handler =
+            crate::admin::handler(gateway.clone(), config.admin.address.ip().is_loopback());
+        tasks.push(tokio::spawn(server::serve(
+            admin_socket,
+            None,
+            config.limits.clone(),
+            None,
+            admin_handler,
+            shutdown_rx,
+        )));
+        tracing::info!(?listeners, %admin, routes = config.routes.len(), backends = config.backends.len(), "accord is serving");
+        Ok(Running {
+            gateway,
+            listeners,
+            admin,
+            shutdown,
+            tasks,
+        })
+    }
+
+    fn proxy_handler(self: Arc<Self>) -> Handler {
+        Arc::new(move |request, conn| {
+            let runtime = self.runtime.load_full();
+            let registry = self.registry.clone();
+            let access_log = runtime.config().log.access_log;
+            Box::pin(proxy::handle(runtime, registry, access_log, request, conn))
+        })
+    }
+
+    /// The runtime serving new requests now.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// The counters.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Whether the gateway is draining for shutdown.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Relaxed)
+    }
+
+    /// Reads the configuration again and, if it is valid and builds, swaps it in. Requests in
+    /// flight finish on the runtime they started with. On error nothing changes.
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        let result = self.try_reload().await;
+        match &result {
+            Ok(report) => {
+                self.registry.gateway.reloads_ok.fetch_add(1, Relaxed);
+                tracing::info!(routes = report.routes, backends = report.backends, restart_required = ?report.restart_required, "configuration reloaded");
+            }
+            Err(error) => {
+                self.registry.gateway.reloads_failed.fetch_add(1, Relaxed);
+                tracing::error!(
+                    "reload refused, the previous configuration keeps serving:\n{error}"
+                );
+            }
+        }
+        result
+    }
+
+    async fn try_reload(&self) -> Result<ReloadReport, ReloadError> {
+        let env = self.env.as_ref();
+        let config = match &self.source {
+            ConfigSource::File(path) => config::load(path, env),
+            ConfigSource::Text(text) => config::from_str(text, env),
+        }
+        .map_err(ReloadError::Invalid)?;
+        let current = self.runtime.load_full();
+        let old = current.config();
+        let mut restart_required = Vec::new();
+        if old.listeners != config.listeners {
+            restart_required.push("listeners".to_owned());
+        }
+        if old.admin.address != config.admin.address || old.admin.token != config.admin.token {
+            restart_required.push("admin".to_owned());
+        }
+        if old.limits != config.limits {
+            restart_required.push("limits".to_owned());
+        }
+        if old.log != config.log {
+            restart_required.push("log".to_owned());
+        }
+        let runtime = Runtime::build(config, &self.registry, Some(&current))
+            .await
+            .map_err(|e| ReloadError::Build(e.to_string()))?;
+        let report = ReloadReport {
+            routes: runtime.routes().len(),
+            backends: runtime.backends().len(),
+            restart_required,
+        };
+        self.runtime.store(Arc::new(runtime));
+        Ok(report)
+    }
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish (up to `limits.shutdown_grace`), and
+    /// returns when every listener has closed.
+    pub async fn shutdown(self) {
+        self.gateway.draining.store(true, Relaxed);
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// The first traffic listener's address.
+    pub fn address(&self) -> SocketAddr {
+        self.listeners[0]
+    }
+}

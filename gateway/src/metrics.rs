@@ -1,0 +1,411 @@
+//! Gateway-level counters and the Prometheus text rendering of everything the admin API's
+//! `/metrics` shows. Names follow `accord_<noun>_<unit>[_total]` with the labels `route`,
+//! `backend`, `provider`, `class`.
+//!
+//! Counters live in `Arc`s kept in a [`Registry`] by route or backend id, so they survive a
+//! reload that keeps the id. Recording is a relaxed atomic add: no lock on the request path.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use accord_adapters::stats::{BackendStats, ERROR_KINDS, LatencyHistogram};
+use accord_policies::Class;
+
+use crate::runtime::Runtime;
+
+/// Counters of one route.
+#[derive(Debug, Default)]
+pub struct RouteStats {
+    /// Finished requests by [`Class`].
+    pub requests_by_class: [AtomicU64; 5],
+    /// Finished requests by status class (1xx … 5xx).
+    pub requests_by_status: [AtomicU64; 5],
+    /// Requests in flight.
+    pub active: AtomicU64,
+    /// Full request duration (until the response body ended).
+    pub duration: LatencyHistogram,
+    /// Tries beyond the first.
+    pub retries: AtomicU64,
+    /// Retries refused by the retry budget.
+    pub retry_budget_exhausted: AtomicU64,
+    /// Request bytes received from clients.
+    pub bytes_in: AtomicU64,
+    /// Response bytes sent to clients.
+    pub bytes_out: AtomicU64,
+}
+
+/// Counters of the whole gateway.
+#[derive(Debug, Default)]
+pub struct GatewayStats {
+    /// Client connections open now.
+    pub connections_active: AtomicU64,
+    /// Client connections accepted.
+    pub connections_accepted: AtomicU64,
+    /// Client connections closed at once because `limits.max_connections` was reached.
+    pub connections_rejected: AtomicU64,
+    /// Requests that matched no route.
+    pub unrouted_requests: AtomicU64,
+    /// Reloads, by result.
+    pub reloads_ok: AtomicU64,
+    /// Reloads refused.
+    pub reloads_failed: AtomicU64,
+}
+
+/// Where counters are kept across reloads.
+#[derive(Debug, Default)]
+pub struct Registry {
+    routes: Mutex<HashMap<Arc<str>, Arc<RouteStats>>>,
+    backends: Mutex<HashMap<Arc<str>, Arc<BackendStats>>>,
+    /// Gateway-wide counters.
+    pub gateway: Arc<GatewayStats>,
+}
+
+impl Registry {
+    /// The gateway-wide counters, shared with the listeners.
+    pub fn gateway_stats(&self) -> Arc<GatewayStats> {
+        self.gateway.clone()
+    }
+
+    /// The counters of route `id`, created on first use.
+    pub fn route(&self, id: &Arc<str>) -> Arc<RouteStats> {
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        routes.entry(id.clone()).or_default().clone()
+    }
+
+    /// The counters of backend `id`, created on first use.
+    pub fn backend(&self, id: &Arc<str>) -> Arc<BackendStats> {
+        let mut backends = self.backends.lock().unwrap_or_else(|p| p.into_inner());
+        backends.entry(id.clone()).or_default().clone()
+    }
+}
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Renders the Prometheus text exposition of the live runtime's routes and backends.
+pub fn render(runtime: &Runtime, registry: &Registry) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    let g = &registry.gateway;
+    family(
+        &mut out,
+        "accord_connections_active",
+        "gauge",
+        "Client connections open now.",
+    );
+    let _ = writeln!(
+        out,
+        "accord_connections_active {}",
+        g.connections_active.load(Relaxed)
+    );
+    family(
+        &mut out,
+        "accord_connections_accepted_total",
+        "counter",
+        "Client connections accepted.",
+    );
+    let _ = writeln!(
+        out,
+        "accord_connections_accepted_total {}",
+        g.connections_accepted.load(Relaxed)
+    );
+    family(
+        &mut out,
+        "accord_connections_rejected_total",
+        "counter",
+        "Client connections closed because limits.max_connections was reached.",
+    );
+    let _ = writeln!(
+        out,
+        "accord_connections_rejected_total {}",
+        g.connections_rejected.load(Relaxed)
+    );
+    family(
+        &mut out,
+        "accord_unrouted_requests_total",
+        "counter",
+        "Requests that matched no route.",
+    );
+    let _ = writeln!(
+        out,
+        "accord_unrouted_requests_total {}",
+        g.unrouted_requests.load(Relaxed)
+    );
+    family(
+        &mut out,
+        "accord_config_reloads_total",
+        "counter",
+        "Configuration reloads by result.",
+    );
+    let _ = writeln!(
+        out,
+        "accord_config_reloads_total{{result=\"ok\"}} {}",
+        g.reloads_ok.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "accord_config_reloads_total{{result=\"failed\"}} {}",
+        g.reloads_failed.load(Relaxed)
+    );
+
+    let routes: Vec<_> = runtime
+        .routes()
+        .iter()
+        .map(|r| (r.id().clone(), r.stats().clone()))
+        .collect();
+    family(
+        &mut out,
+        "accord_requests_total",
+        "counter",
+        "Finished requests by route, outcome class and status class.",
+    );
+    for (id, stats) in &routes {
+        for class in Class::ALL {
+            let _ = writeln!(
+                out,
+                "accord_requests_total{{route=\"{id}\",class=\"{}\"}} {}",
+                class.as_str(),
+                stats.requests_by_class[class.index()].load(Relaxed)
+            );
+        }
+    }
+    family(
+        &mut out,
+        "accord_responses_total",
+        "counter",
+        "Responses sent to clients by route and status class.",
+    );
+    for (id, stats) in &routes {
+        for (i, status) in STATUS_CLASSES.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "accord_responses_total{{route=\"{id}\",status=\"{status}\"}} {}",
+                stats.requests_by_status[i].load(Relaxed)
+            );
+        }
+    }
+    family(
+        &mut out,
+        "accord_requests_active",
+        "gauge",
+        "Requests in flight by route.",
+    );
+    for (id, stats) in &routes {
+        let _ = writeln!(
+            out,
+            "accord_requests_active{{route=\"{id}\"}} {}",
+            stats.active.load(Relaxed)
+        );
+    }
+    family(
+        &mut out,
+        "accord_request_duration_seconds",
+        "histogram",
+        "Request duration, until the response body ended.",
+    );
+    for (id, stats) in &routes {
+        histogram(
+            &mut out,
+            "accord_request_duration_seconds",
+            &format!("route=\"{id}\""),
+            &stats.duration,
+        );
+    }
+    family(
+        &mut out,
+        "accord_retries_total",
+        "counter",
+        "Tries beyond the first, by route.",
+    );
+    for (id, stats) in &routes {
+        let _ = writeln!(
+            out,
+            "accord_retries_total{{route=\"{id}\"}} {}",
+            stats.retries.load(Relaxed)
+        );
+    }
+    family(
+        &mut out,
+        "accord_retry_budget_exhausted_total",
+        "counter",
+        "Retries refused by the route's retry budget.",
+    );
+    for (id, stats) in &routes {
+        let _ = writeln!(
+            out,
+            "accord_retry_budget_exhausted_total{{route=\"{id}\"}} {}",
+            stats.retry_budget_exhausted.load(Relaxed)
+        );
+    }
+    family(
+        &mut out,
+        "accord_request_bytes_total",
+        "counter",
+        "Request body bytes received from clients.",
+    );
+    for (id, stats) in &routes {
+        let _ = writeln!(
+            out,
+            "accord_request_bytes_total{{route=\"{id}\"}} {}",
+            stats.bytes_in.load(Relaxed)
+        );
+    }
+    family(
+        &mut out,
+        "accord_response_bytes_total",
+        "counter",
+        "Response body bytes sent to clients.",
+    );
+    for (id, stats) in &routes {
+        let _ = writeln!(
+            out,
+            "accord_response_bytes_total{{route=\"{id}\"}} {}",
+            stats.bytes_out.load(Relaxed)
+        );
+    }
+
+    let backends: Vec<_> = runtime
+        .backends()
+        .iter()
+        .map(|b| {
+            (
+                format!(
+                    "backend=\"{}\",provider=\"{}\"",
+                    b.id(),
+                    b.provider().as_str()
+                ),
+                b.clone(),
+            )
+        })
+        .collect();
+    family(
+        &mut out,
+        "accord_upstream_tries_total",
+        "counter",
+        "Tries sent to a backend.",
+    );
+    for (labels, b) in &backends {
+        let _ = writeln!(
+            out,
+            "accord_upstream_tries_total{{{labels}}} {}",
+            b.stats().tries.load(Relaxed)
+        );
+    }
+    family(
+        &mut out,
+        "accord_upstream_responses_total",
+        "counter",
+        "Backend responses by status class.",
+    );
+    for (labels, b) in &backends {
+        for (i, status) in STATUS_CLASSES.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "accord_upstream_responses_total{{{labels},status=\"{status}\"}} {}",
+                b.stats().responses_by_class[i].load(Relaxed)
+            );
+        }
+    }
+    family(
+        &mut out,
+        "accord_upstream_errors_total",
+        "counter",
+        "Failed tries by kind.",
+    );
+    for (labels, b) in &backends {
+        for (i, kind) in ERROR_KINDS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "accord_upstream_errors_total{{{labels},kind=\"{}\"}} {}",
+                kind.as_str(),
+                b.stats().errors_by_kind[i].load(Relaxed)
+            );
+        }
+    }
+    family(
+        &mut out,
+        "accord_upstream_try_duration_seconds",
+        "histogram",
+        "Time to a backend's response head, per try.",
+    );
+    for (labels, b) in &backends {
+        histogram(
+            &mut out,
+            "accord_upstream_try_duration_seconds",
+            labels,
+            &b.stats().latency,
+        );
+    }
+    family(
+        &mut out,
+        "accord_upstream_requests_active",
+        "gauge",
+        "Tries in flight to a backend.",
+    );
+    for (labels, b) in &backends {
+        let _ = writeln!(
+            out,
+            "accord_upstream_requests_active{{{labels}}} {}",
+            b.stats().in_flight.load(Relaxed)
+        );
+    }
+    family(
+        &mut out,
+        "accord_upstream_ejections_total",
+        "counter",
+        "Endpoints ejected by outlier detection.",
+    );
+    for (labels, b) in &backends {
+        let _ = writeln!(
+            out,
+            "accord_upstream_ejections_total{{{labels}}} {}",
+            b.stats().ejections.load(Relaxed)
+        );
+    }
+    family(
+        &mut out,
+        "accord_upstream_health_check_failures_total",
+        "counter",
+        "Failed active health checks.",
+    );
+    for (labels, b) in &backends {
+        let _ = writeln!(
+            out,
+            "accord_upstream_health_check_failures_total{{{labels}}} {}",
+            b.stats().health_check_failures.load(Relaxed)
+        );
+    }
+    family(
+        &mut out,
+        "accord_upstream_endpoints",
+        "gauge",
+        "Endpoints of a backend by state.",
+    );
+    for (labels, b) in &backends {
+        let counts = b.endpoint_counts();
+        let _ = writeln!(
+            out,
+            "accord_upstream_endpoints{{{labels},state=\"available\"}} {}",
+            counts.available
+        );
+        let _ = writeln!(
+            out,
+            "accord_upstream_endpoints{{{labels},state=\"unavailable\"}} {}",
+            counts.total - counts.available
+        );
+    }
+    out
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn histogram(out: &mut String, name: &str, labels: &str, h: &LatencyHistogram) {
+    for (upper, count) in h.cumulative() {
+        let le = upper.map_or_else(|| "+Inf".to_owned(), |u| u.to_string());
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {count}");
+    }
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_seconds());
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count());
+}

@@ -1,0 +1,483 @@
+//! The request pipeline: what happens to one client request, phase by phase. Reading this file
+//! top to bottom is reading a request's life in the gateway.
+//!
+//! 1. **Identify**: keep or generate `x-request-id`; for HTTP/2 clients take `Host` from
+//!    `:authority`.
+//! 2. **Route**: the [`Router`](crate::router::Router) picks the route (404 `no_route`).
+//! 3. **Admit**: the route's `max_body` is checked against `Content-Length` (413 before any
+//!    byte is read).
+//! 4. **Prepare**: hop-by-hop headers are stripped, forwarding headers added; the body is
+//!    buffered up to the route's `replay_buffer` so that it can be replayed on another try,
+//!    larger bodies are streamed (one try) with the limit enforced as they flow.
+//! 5. **Forward**: the route's [`Failover`](accord_adapters::Failover) tries backends in
+//!    priority order under the route's deadline, retry policy and retry budget.
+//! 6. **Respond**: the backend's response is streamed back with hop-by-hop headers stripped,
+//!    or a failure becomes a JSON error from [`crate::errors`]. WebSocket handshakes that the
+//!    backend accepts (101) are tunnelled both ways.
+//! 7. **Record**: when the response body ends (or the client goes away), the route's counters
+//!    and the access log line are written with the final byte count and duration.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
+
+use accord_adapters::backend::ClientAddr;
+use accord_adapters::body::{BodyTooLarge, response_body};
+use accord_adapters::{BackendErrorKind, BoxError, ReplayBody, RequestBody, ResponseBody};
+use accord_policies::{Class, classify};
+use bytes::{Bytes, BytesMut};
+use http::header::{CONTENT_LENGTH, HOST};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::errors::ErrorCode;
+use crate::headers;
+use crate::metrics::{Registry, RouteStats};
+use crate::runtime::Runtime;
+
+/// What the listener knows about the connection a request came on.
+#[derive(Clone, Copy, Debug)]
+pub struct Connection {
+    /// The client's address.
+    pub client: SocketAddr,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+}
+
+/// Template parameters of the matched route, on the request's extensions for adapters that map
+/// them (Lambda's `pathParameters`).
+#[derive(Clone, Debug, Default)]
+pub struct PathParams(pub Vec<(String, String)>);
+
+/// Handles one client request to completion of the response head.
+pub async fn handle(
+    runtime: Arc<Runtime>,
+    registry: Arc<Registry>,
+    access_log: bool,
+    mut request: Request<Incoming>,
+    conn: Connection,
+) -> Response<ResponseBody> {
+    // 1. Identify.
+    let started = Instant::now();
+    let request_id = headers::ensure_request_id(request.headers_mut());
+    if !request.headers().contains_key(HOST)
+        && let Some(authority) = request
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        request.headers_mut().insert(HOST, authority);
+    }
+    let websocket = headers::is_websocket_upgrade(request.headers());
+    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
+    let (mut parts, body) = request.into_parts();
+    let mut record = Record {
+        route: None,
+        backend: None,
+        method: parts.method.clone(),
+        path: parts.uri.path().to_owned(),
+        client: conn.client,
+        request_id,
+        started,
+        tries: 0,
+        failure: None,
+        status: StatusCode::OK,
+        bytes_out: 0,
+        access_log,
+    };
+
+    // 2. Route.
+    let Some(matched) = runtime.router().route(&parts) else {
+        registry.gateway.unrouted_requests.fetch_add(1, Relaxed);
+        let response =
+            ErrorCode::NoRoute.response("no route matches this request", &record.request_id);
+        return record.finish_with(response);
+    };
+    let route = &runtime.routes()[matched.route];
+    let limits = route.config();
+    record.route = Some(RouteRecord {
+        id: route.id().clone(),
+        stats: route.stats().clone(),
+    });
+    route.stats().active.fetch_add(1, Relaxed);
+
+    // 3. Admit.
+    let content_length = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if content_length.is_some_and(|len| len > limits.max_body) {
+        let message = format!(
+            "the request body exceeds this route's limit of {} bytes",
+            limits.max_body
+        );
+        let response = ErrorCode::BodyTooLarge.response(&message, &record.request_id);
+        return record.finish_with(response);
+    }
+
+    // 4. Prepare.
+    headers::strip_hop_by_hop(&mut parts.headers, websocket);
+    let host = router_host(&parts);
+    headers::add_forwarded(
+        &mut parts.headers,
+        conn.client.ip(),
+        conn.scheme,
+        host.as_deref(),
+    );
+    parts.extensions.insert(ClientAddr(conn.client));
+    parts.extensions.insert(PathParams(matched.params));
+    if let Some(path) = parts.uri.path_and_query().cloned() {
+        parts.uri = http::Uri::from(path);
+    }
+    let body = match prepare_body(
+        body,
+        content_length,
+        limits.replay_buffer,
+        limits.max_body,
+        route.stats(),
+    )
+    .await
+    {
+        Ok(body) => body,
+        Err(PrepareError::TooLarge) => {
+            let message = format!(
+                "the request body exceeds this route's limit of {} bytes",
+                limits.max_body
+            );
+            let response = ErrorCode::BodyTooLarge.response(&message, &record.request_id);
+            return record.finish_with(response);
+        }
+        Err(PrepareError::Client(e)) => {
+            tracing::debug!(request_id = %record.request_id, error = %e, "client body failed");
+            let message = "the request body could not be read from the client";
+            let response = ErrorCode::ClientBodyError.response(message, &record.request_id);
+            return record.finish_with(response);
+        }
+    };
+
+    // 5. Forward.
+    let deadline = started + limits.timeout;
+    let forwarded = route.failover().forward(parts, body, deadline).await;
+    record.tries = forwarded.tries;
+    record.backend = forwarded.backend.as_ref().map(|b| b.id().clone());
+    if forwarded.tries > 1 {
+        route
+            .stats()
+            .retries
+            .fetch_add(u64::from(forwarded.tries - 1), Relaxed);
+    }
+    if forwarded.budget_exhausted {
+        route.stats().retry_budget_exhausted.fetch_add(1, Relaxed);
+    }
+
+    // 6. Respond.
+    match forwarded.result {
+        Ok(mut response) => {
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS
+                && let Some(client_upgrade) = client_upgrade
+            {
+                tunnel(
+                    client_upgrade,
+                    hyper::upgrade::on(&mut response),
+                    record.request_id.clone(),
+                );
+            } else {
+                headers::strip_hop_by_hop(response.headers_mut(), false);
+            }
+            if let Ok(id) = HeaderValue::from_str(&record.request_id) {
+                response.headers_mut().insert(headers::REQUEST_ID, id);
+            }
+            record.finish_with(response)
+        }
+        Err(error) => {
+            let code = ErrorCode::for_backend_error(&error);
+            tracing::warn!(
+                request_id = %record.request_id,
+                route = %route.id(),
+                backend = record.backend.as_deref().unwrap_or("-"),
+                kind = error.kind().as_str(),
+                error = %error.detailed_message(),
+                "request failed"
+            );
+            record.failure = Some(error.kind());
+            let message = match error.kind() {
+                BackendErrorKind::BodyTooLarge => format!(
+                    "the request body exceeds this route's limit of {} bytes",
+                    limits.max_body
+                ),
+                _ => format!("{} (route {})", code.spec().meaning, route.id()),
+            };
+            let response =
+                code.response_with_retry_after(&message, &record.request_id, error.retry_after());
+            record.finish_with(response)
+        }
+    }
+}
+
+fn router_host(parts: &http::request::Parts) -> Option<String> {
+    parts
+        .headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Splices the client's and the backend's upgraded connections together.
+fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    request_id: String,
+) {
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(%request_id, error = %e, "upgrade failed");
+                return;
+            }
+        };
+        let mut client = hyper_util::rt::TokioIo::new(client);
+        let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            tracing::debug!(%request_id, error = %e, "tunnel closed with an error");
+        }
+    });
+}
+
+// === request bodies ===
+
+enum PrepareError {
+    TooLarge,
+    Client(hyper::Error),
+}
+
+/// Buffers the body up to `replay_limit` (replayable), or streams it with `max_body` enforced.
+async fn prepare_body(
+    mut body: Incoming,
+    content_length: Option<u64>,
+    replay_limit: u64,
+    max_body: u64,
+    stats: &Arc<RouteStats>,
+) -> Result<ReplayBody, PrepareError> {
+    if body.is_end_stream() || content_length == Some(0) {
+        return Ok(ReplayBody::Buffered(Bytes::new()));
+    }
+    let stream = |prefix: Option<Bytes>, body: Incoming| {
+        let seen = prefix.as_ref().map_or(0, |p| p.len() as u64);
+        ReplayBody::Streaming(Some(RequestBody::stream(LimitedBody {
+            prefix,
+            inner: body,
+            seen,
+            limit: max_body,
+            stats: stats.clone(),
+        })))
+    };
+    if content_length.is_some_and(|len| len > replay_limit) {
+        return Ok(stream(None, body));
+    }
+    let mut buffer = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(PrepareError::Client)?;
+        if let Ok(data) = frame.into_data() {
+            buffer.extend_from_slice(&data);
+            if buffer.len() as u64 > max_body {
+                return Err(PrepareError::TooLarge);
+            }
+            if buffer.len() as u64 > replay_limit {
+                stats.bytes_in.fetch_add(buffer.len() as u64, Relaxed);
+                return Ok(stream(Some(buffer.freeze()), body));
+            }
+        }
+    }
+    stats.bytes_in.fetch_add(buffer.len() as u64, Relaxed);
+    Ok(ReplayBody::Buffered(buffer.freeze()))
+}
+
+/// A streamed request body that fails with [`BodyTooLarge`] once it passes the route's limit.
+struct LimitedBody {
+    prefix: Option<Bytes>,
+    inner: Incoming,
+    seen: u64,
+    limit: u64,
+    stats: Arc<RouteStats>,
+}
+
+impl Body for LimitedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(prefix) = self.prefix.take() {
+            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.seen += data.len() as u64;
+                    this.stats.bytes_in.fetch_add(data.len() as u64, Relaxed);
+                    if this.seen > this.limit {
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge {
+                            limit: this.limit,
+                        }))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let mut hint = self.inner.size_hint();
+        if let Some(prefix) = &self.prefix {
+            let extra = prefix.len() as u64;
+            hint.set_lower(hint.lower() + extra);
+            if let Some(upper) = hint.upper() {
+                hint.set_upper(upper + extra);
+            }
+        }
+        hint
+    }
+}
+
+// === recording ===
+
+struct RouteRecord {
+    id: Arc<str>,
+    stats: Arc<RouteStats>,
+}
+
+/// What is known about a request so far; written to counters and the access log when the
+/// response body has been sent (or dropped).
+struct Record {
+    route: Option<RouteRecord>,
+    backend: Option<Arc<str>>,
+    method: http::Method,
+    path: String,
+    client: SocketAddr,
+    request_id: String,
+    started: Instant,
+    tries: u32,
+    failure: Option<BackendErrorKind>,
+    status: StatusCode,
+    bytes_out: u64,
+    access_log: bool,
+}
+
+impl Record {
+    fn finish_with(mut self, response: Response<ResponseBody>) -> Response<ResponseBody> {
+        self.status = response.status();
+        response.map(|body| {
+            response_body(RecordedBody {
+                inner: body,
+                record: Some(self),
+            })
+        })
+    }
+
+    fn complete(self) {
+        let duration = self.started.elapsed();
+        let class = match self.route {
+            Some(_) => classify(self.status, self.failure),
+            None => Class::ClientError,
+        };
+        if let Some(route) = &self.route {
+            let stats = &route.stats;
+            stats.active.fetch_sub(1, Relaxed);
+            stats.requests_by_class[class.index()].fetch_add(1, Relaxed);
+            let status_class = (self.status.as_u16() / 100).clamp(1, 5) as usize - 1;
+            stats.requests_by_status[status_class].fetch_add(1, Relaxed);
+            stats.duration.record(duration);
+            stats.bytes_out.fetch_add(self.bytes_out, Relaxed);
+        }
+        if self.access_log {
+            tracing::info!(
+                target: "accord::access",
+                request_id = %self.request_id,
+                client = %self.client.ip(),
+                method = %self.method,
+                path = %self.path,
+                route = self.route.as_ref().map_or("-", |r| &*r.id),
+                backend = self.backend.as_deref().unwrap_or("-"),
+                status = self.status.as_u16(),
+                class = class.as_str(),
+                duration_ms = duration.as_secs_f64() * 1000.0,
+                bytes_out = self.bytes_out,
+                retries = self.tries.saturating_sub(1),
+            );
+        }
+    }
+}
+
+/// A response body that completes its [`Record`] when it ends or is dropped.
+struct RecordedBody {
+    inner: ResponseBody,
+    record: Option<Record>,
+}
+
+impl Body for RecordedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(record)) = (frame.data_ref(), this.record.as_mut()) {
+                    record.bytes_out += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(record) = this.record.take() {
+                    record.complete();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                // The upstream broke mid-body: the client sees a truncated response, and the
+                // request counts as failed.
+                if let Some(mut record) = this.record.take() {
+                    record.failure = Some(BackendErrorKind::Reset);
+                    record.complete();
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for RecordedBody {
+    fn drop(&mut self) {
+        if let Some(record) = self.record.take() {
+            record.complete();
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Listeners: accept connections (up to `limits.max_connections`), terminate TLS with ALPN,
+//! serve HTTP/1.1 and HTTP/2 (h2c by preface) with upgrades, and drain on shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use accord_adapters::ResponseBody;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::model::Limits;
+use crate::metrics::GatewayStats;
+use crate::proxy::Connection;
+
+/// What serves the requests of one listener.
+pub type Handler = Arc<
+    dyn Fn(
+            Request<Incoming>,
+            Connection,
+        ) -> Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// A TLS acceptor for a certificate and key, offering HTTP/2 and HTTP/1.1 by ALPN.
+pub fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
+    let certs = accord_adapters::tls::load_certs(cert)?;
+    let key = accord_adapters::tls::load_key(key)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(accord_adapters::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Binds `address`, naming it in the error.
+pub async fn bind(address: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {address} ({what}): {e}"))
+}
+
+/// Serves `listener` until `shutdown` turns true, then lets in-flight requests finish for up to
+/// `limits.shutdown_grace`.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    limits: Limits,
+    stats: Option<Arc<GatewayStats>>,
+    handler: Handler,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_size.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
+    let builder = Arc::new(builder);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let (stream, client) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // EMFILE and friends: back off briefly rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            if let Some(stats) = &stats {
+                stats.connections_rejected.fetch_add(1, Relaxed);
+            }
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        if let Some(stats) = &stats {
+            stats.connections_accepted.fetch_add(1, Relaxed);
+            stats.connections_active.fetch_add(1, Relaxed);
+        }
+        let conn = Connection { client, scheme };
+        let handler = handler.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(handler(request, conn).await) }
+        });
+        let builder = builder.clone();
+        let stats = stats.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        let handshake_timeout = limits.header_read_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tls {
+                None => {
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    if let Err(e) = watcher.watch(connection.into_owned()).await {
+                        tracing::debug!(%client, error = %e, "connection ended with an error");
+                    }
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            let connection = builder
+                                .serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+                            if let Err(e) = watcher.watch(connection.into_owned()).await {
+                                tracing::debug!(%client, error = %e, "connection ended with an error");
+                            }
+                        }
+                        Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
+                    }
+                }
+            }
+            if let Some(stats) = stats {
+                stats.connections_active.fetch_sub(1, Relaxed);
+            }
+        });
+    }
+
+    drop(listener);
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?limits.shutdown_grace, "connections still open after the shutdown grace period; closing them");
+    }
+}
