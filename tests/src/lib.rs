@@ -1,1 +1,169 @@
-//! placeholder
+//! The end-to-end test harness: start a real gateway from YAML on loopback ports, scripted
+//! upstreams (well-behaved or broken on purpose), an HTTP client, and real peers (nginx).
+
+pub mod nginx;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use accord::config::{self, ProcessEnvironment};
+use accord::{ConfigSource, Gateway, Running};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// A gateway running in this process, configured from a file in a temporary directory (so that
+/// tests can rewrite it and reload).
+pub struct TestGateway {
+    /// The running gateway.
+    pub running: Running,
+    /// The configuration file.
+    pub config_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestGateway {
+    /// Starts a gateway from YAML. Use `127.0.0.1:0` for listener and admin addresses.
+    pub async fn start(yaml: &str) -> TestGateway {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("accord.yaml");
+        std::fs::write(&config_path, yaml).expect("write config");
+        let config = config::load(&config_path, &ProcessEnvironment)
+            .unwrap_or_else(|e| panic!("test config invalid:\n{}", e.render()));
+        let running = Gateway::start(
+            config,
+            ConfigSource::File(config_path.clone()),
+            Arc::new(ProcessEnvironment),
+        )
+        .await
+        .expect("gateway starts");
+        TestGateway {
+            running,
+            config_path,
+            _dir: dir,
+        }
+    }
+
+    /// `http://<first listener>` followed by `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.running.address(), path)
+    }
+
+    /// `http://<admin>` followed by `path`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.running.admin, path)
+    }
+
+    /// Replaces the configuration file (the next reload reads it).
+    pub fn rewrite_config(&self, yaml: &str) {
+        std::fs::write(&self.config_path, yaml).expect("rewrite config");
+    }
+
+    /// The value of one metrics series, e.g. `accord_retries_total{route="r"}`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = get(&self.admin_url("/metrics")).await.text();
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("series {series} not found in /metrics"))
+    }
+}
+
+/// A finished response, body read.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status.
+    pub status: http::StatusCode,
+    /// Headers.
+    pub headers: http::HeaderMap,
+    /// Body.
+    pub body: Bytes,
+    /// HTTP version of the response.
+    pub version: http::Version,
+}
+
+impl Reply {
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+    }
+
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A shared HTTP/1.1 client (keep-alive).
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends a request and reads the whole response.
+pub async fn send(request: http::Request<Full<Bytes>>) -> Reply {
+    send_with(&client(), request).await
+}
+
+/// Sends a request with the given client and reads the whole response.
+pub async fn send_with(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    request: http::Request<Full<Bytes>>,
+) -> Reply {
+    let response = tokio::time::timeout(Duration::from_secs(30), client.request(request))
+        .await
+        .expect("response within 30s")
+        .expect("request succeeds");
+    let version = response.version();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+        version,
+    }
+}
+
+/// GET a URL.
+pub async fn get(url: &str) -> Reply {
+    send(
+        http::Request::get(url)
+            .body(Full::default())
+            .expect("request"),
+    )
+    .await
+}
+
+/// A request builder with a body.
+pub fn request(method: &str, url: &str, body: impl Into<Bytes>) -> http::Request<Full<Bytes>> {
+    http::Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Full::new(body.into()))
+        .expect("request")
+}
+
+/// An address on which nothing listens (bound, then closed).
+pub fn dead_address() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+/// Whether peer tests must fail rather than skip when a peer is missing (`CI=true`).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}

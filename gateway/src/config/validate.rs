@@ -152,7 +152,8 @@ pub fn validate(raw: &RawConfig, env: &dyn Environment) -> Result<Config, Config
         let Some(address) = v.socket_addr(&listener.address, &format!("{path}.address")) else {
             continue;
         };
-        if !seen_addresses.insert(address) {
+        // Port 0 asks the OS for a free port, so it never clashes.
+        if address.port() != 0 && !seen_addresses.insert(address) {
             v.error(
                 &listener.address,
                 format!("{path}.address"),
@@ -178,6 +179,7 @@ pub fn validate(raw: &RawConfig, env: &dyn Environment) -> Result<Config, Config
     // Admin.
     let admin_address = v.socket_addr(&raw.admin.address, "admin.address");
     if let Some(addr) = admin_address
+        && addr.port() != 0
         && seen_addresses.contains(&addr)
     {
         v.error(

@@ -1,0 +1,81 @@
+//! A real nginx (Debian's package) as an upstream, started per test with its own config on a
+//! free loopback port and stopped when dropped.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running nginx.
+pub struct Nginx {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its document root (tests may put files there).
+    pub root: PathBuf,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+/// Where Debian installs nginx.
+pub fn binary() -> Option<PathBuf> {
+    ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+impl Nginx {
+    /// Starts nginx with `server_body` inside its `server { }` block (listen, root and logging
+    /// are set here). Panics with an install hint when nginx is missing.
+    pub async fn start(server_body: &str) -> Nginx {
+        let Some(nginx) = binary() else {
+            panic!(
+                "nginx is not installed: run ./scripts/test.sh (it installs the test peers), or apt-get install nginx"
+            );
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).expect("root dir");
+        let addr = crate::dead_address();
+        let conf = format!(
+            "daemon off;\nworker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n\
+               fastcgi_temp_path {dir}/fastcgi;\n  uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n\
+               keepalive_requests 10000;\n\
+               server {{\n    listen {addr};\n    root {root};\n{server_body}\n  }}\n}}\n",
+            dir = dir.path().display(),
+            root = root.display(),
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).expect("write nginx.conf");
+        let child = Command::new(nginx)
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-p")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start nginx");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Nginx {
+                    addr,
+                    root,
+                    child,
+                    _dir: dir,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("nginx did not start listening on {addr}; see its error log above");
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
