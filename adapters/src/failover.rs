@@ -248,7 +248,10 @@ impl Failover {
         let may_have_been_processed_ok = idempotent || self.retry.non_idempotent;
         match result {
             Ok(response) => {
-                may_have_been_processed_ok && on.statuses.contains(&response.status().as_u16())
+                let status = response.status().as_u16();
+                // A throttled request was not processed, so moving it is always safe.
+                (status == 429 && on.throttled)
+                    || (may_have_been_processed_ok && on.statuses.contains(&status))
             }
             Err(error) => match error.kind() {
                 BackendErrorKind::Connect | BackendErrorKind::NoHealthyEndpoint => {
@@ -397,6 +400,28 @@ mod tests {
             )
             .await;
         assert_eq!(get.result.unwrap().status(), 200);
+    }
+
+    fn throttled() -> Result<GatewayResponse, BackendError> {
+        let mut response = http::Response::new(full_body("slow down"));
+        *response.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
+        Ok(response)
+    }
+
+    #[tokio::test]
+    async fn a_throttled_post_moves_to_the_next_backend() {
+        let (primary, _) = scripted("primary", throttled);
+        let (secondary, secondary_calls) = scripted("secondary", ok);
+        let route = failover(vec![(primary, 0), (secondary, 1)], 2);
+        let forwarded = route
+            .forward(
+                request(Method::POST),
+                ReplayBody::Buffered(Bytes::new()),
+                far_deadline(),
+            )
+            .await;
+        assert_eq!(forwarded.result.unwrap().status(), 200);
+        assert_eq!(secondary_calls.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

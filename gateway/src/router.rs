@@ -247,8 +247,8 @@ mod tests {
     }
 
     fn routes() -> Vec<Route> {
-        use HostMatch::*;
-        use PathMatch::*;
+        use HostMatch::{Any, Suffix};
+        use PathMatch::{Exact, Prefix, Template};
         vec![
             route("catch-all", Any, Prefix("/".into()), &[], vec![]),
             route("api", Any, Prefix("/api".into()), &[], vec![]),
@@ -279,7 +279,7 @@ mod tests {
             ),
             route(
                 "admin-host",
-                Exact("admin.example.com".into()),
+                HostMatch::Exact("admin.example.com".into()),
                 Prefix("/".into()),
                 &[],
                 vec![],

@@ -145,6 +145,10 @@ pub fn yaml_path_at(source: &str, line: u64) -> String {
     if let Some(key) = own_key {
         parts.push(key);
     }
+    if is_item(lines[start]) {
+        indent = leading(lines[start]);
+        parts.push(format!("[{}]", item_index(&lines, start, indent)));
+    }
     let mut row = start;
     while indent > 0 && row > 0 {
         row -= 1;
@@ -152,21 +156,13 @@ pub fn yaml_path_at(source: &str, line: u64) -> String {
         if text.trim().is_empty() || text.trim_start().starts_with('#') {
             continue;
         }
-        let (this_indent, key) = key_of(text);
-        let item = text.trim_start().starts_with("- ") || text.trim() == "-";
-        if item && this_indent < indent {
-            // A sequence item containing us: count earlier items at the same indentation.
-            let index = lines[..row]
-                .iter()
-                .rev()
-                .take_while(|l| l.trim().is_empty() || leading(l) >= this_indent)
-                .filter(|l| leading(l) == this_indent && l.trim_start().starts_with('-'))
-                .count();
-            parts.push(format!("[{index}]"));
-            indent = this_indent;
-            // The item line itself may carry a key (`- id: x`); it is a sibling, not a parent.
+        if is_item(text) && leading(text) < indent {
+            // A sequence item containing us. Its own key (`- id: x`) is a sibling, not a parent.
+            indent = leading(text);
+            parts.push(format!("[{}]", item_index(&lines, row, indent)));
             continue;
         }
+        let (this_indent, key) = key_of(text);
         if this_indent < indent {
             if let Some(key) = key {
                 parts.push(key);
@@ -184,6 +180,20 @@ pub fn yaml_path_at(source: &str, line: u64) -> String {
         }
     }
     path
+}
+
+fn is_item(line: &str) -> bool {
+    line.trim_start().starts_with("- ") || line.trim() == "-"
+}
+
+/// The position of the sequence item starting at `row` among its siblings at `indent`.
+fn item_index(lines: &[&str], row: usize, indent: usize) -> usize {
+    lines[..row]
+        .iter()
+        .rev()
+        .take_while(|l| l.trim().is_empty() || leading(l) >= indent)
+        .filter(|l| leading(l) == indent && is_item(l))
+        .count()
 }
 
 fn leading(line: &str) -> usize {

@@ -20,20 +20,7 @@ pub use validate::{Environment, ProcessEnvironment, validate};
 pub fn parse(source: &str) -> Result<RawConfig, ConfigErrors> {
     serde_saphyr::from_str::<RawConfig>(source).map_err(|error| {
         let (line, column) = error.location().map_or((0, 0), |l| (l.line(), l.column()));
-        let text = error.without_snippet().to_string();
-        // The library prefixes its message with "error: line L column C: ".
-        let message = text
-            .split_once(": ")
-            .map(|(_, rest)| rest)
-            .and_then(|rest| match rest.split_once(": ") {
-                Some((place, message)) if place.starts_with("line ") => Some(message),
-                _ => Some(rest),
-            })
-            .unwrap_or(&text)
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_owned();
+        let message = bare_message(&error.without_snippet().to_string());
         ConfigErrors::new(vec![ConfigError::new(
             line,
             column,
@@ -41,6 +28,22 @@ pub fn parse(source: &str) -> Result<RawConfig, ConfigErrors> {
             message,
         )])
     })
+}
+
+/// The library's message without its location decorations ("error: line L column C: …" and
+/// "… at line L, column C"), which the gateway reports in fields of their own.
+fn bare_message(text: &str) -> String {
+    let first = text.lines().next().unwrap_or_default();
+    let mut message = first.strip_prefix("error: ").unwrap_or(first);
+    if let Some(rest) = message.strip_prefix("line ")
+        && let Some((_, after)) = rest.split_once(": ")
+    {
+        message = after;
+    }
+    if let Some(at) = message.rfind(" at line ") {
+        message = &message[..at];
+    }
+    message.to_owned()
 }
 
 /// Parses and validates YAML text.

@@ -1,0 +1,250 @@
+//! The `accord` command as a user runs it: `check` (golden error output), `schema`, the shipped
+//! examples, and a served configuration that reloads on SIGHUP and drains on SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const ACCORD: &str = env!("CARGO_BIN_EXE_accord");
+
+fn accord(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(ACCORD)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run accord")
+}
+
+/// Bad configurations and the exact errors `accord check` prints for them, kept in
+/// `tests/config-errors/*.stderr`. `ACCORD_BLESS=1 cargo test` rewrites the expectations.
+#[test]
+fn check_prints_every_error_with_its_location_golden() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config-errors");
+    let bless = std::env::var("ACCORD_BLESS").is_ok_and(|v| v == "1");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 7, "golden cases are present");
+    let mut mismatches = Vec::new();
+    for case in cases {
+        let name = case.file_name().unwrap().to_str().unwrap();
+        let output = accord(&dir, &["check", "-c", name]);
+        assert!(!output.status.success(), "{name}: check must fail");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        let golden = case.with_extension("stderr");
+        if bless {
+            std::fs::write(&golden, &stderr).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&golden)
+            .unwrap_or_else(|_| panic!("{} is missing: run with ACCORD_BLESS=1", golden.display()));
+        if expected != stderr {
+            mismatches.push(format!(
+                "--- {name}: expected\n{expected}\n--- got\n{stderr}"
+            ));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
+#[test]
+fn check_can_report_errors_as_json() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config-errors");
+    let output = accord(
+        &dir,
+        &["check", "-c", "unknown_backend.yaml", "--format", "json"],
+    );
+    assert!(!output.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["valid"], false);
+    assert_eq!(report["errors"][0]["path"], "routes[0].backends[0].backend");
+    assert_eq!(report["errors"][0]["line"], 12);
+    assert_eq!(report["errors"][0]["column"], 18);
+}
+
+#[test]
+fn every_shipped_example_is_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let examples: Vec<PathBuf> = std::fs::read_dir(root.join("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    assert!(!examples.is_empty());
+    for example in examples {
+        let output = Command::new(ACCORD)
+            .args(["check", "-c"])
+            .arg(&example)
+            .current_dir(&root)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}: {}",
+            example.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn schema_describes_the_configuration() {
+    let output = accord(Path::new("."), &["schema"]);
+    assert!(output.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(schema["title"], "RawConfig");
+    assert!(schema["properties"]["listeners"].is_object());
+    assert!(
+        schema["required"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("listeners"))
+    );
+    let text = output.stdout.len();
+    assert!(text > 5_000, "every field is described");
+}
+
+#[test]
+fn the_readme_lists_every_error_code() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    assert!(
+        readme.contains(&accord::errors::markdown_table()),
+        "README's error table is out of date: paste `accord errors`"
+    );
+}
+
+/// A served configuration: SIGHUP applies an edited file, SIGTERM lets an in-flight request
+/// finish before the process exits.
+#[tokio::test]
+async fn run_reloads_on_sighup_and_drains_on_sigterm() {
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = upstream.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |request: http::Request<hyper::body::Incoming>| async move {
+                        if request.uri().path().ends_with("/slow") {
+                            tokio::time::sleep(Duration::from_millis(1500)).await;
+                        }
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(
+                                request.uri().path().to_owned(),
+                            )),
+                        ))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let port = free_port();
+    let admin = free_port();
+    let dir = tempfile_dir();
+    let config_path = dir.join("accord.yaml");
+    let config = |prefix: &str| {
+        format!(
+            "listeners:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin}\nlimits:\n  shutdown_grace: 10s\nbackends:\n  app:\n    http:\n      addresses: [\"{upstream_addr}\"]\nroutes:\n  - id: app\n    match: {{path: {{prefix: {prefix}}}}}\n    backends: [{{backend: app}}]\n"
+        )
+    };
+    std::fs::write(&config_path, config("/v1")).unwrap();
+    let mut child = tokio::process::Command::new(ACCORD)
+        .args(["run", "-c"])
+        .arg(&config_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until_listening(port).await;
+    assert_eq!(status(&format!("{base}/v1/a")).await, 200);
+    assert_eq!(status(&format!("{base}/v2/a")).await, 404);
+
+    std::fs::write(&config_path, config("/v2")).unwrap();
+    signal(child.id().unwrap(), "-HUP");
+    let mut reloaded = false;
+    for _ in 0..100 {
+        if status(&format!("{base}/v2/a")).await == 200 {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reloaded, "SIGHUP applied the edited configuration");
+
+    let slow =
+        tokio::spawn(async move { status(&format!("http://127.0.0.1:{port}/v2/slow")).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(child.id().unwrap(), "-TERM");
+    assert_eq!(
+        slow.await.unwrap(),
+        200,
+        "the in-flight request finished during the drain"
+    );
+    let exit = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("exits after draining")
+        .unwrap();
+    assert!(exit.success());
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn tempfile_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "accord-cli-{}-{}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn signal(pid: u32, which: &str) {
+    let status = Command::new("kill")
+        .arg(which)
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+async fn wait_until_listening(port: u16) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("accord did not start listening on {port}");
+}
+
+async fn status(url: &str) -> u16 {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    match client.get(url.parse().unwrap()).await {
+        Ok(response) => response.status().as_u16(),
+        Err(_) => 0,
+    }
+}

@@ -1,0 +1,197 @@
+//! Hot reload and the admin API: a reload under steady load fails no request, an invalid
+//! configuration is refused with its errors while traffic continues, and the admin API checks
+//! its bearer token.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use accord_tests::upstream::Upstream;
+use accord_tests::{TestGateway, client, get, send_with};
+use http_body_util::Full;
+
+const TOKEN: &str = "s3cret-admin-token";
+
+/// The admin token lives in a file, referenced by `token_file`.
+struct TokenFile(tempfile::NamedTempFile);
+
+impl TokenFile {
+    fn new() -> Self {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), format!("{TOKEN}\n")).unwrap();
+        Self(file)
+    }
+}
+
+fn config(token: &TokenFile, backend_addr: std::net::SocketAddr, extra_route: &str) -> String {
+    let token_file = token.0.path().display();
+    format!(
+        "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\n  token_file: {token_file}\nlog:\n  access_log: false\nbackends:\n  app:\n    http:\n      addresses: [\"{backend_addr}\"]\nroutes:\n  - id: app\n    match: {{path: {{prefix: /}}}}\n    backends: [{{backend: app}}]\n{extra_route}"
+    )
+}
+
+async fn post_reload(gateway: &TestGateway, token: Option<&str>) -> accord_tests::Reply {
+    let mut request = http::Request::post(gateway.admin_url("/reload"));
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    accord_tests::send(request.body(Full::default()).unwrap()).await
+}
+
+#[tokio::test]
+async fn a_reload_under_steady_load_fails_no_request() {
+    let token_file = TokenFile::new();
+    let blue = Upstream::fixed("blue", 200).await;
+    let green = Upstream::fixed("green", 200).await;
+    let gateway = Arc::new(TestGateway::start(&config(&token_file, blue.addr, "")).await);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let served = Arc::new(AtomicUsize::new(0));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (gateway, stop, failures, served) = (
+            gateway.clone(),
+            stop.clone(),
+            failures.clone(),
+            served.clone(),
+        );
+        load.push(tokio::spawn(async move {
+            let client = client();
+            while !stop.load(Ordering::SeqCst) {
+                let request = http::Request::get(gateway.url("/steady"))
+                    .body(Full::default())
+                    .unwrap();
+                let reply = send_with(&client, request).await;
+                if reply.status != 200 {
+                    failures.fetch_add(1, Ordering::SeqCst);
+                }
+                served.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    let token = TOKEN;
+    for round in 0..6 {
+        let target = if round % 2 == 0 {
+            green.addr
+        } else {
+            blue.addr
+        };
+        gateway.rewrite_config(&config(&token_file, target, ""));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let reply = post_reload(&gateway, Some(token)).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, Ordering::SeqCst);
+    for task in load {
+        task.await.unwrap();
+    }
+    assert!(served.load(Ordering::SeqCst) > 50, "steady load ran");
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        0,
+        "no request failed during reloads"
+    );
+    assert!(
+        blue.hits() > 0 && green.hits() > 0,
+        "traffic followed the reloads"
+    );
+    assert_eq!(
+        get(&gateway.url("/")).await.text(),
+        "blue",
+        "the last reload points at blue"
+    );
+    assert_eq!(
+        gateway
+            .metric("accord_config_reloads_total{result=\"ok\"}")
+            .await,
+        6.0
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_reload_is_refused_with_its_errors_and_traffic_continues() {
+    let token_file = TokenFile::new();
+    let app = Upstream::fixed("app", 200).await;
+    let gateway = TestGateway::start(&config(&token_file, app.addr, "")).await;
+    let token = TOKEN;
+    gateway.rewrite_config(&config(
+        &token_file,
+        app.addr,
+        "  - id: broken\n    match: {path: {prefix: /b}}\n    backends: [{backend: missing}]\n    timeout: 5 seconds\n",
+    ));
+    let reply = post_reload(&gateway, Some(token)).await;
+    assert_eq!(reply.status, 422);
+    let body = reply.json();
+    assert_eq!(body["code"], "invalid_config");
+    let errors = body["errors"].as_array().unwrap();
+    assert_eq!(
+        errors.len(),
+        1,
+        "parsing stops at the first syntax or type error: {body}"
+    );
+    assert_eq!(errors[0]["path"], "routes[1].timeout");
+    assert_eq!(errors[0]["line"], 19);
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid duration"),
+        "{body}"
+    );
+
+    gateway.rewrite_config(&config(
+        &token_file,
+        app.addr,
+        "  - id: broken\n    match: {path: {prefix: /b}}\n    backends: [{backend: missing}]\n",
+    ));
+    let body = post_reload(&gateway, Some(token)).await.json();
+    assert_eq!(body["errors"][0]["path"], "routes[1].backends[0].backend");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown backend \"missing\"")
+    );
+
+    assert_eq!(
+        get(&gateway.url("/b/still-served-by-app")).await.text(),
+        "app"
+    );
+    assert_eq!(
+        gateway
+            .metric("accord_config_reloads_total{result=\"failed\"}")
+            .await,
+        2.0
+    );
+}
+
+#[tokio::test]
+async fn the_admin_api_requires_its_token_for_post_and_serves_reads_on_loopback() {
+    let token_file = TokenFile::new();
+    let app = Upstream::fixed("app", 200).await;
+    let gateway = TestGateway::start(&config(&token_file, app.addr, "")).await;
+    assert_eq!(post_reload(&gateway, None).await.status, 401);
+    assert_eq!(post_reload(&gateway, Some("wrong")).await.status, 401);
+    assert_eq!(post_reload(&gateway, Some(TOKEN)).await.status, 200);
+
+    assert_eq!(get(&gateway.admin_url("/healthz")).await.status, 200);
+    assert_eq!(
+        get(&gateway.admin_url("/readyz")).await.json()["ready"],
+        true
+    );
+    let config = get(&gateway.admin_url("/config")).await.json();
+    assert_eq!(
+        config["admin"]["token_file"],
+        token_file.0.path().display().to_string(),
+        "the reference is shown"
+    );
+    assert!(!config.to_string().contains(TOKEN), "the secret is not");
+    assert_eq!(
+        get(&gateway.admin_url("/nope")).await.json()["code"],
+        "not_found"
+    );
+    let metrics = get(&gateway.admin_url("/metrics")).await.text();
+    assert!(metrics.contains("# TYPE accord_request_duration_seconds histogram"));
+}
