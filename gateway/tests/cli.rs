@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The `accord` command as a user runs it: `check` (golden error output), `schema`, the shipped
 //! examples, and a served configuration that reloads on SIGHUP and drains on SIGTERM.
 

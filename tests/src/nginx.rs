@@ -37,8 +37,15 @@ impl Nginx {
         let root = dir.path().join("root");
         std::fs::create_dir_all(&root).expect("root dir");
         let addr = crate::dead_address();
+        // Started as root, nginx would hand its workers to `nobody`, who cannot write the
+        // private temp directory (WebDAV uploads land there): keep them as the current user.
+        let user = if running_as_root() {
+            "user root;\n"
+        } else {
+            ""
+        };
         let conf = format!(
-            "daemon off;\nworker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\n\
+            "{user}daemon off;\nworker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\n\
              events {{ worker_connections 1024; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n\
                fastcgi_temp_path {dir}/fastcgi;\n  uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n\
@@ -49,6 +56,7 @@ impl Nginx {
         );
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).expect("write nginx.conf");
+        #[allow(clippy::zombie_processes)] // waited for in Drop
         let child = Command::new(nginx)
             .arg("-c")
             .arg(&conf_path)
@@ -71,6 +79,18 @@ impl Nginx {
         }
         panic!("nginx did not start listening on {addr}; see its error log above");
     }
+}
+
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|uids| uids.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
 }
 
 impl Drop for Nginx {

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Failure handling end to end, against scripted upstreams: failover, timeouts, broken
 //! responses, the retry budget, active health checks and outlier ejection.
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! What crosses the proxy: header rules, HTTP/2 clients, WebSocket tunnelling, body and
 //! connection limits, and gateway errors.
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Hot reload and the admin API: a reload under steady load fails no request, an invalid
 //! configuration is refused with its errors while traffic continues, and the admin API checks
 //! its bearer token.

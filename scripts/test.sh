@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs every test peer Accord's tests need, then runs the whole test suite, peer tests
+# included. This is the README's test command; .ci/run calls it.
+#
+# Peers: nginx (Debian's package) as a real upstream. Installed with apt-get when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing test peers: ${missing[*]}"
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Every peer must be there now: with CI=true a missing peer is a failure, never a skip.
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || { echo "nginx is still missing" >&2; exit 1; }
+
+echo "==> cargo test (workspace, peer tests included)"
+cargo test --workspace -- --include-ignored
