@@ -271,3 +271,45 @@ async fn connections_over_the_limit_are_closed_and_counted() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn a_request_head_over_the_limit_is_refused() {
+    let echo = Upstream::echo("echo").await;
+    let gateway = TestGateway::start(&single_backend(
+        echo.addr,
+        "",
+        "limits:\n  max_header_size: 8KiB\n",
+    ))
+    .await;
+    let mut stream = TcpStream::connect(gateway.running.address()).await.unwrap();
+    let huge = "a".repeat(16 * 1024);
+    let _ = stream
+        .write_all(format!("GET / HTTP/1.1\r\nHost: x\r\nX-Huge: {huge}\r\n\r\n").as_bytes())
+        .await;
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 431"), "got: {text}");
+    assert_eq!(echo.hits(), 0);
+    // The gateway keeps serving other requests.
+    assert_eq!(get(&gateway.url("/")).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_backend_may_be_named_by_dns() {
+    let echo = Upstream::echo("echo").await;
+    let named = format!("localhost:{}", echo.addr.port());
+    let yaml = format!(
+        "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nlog:\n  access_log: false\nbackends:\n  app:\n    http:\n      addresses: [\"{named}\"]\n      dns_refresh: 1s\nroutes:\n  - id: app\n    match: {{path: {{prefix: /}}}}\n    backends: [{{backend: app}}]\n"
+    );
+    let gateway = TestGateway::start(&yaml).await;
+    for _ in 0..5 {
+        assert_eq!(get(&gateway.url("/dns")).await.status, 200);
+    }
+    let resolved = gateway.metric("accord_upstream_endpoints{backend=\"app\",provider=\"http\",state=\"available\"}").await
+        + gateway.metric("accord_upstream_endpoints{backend=\"app\",provider=\"http\",state=\"unavailable\"}").await;
+    assert!(
+        resolved >= 1.0,
+        "localhost resolved to at least one address"
+    );
+}

@@ -365,6 +365,29 @@ fn record_failure(shared: &Shared, endpoint: &Endpoint) {
     }
 }
 
+/// Whether `err` is the peer's TLS alert refusing our client certificate. With TLS 1.3 it
+/// arrives after the handshake, on the first read, wrapped in an `io::Error`.
+fn tls_auth_refused(err: &(dyn std::error::Error + 'static)) -> bool {
+    use rustls::AlertDescription as A;
+    let tls = err.downcast_ref::<rustls::Error>().or_else(|| {
+        err.downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    });
+    matches!(
+        tls,
+        Some(rustls::Error::AlertReceived(
+            A::CertificateRequired
+                | A::BadCertificate
+                | A::UnknownCA
+                | A::AccessDenied
+                | A::CertificateUnknown
+                | A::CertificateExpired
+                | A::CertificateRevoked
+        ))
+    )
+}
+
 /// Turns a client error into a classified backend error.
 fn classify(
     backend: &str,
@@ -378,6 +401,10 @@ fn classify(
         BackendErrorKind::Reset
     };
     while let Some(err) = cause {
+        if tls_auth_refused(err) {
+            kind = BackendErrorKind::Auth;
+            break;
+        }
         if err.is::<BodyTooLarge>() {
             kind = BackendErrorKind::BodyTooLarge;
             break;
@@ -396,6 +423,9 @@ fn classify(
         cause = err.source();
     }
     let message = match kind {
+        BackendErrorKind::Auth => format!(
+            "backend {backend}: {addr} refused the gateway's TLS client certificate (check tls.cert_file and tls.key_file)"
+        ),
         BackendErrorKind::Connect => format!("backend {backend}: cannot connect to {addr}"),
         BackendErrorKind::InvalidResponse => {
             format!("backend {backend}: invalid response from {addr}")

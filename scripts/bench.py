@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark: direct vs nginx-as-proxy vs Accord, in interleaved rounds.
+
+Each proxy runs on one worker thread in front of the same nginx upstream (one worker, a fixed
+`return 200`). For every run, `wrk -t1 -c32 --latency` drives the target after a short warm-up,
+and the proxy's CPU time (utime+stime of the process and its children, from /proc) is divided by
+the requests served. Medians over the rounds and the Accord/nginx ratios are printed and written
+as JSON (target/bench/e2e.json) so that commits can be compared.
+"""
+import argparse, json, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+
+TICKS = os.sysconf("SC_CLK_TCK")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"nothing listens on {port}")
+
+
+def cpu_seconds(pid):
+    """utime+stime of pid and all its descendants, in seconds."""
+    total = 0
+    pids = [pid]
+    while pids:
+        p = pids.pop()
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    pids.extend(int(c) for c in f.read().split())
+        except FileNotFoundError:
+            pass
+    return total / TICKS
+
+
+def nginx_binary():
+    for path in ("/usr/sbin/nginx", shutil.which("nginx") or ""):
+        if path and os.path.exists(path):
+            return path
+    sys.exit("nginx is missing: run scripts/bench.sh")
+
+
+def start_nginx(workdir, name, server_block):
+    d = os.path.join(workdir, name)
+    os.makedirs(d, exist_ok=True)
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    conf = f"""{user}daemon off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/f;
+  uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;
+  {server_block}
+}}
+"""
+    path = os.path.join(d, "nginx.conf")
+    with open(path, "w") as f:
+        f.write(conf)
+    return subprocess.Popen([nginx_binary(), "-c", path, "-p", d], stdout=subprocess.DEVNULL)
+
+
+def wrk(url, duration, connections):
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url],
+        capture_output=True, text=True, check=True).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+
+    def pct(p):
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        value, unit = float(m.group(1)), m.group(2)
+        return value * {"us": 1, "ms": 1000, "s": 1_000_000}[unit]
+
+    return {
+        "requests": requests,
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": socket_errors.group(1) if socket_errors else "",
+        "p50_us": pct(50),
+        "p99_us": pct(99),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--out", default=os.path.join(ROOT, "target/bench/e2e.json"))
+    args = ap.parse_args()
+
+    accord = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release/accord")
+    if not os.path.exists(accord):
+        sys.exit(f"{accord} is missing: run scripts/bench.sh (it builds it)")
+    work = tempfile.mkdtemp(prefix="accord-bench-")
+    upstream_port, nginx_port, accord_port, admin_port = (free_port() for _ in range(4))
+    procs = []
+    try:
+        upstream = start_nginx(work, "upstream", f"""server {{ listen 127.0.0.1:{upstream_port};
+            location / {{ default_type text/plain; return 200 "ok"; }} }}""")
+        procs.append(upstream)
+        proxy = start_nginx(work, "proxy", f"""upstream app {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
+            server {{ listen 127.0.0.1:{nginx_port};
+              location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}""")
+        procs.append(proxy)
+        config = os.path.join(work, "accord.yaml")
+        with open(config, "w") as f:
+            f.write(f"""listeners:
+  - address: 127.0.0.1:{accord_port}
+admin:
+  address: 127.0.0.1:{admin_port}
+log:
+  level: warn
+  access_log: false
+backends:
+  app:
+    http:
+      addresses: ["127.0.0.1:{upstream_port}"]
+routes:
+  - id: app
+    match: {{path: {{prefix: /}}}}
+    backends: [{{backend: app}}]
+""")
+        gateway = subprocess.Popen([accord, "run", "-c", config, "--threads", "1"], stderr=subprocess.DEVNULL)
+        procs.append(gateway)
+        for port in (upstream_port, nginx_port, accord_port):
+            wait_port(port)
+
+        targets = [
+            ("direct", f"http://127.0.0.1:{upstream_port}/", None),
+            ("nginx", f"http://127.0.0.1:{nginx_port}/", proxy.pid),
+            ("accord", f"http://127.0.0.1:{accord_port}/", gateway.pid),
+        ]
+        runs = {name: [] for name, _, _ in targets}
+        for round_no in range(1, args.rounds + 1):
+            for name, url, pid in targets:
+                wrk(url, args.warmup, args.connections)
+                before = cpu_seconds(pid) if pid else 0
+                result = wrk(url, args.duration, args.connections)
+                if pid:
+                    result["cpu_us_per_request"] = (cpu_seconds(pid) - before) * 1e6 / max(result["requests"], 1)
+                result["rps"] = result["requests"] / args.duration
+                runs[name].append(result)
+                cpu = f"{result['cpu_us_per_request']:.2f} µs CPU/req" if pid else "-"
+                print(f"round {round_no} {name:7} {result['rps']:>9.0f} req/s  p50 {result['p50_us']:>7.0f} µs  p99 {result['p99_us']:>7.0f} µs  {cpu}"
+                      + (f"  non-2xx {result['non_2xx']}" if result["non_2xx"] else ""), flush=True)
+
+        def med(name, key):
+            return statistics.median(r[key] for r in runs[name])
+
+        summary = {name: {k: med(name, k) for k in ("rps", "p50_us", "p99_us")} for name in runs}
+        for name in ("nginx", "accord"):
+            summary[name]["cpu_us_per_request"] = med(name, "cpu_us_per_request")
+        ratios = {
+            "cpu_per_request_accord_over_nginx": summary["accord"]["cpu_us_per_request"] / summary["nginx"]["cpu_us_per_request"],
+            "p50_accord_over_nginx": summary["accord"]["p50_us"] / summary["nginx"]["p50_us"],
+            "p99_accord_over_nginx": summary["accord"]["p99_us"] / summary["nginx"]["p99_us"],
+            "added_p50_us_over_direct": summary["accord"]["p50_us"] - summary["direct"]["p50_us"],
+        }
+        report = {"rounds": args.rounds, "duration_s": args.duration, "connections": args.connections,
+                  "median": summary, "ratios": ratios, "runs": runs,
+                  "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()}
+        os.makedirs(os.path.dirname(args.out), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=2)
+        print()
+        print(f"medians over {args.rounds} rounds:")
+        for name in ("direct", "nginx", "accord"):
+            s = summary[name]
+            cpu = f"  {s['cpu_us_per_request']:.2f} µs CPU/req" if "cpu_us_per_request" in s else ""
+            print(f"  {name:7} {s['rps']:>9.0f} req/s  p50 {s['p50_us']:>7.0f} µs  p99 {s['p99_us']:>7.0f} µs{cpu}")
+        print(f"accord / nginx: CPU per request {ratios['cpu_per_request_accord_over_nginx']:.2f}x, "
+              f"p50 {ratios['p50_accord_over_nginx']:.2f}x, p99 {ratios['p99_accord_over_nginx']:.2f}x; "
+              f"added p50 over direct {ratios['added_p50_us_over_direct']:.0f} µs")
+        print(f"written to {args.out}")
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The end-to-end benchmark (see README "Benchmark" and shared BENCHMARKS.md): installs nginx and
+# wrk when missing, builds Accord in release mode, and compares direct, nginx-as-proxy and Accord
+# in interleaved rounds. Options are passed to scripts/bench.py (e.g. --rounds 3 --duration 5).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+missing=()
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" != 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+cargo build --release -p accord
+exec python3 scripts/bench.py "$@"
