@@ -151,21 +151,21 @@ pub fn render(runtime: &Runtime, registry: &Registry) -> String {
     let routes: Vec<_> = runtime
         .routes()
         .iter()
-        .map(|r| (r.id().clone(), r.stats().clone()))
+        .map(|r| (format!("route=\"{}\"", r.id()), r.stats().clone()))
         .collect();
     family(
         &mut out,
         "accord_requests_total",
         "counter",
-        "Finished requests by route, outcome class and status class.",
+        "Finished requests by route and outcome class.",
     );
-    for (id, stats) in &routes {
+    for (labels, stats) in &routes {
         for class in Class::ALL {
+            let value = stats.requests_by_class[class.index()].load(Relaxed);
             let _ = writeln!(
                 out,
-                "accord_requests_total{{route=\"{id}\",class=\"{}\"}} {}",
-                class.as_str(),
-                stats.requests_by_class[class.index()].load(Relaxed)
+                "accord_requests_total{{{labels},class=\"{}\"}} {value}",
+                class.as_str()
             );
         }
     }
@@ -175,27 +175,14 @@ pub fn render(runtime: &Runtime, registry: &Registry) -> String {
         "counter",
         "Responses sent to clients by route and status class.",
     );
-    for (id, stats) in &routes {
+    for (labels, stats) in &routes {
         for (i, status) in STATUS_CLASSES.iter().enumerate() {
+            let value = stats.requests_by_status[i].load(Relaxed);
             let _ = writeln!(
                 out,
-                "accord_responses_total{{route=\"{id}\",status=\"{status}\"}} {}",
-                stats.requests_by_status[i].load(Relaxed)
+                "accord_responses_total{{{labels},status=\"{status}\"}} {value}"
             );
         }
-    }
-    family(
-        &mut out,
-        "accord_requests_active",
-        "gauge",
-        "Requests in flight by route.",
-    );
-    for (id, stats) in &routes {
-        let _ = writeln!(
-            out,
-            "accord_requests_active{{route=\"{id}\"}} {}",
-            stats.active.load(Relaxed)
-        );
     }
     family(
         &mut out,
@@ -203,65 +190,51 @@ pub fn render(runtime: &Runtime, registry: &Registry) -> String {
         "histogram",
         "Request duration, until the response body ended.",
     );
-    for (id, stats) in &routes {
+    for (labels, stats) in &routes {
         histogram(
             &mut out,
             "accord_request_duration_seconds",
-            &format!("route=\"{id}\""),
+            labels,
             &stats.duration,
         );
     }
-    family(
-        &mut out,
-        "accord_retries_total",
-        "counter",
-        "Tries beyond the first, by route.",
-    );
-    for (id, stats) in &routes {
-        let _ = writeln!(
-            out,
-            "accord_retries_total{{route=\"{id}\"}} {}",
-            stats.retries.load(Relaxed)
-        );
-    }
-    family(
-        &mut out,
-        "accord_retry_budget_exhausted_total",
-        "counter",
-        "Retries refused by the route's retry budget.",
-    );
-    for (id, stats) in &routes {
-        let _ = writeln!(
-            out,
-            "accord_retry_budget_exhausted_total{{route=\"{id}\"}} {}",
-            stats.retry_budget_exhausted.load(Relaxed)
-        );
-    }
-    family(
-        &mut out,
-        "accord_request_bytes_total",
-        "counter",
-        "Request body bytes received from clients.",
-    );
-    for (id, stats) in &routes {
-        let _ = writeln!(
-            out,
-            "accord_request_bytes_total{{route=\"{id}\"}} {}",
-            stats.bytes_in.load(Relaxed)
-        );
-    }
-    family(
-        &mut out,
-        "accord_response_bytes_total",
-        "counter",
-        "Response body bytes sent to clients.",
-    );
-    for (id, stats) in &routes {
-        let _ = writeln!(
-            out,
-            "accord_response_bytes_total{{route=\"{id}\"}} {}",
-            stats.bytes_out.load(Relaxed)
-        );
+    let route_series: [(&str, &str, &str, fn(&RouteStats) -> &AtomicU64); 5] = [
+        (
+            "accord_requests_active",
+            "gauge",
+            "Requests in flight by route.",
+            |s| &s.active,
+        ),
+        (
+            "accord_retries_total",
+            "counter",
+            "Tries beyond the first, by route.",
+            |s| &s.retries,
+        ),
+        (
+            "accord_retry_budget_exhausted_total",
+            "counter",
+            "Retries refused by the route's retry budget.",
+            |s| &s.retry_budget_exhausted,
+        ),
+        (
+            "accord_request_bytes_total",
+            "counter",
+            "Request body bytes received from clients.",
+            |s| &s.bytes_in,
+        ),
+        (
+            "accord_response_bytes_total",
+            "counter",
+            "Response body bytes sent to clients.",
+            |s| &s.bytes_out,
+        ),
+    ];
+    for (name, kind, help, field) in route_series {
+        family(&mut out, name, kind, help);
+        for (labels, stats) in &routes {
+            let _ = writeln!(out, "{name}{{{labels}}} {}", field(stats).load(Relaxed));
+        }
     }
 
     let backends: Vec<_> = runtime
@@ -280,29 +253,16 @@ pub fn render(runtime: &Runtime, registry: &Registry) -> String {
         .collect();
     family(
         &mut out,
-        "accord_upstream_tries_total",
-        "counter",
-        "Tries sent to a backend.",
-    );
-    for (labels, b) in &backends {
-        let _ = writeln!(
-            out,
-            "accord_upstream_tries_total{{{labels}}} {}",
-            b.stats().tries.load(Relaxed)
-        );
-    }
-    family(
-        &mut out,
         "accord_upstream_responses_total",
         "counter",
         "Backend responses by status class.",
     );
     for (labels, b) in &backends {
         for (i, status) in STATUS_CLASSES.iter().enumerate() {
+            let value = b.stats().responses_by_class[i].load(Relaxed);
             let _ = writeln!(
                 out,
-                "accord_upstream_responses_total{{{labels},status=\"{status}\"}} {}",
-                b.stats().responses_by_class[i].load(Relaxed)
+                "accord_upstream_responses_total{{{labels},status=\"{status}\"}} {value}"
             );
         }
     }
@@ -314,11 +274,11 @@ pub fn render(runtime: &Runtime, registry: &Registry) -> String {
     );
     for (labels, b) in &backends {
         for (i, kind) in ERROR_KINDS.iter().enumerate() {
+            let value = b.stats().errors_by_kind[i].load(Relaxed);
             let _ = writeln!(
                 out,
-                "accord_upstream_errors_total{{{labels},kind=\"{}\"}} {}",
-                kind.as_str(),
-                b.stats().errors_by_kind[i].load(Relaxed)
+                "accord_upstream_errors_total{{{labels},kind=\"{}\"}} {value}",
+                kind.as_str()
             );
         }
     }
@@ -336,44 +296,37 @@ pub fn render(runtime: &Runtime, registry: &Registry) -> String {
             &b.stats().latency,
         );
     }
-    family(
-        &mut out,
-        "accord_upstream_requests_active",
-        "gauge",
-        "Tries in flight to a backend.",
-    );
-    for (labels, b) in &backends {
-        let _ = writeln!(
-            out,
-            "accord_upstream_requests_active{{{labels}}} {}",
-            b.stats().in_flight.load(Relaxed)
-        );
-    }
-    family(
-        &mut out,
-        "accord_upstream_ejections_total",
-        "counter",
-        "Endpoints ejected by outlier detection.",
-    );
-    for (labels, b) in &backends {
-        let _ = writeln!(
-            out,
-            "accord_upstream_ejections_total{{{labels}}} {}",
-            b.stats().ejections.load(Relaxed)
-        );
-    }
-    family(
-        &mut out,
-        "accord_upstream_health_check_failures_total",
-        "counter",
-        "Failed active health checks.",
-    );
-    for (labels, b) in &backends {
-        let _ = writeln!(
-            out,
-            "accord_upstream_health_check_failures_total{{{labels}}} {}",
-            b.stats().health_check_failures.load(Relaxed)
-        );
+    let backend_series: [(&str, &str, &str, fn(&BackendStats) -> &AtomicU64); 4] = [
+        (
+            "accord_upstream_tries_total",
+            "counter",
+            "Tries sent to a backend.",
+            |s| &s.tries,
+        ),
+        (
+            "accord_upstream_requests_active",
+            "gauge",
+            "Tries in flight to a backend.",
+            |s| &s.in_flight,
+        ),
+        (
+            "accord_upstream_ejections_total",
+            "counter",
+            "Endpoints ejected by outlier detection.",
+            |s| &s.ejections,
+        ),
+        (
+            "accord_upstream_health_check_failures_total",
+            "counter",
+            "Failed active health checks.",
+            |s| &s.health_check_failures,
+        ),
+    ];
+    for (name, kind, help, field) in backend_series {
+        family(&mut out, name, kind, help);
+        for (labels, b) in &backends {
+            let _ = writeln!(out, "{name}{{{labels}}} {}", field(b.stats()).load(Relaxed));
+        }
     }
     family(
         &mut out,

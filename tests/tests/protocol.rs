@@ -313,3 +313,23 @@ async fn a_backend_may_be_named_by_dns() {
         "localhost resolved to at least one address"
     );
 }
+
+#[tokio::test]
+async fn an_http2_upstream_is_spoken_to_with_prior_knowledge() {
+    let echo = Upstream::echo("echo").await;
+    let yaml = format!(
+        "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nlog:\n  access_log: false\nbackends:\n  app:\n    http:\n      addresses: [\"{}\"]\n      protocol: http2\nroutes:\n  - id: app\n    match: {{path: {{prefix: /}}}}\n    backends: [{{backend: app}}]\n",
+        echo.addr
+    );
+    let gateway = TestGateway::start(&yaml).await;
+    let reply = send(request("POST", &gateway.url("/h2c"), "over h2")).await;
+    assert_eq!(reply.status, 200);
+    let seen = reply.json();
+    assert_eq!(seen["version"], "HTTP/2.0");
+    assert_eq!(seen["body"], "over h2");
+    assert_eq!(
+        seen["uri"],
+        format!("http://{}/h2c", echo.addr),
+        "HTTP/2 carries the authority in the URI"
+    );
+}

@@ -186,28 +186,40 @@ string_type!(
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ConfigDuration(pub Duration);
 
+/// Parses a whole number followed by a unit from `units` (name, multiplier), e.g. `30d`.
+fn number_with_unit(
+    text: &str,
+    units: &[(&str, u64)],
+    invalid: impl Fn() -> String,
+) -> Result<u64, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| invalid())?;
+    let (_, scale) = units
+        .iter()
+        .find(|(name, _)| *name == unit.trim())
+        .ok_or_else(&invalid)?;
+    n.checked_mul(*scale).ok_or_else(invalid)
+}
+
 impl std::str::FromStr for ConfigDuration {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (number, unit) = s.split_at(split);
-        let invalid = || {
+        const UNITS: [(&str, u64); 5] = [
+            ("ms", 1),
+            ("s", 1_000),
+            ("m", 60_000),
+            ("h", 3_600_000),
+            ("d", 86_400_000),
+        ];
+        let millis = number_with_unit(s, &UNITS, || {
             format!(
                 "invalid duration {s:?}: write a whole number and a unit (ms, s, m, h, d), e.g. \"300ms\" or \"30d\""
             )
-        };
-        let n: u64 = number.parse().map_err(|_| invalid())?;
-        let millis = match unit {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            _ => return Err(invalid()),
-        };
-        Ok(Self(Duration::from_millis(
-            n.checked_mul(millis).ok_or_else(invalid)?,
-        )))
+        })?;
+        Ok(Self(Duration::from_millis(millis)))
     }
 }
 
@@ -244,25 +256,22 @@ pub struct ByteSize(pub u64);
 impl std::str::FromStr for ByteSize {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (number, unit) = s.split_at(split);
-        let invalid = || {
+        const UNITS: [(&str, u64); 8] = [
+            ("", 1),
+            ("B", 1),
+            ("KiB", 1 << 10),
+            ("MiB", 1 << 20),
+            ("GiB", 1 << 30),
+            ("KB", 1_000),
+            ("MB", 1_000_000),
+            ("GB", 1_000_000_000),
+        ];
+        let bytes = number_with_unit(s, &UNITS, || {
             format!(
                 "invalid size {s:?}: write a whole number with an optional unit (B, KiB, MiB, GiB, KB, MB, GB), e.g. \"64KiB\""
             )
-        };
-        let n: u64 = number.parse().map_err(|_| invalid())?;
-        let scale: u64 = match unit.trim() {
-            "" | "B" => 1,
-            "KiB" => 1 << 10,
-            "MiB" => 1 << 20,
-            "GiB" => 1 << 30,
-            "KB" => 1_000,
-            "MB" => 1_000_000,
-            "GB" => 1_000_000_000,
-            _ => return Err(invalid()),
-        };
-        Ok(Self(n.checked_mul(scale).ok_or_else(invalid)?))
+        })?;
+        Ok(Self(bytes))
     }
 }
 
