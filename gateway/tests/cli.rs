@@ -249,3 +249,83 @@ async fn status(url: &str) -> u16 {
         Err(_) => 0,
     }
 }
+
+/// With `log.format: json`, each request writes one access-log line with its route, backend,
+/// status, latency, bytes, request id and retries.
+#[tokio::test]
+async fn run_writes_one_json_access_log_line_per_request() {
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = upstream.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |_request: http::Request<hyper::body::Incoming>| async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from_static(b"twelve bytes")),
+                        ))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let port = free_port();
+    let admin = free_port();
+    let dir = tempfile_dir();
+    let config_path = dir.join("accord.yaml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "listeners:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin}\nlog:\n  format: json\n  level: info\n  access_log: true\nbackends:\n  app:\n    http:\n      addresses: [\"{upstream_addr}\"]\nroutes:\n  - id: logged\n    match: {{path: {{prefix: /}}}}\n    backends: [{{backend: app}}]\n"
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(ACCORD)
+        .args(["run", "-c"])
+        .arg(&config_path)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_until_listening(port).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let request = http::Request::get(format!("http://127.0.0.1:{port}/some/path"))
+        .header("x-request-id", "log-me-123")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+    signal(child.id().unwrap(), "-TERM");
+    let output = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["target"] == "accord::access")
+        .collect();
+    assert_eq!(lines.len(), 1, "one access-log line:\n{stderr}");
+    let line = &lines[0];
+    assert_eq!(line["request_id"], "log-me-123");
+    assert_eq!(line["route"], "logged");
+    assert_eq!(line["backend"], "app");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["path"], "/some/path");
+    assert_eq!(line["class"], "good");
+    assert_eq!(line["bytes_out"], 12);
+    assert_eq!(line["retries"], 0);
+    assert!(line["duration_ms"].as_f64().unwrap() > 0.0);
+}

@@ -322,14 +322,20 @@ async fn an_http2_upstream_is_spoken_to_with_prior_knowledge() {
         echo.addr
     );
     let gateway = TestGateway::start(&yaml).await;
-    let reply = send(request("POST", &gateway.url("/h2c"), "over h2")).await;
+    let mut post = request("POST", &gateway.url("/h2c"), "over h2");
+    post.headers_mut()
+        .insert("host", "api.example.com".parse().unwrap());
+    let reply = send(post).await;
     assert_eq!(reply.status, 200);
     let seen = reply.json();
     assert_eq!(seen["version"], "HTTP/2.0");
     assert_eq!(seen["body"], "over h2");
     assert_eq!(
-        seen["uri"],
-        format!("http://{}/h2c", echo.addr),
-        "HTTP/2 carries the authority in the URI"
+        seen["uri"], "http://api.example.com/h2c",
+        "the client's host travels as :authority"
+    );
+    assert!(
+        seen["headers"].get("host").is_none(),
+        "and not as a conflicting Host header"
     );
 }

@@ -5,7 +5,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
 
 use http::HeaderName;
+use hyper_util::client::legacy::Client;
 
+use super::connector::Connector;
+use crate::body::RequestBody;
 use crate::outlier::OutlierDetector;
 
 /// How a backend spreads tries over its endpoints.
@@ -50,11 +53,18 @@ pub struct Endpoint {
     pub(crate) health_streak: AtomicU32,
     /// Requests in flight to this endpoint.
     pub(crate) in_flight: AtomicUsize,
+    /// The endpoint's own connection pool.
+    pub(crate) client: Client<Connector, RequestBody>,
 }
 
 impl Endpoint {
-    pub(crate) fn new(addr: SocketAddr, weight: u32) -> Result<Self, http::uri::InvalidUri> {
+    pub(crate) fn new(
+        addr: SocketAddr,
+        weight: u32,
+        client: Client<Connector, RequestBody>,
+    ) -> Result<Self, http::uri::InvalidUri> {
         Ok(Self {
+            client,
             addr,
             weight: weight.max(1),
             authority: addr.to_string().parse()?,
@@ -198,13 +208,21 @@ mod tests {
     use std::sync::Arc;
 
     fn set(weights: &[u32]) -> EndpointSet {
+        let endpoint = |i: usize, weight: u32| {
+            let addr = SocketAddr::from(([10, 0, 0, i as u8 + 1], 80));
+            let connector = Connector {
+                addr,
+                tls: None,
+                connect_timeout: std::time::Duration::from_secs(1),
+            };
+            let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+            Arc::new(Endpoint::new(addr, weight, client).unwrap())
+        };
         EndpointSet::new(
             weights
                 .iter()
                 .enumerate()
-                .map(|(i, w)| {
-                    Arc::new(Endpoint::new(([10, 0, 0, i as u8 + 1], 80).into(), *w).unwrap())
-                })
+                .map(|(i, w)| endpoint(i, *w))
                 .collect(),
         )
     }

@@ -19,9 +19,11 @@ use tokio_rustls::client::TlsStream;
 
 use crate::error::BoxError;
 
-/// Connects to the `ip:port` in a request URI (the balancer has already chosen the endpoint).
+/// Connects to one endpoint, whatever the request URI's authority says: the URI carries the
+/// host the upstream should see (HTTP/2's `:authority`), the endpoint is fixed per client.
 #[derive(Clone)]
 pub(crate) struct Connector {
+    pub(crate) addr: SocketAddr,
     pub(crate) tls: Option<(TlsConnector, ServerName<'static>)>,
     pub(crate) connect_timeout: Duration,
 }
@@ -41,10 +43,10 @@ impl tower::Service<Uri> for Connector {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, uri: Uri) -> Self::Future {
+    fn call(&mut self, _uri: Uri) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            let addr = endpoint_addr(&uri)?;
+            let addr = this.addr;
             let tcp = tokio::time::timeout(this.connect_timeout, TcpStream::connect(addr))
                 .await
                 .map_err(|_| {
@@ -66,16 +68,6 @@ impl tower::Service<Uri> for Connector {
             }
         })
     }
-}
-
-fn endpoint_addr(uri: &Uri) -> Result<SocketAddr, BoxError> {
-    let host = uri.host().ok_or("upstream URI has no host")?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let ip = host
-        .parse()
-        .map_err(|_| format!("upstream host {host} is not an IP address"))?;
-    let port = uri.port_u16().ok_or("upstream URI has no port")?;
-    Ok(SocketAddr::new(ip, port))
 }
 
 impl Connection for UpstreamIo {

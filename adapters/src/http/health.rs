@@ -6,12 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use http::Uri;
-use hyper_util::client::legacy::Client;
-
-use super::connector::Connector;
 use super::{Endpoint, Shared};
 use crate::body::RequestBody;
+use http::Uri;
 
 /// How endpoints are probed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,20 +27,16 @@ pub struct HealthCheck {
     pub host: Option<String>,
 }
 
-pub(super) async fn run(
-    shared: Arc<Shared>,
-    client: Client<Connector, RequestBody>,
-    check: HealthCheck,
-) {
+pub(super) async fn run(shared: Arc<Shared>, check: HealthCheck) {
     let mut ticker = tokio::time::interval(check.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         let set = shared.endpoints.load_full();
         let probes = set.endpoints.iter().map(|endpoint| {
-            let (shared, client, check) = (&shared, &client, &check);
+            let (shared, check) = (&shared, &check);
             async move {
-                let ok = probe(shared, client, check, endpoint).await;
+                let ok = probe(shared, check, endpoint).await;
                 update(shared, check, endpoint, ok);
             }
         });
@@ -51,12 +44,7 @@ pub(super) async fn run(
     }
 }
 
-async fn probe(
-    shared: &Shared,
-    client: &Client<Connector, RequestBody>,
-    check: &HealthCheck,
-    endpoint: &Endpoint,
-) -> bool {
+async fn probe(shared: &Shared, check: &HealthCheck, endpoint: &Endpoint) -> bool {
     let uri = Uri::builder()
         .scheme(shared.scheme.clone())
         .authority(endpoint.authority.clone())
@@ -74,7 +62,7 @@ async fn probe(
         .header(http::header::USER_AGENT, "accord-health-check")
         .body(RequestBody::empty());
     let Ok(request) = request else { return false };
-    match tokio::time::timeout(check.timeout, client.request(request)).await {
+    match tokio::time::timeout(check.timeout, endpoint.client.request(request)).await {
         Ok(Ok(response)) => {
             let ok = response.status().is_success() || response.status().is_redirection();
             // Drain the body so the connection goes back to the pool.

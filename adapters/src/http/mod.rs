@@ -92,6 +92,13 @@ pub struct BuildError {
 /// The live state shared by the service, the health checker and the resolver.
 struct Shared {
     id: Arc<str>,
+    /// How each endpoint's client is made (pool settings, protocol).
+    client_builder: hyper_util::client::legacy::Builder,
+    /// TLS for every endpoint's connector.
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls_pki_types::ServerName<'static>,
+    )>,
     config: HttpBackendConfig,
     endpoints: ArcSwap<EndpointSet>,
     cursor: AtomicUsize,
@@ -110,11 +117,21 @@ impl Availability for Shared {
     }
 }
 
+impl Shared {
+    /// A client (with its own pool) whose connections all go to `addr`.
+    fn client_for(&self, addr: SocketAddr) -> Client<Connector, RequestBody> {
+        self.client_builder.build(Connector {
+            addr,
+            tls: self.tls.clone(),
+            connect_timeout: self.config.connect_timeout,
+        })
+    }
+}
+
 /// The adapter's tower service.
 #[derive(Clone)]
 struct HttpService {
     shared: Arc<Shared>,
-    client: Client<Connector, RequestBody>,
 }
 
 /// Builds an HTTP backend. Literal IP addresses are used at once; DNS names are resolved before
@@ -146,10 +163,6 @@ pub async fn build(
             Some(connector::tls_connector(rustls_config, name).map_err(|e| error(e.to_string()))?)
         }
     };
-    let connector = Connector {
-        tls,
-        connect_timeout: config.connect_timeout,
-    };
     let mut builder = Client::builder(TokioExecutor::new());
     builder
         .pool_idle_timeout(config.pool_idle_timeout)
@@ -157,7 +170,6 @@ pub async fn build(
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .http2_only(config.protocol == UpstreamProtocol::Http2);
-    let client = builder.build(connector);
 
     let host_rewrite = match &config.host_rewrite {
         None => None,
@@ -173,6 +185,8 @@ pub async fn build(
     };
     let shared = Arc::new(Shared {
         id: id.into(),
+        client_builder: builder,
+        tls,
         endpoints: ArcSwap::from_pointee(EndpointSet::default()),
         cursor: AtomicUsize::new(0),
         stats: stats.clone(),
@@ -199,10 +213,9 @@ pub async fn build(
     }
     let service = HttpService {
         shared: shared.clone(),
-        client: client.clone(),
     };
     if let Some(check) = shared.config.health_check.clone() {
-        tasks.push(tokio::spawn(health::run(shared.clone(), client, check)).abort_handle());
+        tasks.push(tokio::spawn(health::run(shared.clone(), check)).abort_handle());
     }
     Ok(Backend::new(
         id,
@@ -250,7 +263,7 @@ async fn resolve_all(shared: &Shared) -> bool {
                 .find(|e| e.addr == addr && e.weight == address.weight.max(1));
             match existing {
                 Some(endpoint) => endpoints.push(endpoint.clone()),
-                None => match Endpoint::new(addr, address.weight) {
+                None => match Endpoint::new(addr, address.weight, shared.client_for(addr)) {
                     Ok(endpoint) => endpoints.push(Arc::new(endpoint)),
                     Err(e) => {
                         tracing::warn!(backend = %shared.id, %addr, error = %e, "unusable address")
@@ -284,7 +297,6 @@ impl tower::Service<GatewayRequest> for HttpService {
 
     fn call(&mut self, mut request: GatewayRequest) -> Self::Future {
         let shared = self.shared.clone();
-        let client = self.client.clone();
         Box::pin(async move {
             let set = shared.endpoints.load_full();
             let key = match &shared.config.balancer {
@@ -304,6 +316,18 @@ impl tower::Service<GatewayRequest> for HttpService {
                     format!("backend {} has no resolved endpoint", shared.id),
                 ));
             };
+            if let Some(host) = &shared.host_rewrite {
+                request.headers_mut().insert(HOST, host.clone());
+            }
+            // The URI's authority is the host the upstream should see: it becomes HTTP/2's
+            // `:authority` (HTTP/1.1 sends the `Host` header and an origin-form target). The
+            // endpoint's client connects to the endpoint whatever the authority says.
+            let authority = request
+                .headers()
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .and_then(|h| h.parse::<http::uri::Authority>().ok())
+                .unwrap_or_else(|| endpoint.authority.clone());
             let path = request
                 .uri()
                 .path_and_query()
@@ -311,7 +335,7 @@ impl tower::Service<GatewayRequest> for HttpService {
                 .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
             let uri = Uri::builder()
                 .scheme(shared.scheme.clone())
-                .authority(endpoint.authority.clone())
+                .authority(authority)
                 .path_and_query(path)
                 .build()
                 .map_err(|e| {
@@ -319,20 +343,17 @@ impl tower::Service<GatewayRequest> for HttpService {
                         .with_source(e)
                 })?;
             *request.uri_mut() = uri;
-            *request.version_mut() = match shared.config.protocol {
-                UpstreamProtocol::Http1 => Version::HTTP_11,
-                UpstreamProtocol::Http2 => Version::HTTP_2,
-            };
-            if let Some(host) = &shared.host_rewrite {
-                request.headers_mut().insert(HOST, host.clone());
-            }
-            if shared.config.protocol == UpstreamProtocol::Http2 {
-                // HTTP/2 carries the authority in the URI; a Host header would be a duplicate.
-                request.headers_mut().remove(HOST);
+            match shared.config.protocol {
+                UpstreamProtocol::Http1 => *request.version_mut() = Version::HTTP_11,
+                UpstreamProtocol::Http2 => {
+                    *request.version_mut() = Version::HTTP_2;
+                    // RFC 9113 §8.3.1: the authority travels as `:authority`, not as `Host`.
+                    request.headers_mut().remove(HOST);
+                }
             }
 
             endpoint.in_flight.fetch_add(1, Relaxed);
-            let result = client.request(request).await;
+            let result = endpoint.client.request(request).await;
             endpoint.in_flight.fetch_sub(1, Relaxed);
 
             match result {
