@@ -83,6 +83,14 @@ impl Registry {
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
+/// A series with one value per route or backend: name, type, help, and the counter to read.
+type Series<S> = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&S) -> &AtomicU64,
+);
+
 /// Renders the Prometheus text exposition of the live runtime's routes and backends.
 pub fn render(runtime: &Runtime, registry: &Registry) -> String {
     let mut out = String::with_capacity(16 * 1024);
@@ -198,7 +206,7 @@ pub fn render(runtime: &Runtime, registry: &Registry) -> String {
             &stats.duration,
         );
     }
-    let route_series: [(&str, &str, &str, fn(&RouteStats) -> &AtomicU64); 5] = [
+    let route_series: [Series<RouteStats>; 5] = [
         (
             "accord_requests_active",
             "gauge",
@@ -296,7 +304,7 @@ pub fn render(runtime: &Runtime, registry: &Registry) -> String {
             &b.stats().latency,
         );
     }
-    let backend_series: [(&str, &str, &str, fn(&BackendStats) -> &AtomicU64); 4] = [
+    let backend_series: [Series<BackendStats>; 4] = [
         (
             "accord_upstream_tries_total",
             "counter",
