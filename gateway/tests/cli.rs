@@ -286,7 +286,7 @@ async fn run_writes_one_json_access_log_line_per_request() {
         ),
     )
     .unwrap();
-    let mut child = tokio::process::Command::new(ACCORD)
+    let child = tokio::process::Command::new(ACCORD)
         .args(["run", "-c"])
         .arg(&config_path)
         .env_remove("RUST_LOG")
