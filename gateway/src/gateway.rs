@@ -67,6 +67,8 @@ pub struct Running {
     pub admin: SocketAddr,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    admin_shutdown: watch::Sender<bool>,
+    admin_task: JoinHandle<()>,
 }
 
 impl Gateway {
@@ -112,18 +114,21 @@ impl Gateway {
                 shutdown_rx.clone(),
             )));
         }
+        // The admin API outlives the traffic listeners' drain, so that `/readyz` can say so.
         let admin_socket = server::bind(config.admin.address, "admin API").await?;
         let admin = admin_socket.local_addr()?;
         let admin_handler =
             crate::admin::handler(gateway.clone(), config.admin.address.ip().is_loopback());
-        tasks.push(tokio::spawn(server::serve(
+        let (admin_shutdown, admin_shutdown_rx) = watch::channel(false);
+        let admin_task = tokio::spawn(server::serve(
             admin_socket,
             None,
             config.limits.clone(),
             None,
             admin_handler,
-            shutdown_rx,
-        )));
+            admin_shutdown_rx,
+        ));
+        drop(shutdown_rx);
         tracing::info!(?listeners, %admin, routes = config.routes.len(), backends = config.backends.len(), "accord is serving");
         Ok(Running {
             gateway,
@@ -131,6 +136,8 @@ impl Gateway {
             admin,
             shutdown,
             tasks,
+            admin_shutdown,
+            admin_task,
         })
     }
 
@@ -215,13 +222,16 @@ impl Gateway {
 
 impl Running {
     /// Stops accepting, lets in-flight requests finish (up to `limits.shutdown_grace`), and
-    /// returns when every listener has closed.
+    /// returns when every listener has closed. The admin API keeps answering (`/readyz`: 503
+    /// draining) until the traffic listeners have drained.
     pub async fn shutdown(self) {
         self.gateway.draining.store(true, Relaxed);
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
         }
+        let _ = self.admin_shutdown.send(true);
+        let _ = self.admin_task.await;
     }
 
     /// The first traffic listener's address.

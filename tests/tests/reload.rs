@@ -196,3 +196,29 @@ async fn the_admin_api_requires_its_token_for_post_and_serves_reads_on_loopback(
     let metrics = get(&gateway.admin_url("/metrics")).await.text();
     assert!(metrics.contains("# TYPE accord_request_duration_seconds histogram"));
 }
+
+#[tokio::test]
+async fn a_draining_gateway_finishes_in_flight_requests_and_reports_not_ready() {
+    let slow = Upstream::start(|_| async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        accord_tests::upstream::respond(200, "finished")
+    })
+    .await;
+    let token_file = TokenFile::new();
+    let gateway = TestGateway::start(&config(&token_file, slow.addr, "")).await;
+    let url = gateway.url("/slow");
+    let admin = gateway.admin_url("/readyz");
+    assert_eq!(get(&admin).await.status, 200);
+    let in_flight = tokio::spawn(async move { get(&url).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let TestGateway { running, .. } = gateway;
+    let shutdown = tokio::spawn(running.shutdown());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ready = get(&admin).await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.json()["draining"], true);
+    let reply = in_flight.await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "finished");
+    shutdown.await.unwrap();
+}
