@@ -27,6 +27,30 @@ pub struct RouteBackend {
     pub priority: u32,
     /// Share of traffic among backends of the same priority.
     pub weight: u32,
+    /// What the route's SLA engine says about this backend, if the route has an SLO.
+    pub steering: Option<Arc<dyn Steering>>,
+}
+
+/// Whether a route should send traffic to one of its backends, as judged by something that
+/// watches outcomes (the SLA engine). Failover consults it when ordering backends.
+pub trait Steering: Send + Sync + std::fmt::Debug {
+    /// The current verdict.
+    fn verdict(&self) -> Verdict;
+}
+
+/// A [`Steering`] verdict.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Verdict {
+    /// Use it normally.
+    Use,
+    /// Avoid it: only `probe` (0..=1) of requests still try it first, to see whether it has
+    /// recovered. `badness` orders avoided backends when no other is left (least bad serves).
+    Avoid {
+        /// Share of requests still sent to it first.
+        probe: f64,
+        /// How far it is from its objective (lower is better).
+        badness: f64,
+    },
 }
 
 /// The outcomes that may be retried.
@@ -99,6 +123,9 @@ pub struct Forwarded {
     pub tries: u32,
     /// Whether a retry was wanted but the budget had no room.
     pub budget_exhausted: bool,
+    /// Whether the first try went to a backend other than the one priority and availability
+    /// alone would have chosen, because steering said to avoid that one.
+    pub steered: bool,
 }
 
 impl Failover {
@@ -132,7 +159,7 @@ impl Failover {
         deadline: Instant,
     ) -> Forwarded {
         let _in_flight = self.budget.start_request();
-        let order = self.try_order();
+        let (order, steered) = self.try_order();
         let idempotent = is_idempotent(&parts.method);
         let mut tries = 0u32;
         let mut last: Option<(Result<GatewayResponse, BackendError>, Arc<Backend>)> = None;
@@ -184,6 +211,7 @@ impl Failover {
                 backend: Some(backend),
                 tries,
                 budget_exhausted,
+                steered,
             },
             None => Forwarded {
                 result: Err(BackendError::new(
@@ -193,50 +221,80 @@ impl Failover {
                 backend: None,
                 tries,
                 budget_exhausted,
+                steered,
             },
         }
     }
 
-    /// The order in which backends are tried: a weighted pick in the best available priority
-    /// group, then the other available backends by priority. When none is available, all of
-    /// them in priority order (better to try than to refuse outright).
-    fn try_order(&self) -> Vec<usize> {
+    /// The order in which backends are tried, and whether steering changed the first choice.
+    ///
+    /// Available backends that steering does not avoid come first, by priority, with a
+    /// weighted pick inside the best priority group; then avoided backends, least bad first
+    /// (so when every backend is avoided, the least bad one serves). An avoided backend still
+    /// goes first for its probe share of requests. When no backend is available at all, all of
+    /// them are tried in priority order (better to try than to refuse outright).
+    fn try_order(&self) -> (Vec<usize>, bool) {
         let available: Vec<usize> = (0..self.backends.len())
             .filter(|&i| self.backends[i].backend.is_available())
             .collect();
-        let mut order = if available.is_empty() {
+        let candidates = if available.is_empty() {
             (0..self.backends.len()).collect()
         } else {
             available
         };
-        if let Some(&first) = order.first() {
-            let priority = self.backends[first].priority;
-            let group = order
-                .iter()
-                .take_while(|&&i| self.backends[i].priority == priority)
-                .count();
-            if group > 1 {
-                let total: u64 = order[..group]
-                    .iter()
-                    .map(|&i| u64::from(self.backends[i].weight))
-                    .sum();
-                let mut pick = fastrand::u64(0..total.max(1));
-                let chosen = order[..group]
-                    .iter()
-                    .position(|&i| {
-                        let weight = u64::from(self.backends[i].weight);
-                        if pick < weight {
-                            true
-                        } else {
-                            pick -= weight;
-                            false
-                        }
-                    })
-                    .unwrap_or(0);
-                order[..group].rotate_left(chosen);
+        let nominal_first = candidates.first().copied();
+        let mut preferred = Vec::with_capacity(candidates.len());
+        let mut avoided: Vec<(usize, f64)> = Vec::new();
+        for i in candidates {
+            match self.backends[i].steering.as_ref().map(|s| s.verdict()) {
+                None | Some(Verdict::Use) => preferred.push(i),
+                Some(Verdict::Avoid { probe, badness }) => {
+                    if fastrand::f64() < probe {
+                        preferred.push(i);
+                    } else {
+                        avoided.push((i, badness));
+                    }
+                }
             }
         }
-        order
+        self.weighted_first(&mut preferred);
+        avoided.sort_by(|a, b| a.1.total_cmp(&b.1));
+        preferred.extend(avoided.into_iter().map(|(i, _)| i));
+        let steered = preferred.first().copied() != nominal_first
+            && nominal_first
+                .is_some_and(|n| self.backends[n].priority < self.backends[preferred[0]].priority);
+        (preferred, steered)
+    }
+
+    /// Moves a weighted pick among the leading backends of equal priority to the front.
+    fn weighted_first(&self, order: &mut [usize]) {
+        let Some(&first) = order.first() else { return };
+        let priority = self.backends[first].priority;
+        let group = order
+            .iter()
+            .take_while(|&&i| self.backends[i].priority == priority)
+            .count();
+        if group < 2 {
+            return;
+        }
+        let total: u64 = order[..group]
+            .iter()
+            .map(|&i| u64::from(self.backends[i].weight))
+            .sum();
+        let mut pick = fastrand::u64(0..total.max(1));
+        let chosen = order[..group]
+            .iter()
+            .position(|&i| {
+                let weight = u64::from(self.backends[i].weight);
+                if pick < weight {
+                    true
+                } else {
+                    pick -= weight;
+                    false
+                }
+            })
+            .unwrap_or(0);
+        order[..group].rotate_left(chosen);
     }
 
     fn should_retry(
@@ -347,6 +405,7 @@ mod tests {
                     backend,
                     priority,
                     weight: 1,
+                    steering: None,
                 })
                 .collect(),
             RetryPolicy {
@@ -422,6 +481,107 @@ mod tests {
             .await;
         assert_eq!(forwarded.result.unwrap().status(), 200);
         assert_eq!(secondary_calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[derive(Debug)]
+    struct Fixed(Verdict);
+
+    impl Steering for Fixed {
+        fn verdict(&self) -> Verdict {
+            self.0
+        }
+    }
+
+    fn steered(backends: Vec<(Arc<Backend>, Verdict)>) -> Failover {
+        Failover::new(
+            backends
+                .into_iter()
+                .enumerate()
+                .map(|(i, (backend, verdict))| RouteBackend {
+                    backend,
+                    priority: i as u32,
+                    weight: 1,
+                    steering: Some(Arc::new(Fixed(verdict))),
+                })
+                .collect(),
+            RetryPolicy::default(),
+            RetryBudget::new(RetryBudgetPolicy::default()),
+            None,
+        )
+    }
+
+    #[tokio::test]
+    async fn an_avoided_backend_is_passed_over_and_the_least_bad_serves_when_all_are() {
+        let avoid = |badness| Verdict::Avoid {
+            probe: 0.0,
+            badness,
+        };
+        let (primary, primary_calls) = scripted("primary", ok);
+        let (secondary, secondary_calls) = scripted("secondary", ok);
+        let route = steered(vec![
+            (primary.clone(), avoid(5.0)),
+            (secondary.clone(), Verdict::Use),
+        ]);
+        let forwarded = route
+            .forward(
+                request(Method::GET),
+                ReplayBody::Buffered(Bytes::new()),
+                far_deadline(),
+            )
+            .await;
+        assert_eq!(forwarded.backend.unwrap().id().as_ref(), "secondary");
+        assert!(forwarded.steered);
+        assert_eq!(
+            (
+                primary_calls.load(Ordering::SeqCst),
+                secondary_calls.load(Ordering::SeqCst)
+            ),
+            (0, 1)
+        );
+
+        let route = steered(vec![(primary, avoid(5.0)), (secondary, avoid(2.0))]);
+        let forwarded = route
+            .forward(
+                request(Method::GET),
+                ReplayBody::Buffered(Bytes::new()),
+                far_deadline(),
+            )
+            .await;
+        assert_eq!(
+            forwarded.backend.unwrap().id().as_ref(),
+            "secondary",
+            "the least bad serves"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_avoided_backend_still_gets_its_probes() {
+        let (primary, primary_calls) = scripted("primary", ok);
+        let (secondary, _) = scripted("secondary", ok);
+        let route = steered(vec![
+            (
+                primary,
+                Verdict::Avoid {
+                    probe: 0.25,
+                    badness: 1.0,
+                },
+            ),
+            (secondary, Verdict::Use),
+        ]);
+        for _ in 0..400 {
+            route
+                .forward(
+                    request(Method::GET),
+                    ReplayBody::Buffered(Bytes::new()),
+                    far_deadline(),
+                )
+                .await;
+        }
+        let probes = primary_calls.load(Ordering::SeqCst);
+        assert!(
+            (60..=140).contains(&probes),
+            "about a quarter probed the primary: {probes}"
+        );
     }
 
     #[tokio::test]

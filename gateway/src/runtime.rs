@@ -97,6 +97,7 @@ impl Runtime {
                             backend: backend.clone(),
                             priority: r.priority,
                             weight: r.weight,
+                            steering: None,
                         })
                     })
                     .collect();

@@ -1,6 +1,7 @@
-//! Accord's policy layer. Today: how every request's outcome is classified ([`Class`]), the
-//! vocabulary shared by metrics, access logs and (next) the SLA engine and Wasm policies.
+//! Accord's policy layer: how every request's outcome is classified ([`Class`]), and the SLA
+//! engine ([`sla`]) that meters outcomes against each route's objective and acts on them.
 
 pub mod outcome;
+pub mod sla;
 
 pub use outcome::{Class, classify};

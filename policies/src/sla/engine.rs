@@ -1,0 +1,994 @@
+//! Per-route SLA state and what the engine does with it.
+//!
+//! The request path calls [`RouteSla::admit`] (shed or reject under budget protection) and
+//! [`RouteSla::record`] (meter the outcome), and failover consults each [`BackendSla`] through
+//! the [`Steering`] trait. Everything else happens in [`SlaEngine::tick`], which the gateway
+//! runs every few seconds: it seals finished minutes, re-evaluates every backend's breach state
+//! (with hysteresis), every alert tier and every budget, and opens or closes breach events.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use accord_adapters::{Steering, Verdict};
+use arc_swap::ArcSwapOption;
+use serde::Serialize;
+
+use super::clock::{Clock, UnixMillis, minute_of};
+use super::meter::{Meter, Minute};
+use super::objective::{Indicator, Objective, Severity, budget, burn_rate};
+use crate::Class;
+
+/// What the engine may do for a route, beyond metering it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Enforcement {
+    /// Window over which a backend's compliance is judged.
+    pub breach_window: Duration,
+    /// Requests a backend must have served in that window before it can be judged.
+    pub min_requests: u64,
+    /// Share of requests still sent first to a breaching backend, to see it recover.
+    pub probe: f64,
+    /// How long a breaching backend must stay compliant before it gets traffic back.
+    pub recovery: Duration,
+    /// Shedding of low-priority traffic while a page alert fires and no backend complies.
+    pub shedding: Option<Shedding>,
+    /// Reject all but critical traffic while the error budget is exhausted.
+    pub strict: bool,
+}
+
+impl Default for Enforcement {
+    fn default() -> Self {
+        Self {
+            breach_window: Duration::from_secs(120),
+            min_requests: 20,
+            probe: 0.05,
+            recovery: Duration::from_secs(120),
+            shedding: None,
+            strict: false,
+        }
+    }
+}
+
+/// Shedding settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shedding {
+    /// Share of low-priority requests shed.
+    pub fraction: f64,
+    /// `Retry-After` sent with a shed request.
+    pub retry_after: Duration,
+}
+
+/// A request's priority, from a header or the tenant's tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// Shed first.
+    Low,
+    /// The default.
+    Normal,
+    /// Never shed or rejected by budget protection.
+    Critical,
+}
+
+/// What budget protection decided for a request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Admission {
+    /// Serve it.
+    Admit,
+    /// Shed it: 503 with `Retry-After`.
+    Shed {
+        /// How long the client should wait.
+        retry_after: Duration,
+    },
+    /// Reject it: the budget is exhausted and the route is strict.
+    Reject,
+}
+
+/// What an event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A backend breached the route's objective.
+    BackendBreach,
+    /// A burn-rate alert tier fired.
+    BurnRateAlert,
+    /// The error budget ran out.
+    BudgetExhausted,
+}
+
+/// What the gateway did about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Traffic moved to other backends.
+    Reroute,
+    /// Low-priority traffic is being shed.
+    Shed,
+    /// Non-critical traffic is being rejected.
+    Reject,
+    /// Only reported (no enforcement configured for it).
+    Alert,
+}
+
+/// The measurement that opened an event.
+#[derive(Debug, Clone, Serialize)]
+pub struct Trigger {
+    /// Which SLI.
+    pub indicator: Indicator,
+    /// What was measured: an error ratio, a within-threshold ratio, or a burn rate.
+    pub measured: f64,
+    /// The limit it crossed.
+    pub limit: f64,
+    /// Over which window, in seconds.
+    pub window_seconds: u64,
+}
+
+/// One entry of the breach event log.
+#[derive(Debug, Serialize)]
+pub struct BreachEvent {
+    /// Increasing id.
+    pub id: u64,
+    /// Route id.
+    pub route: Arc<str>,
+    /// Backend id, for backend breaches.
+    pub backend: Option<Arc<str>>,
+    /// What it is about.
+    pub kind: EventKind,
+    /// Severity, for alerts.
+    pub severity: Option<Severity>,
+    /// What was done.
+    pub action: Action,
+    /// What triggered it.
+    pub trigger: Trigger,
+    /// When it started (ms since the epoch).
+    pub started_ms: UnixMillis,
+    /// When it ended, if it has.
+    #[serde(serialize_with = "serialize_end")]
+    pub ended_ms: AtomicU64,
+    /// Requests rerouted, shed or rejected because of it.
+    #[serde(serialize_with = "serialize_counter")]
+    pub requests_affected: AtomicU64,
+}
+
+fn serialize_end<S: serde::Serializer>(end: &AtomicU64, s: S) -> Result<S::Ok, S::Error> {
+    match end.load(Relaxed) {
+        0 => s.serialize_none(),
+        ms => s.serialize_some(&ms),
+    }
+}
+
+fn serialize_counter<S: serde::Serializer>(n: &AtomicU64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(n.load(Relaxed))
+}
+
+impl BreachEvent {
+    fn end(&self, at: UnixMillis) {
+        self.ended_ms.store(at.max(1) as u64, Relaxed);
+    }
+
+    /// Whether the event is still going on.
+    pub fn is_open(&self) -> bool {
+        self.ended_ms.load(Relaxed) == 0
+    }
+}
+
+/// The breach event log shared by all routes: the most recent events, newest last.
+#[derive(Debug, Default)]
+pub struct EventLog {
+    events: Mutex<VecDeque<Arc<BreachEvent>>>,
+    next_id: AtomicU64,
+}
+
+/// Tolerance of burn-rate comparisons.
+const BURN_EPSILON: f64 = 1e-9;
+
+/// Events kept in memory.
+const EVENTS_KEPT: usize = 1000;
+
+impl EventLog {
+    #[allow(clippy::too_many_arguments)]
+    fn open(
+        &self,
+        route: &Arc<str>,
+        backend: Option<&Arc<str>>,
+        kind: EventKind,
+        severity: Option<Severity>,
+        action: Action,
+        trigger: Trigger,
+        at: UnixMillis,
+    ) -> Arc<BreachEvent> {
+        let event = Arc::new(BreachEvent {
+            id: self.next_id.fetch_add(1, Relaxed) + 1,
+            route: route.clone(),
+            backend: backend.cloned(),
+            kind,
+            severity,
+            action,
+            trigger,
+            started_ms: at,
+            ended_ms: AtomicU64::new(0),
+            requests_affected: AtomicU64::new(0),
+        });
+        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        events.push_back(event.clone());
+        while events.len() > EVENTS_KEPT {
+            events.pop_front();
+        }
+        event
+    }
+
+    /// Events, oldest first, optionally of one route.
+    pub fn list(&self, route: Option<&str>) -> Vec<Arc<BreachEvent>> {
+        let events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        events
+            .iter()
+            .filter(|e| route.is_none_or(|r| &*e.route == r))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Counts of what enforcement did on a route.
+#[derive(Debug, Default)]
+pub struct ActionCounts {
+    /// Requests whose first try went to a lower-priority backend because a higher one breached.
+    pub rerouted: AtomicU64,
+    /// Requests shed.
+    pub shed: AtomicU64,
+    /// Requests rejected by strict budget protection.
+    pub rejected: AtomicU64,
+}
+
+// === BackendSla ===
+
+/// One backend as seen by a route's objective.
+#[derive(Debug)]
+pub struct BackendSla {
+    id: Arc<str>,
+    meter: Meter,
+    breaching: AtomicBool,
+    /// `f64` bits of how far the backend is from the objective (its burn rate).
+    badness: AtomicU64,
+    probe: f64,
+    state: Mutex<BreachState>,
+    event: ArcSwapOption<BreachEvent>,
+}
+
+#[derive(Debug, Default)]
+struct BreachState {
+    /// When the backend last failed an evaluation.
+    last_breach_ms: UnixMillis,
+    /// Start of the current run of compliant evaluations (with enough volume).
+    compliant_since_ms: Option<UnixMillis>,
+}
+
+impl BackendSla {
+    /// The backend's id.
+    pub fn id(&self) -> &Arc<str> {
+        &self.id
+    }
+
+    /// The backend's meter (for this route).
+    pub fn meter(&self) -> &Meter {
+        &self.meter
+    }
+
+    /// Whether the backend currently breaches the route's objective.
+    pub fn is_breaching(&self) -> bool {
+        self.breaching.load(Relaxed)
+    }
+
+    /// How far the backend is from the objective (burn rate over the breach window).
+    pub fn badness(&self) -> f64 {
+        f64::from_bits(self.badness.load(Relaxed))
+    }
+
+    /// Evaluates the backend and returns a trigger if it breaches now.
+    fn judge(
+        &self,
+        objective: &Objective,
+        enforcement: &Enforcement,
+        now: Minute,
+    ) -> (Option<Trigger>, bool, f64) {
+        let window = self.meter.window(now, enforcement.breach_window);
+        let mut worst: Option<Trigger> = None;
+        let mut enough = false;
+        let mut max_burn = 0.0f64;
+        for (indicator, target) in objective.indicators() {
+            let events = objective.events(indicator, &window);
+            if events.valid < enforcement.min_requests as f64 {
+                continue;
+            }
+            enough = true;
+            let burn = burn_rate(events, target);
+            max_burn = max_burn.max(burn);
+            if burn > 1.0
+                && worst
+                    .as_ref()
+                    .is_none_or(|w| burn > w.measured / w.limit.max(f64::MIN_POSITIVE))
+            {
+                let (measured, limit) = match indicator {
+                    Indicator::Availability => (events.bad() / events.valid, 1.0 - target),
+                    Indicator::Latency => (events.ratio(), target),
+                };
+                worst = Some(Trigger {
+                    indicator,
+                    measured,
+                    limit,
+                    window_seconds: enforcement.breach_window.as_secs(),
+                });
+            }
+        }
+        (worst, enough, max_burn)
+    }
+}
+
+impl Steering for BackendSla {
+    fn verdict(&self) -> Verdict {
+        if self.breaching.load(Relaxed) {
+            Verdict::Avoid {
+                probe: self.probe,
+                badness: self.badness(),
+            }
+        } else {
+            Verdict::Use
+        }
+    }
+}
+
+// === RouteSla ===
+
+/// A route's objective, meters, enforcement state and counters.
+#[derive(Debug)]
+pub struct RouteSla {
+    id: Arc<str>,
+    objective: Objective,
+    enforcement: Enforcement,
+    meter: Meter,
+    backends: Vec<Arc<BackendSla>>,
+    actions: ActionCounts,
+    page_firing: AtomicBool,
+    budget_exhausted: AtomicBool,
+    alerts: Mutex<HashMap<(Indicator, usize), Arc<BreachEvent>>>,
+    budget_event: ArcSwapOption<BreachEvent>,
+    events: Arc<EventLog>,
+}
+
+impl RouteSla {
+    /// The route id.
+    pub fn id(&self) -> &Arc<str> {
+        &self.id
+    }
+
+    /// The objective.
+    pub fn objective(&self) -> &Objective {
+        &self.objective
+    }
+
+    /// Enforcement settings.
+    pub fn enforcement(&self) -> &Enforcement {
+        &self.enforcement
+    }
+
+    /// The route's meter.
+    pub fn meter(&self) -> &Meter {
+        &self.meter
+    }
+
+    /// The route's backends, in the route's order.
+    pub fn backends(&self) -> &[Arc<BackendSla>] {
+        &self.backends
+    }
+
+    /// What enforcement has done.
+    pub fn actions(&self) -> &ActionCounts {
+        &self.actions
+    }
+
+    /// Whether a page-severity alert is firing.
+    pub fn is_paging(&self) -> bool {
+        self.page_firing.load(Relaxed)
+    }
+
+    /// Whether the error budget is spent.
+    pub fn is_budget_exhausted(&self) -> bool {
+        self.budget_exhausted.load(Relaxed)
+    }
+
+    /// Budget protection for one request. Lock-free.
+    pub fn admit(&self, priority: Priority) -> Admission {
+        if priority == Priority::Critical {
+            return Admission::Admit;
+        }
+        if self.enforcement.strict && self.budget_exhausted.load(Relaxed) {
+            self.actions.rejected.fetch_add(1, Relaxed);
+            if let Some(event) = self.budget_event.load().as_ref() {
+                event.requests_affected.fetch_add(1, Relaxed);
+            }
+            return Admission::Reject;
+        }
+        if let Some(shedding) = &self.enforcement.shedding
+            && priority == Priority::Low
+            && self.page_firing.load(Relaxed)
+            && self.backends.iter().all(|b| b.is_breaching())
+            && fastrand::f64() < shedding.fraction
+        {
+            self.actions.shed.fetch_add(1, Relaxed);
+            let alerts = self.alerts.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(event) = alerts.values().find(|e| e.severity == Some(Severity::Page)) {
+                event.requests_affected.fetch_add(1, Relaxed);
+            }
+            return Admission::Shed {
+                retry_after: shedding.retry_after,
+            };
+        }
+        Admission::Admit
+    }
+
+    /// Meters a finished request; `backend` is the index (in the route's order) of the backend
+    /// that answered, if one did. `steered` says the request was moved off a breaching backend.
+    pub fn record(&self, class: Class, latency: Duration, backend: Option<usize>, steered: bool) {
+        self.meter.record(class, latency);
+        if let Some(b) = backend.and_then(|i| self.backends.get(i)) {
+            b.meter.record(class, latency);
+        }
+        if steered {
+            self.actions.rerouted.fetch_add(1, Relaxed);
+            if let Some(event) = self.backends.iter().find_map(|b| b.event.load_full()) {
+                event.requests_affected.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    fn seal(&self, minute: Minute) {
+        self.meter.seal(minute);
+        for backend in &self.backends {
+            backend.meter.seal(minute);
+        }
+    }
+
+    fn evaluate(&self, now_ms: UnixMillis) {
+        let now = minute_of(now_ms);
+        // Backends: breach and recovery, with hysteresis.
+        for backend in &self.backends {
+            let (trigger, enough, burn) = backend.judge(&self.objective, &self.enforcement, now);
+            backend.badness.store(burn.to_bits(), Relaxed);
+            let mut state = backend.state.lock().unwrap_or_else(|p| p.into_inner());
+            match trigger {
+                Some(trigger) => {
+                    state.last_breach_ms = now_ms;
+                    state.compliant_since_ms = None;
+                    if !backend.breaching.swap(true, Relaxed) {
+                        let event = self.events.open(
+                            &self.id,
+                            Some(&backend.id),
+                            EventKind::BackendBreach,
+                            None,
+                            Action::Reroute,
+                            trigger,
+                            now_ms,
+                        );
+                        backend.event.store(Some(event));
+                    }
+                }
+                None if enough => {
+                    let since = *state.compliant_since_ms.get_or_insert(now_ms);
+                    if backend.is_breaching()
+                        && now_ms - since >= self.enforcement.recovery.as_millis() as i64
+                    {
+                        backend.breaching.store(false, Relaxed);
+                        if let Some(event) = backend.event.swap(None) {
+                            event.end(now_ms);
+                        }
+                    }
+                }
+                None => {}
+            }
+        }
+
+        // Alert tiers, per indicator.
+        let mut paging = false;
+        let mut alerts = self.alerts.lock().unwrap_or_else(|p| p.into_inner());
+        for (indicator, target) in self.objective.indicators() {
+            for (t, tier) in self.objective.tiers.iter().enumerate() {
+                let long = burn_rate(
+                    self.objective
+                        .events(indicator, &self.meter.window(now, tier.long)),
+                    target,
+                );
+                let short = burn_rate(
+                    self.objective
+                        .events(indicator, &self.meter.window(now, tier.short)),
+                    target,
+                );
+                // Compare with a tolerance: 0.0144 / 0.001 is 14.399999999999999 in binary.
+                let firing =
+                    long + BURN_EPSILON >= tier.burn_rate && short + BURN_EPSILON >= tier.burn_rate;
+                let key = (indicator, t);
+                match (firing, alerts.contains_key(&key)) {
+                    (true, false) => {
+                        let action = if tier.severity == Severity::Page
+                            && self.enforcement.shedding.is_some()
+                        {
+                            Action::Shed
+                        } else {
+                            Action::Alert
+                        };
+                        let trigger = Trigger {
+                            indicator,
+                            measured: long,
+                            limit: tier.burn_rate,
+                            window_seconds: tier.long.as_secs(),
+                        };
+                        let event = self.events.open(
+                            &self.id,
+                            None,
+                            EventKind::BurnRateAlert,
+                            Some(tier.severity),
+                            action,
+                            trigger,
+                            now_ms,
+                        );
+                        alerts.insert(key, event);
+                    }
+                    (false, true) => {
+                        if let Some(event) = alerts.remove(&key) {
+                            event.end(now_ms);
+                        }
+                    }
+                    _ => {}
+                }
+                paging |= firing && tier.severity == Severity::Page;
+            }
+        }
+        self.page_firing.store(paging, Relaxed);
+        drop(alerts);
+
+        // The budget over the SLO window.
+        let window = self.meter.window(now, self.objective.window.length());
+        let mut exhausted: Option<Trigger> = None;
+        for (indicator, target) in self.objective.indicators() {
+            let events = self.objective.events(indicator, &window);
+            let b = budget(events, target);
+            if events.valid > 0.0 && b.remaining_ratio <= 0.0 {
+                exhausted = Some(Trigger {
+                    indicator,
+                    measured: b.consumed_ratio,
+                    limit: 1.0,
+                    window_seconds: self.objective.window.length().as_secs(),
+                });
+            }
+        }
+        match exhausted {
+            Some(trigger) if !self.budget_exhausted.swap(true, Relaxed) => {
+                let action = if self.enforcement.strict {
+                    Action::Reject
+                } else {
+                    Action::Alert
+                };
+                let event = self.events.open(
+                    &self.id,
+                    None,
+                    EventKind::BudgetExhausted,
+                    None,
+                    action,
+                    trigger,
+                    now_ms,
+                );
+                self.budget_event.store(Some(event));
+            }
+            None if self.budget_exhausted.swap(false, Relaxed) => {
+                if let Some(event) = self.budget_event.swap(None) {
+                    event.end(now_ms);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+// === SlaEngine ===
+
+/// All routes' SLA state, kept across reloads.
+#[derive(Debug)]
+pub struct SlaEngine {
+    clock: Clock,
+    routes: Mutex<HashMap<Arc<str>, Arc<RouteSla>>>,
+    events: Arc<EventLog>,
+    sealed_through: Mutex<Option<Minute>>,
+}
+
+impl SlaEngine {
+    /// An engine reading time from `clock`.
+    pub fn new(clock: Clock) -> Self {
+        Self {
+            clock,
+            routes: Mutex::new(HashMap::new()),
+            events: Arc::new(EventLog::default()),
+            sealed_through: Mutex::new(None),
+        }
+    }
+
+    /// The engine's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The breach event log.
+    pub fn events(&self) -> &Arc<EventLog> {
+        &self.events
+    }
+
+    /// The SLA state for a route, reused when the route's objective, enforcement and backends
+    /// are unchanged (so a reload keeps its meters, history and breach state). When they
+    /// change, the new state adopts the old meters' history.
+    pub fn route(
+        &self,
+        id: &Arc<str>,
+        objective: Objective,
+        enforcement: Enforcement,
+        backends: &[Arc<str>],
+    ) -> Arc<RouteSla> {
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = routes.get(id).cloned();
+        if let Some(existing) = &previous
+            && existing.objective == objective
+            && existing.enforcement == enforcement
+            && existing.backends.iter().map(|b| &b.id).eq(backends.iter())
+        {
+            return existing.clone();
+        }
+        let keep_hours = (objective.window.length().as_secs() / 3600) as usize + 1;
+        let threshold = objective.latency.map(|l| l.threshold);
+        let meter = Meter::new(threshold, keep_hours);
+        if let Some(old) = &previous {
+            meter.adopt(&old.meter);
+        }
+        let backend_slas = backends
+            .iter()
+            .map(|b| {
+                let meter = Meter::new(threshold, keep_hours);
+                if let Some(old) = previous
+                    .as_ref()
+                    .and_then(|p| p.backends.iter().find(|o| &o.id == b))
+                {
+                    meter.adopt(&old.meter);
+                }
+                Arc::new(BackendSla {
+                    id: b.clone(),
+                    meter,
+                    breaching: AtomicBool::new(false),
+                    badness: AtomicU64::new(0f64.to_bits()),
+                    probe: enforcement.probe,
+                    state: Mutex::new(BreachState::default()),
+                    event: ArcSwapOption::empty(),
+                })
+            })
+            .collect();
+        let route = Arc::new(RouteSla {
+            id: id.clone(),
+            objective,
+            enforcement,
+            meter,
+            backends: backend_slas,
+            actions: ActionCounts::default(),
+            page_firing: AtomicBool::new(false),
+            budget_exhausted: AtomicBool::new(false),
+            alerts: Mutex::new(HashMap::new()),
+            budget_event: ArcSwapOption::empty(),
+            events: self.events.clone(),
+        });
+        routes.insert(id.clone(), route.clone());
+        route
+    }
+
+    /// Forgets routes that are no longer configured.
+    pub fn retain(&self, ids: &[Arc<str>]) {
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        routes.retain(|id, _| ids.contains(id));
+    }
+
+    /// The SLA state of every configured route.
+    pub fn routes(&self) -> Vec<Arc<RouteSla>> {
+        let routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut list: Vec<_> = routes.values().cloned().collect();
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        list
+    }
+
+    /// One route's SLA state.
+    pub fn get(&self, id: &str) -> Option<Arc<RouteSla>> {
+        let routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        routes.get(id).cloned()
+    }
+
+    /// Seals every minute that has ended since the last tick, then re-evaluates every route.
+    /// Returns the minutes sealed (for persistence).
+    pub fn tick(&self) -> Vec<Minute> {
+        let now_ms = self.clock.now_ms();
+        let current = minute_of(now_ms);
+        let mut sealed = Vec::new();
+        {
+            let mut through = self
+                .sealed_through
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let last = through.unwrap_or(current - 1);
+            if current - 1 > last || through.is_none() {
+                // Everything recorded since the last seal belongs to the minute that just ended.
+                let minute = current - 1;
+                for route in self.routes() {
+                    route.seal(minute);
+                }
+                sealed.push(minute);
+                *through = Some(minute);
+            }
+        }
+        for route in self.routes() {
+            route.evaluate(now_ms);
+        }
+        sealed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sla::objective::{AlertTier, Classification, SloWindow};
+
+    const DAY: u64 = 86_400;
+
+    fn objective() -> Objective {
+        let window = Duration::from_secs(30 * DAY);
+        Objective {
+            availability: Some(0.999),
+            latency: None,
+            window: SloWindow::Rolling(window),
+            tiers: AlertTier::defaults(window),
+            classification: Classification::default(),
+        }
+    }
+
+    fn engine_with(enforcement: Enforcement) -> (SlaEngine, Arc<RouteSla>) {
+        // 2026-01-01T00:00:00Z, on a minute boundary.
+        let engine = SlaEngine::new(Clock::starting_at(1_767_225_600_000));
+        let route = engine.route(
+            &Arc::from("orders"),
+            objective(),
+            enforcement,
+            &[Arc::from("primary"), Arc::from("secondary")],
+        );
+        (engine, route)
+    }
+
+    async fn minute_of_traffic(
+        engine: &SlaEngine,
+        route: &RouteSla,
+        good: u64,
+        bad: u64,
+        backend: usize,
+    ) {
+        for _ in 0..good {
+            route.record(Class::Good, Duration::from_millis(20), Some(backend), false);
+        }
+        for _ in 0..bad {
+            route.record(Class::Bad, Duration::from_millis(20), Some(backend), false);
+        }
+        tokio::time::advance(Duration::from_secs(60)).await;
+        engine.tick();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_999_slo_pages_at_a_1_44_percent_error_rate_over_1h_and_5m() {
+        let (engine, route) = engine_with(Enforcement::default());
+        engine.tick();
+        // An hour at 1.44% errors: 10,000 requests a minute, 144 bad.
+        for _ in 0..60 {
+            minute_of_traffic(&engine, &route, 9_856, 144, 0).await;
+        }
+        assert!(route.is_paging(), "14.4x over both 1h and 5m pages");
+        let page = engine
+            .events()
+            .list(Some("orders"))
+            .into_iter()
+            .find(|e| e.kind == EventKind::BurnRateAlert)
+            .unwrap();
+        assert_eq!(page.severity, Some(Severity::Page));
+        assert!(
+            (page.trigger.measured - 14.4).abs() < 1e-6,
+            "{}",
+            page.trigger.measured
+        );
+        assert_eq!(page.trigger.limit, 14.4);
+
+        // Five clean minutes: the 1h burn stays high but the 5m burn drops, so the 14.4x page
+        // resolves. (With no traffic before this hour, the 6h window's ratio equals the 1h one,
+        // so the 6x page, whose 30m short window still burns, rightly goes on.)
+        for _ in 0..5 {
+            minute_of_traffic(&engine, &route, 10_000, 0, 0).await;
+        }
+        assert!(
+            !page.is_open(),
+            "the short window confirms the fast burn has stopped"
+        );
+        let six = open_alert(&engine, 6.0).expect("the 6x page is still open");
+        assert_eq!(six.severity, Some(Severity::Page));
+        assert!(route.is_paging());
+    }
+
+    fn open_alert(engine: &SlaEngine, factor: f64) -> Option<Arc<BreachEvent>> {
+        engine.events().list(None).into_iter().find(|e| {
+            e.kind == EventKind::BurnRateAlert && e.trigger.limit == factor && e.is_open()
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slightly_lower_error_rate_does_not_page() {
+        let (engine, route) = engine_with(Enforcement::default());
+        engine.tick();
+        for _ in 0..60 {
+            minute_of_traffic(&engine, &route, 9_857, 143, 0).await;
+        }
+        assert!(
+            open_alert(&engine, 14.4).is_none(),
+            "1.43% burns at 14.3x, under the 14.4x threshold"
+        );
+        assert!(
+            open_alert(&engine, 6.0).is_some(),
+            "while the 6x tier fires"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_breaching_backend_is_avoided_and_returns_after_sustained_compliance() {
+        let enforcement = Enforcement {
+            breach_window: Duration::from_secs(120),
+            min_requests: 20,
+            probe: 0.05,
+            recovery: Duration::from_secs(180),
+            ..Enforcement::default()
+        };
+        let (engine, route) = engine_with(enforcement);
+        engine.tick();
+        let primary = route.backends()[0].clone();
+        minute_of_traffic(&engine, &route, 100, 0, 0).await;
+        assert!(!primary.is_breaching());
+        // 5% errors against a 0.1% allowance: breaching at the next evaluation.
+        minute_of_traffic(&engine, &route, 95, 5, 0).await;
+        assert!(primary.is_breaching());
+        assert!(matches!(primary.verdict(), Verdict::Avoid { probe, .. } if probe == 0.05));
+        let event = engine
+            .events()
+            .list(None)
+            .into_iter()
+            .find(|e| e.kind == EventKind::BackendBreach)
+            .unwrap();
+        assert_eq!(event.backend.as_deref(), Some("primary"));
+        assert_eq!(event.trigger.indicator, Indicator::Availability);
+        // The 2-minute window holds the bad minute (5 of 100) and the live, empty one.
+        assert!(
+            (event.trigger.measured - 0.05).abs() < 1e-9,
+            "{}",
+            event.trigger.measured
+        );
+
+        // Probes come back clean. The bad minute leaves the window at the next evaluation,
+        // which starts the compliant run; 3 minutes of it are needed: avoided for three more
+        // evaluations…
+        for _ in 0..3 {
+            minute_of_traffic(&engine, &route, 30, 0, 0).await;
+            assert!(primary.is_breaching());
+        }
+        // …and restored at the fourth, 180s after the first compliant one.
+        minute_of_traffic(&engine, &route, 30, 0, 0).await;
+        assert!(!primary.is_breaching());
+        assert_eq!(primary.verdict(), Verdict::Use);
+        assert!(!event.is_open());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn too_little_traffic_neither_breaches_nor_recovers() {
+        let (engine, route) = engine_with(Enforcement::default());
+        engine.tick();
+        minute_of_traffic(&engine, &route, 5, 5, 0).await;
+        assert!(
+            !route.backends()[0].is_breaching(),
+            "10 requests are under the minimum volume"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn low_priority_traffic_is_shed_only_while_paging_with_no_compliant_backend() {
+        let enforcement = Enforcement {
+            shedding: Some(Shedding {
+                fraction: 1.0,
+                retry_after: Duration::from_secs(30),
+            }),
+            ..Enforcement::default()
+        };
+        let (engine, route) = engine_with(enforcement);
+        engine.tick();
+        assert_eq!(route.admit(Priority::Low), Admission::Admit);
+        for _ in 0..6 {
+            // Both backends failing half their requests.
+            for backend in 0..2 {
+                for _ in 0..50 {
+                    route.record(Class::Good, Duration::from_millis(5), Some(backend), false);
+                    route.record(Class::Bad, Duration::from_millis(5), Some(backend), false);
+                }
+            }
+            tokio::time::advance(Duration::from_secs(60)).await;
+            engine.tick();
+        }
+        assert!(route.is_paging());
+        assert!(route.backends().iter().all(|b| b.is_breaching()));
+        assert_eq!(
+            route.admit(Priority::Low),
+            Admission::Shed {
+                retry_after: Duration::from_secs(30)
+            }
+        );
+        assert_eq!(route.admit(Priority::Normal), Admission::Admit);
+        assert_eq!(route.admit(Priority::Critical), Admission::Admit);
+        assert_eq!(route.actions().shed.load(Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_strict_route_rejects_non_critical_traffic_once_the_budget_is_spent() {
+        let (engine, route) = engine_with(Enforcement {
+            strict: true,
+            ..Enforcement::default()
+        });
+        engine.tick();
+        minute_of_traffic(&engine, &route, 990, 10, 0).await;
+        assert!(route.is_budget_exhausted(), "1% bad against a 0.1% budget");
+        assert_eq!(route.admit(Priority::Normal), Admission::Reject);
+        assert_eq!(route.admit(Priority::Critical), Admission::Admit);
+        let event = engine
+            .events()
+            .list(None)
+            .into_iter()
+            .find(|e| e.kind == EventKind::BudgetExhausted)
+            .unwrap();
+        assert_eq!(event.action, Action::Reject);
+        assert_eq!(event.requests_affected.load(Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_with_the_same_objective_keeps_the_state_and_a_changed_one_keeps_history() {
+        let (engine, route) = engine_with(Enforcement::default());
+        engine.tick();
+        minute_of_traffic(&engine, &route, 100, 1, 0).await;
+        let backends = [Arc::from("primary"), Arc::from("secondary")];
+        let same = engine.route(
+            &Arc::from("orders"),
+            objective(),
+            Enforcement::default(),
+            &backends,
+        );
+        assert!(Arc::ptr_eq(&route, &same));
+        let changed = Objective {
+            availability: Some(0.99),
+            ..objective()
+        };
+        let new = engine.route(
+            &Arc::from("orders"),
+            changed,
+            Enforcement::default(),
+            &backends,
+        );
+        assert!(!Arc::ptr_eq(&route, &new));
+        let now = engine.clock().minute();
+        assert_eq!(
+            new.meter().window(now, Duration::from_secs(3600)).total(),
+            101.0
+        );
+        assert_eq!(
+            new.backends()[0]
+                .meter()
+                .window(now, Duration::from_secs(3600))
+                .total(),
+            101.0
+        );
+    }
+}

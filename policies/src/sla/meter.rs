@@ -1,0 +1,357 @@
+//! Metering: what a route (or one backend of a route) did, minute by minute.
+//!
+//! The request path only touches [`Meter::record`]: a few relaxed atomic adds on the meter's own
+//! counters, no lock. Once a minute the engine *seals* the live counters into a [`Rollup`] and
+//! files it in the meter's [`History`], which keeps minute rollups for the short windows and
+//! hour rollups for the long ones, so memory stays fixed whatever the traffic.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use super::histogram::{Histogram, LiveHistogram};
+use crate::Class;
+
+/// Minutes since the Unix epoch: the engine's unit of time.
+pub type Minute = i64;
+
+/// Minute rollups kept (6 hours): windows up to 6h are exact to the minute.
+pub const MINUTES_KEPT: usize = 6 * 60;
+
+/// What happened during some span of time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rollup {
+    /// Requests by [`Class`], in [`Class::ALL`] order.
+    pub by_class: [u64; 5],
+    /// Good requests that finished within the route's latency threshold.
+    pub within_threshold: u64,
+    /// Latencies.
+    pub latency: Histogram,
+}
+
+impl Rollup {
+    /// Adds `other` into this rollup.
+    pub fn merge(&mut self, other: &Rollup) {
+        for (mine, theirs) in self.by_class.iter_mut().zip(other.by_class) {
+            *mine += theirs;
+        }
+        self.within_threshold += other.within_threshold;
+        self.latency.merge(&other.latency);
+    }
+
+    /// Requests of every class.
+    pub fn total(&self) -> u64 {
+        self.by_class.iter().sum()
+    }
+
+    /// Requests of one class.
+    pub fn count(&self, class: Class) -> u64 {
+        self.by_class[class.index()]
+    }
+}
+
+/// Sums of a rollup scaled by a fraction (a window's partial first hour), as reals.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Aggregate {
+    /// Requests by class.
+    pub by_class: [f64; 5],
+    /// Requests within the latency threshold.
+    pub within_threshold: f64,
+    /// Latencies (unscaled: percentiles need whole counts).
+    pub latency: Histogram,
+}
+
+impl Aggregate {
+    fn add(&mut self, rollup: &Rollup, fraction: f64) {
+        for (mine, theirs) in self.by_class.iter_mut().zip(rollup.by_class) {
+            *mine += theirs as f64 * fraction;
+        }
+        self.within_threshold += rollup.within_threshold as f64 * fraction;
+        if fraction >= 0.5 {
+            self.latency.merge(&rollup.latency);
+        }
+    }
+
+    /// Requests of one class.
+    pub fn count(&self, class: Class) -> f64 {
+        self.by_class[class.index()]
+    }
+
+    /// Requests of every class.
+    pub fn total(&self) -> f64 {
+        self.by_class.iter().sum()
+    }
+}
+
+/// The live counters of the current minute.
+#[derive(Debug, Default)]
+struct Live {
+    by_class: [AtomicU64; 5],
+    within_threshold: AtomicU64,
+    latency: LiveHistogram,
+}
+
+/// One meter: live counters plus sealed history.
+#[derive(Debug)]
+pub struct Meter {
+    threshold: Option<Duration>,
+    live: Live,
+    history: Mutex<History>,
+}
+
+impl Meter {
+    /// A meter judging latency against `threshold` (the route's latency objective, if any).
+    pub fn new(threshold: Option<Duration>, keep_hours: usize) -> Self {
+        Self {
+            threshold,
+            live: Live::default(),
+            history: Mutex::new(History::new(keep_hours)),
+        }
+    }
+
+    /// Records one finished request. Lock-free.
+    #[inline]
+    pub fn record(&self, class: Class, latency: Duration) {
+        self.live.by_class[class.index()].fetch_add(1, Relaxed);
+        // The latency objective judges served requests; failures count against availability.
+        if class == Class::Good && self.threshold.is_some_and(|t| latency <= t) {
+            self.live.within_threshold.fetch_add(1, Relaxed);
+        }
+        self.live.latency.record(latency);
+    }
+
+    /// Moves the live counters into the history as minute `minute`. Requests recorded while
+    /// sealing land in this minute or the next, never nowhere.
+    pub fn seal(&self, minute: Minute) -> Rollup {
+        let mut rollup = Rollup::default();
+        for (out, live) in rollup.by_class.iter_mut().zip(&self.live.by_class) {
+            *out = live.swap(0, Relaxed);
+        }
+        rollup.within_threshold = self.live.within_threshold.swap(0, Relaxed);
+        rollup.latency = self.live.latency.drain();
+        self.history().add(minute, &rollup);
+        rollup
+    }
+
+    /// Takes over another meter's sealed history (a route whose objective changed on reload).
+    pub fn adopt(&self, other: &Meter) {
+        let theirs = other.history();
+        let mut mine = self.history();
+        for (minute, rollup) in &theirs.minutes {
+            insert_merged(&mut mine.minutes, *minute, rollup);
+        }
+        for (hour, rollup) in &theirs.hours {
+            insert_merged(&mut mine.hours, *hour, rollup);
+        }
+    }
+
+    /// Files a rollup read back from storage.
+    pub fn restore(&self, minute: Minute, rollup: &Rollup) {
+        self.history().add(minute, rollup);
+    }
+
+    /// What happened in the `length` before the end of minute `now`, including the live
+    /// (not yet sealed) counters, which belong to minute `now`.
+    pub fn window(&self, now: Minute, length: Duration) -> Aggregate {
+        let mut aggregate = self.history().aggregate(now, length);
+        let live = self.live_rollup();
+        aggregate.add(&live, 1.0);
+        aggregate
+    }
+
+    /// Sealed minute rollups from `since` (inclusive), oldest first, for charts.
+    pub fn minutes_since(&self, since: Minute) -> Vec<(Minute, Rollup)> {
+        self.history()
+            .minutes
+            .iter()
+            .filter(|(m, _)| *m >= since)
+            .cloned()
+            .collect()
+    }
+
+    /// Sealed hour rollups from `since` (inclusive, in hours since the epoch), oldest first.
+    pub fn hours_since(&self, since_hour: i64) -> Vec<(i64, Rollup)> {
+        self.history()
+            .hours
+            .iter()
+            .filter(|(h, _)| *h >= since_hour)
+            .cloned()
+            .collect()
+    }
+
+    fn live_rollup(&self) -> Rollup {
+        let mut rollup = Rollup::default();
+        for (out, live) in rollup.by_class.iter_mut().zip(&self.live.by_class) {
+            *out = live.load(Relaxed);
+        }
+        rollup.within_threshold = self.live.within_threshold.load(Relaxed);
+        rollup.latency = self.live.latency.snapshot();
+        rollup
+    }
+
+    fn history(&self) -> std::sync::MutexGuard<'_, History> {
+        self.history.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Sealed rollups: the last [`MINUTES_KEPT`] minutes, and hours back to the longest window.
+#[derive(Debug)]
+pub struct History {
+    minutes: VecDeque<(Minute, Rollup)>,
+    hours: VecDeque<(i64, Rollup)>,
+    keep_hours: usize,
+}
+
+impl History {
+    fn new(keep_hours: usize) -> Self {
+        Self {
+            minutes: VecDeque::new(),
+            hours: VecDeque::new(),
+            keep_hours: keep_hours.max(7),
+        }
+    }
+
+    fn add(&mut self, minute: Minute, rollup: &Rollup) {
+        if rollup.total() == 0 {
+            return;
+        }
+        insert_merged(&mut self.minutes, minute, rollup);
+        while self
+            .minutes
+            .front()
+            .is_some_and(|(m, _)| *m <= minute - MINUTES_KEPT as i64)
+        {
+            self.minutes.pop_front();
+        }
+        let hour = minute.div_euclid(60);
+        insert_merged(&mut self.hours, hour, rollup);
+        while self
+            .hours
+            .front()
+            .is_some_and(|(h, _)| *h <= hour - self.keep_hours as i64)
+        {
+            self.hours.pop_front();
+        }
+    }
+
+    /// Sums the window `(now + 1 - length, now]` in minutes. Windows of up to 6 hours use
+    /// minute rollups and are exact; longer ones use hour rollups, with the hour at the window's
+    /// start counted in proportion to the part of it inside the window.
+    fn aggregate(&self, now: Minute, length: Duration) -> Aggregate {
+        let minutes = (length.as_secs() / 60).max(1) as i64;
+        let start = now + 1 - minutes;
+        let mut aggregate = Aggregate::default();
+        if minutes <= MINUTES_KEPT as i64 {
+            for (minute, rollup) in self.minutes.iter().rev() {
+                if *minute < start {
+                    break;
+                }
+                if *minute <= now {
+                    aggregate.add(rollup, 1.0);
+                }
+            }
+            return aggregate;
+        }
+        let start_hour = start.div_euclid(60);
+        let first_fraction = 1.0 - start.rem_euclid(60) as f64 / 60.0;
+        for (hour, rollup) in self.hours.iter().rev() {
+            if *hour < start_hour {
+                break;
+            }
+            if *hour * 60 > now {
+                continue;
+            }
+            aggregate.add(
+                rollup,
+                if *hour == start_hour {
+                    first_fraction
+                } else {
+                    1.0
+                },
+            );
+        }
+        aggregate
+    }
+}
+
+fn insert_merged<K: Ord + Copy>(deque: &mut VecDeque<(K, Rollup)>, key: K, rollup: &Rollup) {
+    match deque.iter().rposition(|(k, _)| *k <= key) {
+        Some(i) if deque[i].0 == key => deque[i].1.merge(rollup),
+        Some(i) => deque.insert(i + 1, (key, rollup.clone())),
+        None => deque.push_front((key, rollup.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn live_counts_are_sealed_into_minutes_and_windows_sum_them() {
+        let meter = Meter::new(Some(ms(300)), 24);
+        for minute in 0..10 {
+            for _ in 0..10 {
+                meter.record(Class::Good, ms(100));
+            }
+            meter.record(Class::Bad, ms(500));
+            meter.seal(minute);
+        }
+        let last5 = meter.window(9, Duration::from_secs(300));
+        assert_eq!(last5.count(Class::Good), 50.0);
+        assert_eq!(last5.count(Class::Bad), 5.0);
+        assert_eq!(last5.within_threshold, 50.0);
+        let all = meter.window(9, Duration::from_secs(3600));
+        assert_eq!(all.total(), 110.0);
+        // Live counters belong to the current minute.
+        meter.record(Class::Throttled, ms(1));
+        assert_eq!(
+            meter
+                .window(9, Duration::from_secs(60))
+                .count(Class::Throttled),
+            1.0
+        );
+    }
+
+    #[test]
+    fn long_windows_use_hours_with_a_partial_first_hour() {
+        let meter = Meter::new(None, 48);
+        // One bad request in each of 30 hours, at minute 30 of the hour.
+        for hour in 0..30i64 {
+            meter.record(Class::Bad, ms(1));
+            meter.seal(hour * 60 + 30);
+        }
+        let now = 29 * 60 + 59;
+        // A 1-day window starts at minute 6*60: hours 6..=29 are whole, 24 requests.
+        assert_eq!(
+            meter
+                .window(now, Duration::from_secs(86_400))
+                .count(Class::Bad),
+            24.0
+        );
+        // Shift "now" by half an hour: the first hour counts half.
+        let now = 30 * 60 + 29;
+        let day = meter.window(now, Duration::from_secs(86_400));
+        assert!(
+            (day.count(Class::Bad) - 23.5).abs() < 1e-9,
+            "{}",
+            day.count(Class::Bad)
+        );
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let meter = Meter::new(None, 10);
+        for minute in 0..2000 {
+            meter.record(Class::Good, ms(1));
+            meter.seal(minute);
+        }
+        let history = meter.history();
+        assert_eq!(history.minutes.len(), MINUTES_KEPT);
+        assert_eq!(history.hours.len(), 10);
+    }
+}

@@ -1,0 +1,377 @@
+//! Service-level objectives with OpenSLO v1 semantics (`Occurrences` budgeting): what counts as
+//! good, the error budget over the SLO window, burn rates, and multi-window burn-rate alerts.
+//!
+//! * **Availability SLI**: good ÷ valid. Valid requests are the good and bad ones, client errors
+//!   (good unless configured bad) and throttled requests only when configured to burn the
+//!   budget. Requests a policy rejected on purpose are not valid events: they are reported
+//!   apart, and shedding cannot hide failures because shed requests never count as good.
+//! * **Latency SLI**: of the requests served well (class good), the share within the threshold.
+//! * **Error budget** over the SLO window: `(1 − target) × valid` bad events are allowed.
+//! * **Burn rate** over a window: the window's bad ratio ÷ `(1 − target)`; 1 spends the budget
+//!   exactly over the SLO window.
+//! * **Alert tier**: fires when the burn rate is at or above its factor over *both* its long and
+//!   its short window (SRE workbook, chapter 5).
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::meter::Aggregate;
+use crate::Class;
+
+/// How a request's class counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Classification {
+    /// Throttled requests (429, provider throttles) are bad events.
+    pub throttled_burns_budget: bool,
+    /// Client errors (4xx other than 429) are bad events.
+    pub client_errors_are_bad: bool,
+}
+
+/// The latency objective: `target` of good requests within `threshold`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LatencyObjective {
+    /// The threshold.
+    pub threshold: Duration,
+    /// Share of requests that must be within it (0.99 = 99%).
+    pub target: f64,
+}
+
+/// The SLO window.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SloWindow {
+    /// The last `length`, sliding.
+    Rolling(Duration),
+}
+
+impl SloWindow {
+    /// How far back the window reaches.
+    pub fn length(&self) -> Duration {
+        match self {
+            Self::Rolling(length) => *length,
+        }
+    }
+}
+
+/// Who is told when an alert tier fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Someone is woken up.
+    Page,
+    /// A ticket is filed.
+    Ticket,
+}
+
+/// A multi-window burn-rate alert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertTier {
+    /// Severity.
+    pub severity: Severity,
+    /// Burn-rate factor at or above which it fires.
+    pub burn_rate: f64,
+    /// The long window.
+    pub long: Duration,
+    /// The short window (confirms the burn is still happening).
+    pub short: Duration,
+}
+
+impl AlertTier {
+    /// The SRE workbook's tiers, derived for any SLO window from the share of the budget each
+    /// tier guards: 2% in 1h and 5% in 6h page, 10% in 1d and 10% in 3d file a ticket. For a
+    /// 30-day window that is 14.4× (1h/5m), 6× (6h/30m), 3× (1d/2h) and 1× (3d/6h).
+    pub fn defaults(slo_window: Duration) -> Vec<AlertTier> {
+        let hours = |h: u64| Duration::from_secs(h * 3600);
+        let minutes = |m: u64| Duration::from_secs(m * 60);
+        let window = slo_window.as_secs_f64();
+        [
+            (Severity::Page, 0.02, hours(1), minutes(5)),
+            (Severity::Page, 0.05, hours(6), minutes(30)),
+            (Severity::Ticket, 0.10, hours(24), hours(2)),
+            (Severity::Ticket, 0.10, hours(72), hours(6)),
+        ]
+        .into_iter()
+        .map(|(severity, budget_share, long, short)| AlertTier {
+            severity,
+            burn_rate: round6(budget_share * window / long.as_secs_f64()),
+            long,
+            short,
+        })
+        .collect()
+    }
+}
+
+fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
+/// A route's objectives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Objective {
+    /// Availability target (0.999 = 99.9%).
+    pub availability: Option<f64>,
+    /// Latency objective.
+    pub latency: Option<LatencyObjective>,
+    /// The SLO window.
+    pub window: SloWindow,
+    /// Burn-rate alert tiers.
+    pub tiers: Vec<AlertTier>,
+    /// How classes count.
+    pub classification: Classification,
+}
+
+/// Which SLI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Indicator {
+    /// Good ÷ valid requests.
+    Availability,
+    /// Good requests within the latency threshold ÷ good requests.
+    Latency,
+}
+
+/// Good and valid events of one SLI over one window.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Events {
+    /// Events that met the objective.
+    pub good: f64,
+    /// Events that count.
+    pub valid: f64,
+}
+
+impl Events {
+    /// Events that did not meet the objective.
+    pub fn bad(&self) -> f64 {
+        (self.valid - self.good).max(0.0)
+    }
+
+    /// good ÷ valid, or 1 with no events.
+    pub fn ratio(&self) -> f64 {
+        if self.valid > 0.0 {
+            self.good / self.valid
+        } else {
+            1.0
+        }
+    }
+}
+
+impl Objective {
+    /// The SLIs this objective has, with their targets.
+    pub fn indicators(&self) -> Vec<(Indicator, f64)> {
+        let mut out = Vec::new();
+        if let Some(target) = self.availability {
+            out.push((Indicator::Availability, target));
+        }
+        if let Some(latency) = self.latency {
+            out.push((Indicator::Latency, latency.target));
+        }
+        out
+    }
+
+    /// Good and valid events of `indicator` in an aggregate.
+    pub fn events(&self, indicator: Indicator, aggregate: &Aggregate) -> Events {
+        match indicator {
+            Indicator::Availability => {
+                let c = self.classification;
+                let client = aggregate.count(Class::ClientError);
+                let throttled = aggregate.count(Class::Throttled);
+                let good = aggregate.count(Class::Good)
+                    + if c.client_errors_are_bad { 0.0 } else { client };
+                let bad = aggregate.count(Class::Bad)
+                    + if c.client_errors_are_bad { client } else { 0.0 }
+                    + if c.throttled_burns_budget {
+                        throttled
+                    } else {
+                        0.0
+                    };
+                Events {
+                    good,
+                    valid: good + bad,
+                }
+            }
+            Indicator::Latency => Events {
+                good: aggregate.within_threshold,
+                valid: aggregate.count(Class::Good),
+            },
+        }
+    }
+}
+
+/// The burn rate of `events` against `target`.
+pub fn burn_rate(events: Events, target: f64) -> f64 {
+    let allowed = 1.0 - target;
+    if events.valid <= 0.0 || allowed <= 0.0 {
+        return 0.0;
+    }
+    (events.bad() / events.valid) / allowed
+}
+
+/// The error budget of an SLI over the SLO window.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Budget {
+    /// Bad events the window allows: `(1 − target) × valid`.
+    pub total_events: f64,
+    /// Bad events so far.
+    pub consumed_events: f64,
+    /// `total − consumed` (negative when overspent).
+    pub remaining_events: f64,
+    /// Share of the budget consumed (may exceed 1).
+    pub consumed_ratio: f64,
+    /// Share left: `1 − consumed_ratio` (negative when overspent).
+    pub remaining_ratio: f64,
+}
+
+/// The budget of `events` (over the SLO window) against `target`.
+pub fn budget(events: Events, target: f64) -> Budget {
+    let total = (1.0 - target) * events.valid;
+    let consumed = events.bad();
+    let consumed_ratio = if total > 0.0 {
+        consumed / total
+    } else if consumed > 0.0 {
+        f64::INFINITY
+    } else {
+        0.0
+    };
+    Budget {
+        total_events: total,
+        consumed_events: consumed,
+        remaining_events: total - consumed,
+        consumed_ratio,
+        remaining_ratio: 1.0 - consumed_ratio,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn aggregate(good: f64, bad: f64, throttled: f64, client: f64) -> Aggregate {
+        let mut a = Aggregate::default();
+        a.by_class[Class::Good.index()] = good;
+        a.by_class[Class::Bad.index()] = bad;
+        a.by_class[Class::Throttled.index()] = throttled;
+        a.by_class[Class::ClientError.index()] = client;
+        a
+    }
+
+    fn objective() -> Objective {
+        Objective {
+            availability: Some(0.999),
+            latency: None,
+            window: SloWindow::Rolling(Duration::from_secs(30 * 86_400)),
+            tiers: AlertTier::defaults(Duration::from_secs(30 * 86_400)),
+            classification: Classification::default(),
+        }
+    }
+
+    #[test]
+    fn the_default_tiers_are_the_sre_workbook_set_for_30_days() {
+        let tiers = AlertTier::defaults(Duration::from_secs(30 * 86_400));
+        let factors: Vec<f64> = tiers.iter().map(|t| t.burn_rate).collect();
+        assert_eq!(factors, vec![14.4, 6.0, 3.0, 1.0]);
+        assert_eq!(tiers[0].long, Duration::from_secs(3600));
+        assert_eq!(tiers[0].short, Duration::from_secs(300));
+        assert_eq!(tiers[3].short, Duration::from_secs(6 * 3600));
+        assert_eq!(tiers[0].severity, Severity::Page);
+        assert_eq!(tiers[2].severity, Severity::Ticket);
+        // A 7-day window pages at 2% of its budget in an hour: 0.02 × 168 = 3.36×.
+        assert_eq!(
+            AlertTier::defaults(Duration::from_secs(7 * 86_400))[0].burn_rate,
+            3.36
+        );
+    }
+
+    #[test]
+    fn a_999_slo_burns_at_14_4_with_a_1_44_percent_error_rate() {
+        let o = objective();
+        let events = o.events(Indicator::Availability, &aggregate(9856.0, 144.0, 0.0, 0.0));
+        assert!((burn_rate(events, 0.999) - 14.4).abs() < 1e-9);
+        let below = o.events(Indicator::Availability, &aggregate(9857.0, 143.0, 0.0, 0.0));
+        assert!(burn_rate(below, 0.999) < 14.4);
+    }
+
+    #[test]
+    fn throttles_and_client_errors_count_as_configured() {
+        let mut o = objective();
+        let a = aggregate(900.0, 10.0, 50.0, 40.0);
+        let default = o.events(Indicator::Availability, &a);
+        assert_eq!(
+            default,
+            Events {
+                good: 940.0,
+                valid: 950.0
+            },
+            "throttles excluded, 4xx good"
+        );
+        o.classification = Classification {
+            throttled_burns_budget: true,
+            client_errors_are_bad: true,
+        };
+        let strict = o.events(Indicator::Availability, &a);
+        assert_eq!(
+            strict,
+            Events {
+                good: 900.0,
+                valid: 1000.0
+            }
+        );
+    }
+
+    #[test]
+    fn the_budget_is_a_share_of_valid_events() {
+        // 1,000,000 requests at 99.9%: 1,000 bad allowed; 250 spent.
+        let b = budget(
+            Events {
+                good: 999_750.0,
+                valid: 1_000_000.0,
+            },
+            0.999,
+        );
+        assert!((b.total_events - 1000.0).abs() < 1e-6);
+        assert_eq!(b.consumed_events, 250.0);
+        assert!((b.remaining_events - 750.0).abs() < 1e-6);
+        assert!((b.remaining_ratio - 0.75).abs() < 1e-9);
+        let overspent = budget(
+            Events {
+                good: 997_000.0,
+                valid: 1_000_000.0,
+            },
+            0.999,
+        );
+        assert!(
+            (overspent.remaining_ratio + 2.0).abs() < 1e-9,
+            "{}",
+            overspent.remaining_ratio
+        );
+        let empty = budget(
+            Events {
+                good: 0.0,
+                valid: 0.0,
+            },
+            0.999,
+        );
+        assert_eq!(empty.remaining_ratio, 1.0);
+    }
+
+    #[test]
+    fn the_latency_sli_judges_good_requests_against_the_threshold() {
+        let o = Objective {
+            latency: Some(LatencyObjective {
+                threshold: Duration::from_millis(300),
+                target: 0.99,
+            }),
+            ..objective()
+        };
+        let mut a = aggregate(1000.0, 100.0, 0.0, 0.0);
+        a.within_threshold = 980.0;
+        let events = o.events(Indicator::Latency, &a);
+        assert_eq!(
+            events,
+            Events {
+                good: 980.0,
+                valid: 1000.0
+            }
+        );
+        assert!((burn_rate(events, 0.99) - 2.0).abs() < 1e-9);
+    }
+}

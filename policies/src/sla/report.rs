@@ -1,0 +1,1 @@
+//! Report snapshots (filled in below).
