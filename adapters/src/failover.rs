@@ -126,6 +126,21 @@ pub struct Forwarded {
     /// Whether the first try went to a backend other than the one priority and availability
     /// alone would have chosen, because steering said to avoid that one.
     pub steered: bool,
+    /// Every try, in order: which backend, what it answered, how long it took.
+    pub attempts: Vec<Attempt>,
+}
+
+/// One try of a forwarded request.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// The backend tried.
+    pub backend: Arc<Backend>,
+    /// Its response status, when it answered.
+    pub status: Option<http::StatusCode>,
+    /// What failed, when it did not.
+    pub error: Option<BackendErrorKind>,
+    /// Time to the response head (or the failure).
+    pub latency: Duration,
 }
 
 impl Failover {
@@ -165,6 +180,7 @@ impl Failover {
         let mut last: Option<(Result<GatewayResponse, BackendError>, Arc<Backend>)> = None;
         let mut budget_exhausted = false;
         let mut _retry_guard = None;
+        let mut attempts = Vec::with_capacity(1);
 
         while let Some(index) = order.get(tries as usize % order.len().max(1)).copied() {
             if tries > 0 {
@@ -194,7 +210,14 @@ impl Failover {
                 .map_or(deadline, |t| deadline.min(Instant::now() + t));
             request.extensions_mut().insert(TryDeadline(try_deadline));
             tries += 1;
+            let started = Instant::now();
             let result = backend.call(request).await;
+            attempts.push(Attempt {
+                backend: backend.clone(),
+                status: result.as_ref().ok().map(|r| r.status()),
+                error: result.as_ref().err().map(|e| e.kind()),
+                latency: started.elapsed(),
+            });
             let done = match &result {
                 Ok(_) => !self.should_retry(&result, idempotent),
                 Err(_) => false,
@@ -212,6 +235,7 @@ impl Failover {
                 tries,
                 budget_exhausted,
                 steered,
+                attempts,
             },
             None => Forwarded {
                 result: Err(BackendError::new(
@@ -222,6 +246,7 @@ impl Failover {
                 tries,
                 budget_exhausted,
                 steered,
+                attempts,
             },
         }
     }

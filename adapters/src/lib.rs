@@ -19,5 +19,7 @@ pub mod tls;
 pub use backend::{Backend, BackendService, GatewayRequest, GatewayResponse, Provider};
 pub use body::{ReplayBody, RequestBody, ResponseBody};
 pub use error::{BackendError, BackendErrorKind, BoxError, Fault};
-pub use failover::{Failover, Forwarded, RetryOn, RetryPolicy, RouteBackend, Steering, Verdict};
+pub use failover::{
+    Attempt, Failover, Forwarded, RetryOn, RetryPolicy, RouteBackend, Steering, Verdict,
+};
 pub use retry_budget::{RetryBudget, RetryBudgetPolicy};

@@ -7,6 +7,8 @@
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /config` | the effective configuration as JSON (secret *references* only) |
 //! | `POST /reload` | re-read and apply the configuration; 422 with every error if invalid |
+//! | `GET /sla` | every route's SLA report (JSON; schema in `docs/sla-report.md`) |
+//! | `GET /sla/routes/{id}` | one route's SLA report |
 //!
 //! `POST` endpoints need `Authorization: Bearer <token>` when a token is configured; every
 //! endpoint needs it when the admin listener is not on loopback.
@@ -71,11 +73,23 @@ async fn respond(
             };
             json(status, &body)
         }
-        (Method::GET, "/metrics") => text(
-            StatusCode::OK,
-            &crate::metrics::render(&runtime, gateway.registry()),
-            "text/plain; version=0.0.4",
-        ),
+        (Method::GET, "/metrics") => {
+            let mut body = crate::metrics::render(&runtime, gateway.registry());
+            crate::sla_report::render_metrics(&mut body, gateway.sla());
+            text(StatusCode::OK, &body, "text/plain; version=0.0.4")
+        }
+        (Method::GET, "/sla") => json(StatusCode::OK, &crate::sla_report::document(gateway.sla())),
+        (Method::GET, path) if path.starts_with("/sla/routes/") => {
+            let id = &path["/sla/routes/".len()..];
+            match crate::sla_report::report(gateway.sla(), id) {
+                Some(report) => json(
+                    StatusCode::OK,
+                    &serde_json::to_value(report).unwrap_or_default(),
+                ),
+                None => ErrorCode::NotFound
+                    .response(&format!("route {id:?} has no SLO (or does not exist)"), "-"),
+            }
+        }
         (Method::GET, "/config") => json(StatusCode::OK, &runtime.config().effective),
         (Method::POST, "/reload") => match gateway.reload().await {
             Ok(report) => json(

@@ -34,6 +34,10 @@ pub enum ErrorCode {
     ClientBodyError,
     /// A backend is misconfigured.
     BackendMisconfigured,
+    /// Low-priority traffic is being shed to protect the route's error budget.
+    LoadShed,
+    /// The route's error budget is spent and the route is strict.
+    BudgetExhausted,
     /// The admin API needs a bearer token.
     Unauthorized,
     /// The admin API path does not exist.
@@ -58,7 +62,7 @@ pub struct ErrorSpec {
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 17] = [
         Self::NoRoute,
         Self::BodyTooLarge,
         Self::UpstreamUnavailable,
@@ -70,6 +74,8 @@ impl ErrorCode {
         Self::FunctionError,
         Self::ClientBodyError,
         Self::BackendMisconfigured,
+        Self::LoadShed,
+        Self::BudgetExhausted,
         Self::Unauthorized,
         Self::NotFound,
         Self::MethodNotAllowed,
@@ -145,6 +151,18 @@ impl ErrorCode {
                 S::BAD_GATEWAY,
                 None,
                 "a backend of the route is misconfigured (see the gateway log)",
+            ),
+            Self::LoadShed => (
+                "load_shed",
+                S::SERVICE_UNAVAILABLE,
+                Some(30),
+                "low-priority traffic is shed: a page-level burn-rate alert fires and no backend meets the route's objective",
+            ),
+            Self::BudgetExhausted => (
+                "error_budget_exhausted",
+                S::SERVICE_UNAVAILABLE,
+                Some(60),
+                "the route's error budget is spent and the route is strict: only critical requests are served",
             ),
             Self::Unauthorized => (
                 "unauthorized",

@@ -10,11 +10,18 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use accord_policies::sla::{Clock, SlaEngine};
+
 use crate::config::{self, Config, ConfigErrors, Environment};
 use crate::metrics::Registry;
 use crate::proxy;
 use crate::runtime::Runtime;
 use crate::server::{self, Handler};
+
+/// How often the SLA engine seals minutes and re-evaluates breaches, alerts and budgets: the
+/// longest a backend that starts breaching keeps its traffic (once it has served the minimum
+/// volume), and the granularity of shedding decisions.
+pub const SLA_EVALUATION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Where a reload reads the configuration from.
 #[derive(Debug, Clone)]
@@ -51,6 +58,7 @@ pub struct ReloadReport {
 pub struct Gateway {
     runtime: ArcSwap<Runtime>,
     registry: Arc<Registry>,
+    sla: Arc<SlaEngine>,
     source: ConfigSource,
     env: Arc<dyn Environment + Send + Sync>,
     reload_lock: tokio::sync::Mutex<()>,
@@ -69,6 +77,7 @@ pub struct Running {
     tasks: Vec<JoinHandle<()>>,
     admin_shutdown: watch::Sender<bool>,
     admin_task: JoinHandle<()>,
+    sla_task: JoinHandle<()>,
 }
 
 impl Gateway {
@@ -79,10 +88,13 @@ impl Gateway {
         env: Arc<dyn Environment + Send + Sync>,
     ) -> anyhow::Result<Running> {
         let registry = Arc::new(Registry::default());
-        let runtime = Runtime::build(config, &registry, None).await?;
+        let sla = Arc::new(SlaEngine::new(Clock::system()));
+        let runtime = Runtime::build(config, &registry, &sla, None).await?;
+        sla.retain(&runtime.slo_route_ids());
         let gateway = Arc::new(Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             registry,
+            sla: sla.clone(),
             source,
             env,
             reload_lock: tokio::sync::Mutex::new(()),
@@ -129,6 +141,15 @@ impl Gateway {
             admin_shutdown_rx,
         ));
         drop(shutdown_rx);
+        let evaluator = sla.clone();
+        let sla_task = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(SLA_EVALUATION_INTERVAL);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                evaluator.tick();
+            }
+        });
         tracing::info!(?listeners, %admin, routes = config.routes.len(), backends = config.backends.len(), "accord is serving");
         Ok(Running {
             gateway,
@@ -138,6 +159,7 @@ impl Gateway {
             tasks,
             admin_shutdown,
             admin_task,
+            sla_task,
         })
     }
 
@@ -158,6 +180,11 @@ impl Gateway {
     /// The counters.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// The SLA engine.
+    pub fn sla(&self) -> &Arc<SlaEngine> {
+        &self.sla
     }
 
     /// Whether the gateway is draining for shutdown.
@@ -207,9 +234,10 @@ impl Gateway {
         if old.log != config.log {
             restart_required.push("log".to_owned());
         }
-        let runtime = Runtime::build(config, &self.registry, Some(&current))
+        let runtime = Runtime::build(config, &self.registry, &self.sla, Some(&current))
             .await
             .map_err(|e| ReloadError::Build(e.to_string()))?;
+        self.sla.retain(&runtime.slo_route_ids());
         let report = ReloadReport {
             routes: runtime.routes().len(),
             backends: runtime.backends().len(),
@@ -232,6 +260,8 @@ impl Running {
         }
         let _ = self.admin_shutdown.send(true);
         let _ = self.admin_task.await;
+        self.sla_task.abort();
+        self.gateway.sla.tick();
     }
 
     /// The first traffic listener's address.

@@ -10,6 +10,7 @@ pub mod proxy;
 pub mod router;
 pub mod runtime;
 pub mod server;
+pub mod sla_report;
 pub mod telemetry;
 
 pub use gateway::{ConfigSource, Gateway, Running};

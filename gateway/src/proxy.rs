@@ -5,7 +5,9 @@
 //!    `:authority`.
 //! 2. **Route**: the [`Router`](crate::router::Router) picks the route (404 `no_route`).
 //! 3. **Admit**: the route's `max_body` is checked against `Content-Length` (413 before any
-//!    byte is read).
+//!    byte is read); a route with an objective applies budget protection: low-priority
+//!    requests are shed while it pages with no compliant backend, and a strict route with a
+//!    spent budget serves only critical requests.
 //! 4. **Prepare**: hop-by-hop headers are stripped, forwarding headers added; the body is
 //!    buffered up to the route's `replay_buffer` so that it can be replayed on another try,
 //!    larger bodies are streamed (one try) with the limit enforced as they flow.
@@ -14,8 +16,9 @@
 //! 6. **Respond**: the backend's response is streamed back with hop-by-hop headers stripped,
 //!    or a failure becomes a JSON error from [`crate::errors`]. WebSocket handshakes that the
 //!    backend accepts (101) are tunnelled both ways.
-//! 7. **Record**: when the response body ends (or the client goes away), the route's counters
-//!    and the access log line are written with the final byte count and duration.
+//! 7. **Record**: when the response body ends (or the client goes away), the route's counters,
+//!    its SLA meters (route and answering backend) and the access log line are written with the
+//!    final byte count and duration.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -26,6 +29,7 @@ use std::task::{Context, Poll};
 use accord_adapters::backend::ClientAddr;
 use accord_adapters::body::{BodyTooLarge, response_body};
 use accord_adapters::{BackendErrorKind, BoxError, ReplayBody, RequestBody, ResponseBody};
+use accord_policies::sla::{Admission, RouteSla};
 use accord_policies::{Class, classify};
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, HOST};
@@ -89,6 +93,9 @@ pub async fn handle(
         status: StatusCode::OK,
         bytes_out: 0,
         access_log,
+        sla: None,
+        steered: false,
+        class: None,
     };
 
     // 2. Route.
@@ -107,6 +114,36 @@ pub async fn handle(
     route.stats().active.fetch_add(1, Relaxed);
 
     // 3. Admit.
+    if let (Some(sla), Some(slo)) = (route.sla(), &limits.slo) {
+        record.sla = Some(sla.clone());
+        match sla.admit(slo.priority.classify(&parts.headers)) {
+            Admission::Admit => {}
+            Admission::Shed { retry_after } => {
+                record.class = Some(Class::Rejected);
+                let message = format!(
+                    "{} (route {})",
+                    ErrorCode::LoadShed.spec().meaning,
+                    route.id()
+                );
+                let response = ErrorCode::LoadShed.response_with_retry_after(
+                    &message,
+                    &record.request_id,
+                    Some(retry_after),
+                );
+                return record.finish_with(response);
+            }
+            Admission::Reject => {
+                record.class = Some(Class::Rejected);
+                let message = format!(
+                    "{} (route {})",
+                    ErrorCode::BudgetExhausted.spec().meaning,
+                    route.id()
+                );
+                let response = ErrorCode::BudgetExhausted.response(&message, &record.request_id);
+                return record.finish_with(response);
+            }
+        }
+    }
     let content_length = parts
         .headers
         .get(CONTENT_LENGTH)
@@ -166,6 +203,17 @@ pub async fn handle(
     let forwarded = route.failover().forward(parts, body, deadline).await;
     record.tries = forwarded.tries;
     record.backend = forwarded.backend.as_ref().map(|b| b.id().clone());
+    record.steered = forwarded.steered;
+    if let Some(sla) = route.sla() {
+        // Every try counts against the backend that made it; the request as a whole counts
+        // against the route when its response ends.
+        for attempt in &forwarded.attempts {
+            if let Some(index) = route.backend_index(attempt.backend.id()) {
+                let status = attempt.status.unwrap_or(StatusCode::BAD_GATEWAY);
+                sla.record_try(index, classify(status, attempt.error), attempt.latency);
+            }
+        }
+    }
     if forwarded.tries > 1 {
         route
             .stats()
@@ -378,6 +426,10 @@ struct Record {
     status: StatusCode,
     bytes_out: u64,
     access_log: bool,
+    sla: Option<Arc<RouteSla>>,
+    steered: bool,
+    /// Set when the gateway's own policy decided the class (shed, rejected).
+    class: Option<Class>,
 }
 
 impl Record {
@@ -393,10 +445,14 @@ impl Record {
 
     fn complete(self) {
         let duration = self.started.elapsed();
-        let class = match self.route {
-            Some(_) => classify(self.status, self.failure),
-            None => Class::ClientError,
+        let class = match (self.class, &self.route) {
+            (Some(class), _) => class,
+            (None, Some(_)) => classify(self.status, self.failure),
+            (None, None) => Class::ClientError,
         };
+        if let Some(sla) = &self.sla {
+            sla.record(class, duration, self.steered);
+        }
         if let Some(route) = &self.route {
             let stats = &route.stats;
             stats.active.fetch_sub(1, Relaxed);

@@ -232,6 +232,7 @@ mod tests {
             retry_budget: Default::default(),
             max_body: 0,
             replay_buffer: 0,
+            slo: None,
         }
     }
 

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use accord_adapters::{Backend, Failover, RetryBudget, RouteBackend};
+use accord_policies::sla::{RouteSla, SlaEngine};
 
 use crate::config::Config;
 use crate::config::model::{BackendConfig, Route};
@@ -19,6 +20,7 @@ pub struct RouteRuntime {
     config: Route,
     failover: Failover,
     stats: Arc<RouteStats>,
+    sla: Option<Arc<RouteSla>>,
 }
 
 impl RouteRuntime {
@@ -40,6 +42,16 @@ impl RouteRuntime {
     /// The route's counters.
     pub fn stats(&self) -> &Arc<RouteStats> {
         &self.stats
+    }
+
+    /// The route's SLA state, when it has an objective.
+    pub fn sla(&self) -> Option<&Arc<RouteSla>> {
+        self.sla.as_ref()
+    }
+
+    /// The position of a backend in the route's configured list.
+    pub fn backend_index(&self, id: &str) -> Option<usize> {
+        self.config.backends.iter().position(|b| &*b.backend == id)
     }
 }
 
@@ -65,6 +77,7 @@ impl Runtime {
     pub async fn build(
         config: Config,
         registry: &Registry,
+        sla: &SlaEngine,
         previous: Option<&Runtime>,
     ) -> Result<Self, BuildError> {
         let router = Router::new(&config.routes).map_err(|(_, message)| BuildError(message))?;
@@ -89,15 +102,28 @@ impl Runtime {
             .routes
             .iter()
             .map(|route| {
+                let route_sla = route.slo.as_ref().map(|slo| {
+                    let ids: Vec<Arc<str>> =
+                        route.backends.iter().map(|b| b.backend.clone()).collect();
+                    sla.route(
+                        &route.id,
+                        slo.objective.clone(),
+                        slo.enforcement.clone(),
+                        &ids,
+                    )
+                });
                 let route_backends = route
                     .backends
                     .iter()
-                    .filter_map(|r| {
+                    .enumerate()
+                    .filter_map(|(i, r)| {
                         by_id.get(&r.backend).map(|backend| RouteBackend {
                             backend: backend.clone(),
                             priority: r.priority,
                             weight: r.weight,
-                            steering: None,
+                            steering: route_sla.as_ref().map(|s| {
+                                s.backends()[i].clone() as Arc<dyn accord_adapters::Steering>
+                            }),
                         })
                     })
                     .collect();
@@ -109,6 +135,7 @@ impl Runtime {
                         route.per_try_timeout,
                     ),
                     stats: registry.route(&route.id),
+                    sla: route_sla,
                     config: route.clone(),
                 }
             })
@@ -140,6 +167,15 @@ impl Runtime {
     /// Backends, in the configuration's order.
     pub fn backends(&self) -> &[Arc<Backend>] {
         &self.backends
+    }
+
+    /// Ids of the routes that have an objective.
+    pub fn slo_route_ids(&self) -> Vec<Arc<str>> {
+        self.routes
+            .iter()
+            .filter(|r| r.sla.is_some())
+            .map(|r| r.id().clone())
+            .collect()
     }
 }
 

@@ -127,6 +127,50 @@ pub struct Route {
     pub max_body: u64,
     /// Replay buffer size.
     pub replay_buffer: u64,
+    /// The route's objective and its enforcement.
+    pub slo: Option<RouteSlo>,
+}
+
+/// A route's objective, enforcement and priority rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteSlo {
+    /// The objective.
+    pub objective: accord_policies::sla::Objective,
+    /// What the engine may do.
+    pub enforcement: accord_policies::sla::Enforcement,
+    /// How a request's priority is read.
+    pub priority: PriorityRule,
+    /// The window as written (`30d`), for reports and exports.
+    pub window_text: String,
+}
+
+/// How a request's priority is read from a header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriorityRule {
+    /// The header.
+    pub header: HeaderName,
+    /// Values meaning low priority.
+    pub low: Vec<String>,
+    /// Values meaning critical.
+    pub critical: Vec<String>,
+}
+
+impl PriorityRule {
+    /// The priority of a request.
+    pub fn classify(&self, headers: &http::HeaderMap) -> accord_policies::sla::Priority {
+        use accord_policies::sla::Priority;
+        let Some(value) = headers.get(&self.header).and_then(|v| v.to_str().ok()) else {
+            return Priority::Normal;
+        };
+        let value = value.trim();
+        if self.critical.iter().any(|c| c.eq_ignore_ascii_case(value)) {
+            Priority::Critical
+        } else if self.low.iter().any(|l| l.eq_ignore_ascii_case(value)) {
+            Priority::Low
+        } else {
+            Priority::Normal
+        }
+    }
 }
 
 /// A route's reference to a backend.

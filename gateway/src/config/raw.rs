@@ -374,6 +374,9 @@ pub struct RawRoute {
     /// backend; larger ones are streamed and get a single try.
     #[serde(default = "default_replay_buffer")]
     pub replay_buffer: Located<ByteSize>,
+    /// The route's service-level objective, metered and enforced by the gateway.
+    #[serde(default)]
+    pub slo: Option<Located<RawSlo>>,
 }
 
 fn default_route_timeout() -> Located<ConfigDuration> {
@@ -471,6 +474,175 @@ impl Default for RawRetry {
             non_idempotent: false,
             budget_ratio: Located::unlocated(Percent(0.2)),
             budget_min_concurrent: 3,
+        }
+    }
+}
+
+/// A service-level objective (OpenSLO v1 semantics, `Occurrences` budgeting).
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSlo {
+    /// Share of valid requests that must succeed, e.g. `99.9%`.
+    #[serde(default)]
+    pub availability: Option<Located<Percent>>,
+    /// Share of successful requests that must finish within a threshold.
+    #[serde(default)]
+    pub latency: Option<Located<RawLatencyObjective>>,
+    /// Rolling window the objective covers, e.g. `30d` (the default) or `7d`.
+    #[serde(default = "default_slo_window")]
+    pub window: Located<String>,
+    /// Burn-rate alert tiers; default: the SRE workbook's (for a 30-day window: 14.4× over
+    /// 1h/5m and 6× over 6h/30m page; 3× over 1d/2h and 1× over 3d/6h file a ticket).
+    #[serde(default)]
+    pub alerts: Option<Located<Vec<RawAlertTier>>>,
+    /// What counts against the objective.
+    #[serde(default)]
+    pub classification: RawClassification,
+    /// What the gateway does when the objective is at risk.
+    #[serde(default)]
+    pub enforcement: RawEnforcement,
+}
+
+fn default_slo_window() -> Located<String> {
+    Located::unlocated("30d".into())
+}
+
+/// `target` of successful requests within `threshold`.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawLatencyObjective {
+    /// The latency threshold, e.g. `300ms`.
+    #[serde(default)]
+    pub threshold: Option<Located<ConfigDuration>>,
+    /// Share of successful requests within it, e.g. `99%`.
+    #[serde(default)]
+    pub target: Option<Located<Percent>>,
+}
+
+/// One burn-rate alert tier.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlertTier {
+    /// `page` or `ticket`.
+    pub severity: RawSeverity,
+    /// Fires at or above this burn rate over both windows.
+    pub burn_rate: Located<f64>,
+    /// The long window.
+    pub long: Located<ConfigDuration>,
+    /// The short window.
+    pub short: Located<ConfigDuration>,
+}
+
+/// Alert severity.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawSeverity {
+    /// Wake someone up.
+    Page,
+    /// File a ticket.
+    Ticket,
+}
+
+/// How outcome classes count against the objective.
+#[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawClassification {
+    /// `excluded` (default): throttled requests (429, provider throttles) neither spend nor
+    /// earn budget; `bad`: they spend it.
+    pub throttled: RawThrottled,
+    /// `good` (default) or `bad`: client errors (4xx other than 429).
+    pub client_errors: RawClientErrors,
+}
+
+/// How throttles count.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawThrottled {
+    /// Not valid events.
+    #[default]
+    Excluded,
+    /// Bad events.
+    Bad,
+}
+
+/// How client errors count.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawClientErrors {
+    /// Good events: the gateway served them correctly.
+    #[default]
+    Good,
+    /// Bad events.
+    Bad,
+}
+
+/// Enforcement of the objective.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawEnforcement {
+    /// Window over which each backend is judged against the objective.
+    pub breach_window: Located<ConfigDuration>,
+    /// Requests a backend must have served in that window to be judged.
+    pub min_requests: u64,
+    /// Share of requests still sent first to a breaching backend, to see it recover.
+    pub probe: Located<Percent>,
+    /// How long a breaching backend must comply before it gets its traffic back.
+    pub recovery: Located<ConfigDuration>,
+    /// Shed low-priority traffic while a page alert fires and no backend complies.
+    pub shed: Option<RawShed>,
+    /// Reject all but critical traffic while the error budget is exhausted.
+    pub strict: bool,
+    /// Where a request's priority comes from.
+    pub priority: RawPriority,
+}
+
+impl Default for RawEnforcement {
+    fn default() -> Self {
+        Self {
+            breach_window: Located::unlocated(ConfigDuration(std::time::Duration::from_secs(120))),
+            min_requests: 20,
+            probe: Located::unlocated(Percent(0.05)),
+            recovery: Located::unlocated(ConfigDuration(std::time::Duration::from_secs(120))),
+            shed: None,
+            strict: false,
+            priority: RawPriority::default(),
+        }
+    }
+}
+
+/// Shedding.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawShed {
+    /// Share of low-priority requests shed, e.g. `50%`.
+    pub fraction: Located<Percent>,
+    /// `Retry-After` sent with a shed request.
+    #[serde(default = "default_shed_retry_after")]
+    pub retry_after: Located<ConfigDuration>,
+}
+
+fn default_shed_retry_after() -> Located<ConfigDuration> {
+    Located::unlocated(ConfigDuration(std::time::Duration::from_secs(30)))
+}
+
+/// A request's priority: the value of a header (a priority, or a tenant's tier), mapped.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPriority {
+    /// The header read.
+    pub header: String,
+    /// Values that make a request low priority (shed first).
+    pub low: Vec<String>,
+    /// Values that make a request critical (never shed or rejected).
+    pub critical: Vec<String>,
+}
+
+impl Default for RawPriority {
+    fn default() -> Self {
+        Self {
+            header: "x-accord-priority".into(),
+            low: vec!["low".into()],
+            critical: vec!["critical".into()],
         }
     }
 }

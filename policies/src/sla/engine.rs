@@ -425,13 +425,17 @@ impl RouteSla {
         Admission::Admit
     }
 
-    /// Meters a finished request; `backend` is the index (in the route's order) of the backend
-    /// that answered, if one did. `steered` says the request was moved off a breaching backend.
-    pub fn record(&self, class: Class, latency: Duration, backend: Option<usize>, steered: bool) {
-        self.meter.record(class, latency);
-        if let Some(b) = backend.and_then(|i| self.backends.get(i)) {
+    /// Meters one try against the backend at `backend` (its index in the route's order).
+    pub fn record_try(&self, backend: usize, class: Class, latency: Duration) {
+        if let Some(b) = self.backends.get(backend) {
             b.meter.record(class, latency);
         }
+    }
+
+    /// Meters a finished request against the route. `steered` says it was moved off a
+    /// breaching backend.
+    pub fn record(&self, class: Class, latency: Duration, steered: bool) {
+        self.meter.record(class, latency);
         if steered {
             self.actions.rerouted.fetch_add(1, Relaxed);
             if let Some(event) = self.backends.iter().find_map(|b| b.event.load_full()) {
@@ -769,10 +773,12 @@ mod tests {
         backend: usize,
     ) {
         for _ in 0..good {
-            route.record(Class::Good, Duration::from_millis(20), Some(backend), false);
+            route.record(Class::Good, Duration::from_millis(20), false);
+            route.record_try(backend, Class::Good, Duration::from_millis(20));
         }
         for _ in 0..bad {
-            route.record(Class::Bad, Duration::from_millis(20), Some(backend), false);
+            route.record(Class::Bad, Duration::from_millis(20), false);
+            route.record_try(backend, Class::Bad, Duration::from_millis(20));
         }
         tokio::time::advance(Duration::from_secs(60)).await;
         engine.tick();
@@ -913,8 +919,10 @@ mod tests {
             // Both backends failing half their requests.
             for backend in 0..2 {
                 for _ in 0..50 {
-                    route.record(Class::Good, Duration::from_millis(5), Some(backend), false);
-                    route.record(Class::Bad, Duration::from_millis(5), Some(backend), false);
+                    for class in [Class::Good, Class::Bad] {
+                        route.record(class, Duration::from_millis(5), false);
+                        route.record_try(backend, class, Duration::from_millis(5));
+                    }
                 }
             }
             tokio::time::advance(Duration::from_secs(60)).await;

@@ -1,1 +1,397 @@
-//! Report snapshots (filled in below).
+//! SLA reports: one snapshot of a route's objective, attainment, budget, burn rates, alerts,
+//! traffic, latency, backends, actions and breach events. The admin API's `/sla`, `accord
+//! report`, the `accord_sla_*` metrics and the dashboard all render this same snapshot, so
+//! they never disagree. The JSON schema is documented in `docs/sla-report.md`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::engine::{BreachEvent, RouteSla};
+use super::meter::{Aggregate, Minute};
+use super::objective::{Budget, Indicator, Severity, budget, burn_rate};
+use crate::Class;
+
+/// The standard windows every report covers, besides the SLO window.
+pub const WINDOWS: [(&str, u64); 7] = [
+    ("5m", 300),
+    ("30m", 1800),
+    ("1h", 3600),
+    ("2h", 7200),
+    ("6h", 21_600),
+    ("1d", 86_400),
+    ("3d", 259_200),
+];
+
+/// A route's overall state, worst first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteStatus {
+    /// The error budget is spent.
+    BudgetExhausted,
+    /// A page-severity burn-rate alert fires.
+    Paging,
+    /// A ticket-severity burn-rate alert fires.
+    Ticket,
+    /// A backend breaches the objective (traffic is being steered away from it).
+    Degraded,
+    /// All is well.
+    Ok,
+}
+
+/// A route's SLA snapshot.
+#[derive(Debug, Serialize)]
+pub struct RouteReport {
+    /// Route id.
+    pub route: Arc<str>,
+    /// Overall state.
+    pub status: RouteStatus,
+    /// The objective.
+    pub objective: ObjectiveReport,
+    /// Per SLI: attainment, budget, burn rates, alerts.
+    pub indicators: Vec<IndicatorReport>,
+    /// Traffic and latency per window (the standard windows, then the SLO window).
+    pub windows: Vec<WindowReport>,
+    /// Each backend's standing against the objective.
+    pub backends: Vec<BackendReport>,
+    /// What enforcement did.
+    pub actions: ActionsReport,
+    /// The route's breach events, oldest first.
+    pub events: Vec<Arc<BreachEvent>>,
+}
+
+/// The objective as configured.
+#[derive(Debug, Serialize)]
+pub struct ObjectiveReport {
+    /// Availability target, as a ratio.
+    pub availability: Option<f64>,
+    /// Latency objective.
+    pub latency: Option<LatencyReport>,
+    /// SLO window, e.g. `30d`.
+    pub window: String,
+    /// SLO window in seconds.
+    pub window_seconds: u64,
+    /// Whether throttled requests spend budget.
+    pub throttled_burns_budget: bool,
+    /// Whether client errors spend budget.
+    pub client_errors_are_bad: bool,
+}
+
+/// A latency objective.
+#[derive(Debug, Serialize)]
+pub struct LatencyReport {
+    /// Threshold in milliseconds.
+    pub threshold_ms: f64,
+    /// Share of good requests that must be within it.
+    pub target: f64,
+}
+
+/// One SLI's standing.
+#[derive(Debug, Serialize)]
+pub struct IndicatorReport {
+    /// Which SLI.
+    pub indicator: Indicator,
+    /// Its target.
+    pub target: f64,
+    /// good ÷ valid over the SLO window.
+    pub attainment: f64,
+    /// Good events over the SLO window.
+    pub good_events: f64,
+    /// Valid events over the SLO window.
+    pub valid_events: f64,
+    /// The error budget over the SLO window.
+    pub budget: Budget,
+    /// Burn rate per window (standard windows, then the SLO window).
+    pub burn_rates: Vec<WindowValue>,
+    /// Attainment per window.
+    pub attainment_by_window: Vec<WindowValue>,
+    /// Every alert tier and whether it fires.
+    pub alerts: Vec<AlertReport>,
+}
+
+/// A value for a named window.
+#[derive(Debug, Serialize)]
+pub struct WindowValue {
+    /// Window name, e.g. `1h`.
+    pub window: String,
+    /// The value.
+    pub value: f64,
+}
+
+/// One alert tier's state.
+#[derive(Debug, Serialize)]
+pub struct AlertReport {
+    /// Severity.
+    pub severity: Severity,
+    /// Its burn-rate factor.
+    pub burn_rate: f64,
+    /// Long window.
+    pub long: String,
+    /// Short window.
+    pub short: String,
+    /// Burn rate now over the long window.
+    pub long_burn: f64,
+    /// Burn rate now over the short window.
+    pub short_burn: f64,
+    /// Whether both are at or above the factor.
+    pub firing: bool,
+}
+
+/// Traffic and latency over one window.
+#[derive(Debug, Serialize)]
+pub struct WindowReport {
+    /// Window name.
+    pub window: String,
+    /// Requests by class.
+    pub requests: ClassCounts,
+    /// Latency percentiles in milliseconds (absent without traffic).
+    pub latency_ms: Option<Percentiles>,
+}
+
+/// Requests by class.
+#[derive(Debug, Serialize)]
+pub struct ClassCounts {
+    /// Served as asked.
+    pub good: f64,
+    /// Failed by the gateway or a backend.
+    pub bad: f64,
+    /// Throttled.
+    pub throttled: f64,
+    /// Rejected by policy (shed, strict).
+    pub rejected: f64,
+    /// Client errors.
+    pub client_error: f64,
+    /// All of them.
+    pub total: f64,
+}
+
+/// Latency percentiles, in milliseconds.
+#[derive(Debug, Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 90th.
+    pub p90: f64,
+    /// 95th.
+    pub p95: f64,
+    /// 99th.
+    pub p99: f64,
+    /// 99.9th.
+    pub p999: f64,
+}
+
+/// A backend's standing.
+#[derive(Debug, Serialize)]
+pub struct BackendReport {
+    /// Backend id.
+    pub backend: Arc<str>,
+    /// `breaching` or `compliant`.
+    pub state: &'static str,
+    /// Its burn rate over the breach window.
+    pub burn_rate: f64,
+    /// Its traffic over the breach window.
+    pub window: WindowReport,
+}
+
+/// What enforcement did.
+#[derive(Debug, Serialize)]
+pub struct ActionsReport {
+    /// Requests moved off a breaching backend.
+    pub rerouted: u64,
+    /// Requests shed.
+    pub shed: u64,
+    /// Requests rejected (strict, budget spent).
+    pub rejected: u64,
+}
+
+/// Writes a duration the way the configuration does (`30d`, `6h`, `5m`, `90s`).
+pub fn format_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60)] {
+        if secs != 0 && secs.is_multiple_of(size) {
+            return format!("{}{unit}", secs / size);
+        }
+    }
+    format!("{secs}s")
+}
+
+fn window_report(name: String, aggregate: &Aggregate) -> WindowReport {
+    let ms = |q: f64| {
+        aggregate
+            .latency
+            .quantile(q)
+            .map(|d| d.as_secs_f64() * 1000.0)
+    };
+    let latency_ms = match (ms(0.5), ms(0.9), ms(0.95), ms(0.99), ms(0.999)) {
+        (Some(p50), Some(p90), Some(p95), Some(p99), Some(p999)) => Some(Percentiles {
+            p50,
+            p90,
+            p95,
+            p99,
+            p999,
+        }),
+        _ => None,
+    };
+    WindowReport {
+        window: name,
+        requests: ClassCounts {
+            good: aggregate.count(Class::Good),
+            bad: aggregate.count(Class::Bad),
+            throttled: aggregate.count(Class::Throttled),
+            rejected: aggregate.count(Class::Rejected),
+            client_error: aggregate.count(Class::ClientError),
+            total: aggregate.total(),
+        },
+        latency_ms,
+    }
+}
+
+impl RouteReport {
+    /// The snapshot of `route` at minute `now`, with `events` (the route's, from the log).
+    pub fn build(route: &RouteSla, now: Minute, events: Vec<Arc<BreachEvent>>) -> RouteReport {
+        let objective = route.objective();
+        let slo_window = objective.window.length();
+        let slo_name = format_duration(slo_window);
+        let mut windows: Vec<(String, Duration)> = WINDOWS
+            .iter()
+            .map(|(name, secs)| ((*name).to_owned(), Duration::from_secs(*secs)))
+            .collect();
+        if !windows.iter().any(|(_, d)| *d == slo_window) {
+            windows.push((slo_name.clone(), slo_window));
+        }
+        let aggregates: Vec<(String, Duration, Aggregate)> = windows
+            .into_iter()
+            .map(|(name, length)| {
+                let aggregate = route.meter().window(now, length);
+                (name, length, aggregate)
+            })
+            .collect();
+        let slo_aggregate = &aggregates
+            .iter()
+            .find(|(_, length, _)| *length == slo_window)
+            .map(|(_, _, a)| a.clone())
+            .unwrap_or_default();
+
+        let indicators = objective
+            .indicators()
+            .into_iter()
+            .map(|(indicator, target)| {
+                let events = objective.events(indicator, slo_aggregate);
+                let per_window = |f: &dyn Fn(&Aggregate) -> f64| {
+                    aggregates
+                        .iter()
+                        .map(|(name, _, a)| WindowValue {
+                            window: name.clone(),
+                            value: f(a),
+                        })
+                        .collect::<Vec<_>>()
+                };
+                let alerts = objective
+                    .tiers
+                    .iter()
+                    .map(|tier| {
+                        let long_burn = burn_rate(
+                            objective.events(indicator, &route.meter().window(now, tier.long)),
+                            target,
+                        );
+                        let short_burn = burn_rate(
+                            objective.events(indicator, &route.meter().window(now, tier.short)),
+                            target,
+                        );
+                        AlertReport {
+                            severity: tier.severity,
+                            burn_rate: tier.burn_rate,
+                            long: format_duration(tier.long),
+                            short: format_duration(tier.short),
+                            long_burn,
+                            short_burn,
+                            firing: long_burn + 1e-9 >= tier.burn_rate
+                                && short_burn + 1e-9 >= tier.burn_rate,
+                        }
+                    })
+                    .collect();
+                IndicatorReport {
+                    indicator,
+                    target,
+                    attainment: events.ratio(),
+                    good_events: events.good,
+                    valid_events: events.valid,
+                    budget: budget(events, target),
+                    burn_rates: per_window(&|a| burn_rate(objective.events(indicator, a), target)),
+                    attainment_by_window: per_window(&|a| objective.events(indicator, a).ratio()),
+                    alerts,
+                }
+            })
+            .collect::<Vec<IndicatorReport>>();
+
+        let backends = route
+            .backends()
+            .iter()
+            .map(|b| BackendReport {
+                backend: b.id().clone(),
+                state: if b.is_breaching() {
+                    "breaching"
+                } else {
+                    "compliant"
+                },
+                burn_rate: b.badness(),
+                window: window_report(
+                    format_duration(route.enforcement().breach_window),
+                    &b.meter().window(now, route.enforcement().breach_window),
+                ),
+            })
+            .collect::<Vec<_>>();
+
+        let firing = |severity| {
+            indicators
+                .iter()
+                .any(|i| i.alerts.iter().any(|a| a.firing && a.severity == severity))
+        };
+        let status = if route.is_budget_exhausted() {
+            RouteStatus::BudgetExhausted
+        } else if firing(Severity::Page) {
+            RouteStatus::Paging
+        } else if firing(Severity::Ticket) {
+            RouteStatus::Ticket
+        } else if backends.iter().any(|b| b.state == "breaching") {
+            RouteStatus::Degraded
+        } else {
+            RouteStatus::Ok
+        };
+
+        RouteReport {
+            route: route.id().clone(),
+            status,
+            objective: ObjectiveReport {
+                availability: objective.availability,
+                latency: objective.latency.map(|l| LatencyReport {
+                    threshold_ms: l.threshold.as_secs_f64() * 1000.0,
+                    target: l.target,
+                }),
+                window: slo_name,
+                window_seconds: slo_window.as_secs(),
+                throttled_burns_budget: objective.classification.throttled_burns_budget,
+                client_errors_are_bad: objective.classification.client_errors_are_bad,
+            },
+            indicators,
+            windows: aggregates
+                .iter()
+                .map(|(name, _, a)| window_report(name.clone(), a))
+                .collect(),
+            backends,
+            actions: ActionsReport {
+                rerouted: route.actions().rerouted.load(Relaxed),
+                shed: route.actions().shed.load(Relaxed),
+                rejected: route.actions().rejected.load(Relaxed),
+            },
+            events,
+        }
+    }
+
+    /// The window report named `name`, if the report has one.
+    pub fn window(&self, name: &str) -> Option<&WindowReport> {
+        self.windows.iter().find(|w| w.window == name)
+    }
+}
