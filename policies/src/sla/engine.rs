@@ -414,8 +414,14 @@ impl RouteSla {
             && fastrand::f64() < shedding.fraction
         {
             self.actions.shed.fetch_add(1, Relaxed);
+            // Attributed to the fastest-burning page tier that fires (the first in the list).
             let alerts = self.alerts.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(event) = alerts.values().find(|e| e.severity == Some(Severity::Page)) {
+            let page = alerts
+                .iter()
+                .filter(|(_, e)| e.severity == Some(Severity::Page))
+                .min_by_key(|((_, tier), _)| *tier)
+                .map(|(_, e)| e);
+            if let Some(event) = page {
                 event.requests_affected.fetch_add(1, Relaxed);
             }
             return Admission::Shed {
