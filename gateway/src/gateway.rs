@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use accord_policies::sla::store::Store;
 use accord_policies::sla::{Clock, SlaEngine};
 
 use crate::config::{self, Config, ConfigErrors, Environment};
@@ -59,6 +60,7 @@ pub struct Gateway {
     runtime: ArcSwap<Runtime>,
     registry: Arc<Registry>,
     sla: Arc<SlaEngine>,
+    store: Option<Arc<Store>>,
     source: ConfigSource,
     env: Arc<dyn Environment + Send + Sync>,
     reload_lock: tokio::sync::Mutex<()>,
@@ -89,12 +91,30 @@ impl Gateway {
     ) -> anyhow::Result<Running> {
         let registry = Arc::new(Registry::default());
         let sla = Arc::new(SlaEngine::new(Clock::system()));
+        let history = config.sla_history.clone();
         let runtime = Runtime::build(config, &registry, &sla, None).await?;
         sla.retain(&runtime.slo_route_ids());
+        let store = match &history.path {
+            None => None,
+            Some(path) => {
+                let path = match &source {
+                    ConfigSource::File(file) if path.is_relative() => file
+                        .parent()
+                        .unwrap_or(std::path::Path::new("."))
+                        .join(path),
+                    _ => path.clone(),
+                };
+                let store = Store::open(&path)?;
+                let loaded = store.load(&sla)?;
+                tracing::info!(path = %path.display(), rollups = loaded.rollups, events = loaded.events, "SLA history loaded");
+                Some(Arc::new(store))
+            }
+        };
         let gateway = Arc::new(Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             registry,
             sla: sla.clone(),
+            store: store.clone(),
             source,
             env,
             reload_lock: tokio::sync::Mutex::new(()),
@@ -142,12 +162,26 @@ impl Gateway {
         ));
         drop(shutdown_rx);
         let evaluator = sla.clone();
+        let flusher = store.clone();
         let sla_task = tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(SLA_EVALUATION_INTERVAL);
+            let mut ticker =
+                tokio::time::interval(SLA_EVALUATION_INTERVAL.min(history.flush_interval));
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_evaluation = tokio::time::Instant::now();
+            let mut last_flush = tokio::time::Instant::now();
             loop {
                 ticker.tick().await;
-                evaluator.tick();
+                if last_evaluation.elapsed() >= SLA_EVALUATION_INTERVAL.min(history.flush_interval)
+                {
+                    evaluator.tick();
+                    last_evaluation = tokio::time::Instant::now();
+                }
+                if let Some(store) = &flusher
+                    && last_flush.elapsed() >= history.flush_interval
+                {
+                    flush(store.clone(), evaluator.clone()).await;
+                    last_flush = tokio::time::Instant::now();
+                }
             }
         });
         tracing::info!(?listeners, %admin, routes = config.routes.len(), backends = config.backends.len(), "accord is serving");
@@ -234,6 +268,9 @@ impl Gateway {
         if old.log != config.log {
             restart_required.push("log".to_owned());
         }
+        if old.sla_history != config.sla_history {
+            restart_required.push("sla_history".to_owned());
+        }
         let runtime = Runtime::build(config, &self.registry, &self.sla, Some(&current))
             .await
             .map_err(|e| ReloadError::Build(e.to_string()))?;
@@ -245,6 +282,17 @@ impl Gateway {
         };
         self.runtime.store(Arc::new(runtime));
         Ok(report)
+    }
+}
+
+/// Writes SLA history on a blocking thread; a failure is logged and the gateway goes on.
+async fn flush(store: Arc<Store>, engine: Arc<SlaEngine>) {
+    match tokio::task::spawn_blocking(move || store.flush(&engine)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "SLA history not written; retrying at the next flush")
+        }
+        Err(e) => tracing::warn!(error = %e, "SLA history flush panicked"),
     }
 }
 
@@ -262,6 +310,9 @@ impl Running {
         let _ = self.admin_task.await;
         self.sla_task.abort();
         self.gateway.sla.tick();
+        if let Some(store) = &self.gateway.store {
+            flush(store.clone(), self.gateway.sla.clone()).await;
+        }
     }
 
     /// The first traffic listener's address.

@@ -329,3 +329,111 @@ async fn run_writes_one_json_access_log_line_per_request() {
     assert_eq!(line["retries"], 0);
     assert!(line["duration_ms"].as_f64().unwrap() > 0.0);
 }
+
+/// SLA history survives a graceful restart exactly, and a `kill -9` up to the flush interval.
+#[tokio::test]
+async fn sla_history_survives_a_restart_and_a_kill_9() {
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = upstream.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |_request: http::Request<hyper::body::Incoming>| async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                        ))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let port = free_port();
+    let admin = free_port();
+    let dir = tempfile_dir();
+    let config_path = dir.join("accord.yaml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "listeners:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin}\nlog:\n  access_log: false\nsla_history:\n  path: history/sla.db\n  flush_interval: 1s\nbackends:\n  app:\n    http:\n      addresses: [\"{upstream_addr}\"]\nroutes:\n  - id: kept\n    match: {{path: {{prefix: /}}}}\n    backends: [{{backend: app}}]\n    slo:\n      availability: 99.9%\n"
+        ),
+    )
+    .unwrap();
+    let start = || {
+        tokio::process::Command::new(ACCORD)
+            .args(["run", "-c"])
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let total = || async {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Empty<bytes::Bytes>>();
+        let response = client
+            .get(
+                format!("http://127.0.0.1:{admin}/sla/routes/kept")
+                    .parse()
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let report: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let day = report["windows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["window"] == "1d")
+            .unwrap()
+            .clone();
+        day["requests"]["total"].as_f64().unwrap()
+    };
+
+    // First life: 30 requests, then a graceful stop (final flush).
+    let child = start();
+    wait_until_listening(port).await;
+    for _ in 0..30 {
+        assert_eq!(status(&format!("http://127.0.0.1:{port}/x")).await, 200);
+    }
+    signal(child.id().unwrap(), "-TERM");
+    let _ = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
+        .await
+        .unwrap();
+    assert!(
+        dir.join("history/sla.db").exists(),
+        "the store sits next to the configuration"
+    );
+
+    // Second life: the 30 are there; 20 more, then kill -9 after a flush interval.
+    let mut child = start();
+    wait_until_listening(port).await;
+    assert_eq!(total().await, 30.0, "a graceful restart keeps everything");
+    for _ in 0..20 {
+        assert_eq!(status(&format!("http://127.0.0.1:{port}/x")).await, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    child.kill().await.unwrap();
+
+    // Third life: everything recorded before the last flush survived the kill.
+    let _child = start();
+    wait_until_listening(port).await;
+    assert_eq!(
+        total().await,
+        50.0,
+        "kill -9 loses at most the flush interval"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -46,6 +46,8 @@ pub struct Config {
     pub limits: Limits,
     /// Logging.
     pub log: Log,
+    /// The SLA history store.
+    pub sla_history: SlaHistory,
     /// Backends by id, in file order.
     pub backends: Vec<(Arc<str>, BackendConfig)>,
     /// Routes in file order.
@@ -53,6 +55,15 @@ pub struct Config {
     /// The effective configuration as JSON (references to secrets only, never their values),
     /// served by `GET /config`.
     pub effective: serde_json::Value,
+}
+
+/// Where SLA history is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlaHistory {
+    /// The database file (`None`: history is not kept); relative to the configuration file.
+    pub path: Option<PathBuf>,
+    /// Flush interval.
+    pub flush_interval: Duration,
 }
 
 /// A traffic listener.

@@ -24,6 +24,9 @@ pub struct RawConfig {
     /// Logging.
     #[serde(default)]
     pub log: RawLog,
+    /// Where SLA history is kept, so that reports cover whole windows across restarts.
+    #[serde(default)]
+    pub sla_history: RawSlaHistory,
     /// Named backends that routes send traffic to.
     #[serde(default)]
     pub backends: BTreeMap<String, Located<RawBackend>>,
@@ -132,6 +135,28 @@ impl Default for RawLog {
             format: LogFormat::Text,
             level: "info".into(),
             access_log: true,
+        }
+    }
+}
+
+/// The SLA history store (SQLite).
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSlaHistory {
+    /// Keep history on disk (default `true`). Without it, a restart starts every window empty.
+    pub enabled: bool,
+    /// The database file; relative paths are relative to the configuration file's directory.
+    pub path: String,
+    /// How often history is written: at most this much is lost if the process is killed.
+    pub flush_interval: Located<ConfigDuration>,
+}
+
+impl Default for RawSlaHistory {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: "accord-sla.db".into(),
+            flush_interval: Located::unlocated(ConfigDuration(std::time::Duration::from_secs(10))),
         }
     }
 }

@@ -268,6 +268,20 @@ pub fn validate(raw: &RawConfig, env: &dyn Environment) -> Result<Config, Config
         }
     }
 
+    let sla_history = SlaHistory {
+        path: raw
+            .sla_history
+            .enabled
+            .then(|| PathBuf::from(&raw.sla_history.path)),
+        flush_interval: raw.sla_history.flush_interval.value.0,
+    };
+    if raw.sla_history.flush_interval.value.0 < Duration::from_secs(1) {
+        v.error(
+            &raw.sla_history.flush_interval,
+            "sla_history.flush_interval",
+            "must be at least 1s",
+        );
+    }
     let log = Log {
         format: raw.log.format,
         level: raw.log.level.clone(),
@@ -300,6 +314,7 @@ pub fn validate(raw: &RawConfig, env: &dyn Environment) -> Result<Config, Config
         },
         limits,
         log,
+        sla_history,
         backends,
         routes,
         effective: serde_json::to_value(raw).unwrap_or(serde_json::Value::Null),

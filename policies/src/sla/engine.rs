@@ -217,6 +217,30 @@ impl EventLog {
         event
     }
 
+    /// Puts events read back from storage into the log (oldest first); new events continue
+    /// the numbering.
+    pub fn restore(&self, restored: Vec<RestoredEvent>) {
+        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        for r in restored {
+            self.next_id.fetch_max(r.id, Relaxed);
+            events.push_back(Arc::new(BreachEvent {
+                id: r.id,
+                route: Arc::from(r.route),
+                backend: r.backend.map(Arc::from),
+                kind: r.kind,
+                severity: r.severity,
+                action: r.action,
+                trigger: r.trigger,
+                started_ms: r.started_ms,
+                ended_ms: AtomicU64::new(r.ended_ms.max(1) as u64),
+                requests_affected: AtomicU64::new(r.requests_affected),
+            }));
+        }
+        while events.len() > EVENTS_KEPT {
+            events.pop_front();
+        }
+    }
+
     /// Events, oldest first, optionally of one route.
     pub fn list(&self, route: Option<&str>) -> Vec<Arc<BreachEvent>> {
         let events = self.events.lock().unwrap_or_else(|p| p.into_inner());
@@ -226,6 +250,31 @@ impl EventLog {
             .cloned()
             .collect()
     }
+}
+
+/// An event as read back from storage.
+#[derive(Debug)]
+pub struct RestoredEvent {
+    /// Its id.
+    pub id: u64,
+    /// Route id.
+    pub route: String,
+    /// Backend id.
+    pub backend: Option<String>,
+    /// Kind.
+    pub kind: EventKind,
+    /// Severity.
+    pub severity: Option<Severity>,
+    /// Action.
+    pub action: Action,
+    /// Trigger.
+    pub trigger: Trigger,
+    /// Start.
+    pub started_ms: UnixMillis,
+    /// End.
+    pub ended_ms: UnixMillis,
+    /// Requests affected.
+    pub requests_affected: u64,
 }
 
 /// Counts of what enforcement did on a route.
@@ -605,17 +654,20 @@ pub struct SlaEngine {
     clock: Clock,
     routes: Mutex<HashMap<Arc<str>, Arc<RouteSla>>>,
     events: Arc<EventLog>,
-    sealed_through: Mutex<Option<Minute>>,
+    /// The last minute sealed: everything before the current minute.
+    sealed_through: Mutex<Minute>,
 }
 
 impl SlaEngine {
     /// An engine reading time from `clock`.
     pub fn new(clock: Clock) -> Self {
+        // Nothing recorded yet belongs to a past minute.
+        let sealed_through = Mutex::new(clock.minute() - 1);
         Self {
             clock,
             routes: Mutex::new(HashMap::new()),
             events: Arc::new(EventLog::default()),
-            sealed_through: Mutex::new(None),
+            sealed_through,
         }
     }
 
@@ -712,8 +764,8 @@ impl SlaEngine {
         routes.get(id).cloned()
     }
 
-    /// Seals every minute that has ended since the last tick, then re-evaluates every route.
-    /// Returns the minutes sealed (for persistence).
+    /// Seals the minute that ended since the last tick (if one did), then re-evaluates every
+    /// route. Returns the minutes sealed.
     pub fn tick(&self) -> Vec<Minute> {
         let now_ms = self.clock.now_ms();
         let current = minute_of(now_ms);
@@ -723,15 +775,15 @@ impl SlaEngine {
                 .sealed_through
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            let last = through.unwrap_or(current - 1);
-            if current - 1 > last || through.is_none() {
-                // Everything recorded since the last seal belongs to the minute that just ended.
+            if current - 1 > *through {
+                // Everything recorded since the last seal belongs to the minute that just ended
+                // (when ticks were late, to the latest of the minutes missed).
                 let minute = current - 1;
                 for route in self.routes() {
                     route.seal(minute);
                 }
                 sealed.push(minute);
-                *through = Some(minute);
+                *through = minute;
             }
         }
         for route in self.routes() {

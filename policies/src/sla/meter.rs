@@ -16,6 +16,9 @@ use crate::Class;
 /// Minutes since the Unix epoch: the engine's unit of time.
 pub type Minute = i64;
 
+/// What a meter gives storage: minute rollups and hour rollups (hours since the epoch).
+pub type Export = (Vec<(Minute, Rollup)>, Vec<(i64, Rollup)>);
+
 /// Minute rollups kept (6 hours): windows up to 6h are exact to the minute.
 pub const MINUTES_KEPT: usize = 6 * 60;
 
@@ -146,9 +149,50 @@ impl Meter {
         }
     }
 
-    /// Files a rollup read back from storage.
-    pub fn restore(&self, minute: Minute, rollup: &Rollup) {
-        self.history().add(minute, rollup);
+    /// Files a minute rollup read back from storage (minutes only: hours are restored apart).
+    pub fn restore_minute(&self, minute: Minute, rollup: &Rollup) {
+        let mut history = self.history();
+        insert_merged(&mut history.minutes, minute, rollup);
+        history.trim();
+    }
+
+    /// Files an hour rollup read back from storage.
+    pub fn restore_hour(&self, hour: i64, rollup: &Rollup) {
+        let mut history = self.history();
+        insert_merged(&mut history.hours, hour, rollup);
+        history.trim();
+    }
+
+    /// What storage must hold for minutes from `since` on: each minute's rollup and the rollup
+    /// of each hour those minutes touch, with the live counters counted in minute `now` (and its
+    /// hour), so that a crash loses only what was recorded since this call.
+    pub fn export(&self, since: Minute, now: Minute) -> Export {
+        let live = self.live_rollup();
+        let history = self.history();
+        let mut minutes: Vec<(Minute, Rollup)> = history
+            .minutes
+            .iter()
+            .filter(|(m, _)| *m >= since)
+            .cloned()
+            .collect();
+        let mut hours: Vec<(i64, Rollup)> = history
+            .hours
+            .iter()
+            .filter(|(h, _)| *h >= since.div_euclid(60))
+            .cloned()
+            .collect();
+        if live.total() > 0 {
+            match minutes.iter_mut().find(|(m, _)| *m == now) {
+                Some((_, rollup)) => rollup.merge(&live),
+                None => minutes.push((now, live.clone())),
+            }
+            let hour = now.div_euclid(60);
+            match hours.iter_mut().find(|(h, _)| *h == hour) {
+                Some((_, rollup)) => rollup.merge(&live),
+                None => hours.push((hour, live)),
+            }
+        }
+        (minutes, hours)
     }
 
     /// What happened in the `length` before the end of minute `now`, including the live
@@ -217,21 +261,29 @@ impl History {
             return;
         }
         insert_merged(&mut self.minutes, minute, rollup);
-        while self
-            .minutes
-            .front()
-            .is_some_and(|(m, _)| *m <= minute - MINUTES_KEPT as i64)
-        {
-            self.minutes.pop_front();
+        insert_merged(&mut self.hours, minute.div_euclid(60), rollup);
+        self.trim();
+    }
+
+    /// Drops what is older than the minutes and hours kept.
+    fn trim(&mut self) {
+        if let Some(&(newest, _)) = self.minutes.back() {
+            while self
+                .minutes
+                .front()
+                .is_some_and(|(m, _)| *m <= newest - MINUTES_KEPT as i64)
+            {
+                self.minutes.pop_front();
+            }
         }
-        let hour = minute.div_euclid(60);
-        insert_merged(&mut self.hours, hour, rollup);
-        while self
-            .hours
-            .front()
-            .is_some_and(|(h, _)| *h <= hour - self.keep_hours as i64)
-        {
-            self.hours.pop_front();
+        if let Some(&(newest, _)) = self.hours.back() {
+            while self
+                .hours
+                .front()
+                .is_some_and(|(h, _)| *h <= newest - self.keep_hours as i64)
+            {
+                self.hours.pop_front();
+            }
         }
     }
 

@@ -9,6 +9,7 @@ pub mod histogram;
 pub mod meter;
 pub mod objective;
 pub mod report;
+pub mod store;
 
 pub use clock::Clock;
 pub use engine::{Admission, BackendSla, Enforcement, Priority, RouteSla, Shedding, SlaEngine};

@@ -1,0 +1,478 @@
+//! Durable SLA history in an embedded SQLite database (WAL mode).
+//!
+//! Every flush upserts, for each route and each backend of a route, the minute rollups since
+//! the last flush and the hour rollups they touch — the live counters of the current minute
+//! included — in one transaction, off the request path. A crash therefore loses at most what
+//! was recorded since the last flush (the flush interval, 10 s by default). Minute rows are
+//! kept for 6 hours (the short windows), hour rows for the longest SLO window plus a day.
+//! Breach events are stored too. On start, the engine's meters and event log are restored.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::Ordering::Relaxed;
+
+use rusqlite::{Connection, params};
+
+use super::engine::{Action, EventKind, SlaEngine, Trigger};
+use super::histogram::Histogram;
+use super::meter::{MINUTES_KEPT, Meter, Minute, Rollup};
+use super::objective::{Indicator, Severity};
+
+/// The store failed.
+#[derive(Debug, thiserror::Error)]
+#[error("SLA history store {path}: {source}")]
+pub struct StoreError {
+    path: PathBuf,
+    #[source]
+    source: rusqlite::Error,
+}
+
+/// What a load restored.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Loaded {
+    /// Rollup rows restored.
+    pub rollups: usize,
+    /// Events restored.
+    pub events: usize,
+}
+
+/// The SQLite store.
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+    flushed_through: Mutex<Option<Minute>>,
+}
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+CREATE TABLE IF NOT EXISTS rollups (
+    route TEXT NOT NULL,
+    backend TEXT NOT NULL,           -- '' for the route itself
+    resolution TEXT NOT NULL,        -- 'm' (minute) or 'h' (hour)
+    start INTEGER NOT NULL,          -- minutes or hours since the Unix epoch
+    good INTEGER NOT NULL, bad INTEGER NOT NULL, throttled INTEGER NOT NULL,
+    rejected INTEGER NOT NULL, client_error INTEGER NOT NULL,
+    within_threshold INTEGER NOT NULL,
+    latency BLOB NOT NULL,           -- (u16 bin, u64 count) pairs, little-endian
+    PRIMARY KEY (route, backend, resolution, start)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS rollups_by_start ON rollups (resolution, start);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    route TEXT NOT NULL, backend TEXT, kind TEXT NOT NULL, severity TEXT, action TEXT NOT NULL,
+    indicator TEXT NOT NULL, measured REAL NOT NULL, limit_value REAL NOT NULL,
+    window_seconds INTEGER NOT NULL,
+    started_ms INTEGER NOT NULL, ended_ms INTEGER, requests_affected INTEGER NOT NULL
+);
+";
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let error = |source| StoreError {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let conn = Connection::open(path).map_err(error)?;
+        conn.execute_batch(SCHEMA).map_err(error)?;
+        Ok(Self {
+            path: path.to_owned(),
+            conn: Mutex::new(conn),
+            flushed_through: Mutex::new(None),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn error(&self, source: rusqlite::Error) -> StoreError {
+        StoreError {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Restores the history of every route the engine knows, and the event log.
+    pub fn load(&self, engine: &SlaEngine) -> Result<Loaded, StoreError> {
+        let now = engine.clock().minute();
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut loaded = Loaded::default();
+        for route in engine.routes() {
+            let keep_hours = route.objective().window.length().as_secs() / 3600 + 1;
+            let meters = std::iter::once(("", route.meter())).chain(
+                route
+                    .backends()
+                    .iter()
+                    .map(|b| (b.id().as_ref(), b.meter())),
+            );
+            for (backend, meter) in meters {
+                loaded.rollups += load_rows(
+                    &conn,
+                    route.id(),
+                    backend,
+                    "m",
+                    now - MINUTES_KEPT as i64,
+                    meter,
+                )
+                .map_err(|e| self.error(e))?;
+                loaded.rollups += load_rows(
+                    &conn,
+                    route.id(),
+                    backend,
+                    "h",
+                    now.div_euclid(60) - keep_hours as i64,
+                    meter,
+                )
+                .map_err(|e| self.error(e))?;
+            }
+        }
+        loaded.events = self.load_events(&conn, engine).map_err(|e| self.error(e))?;
+        *self
+            .flushed_through
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(now);
+        Ok(loaded)
+    }
+
+    fn load_events(&self, conn: &Connection, engine: &SlaEngine) -> rusqlite::Result<usize> {
+        let mut statement = conn.prepare(
+            "SELECT id, route, backend, kind, severity, action, indicator, measured, limit_value,
+                    window_seconds, started_ms, ended_ms, requests_affected
+             FROM events ORDER BY id DESC LIMIT 1000",
+        )?;
+        let restart_ms = engine.clock().now_ms();
+        let rows = statement.query_map([], |row| {
+            Ok(super::engine::RestoredEvent {
+                id: row.get::<_, i64>(0)? as u64,
+                route: row.get::<_, String>(1)?,
+                backend: row.get::<_, Option<String>>(2)?,
+                kind: parse_kind(&row.get::<_, String>(3)?),
+                severity: row
+                    .get::<_, Option<String>>(4)?
+                    .as_deref()
+                    .and_then(parse_severity),
+                action: parse_action(&row.get::<_, String>(5)?),
+                trigger: Trigger {
+                    indicator: if row.get::<_, String>(6)? == "latency" {
+                        Indicator::Latency
+                    } else {
+                        Indicator::Availability
+                    },
+                    measured: row.get(7)?,
+                    limit: row.get(8)?,
+                    window_seconds: row.get::<_, i64>(9)? as u64,
+                },
+                started_ms: row.get(10)?,
+                // An event still open at the last flush ended, at the latest, at this restart:
+                // breach states start afresh and reopen events if the breach goes on.
+                ended_ms: row.get::<_, Option<i64>>(11)?.unwrap_or(restart_ms),
+                requests_affected: row.get::<_, i64>(12)? as u64,
+            })
+        })?;
+        let mut events: Vec<_> = rows.collect::<rusqlite::Result<_>>()?;
+        events.reverse();
+        let count = events.len();
+        engine.events().restore(events);
+        Ok(count)
+    }
+
+    /// Writes everything recorded since the last flush. Blocking: call it off the request path.
+    pub fn flush(&self, engine: &SlaEngine) -> Result<usize, StoreError> {
+        let now = engine.clock().minute();
+        let since = self
+            .flushed_through
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or(now - MINUTES_KEPT as i64);
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction().map_err(|e| self.error(e))?;
+        let mut rows = 0;
+        let mut longest_hours = 0;
+        for route in engine.routes() {
+            longest_hours =
+                longest_hours.max(route.objective().window.length().as_secs() / 3600 + 24);
+            let meters = std::iter::once(("", route.meter())).chain(
+                route
+                    .backends()
+                    .iter()
+                    .map(|b| (b.id().as_ref(), b.meter())),
+            );
+            for (backend, meter) in meters {
+                let (minutes, hours) = meter.export(since, now);
+                for (minute, rollup) in &minutes {
+                    upsert(&tx, route.id(), backend, "m", *minute, rollup)
+                        .map_err(|e| self.error(e))?;
+                }
+                for (hour, rollup) in &hours {
+                    upsert(&tx, route.id(), backend, "h", *hour, rollup)
+                        .map_err(|e| self.error(e))?;
+                }
+                rows += minutes.len() + hours.len();
+            }
+        }
+        for event in engine.events().list(None) {
+            tx.execute(
+                "INSERT OR REPLACE INTO events (id, route, backend, kind, severity, action, indicator,
+                    measured, limit_value, window_seconds, started_ms, ended_ms, requests_affected)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                params![
+                    event.id as i64,
+                    event.route.as_ref(),
+                    event.backend.as_deref(),
+                    kind_name(event.kind),
+                    event.severity.map(severity_name),
+                    action_name(event.action),
+                    if event.trigger.indicator == Indicator::Latency { "latency" } else { "availability" },
+                    event.trigger.measured,
+                    event.trigger.limit,
+                    event.trigger.window_seconds as i64,
+                    event.started_ms,
+                    match event.ended_ms.load(Relaxed) {
+                        0 => None,
+                        ms => Some(ms as i64),
+                    },
+                    event.requests_affected.load(Relaxed) as i64,
+                ],
+            )
+            .map_err(|e| self.error(e))?;
+        }
+        tx.execute(
+            "DELETE FROM rollups WHERE (resolution = 'm' AND start < ?1) OR (resolution = 'h' AND start < ?2)",
+            params![now - MINUTES_KEPT as i64 - 60, now.div_euclid(60) - longest_hours as i64],
+        )
+        .map_err(|e| self.error(e))?;
+        tx.commit().map_err(|e| self.error(e))?;
+        // The current minute is written again next time (it is still filling).
+        *self
+            .flushed_through
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(now);
+        Ok(rows)
+    }
+}
+
+fn load_rows(
+    conn: &Connection,
+    route: &str,
+    backend: &str,
+    resolution: &str,
+    from: i64,
+    meter: &Meter,
+) -> rusqlite::Result<usize> {
+    let mut statement = conn.prepare_cached(
+        "SELECT start, good, bad, throttled, rejected, client_error, within_threshold, latency
+         FROM rollups WHERE route = ?1 AND backend = ?2 AND resolution = ?3 AND start >= ?4 ORDER BY start",
+    )?;
+    let rows = statement.query_map(params![route, backend, resolution, from], |row| {
+        let start: i64 = row.get(0)?;
+        let mut rollup = Rollup::default();
+        for (i, slot) in rollup.by_class.iter_mut().enumerate() {
+            *slot = row.get::<_, i64>(1 + i)? as u64;
+        }
+        rollup.within_threshold = row.get::<_, i64>(6)? as u64;
+        rollup.latency = decode_histogram(&row.get::<_, Vec<u8>>(7)?);
+        Ok((start, rollup))
+    })?;
+    let mut count = 0;
+    for row in rows {
+        let (start, rollup) = row?;
+        match resolution {
+            "m" => meter.restore_minute(start, &rollup),
+            _ => meter.restore_hour(start, &rollup),
+        }
+        count += 1;
+    }
+    Ok(count)
+}
+
+fn upsert(
+    tx: &rusqlite::Transaction<'_>,
+    route: &str,
+    backend: &str,
+    resolution: &str,
+    start: i64,
+    rollup: &Rollup,
+) -> rusqlite::Result<()> {
+    let c = &rollup.by_class;
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO rollups (route, backend, resolution, start, good, bad, throttled,
+            rejected, client_error, within_threshold, latency)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        route,
+        backend,
+        resolution,
+        start,
+        c[0] as i64,
+        c[1] as i64,
+        c[2] as i64,
+        c[3] as i64,
+        c[4] as i64,
+        rollup.within_threshold as i64,
+        encode_histogram(&rollup.latency),
+    ])?;
+    Ok(())
+}
+
+fn encode_histogram(h: &Histogram) -> Vec<u8> {
+    let mut out = Vec::with_capacity(h.bins.len() * 10);
+    for (bin, count) in &h.bins {
+        out.extend_from_slice(&bin.to_le_bytes());
+        out.extend_from_slice(&count.to_le_bytes());
+    }
+    out
+}
+
+fn decode_histogram(bytes: &[u8]) -> Histogram {
+    let bins = bytes
+        .chunks_exact(10)
+        .map(|c| {
+            let bin = u16::from_le_bytes([c[0], c[1]]);
+            let mut count = [0u8; 8];
+            count.copy_from_slice(&c[2..10]);
+            (bin, u64::from_le_bytes(count))
+        })
+        .collect();
+    Histogram { bins }
+}
+
+fn kind_name(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::BackendBreach => "backend_breach",
+        EventKind::BurnRateAlert => "burn_rate_alert",
+        EventKind::BudgetExhausted => "budget_exhausted",
+    }
+}
+
+fn parse_kind(text: &str) -> EventKind {
+    match text {
+        "burn_rate_alert" => EventKind::BurnRateAlert,
+        "budget_exhausted" => EventKind::BudgetExhausted,
+        _ => EventKind::BackendBreach,
+    }
+}
+
+fn severity_name(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Page => "page",
+        Severity::Ticket => "ticket",
+    }
+}
+
+fn parse_severity(text: &str) -> Option<Severity> {
+    match text {
+        "page" => Some(Severity::Page),
+        "ticket" => Some(Severity::Ticket),
+        _ => None,
+    }
+}
+
+fn action_name(action: Action) -> &'static str {
+    match action {
+        Action::Reroute => "reroute",
+        Action::Shed => "shed",
+        Action::Reject => "reject",
+        Action::Alert => "alert",
+    }
+}
+
+fn parse_action(text: &str) -> Action {
+    match text {
+        "reroute" => Action::Reroute,
+        "shed" => Action::Shed,
+        "reject" => Action::Reject,
+        _ => Action::Alert,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Class;
+    use crate::sla::objective::{AlertTier, Classification, Objective, SloWindow};
+    use crate::sla::{Clock, Enforcement};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn engine(start_ms: i64) -> (SlaEngine, Arc<super::super::RouteSla>) {
+        let engine = SlaEngine::new(Clock::starting_at(start_ms));
+        let window = Duration::from_secs(30 * 86_400);
+        let objective = Objective {
+            availability: Some(0.999),
+            latency: None,
+            window: SloWindow::Rolling(window),
+            tiers: AlertTier::defaults(window),
+            classification: Classification::default(),
+        };
+        let route = engine.route(
+            &Arc::from("orders"),
+            objective,
+            Enforcement::default(),
+            &[Arc::from("primary")],
+        );
+        (engine, route)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn history_survives_a_restart_including_the_unsealed_minute() {
+        let dir = std::env::temp_dir().join(format!("accord-store-{}", fastrand::u64(..)));
+        let path = dir.join("sla.db");
+        let start = 1_767_225_600_000;
+        {
+            let (engine, route) = engine(start);
+            let store = Store::open(&path).unwrap();
+            store.load(&engine).unwrap();
+            engine.tick();
+            // Two hours of traffic: 10 requests a minute, one of them bad.
+            for _ in 0..120 {
+                for i in 0..10 {
+                    let class = if i == 0 { Class::Bad } else { Class::Good };
+                    route.record(class, Duration::from_millis(30), false);
+                    route.record_try(0, class, Duration::from_millis(30));
+                }
+                tokio::time::advance(Duration::from_secs(60)).await;
+                engine.tick();
+                store.flush(&engine).unwrap();
+            }
+            // Five more requests in the current minute, flushed but never sealed: the crash.
+            for _ in 0..5 {
+                route.record(Class::Good, Duration::from_millis(30), false);
+            }
+            store.flush(&engine).unwrap();
+        }
+        let (engine, route) = engine(start + 120 * 60_000 + 30_000);
+        let store = Store::open(&path).unwrap();
+        let loaded = store.load(&engine).unwrap();
+        assert!(loaded.rollups > 120, "{loaded:?}");
+        let now = engine.clock().minute();
+        let day = route.meter().window(now, Duration::from_secs(86_400));
+        assert_eq!(day.count(Class::Bad), 120.0);
+        assert_eq!(day.count(Class::Good), 1085.0);
+        let hour = route.meter().window(now, Duration::from_secs(3600));
+        assert_eq!(
+            hour.total(),
+            595.0,
+            "the last hour, exact to the minute: 59 minutes and the unsealed one"
+        );
+        assert_eq!(
+            route.backends()[0]
+                .meter()
+                .window(now, Duration::from_secs(86_400))
+                .total(),
+            1200.0
+        );
+        assert!(
+            day.latency.quantile(0.99).is_some(),
+            "latency histograms are restored"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
