@@ -40,6 +40,29 @@ enum Command {
     },
     /// Print the configuration file's JSON Schema (for editors).
     Schema,
+    /// Service-level objective tools.
+    Slo {
+        #[command(subcommand)]
+        command: SloCommand,
+    },
+    /// Print the SLA report of a running gateway (read from its admin API).
+    Report {
+        /// The configuration file, to find the admin API and its token.
+        #[arg(short, long, default_value = "accord.yaml")]
+        config: PathBuf,
+        /// The admin API address (overrides the configuration's).
+        #[arg(long)]
+        admin: Option<String>,
+        /// Only this route.
+        #[arg(long)]
+        route: Option<String>,
+        /// The window for attainment, latency and traffic (5m, 30m, 1h, 2h, 6h, 1d, 3d or the SLO window).
+        #[arg(long, default_value = "1h")]
+        window: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = accord::report_cli::ReportFormat::Table)]
+        format: accord::report_cli::ReportFormat,
+    },
     /// Print the table of gateway error codes (Markdown).
     Errors,
     /// Run the gateway on example routes with built-in simulated backends and light traffic.
@@ -59,6 +82,19 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum SloCommand {
+    /// Write the routes' objectives as OpenSLO v1 `SLO` documents.
+    Export {
+        /// The configuration file.
+        #[arg(short, long, default_value = "accord.yaml")]
+        config: PathBuf,
+        /// Write to this file instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Text,
@@ -73,6 +109,29 @@ fn main() -> ExitCode {
             println!("{:#}", config::json_schema());
             ExitCode::SUCCESS
         }
+        Command::Report {
+            config,
+            admin,
+            route,
+            window,
+            format,
+        } => report(
+            runtime(Some(1))
+                .and_then(|rt| rt.block_on(sla_report(config, admin, route, window, format))),
+        ),
+        Command::Slo {
+            command: SloCommand::Export { config, output },
+        } => report((|| {
+            let config = config::load(&config, &ProcessEnvironment)
+                .map_err(|e| anyhow::anyhow!("invalid configuration\n{}", e.render()))?;
+            let text = accord::openslo::export(&config).map_err(anyhow::Error::msg)?;
+            match output {
+                Some(path) => std::fs::write(&path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+                None => print!("{text}"),
+            }
+            Ok(())
+        })()),
         Command::Errors => {
             print!("{}", accord::errors::markdown_table());
             ExitCode::SUCCESS
@@ -122,6 +181,52 @@ fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
+}
+
+async fn sla_report(
+    config: PathBuf,
+    admin: Option<String>,
+    route: Option<String>,
+    window: String,
+    format: accord::report_cli::ReportFormat,
+) -> anyhow::Result<()> {
+    // The admin address and token come from the configuration when it is there.
+    let loaded = config::load(&config, &ProcessEnvironment).ok();
+    let address = match (&admin, &loaded) {
+        (Some(address), _) => address.clone(),
+        (None, Some(config)) => config.admin.address.to_string(),
+        (None, None) => "127.0.0.1:9901".to_owned(),
+    };
+    let token = loaded
+        .as_ref()
+        .and_then(|c| c.admin.token.as_ref())
+        .map(|t| t.expose().to_owned());
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let mut request = http::Request::get(format!("http://{address}/sla"));
+    if let Some(token) = token {
+        request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let response = client
+        .request(request.body(http_body_util::Empty::new())?)
+        .await
+        .with_context(|| format!("cannot reach the admin API at {address} (is the gateway running? --admin sets the address)"))?;
+    let status = response.status();
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await?
+        .to_bytes();
+    if !status.is_success() {
+        anyhow::bail!(
+            "the admin API at {address} answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let document: serde_json::Value =
+        serde_json::from_slice(&body).context("the admin API's /sla is not JSON")?;
+    let text = accord::report_cli::render(&document, route.as_deref(), &window, format)
+        .map_err(anyhow::Error::msg)?;
+    print!("{text}");
+    Ok(())
 }
 
 fn check(path: &std::path::Path, format: Format) -> ExitCode {

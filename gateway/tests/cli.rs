@@ -437,3 +437,101 @@ async fn sla_history_survives_a_restart_and_a_kill_9() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `accord report` reads a running gateway's SLA report; `accord slo export` writes OpenSLO.
+#[tokio::test]
+async fn report_and_slo_export_work_against_a_real_gateway() {
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = upstream.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |_request: http::Request<hyper::body::Incoming>| async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                        ))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let (port, admin) = (free_port(), free_port());
+    let dir = tempfile_dir();
+    let config_path = dir.join("accord.yaml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "listeners:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin}\nlog:\n  access_log: false\nbackends:\n  app:\n    http:\n      addresses: [\"{upstream_addr}\"]\nroutes:\n  - id: checkout\n    match: {{path: {{prefix: /}}}}\n    backends: [{{backend: app}}]\n    slo:\n      availability: 99.9%\n      latency: {{threshold: 300ms, target: 99%}}\n"
+        ),
+    )
+    .unwrap();
+    let _gateway = tokio::process::Command::new(ACCORD)
+        .args(["run", "-c"])
+        .arg(&config_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_until_listening(port).await;
+    for _ in 0..12 {
+        assert_eq!(status(&format!("http://127.0.0.1:{port}/buy")).await, 200);
+    }
+    let config_arg = config_path.to_str().unwrap();
+    let output = accord(
+        &dir,
+        &[
+            "report", "-c", config_arg, "--format", "csv", "--window", "5m",
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let csv = String::from_utf8(output.stdout).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert!(rows[0].starts_with("route,status,sli,objective"));
+    assert!(
+        rows[1].starts_with("checkout,ok,availability,99.9% / 30d,5m,100%,100%"),
+        "{}",
+        rows[1]
+    );
+    assert!(
+        rows[2].starts_with("checkout,ok,latency,99% < 300ms / 30d,5m,100%"),
+        "{}",
+        rows[2]
+    );
+    assert!(
+        rows[1].contains(",12,0,0,0,"),
+        "12 good requests: {}",
+        rows[1]
+    );
+
+    let table = accord(&dir, &["report", "-c", config_arg]);
+    assert!(
+        String::from_utf8(table.stdout)
+            .unwrap()
+            .starts_with("ROUTE")
+    );
+    let missing = accord(&dir, &["report", "--admin", "127.0.0.1:1"]);
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("cannot reach the admin API at 127.0.0.1:1")
+    );
+
+    let export = accord(&dir, &["slo", "export", "-c", config_arg]);
+    assert!(export.status.success());
+    let text = String::from_utf8(export.stdout).unwrap();
+    assert_eq!(text.matches("apiVersion: openslo/v1").count(), 2);
+    assert!(text.contains("name: checkout-availability"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -6,7 +6,7 @@ pub mod error;
 pub mod model;
 pub mod raw;
 pub mod types;
-mod validate;
+pub mod validate;
 
 use std::path::Path;
 

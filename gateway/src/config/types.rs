@@ -312,7 +312,8 @@ impl std::str::FromStr for Percent {
         if !(0.0..=100.0).contains(&value) {
             return Err(invalid());
         }
-        Ok(Self(value / 100.0))
+        // 99.9 / 100 is 0.9990000000000001 in binary; keep the decimal the user wrote.
+        Ok(Self((value / 100.0 * 1e12).round() / 1e12))
     }
 }
 
@@ -358,6 +359,8 @@ mod tests {
         assert_eq!("1024".parse::<ByteSize>().unwrap().0, 1024);
         assert!("10 parsecs".parse::<ByteSize>().is_err());
         assert_eq!("20%".parse::<Percent>().unwrap().0, 0.2);
+        assert_eq!("99.9%".parse::<Percent>().unwrap().0, 0.999);
+        assert_eq!("99.95%".parse::<Percent>().unwrap().0, 0.9995);
         assert!("120%".parse::<Percent>().is_err());
         assert!("0.2".parse::<Percent>().is_err());
     }
