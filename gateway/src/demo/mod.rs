@@ -123,11 +123,21 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     println!("  metrics     http://{}/metrics", running.admin);
     println!("  readiness   http://{}/readyz", running.admin);
     println!("  config      http://{}/config", running.admin);
+    println!(
+        "  SLA report  http://{}/sla   (or: accord report --admin {})",
+        running.admin, running.admin
+    );
     println!();
     println!(
         "The orders-primary service is healthy for 40s, slow for 15s, then failing for 15s, and"
     );
-    println!("repeats: watch retries and failover move traffic to orders-secondary. Ctrl-C stops.");
+    println!(
+        "repeats. The orders routes carry an SLO (99.5% available, 95% under 250ms): watch the"
+    );
+    println!(
+        "engine mark the primary breaching, reroute to orders-secondary, burn budget, and give the"
+    );
+    println!("primary its traffic back after a minute of compliance. Ctrl-C stops.");
     println!();
 
     if options.rps > 0 {
@@ -155,6 +165,42 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
 }
 
 fn print_summary(gateway: &Gateway) {
+    gateway.sla().tick();
+    for report in crate::sla_report::reports(gateway.sla()) {
+        let budget = report
+            .indicators
+            .iter()
+            .map(|i| i.budget.remaining_ratio)
+            .fold(f64::INFINITY, f64::min);
+        let breaching: Vec<&str> = report
+            .backends
+            .iter()
+            .filter(|b| b.state == "breaching")
+            .map(|b| &*b.backend)
+            .collect();
+        let status = serde_json::to_value(report.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let budget = if budget > 0.0 {
+            format!("{:.1}%", budget * 100.0)
+        } else {
+            "exhausted".to_owned()
+        };
+        println!(
+            "SLA {:<12} {:<16} budget left {:>9}  rerouted {:>5}  shed {:>4}  breaching: {}",
+            report.route,
+            status,
+            budget,
+            report.actions.rerouted,
+            report.actions.shed,
+            if breaching.is_empty() {
+                "-".to_owned()
+            } else {
+                breaching.join(", ")
+            }
+        );
+    }
     let runtime = gateway.runtime();
     println!(
         "{:<14} {:>8} {:>8} {:>8} {:>8}",
