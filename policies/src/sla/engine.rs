@@ -339,7 +339,7 @@ impl BackendSla {
         enforcement: &Enforcement,
         now: Minute,
     ) -> (Option<Trigger>, bool, f64) {
-        let window = self.meter.window(now, enforcement.breach_window);
+        let window = self.meter.window_counts(now, enforcement.breach_window);
         let mut worst: Option<Trigger> = None;
         let mut enough = false;
         let mut max_burn = 0.0f64;
@@ -552,12 +552,12 @@ impl RouteSla {
             for (t, tier) in self.objective.tiers.iter().enumerate() {
                 let long = burn_rate(
                     self.objective
-                        .events(indicator, &self.meter.window(now, tier.long)),
+                        .events(indicator, &self.meter.window_counts(now, tier.long)),
                     target,
                 );
                 let short = burn_rate(
                     self.objective
-                        .events(indicator, &self.meter.window(now, tier.short)),
+                        .events(indicator, &self.meter.window_counts(now, tier.short)),
                     target,
                 );
                 // Compare with a tolerance: 0.0144 / 0.001 is 14.399999999999999 in binary.
@@ -604,7 +604,9 @@ impl RouteSla {
         drop(alerts);
 
         // The budget over the SLO window.
-        let window = self.meter.window(now, self.objective.window.length());
+        let window = self
+            .meter
+            .window_counts(now, self.objective.window.length());
         let mut exhausted: Option<Trigger> = None;
         for (indicator, target) in self.objective.indicators() {
             let events = self.objective.events(indicator, &window);

@@ -135,6 +135,17 @@ impl Histogram {
         self.bins = merged;
     }
 
+    /// A sparse histogram from dense bin counts.
+    pub fn from_dense(dense: &[u64]) -> Histogram {
+        let bins = dense
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n != 0)
+            .map(|(i, n)| (i as u16, *n))
+            .collect();
+        Histogram { bins }
+    }
+
     /// Number of recorded latencies.
     pub fn count(&self) -> u64 {
         self.bins.iter().map(|(_, n)| n).sum()

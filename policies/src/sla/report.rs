@@ -293,11 +293,13 @@ impl RouteReport {
                     .iter()
                     .map(|tier| {
                         let long_burn = burn_rate(
-                            objective.events(indicator, &route.meter().window(now, tier.long)),
+                            objective
+                                .events(indicator, &route.meter().window_counts(now, tier.long)),
                             target,
                         );
                         let short_burn = burn_rate(
-                            objective.events(indicator, &route.meter().window(now, tier.short)),
+                            objective
+                                .events(indicator, &route.meter().window_counts(now, tier.short)),
                             target,
                         );
                         AlertReport {
