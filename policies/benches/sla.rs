@@ -99,5 +99,10 @@ fn reports(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, record, reports);
-criterion_main!(benches);
+mod group {
+    #![allow(missing_docs)]
+    use super::*;
+    criterion_group!(benches, record, reports);
+}
+
+criterion_main!(group::benches);
