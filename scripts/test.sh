@@ -2,12 +2,14 @@
 # Installs every test peer Accord's tests need, then runs the whole test suite, peer tests
 # included. This is the README's test command; .ci/run calls it.
 #
-# Peers: nginx (Debian's package) as a real upstream. Installed with apt-get when missing.
+# Peers: nginx (Debian's package) as a real upstream; Debian's Chromium driven by the npm
+# package playwright-core for the dashboard. Installed when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing test peers: ${missing[*]}"
@@ -17,8 +19,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  echo "==> installing playwright-core (npm) for the dashboard test"
+  npm ci --prefix tests/browser --no-audit --no-fund --silent
+fi
+
 # Every peer must be there now: with CI=true a missing peer is a failure, never a skip.
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || { echo "nginx is still missing" >&2; exit 1; }
+[ -x /usr/bin/chromium ] || { echo "chromium is still missing" >&2; exit 1; }
+command -v node >/dev/null 2>&1 || { echo "node is missing (the machine image ships Node 20)" >&2; exit 1; }
 
 echo "==> cargo test (workspace, peer tests included)"
 cargo test --workspace -- --include-ignored

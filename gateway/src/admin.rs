@@ -9,6 +9,8 @@
 //! | `POST /reload` | re-read and apply the configuration; 422 with every error if invalid |
 //! | `GET /sla` | every route's SLA report (JSON; schema in `docs/sla-report.md`) |
 //! | `GET /sla/routes/{id}` | one route's SLA report |
+//! | `GET /sla/routes/{id}/history?minutes=120` | minute-by-minute history for charts (≤ 360 minutes) |
+//! | `GET /dashboard` | the SLA dashboard (HTML, assets embedded) |
 //!
 //! `POST` endpoints need `Authorization: Bearer <token>` when a token is configured; every
 //! endpoint needs it when the admin listener is not on loopback.
@@ -24,6 +26,9 @@ use hyper::body::Incoming;
 use crate::errors::ErrorCode;
 use crate::gateway::{Gateway, ReloadError};
 use crate::server::Handler;
+
+/// The dashboard page: one file, its styles and script inline, nothing fetched from elsewhere.
+const DASHBOARD: &str = include_str!("dashboard/index.html");
 
 /// The admin API's request handler.
 pub fn handler(gateway: Arc<Gateway>, loopback: bool) -> Handler {
@@ -78,7 +83,42 @@ async fn respond(
             crate::sla_report::render_metrics(&mut body, gateway.sla());
             text(StatusCode::OK, &body, "text/plain; version=0.0.4")
         }
+        (Method::GET, "/dashboard") => {
+            let mut response = text(StatusCode::OK, DASHBOARD, "text/html; charset=utf-8");
+            response.headers_mut().insert(
+                http::header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:"),
+            );
+            response.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-cache"),
+            );
+            response
+        }
         (Method::GET, "/sla") => json(StatusCode::OK, &crate::sla_report::document(gateway.sla())),
+        (Method::GET, path) if path.starts_with("/sla/routes/") && path.ends_with("/history") => {
+            let id = &path["/sla/routes/".len()..path.len() - "/history".len()];
+            let minutes = request
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("minutes=")))
+                .and_then(|m| m.parse::<i64>().ok())
+                .unwrap_or(120)
+                .clamp(5, 360);
+            match gateway.sla().get(id) {
+                Some(route) => {
+                    let now = gateway.sla().clock().minute();
+                    let history =
+                        accord_policies::sla::report::RouteHistory::build(&route, now, minutes);
+                    json(
+                        StatusCode::OK,
+                        &serde_json::to_value(history).unwrap_or_default(),
+                    )
+                }
+                None => ErrorCode::NotFound
+                    .response(&format!("route {id:?} has no SLO (or does not exist)"), "-"),
+            }
+        }
         (Method::GET, path) if path.starts_with("/sla/routes/") => {
             let id = &path["/sla/routes/".len()..];
             match crate::sla_report::report(gateway.sla(), id) {

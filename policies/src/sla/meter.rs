@@ -204,6 +204,11 @@ impl Meter {
         self.aggregate(now, length, false)
     }
 
+    /// Counts of a window ending at a past minute, from sealed history only.
+    pub fn sealed_window_counts(&self, end: Minute, length: Duration) -> Aggregate {
+        self.history().aggregate(end, length, None)
+    }
+
     fn aggregate(&self, now: Minute, length: Duration, latency: bool) -> Aggregate {
         let mut dense = latency.then(|| vec![0u64; super::histogram::BINS]);
         let mut aggregate = self.history().aggregate(now, length, dense.as_deref_mut());

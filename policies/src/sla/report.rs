@@ -397,3 +397,95 @@ impl RouteReport {
         self.windows.iter().find(|w| w.window == name)
     }
 }
+
+/// One minute of a route's history, for charts.
+#[derive(Debug, Serialize)]
+pub struct HistoryPoint {
+    /// Start of the minute, ms since the epoch.
+    pub minute_ms: i64,
+    /// Requests by class in that minute.
+    pub requests: ClassCounts,
+    /// Latency percentiles of that minute, in milliseconds.
+    pub latency_ms: Option<Percentiles>,
+    /// Burn rate over the 5 minutes ending then, per SLI (in the objective's order).
+    pub burn_5m: Vec<f64>,
+    /// Burn rate over the hour ending then, per SLI.
+    pub burn_1h: Vec<f64>,
+    /// Share of the error budget left then, per SLI.
+    pub budget_remaining: Vec<f64>,
+}
+
+/// A route's recent history, minute by minute (sealed minutes only).
+#[derive(Debug, Serialize)]
+pub struct RouteHistory {
+    /// Route id.
+    pub route: Arc<str>,
+    /// The SLIs, in the order of the per-SLI series.
+    pub indicators: Vec<Indicator>,
+    /// Page-tier burn-rate thresholds (for reference lines).
+    pub page_burn_rates: Vec<f64>,
+    /// Minutes, oldest first; minutes without traffic are present with zero counts.
+    pub points: Vec<HistoryPoint>,
+}
+
+impl RouteHistory {
+    /// The last `minutes` sealed minutes before minute `now`.
+    pub fn build(route: &RouteSla, now: Minute, minutes: i64) -> RouteHistory {
+        let objective = route.objective();
+        let indicators = objective.indicators();
+        let since = now - minutes;
+        let sealed: std::collections::HashMap<Minute, super::meter::Rollup> =
+            route.meter().minutes_since(since).into_iter().collect();
+        let points = (since..now)
+            .map(|minute| {
+                let empty = super::meter::Rollup::default();
+                let rollup = sealed.get(&minute).unwrap_or(&empty);
+                let mut aggregate = Aggregate::default();
+                for (i, class) in Class::ALL.iter().enumerate() {
+                    aggregate.by_class[i] = rollup.count(*class) as f64;
+                }
+                aggregate.latency = rollup.latency.clone();
+                let window = window_report(String::new(), &aggregate);
+                let burn = |length: u64| {
+                    let counts = route
+                        .meter()
+                        .sealed_window_counts(minute, Duration::from_secs(length));
+                    indicators
+                        .iter()
+                        .map(|(indicator, target)| {
+                            burn_rate(objective.events(*indicator, &counts), *target)
+                        })
+                        .collect::<Vec<f64>>()
+                };
+                let slo_counts = route
+                    .meter()
+                    .sealed_window_counts(minute, objective.window.length());
+                HistoryPoint {
+                    minute_ms: minute * 60_000,
+                    requests: window.requests,
+                    latency_ms: window.latency_ms,
+                    burn_5m: burn(300),
+                    burn_1h: burn(3600),
+                    budget_remaining: indicators
+                        .iter()
+                        .map(|(indicator, target)| {
+                            budget(objective.events(*indicator, &slo_counts), *target)
+                                .remaining_ratio
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        RouteHistory {
+            route: route.id().clone(),
+            indicators: indicators.iter().map(|(i, _)| *i).collect(),
+            page_burn_rates: objective
+                .tiers
+                .iter()
+                .filter(|t| t.severity == Severity::Page)
+                .map(|t| t.burn_rate)
+                .collect(),
+            points,
+        }
+    }
+}

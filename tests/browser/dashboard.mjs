@@ -1,0 +1,65 @@
+// Opens Accord's SLA dashboard in headless Chromium (Debian's, driven by playwright-core),
+// waits for it to render, compares the numbers it shows with GET /sla, and saves a screenshot.
+//
+// Usage: node dashboard.mjs <admin base URL> <screenshot path>
+// Exits non-zero, with the reason, when a check fails.
+import { chromium } from "playwright-core";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+const [admin, screenshot] = process.argv.slice(2);
+const fail = message => { console.error(`dashboard check failed: ${message}`); process.exit(1); };
+
+const browser = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "accord-chromium-")), {
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  headless: true,
+  viewport: { width: 1400, height: 1500 },
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"],
+});
+try {
+  const page = await browser.newPage();
+  const errors = [];
+  page.on("pageerror", e => errors.push(String(e)));
+  page.on("console", m => { if (m.type() === "error") errors.push(m.text()); });
+  await page.goto(`${admin}/dashboard`);
+  await page.waitForSelector("body[data-loaded]", { timeout: 15000 });
+  const shown = await page.$$eval("[data-field]", nodes => nodes.map(n => ({
+    route: n.getAttribute("data-route"), field: n.getAttribute("data-field"),
+    value: n.getAttribute("data-value"), text: n.textContent.trim(),
+  })));
+  const sla = await (await fetch(`${admin}/sla`)).json();
+  const find = (route, field) => shown.find(s => s.route === route && s.field === field);
+  const close = (a, b) => Math.abs(Number(a) - Number(b)) <= 1e-9 * Math.max(1, Math.abs(Number(b)));
+  let checked = 0;
+  for (const r of sla.routes) {
+    const status = find(r.route, "status");
+    if (!status || status.text.replace(" ", "_") !== r.status) fail(`${r.route}: status ${status?.text} vs ${r.status}`);
+    for (const ind of r.indicators) {
+      const budget = find(r.route, `budget-${ind.indicator}`);
+      if (!budget || !close(budget.value, ind.budget.remaining_ratio)) fail(`${r.route}: ${ind.indicator} budget ${budget?.value} vs ${ind.budget.remaining_ratio}`);
+      const attainment = find(r.route, `attainment-${ind.indicator}`);
+      if (!attainment || !close(attainment.value, ind.attainment)) fail(`${r.route}: ${ind.indicator} attainment ${attainment?.value} vs ${ind.attainment}`);
+      checked += 2;
+    }
+    const requests = find(r.route, "requests-1h");
+    const total = r.windows.find(w => w.window === "1h").requests.total;
+    if (!requests || !close(requests.value, total)) fail(`${r.route}: requests ${requests?.value} vs ${total}`);
+    for (const b of r.backends) {
+      const state = find(r.route, `backend-${b.backend}`);
+      if (!state || state.text !== b.state) fail(`${r.route}: backend ${b.backend} ${state?.text} vs ${b.state}`);
+    }
+    const events = shown.filter(s => s.route === r.route && s.field === "event").length;
+    if (events !== r.events.length) fail(`${r.route}: ${events} events shown vs ${r.events.length}`);
+    checked += 2 + r.backends.length;
+  }
+  const charts = await page.$$eval(".chart svg", svgs => svgs.map(s => s.querySelectorAll("polyline, rect").length));
+  if (charts.length !== 4 * sla.routes.length) fail(`${charts.length} charts for ${sla.routes.length} routes`);
+  if (charts.some(n => n === 0)) fail(`a chart is empty: ${JSON.stringify(charts)}`);
+  if (errors.length) fail(`page errors: ${errors.join("; ")}`);
+  await page.screenshot({ path: screenshot, fullPage: true });
+  console.log(JSON.stringify({ routes: sla.routes.length, checked, charts: charts.length, screenshot }));
+} finally {
+  await browser.close();
+}
