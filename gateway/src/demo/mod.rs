@@ -123,6 +123,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     println!("  metrics     http://{}/metrics", running.admin);
     println!("  readiness   http://{}/readyz", running.admin);
     println!("  config      http://{}/config", running.admin);
+    println!("  dashboard   http://{}/dashboard", running.admin);
     println!(
         "  SLA report  http://{}/sla   (or: accord report --admin {})",
         running.admin, running.admin
