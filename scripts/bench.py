@@ -136,7 +136,15 @@ backends:
   app:
     http:
       addresses: ["127.0.0.1:{upstream_port}"]
+sla_history:
+  path: {work}/sla.db
 routes:
+  - id: metered
+    match: {{path: {{prefix: /metered}}}}
+    backends: [{{backend: app}}]
+    slo:
+      availability: 99.9%
+      latency: {{threshold: 300ms, target: 99%}}
   - id: app
     match: {{path: {{prefix: /}}}}
     backends: [{{backend: app}}]
@@ -150,6 +158,7 @@ routes:
             ("direct", f"http://127.0.0.1:{upstream_port}/", None),
             ("nginx", f"http://127.0.0.1:{nginx_port}/", proxy.pid),
             ("accord", f"http://127.0.0.1:{accord_port}/", gateway.pid),
+            ("accord-sla", f"http://127.0.0.1:{accord_port}/metered", gateway.pid),
         ]
         runs = {name: [] for name, _, _ in targets}
         for round_no in range(1, args.rounds + 1):
@@ -162,20 +171,22 @@ routes:
                 result["rps"] = result["requests"] / args.duration
                 runs[name].append(result)
                 cpu = f"{result['cpu_us_per_request']:.2f} µs CPU/req" if pid else "-"
-                print(f"round {round_no} {name:7} {result['rps']:>9.0f} req/s  p50 {result['p50_us']:>7.0f} µs  p99 {result['p99_us']:>7.0f} µs  {cpu}"
+                print(f"round {round_no} {name:10} {result['rps']:>9.0f} req/s  p50 {result['p50_us']:>7.0f} µs  p99 {result['p99_us']:>7.0f} µs  {cpu}"
                       + (f"  non-2xx {result['non_2xx']}" if result["non_2xx"] else ""), flush=True)
 
         def med(name, key):
             return statistics.median(r[key] for r in runs[name])
 
         summary = {name: {k: med(name, k) for k in ("rps", "p50_us", "p99_us")} for name in runs}
-        for name in ("nginx", "accord"):
+        for name in ("nginx", "accord", "accord-sla"):
             summary[name]["cpu_us_per_request"] = med(name, "cpu_us_per_request")
         ratios = {
             "cpu_per_request_accord_over_nginx": summary["accord"]["cpu_us_per_request"] / summary["nginx"]["cpu_us_per_request"],
             "p50_accord_over_nginx": summary["accord"]["p50_us"] / summary["nginx"]["p50_us"],
             "p99_accord_over_nginx": summary["accord"]["p99_us"] / summary["nginx"]["p99_us"],
             "added_p50_us_over_direct": summary["accord"]["p50_us"] - summary["direct"]["p50_us"],
+            "cpu_per_request_sla_over_plain": summary["accord-sla"]["cpu_us_per_request"] / summary["accord"]["cpu_us_per_request"],
+            "cpu_per_request_sla_over_nginx": summary["accord-sla"]["cpu_us_per_request"] / summary["nginx"]["cpu_us_per_request"],
         }
         report = {"rounds": args.rounds, "duration_s": args.duration, "connections": args.connections,
                   "median": summary, "ratios": ratios, "runs": runs,
@@ -185,13 +196,15 @@ routes:
             json.dump(report, f, indent=2)
         print()
         print(f"medians over {args.rounds} rounds:")
-        for name in ("direct", "nginx", "accord"):
+        for name in ("direct", "nginx", "accord", "accord-sla"):
             s = summary[name]
             cpu = f"  {s['cpu_us_per_request']:.2f} µs CPU/req" if "cpu_us_per_request" in s else ""
-            print(f"  {name:7} {s['rps']:>9.0f} req/s  p50 {s['p50_us']:>7.0f} µs  p99 {s['p99_us']:>7.0f} µs{cpu}")
+            print(f"  {name:10} {s['rps']:>9.0f} req/s  p50 {s['p50_us']:>7.0f} µs  p99 {s['p99_us']:>7.0f} µs{cpu}")
         print(f"accord / nginx: CPU per request {ratios['cpu_per_request_accord_over_nginx']:.2f}x, "
               f"p50 {ratios['p50_accord_over_nginx']:.2f}x, p99 {ratios['p99_accord_over_nginx']:.2f}x; "
               f"added p50 over direct {ratios['added_p50_us_over_direct']:.0f} µs")
+        print(f"SLA metering on / off: CPU per request {ratios['cpu_per_request_sla_over_plain']:.3f}x; "
+              f"with metering / nginx: {ratios['cpu_per_request_sla_over_nginx']:.2f}x")
         print(f"written to {args.out}")
     finally:
         for p in procs:

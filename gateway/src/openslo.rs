@@ -13,7 +13,16 @@ pub fn export(config: &Config) -> Result<String, String> {
     for route in &config.routes {
         let Some(slo) = &route.slo else { continue };
         let objective = &slo.objective;
-        let window = format_duration(objective.window.length());
+        let time_window = match &objective.window {
+            accord_policies::sla::SloWindow::Rolling(length) => {
+                serde_json::json!([{ "duration": format_duration(*length), "isRolling": true }])
+            }
+            accord_policies::sla::SloWindow::CalendarMonth { name, .. } => serde_json::json!([{
+                "duration": "1M",
+                "isRolling": false,
+                "calendar": { "startTime": "2020-01-01 00:00:00", "timeZone": name },
+            }]),
+        };
         let id = &route.id;
         let total = format!("sum(rate(accord_requests_total{{route=\"{id}\"}}[{{{{.window}}}}]))");
         if let Some(target) = objective.availability {
@@ -25,7 +34,7 @@ pub fn export(config: &Config) -> Result<String, String> {
                     "|client_error"
                 }
             );
-            documents.push(document(id, "availability", &window, target, serde_json::json!({
+            documents.push(document(id, "availability", &time_window, target, serde_json::json!({
                 "ratioMetric": {
                     "counter": true,
                     "good": { "metricSource": { "type": "Prometheus", "spec": { "query": good } } },
@@ -38,7 +47,7 @@ pub fn export(config: &Config) -> Result<String, String> {
             let p = format!(
                 "histogram_quantile(0.99, sum(rate(accord_request_duration_seconds_bucket{{route=\"{id}\"}}[{{{{.window}}}}])) by (le))"
             );
-            documents.push(document(id, "latency", &window, latency.target, serde_json::json!({
+            documents.push(document(id, "latency", &time_window, latency.target, serde_json::json!({
                 "thresholdMetric": { "metricSource": { "type": "Prometheus", "spec": { "query": p } } }
             }), Some(seconds)));
         }
@@ -54,7 +63,7 @@ pub fn export(config: &Config) -> Result<String, String> {
 fn document(
     route: &str,
     sli: &str,
-    window: &str,
+    time_window: &serde_json::Value,
     target: f64,
     indicator_spec: serde_json::Value,
     threshold: Option<f64>,
@@ -75,7 +84,7 @@ fn document(
                 "metadata": { "name": format!("{route}-{sli}-sli") },
                 "spec": indicator_spec,
             },
-            "timeWindow": [{ "duration": window, "isRolling": true }],
+            "timeWindow": time_window,
             "budgetingMethod": "Occurrences",
             "objectives": [objective],
         }
@@ -122,5 +131,18 @@ mod tests {
         assert_eq!(latency["spec"]["objectives"][0]["op"], "lte");
         assert_eq!(latency["spec"]["objectives"][0]["value"], 0.3);
         assert_eq!(latency["spec"]["objectives"][0]["target"], 0.99);
+    }
+
+    #[test]
+    fn a_calendar_month_exports_as_an_openslo_calendar_window() {
+        let yaml = "listeners: [{address: \"127.0.0.1:0\"}]\nbackends:\n  app: {http: {addresses: [\"127.0.0.1:1\"]}}\nroutes:\n  - id: billing\n    match: {path: {prefix: /}}\n    backends: [{backend: app}]\n    slo: {availability: 99.5%, window: month, time_zone: Europe/Paris}\n";
+        let config = from_str(yaml, &NoEnv).unwrap();
+        let text = super::export(&config).unwrap();
+        let doc: serde_json::Value =
+            serde_saphyr::from_str(text.trim_start_matches("---\n")).unwrap();
+        let window = &doc["spec"]["timeWindow"][0];
+        assert_eq!(window["duration"], "1M");
+        assert_eq!(window["isRolling"], false);
+        assert_eq!(window["calendar"]["timeZone"], "Europe/Paris");
     }
 }

@@ -283,3 +283,29 @@ async fn the_reports_and_metrics_show_the_same_numbers() {
         )
     );
 }
+
+#[tokio::test]
+async fn a_calendar_month_window_is_reported_as_the_month_so_far() {
+    let (primary, _) = switchable("primary").await;
+    let (secondary, _) = switchable("secondary").await;
+    let slo = "      availability: 99.5%\n      window: month\n      time_zone: Europe/Paris\n";
+    let gateway = TestGateway::start(&config(primary.addr, secondary.addr, slo)).await;
+    for _ in 0..5 {
+        get(&gateway.url("/o")).await;
+    }
+    let report = sla_report(&gateway).await;
+    assert_eq!(report["objective"]["window"], "month");
+    let days = report["objective"]["window_seconds"].as_u64().unwrap() / 86_400;
+    assert!(
+        (28..=31).contains(&days),
+        "the period is this month's length: {days} days"
+    );
+    let month = report["windows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["window"] == "month")
+        .unwrap();
+    assert_eq!(month["requests"]["total"], 5.0);
+    assert_eq!(report["indicators"][0]["valid_events"], 5.0);
+}

@@ -151,8 +151,6 @@ pub struct RouteSlo {
     pub enforcement: accord_policies::sla::Enforcement,
     /// How a request's priority is read.
     pub priority: PriorityRule,
-    /// The window as written (`30d`), for reports and exports.
-    pub window_text: String,
 }
 
 /// How a request's priority is read from a header.

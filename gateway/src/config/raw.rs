@@ -513,9 +513,13 @@ pub struct RawSlo {
     /// Share of successful requests that must finish within a threshold.
     #[serde(default)]
     pub latency: Option<Located<RawLatencyObjective>>,
-    /// Rolling window the objective covers, e.g. `30d` (the default) or `7d`.
+    /// The window the objective covers: rolling, e.g. `30d` (the default) or `7d`; or `month`,
+    /// the calendar month so far in `time_zone`.
     #[serde(default = "default_slo_window")]
     pub window: Located<String>,
+    /// IANA time zone of a `month` window (default `UTC`).
+    #[serde(default)]
+    pub time_zone: Option<Located<String>>,
     /// Burn-rate alert tiers; default: the SRE workbook's (for a 30-day window: 14.4× over
     /// 1h/5m and 6× over 6h/30m page; 3× over 1d/2h and 1× over 3d/6h file a ticket).
     #[serde(default)]

@@ -704,24 +704,53 @@ fn slo_config(v: &mut Validator<'_>, raw: &Located<RawSlo>, path: &str) -> Optio
             "an SLO needs an availability target, a latency objective, or both",
         );
     }
-    let window = match slo.window.value.parse::<super::types::ConfigDuration>() {
-        Ok(d) if d.0 >= Duration::from_secs(3600) && d.0 <= Duration::from_secs(90 * 86_400) => d.0,
-        Ok(_) => {
-            v.error(
-                &slo.window,
-                format!("{path}.window"),
-                "must be between 1h and 90d",
-            );
-            Duration::from_secs(30 * 86_400)
+    let rolling_default = Duration::from_secs(30 * 86_400);
+    let slo_window = if slo.window.value == "month" {
+        let zone = slo.time_zone.as_ref().map_or("UTC", |z| z.value.as_str());
+        match SloWindow::calendar_month(zone) {
+            Ok(window) => window,
+            Err(message) => {
+                let at = slo.time_zone.as_ref().map_or(&slo.window, |z| z);
+                v.error(at, format!("{path}.time_zone"), message);
+                SloWindow::Rolling(rolling_default)
+            }
         }
-        Err(_) => {
+    } else {
+        if let Some(zone) = &slo.time_zone {
             v.error(
-                &slo.window,
-                format!("{path}.window"),
-                format!("unknown SLO window {:?}: write a rolling window as a duration, e.g. \"30d\" or \"7d\"", slo.window.value),
+                zone,
+                format!("{path}.time_zone"),
+                "a time zone only applies to a calendar window (`window: month`)",
             );
-            Duration::from_secs(30 * 86_400)
         }
+        match slo.window.value.parse::<super::types::ConfigDuration>() {
+            Ok(d)
+                if d.0 >= Duration::from_secs(3600) && d.0 <= Duration::from_secs(90 * 86_400) =>
+            {
+                SloWindow::Rolling(d.0)
+            }
+            Ok(_) => {
+                v.error(
+                    &slo.window,
+                    format!("{path}.window"),
+                    "must be between 1h and 90d",
+                );
+                SloWindow::Rolling(rolling_default)
+            }
+            Err(_) => {
+                v.error(
+                    &slo.window,
+                    format!("{path}.window"),
+                    format!("unknown SLO window {:?}: write a rolling window as a duration, e.g. \"30d\" or \"7d\", or \"month\" for the calendar month", slo.window.value),
+                );
+                SloWindow::Rolling(rolling_default)
+            }
+        }
+    };
+    // A calendar month's alert tiers are derived for 30 days, like the SRE workbook's.
+    let window = match &slo_window {
+        SloWindow::Rolling(length) => *length,
+        SloWindow::CalendarMonth { .. } => rolling_default,
     };
     let tiers = match &slo.alerts {
         None => AlertTier::defaults(window),
@@ -792,7 +821,7 @@ fn slo_config(v: &mut Validator<'_>, raw: &Located<RawSlo>, path: &str) -> Optio
         objective: Objective {
             availability,
             latency,
-            window: SloWindow::Rolling(window),
+            window: slo_window,
             tiers,
             classification: Classification {
                 throttled_burns_budget: slo.classification.throttled == RawThrottled::Bad,
@@ -812,7 +841,6 @@ fn slo_config(v: &mut Validator<'_>, raw: &Located<RawSlo>, path: &str) -> Optio
             low: e.priority.low.clone(),
             critical: e.priority.critical.clone(),
         },
-        window_text: super::types::ConfigDuration(window).to_string(),
     })
 }
 

@@ -606,7 +606,7 @@ impl RouteSla {
         // The budget over the SLO window.
         let window = self
             .meter
-            .window_counts(now, self.objective.window.length());
+            .window_counts(now, self.objective.window.covered(now_ms));
         let mut exhausted: Option<Trigger> = None;
         for (indicator, target) in self.objective.indicators() {
             let events = self.objective.events(indicator, &window);
@@ -616,7 +616,7 @@ impl RouteSla {
                     indicator,
                     measured: b.consumed_ratio,
                     limit: 1.0,
-                    window_seconds: self.objective.window.length().as_secs(),
+                    window_seconds: self.objective.window.covered(now_ms).as_secs(),
                 });
             }
         }

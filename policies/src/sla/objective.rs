@@ -38,19 +38,93 @@ pub struct LatencyObjective {
 }
 
 /// The SLO window.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum SloWindow {
     /// The last `length`, sliding.
     Rolling(Duration),
+    /// The calendar month so far, in a time zone (the budget resets on the 1st at midnight).
+    CalendarMonth {
+        /// IANA name, e.g. `Europe/Paris`.
+        name: String,
+        /// The zone.
+        zone: jiff::tz::TimeZone,
+    },
+}
+
+impl PartialEq for SloWindow {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Rolling(a), Self::Rolling(b)) => a == b,
+            (Self::CalendarMonth { name: a, .. }, Self::CalendarMonth { name: b, .. }) => a == b,
+            _ => false,
+        }
+    }
 }
 
 impl SloWindow {
-    /// How far back the window reaches.
+    /// A calendar-month window in the IANA time zone `name` (`UTC` when unsure).
+    pub fn calendar_month(name: &str) -> Result<Self, String> {
+        let zone = jiff::tz::TimeZone::get(name).map_err(|_| {
+            format!(
+                "unknown time zone {name:?}: use an IANA name such as \"UTC\" or \"Europe/Paris\""
+            )
+        })?;
+        Ok(Self::CalendarMonth {
+            name: name.to_owned(),
+            zone,
+        })
+    }
+
+    /// The longest the window can be: what history must be kept for (31 days for a month).
     pub fn length(&self) -> Duration {
         match self {
             Self::Rolling(length) => *length,
+            Self::CalendarMonth { .. } => Duration::from_secs(31 * 86_400),
         }
     }
+
+    /// How much of the window lies behind `now_ms`: the rolling length, or the time since the
+    /// month began in the window's time zone (at least a minute).
+    pub fn covered(&self, now_ms: i64) -> Duration {
+        match self {
+            Self::Rolling(length) => *length,
+            Self::CalendarMonth { zone, .. } => {
+                let (start, _) = month_of(zone, now_ms);
+                Duration::from_millis((now_ms - start).max(60_000) as u64)
+            }
+        }
+    }
+
+    /// The whole period `now_ms` falls in: the rolling length, or the current month's length.
+    pub fn period(&self, now_ms: i64) -> Duration {
+        match self {
+            Self::Rolling(length) => *length,
+            Self::CalendarMonth { zone, .. } => {
+                Duration::from_secs(month_of(zone, now_ms).1 * 86_400)
+            }
+        }
+    }
+
+    /// The name reports use: `30d`, or `month`.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Rolling(length) => super::report::format_duration(*length),
+            Self::CalendarMonth { .. } => "month".to_owned(),
+        }
+    }
+}
+
+/// The start (ms since the epoch) and the length in days of the month `now_ms` falls in.
+fn month_of(zone: &jiff::tz::TimeZone, now_ms: i64) -> (i64, u64) {
+    let Ok(now) = jiff::Timestamp::from_millisecond(now_ms) else {
+        return (now_ms, 30);
+    };
+    let first = now.to_zoned(zone.clone()).date().first_of_month();
+    let start = first
+        .to_zoned(zone.clone())
+        .map(|z| z.timestamp().as_millisecond())
+        .unwrap_or(now_ms);
+    (start, first.days_in_month() as u64)
 }
 
 /// Who is told when an alert tier fires.
@@ -262,6 +336,32 @@ mod tests {
             tiers: AlertTier::defaults(Duration::from_secs(30 * 86_400)),
             classification: Classification::default(),
         }
+    }
+
+    #[test]
+    fn a_calendar_month_covers_the_month_so_far_in_its_time_zone() {
+        // 2026-03-10T12:00:00Z.
+        let now = 1_773_144_000_000;
+        let utc = SloWindow::calendar_month("UTC").unwrap();
+        assert_eq!(utc.covered(now), Duration::from_secs((9 * 24 + 12) * 3600));
+        assert_eq!(utc.period(now), Duration::from_secs(31 * 86_400));
+        // Paris is UTC+1 in early March: its month began an hour earlier, in UTC terms.
+        let paris = SloWindow::calendar_month("Europe/Paris").unwrap();
+        assert_eq!(
+            paris.covered(now),
+            Duration::from_secs((9 * 24 + 13) * 3600)
+        );
+        assert_eq!(paris.name(), "month");
+        assert!(
+            SloWindow::calendar_month("Mars/Olympus_Mons")
+                .unwrap_err()
+                .contains("unknown time zone")
+        );
+        // February 2026 has 28 days.
+        assert_eq!(
+            utc.period(1_771_416_000_000),
+            Duration::from_secs(28 * 86_400)
+        );
     }
 
     #[test]

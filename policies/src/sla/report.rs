@@ -252,13 +252,14 @@ impl RouteReport {
     /// The snapshot of `route` at minute `now`, with `events` (the route's, from the log).
     pub fn build(route: &RouteSla, now: Minute, events: Vec<Arc<BreachEvent>>) -> RouteReport {
         let objective = route.objective();
-        let slo_window = objective.window.length();
-        let slo_name = format_duration(slo_window);
+        let now_ms = now * 60_000 + 59_999;
+        let slo_window = objective.window.covered(now_ms);
+        let slo_name = objective.window.name();
         let mut windows: Vec<(String, Duration)> = WINDOWS
             .iter()
             .map(|(name, secs)| ((*name).to_owned(), Duration::from_secs(*secs)))
             .collect();
-        if !windows.iter().any(|(_, d)| *d == slo_window) {
+        if !windows.iter().any(|(name, _)| *name == slo_name) {
             windows.push((slo_name.clone(), slo_window));
         }
         let aggregates: Vec<(String, Duration, Aggregate)> = windows
@@ -270,7 +271,7 @@ impl RouteReport {
             .collect();
         let slo_aggregate = &aggregates
             .iter()
-            .find(|(_, length, _)| *length == slo_window)
+            .find(|(name, _, _)| *name == slo_name)
             .map(|(_, _, a)| a.clone())
             .unwrap_or_default();
 
@@ -373,7 +374,7 @@ impl RouteReport {
                     target: l.target,
                 }),
                 window: slo_name,
-                window_seconds: slo_window.as_secs(),
+                window_seconds: objective.window.period(now_ms).as_secs(),
                 throttled_burns_budget: objective.classification.throttled_burns_budget,
                 client_errors_are_bad: objective.classification.client_errors_are_bad,
             },
@@ -457,9 +458,10 @@ impl RouteHistory {
                         })
                         .collect::<Vec<f64>>()
                 };
-                let slo_counts = route
-                    .meter()
-                    .sealed_window_counts(minute, objective.window.length());
+                let slo_counts = route.meter().sealed_window_counts(
+                    minute,
+                    objective.window.covered(minute * 60_000 + 59_999),
+                );
                 HistoryPoint {
                     minute_ms: minute * 60_000,
                     requests: window.requests,
