@@ -189,17 +189,17 @@ pub fn render_metrics(out: &mut String, engine: &SlaEngine) {
         out,
         "accord_sla_actions_total",
         "counter",
-        "Requests acted on by SLA enforcement, by action.",
+        "Requests acted on by SLA enforcement, by action and the reason for it.",
     );
     for r in &reports {
-        for (action, value) in [
-            ("reroute", r.actions.rerouted),
-            ("shed", r.actions.shed),
-            ("reject", r.actions.rejected),
+        for (action, reason, value) in [
+            ("reroute", "backend_breach", r.actions.rerouted),
+            ("shed", "page_alert", r.actions.shed),
+            ("reject", "budget_exhausted", r.actions.rejected),
         ] {
             let _ = writeln!(
                 out,
-                "accord_sla_actions_total{{route=\"{}\",action=\"{action}\"}} {value}",
+                "accord_sla_actions_total{{route=\"{}\",action=\"{action}\",reason=\"{reason}\"}} {value}",
                 r.route
             );
         }

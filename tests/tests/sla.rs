@@ -282,6 +282,12 @@ async fn the_reports_and_metrics_show_the_same_numbers() {
             "accord_sla_latency_seconds{route=\"orders\",window=\"5m\",quantile=\"0.99\"}"
         )
     );
+    assert_eq!(
+        value(
+            "accord_sla_actions_total{route=\"orders\",action=\"reroute\",reason=\"backend_breach\"}"
+        ),
+        0.0
+    );
 }
 
 #[tokio::test]
