@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use accord_policies::sla::SlaEngine;
-use accord_policies::sla::report::RouteReport;
+use accord_policies::sla::report::{IndicatorReport, RouteReport, WindowValue};
 
 use crate::gateway::SLA_EVALUATION_INTERVAL;
 
@@ -39,6 +39,19 @@ pub fn document(engine: &SlaEngine) -> serde_json::Value {
     })
 }
 
+fn windows(list: &[WindowValue]) -> Vec<(String, f64)> {
+    list.iter()
+        .map(|w| (format!(",window=\"{}\"", w.window), w.value))
+        .collect()
+}
+
+fn severity_name(severity: accord_policies::sla::Severity) -> &'static str {
+    match severity {
+        accord_policies::sla::Severity::Page => "page",
+        accord_policies::sla::Severity::Ticket => "ticket",
+    }
+}
+
 fn indicator_name(indicator: accord_policies::sla::objective::Indicator) -> &'static str {
     match indicator {
         accord_policies::sla::objective::Indicator::Availability => "availability",
@@ -52,119 +65,65 @@ pub fn render_metrics(out: &mut String, engine: &SlaEngine) {
     let family = |out: &mut String, name: &str, kind: &str, help: &str| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     };
-    family(
-        out,
-        "accord_sla_objective_ratio",
-        "gauge",
-        "The route's target for an SLI.",
-    );
-    for r in &reports {
-        for i in &r.indicators {
-            let _ = writeln!(
-                out,
-                "accord_sla_objective_ratio{{route=\"{}\",indicator=\"{}\"}} {}",
-                r.route,
-                indicator_name(i.indicator),
-                i.target
-            );
-        }
-    }
-    family(
-        out,
-        "accord_sla_attainment_ratio",
-        "gauge",
-        "Good / valid events of an SLI over a window.",
-    );
-    for r in &reports {
-        for i in &r.indicators {
-            for w in &i.attainment_by_window {
-                let _ = writeln!(
-                    out,
-                    "accord_sla_attainment_ratio{{route=\"{}\",indicator=\"{}\",window=\"{}\"}} {}",
-                    r.route,
-                    indicator_name(i.indicator),
-                    w.window,
-                    w.value
-                );
-            }
-        }
-    }
-    family(
-        out,
-        "accord_sla_burn_rate",
-        "gauge",
-        "Error-budget burn rate of an SLI over a window (1 spends the budget over the SLO window).",
-    );
-    for r in &reports {
-        for i in &r.indicators {
-            for w in &i.burn_rates {
-                let _ = writeln!(
-                    out,
-                    "accord_sla_burn_rate{{route=\"{}\",indicator=\"{}\",window=\"{}\"}} {}",
-                    r.route,
-                    indicator_name(i.indicator),
-                    w.window,
-                    w.value
-                );
-            }
-        }
-    }
-    family(
-        out,
-        "accord_sla_error_budget_remaining_ratio",
-        "gauge",
-        "Share of the error budget left over the SLO window (negative when overspent).",
-    );
-    for r in &reports {
-        for i in &r.indicators {
-            let _ = writeln!(
-                out,
-                "accord_sla_error_budget_remaining_ratio{{route=\"{}\",indicator=\"{}\"}} {}",
-                r.route,
-                indicator_name(i.indicator),
-                i.budget.remaining_ratio
-            );
-        }
-    }
-    family(
-        out,
-        "accord_sla_error_budget_remaining_events",
-        "gauge",
-        "Bad events still allowed over the SLO window.",
-    );
-    for r in &reports {
-        for i in &r.indicators {
-            let _ = writeln!(
-                out,
-                "accord_sla_error_budget_remaining_events{{route=\"{}\",indicator=\"{}\"}} {}",
-                r.route,
-                indicator_name(i.indicator),
-                i.budget.remaining_events
-            );
-        }
-    }
-    family(
-        out,
-        "accord_sla_alert_firing",
-        "gauge",
-        "1 while a burn-rate alert tier fires.",
-    );
-    for r in &reports {
-        for i in &r.indicators {
-            for a in &i.alerts {
-                let severity = match a.severity {
-                    accord_policies::sla::Severity::Page => "page",
-                    accord_policies::sla::Severity::Ticket => "ticket",
-                };
-                let _ = writeln!(
-                    out,
-                    "accord_sla_alert_firing{{route=\"{}\",indicator=\"{}\",severity=\"{severity}\",long=\"{}\",short=\"{}\"}} {}",
-                    r.route,
-                    indicator_name(i.indicator),
-                    a.long,
-                    a.short,
-                    u8::from(a.firing)
-                );
+    // Per route and SLI: the family, its help, and its samples (extra labels, value).
+    type Samples = fn(&IndicatorReport) -> Vec<(String, f64)>;
+    let per_indicator: [(&str, &str, Samples); 6] = [
+        (
+            "accord_sla_objective_ratio",
+            "The route's target for an SLI.",
+            |i| vec![(String::new(), i.target)],
+        ),
+        (
+            "accord_sla_attainment_ratio",
+            "Good / valid events of an SLI over a window.",
+            |i| windows(&i.attainment_by_window),
+        ),
+        (
+            "accord_sla_burn_rate",
+            "Error-budget burn rate of an SLI over a window (1 spends the budget over the SLO window).",
+            |i| windows(&i.burn_rates),
+        ),
+        (
+            "accord_sla_error_budget_remaining_ratio",
+            "Share of the error budget left over the SLO window (negative when overspent).",
+            |i| vec![(String::new(), i.budget.remaining_ratio)],
+        ),
+        (
+            "accord_sla_error_budget_remaining_events",
+            "Bad events still allowed over the SLO window.",
+            |i| vec![(String::new(), i.budget.remaining_events)],
+        ),
+        (
+            "accord_sla_alert_firing",
+            "1 while a burn-rate alert tier fires.",
+            |i| {
+                i.alerts
+                    .iter()
+                    .map(|a| {
+                        let labels = format!(
+                            ",severity=\"{}\",long=\"{}\",short=\"{}\"",
+                            severity_name(a.severity),
+                            a.long,
+                            a.short
+                        );
+                        (labels, f64::from(u8::from(a.firing)))
+                    })
+                    .collect()
+            },
+        ),
+    ];
+    for (name, help, samples) in per_indicator {
+        family(out, name, "gauge", help);
+        for r in &reports {
+            for i in &r.indicators {
+                for (labels, value) in samples(i) {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{route=\"{}\",indicator=\"{}\"{labels}}} {value}",
+                        r.route,
+                        indicator_name(i.indicator)
+                    );
+                }
             }
         }
     }

@@ -201,6 +201,32 @@ async fn run_reloads_on_sighup_and_drains_on_sigterm() {
     assert!(exit.success());
 }
 
+/// An HTTP/1.1 upstream answering every request with `body`.
+async fn fixed_upstream(body: &'static [u8]) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |_request: http::Request<hyper::body::Incoming>| async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from_static(body)),
+                        ))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -254,27 +280,7 @@ async fn status(url: &str) -> u16 {
 /// status, latency, bytes, request id and retries.
 #[tokio::test]
 async fn run_writes_one_json_access_log_line_per_request() {
-    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream_addr = upstream.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = upstream.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    |_request: http::Request<hyper::body::Incoming>| async move {
-                        Ok::<_, std::convert::Infallible>(http::Response::new(
-                            http_body_util::Full::new(bytes::Bytes::from_static(b"twelve bytes")),
-                        ))
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    let upstream_addr = fixed_upstream(b"twelve bytes").await;
     let port = free_port();
     let admin = free_port();
     let dir = tempfile_dir();
@@ -333,27 +339,7 @@ async fn run_writes_one_json_access_log_line_per_request() {
 /// SLA history survives a graceful restart exactly, and a `kill -9` up to the flush interval.
 #[tokio::test]
 async fn sla_history_survives_a_restart_and_a_kill_9() {
-    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream_addr = upstream.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = upstream.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    |_request: http::Request<hyper::body::Incoming>| async move {
-                        Ok::<_, std::convert::Infallible>(http::Response::new(
-                            http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
-                        ))
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    let upstream_addr = fixed_upstream(b"ok").await;
     let port = free_port();
     let admin = free_port();
     let dir = tempfile_dir();
@@ -441,27 +427,7 @@ async fn sla_history_survives_a_restart_and_a_kill_9() {
 /// `accord report` reads a running gateway's SLA report; `accord slo export` writes OpenSLO.
 #[tokio::test]
 async fn report_and_slo_export_work_against_a_real_gateway() {
-    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream_addr = upstream.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = upstream.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    |_request: http::Request<hyper::body::Incoming>| async move {
-                        Ok::<_, std::convert::Infallible>(http::Response::new(
-                            http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
-                        ))
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    let upstream_addr = fixed_upstream(b"ok").await;
     let (port, admin) = (free_port(), free_port());
     let dir = tempfile_dir();
     let config_path = dir.join("accord.yaml");

@@ -429,6 +429,12 @@ impl RouteSla {
         &self.backends
     }
 
+    /// Every meter of the route: the route's own (keyed `""`), then each backend's.
+    pub fn meters(&self) -> impl Iterator<Item = (&str, &Meter)> {
+        std::iter::once(("", &self.meter))
+            .chain(self.backends.iter().map(|b| (b.id.as_ref(), &b.meter)))
+    }
+
     /// What enforcement has done.
     pub fn actions(&self) -> &ActionCounts {
         &self.actions

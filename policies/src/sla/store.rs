@@ -106,13 +106,7 @@ impl Store {
         let mut loaded = Loaded::default();
         for route in engine.routes() {
             let keep_hours = route.objective().window.length().as_secs() / 3600 + 1;
-            let meters = std::iter::once(("", route.meter())).chain(
-                route
-                    .backends()
-                    .iter()
-                    .map(|b| (b.id().as_ref(), b.meter())),
-            );
-            for (backend, meter) in meters {
+            for (backend, meter) in route.meters() {
                 loaded.rollups += load_rows(
                     &conn,
                     route.id(),
@@ -198,13 +192,7 @@ impl Store {
         for route in engine.routes() {
             longest_hours =
                 longest_hours.max(route.objective().window.length().as_secs() / 3600 + 24);
-            let meters = std::iter::once(("", route.meter())).chain(
-                route
-                    .backends()
-                    .iter()
-                    .map(|b| (b.id().as_ref(), b.meter())),
-            );
-            for (backend, meter) in meters {
+            for (backend, meter) in route.meters() {
                 let (minutes, hours) = meter.export(since, now);
                 for (minute, rollup) in &minutes {
                     upsert(&tx, route.id(), backend, "m", *minute, rollup)
