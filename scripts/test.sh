@@ -3,7 +3,8 @@
 # included. This is the README's test command; .ci/run calls it.
 #
 # Peers: nginx (Debian's package) as a real upstream; Debian's Chromium driven by the npm
-# package playwright-core for the dashboard. Installed when missing.
+# package playwright-core for the dashboard; the wasm32-wasip2 Rust target for the plugins.
+# Installed when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The plugin tests build WebAssembly components (rustc's wasm32-wasip2 target emits them).
+if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep -qx wasm32-wasip2; then
+  echo "==> adding the wasm32-wasip2 target for the plugin tests"
+  rustup target add wasm32-wasip2
 fi
 
 if [ ! -d tests/browser/node_modules/playwright-core ]; then

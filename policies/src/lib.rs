@@ -2,6 +2,7 @@
 //! engine ([`sla`]) that meters outcomes against each route's objective and acts on them.
 
 pub mod outcome;
+pub mod plugin;
 pub mod sla;
 
 pub use outcome::{Class, classify};

@@ -4,6 +4,7 @@
 
 pub mod nginx;
 pub mod pki;
+pub mod plugins;
 pub mod upstream;
 
 use std::net::SocketAddr;
