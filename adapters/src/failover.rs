@@ -167,14 +167,29 @@ impl Failover {
 
     /// Forwards a request, trying backends until one answers acceptably, the retry policy or
     /// budget says stop, or `deadline` passes.
-    pub async fn forward(
+    pub async fn forward(&self, parts: Parts, body: ReplayBody, deadline: Instant) -> Forwarded {
+        self.forward_preferring(parts, body, deadline, None).await
+    }
+
+    /// Like [`Failover::forward`], with `preferred` (a backend id, e.g. a plugin's reroute)
+    /// tried first when it is available.
+    pub async fn forward_preferring(
         &self,
         parts: Parts,
         mut body: ReplayBody,
         deadline: Instant,
+        preferred: Option<&str>,
     ) -> Forwarded {
         let _in_flight = self.budget.start_request();
-        let (order, steered) = self.try_order();
+        let (mut order, mut steered) = self.try_order();
+        if let Some(id) = preferred
+            && let Some(position) = order
+                .iter()
+                .position(|&i| &**self.backends[i].backend.id() == id)
+        {
+            order[..=position].rotate_right(1);
+            steered = false;
+        }
         let idempotent = is_idempotent(&parts.method);
         let mut tries = 0u32;
         let mut last: Option<(Result<GatewayResponse, BackendError>, Arc<Backend>)> = None;

@@ -38,6 +38,10 @@ pub enum ErrorCode {
     LoadShed,
     /// The route's error budget is spent and the route is strict.
     BudgetExhausted,
+    /// A policy plugin refused the request.
+    PluginRejected,
+    /// A policy plugin failed and fails closed.
+    PluginFailed,
     /// The admin API needs a bearer token.
     Unauthorized,
     /// The admin API path does not exist.
@@ -62,7 +66,7 @@ pub struct ErrorSpec {
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 19] = [
         Self::NoRoute,
         Self::BodyTooLarge,
         Self::UpstreamUnavailable,
@@ -76,6 +80,8 @@ impl ErrorCode {
         Self::BackendMisconfigured,
         Self::LoadShed,
         Self::BudgetExhausted,
+        Self::PluginRejected,
+        Self::PluginFailed,
         Self::Unauthorized,
         Self::NotFound,
         Self::MethodNotAllowed,
@@ -163,6 +169,18 @@ impl ErrorCode {
                 S::SERVICE_UNAVAILABLE,
                 Some(60),
                 "the route's error budget is spent and the route is strict: only critical requests are served",
+            ),
+            Self::PluginRejected => (
+                "plugin_rejected",
+                S::FORBIDDEN,
+                None,
+                "a policy plugin refused the request (with the status, reason, headers and Retry-After it chose; 403 is only the default)",
+            ),
+            Self::PluginFailed => (
+                "plugin_failed",
+                S::SERVICE_UNAVAILABLE,
+                Some(1),
+                "a policy plugin failed (trap, time or memory limit, invalid output) and is configured with on_error: reject",
             ),
             Self::Unauthorized => (
                 "unauthorized",

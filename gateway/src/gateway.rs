@@ -16,7 +16,7 @@ use accord_policies::sla::{Clock, SlaEngine};
 use crate::config::{self, Config, ConfigErrors, Environment};
 use crate::metrics::Registry;
 use crate::proxy;
-use crate::runtime::Runtime;
+use crate::runtime::{PluginHost, Runtime};
 use crate::server::{self, Handler};
 
 /// How often the SLA engine seals minutes and re-evaluates breaches, alerts and budgets: the
@@ -61,6 +61,7 @@ pub struct Gateway {
     registry: Arc<Registry>,
     sla: Arc<SlaEngine>,
     store: Option<Arc<Store>>,
+    plugins: PluginHost,
     source: ConfigSource,
     env: Arc<dyn Environment + Send + Sync>,
     reload_lock: tokio::sync::Mutex<()>,
@@ -92,7 +93,15 @@ impl Gateway {
         let registry = Arc::new(Registry::default());
         let sla = Arc::new(SlaEngine::new(Clock::system()));
         let history = config.sla_history.clone();
-        let runtime = Runtime::build(config, &registry, &sla, None).await?;
+        let base_dir = match &source {
+            ConfigSource::File(file) => file
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default(),
+            ConfigSource::Text(_) => std::path::PathBuf::from("."),
+        };
+        let plugins = PluginHost::new(base_dir);
+        let runtime = Runtime::build(config, &registry, &sla, &plugins, None).await?;
         sla.retain(&runtime.slo_route_ids());
         let store = match &history.path {
             None => None,
@@ -115,6 +124,7 @@ impl Gateway {
             registry,
             sla: sla.clone(),
             store: store.clone(),
+            plugins,
             source,
             env,
             reload_lock: tokio::sync::Mutex::new(()),
@@ -271,9 +281,15 @@ impl Gateway {
         if old.sla_history != config.sla_history {
             restart_required.push("sla_history".to_owned());
         }
-        let runtime = Runtime::build(config, &self.registry, &self.sla, Some(&current))
-            .await
-            .map_err(|e| ReloadError::Build(e.to_string()))?;
+        let runtime = Runtime::build(
+            config,
+            &self.registry,
+            &self.sla,
+            &self.plugins,
+            Some(&current),
+        )
+        .await
+        .map_err(|e| ReloadError::Build(e.to_string()))?;
         self.sla.retain(&runtime.slo_route_ids());
         let report = ReloadReport {
             routes: runtime.routes().len(),

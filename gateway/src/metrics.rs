@@ -355,7 +355,101 @@ pub fn render(runtime: &Runtime, registry: &Registry) -> String {
             counts.total - counts.available
         );
     }
+    render_plugins(&mut out, runtime);
     out
+}
+
+/// Per plugin: calls, failures, bypasses, decisions, reclassifications and its own counters.
+fn render_plugins(out: &mut String, runtime: &Runtime) {
+    let plugins = runtime.plugins();
+    if plugins.is_empty() {
+        return;
+    }
+    type Counter = fn(&accord_policies::plugin::PluginStats) -> &AtomicU64;
+    let series: [(&str, &str, Counter); 4] = [
+        ("accord_plugin_calls_total", "Calls into a plugin.", |s| {
+            &s.calls
+        }),
+        (
+            "accord_plugin_failures_total",
+            "Calls that trapped, ran out of time or memory, or returned an invalid output.",
+            |s| &s.failures,
+        ),
+        (
+            "accord_plugin_bypassed_total",
+            "Requests decided by on_error while the plugin's breaker was open.",
+            |s| &s.bypassed,
+        ),
+        (
+            "accord_plugin_instances_created_total",
+            "Plugin instances created.",
+            |s| &s.instantiations,
+        ),
+    ];
+    for (name, help, counter) in series {
+        family(out, name, "counter", help);
+        for p in plugins {
+            let _ = writeln!(
+                out,
+                "{name}{{plugin=\"{}\"}} {}",
+                p.id,
+                counter(p.plugin.stats()).load(Relaxed)
+            );
+        }
+    }
+    family(
+        out,
+        "accord_plugin_decisions_total",
+        "counter",
+        "Rejections and reroutes decided by a plugin.",
+    );
+    for p in plugins {
+        let s = p.plugin.stats();
+        let _ = writeln!(
+            out,
+            "accord_plugin_decisions_total{{plugin=\"{}\",decision=\"reject\"}} {}",
+            p.id,
+            s.rejections.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "accord_plugin_decisions_total{{plugin=\"{}\",decision=\"reroute\"}} {}",
+            p.id,
+            s.reroutes.load(Relaxed)
+        );
+    }
+    family(
+        out,
+        "accord_plugin_reclassified_total",
+        "counter",
+        "Responses a plugin reclassified, by its reason.",
+    );
+    for p in plugins {
+        for (reason, n) in p.plugin.reclassification_reasons() {
+            let _ = writeln!(
+                out,
+                "accord_plugin_reclassified_total{{plugin=\"{}\",reason=\"{}\"}} {n}",
+                p.id,
+                reason.replace('"', "'")
+            );
+        }
+    }
+    family(
+        out,
+        "accord_plugin_counter_total",
+        "counter",
+        "Counters a plugin keeps (telemetry.counter).",
+    );
+    for p in plugins {
+        for (counter, n) in p.plugin.counters() {
+            let _ = writeln!(
+                out,
+                "accord_plugin_counter_total{{plugin=\"{}\",name=\"{}\"}} {n}",
+                p.id,
+                counter.replace('"', "'")
+            );
+        }
+    }
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {

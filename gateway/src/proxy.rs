@@ -29,6 +29,9 @@ use std::task::{Context, Poll};
 use accord_adapters::backend::ClientAddr;
 use accord_adapters::body::{BodyTooLarge, response_body};
 use accord_adapters::{BackendErrorKind, BoxError, ReplayBody, RequestBody, ResponseBody};
+use accord_policies::plugin::{
+    CallContext, Decision, OnError, OutcomeClass, Rejection, RequestHead, ResponseHead, Verdict,
+};
 use accord_policies::sla::{Admission, RouteSla};
 use accord_policies::{Class, classify};
 use bytes::{Bytes, BytesMut};
@@ -95,6 +98,7 @@ pub async fn handle(
         access_log,
         sla: None,
         steered: false,
+        annotations: Vec::new(),
         class: None,
     };
 
@@ -157,6 +161,63 @@ pub async fn handle(
         let response = ErrorCode::BodyTooLarge.response(&message, &record.request_id);
         return record.finish_with(response);
     }
+    // The route's plugins, in order: the first rejection wins, a reroute sets the preference.
+    let mut plugin_call: Option<CallContext> = None;
+    let mut preferred: Option<String> = None;
+    if !route.plugins().is_empty() {
+        let head = RequestHead {
+            route: route.id().to_string(),
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+            content_length,
+        };
+        // The request head is lent to the plugins for the calls, not copied.
+        let lent = Arc::new(parts);
+        let mut call = CallContext {
+            request: Some(lent.clone()),
+            sla: route.sla().cloned(),
+            backends: route.backend_ids(),
+            ..CallContext::default()
+        };
+        let mut refusal = None;
+        for plugin in route.plugins() {
+            let (result, returned) = plugin.on_request(&head, call).await;
+            call = returned;
+            match result {
+                Ok(Decision::Allow) => {}
+                Ok(Decision::Reroute(backend)) => preferred = Some(backend),
+                Ok(Decision::Reject(rejection)) => {
+                    refusal = Some(plugin_rejection(
+                        &rejection,
+                        plugin.spec().name.as_str(),
+                        &record.request_id,
+                    ));
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(request_id = %record.request_id, route = %route.id(), error = %error, "plugin failed");
+                    if plugin.spec().on_error == OnError::Reject {
+                        let message = format!(
+                            "{} (plugin {})",
+                            ErrorCode::PluginFailed.spec().meaning,
+                            plugin.spec().name
+                        );
+                        refusal =
+                            Some(ErrorCode::PluginFailed.response(&message, &record.request_id));
+                        break;
+                    }
+                }
+            }
+        }
+        call.request = None;
+        parts = Arc::try_unwrap(lent).unwrap_or_else(|shared| (*shared).clone());
+        record.annotations = std::mem::take(&mut call.annotations);
+        if let Some(response) = refusal {
+            record.class = Some(Class::Rejected);
+            return record.finish_with(response);
+        }
+        plugin_call = Some(call);
+    }
 
     // 4. Prepare.
     headers::strip_hop_by_hop(&mut parts.headers, websocket);
@@ -200,7 +261,10 @@ pub async fn handle(
 
     // 5. Forward.
     let deadline = started + limits.timeout;
-    let forwarded = route.failover().forward(parts, body, deadline).await;
+    let forwarded = route
+        .failover()
+        .forward_preferring(parts, body, deadline, preferred.as_deref())
+        .await;
     record.tries = forwarded.tries;
     record.backend = forwarded.backend.as_ref().map(|b| b.id().clone());
     record.steered = forwarded.steered;
@@ -241,6 +305,9 @@ pub async fn handle(
             if let Ok(id) = HeaderValue::from_str(&record.request_id) {
                 response.headers_mut().insert(headers::REQUEST_ID, id);
             }
+            if let Some(call) = plugin_call {
+                run_response_plugins(route, call, &mut response, &mut record).await;
+            }
             record.finish_with(response)
         }
         Err(error) => {
@@ -266,6 +333,82 @@ pub async fn handle(
             record.finish_with(response)
         }
     }
+}
+
+/// The response to a plugin's rejection: its status, reason, headers and `Retry-After`.
+fn plugin_rejection(
+    rejection: &Rejection,
+    plugin: &str,
+    request_id: &str,
+) -> Response<ResponseBody> {
+    let message = format!("{} (plugin {plugin})", rejection.reason);
+    let retry_after = rejection
+        .retry_after_seconds
+        .map(|s| std::time::Duration::from_secs(u64::from(s)));
+    let mut response =
+        ErrorCode::PluginRejected.response_with_retry_after(&message, request_id, retry_after);
+    if let Ok(status) = StatusCode::from_u16(rejection.status) {
+        *response.status_mut() = status;
+    }
+    for header in &rejection.headers {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::try_from(header.name.as_str()),
+            HeaderValue::from_str(&header.value),
+        ) {
+            response.headers_mut().append(name, value);
+        }
+    }
+    response
+}
+
+/// Runs the route's plugins on the response head, in reverse order; a reclassification decides
+/// how the request counts against the route's objective.
+async fn run_response_plugins(
+    route: &crate::runtime::RouteRuntime,
+    mut call: CallContext,
+    response: &mut Response<ResponseBody>,
+    record: &mut Record,
+) {
+    let class = classify(response.status(), None);
+    let head = ResponseHead {
+        status: response.status().as_u16(),
+        backend: record.backend.as_ref().map(|b| b.to_string()),
+        latency_ms: record.started.elapsed().as_secs_f64() * 1000.0,
+        class: match class {
+            Class::Good => OutcomeClass::Good,
+            Class::Bad => OutcomeClass::Bad,
+            Class::Throttled => OutcomeClass::Throttled,
+            Class::Rejected => OutcomeClass::Rejected,
+            Class::ClientError => OutcomeClass::ClientError,
+        },
+    };
+    let lent = Arc::new(std::mem::take(response.headers_mut()));
+    call.response_headers = Some(lent.clone());
+    for plugin in route.plugins().iter().rev() {
+        let (result, returned) = plugin.on_response(&head, call).await;
+        call = returned;
+        match result {
+            Ok(Verdict::Keep) => {}
+            Ok(Verdict::Good(_)) => record.class = Some(Class::Good),
+            Ok(Verdict::Bad(_)) => record.class = Some(Class::Bad),
+            Err(error) => {
+                tracing::warn!(request_id = %record.request_id, route = %route.id(), error = %error, "plugin failed on the response");
+                if plugin.spec().on_error == OnError::Reject {
+                    record.class = Some(Class::Bad);
+                }
+            }
+        }
+    }
+    call.response_headers = None;
+    *response.headers_mut() = Arc::try_unwrap(lent).unwrap_or_else(|shared| (*shared).clone());
+    record.annotations.append(&mut call.annotations);
+}
+
+fn annotations(list: &[(String, String)]) -> String {
+    list.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 fn router_host(parts: &http::request::Parts) -> Option<String> {
@@ -428,6 +571,8 @@ struct Record {
     access_log: bool,
     sla: Option<Arc<RouteSla>>,
     steered: bool,
+    /// Plugins' annotations for the access log.
+    annotations: Vec<(String, String)>,
     /// Set when the gateway's own policy decided the class (shed, rejected).
     class: Option<Class>,
 }
@@ -476,6 +621,7 @@ impl Record {
                 duration_ms = duration.as_secs_f64() * 1000.0,
                 bytes_out = self.bytes_out,
                 retries = self.tries.saturating_sub(1),
+                plugins = %annotations(&self.annotations),
             );
         }
     }

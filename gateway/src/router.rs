@@ -233,6 +233,7 @@ mod tests {
             max_body: 0,
             replay_buffer: 0,
             slo: None,
+            plugins: Vec::new(),
         }
     }
 

@@ -7,10 +7,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use accord_adapters::{Backend, Failover, RetryBudget, RouteBackend};
+use accord_policies::plugin::{Plugin, PluginEngine};
 use accord_policies::sla::{RouteSla, SlaEngine};
 
 use crate::config::Config;
-use crate::config::model::{BackendConfig, Route};
+use crate::config::model::{BackendConfig, PluginConfig, Route};
 use crate::metrics::{Registry, RouteStats};
 use crate::router::Router;
 
@@ -21,6 +22,7 @@ pub struct RouteRuntime {
     failover: Failover,
     stats: Arc<RouteStats>,
     sla: Option<Arc<RouteSla>>,
+    plugins: Vec<Arc<Plugin>>,
 }
 
 impl RouteRuntime {
@@ -49,6 +51,20 @@ impl RouteRuntime {
         self.sla.as_ref()
     }
 
+    /// The route's plugin chain, in order.
+    pub fn plugins(&self) -> &[Arc<Plugin>] {
+        &self.plugins
+    }
+
+    /// The route's backend ids, in its configured order.
+    pub fn backend_ids(&self) -> Vec<Arc<str>> {
+        self.config
+            .backends
+            .iter()
+            .map(|b| b.backend.clone())
+            .collect()
+    }
+
     /// The position of a backend in the route's configured list.
     pub fn backend_index(&self, id: &str) -> Option<usize> {
         self.config.backends.iter().position(|b| &*b.backend == id)
@@ -64,6 +80,21 @@ pub struct Runtime {
     backends: Vec<Arc<Backend>>,
     /// The settings each backend was built from, to reuse unchanged backends on reload.
     backend_configs: HashMap<Arc<str>, BackendConfig>,
+    /// Loaded plugins, with the settings and file hash they were loaded from.
+    plugins: Vec<LoadedPlugin>,
+}
+
+/// A plugin as loaded into a runtime.
+#[derive(Debug, Clone)]
+pub struct LoadedPlugin {
+    /// Its id.
+    pub id: Arc<str>,
+    /// Its settings.
+    pub config: PluginConfig,
+    /// A hash of the component file's bytes.
+    pub file_hash: u64,
+    /// The plugin.
+    pub plugin: Arc<Plugin>,
 }
 
 /// A runtime could not be built (a backend's TLS files are unusable, say).
@@ -78,8 +109,10 @@ impl Runtime {
         config: Config,
         registry: &Registry,
         sla: &SlaEngine,
+        plugins: &PluginHost,
         previous: Option<&Runtime>,
     ) -> Result<Self, BuildError> {
+        let loaded = load_plugins(&config, plugins, previous).await?;
         let router = Router::new(&config.routes).map_err(|(_, message)| BuildError(message))?;
         let mut backends = Vec::new();
         let mut by_id: HashMap<Arc<str>, Arc<Backend>> = HashMap::new();
@@ -127,7 +160,18 @@ impl Runtime {
                         })
                     })
                     .collect();
+                let chain = route
+                    .plugins
+                    .iter()
+                    .filter_map(|id| {
+                        loaded
+                            .iter()
+                            .find(|p| &p.id == id)
+                            .map(|p| p.plugin.clone())
+                    })
+                    .collect();
                 RouteRuntime {
+                    plugins: chain,
                     failover: Failover::new(
                         route_backends,
                         route.retry.clone(),
@@ -146,7 +190,13 @@ impl Runtime {
             routes,
             backends,
             backend_configs,
+            plugins: loaded,
         })
+    }
+
+    /// The loaded plugins.
+    pub fn plugins(&self) -> &[LoadedPlugin] {
+        &self.plugins
     }
 
     /// The configuration this runtime was built from.
@@ -191,4 +241,95 @@ async fn build_backend(
                 .map_err(|e| BuildError(e.to_string()))
         }
     }
+}
+
+/// Where plugins are loaded from: the engine (created on first use) and the directory relative
+/// plugin paths are resolved against.
+#[derive(Debug)]
+pub struct PluginHost {
+    engine: std::sync::Mutex<Option<Arc<PluginEngine>>>,
+    base_dir: std::path::PathBuf,
+}
+
+impl PluginHost {
+    /// Plugins with relative paths are looked up under `base_dir`.
+    pub fn new(base_dir: std::path::PathBuf) -> Self {
+        Self {
+            engine: std::sync::Mutex::new(None),
+            base_dir,
+        }
+    }
+
+    fn engine(&self) -> Result<Arc<PluginEngine>, BuildError> {
+        let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(engine) = engine.as_ref() {
+            return Ok(engine.clone());
+        }
+        let created =
+            Arc::new(PluginEngine::new(512, 256 << 20).map_err(|e| BuildError(e.to_string()))?);
+        *engine = Some(created.clone());
+        Ok(created)
+    }
+}
+
+/// Loads every plugin of `config`, reusing those of `previous` whose settings and file are
+/// unchanged. Compilation, instantiation, `configure` and a canary call run on a blocking
+/// thread, off the request path; any failure refuses the whole configuration.
+async fn load_plugins(
+    config: &Config,
+    host: &PluginHost,
+    previous: Option<&Runtime>,
+) -> Result<Vec<LoadedPlugin>, BuildError> {
+    let mut loaded = Vec::new();
+    for (id, plugin_config) in &config.plugins {
+        let path = if plugin_config.path.is_relative() {
+            host.base_dir.join(&plugin_config.path)
+        } else {
+            plugin_config.path.clone()
+        };
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|e| BuildError(format!("plugin {id}: cannot read {}: {e}", path.display())))?;
+        let file_hash = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::hash::DefaultHasher::new();
+            bytes.hash(&mut hasher);
+            hasher.finish()
+        };
+        let reused = previous.and_then(|p| {
+            p.plugins
+                .iter()
+                .find(|l| &l.id == id && l.config == *plugin_config && l.file_hash == file_hash)
+                .cloned()
+        });
+        let entry = match reused {
+            Some(entry) => entry,
+            None => {
+                let engine = host.engine()?;
+                let name = plugin_config.spec.name.clone();
+                let compiling = engine.clone();
+                let component =
+                    tokio::task::spawn_blocking(move || compiling.compile(&bytes, &name))
+                        .await
+                        .map_err(|e| BuildError(format!("plugin {id}: compiling panicked: {e}")))?
+                        .map_err(|e| BuildError(format!("{e} ({})", path.display())))?;
+                let plugin = engine
+                    .prepare(component, plugin_config.spec.clone())
+                    .await
+                    .map_err(|e| BuildError(format!("{e} ({})", path.display())))?;
+                plugin
+                    .canary()
+                    .await
+                    .map_err(|e| BuildError(format!("{e} ({})", path.display())))?;
+                LoadedPlugin {
+                    id: id.clone(),
+                    config: plugin_config.clone(),
+                    file_hash,
+                    plugin: Arc::new(plugin),
+                }
+            }
+        };
+        loaded.push(entry);
+    }
+    Ok(loaded)
 }

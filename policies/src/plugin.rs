@@ -34,6 +34,9 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../wasm-plugins/wit",
         world: "policy",
+        // Calls run on fibers and are awaited: WASI's streams (a guest's panic message, its
+        // prints) then never block a tokio worker.
+        exports: { default: async },
     });
 }
 
@@ -153,7 +156,7 @@ impl PluginEngine {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
         let engine = Engine::new(&config).map_err(error)?;
         let mut linker = Linker::<HostState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(error)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(error)?;
         Policy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
             .map_err(error)?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -179,34 +182,30 @@ impl PluginEngine {
     }
 
     /// Loads, links and configures a plugin from a component file.
-    pub fn load(self: &Arc<Self>, path: &Path, spec: PluginSpec) -> Result<Plugin, PluginError> {
-        let error = |message: String| PluginError::Load {
-            plugin: spec.name.clone(),
-            message,
-        };
-        let component = Component::from_file(&self.engine, path).map_err(|e| {
-            error(format!(
-                "{} is not a loadable component: {e:#}",
-                path.display()
-            ))
-        })?;
-        self.prepare(component, spec)
-    }
-
-    /// Like [`PluginEngine::load`], from the component's bytes.
-    pub fn load_bytes(
+    pub async fn load(
         self: &Arc<Self>,
-        bytes: &[u8],
+        path: &Path,
         spec: PluginSpec,
     ) -> Result<Plugin, PluginError> {
-        let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::Load {
+        let bytes = std::fs::read(path).map_err(|e| PluginError::Load {
             plugin: spec.name.clone(),
-            message: format!("not a loadable component: {e:#}"),
+            message: format!("cannot read {}: {e}", path.display()),
         })?;
-        self.prepare(component, spec)
+        let component = self.compile(&bytes, &spec.name)?;
+        self.prepare(component, spec).await
     }
 
-    fn prepare(
+    /// Compiles a component (CPU-heavy: call it off the request path, e.g. on a blocking
+    /// thread), to be prepared with [`PluginEngine::prepare`].
+    pub fn compile(&self, bytes: &[u8], name: &str) -> Result<Component, PluginError> {
+        Component::new(&self.engine, bytes).map_err(|e| PluginError::Load {
+            plugin: name.to_owned(),
+            message: format!("not a loadable component: {e:#}"),
+        })
+    }
+
+    /// Links a compiled component, instantiates and configures a first instance.
+    pub async fn prepare(
         self: &Arc<Self>,
         component: Component,
         spec: PluginSpec,
@@ -234,11 +233,12 @@ impl PluginEngine {
             pool: Mutex::new(Vec::new()),
             stats: PluginStats::default(),
             breaker: Breaker::default(),
+            reasons: Mutex::new(HashMap::new()),
             spec,
         };
         // Instantiate and configure one instance now: a plugin that cannot start is refused
         // here, not on the first request.
-        let instance = plugin.instantiate()?;
+        let instance = plugin.instantiate().await?;
         plugin.give_back(instance);
         Ok(plugin)
     }
@@ -596,6 +596,7 @@ pub struct Plugin {
     shared: Arc<PluginShared>,
     stats: PluginStats,
     breaker: Breaker,
+    reasons: Mutex<HashMap<String, u64>>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -625,6 +626,14 @@ impl Plugin {
         &self.stats
     }
 
+    /// Reclassifications by reason.
+    pub fn reclassification_reasons(&self) -> Vec<(String, u64)> {
+        let reasons = self.reasons.lock().unwrap_or_else(|p| p.into_inner());
+        let mut list: Vec<_> = reasons.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        list.sort();
+        list
+    }
+
     /// The plugin's own counters (`telemetry.counter`).
     pub fn counters(&self) -> Vec<(String, u64)> {
         let counters = self
@@ -637,7 +646,7 @@ impl Plugin {
         list
     }
 
-    fn instantiate(&self) -> CallResult<Instance> {
+    async fn instantiate(&self) -> CallResult<Instance> {
         let error = |message: String| PluginError::Load {
             plugin: self.spec.name.clone(),
             message,
@@ -662,11 +671,12 @@ impl Plugin {
         store.set_epoch_deadline(self.deadline_ticks());
         let policy = self
             .pre
-            .instantiate(&mut store)
+            .instantiate_async(&mut store)
+            .await
             .map_err(|e| error(format!("cannot instantiate: {e:#}")))?;
         self.stats.instantiations.fetch_add(1, Relaxed);
         store.set_epoch_deadline(self.deadline_ticks());
-        match policy.call_configure(&mut store, &self.spec.config) {
+        match policy.call_configure(&mut store, &self.spec.config).await {
             Ok(Ok(())) => Ok(Instance { store, policy }),
             Ok(Err(message)) => Err(error(format!(
                 "configure refused its configuration: {message}"
@@ -679,13 +689,14 @@ impl Plugin {
         (self.spec.time_limit.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1
     }
 
-    fn checkout(&self) -> CallResult<Instance> {
-        if self.spec.isolation == Isolation::Pooled
-            && let Some(instance) = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop()
-        {
-            return Ok(instance);
+    async fn checkout(&self) -> CallResult<Instance> {
+        if self.spec.isolation == Isolation::Pooled {
+            let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            if let Some(instance) = pooled {
+                return Ok(instance);
+            }
         }
-        self.instantiate()
+        self.instantiate().await
     }
 
     fn give_back(&self, instance: Instance) {
@@ -717,10 +728,10 @@ impl Plugin {
 
     /// Runs one export on an instance with `call` lent to it; the instance is kept only when
     /// the call succeeded.
-    fn run<T>(
+    async fn run<T>(
         &self,
         call: CallContext,
-        f: impl FnOnce(&Policy, &mut Store<HostState>) -> wasmtime::Result<T>,
+        f: impl AsyncFnOnce(&Policy, &mut Store<HostState>) -> wasmtime::Result<T>,
     ) -> (CallResult<T>, CallContext) {
         if self.breaker_open() {
             self.stats.bypassed.fetch_add(1, Relaxed);
@@ -731,7 +742,7 @@ impl Plugin {
                 call,
             );
         }
-        let mut instance = match self.checkout() {
+        let mut instance = match self.checkout().await {
             Ok(instance) => instance,
             Err(e) => {
                 self.failed();
@@ -742,7 +753,8 @@ impl Plugin {
         instance.store.data_mut().call = call;
         instance.store.set_epoch_deadline(self.deadline_ticks());
         instance.store.data_mut().limits.denied = false;
-        let result = f(&instance.policy, &mut instance.store);
+        let Instance { store, policy } = &mut instance;
+        let result = f(policy, store).await;
         let memory_denied = instance.store.data().limits.denied;
         let call = std::mem::take(&mut instance.store.data_mut().call);
         match result {
@@ -774,12 +786,19 @@ impl Plugin {
     }
 
     /// Calls `on-request`. The decision is validated against the route's backends.
-    pub fn on_request(
+    pub async fn on_request(
         &self,
         head: &RequestHead,
         call: CallContext,
     ) -> (CallResult<Decision>, CallContext) {
-        let (result, call) = self.run(call, |policy, store| policy.call_on_request(store, head));
+        let (result, call) = self
+            .run(
+                call,
+                async |policy: &Policy, store: &mut Store<HostState>| {
+                    policy.call_on_request(store, head).await
+                },
+            )
+            .await;
         let result = result.and_then(|decision| {
             match &decision {
                 Decision::Reject(r) if !(400..=599).contains(&r.status) => {
@@ -803,15 +822,49 @@ impl Plugin {
         (result, call)
     }
 
+    /// Calls `on-request` once with no request, as a reload does before swapping a new version
+    /// in: a plugin that fails this is refused.
+    pub async fn canary(&self) -> CallResult<()> {
+        let head = RequestHead {
+            route: "(canary)".into(),
+            method: "GET".into(),
+            path: "/".into(),
+            content_length: None,
+        };
+        let (result, _) = self
+            .run(
+                CallContext::default(),
+                async |policy: &Policy, store: &mut Store<HostState>| {
+                    policy.call_on_request(store, &head).await
+                },
+            )
+            .await;
+        result.map(|_| ()).map_err(|e| PluginError::Load {
+            plugin: self.spec.name.clone(),
+            message: format!("the canary call failed: {e}"),
+        })
+    }
+
     /// Calls `on-response`.
-    pub fn on_response(
+    pub async fn on_response(
         &self,
         head: &ResponseHead,
         call: CallContext,
     ) -> (CallResult<Verdict>, CallContext) {
-        let (result, call) = self.run(call, |policy, store| policy.call_on_response(store, head));
-        if matches!(result, Ok(Verdict::Good(_) | Verdict::Bad(_))) {
+        let (result, call) = self
+            .run(
+                call,
+                async |policy: &Policy, store: &mut Store<HostState>| {
+                    policy.call_on_response(store, head).await
+                },
+            )
+            .await;
+        if let Ok(Verdict::Good(reason) | Verdict::Bad(reason)) = &result {
             self.stats.reclassified.fetch_add(1, Relaxed);
+            let mut reasons = self.reasons.lock().unwrap_or_else(|p| p.into_inner());
+            if reasons.len() < 100 || reasons.contains_key(reason.as_str()) {
+                *reasons.entry(reason.clone()).or_default() += 1;
+            }
         }
         (result, call)
     }

@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use accord_policies::plugin::{
-    CallContext, Decision, Isolation, OnError, PluginEngine, PluginError, PluginSpec, RequestHead,
+    CallContext, CallResult, Decision, Isolation, OnError, Plugin, PluginEngine, PluginError,
+    PluginSpec, RequestHead,
 };
 use accord_tests::plugins::component;
 
@@ -26,38 +27,36 @@ fn spec(name: &str, isolation: Isolation) -> PluginSpec {
     }
 }
 
-fn head() -> RequestHead {
-    RequestHead {
-        route: "r".into(),
-        method: "GET".into(),
-        path: "/".into(),
-        content_length: None,
-    }
+async fn load(file: &str, spec: PluginSpec) -> Result<Plugin, PluginError> {
+    engine().load(&component(file), spec).await
 }
 
-fn call(misbehave: Option<&str>) -> CallContext {
+async fn ask(plugin: &Plugin, misbehave: Option<&str>) -> CallResult<Decision> {
     let mut builder = http::Request::get("/x");
     if let Some(how) = misbehave {
         builder = builder.header("x-misbehave", how);
     }
     let (parts, ()) = builder.body(()).unwrap().into_parts();
-    CallContext {
+    let call = CallContext {
         request: Some(Arc::new(parts)),
         backends: vec![Arc::from("a"), Arc::from("b")],
         ..CallContext::default()
-    }
+    };
+    let head = RequestHead {
+        route: "r".into(),
+        method: "GET".into(),
+        path: "/".into(),
+        content_length: None,
+    };
+    plugin.on_request(&head, call).await.0
 }
 
-#[test]
+#[tokio::test]
 #[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
-fn pooled_instances_are_reused_and_strict_ones_are_not() {
-    let engine = engine();
-    let pooled = engine
-        .load(&component("noop"), spec("noop", Isolation::Pooled))
-        .unwrap();
+async fn pooled_instances_are_reused_and_strict_ones_are_not() {
+    let pooled = load("noop", spec("noop", Isolation::Pooled)).await.unwrap();
     for _ in 0..20 {
-        let (decision, _) = pooled.on_request(&head(), call(None));
-        assert!(matches!(decision.unwrap(), Decision::Allow));
+        assert!(matches!(ask(&pooled, None).await.unwrap(), Decision::Allow));
     }
     assert_eq!(pooled.stats().calls.load(Relaxed), 20);
     assert_eq!(
@@ -66,11 +65,9 @@ fn pooled_instances_are_reused_and_strict_ones_are_not() {
         "one long-lived instance served every call"
     );
 
-    let strict = engine
-        .load(&component("noop"), spec("noop", Isolation::Strict))
-        .unwrap();
+    let strict = load("noop", spec("noop", Isolation::Strict)).await.unwrap();
     for _ in 0..5 {
-        strict.on_request(&head(), call(None)).0.unwrap();
+        ask(&strict, None).await.unwrap();
     }
     assert_eq!(
         strict.stats().instantiations.load(Relaxed),
@@ -79,27 +76,20 @@ fn pooled_instances_are_reused_and_strict_ones_are_not() {
     );
 }
 
-#[test]
+#[tokio::test]
 #[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
-fn a_trap_an_endless_loop_and_a_memory_bomb_are_contained() {
-    let engine = engine();
-    let plugin = engine
-        .load(
-            &component("misbehave"),
-            spec("misbehave", Isolation::Pooled),
-        )
+async fn a_trap_an_endless_loop_and_a_memory_bomb_are_contained() {
+    let plugin = load("misbehave", spec("misbehave", Isolation::Pooled))
+        .await
         .unwrap();
-
-    let (trap, _) = plugin.on_request(&head(), call(Some("trap")));
-    let message = trap.unwrap_err().to_string();
+    let message = ask(&plugin, Some("trap")).await.unwrap_err().to_string();
     assert!(message.contains("trapped"), "{message}");
-
-    let (endless, _) = plugin.on_request(&head(), call(Some("loop")));
-    let message = endless.unwrap_err().to_string();
-    assert!(message.contains("time limit"), "{message}");
-
-    let (bomb, _) = plugin.on_request(&head(), call(Some("bomb")));
-    let message = bomb.unwrap_err().to_string();
+    let message = ask(&plugin, Some("loop")).await.unwrap_err().to_string();
+    assert!(
+        message.contains("exceeded its time limit of 50ms"),
+        "{message}"
+    );
+    let message = ask(&plugin, Some("bomb")).await.unwrap_err().to_string();
     assert!(
         message.contains("exceeded its memory limit of 16777216 bytes"),
         "{message}"
@@ -107,10 +97,7 @@ fn a_trap_an_endless_loop_and_a_memory_bomb_are_contained() {
 
     // Each failure discarded its instance; the plugin still serves.
     let instantiations = plugin.stats().instantiations.load(Relaxed);
-    assert!(matches!(
-        plugin.on_request(&head(), call(None)).0.unwrap(),
-        Decision::Allow
-    ));
+    assert!(matches!(ask(&plugin, None).await.unwrap(), Decision::Allow));
     assert_eq!(
         plugin.stats().instantiations.load(Relaxed),
         instantiations + 1
@@ -118,63 +105,44 @@ fn a_trap_an_endless_loop_and_a_memory_bomb_are_contained() {
     assert_eq!(plugin.stats().failures.load(Relaxed), 3);
 }
 
-#[test]
+#[tokio::test]
 #[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
-fn invalid_outputs_are_refused() {
-    let engine = engine();
-    let plugin = engine
-        .load(
-            &component("misbehave"),
-            spec("misbehave", Isolation::Pooled),
-        )
+async fn invalid_outputs_are_refused() {
+    let plugin = load("misbehave", spec("misbehave", Isolation::Pooled))
+        .await
         .unwrap();
-    let message = plugin
-        .on_request(&head(), call(Some("status")))
-        .0
-        .unwrap_err()
-        .to_string();
+    let message = ask(&plugin, Some("status")).await.unwrap_err().to_string();
     assert!(message.contains("status 999"), "{message}");
-    let message = plugin
-        .on_request(&head(), call(Some("reroute")))
-        .0
-        .unwrap_err()
-        .to_string();
+    let message = ask(&plugin, Some("reroute")).await.unwrap_err().to_string();
     assert!(message.contains("not a backend of route r"), "{message}");
 }
 
-#[test]
+#[tokio::test]
 #[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
-fn a_plugin_that_keeps_failing_is_bypassed() {
-    let engine = engine();
-    let plugin = engine
-        .load(
-            &component("misbehave"),
-            spec("misbehave", Isolation::Pooled),
-        )
+async fn a_plugin_that_keeps_failing_is_bypassed() {
+    let plugin = load("misbehave", spec("misbehave", Isolation::Pooled))
+        .await
         .unwrap();
     for _ in 0..5 {
         assert!(matches!(
-            plugin.on_request(&head(), call(Some("trap"))).0,
+            ask(&plugin, Some("trap")).await,
             Err(PluginError::Call { .. })
         ));
     }
     assert!(matches!(
-        plugin.on_request(&head(), call(None)).0,
+        ask(&plugin, None).await,
         Err(PluginError::Bypassed { .. })
     ));
     assert_eq!(plugin.stats().bypassed.load(Relaxed), 1);
 }
 
-#[test]
+#[tokio::test]
 #[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
-fn a_component_with_an_unknown_import_is_refused_at_load() {
-    let error = engine()
-        .load(
-            &component("unknown-import"),
-            spec("sneaky", Isolation::Pooled),
-        )
-        .unwrap_err();
-    let message = error.to_string();
+async fn a_component_with_an_unknown_import_is_refused_at_load() {
+    let message = load("unknown-import", spec("sneaky", Isolation::Pooled))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         message.contains("needs imports this gateway does not give"),
         "{message}"
@@ -182,23 +150,20 @@ fn a_component_with_an_unknown_import_is_refused_at_load() {
     assert!(message.contains("test:vault/secrets"), "{message}");
 }
 
-#[test]
+#[tokio::test]
 #[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
-fn a_plugin_that_refuses_its_configuration_is_refused_at_load() {
+async fn a_plugin_that_refuses_its_configuration_is_refused_at_load() {
     let mut bad = spec("latency-guard", Isolation::Pooled);
     bad.config = "{\"threshold_ms\": -5}".into();
-    let message = engine()
-        .load(&component("latency-guard"), bad)
-        .unwrap_err()
-        .to_string();
+    let message = load("latency-guard", bad).await.unwrap_err().to_string();
     assert!(
         message.contains("threshold_ms must be above 0"),
         "{message}"
     );
     let mut unknown = spec("latency-guard", Isolation::Pooled);
     unknown.config = "{\"treshold_ms\": 5}".into();
-    let message = engine()
-        .load(&component("latency-guard"), unknown)
+    let message = load("latency-guard", unknown)
+        .await
         .unwrap_err()
         .to_string();
     assert!(message.contains("unknown field"), "{message}");

@@ -50,6 +50,8 @@ pub struct Config {
     pub sla_history: SlaHistory,
     /// Backends by id, in file order.
     pub backends: Vec<(Arc<str>, BackendConfig)>,
+    /// Plugins by id.
+    pub plugins: Vec<(Arc<str>, PluginConfig)>,
     /// Routes in file order.
     pub routes: Vec<Route>,
     /// The effective configuration as JSON (references to secrets only, never their values),
@@ -140,6 +142,17 @@ pub struct Route {
     pub replay_buffer: u64,
     /// The route's objective and its enforcement.
     pub slo: Option<RouteSlo>,
+    /// The route's plugin chain, by plugin id.
+    pub plugins: Vec<Arc<str>>,
+}
+
+/// A plugin's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginConfig {
+    /// The component file (relative paths are resolved against the configuration's directory).
+    pub path: PathBuf,
+    /// Host settings and the plugin's own configuration (JSON).
+    pub spec: accord_policies::plugin::PluginSpec,
 }
 
 /// A route's objective, enforcement and priority rule.

@@ -30,6 +30,9 @@ pub struct RawConfig {
     /// Named backends that routes send traffic to.
     #[serde(default)]
     pub backends: BTreeMap<String, Located<RawBackend>>,
+    /// Named WebAssembly SLA policy plugins that routes chain.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, Located<RawPlugin>>,
     /// Routes, matched most specific first (exact path, then template, then longest prefix;
     /// ties go to the route listed first).
     #[serde(default)]
@@ -402,6 +405,9 @@ pub struct RawRoute {
     /// The route's service-level objective, metered and enforced by the gateway.
     #[serde(default)]
     pub slo: Option<Located<RawSlo>>,
+    /// Plugins run on each request, in order (and on each response, in reverse order).
+    #[serde(default)]
+    pub plugins: Option<Located<Vec<Located<String>>>>,
 }
 
 fn default_route_timeout() -> Located<ConfigDuration> {
@@ -674,4 +680,65 @@ impl Default for RawPriority {
             critical: vec!["critical".into()],
         }
     }
+}
+
+/// A WebAssembly SLA policy plugin (a component of the `accord:policy` world).
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlugin {
+    /// The component file; relative to the configuration file's directory.
+    pub path: Located<String>,
+    /// Its configuration, given to its `configure` as JSON.
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
+    /// Resources one call may use.
+    #[serde(default)]
+    pub limits: RawPluginLimits,
+    /// `allow` (fail open, the default) or `reject` (fail closed: 503 `plugin_failed`).
+    #[serde(default)]
+    pub on_error: RawOnError,
+    /// `pooled` (long-lived instances, the default) or `strict` (a fresh instance per request).
+    #[serde(default)]
+    pub isolation: RawIsolation,
+}
+
+/// A plugin's limits.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPluginLimits {
+    /// Wall time one call may take.
+    pub time: Located<ConfigDuration>,
+    /// Linear memory one instance may use.
+    pub memory: Located<ByteSize>,
+}
+
+impl Default for RawPluginLimits {
+    fn default() -> Self {
+        Self {
+            time: Located::unlocated(ConfigDuration(std::time::Duration::from_millis(10))),
+            memory: Located::unlocated(ByteSize(16 << 20)),
+        }
+    }
+}
+
+/// What a failing plugin's requests get.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawOnError {
+    /// Go on as if it allowed them.
+    #[default]
+    Allow,
+    /// Refuse them with 503.
+    Reject,
+}
+
+/// Instance sharing.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawIsolation {
+    /// Long-lived instances, one call at a time each.
+    #[default]
+    Pooled,
+    /// A fresh instance per request.
+    Strict,
 }

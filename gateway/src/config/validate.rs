@@ -246,6 +246,61 @@ pub fn validate(raw: &RawConfig, env: &dyn Environment) -> Result<Config, Config
         }
     }
 
+    // Plugins.
+    let mut plugins = Vec::new();
+    for (name, plugin) in &raw.plugins {
+        let path = format!("plugins.{name}");
+        if let Err(e) = name.parse::<Id>() {
+            v.error(plugin, &path, e);
+            continue;
+        }
+        let p = &plugin.value;
+        if p.limits.time.value.0.is_zero() || p.limits.time.value.0 > Duration::from_secs(1) {
+            v.error(
+                &p.limits.time,
+                format!("{path}.limits.time"),
+                "must be more than 0 and at most 1s (plugins run in the request path)",
+            );
+        }
+        if p.limits.memory.value.0 < (1 << 20) || p.limits.memory.value.0 > (256 << 20) {
+            v.error(
+                &p.limits.memory,
+                format!("{path}.limits.memory"),
+                "must be between 1MiB and 256MiB",
+            );
+        }
+        if !p.path.value.ends_with(".wasm") {
+            v.error(
+                &p.path,
+                format!("{path}.path"),
+                "must name a WebAssembly component (.wasm)",
+            );
+        }
+        plugins.push((
+            Arc::<str>::from(name.as_str()),
+            PluginConfig {
+                path: PathBuf::from(&p.path.value),
+                spec: accord_policies::plugin::PluginSpec {
+                    name: name.clone(),
+                    config: p
+                        .config
+                        .as_ref()
+                        .map_or_else(String::new, |c| c.to_string()),
+                    time_limit: p.limits.time.value.0,
+                    memory_limit: usize::try_from(p.limits.memory.value.0).unwrap_or(usize::MAX),
+                    on_error: match p.on_error {
+                        RawOnError::Allow => accord_policies::plugin::OnError::Allow,
+                        RawOnError::Reject => accord_policies::plugin::OnError::Reject,
+                    },
+                    isolation: match p.isolation {
+                        RawIsolation::Pooled => accord_policies::plugin::Isolation::Pooled,
+                        RawIsolation::Strict => accord_policies::plugin::Isolation::Strict,
+                    },
+                },
+            },
+        ));
+    }
+
     // Routes.
     let mut routes = Vec::new();
     let mut seen_routes: Vec<(&Id, &Located<Id>)> = Vec::new();
@@ -263,7 +318,7 @@ pub fn validate(raw: &RawConfig, env: &dyn Environment) -> Result<Config, Config
             );
         }
         seen_routes.push((&route.id.value, &route.id));
-        if let Some(route) = route_config(&mut v, route, &path, &raw.backends) {
+        if let Some(route) = route_config(&mut v, route, &path, &raw.backends, &raw.plugins) {
             routes.push(route);
         }
     }
@@ -316,6 +371,7 @@ pub fn validate(raw: &RawConfig, env: &dyn Environment) -> Result<Config, Config
         log,
         sla_history,
         backends,
+        plugins,
         routes,
         effective: serde_json::to_value(raw).unwrap_or(serde_json::Value::Null),
     })
@@ -499,6 +555,7 @@ fn route_config(
     raw: &RawRoute,
     path: &str,
     backends: &std::collections::BTreeMap<String, Located<RawBackend>>,
+    plugins: &std::collections::BTreeMap<String, Located<RawPlugin>>,
 ) -> Option<Route> {
     let errors_before = v.errors.len();
     let matcher = route_match(v, &raw.matcher, &format!("{path}.match"));
@@ -608,6 +665,32 @@ fn route_config(
         .slo
         .as_ref()
         .and_then(|slo| slo_config(v, slo, &format!("{path}.slo")));
+    let mut chain: Vec<Arc<str>> = Vec::new();
+    if let Some(list) = &raw.plugins {
+        for (i, name) in list.value.iter().enumerate() {
+            if !plugins.contains_key(&name.value) {
+                let known: Vec<&str> = plugins.keys().map(String::as_str).collect();
+                let hint = if known.is_empty() {
+                    "no plugins are defined".to_owned()
+                } else {
+                    format!("defined plugins: {}", known.join(", "))
+                };
+                v.error(
+                    name,
+                    format!("{path}.plugins[{i}]"),
+                    format!("unknown plugin {:?} ({hint})", name.value),
+                );
+            } else if chain.iter().any(|c| **c == *name.value) {
+                v.error(
+                    name,
+                    format!("{path}.plugins[{i}]"),
+                    format!("plugin {:?} is listed twice", name.value),
+                );
+            } else {
+                chain.push(Arc::from(name.value.as_str()));
+            }
+        }
+    }
     (v.errors.len() == errors_before).then(|| Route {
         id: Arc::from(raw.id.value.as_str()),
         matcher: matcher.unwrap_or_else(|| RouteMatch {
@@ -631,6 +714,7 @@ fn route_config(
         max_body: raw.max_body.value.0,
         replay_buffer: raw.replay_buffer.value.0,
         slo,
+        plugins: chain,
     })
 }
 

@@ -1,6 +1,7 @@
 //! Misbehaves as the `x-misbehave` request header says: `trap`, `loop`, `bomb` (allocate until
 //! the memory limit), `status` (reject with status 999), `reroute` (to a backend that does not
-//! exist), `response-trap` (trap in on-response). Otherwise allows. For the host's tests.
+//! exist), `response-trap` (trap in on-response), `reject` (a proper 429 with a header and
+//! Retry-After), `reclassify` (count the response as bad). Otherwise allows. For the tests.
 
 use accord_policy_sdk::{
     Decision, Plugin, RequestHead, ResponseHead, Verdict, export_plugin, locals, request,
@@ -29,15 +30,25 @@ impl Plugin for Misbehave {
             }
             "status" => Decision::reject(999, "not an HTTP status"),
             "reroute" => Decision::reroute("nowhere"),
+            "reject" => Decision::Reject(accord_policy_sdk::Rejection {
+                status: 429,
+                reason: "slow down".into(),
+                headers: vec![accord_policy_sdk::HttpHeader {
+                    name: "x-quota".into(),
+                    value: "0".into(),
+                }],
+                retry_after_seconds: Some(7),
+            }),
             _ => Decision::Allow,
         }
     }
 
     fn on_response(_head: ResponseHead) -> Verdict {
-        if locals::get("how").as_deref() == Some("response-trap") {
-            panic!("asked to trap in on-response");
+        match locals::get("how").as_deref() {
+            Some("response-trap") => panic!("asked to trap in on-response"),
+            Some("reclassify") => Verdict::Bad("contract-violated".into()),
+            _ => Verdict::Keep,
         }
-        Verdict::Keep
     }
 }
 
