@@ -386,35 +386,23 @@ impl bindings::accord::policy::sla::Host for HostState {
     }
 
     fn backends(&mut self) -> Vec<wit::BackendStats> {
+        // As of the engine's last evaluation (every few seconds): no window is recomputed here.
         let Some(sla) = self.call.sla.as_ref() else {
             return Vec::new();
         };
-        let now = self
-            .clock_ms
-            .map_or_else(|| sla_minute_now(sla), |ms| ms.div_euclid(60_000));
         sla.backends()
             .iter()
             .enumerate()
             .map(|(position, b)| {
-                let window = b.meter().window(now, sla.enforcement().breach_window);
-                let events = sla
-                    .objective()
-                    .events(crate::sla::objective::Indicator::Availability, &window);
+                let view = b.view();
                 wit::BackendStats {
                     backend: b.id().to_string(),
                     position: position as u32,
                     breaching: b.is_breaching(),
                     burn_rate: b.badness(),
-                    requests: window.total(),
-                    error_ratio: if events.valid > 0.0 {
-                        events.bad() / events.valid
-                    } else {
-                        0.0
-                    },
-                    p99_ms: window
-                        .latency
-                        .quantile(0.99)
-                        .map(|d| d.as_secs_f64() * 1000.0),
+                    requests: view.requests,
+                    error_ratio: view.error_ratio,
+                    p99_ms: view.p99_ms,
                 }
             })
             .collect()

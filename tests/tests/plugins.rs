@@ -146,6 +146,8 @@ async fn latency_guard_moves_traffic_off_a_slow_primary() {
     for _ in 0..5 {
         assert_eq!(get(&gateway.url("/")).await.text(), "slow");
     }
+    // Plugins read the SLA state as of the engine's last evaluation (every 5 s).
+    gateway.running.gateway.sla().tick();
     // Its p99 (40 ms) is over the 20 ms threshold: the guard reroutes to the fast backend.
     for _ in 0..5 {
         assert_eq!(get(&gateway.url("/")).await.text(), "fast");

@@ -301,6 +301,19 @@ pub struct BackendSla {
     probe: f64,
     state: Mutex<BreachState>,
     event: ArcSwapOption<BreachEvent>,
+    view: arc_swap::ArcSwap<BackendView>,
+}
+
+/// A backend's standing over the breach window, as of the last evaluation: what plugins read
+/// on the request path without recomputing windows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BackendView {
+    /// Requests in the breach window.
+    pub requests: f64,
+    /// Bad ÷ valid availability events in the breach window.
+    pub error_ratio: f64,
+    /// p99 latency in the breach window, in milliseconds.
+    pub p99_ms: Option<f64>,
 }
 
 #[derive(Debug, Default)]
@@ -320,6 +333,11 @@ impl BackendSla {
     /// The backend's meter (for this route).
     pub fn meter(&self) -> &Meter {
         &self.meter
+    }
+
+    /// The backend's standing as of the last evaluation.
+    pub fn view(&self) -> Arc<BackendView> {
+        self.view.load_full()
     }
 
     /// Whether the backend currently breaches the route's objective.
@@ -518,6 +536,20 @@ impl RouteSla {
         for backend in &self.backends {
             let (trigger, enough, burn) = backend.judge(&self.objective, &self.enforcement, now);
             backend.badness.store(burn.to_bits(), Relaxed);
+            let window = backend.meter.window(now, self.enforcement.breach_window);
+            let events = self.objective.events(Indicator::Availability, &window);
+            backend.view.store(Arc::new(BackendView {
+                requests: window.total(),
+                error_ratio: if events.valid > 0.0 {
+                    events.bad() / events.valid
+                } else {
+                    0.0
+                },
+                p99_ms: window
+                    .latency
+                    .quantile(0.99)
+                    .map(|d| d.as_secs_f64() * 1000.0),
+            }));
             let mut state = backend.state.lock().unwrap_or_else(|p| p.into_inner());
             match trigger {
                 Some(trigger) => {
@@ -732,6 +764,7 @@ impl SlaEngine {
                     probe: enforcement.probe,
                     state: Mutex::new(BreachState::default()),
                     event: ArcSwapOption::empty(),
+                    view: arc_swap::ArcSwap::from_pointee(BackendView::default()),
                 })
             })
             .collect();
