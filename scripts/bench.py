@@ -138,7 +138,14 @@ backends:
       addresses: ["127.0.0.1:{upstream_port}"]
 sla_history:
   path: {work}/sla.db
+plugins:
+  noop:
+    path: {ROOT}/wasm-plugins/target/wasm32-wasip2/release/noop.wasm
 routes:
+  - id: plugged
+    match: {{path: {{prefix: /plugged}}}}
+    backends: [{{backend: app}}]
+    plugins: [noop]
   - id: metered
     match: {{path: {{prefix: /metered}}}}
     backends: [{{backend: app}}]
@@ -159,6 +166,7 @@ routes:
             ("nginx", f"http://127.0.0.1:{nginx_port}/", proxy.pid),
             ("accord", f"http://127.0.0.1:{accord_port}/", gateway.pid),
             ("accord-sla", f"http://127.0.0.1:{accord_port}/metered", gateway.pid),
+            ("accord-wasm", f"http://127.0.0.1:{accord_port}/plugged", gateway.pid),
         ]
         runs = {name: [] for name, _, _ in targets}
         for round_no in range(1, args.rounds + 1):
@@ -178,7 +186,7 @@ routes:
             return statistics.median(r[key] for r in runs[name])
 
         summary = {name: {k: med(name, k) for k in ("rps", "p50_us", "p99_us")} for name in runs}
-        for name in ("nginx", "accord", "accord-sla"):
+        for name in ("nginx", "accord", "accord-sla", "accord-wasm"):
             summary[name]["cpu_us_per_request"] = med(name, "cpu_us_per_request")
         ratios = {
             "cpu_per_request_accord_over_nginx": summary["accord"]["cpu_us_per_request"] / summary["nginx"]["cpu_us_per_request"],
@@ -187,6 +195,7 @@ routes:
             "added_p50_us_over_direct": summary["accord"]["p50_us"] - summary["direct"]["p50_us"],
             "cpu_per_request_sla_over_plain": summary["accord-sla"]["cpu_us_per_request"] / summary["accord"]["cpu_us_per_request"],
             "cpu_per_request_sla_over_nginx": summary["accord-sla"]["cpu_us_per_request"] / summary["nginx"]["cpu_us_per_request"],
+            "cpu_per_request_plugin_over_plain": summary["accord-wasm"]["cpu_us_per_request"] / summary["accord"]["cpu_us_per_request"],
         }
         report = {"rounds": args.rounds, "duration_s": args.duration, "connections": args.connections,
                   "median": summary, "ratios": ratios, "runs": runs,
@@ -196,7 +205,7 @@ routes:
             json.dump(report, f, indent=2)
         print()
         print(f"medians over {args.rounds} rounds:")
-        for name in ("direct", "nginx", "accord", "accord-sla"):
+        for name in ("direct", "nginx", "accord", "accord-sla", "accord-wasm"):
             s = summary[name]
             cpu = f"  {s['cpu_us_per_request']:.2f} µs CPU/req" if "cpu_us_per_request" in s else ""
             print(f"  {name:10} {s['rps']:>9.0f} req/s  p50 {s['p50_us']:>7.0f} µs  p99 {s['p99_us']:>7.0f} µs{cpu}")
@@ -205,6 +214,7 @@ routes:
               f"added p50 over direct {ratios['added_p50_us_over_direct']:.0f} µs")
         print(f"SLA metering on / off: CPU per request {ratios['cpu_per_request_sla_over_plain']:.3f}x; "
               f"with metering / nginx: {ratios['cpu_per_request_sla_over_nginx']:.2f}x")
+        print(f"one Wasm plugin (noop) / none: CPU per request {ratios['cpu_per_request_plugin_over_plain']:.3f}x")
         print(f"written to {args.out}")
     finally:
         for p in procs:

@@ -13,4 +13,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 cargo build --release -p accord
+# The plugin measured on the `accord-wasm` route.
+rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
+(cd wasm-plugins && cargo build --release --target wasm32-wasip2 -p noop)
 exec python3 scripts/bench.py "$@"
