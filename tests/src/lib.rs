@@ -170,3 +170,58 @@ pub fn dead_address() -> SocketAddr {
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
+
+/// Steady load on a URL from a few concurrent clients, until stopped: for reload tests.
+pub struct SteadyLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    failures: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    served: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl SteadyLoad {
+    /// Starts `clients` loops of GET `url`, each on its own keep-alive client.
+    pub fn start(url: String, clients: usize) -> SteadyLoad {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let failures = Arc::new(AtomicUsize::new(0));
+        let served = Arc::new(AtomicUsize::new(0));
+        let workers = (0..clients)
+            .map(|_| {
+                let (url, stop, failures, served) =
+                    (url.clone(), stop.clone(), failures.clone(), served.clone());
+                tokio::spawn(async move {
+                    let client = client();
+                    while !stop.load(Ordering::SeqCst) {
+                        let request = http::Request::get(url.as_str())
+                            .body(Full::default())
+                            .expect("request");
+                        if send_with(&client, request).await.status != 200 {
+                            failures.fetch_add(1, Ordering::SeqCst);
+                        }
+                        served.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        SteadyLoad {
+            stop,
+            failures,
+            served,
+            workers,
+        }
+    }
+
+    /// Stops the clients and returns `(served, failed)`.
+    pub async fn stop(self) -> (usize, usize) {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::SeqCst);
+        for worker in self.workers {
+            worker.await.expect("load worker");
+        }
+        (
+            self.served.load(Ordering::SeqCst),
+            self.failures.load(Ordering::SeqCst),
+        )
+    }
+}

@@ -4,12 +4,11 @@
 //! of a plugin under steady load.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use accord_tests::plugins::component;
 use accord_tests::upstream::{Upstream, respond};
-use accord_tests::{TestGateway, client, get, send, send_with};
+use accord_tests::{TestGateway, get, send};
 use http_body_util::Full;
 
 fn plugin(name: &str, file: &str, extra: &str) -> String {
@@ -178,34 +177,7 @@ async fn a_plugin_is_hot_reloaded_under_steady_load_without_failures_and_a_bad_o
         )
     };
     let gateway = Arc::new(TestGateway::start(&config("noop", "")).await);
-    let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(AtomicUsize::new(0));
-    let served = Arc::new(AtomicUsize::new(0));
-    let mut load = Vec::new();
-    for _ in 0..4 {
-        let (gateway, stop, failures, served) = (
-            gateway.clone(),
-            stop.clone(),
-            failures.clone(),
-            served.clone(),
-        );
-        load.push(tokio::spawn(async move {
-            let client = client();
-            while !stop.load(Ordering::SeqCst) {
-                let reply = send_with(
-                    &client,
-                    http::Request::get(gateway.url("/"))
-                        .body(Full::default())
-                        .unwrap(),
-                )
-                .await;
-                if reply.status != 200 {
-                    failures.fetch_add(1, Ordering::SeqCst);
-                }
-                served.fetch_add(1, Ordering::SeqCst);
-            }
-        }));
-    }
+    let load = accord_tests::SteadyLoad::start(gateway.url("/"), 4);
     let reload = |gateway: Arc<TestGateway>| async move {
         accord_tests::send(
             http::Request::post(gateway.admin_url("/reload"))
@@ -240,15 +212,8 @@ async fn a_plugin_is_hot_reloaded_under_steady_load_without_failures_and_a_bad_o
         .to_string();
     assert!(error.contains("threshold_ms must be above 0"), "{error}");
     tokio::time::sleep(Duration::from_millis(100)).await;
-    stop.store(true, Ordering::SeqCst);
-    for task in load {
-        task.await.unwrap();
-    }
-    assert!(served.load(Ordering::SeqCst) > 50);
-    assert_eq!(
-        failures.load(Ordering::SeqCst),
-        0,
-        "no request failed while plugins were swapped"
-    );
+    let (served, failed) = load.stop().await;
+    assert!(served > 50);
+    assert_eq!(failed, 0, "no request failed while plugins were swapped");
     assert_eq!(get(&gateway.url("/")).await.status, 200);
 }

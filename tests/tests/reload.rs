@@ -4,11 +4,10 @@
 //! its bearer token.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use accord_tests::upstream::Upstream;
-use accord_tests::{TestGateway, client, get, send_with};
+use accord_tests::{TestGateway, get};
 use http_body_util::Full;
 
 const TOKEN: &str = "s3cret-admin-token";
@@ -46,31 +45,7 @@ async fn a_reload_under_steady_load_fails_no_request() {
     let green = Upstream::fixed("green", 200).await;
     let gateway = Arc::new(TestGateway::start(&config(&token_file, blue.addr, "")).await);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(AtomicUsize::new(0));
-    let served = Arc::new(AtomicUsize::new(0));
-    let mut load = Vec::new();
-    for _ in 0..4 {
-        let (gateway, stop, failures, served) = (
-            gateway.clone(),
-            stop.clone(),
-            failures.clone(),
-            served.clone(),
-        );
-        load.push(tokio::spawn(async move {
-            let client = client();
-            while !stop.load(Ordering::SeqCst) {
-                let request = http::Request::get(gateway.url("/steady"))
-                    .body(Full::default())
-                    .unwrap();
-                let reply = send_with(&client, request).await;
-                if reply.status != 200 {
-                    failures.fetch_add(1, Ordering::SeqCst);
-                }
-                served.fetch_add(1, Ordering::SeqCst);
-            }
-        }));
-    }
+    let load = accord_tests::SteadyLoad::start(gateway.url("/steady"), 4);
     let token = TOKEN;
     for round in 0..6 {
         let target = if round % 2 == 0 {
@@ -84,16 +59,9 @@ async fn a_reload_under_steady_load_fails_no_request() {
         assert_eq!(reply.status, 200, "{}", reply.text());
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    stop.store(true, Ordering::SeqCst);
-    for task in load {
-        task.await.unwrap();
-    }
-    assert!(served.load(Ordering::SeqCst) > 50, "steady load ran");
-    assert_eq!(
-        failures.load(Ordering::SeqCst),
-        0,
-        "no request failed during reloads"
-    );
+    let (served, failed) = load.stop().await;
+    assert!(served > 50, "steady load ran");
+    assert_eq!(failed, 0, "no request failed during reloads");
     assert!(
         blue.hits() > 0 && green.hits() > 0,
         "traffic followed the reloads"
