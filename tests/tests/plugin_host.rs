@@ -89,11 +89,6 @@ async fn a_trap_an_endless_loop_and_a_memory_bomb_are_contained() {
         message.contains("exceeded its time limit of 50ms"),
         "{message}"
     );
-    let message = ask(&plugin, Some("bomb")).await.unwrap_err().to_string();
-    assert!(
-        message.contains("exceeded its memory limit of 16777216 bytes"),
-        "{message}"
-    );
 
     // Each failure discarded its instance; the plugin still serves.
     let instantiations = plugin.stats().instantiations.load(Relaxed);
@@ -102,7 +97,21 @@ async fn a_trap_an_endless_loop_and_a_memory_bomb_are_contained() {
         plugin.stats().instantiations.load(Relaxed),
         instantiations + 1
     );
-    assert_eq!(plugin.stats().failures.load(Relaxed), 3);
+    assert_eq!(plugin.stats().failures.load(Relaxed), 2);
+
+    // The memory bomb gets a generous deadline, so that only the memory limit can stop it
+    // (on a loaded machine, filling 16 MiB can take longer than 50 ms).
+    let roomy = PluginSpec {
+        time_limit: Duration::from_secs(5),
+        ..spec("bomb", Isolation::Pooled)
+    };
+    let plugin = load("misbehave", roomy).await.unwrap();
+    let message = ask(&plugin, Some("bomb")).await.unwrap_err().to_string();
+    assert!(
+        message.contains("exceeded its memory limit of 16777216 bytes"),
+        "{message}"
+    );
+    assert!(matches!(ask(&plugin, None).await.unwrap(), Decision::Allow));
 }
 
 #[tokio::test]
