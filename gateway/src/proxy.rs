@@ -176,7 +176,7 @@ pub async fn handle(
         let mut call = CallContext {
             request: Some(lent.clone()),
             sla: route.sla().cloned(),
-            backends: route.backend_ids(),
+            backends: route.backend_ids().clone(),
             ..CallContext::default()
         };
         let mut refusal = None;

@@ -23,6 +23,8 @@ pub struct RouteRuntime {
     stats: Arc<RouteStats>,
     sla: Option<Arc<RouteSla>>,
     plugins: Vec<Arc<Plugin>>,
+    /// Backend ids in the configured order, built once and lent to every plugin call.
+    backend_ids: Arc<[Arc<str>]>,
 }
 
 impl RouteRuntime {
@@ -57,12 +59,8 @@ impl RouteRuntime {
     }
 
     /// The route's backend ids, in its configured order.
-    pub fn backend_ids(&self) -> Vec<Arc<str>> {
-        self.config
-            .backends
-            .iter()
-            .map(|b| b.backend.clone())
-            .collect()
+    pub fn backend_ids(&self) -> &Arc<[Arc<str>]> {
+        &self.backend_ids
     }
 
     /// The position of a backend in the route's configured list.
@@ -172,6 +170,7 @@ impl Runtime {
                     .collect();
                 RouteRuntime {
                     plugins: chain,
+                    backend_ids: route.backends.iter().map(|b| b.backend.clone()).collect(),
                     failover: Failover::new(
                         route_backends,
                         route.retry.clone(),

@@ -256,7 +256,7 @@ pub struct CallContext {
     /// The route's SLA state.
     pub sla: Option<Arc<RouteSla>>,
     /// The route's backend ids, in its order.
-    pub backends: Vec<Arc<str>>,
+    pub backends: Arc<[Arc<str>]>,
     /// Request-local storage.
     pub locals: HashMap<String, String>,
     /// Annotations for the access log.
@@ -311,7 +311,6 @@ pub struct HostState {
     limits: MemoryLimit,
     call: CallContext,
     shared: Arc<PluginShared>,
-    clock_ms: Option<i64>,
 }
 
 impl WasiView for HostState {
@@ -379,9 +378,7 @@ impl bindings::accord::policy::locals::Host for HostState {
 impl bindings::accord::policy::sla::Host for HostState {
     fn route(&mut self) -> Option<wit::RouteSnapshot> {
         let sla = self.call.sla.as_ref()?;
-        let now = self
-            .clock_ms
-            .map_or_else(|| sla_minute_now(sla), |ms| ms.div_euclid(60_000));
+        let now = sla.clock().minute();
         Some(snapshot(sla, now))
     }
 
@@ -407,14 +404,6 @@ impl bindings::accord::policy::sla::Host for HostState {
             })
             .collect()
     }
-}
-
-fn sla_minute_now(_sla: &RouteSla) -> i64 {
-    crate::sla::clock::minute_of(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64),
-    )
 }
 
 fn snapshot(sla: &RouteSla, now: i64) -> wit::RouteSnapshot {
@@ -652,7 +641,6 @@ impl Plugin {
             },
             call: CallContext::default(),
             shared: self.shared.clone(),
-            clock_ms: None,
         };
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|s| &mut s.limits);

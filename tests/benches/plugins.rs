@@ -79,7 +79,7 @@ fn calls(c: &mut Criterion) {
                 let call = CallContext {
                     request: Some(parts.clone()),
                     sla: Some(route.clone()),
-                    backends: vec![Arc::from("a"), Arc::from("b")],
+                    backends: Arc::from([Arc::from("a"), Arc::from("b")]),
                     ..CallContext::default()
                 };
                 let (decision, _) = runtime.block_on(plugin.on_request(&head, call));

@@ -39,7 +39,7 @@ async fn ask(plugin: &Plugin, misbehave: Option<&str>) -> CallResult<Decision> {
     let (parts, ()) = builder.body(()).unwrap().into_parts();
     let call = CallContext {
         request: Some(Arc::new(parts)),
-        backends: vec![Arc::from("a"), Arc::from("b")],
+        backends: Arc::from([Arc::from("a"), Arc::from("b")]),
         ..CallContext::default()
     };
     let head = RequestHead {

@@ -409,6 +409,7 @@ impl Steering for BackendSla {
 #[derive(Debug)]
 pub struct RouteSla {
     id: Arc<str>,
+    clock: Clock,
     objective: Objective,
     enforcement: Enforcement,
     meter: Meter,
@@ -425,6 +426,11 @@ impl RouteSla {
     /// The route id.
     pub fn id(&self) -> &Arc<str> {
         &self.id
+    }
+
+    /// The engine's clock (what "now" is for this route's windows).
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The objective.
@@ -770,6 +776,7 @@ impl SlaEngine {
             .collect();
         let route = Arc::new(RouteSla {
             id: id.clone(),
+            clock: self.clock.clone(),
             objective,
             enforcement,
             meter,
