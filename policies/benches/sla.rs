@@ -6,23 +6,16 @@ use std::time::Duration;
 
 use accord_policies::Class;
 use accord_policies::sla::report::RouteReport;
-use accord_policies::sla::{
-    AlertTier, Classification, Clock, Enforcement, LatencyObjective, Objective, SlaEngine,
-    SloWindow,
-};
+use accord_policies::sla::{Clock, Enforcement, LatencyObjective, Objective, SlaEngine};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn objective() -> Objective {
-    let window = Duration::from_secs(30 * 86_400);
     Objective {
-        availability: Some(0.999),
         latency: Some(LatencyObjective {
             threshold: Duration::from_millis(300),
             target: 0.99,
         }),
-        window: SloWindow::Rolling(window),
-        tiers: AlertTier::defaults(window),
-        classification: Classification::default(),
+        ..Objective::availability(0.999, Duration::from_secs(30 * 86_400))
     }
 }
 

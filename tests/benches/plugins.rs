@@ -9,9 +9,7 @@ use accord_policies::Class;
 use accord_policies::plugin::{
     CallContext, Isolation, OnError, PluginEngine, PluginSpec, RequestHead,
 };
-use accord_policies::sla::{
-    AlertTier, Classification, Clock, Enforcement, Objective, SlaEngine, SloWindow,
-};
+use accord_policies::sla::{Clock, Enforcement, Objective, SlaEngine};
 use accord_tests::plugins::component;
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -34,13 +32,7 @@ fn calls(c: &mut Criterion) {
     let engine = Arc::new(PluginEngine::new(16, 64 << 20).unwrap_or_else(|e| panic!("{e}")));
     let sla = SlaEngine::new(Clock::system());
     let window = Duration::from_secs(30 * 86_400);
-    let objective = Objective {
-        availability: Some(0.999),
-        latency: None,
-        window: SloWindow::Rolling(window),
-        tiers: AlertTier::defaults(window),
-        classification: Classification::default(),
-    };
+    let objective = Objective::availability(0.999, window);
     let route = sla.route(
         &Arc::from("r"),
         objective,

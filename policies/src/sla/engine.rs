@@ -844,19 +844,11 @@ impl SlaEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sla::objective::{AlertTier, Classification, SloWindow};
 
     const DAY: u64 = 86_400;
 
     fn objective() -> Objective {
-        let window = Duration::from_secs(30 * DAY);
-        Objective {
-            availability: Some(0.999),
-            latency: None,
-            window: SloWindow::Rolling(window),
-            tiers: AlertTier::defaults(window),
-            classification: Classification::default(),
-        }
+        Objective::availability(0.999, Duration::from_secs(30 * DAY))
     }
 
     fn engine_with(enforcement: Enforcement) -> (SlaEngine, Arc<RouteSla>) {

@@ -230,6 +230,18 @@ impl Events {
 }
 
 impl Objective {
+    /// An availability objective over a rolling window, with the default alert tiers for that
+    /// window and the default classification.
+    pub fn availability(target: f64, window: Duration) -> Objective {
+        Objective {
+            availability: Some(target),
+            latency: None,
+            window: SloWindow::Rolling(window),
+            tiers: AlertTier::defaults(window),
+            classification: Classification::default(),
+        }
+    }
+
     /// The SLIs this objective has, with their targets.
     pub fn indicators(&self) -> Vec<(Indicator, f64)> {
         let mut out = Vec::new();
@@ -329,13 +341,7 @@ mod tests {
     }
 
     fn objective() -> Objective {
-        Objective {
-            availability: Some(0.999),
-            latency: None,
-            window: SloWindow::Rolling(Duration::from_secs(30 * 86_400)),
-            tiers: AlertTier::defaults(Duration::from_secs(30 * 86_400)),
-            classification: Classification::default(),
-        }
+        Objective::availability(0.999, Duration::from_secs(30 * 86_400))
     }
 
     #[test]

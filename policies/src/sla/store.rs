@@ -385,7 +385,7 @@ fn parse_action(text: &str) -> Action {
 mod tests {
     use super::*;
     use crate::Class;
-    use crate::sla::objective::{AlertTier, Classification, Objective, SloWindow};
+    use crate::sla::objective::Objective;
     use crate::sla::{Clock, Enforcement};
     use std::sync::Arc;
     use std::time::Duration;
@@ -393,13 +393,7 @@ mod tests {
     fn engine(start_ms: i64) -> (SlaEngine, Arc<super::super::RouteSla>) {
         let engine = SlaEngine::new(Clock::starting_at(start_ms));
         let window = Duration::from_secs(30 * 86_400);
-        let objective = Objective {
-            availability: Some(0.999),
-            latency: None,
-            window: SloWindow::Rolling(window),
-            tiers: AlertTier::defaults(window),
-            classification: Classification::default(),
-        };
+        let objective = Objective::availability(0.999, window);
         let route = engine.route(
             &Arc::from("orders"),
             objective,
