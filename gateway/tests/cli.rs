@@ -153,7 +153,7 @@ async fn run_reloads_on_sighup_and_drains_on_sigterm() {
     let port = free_port();
     let admin = free_port();
     let dir = tempfile_dir();
-    let config_path = dir.join("accord.yaml");
+    let config_path = dir.path().join("accord.yaml");
     let config = |prefix: &str| {
         format!(
             "listeners:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin}\nlimits:\n  shutdown_grace: 10s\nbackends:\n  app:\n    http:\n      addresses: [\"{upstream_addr}\"]\nroutes:\n  - id: app\n    match: {{path: {{prefix: {prefix}}}}}\n    backends: [{{backend: app}}]\n"
@@ -235,14 +235,12 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn tempfile_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "accord-cli-{}-{}",
-        std::process::id(),
-        fastrand::u32(..)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A scratch directory, removed when the test ends.
+fn tempfile_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("accord-cli-")
+        .tempdir()
+        .unwrap()
 }
 
 fn signal(pid: u32, which: &str) {
@@ -284,7 +282,7 @@ async fn run_writes_one_json_access_log_line_per_request() {
     let port = free_port();
     let admin = free_port();
     let dir = tempfile_dir();
-    let config_path = dir.join("accord.yaml");
+    let config_path = dir.path().join("accord.yaml");
     std::fs::write(
         &config_path,
         format!(
@@ -343,7 +341,7 @@ async fn sla_history_survives_a_restart_and_a_kill_9() {
     let port = free_port();
     let admin = free_port();
     let dir = tempfile_dir();
-    let config_path = dir.join("accord.yaml");
+    let config_path = dir.path().join("accord.yaml");
     std::fs::write(
         &config_path,
         format!(
@@ -399,7 +397,7 @@ async fn sla_history_survives_a_restart_and_a_kill_9() {
         .await
         .unwrap();
     assert!(
-        dir.join("history/sla.db").exists(),
+        dir.path().join("history/sla.db").exists(),
         "the store sits next to the configuration"
     );
 
@@ -421,7 +419,6 @@ async fn sla_history_survives_a_restart_and_a_kill_9() {
         50.0,
         "kill -9 loses at most the flush interval"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `accord report` reads a running gateway's SLA report; `accord slo export` writes OpenSLO.
@@ -430,7 +427,7 @@ async fn report_and_slo_export_work_against_a_real_gateway() {
     let upstream_addr = fixed_upstream(b"ok").await;
     let (port, admin) = (free_port(), free_port());
     let dir = tempfile_dir();
-    let config_path = dir.join("accord.yaml");
+    let config_path = dir.path().join("accord.yaml");
     std::fs::write(
         &config_path,
         format!(
@@ -499,5 +496,4 @@ async fn report_and_slo_export_work_against_a_real_gateway() {
     let text = String::from_utf8(export.stdout).unwrap();
     assert_eq!(text.matches("apiVersion: openslo/v1").count(), 2);
     assert!(text.contains("name: checkout-availability"));
-    let _ = std::fs::remove_dir_all(&dir);
 }

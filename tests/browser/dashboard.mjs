@@ -4,14 +4,15 @@
 // Usage: node dashboard.mjs <admin base URL> <screenshot path>
 // Exits non-zero, with the reason, when a check fails.
 import { chromium } from "playwright-core";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 const [admin, screenshot] = process.argv.slice(2);
 const fail = message => { console.error(`dashboard check failed: ${message}`); process.exit(1); };
 
-const browser = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "accord-chromium-")), {
+const profile = mkdtempSync(join(tmpdir(), "accord-chromium-"));
+const browser = await chromium.launchPersistentContext(profile, {
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
   headless: true,
   viewport: { width: 1400, height: 1500 },
@@ -62,4 +63,5 @@ try {
   console.log(JSON.stringify({ routes: sla.routes.length, checked, charts: charts.length, screenshot }));
 } finally {
   await browser.close();
+  rmSync(profile, { recursive: true, force: true });
 }
