@@ -449,7 +449,7 @@ async fn report_and_slo_export_work_against_a_real_gateway() {
     }
     let config_arg = config_path.to_str().unwrap();
     let output = accord(
-        &dir,
+        dir.path(),
         &[
             "report", "-c", config_arg, "--format", "csv", "--window", "5m",
         ],
@@ -478,20 +478,20 @@ async fn report_and_slo_export_work_against_a_real_gateway() {
         rows[1]
     );
 
-    let table = accord(&dir, &["report", "-c", config_arg]);
+    let table = accord(dir.path(), &["report", "-c", config_arg]);
     assert!(
         String::from_utf8(table.stdout)
             .unwrap()
             .starts_with("ROUTE")
     );
-    let missing = accord(&dir, &["report", "--admin", "127.0.0.1:1"]);
+    let missing = accord(dir.path(), &["report", "--admin", "127.0.0.1:1"]);
     assert!(!missing.status.success());
     assert!(
         String::from_utf8_lossy(&missing.stderr)
             .contains("cannot reach the admin API at 127.0.0.1:1")
     );
 
-    let export = accord(&dir, &["slo", "export", "-c", config_arg]);
+    let export = accord(dir.path(), &["slo", "export", "-c", config_arg]);
     assert!(export.status.success());
     let text = String::from_utf8(export.stdout).unwrap();
     assert_eq!(text.matches("apiVersion: openslo/v1").count(), 2);
