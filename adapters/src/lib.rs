@@ -5,6 +5,7 @@
 //! wrapped in the layers all backends share (metering, per-try timeouts). Above the backends,
 //! [`Failover`] implements retries, the retry budget and failover for a route, so every adapter
 //! family takes part in the same failover. The [`http`] module is the on-prem HTTP adapter.
+#![forbid(unsafe_code)]
 
 pub mod backend;
 pub mod body;

@@ -100,7 +100,7 @@ impl Gateway {
                 .unwrap_or_default(),
             ConfigSource::Text(_) => std::path::PathBuf::from("."),
         };
-        let plugins = PluginHost::new(base_dir);
+        let plugins = PluginHost::new(base_dir, config.plugin_cache.clone());
         let runtime = Runtime::build(config, &registry, &sla, &plugins, None).await?;
         sla.retain(&runtime.slo_route_ids());
         let store = match &history.path {
@@ -268,6 +268,9 @@ impl Gateway {
         let mut restart_required = Vec::new();
         if old.listeners != config.listeners {
             restart_required.push("listeners".to_owned());
+        }
+        if old.plugin_cache != config.plugin_cache {
+            restart_required.push("plugin_cache".to_owned());
         }
         if old.admin.address != config.admin.address || old.admin.token != config.admin.token {
             restart_required.push("admin".to_owned());

@@ -1,4 +1,5 @@
 //! The `accord` command.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

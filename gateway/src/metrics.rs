@@ -430,7 +430,7 @@ fn render_plugins(out: &mut String, runtime: &Runtime) {
                 out,
                 "accord_plugin_reclassified_total{{plugin=\"{}\",reason=\"{}\"}} {n}",
                 p.id,
-                reason.replace('"', "'")
+                label(&reason)
             );
         }
     }
@@ -446,10 +446,43 @@ fn render_plugins(out: &mut String, runtime: &Runtime) {
                 out,
                 "accord_plugin_counter_total{{plugin=\"{}\",name=\"{}\"}} {n}",
                 p.id,
-                counter.replace('"', "'")
+                label(&counter)
             );
         }
     }
+    family(
+        out,
+        "accord_plugin_histogram",
+        "histogram",
+        "Values a plugin observes (telemetry.histogram), in the plugin's unit.",
+    );
+    for p in plugins {
+        for (name, h) in p.plugin.histograms() {
+            let labels = format!("plugin=\"{}\",name=\"{}\"", p.id, label(&name));
+            let bounds = accord_policies::plugin::PluginHistogram::BOUNDS;
+            for (bound, count) in bounds.iter().zip(h.buckets) {
+                let _ = writeln!(
+                    out,
+                    "accord_plugin_histogram_bucket{{{labels},le=\"{bound}\"}} {count}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "accord_plugin_histogram_bucket{{{labels},le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(out, "accord_plugin_histogram_sum{{{labels}}} {}", h.sum);
+            let _ = writeln!(out, "accord_plugin_histogram_count{{{labels}}} {}", h.count);
+        }
+    }
+}
+
+/// A label value in the exposition format: backslash, quote and newline escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {

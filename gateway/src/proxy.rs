@@ -27,7 +27,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 
 use accord_adapters::backend::ClientAddr;
-use accord_adapters::body::{BodyTooLarge, response_body};
+use accord_adapters::body::{BodyTooLarge, empty_body, response_body};
 use accord_adapters::{BackendErrorKind, BoxError, ReplayBody, RequestBody, ResponseBody};
 use accord_policies::plugin::{
     CallContext, Decision, OnError, OutcomeClass, Rejection, RequestHead, ResponseHead, Verdict,
@@ -382,6 +382,30 @@ async fn run_response_plugins(
             Class::ClientError => OutcomeClass::ClientError,
         },
     };
+    let inspect = route
+        .plugins()
+        .iter()
+        .map(|p| p.spec().response_body)
+        .max()
+        .unwrap_or(0);
+    if inspect > 0 && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        match read_response_body(response, inspect).await {
+            Ok(body) => call.response_body = body,
+            Err(error) => {
+                // The backend broke off while the body was being read: the client gets a 502
+                // instead of a truncated body, and the request counts as failed.
+                tracing::warn!(request_id = %record.request_id, route = %route.id(), error = %error, "the response body failed while plugins read it");
+                record.failure = Some(BackendErrorKind::Reset);
+                let message = format!(
+                    "{} (route {})",
+                    ErrorCode::UpstreamReset.spec().meaning,
+                    route.id()
+                );
+                *response = ErrorCode::UpstreamReset.response(&message, &record.request_id);
+                return;
+            }
+        }
+    }
     let lent = Arc::new(std::mem::take(response.headers_mut()));
     call.response_headers = Some(lent.clone());
     for plugin in route.plugins().iter().rev() {
@@ -400,8 +424,91 @@ async fn run_response_plugins(
         }
     }
     call.response_headers = None;
+    call.response_body = None;
     *response.headers_mut() = Arc::try_unwrap(lent).unwrap_or_else(|shared| (*shared).clone());
     record.annotations.append(&mut call.annotations);
+}
+
+/// Reads the response body for plugins when it is at most `limit` bytes, and puts back a body
+/// that replays what was read (trailers included) followed by whatever was not.
+async fn read_response_body(
+    response: &mut Response<ResponseBody>,
+    limit: usize,
+) -> Result<Option<Bytes>, BoxError> {
+    if response.body().size_hint().lower() > limit as u64 {
+        return Ok(None);
+    }
+    let mut body = std::mem::replace(response.body_mut(), empty_body());
+    let mut read = BytesMut::new();
+    let mut frames = std::collections::VecDeque::new();
+    let mut complete = true;
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        if let Some(data) = frame.data_ref() {
+            read.extend_from_slice(data);
+        }
+        frames.push_back(frame);
+        if read.len() > limit {
+            complete = false;
+            break;
+        }
+    }
+    *response.body_mut() = response_body(ReplayedBody {
+        frames,
+        rest: (!complete).then_some(body),
+    });
+    Ok(complete.then(|| read.freeze()))
+}
+
+/// Frames already read, then the rest of the body.
+struct ReplayedBody {
+    frames: std::collections::VecDeque<Frame<Bytes>>,
+    rest: Option<ResponseBody>,
+}
+
+impl Body for ReplayedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(frame) = self.frames.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        match self.rest.as_mut() {
+            Some(rest) => Pin::new(rest).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.frames.is_empty() && self.rest.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let buffered: u64 = self
+            .frames
+            .iter()
+            .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
+            .sum();
+        let mut hint = self
+            .rest
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint);
+        grow(&mut hint, buffered);
+        hint
+    }
+}
+
+/// Adds `bytes` to both bounds of a size hint (the upper first: a lower bound may never pass
+/// it).
+fn grow(hint: &mut SizeHint, bytes: u64) {
+    if let Some(upper) = hint.upper() {
+        hint.set_upper(upper + bytes);
+    }
+    hint.set_lower(hint.lower() + bytes);
 }
 
 fn annotations(list: &[(String, String)]) -> String {
@@ -538,10 +645,7 @@ impl Body for LimitedBody {
         let mut hint = self.inner.size_hint();
         if let Some(prefix) = &self.prefix {
             let extra = prefix.len() as u64;
-            hint.set_lower(hint.lower() + extra);
-            if let Some(upper) = hint.upper() {
-                hint.set_upper(upper + extra);
-            }
+            grow(&mut hint, extra);
         }
         hint
     }

@@ -248,14 +248,18 @@ async fn build_backend(
 pub struct PluginHost {
     engine: std::sync::Mutex<Option<Arc<PluginEngine>>>,
     base_dir: std::path::PathBuf,
+    artifact_dir: Option<std::path::PathBuf>,
 }
 
 impl PluginHost {
-    /// Plugins with relative paths are looked up under `base_dir`.
-    pub fn new(base_dir: std::path::PathBuf) -> Self {
+    /// Plugins with relative paths are looked up under `base_dir`; compiled plugins are kept
+    /// in `artifact_dir` (relative to `base_dir`) when one is given.
+    pub fn new(base_dir: std::path::PathBuf, artifact_dir: Option<std::path::PathBuf>) -> Self {
+        let artifact_dir = artifact_dir.map(|dir| base_dir.join(dir));
         Self {
             engine: std::sync::Mutex::new(None),
             base_dir,
+            artifact_dir,
         }
     }
 
@@ -264,8 +268,12 @@ impl PluginHost {
         if let Some(engine) = engine.as_ref() {
             return Ok(engine.clone());
         }
-        let created =
-            Arc::new(PluginEngine::new(512, 256 << 20).map_err(|e| BuildError(e.to_string()))?);
+        let mut created =
+            PluginEngine::new(512, 256 << 20).map_err(|e| BuildError(e.to_string()))?;
+        if let Some(dir) = &self.artifact_dir {
+            created = created.with_artifact_dir(dir.clone());
+        }
+        let created = Arc::new(created);
         *engine = Some(created.clone());
         Ok(created)
     }
@@ -307,11 +315,12 @@ async fn load_plugins(
                 let engine = host.engine()?;
                 let name = plugin_config.spec.name.clone();
                 let compiling = engine.clone();
-                let component =
+                let (component, source) =
                     tokio::task::spawn_blocking(move || compiling.compile(&bytes, &name))
                         .await
                         .map_err(|e| BuildError(format!("plugin {id}: compiling panicked: {e}")))?
                         .map_err(|e| BuildError(format!("{e} ({})", path.display())))?;
+                tracing::info!(plugin = %id, path = %path.display(), from = source.as_str(), "plugin loaded");
                 let plugin = engine
                     .prepare(component, plugin_config.spec.clone())
                     .await

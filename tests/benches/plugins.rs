@@ -21,6 +21,7 @@ fn spec(name: &str, config: &str) -> PluginSpec {
         memory_limit: 16 << 20,
         on_error: OnError::Allow,
         isolation: Isolation::Pooled,
+        response_body: 0,
     }
 }
 

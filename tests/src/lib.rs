@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test harness: failing loudly is its job
 //! The end-to-end test harness: start a real gateway from YAML on loopback ports, scripted
 //! upstreams (well-behaved or broken on purpose), an HTTP client, and real peers (nginx).
+#![forbid(unsafe_code)]
 
 pub mod nginx;
 pub mod pki;

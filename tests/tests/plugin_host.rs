@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use accord_policies::plugin::{
-    CallContext, CallResult, Decision, Isolation, OnError, Plugin, PluginEngine, PluginError,
-    PluginSpec, RequestHead,
+    ArtifactSource, CallContext, CallResult, Decision, Isolation, OnError, Plugin, PluginEngine,
+    PluginError, PluginSpec, RequestHead,
 };
 use accord_tests::plugins::component;
 
@@ -24,6 +24,7 @@ fn spec(name: &str, isolation: Isolation) -> PluginSpec {
         memory_limit: 16 << 20,
         on_error: OnError::Allow,
         isolation,
+        response_body: 0,
     }
 }
 
@@ -176,4 +177,65 @@ async fn a_plugin_that_refuses_its_configuration_is_refused_at_load() {
         .unwrap_err()
         .to_string();
     assert!(message.contains("unknown field"), "{message}");
+}
+
+#[tokio::test]
+#[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
+async fn compiled_plugins_are_cached_in_memory_and_on_disk_and_a_damaged_artifact_is_recompiled() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(component("noop")).unwrap();
+    let cached = || {
+        PluginEngine::new(4, 16 << 20)
+            .unwrap()
+            .with_artifact_dir(dir.path().to_path_buf())
+    };
+
+    let first = cached();
+    assert_eq!(
+        first.compile(&bytes, "noop").unwrap().1,
+        ArtifactSource::Compiled
+    );
+    assert_eq!(
+        first.compile(&bytes, "noop").unwrap().1,
+        ArtifactSource::Memory
+    );
+    let artifacts: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(artifacts.len(), 1, "{artifacts:?}");
+    let name = artifacts[0]
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(name.ends_with(".cwasm") && name.len() > 64, "{name}");
+
+    // A new engine (a restart) loads the artifact instead of compiling, and it works.
+    let restarted = Arc::new(cached());
+    let (compiled, source) = restarted.compile(&bytes, "noop").unwrap();
+    assert_eq!(source, ArtifactSource::Disk);
+    let plugin = restarted
+        .prepare(compiled, spec("noop", Isolation::Pooled))
+        .await
+        .unwrap();
+    assert!(matches!(ask(&plugin, None).await, Ok(Decision::Allow)));
+
+    // Another component gets its own artifact.
+    let other = std::fs::read(component("latency-guard")).unwrap();
+    assert_eq!(
+        restarted.compile(&other, "lg").unwrap().1,
+        ArtifactSource::Compiled
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+
+    // A damaged artifact is thrown away and the component compiled again.
+    std::fs::write(&artifacts[0], b"not an artifact").unwrap();
+    let (_, source) = cached().compile(&bytes, "noop").unwrap();
+    assert_eq!(source, ArtifactSource::Compiled);
+    assert_eq!(
+        cached().compile(&bytes, "noop").unwrap().1,
+        ArtifactSource::Disk
+    );
 }

@@ -52,6 +52,8 @@ pub struct Config {
     pub backends: Vec<(Arc<str>, BackendConfig)>,
     /// Plugins by id.
     pub plugins: Vec<(Arc<str>, PluginConfig)>,
+    /// Where compiled plugins are kept across restarts (relative to the configuration file).
+    pub plugin_cache: Option<PathBuf>,
     /// Routes in file order.
     pub routes: Vec<Route>,
     /// The effective configuration as JSON (references to secrets only, never their values),

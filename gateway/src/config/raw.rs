@@ -33,6 +33,12 @@ pub struct RawConfig {
     /// Named WebAssembly SLA policy plugins that routes chain.
     #[serde(default)]
     pub plugins: BTreeMap<String, Located<RawPlugin>>,
+    /// A directory for compiled plugins (relative to the configuration file's directory), so
+    /// that a restart does not compile unchanged plugins again. Without it, compiled plugins
+    /// are reused only within the process (across reloads). Only the gateway's user may be
+    /// able to write to it. Takes effect at start.
+    #[serde(default)]
+    pub plugin_cache: Option<Located<String>>,
     /// Routes, matched most specific first (exact path, then template, then longest prefix;
     /// ties go to the route listed first).
     #[serde(default)]
@@ -700,6 +706,11 @@ pub struct RawPlugin {
     /// `pooled` (long-lived instances, the default) or `strict` (a fresh instance per request).
     #[serde(default)]
     pub isolation: RawIsolation,
+    /// Buffer up to this much of each response body for the plugin's `on-response` to read
+    /// (`request.response-body`), e.g. to check that it is well-formed JSON. A longer body is
+    /// streamed unread. Default: none (responses stream straight through).
+    #[serde(default)]
+    pub response_body: Option<Located<ByteSize>>,
 }
 
 /// A plugin's limits.

@@ -269,6 +269,15 @@ pub fn validate(raw: &RawConfig, env: &dyn Environment) -> Result<Config, Config
                 "must be between 1MiB and 256MiB",
             );
         }
+        if let Some(size) = &p.response_body
+            && size.value.0 > (16 << 20)
+        {
+            v.error(
+                size,
+                format!("{path}.response_body"),
+                "must be at most 16MiB (the body is held in memory for the plugin)",
+            );
+        }
         if !p.path.value.ends_with(".wasm") {
             v.error(
                 &p.path,
@@ -296,6 +305,9 @@ pub fn validate(raw: &RawConfig, env: &dyn Environment) -> Result<Config, Config
                         RawIsolation::Pooled => accord_policies::plugin::Isolation::Pooled,
                         RawIsolation::Strict => accord_policies::plugin::Isolation::Strict,
                     },
+                    response_body: p.response_body.as_ref().map_or(0, |size| {
+                        usize::try_from(size.value.0).unwrap_or(usize::MAX)
+                    }),
                 },
             },
         ));
@@ -372,6 +384,10 @@ pub fn validate(raw: &RawConfig, env: &dyn Environment) -> Result<Config, Config
         sla_history,
         backends,
         plugins,
+        plugin_cache: raw
+            .plugin_cache
+            .as_ref()
+            .map(|dir| PathBuf::from(&dir.value)),
         routes,
         effective: serde_json::to_value(raw).unwrap_or(serde_json::Value::Null),
     })

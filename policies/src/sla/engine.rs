@@ -316,6 +316,54 @@ pub struct BackendView {
     pub p99_ms: Option<f64>,
 }
 
+/// A route's SLA state as of the last evaluation: what plugins read on the request path
+/// (`sla.route()`) without recomputing windows per call.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RouteView {
+    /// Per SLI of the objective.
+    pub indicators: Vec<IndicatorView>,
+    /// Recent traffic: the 5m and 1h windows.
+    pub windows: Vec<WindowView>,
+}
+
+/// One SLI in a [`RouteView`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndicatorView {
+    /// Which SLI.
+    pub indicator: Indicator,
+    /// The objective, as a ratio.
+    pub target: f64,
+    /// Good ÷ valid over the SLO window.
+    pub attainment: f64,
+    /// Share of the error budget left (negative when overspent).
+    pub budget_remaining: f64,
+    /// Burn rate per standard window (`5m` … `3d`).
+    pub burn_rates: Vec<(&'static str, f64)>,
+}
+
+/// Traffic over one window in a [`RouteView`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowView {
+    /// `5m` or `1h`.
+    pub window: &'static str,
+    /// Requests per class, indexed by [`Class::index`].
+    pub by_class: [f64; Class::ALL.len()],
+    /// Median latency, in milliseconds.
+    pub p50_ms: Option<f64>,
+    /// p99 latency, in milliseconds.
+    pub p99_ms: Option<f64>,
+}
+
+impl WindowView {
+    /// Requests of every class.
+    pub fn total(&self) -> f64 {
+        self.by_class.iter().sum()
+    }
+}
+
+/// The windows a [`RouteView`] reports traffic for.
+const VIEW_WINDOWS: [(&str, u64); 2] = [("5m", 300), ("1h", 3600)];
+
 #[derive(Debug, Default)]
 struct BreachState {
     /// When the backend last failed an evaluation.
@@ -420,9 +468,16 @@ pub struct RouteSla {
     alerts: Mutex<HashMap<(Indicator, usize), Arc<BreachEvent>>>,
     budget_event: ArcSwapOption<BreachEvent>,
     events: Arc<EventLog>,
+    view: arc_swap::ArcSwap<RouteView>,
 }
 
 impl RouteSla {
+    /// The route's SLA state as of the last evaluation (every few seconds; empty before the
+    /// first one).
+    pub fn view(&self) -> Arc<RouteView> {
+        self.view.load_full()
+    }
+
     /// The route id.
     pub fn id(&self) -> &Arc<str> {
         &self.id
@@ -689,6 +744,55 @@ impl RouteSla {
             }
             _ => {}
         }
+
+        self.view.store(Arc::new(self.compute_view(now, now_ms)));
+    }
+
+    fn compute_view(&self, now: i64, now_ms: UnixMillis) -> RouteView {
+        let slo_counts = self
+            .meter
+            .window_counts(now, self.objective.window.covered(now_ms));
+        let indicators = self
+            .objective
+            .indicators()
+            .into_iter()
+            .map(|(indicator, target)| {
+                let events = self.objective.events(indicator, &slo_counts);
+                IndicatorView {
+                    indicator,
+                    target,
+                    attainment: events.ratio(),
+                    budget_remaining: budget(events, target).remaining_ratio,
+                    burn_rates: crate::sla::report::WINDOWS
+                        .iter()
+                        .map(|(name, secs)| {
+                            let counts = self.meter.window_counts(now, Duration::from_secs(*secs));
+                            (
+                                *name,
+                                burn_rate(self.objective.events(indicator, &counts), target),
+                            )
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        let windows = VIEW_WINDOWS
+            .iter()
+            .map(|(name, secs)| {
+                let w = self.meter.window(now, Duration::from_secs(*secs));
+                let ms = |q| w.latency.quantile(q).map(|d| d.as_secs_f64() * 1000.0);
+                WindowView {
+                    window: name,
+                    by_class: Class::ALL.map(|class| w.count(class)),
+                    p50_ms: ms(0.5),
+                    p99_ms: ms(0.99),
+                }
+            })
+            .collect();
+        RouteView {
+            indicators,
+            windows,
+        }
     }
 }
 
@@ -786,6 +890,7 @@ impl SlaEngine {
             budget_exhausted: AtomicBool::new(false),
             alerts: Mutex::new(HashMap::new()),
             budget_event: ArcSwapOption::empty(),
+            view: arc_swap::ArcSwap::from_pointee(RouteView::default()),
             events: self.events.clone(),
         });
         routes.insert(id.clone(), route.clone());

@@ -27,6 +27,7 @@
 extern crate self as accord_policy_sdk;
 
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)] // generated code
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
@@ -48,7 +49,9 @@ pub use bindings::accord::policy::types::{
 
 /// The current request, read lazily (each call crosses into the gateway).
 pub mod request {
-    pub use crate::bindings::accord::policy::request::{header, headers, query, response_header};
+    pub use crate::bindings::accord::policy::request::{
+        header, headers, query, response_body, response_header,
+    };
 }
 
 /// Storage carried from a request's `on_request` to its `on_response`.
@@ -68,7 +71,7 @@ pub mod rate {
 
 /// Logs, counters and access-log annotations, tagged with the plugin's name.
 pub mod telemetry {
-    pub use crate::bindings::accord::policy::telemetry::{annotate, counter, log};
+    pub use crate::bindings::accord::policy::telemetry::{annotate, counter, histogram, log};
 }
 
 /// An SLA policy plugin.

@@ -1,5 +1,6 @@
 //! Implements `accord:policy` but also imports `test:vault/secrets`, which no gateway gives:
 //! the host must refuse to load it.
+#![allow(clippy::too_many_arguments)] // the generated bindings
 
 wit_bindgen::generate!({
     inline: r#"

@@ -1,0 +1,169 @@
+//! The shared wasmtime engine: configuration, the linker with the host's imports, the epoch
+//! ticker that gives calls their deadlines, and loading (compile, link, configure).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::artifacts::{ArtifactCache, ArtifactSource};
+use super::bindings::{Policy, PolicyPre};
+use super::host::{HostState, PluginShared};
+use super::{Breaker, Plugin, PluginError, PluginSpec, PluginStats};
+
+pub(super) const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// The shared wasmtime engine and linker.
+pub struct PluginEngine {
+    pub(super) engine: Engine,
+    linker: Linker<HostState>,
+    artifacts: ArtifactCache,
+    _ticker: EpochTicker,
+}
+
+impl std::fmt::Debug for PluginEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginEngine").finish_non_exhaustive()
+    }
+}
+
+/// Increments the engine's epoch every millisecond until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+    }
+}
+
+impl PluginEngine {
+    /// An engine for up to `max_instances` plugin instances at once, each with at most
+    /// `max_memory` of linear memory.
+    pub fn new(max_instances: u32, max_memory: usize) -> Result<Self, PluginError> {
+        let error = |e: wasmtime::Error| PluginError::Load {
+            plugin: "(engine)".into(),
+            message: format!("{e:#}"),
+        };
+        let mut pooling = PoolingAllocationConfig::default();
+        pooling
+            .total_component_instances(max_instances)
+            .total_core_instances(max_instances * 4)
+            .total_memories(max_instances * 2)
+            .total_tables(max_instances * 2)
+            .max_memory_size(max_memory);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        let engine = Engine::new(&config).map_err(error)?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(error)?;
+        Policy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
+            .map_err(error)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticking = engine.clone();
+        let stopped = stop.clone();
+        std::thread::Builder::new()
+            .name("accord-plugin-epoch".into())
+            .spawn(move || {
+                while !stopped.load(Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticking.increment_epoch();
+                }
+            })
+            .map_err(|e| PluginError::Load {
+                plugin: "(engine)".into(),
+                message: format!("cannot start the epoch ticker: {e}"),
+            })?;
+        Ok(Self {
+            artifacts: ArtifactCache::new(&engine, None),
+            engine,
+            linker,
+            _ticker: EpochTicker { stop },
+        })
+    }
+
+    /// Keeps compiled artifacts in `dir` too, so that a restart does not compile unchanged
+    /// plugins again. The directory must be writable only by the gateway's user.
+    pub fn with_artifact_dir(mut self, dir: PathBuf) -> Self {
+        self.artifacts = ArtifactCache::new(&self.engine, Some(dir));
+        self
+    }
+
+    /// Loads, links and configures a plugin from a component file.
+    pub async fn load(
+        self: &Arc<Self>,
+        path: &Path,
+        spec: PluginSpec,
+    ) -> Result<Plugin, PluginError> {
+        let bytes = std::fs::read(path).map_err(|e| PluginError::Load {
+            plugin: spec.name.clone(),
+            message: format!("cannot read {}: {e}", path.display()),
+        })?;
+        let (component, _) = self.compile(&bytes, &spec.name)?;
+        self.prepare(component, spec).await
+    }
+
+    /// Compiles a component (CPU-heavy: call it off the request path, e.g. on a blocking
+    /// thread), to be prepared with [`PluginEngine::prepare`].
+    /// Unchanged components come from the artifact cache.
+    pub fn compile(
+        &self,
+        bytes: &[u8],
+        name: &str,
+    ) -> Result<(Component, ArtifactSource), PluginError> {
+        self.artifacts
+            .get_or_compile(&self.engine, bytes, || Component::new(&self.engine, bytes))
+            .map_err(|e| PluginError::Load {
+                plugin: name.to_owned(),
+                message: format!("not a loadable component: {e:#}"),
+            })
+    }
+
+    /// Links a compiled component, instantiates and configures a first instance.
+    pub async fn prepare(
+        self: &Arc<Self>,
+        component: Component,
+        spec: PluginSpec,
+    ) -> Result<Plugin, PluginError> {
+        let error = |message: String| PluginError::Load {
+            plugin: spec.name.clone(),
+            message,
+        };
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            error(format!("it needs imports this gateway does not give (only accord:policy and WASI without files or network): {e:#}"))
+        })?;
+        let pre = PolicyPre::new(instance_pre).map_err(|e| {
+            error(format!(
+                "it does not implement the accord:policy world: {e:#}"
+            ))
+        })?;
+        let plugin = Plugin {
+            shared: Arc::new(PluginShared {
+                name: spec.name.clone().into(),
+                rates: pingora_limits::rate::Rate::new(Duration::from_secs(1)),
+                counters: Mutex::new(HashMap::new()),
+                histograms: Mutex::new(HashMap::new()),
+            }),
+            engine: self.clone(),
+            pre,
+            pool: Mutex::new(Vec::new()),
+            stats: PluginStats::default(),
+            breaker: Breaker::default(),
+            reasons: Mutex::new(HashMap::new()),
+            spec,
+        };
+        // Instantiate and configure one instance now: a plugin that cannot start is refused
+        // here, not on the first request.
+        let instance = plugin.instantiate().await?;
+        plugin.give_back(instance);
+        Ok(plugin)
+    }
+}

@@ -1,0 +1,471 @@
+//! The WebAssembly plugin host: SLA policy plugins as components of the `accord:policy` world
+//! (`wasm-plugins/wit/policy.wit`), run on wasmtime.
+//!
+//! * One [`PluginEngine`] per gateway: the component model, the pooling allocator, and epoch
+//!   interruption driven by a 1 ms ticker thread, so every call has a deadline.
+//! * A [`Plugin`] is one loaded and configured component. In `pooled` isolation it keeps
+//!   long-lived instances, checked out for one call at a time (never across the upstream
+//!   request); in `strict` isolation every request gets a fresh instance. Each store has a
+//!   memory limit. Any error — a trap, the deadline, the memory limit, an invalid output —
+//!   discards the instance; a plugin that keeps failing is bypassed by a breaker, and its
+//!   `on_error` (allow or reject) decides for it meanwhile.
+//! * Imports are only what the WIT world names, plus WASI with nothing granted: no
+//!   preopened directories, no sockets, no name lookup, no environment. A component that
+//!   imports anything else fails to load.
+//! * The request is lent to the plugin for the duration of a call (an `Arc` of its head):
+//!   headers are read only when the plugin asks for them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::Store;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::WasiCtx;
+
+mod artifacts;
+mod engine;
+mod host;
+
+pub use artifacts::ArtifactSource;
+pub use engine::PluginEngine;
+pub use host::{CallContext, HostState, PluginHistogram};
+
+use engine::EPOCH_TICK;
+use host::{MemoryLimit, PluginShared};
+
+mod bindings {
+    #![allow(missing_docs)]
+    wasmtime::component::bindgen!({
+        path: "../wasm-plugins/wit",
+        world: "policy",
+        // Calls run on fibers and are awaited: WASI's streams (a guest's panic message, its
+        // prints) then never block a tokio worker.
+        exports: { default: async },
+    });
+}
+
+pub use bindings::accord::policy::types::{
+    Decision, OutcomeClass, Rejection, RequestHead, ResponseHead, Verdict,
+};
+use bindings::{Policy, PolicyPre};
+
+/// What a failing plugin's requests get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// Fail open: the request goes on as if the plugin had allowed it.
+    Allow,
+    /// Fail closed: the request is refused with 503 `plugin_failed`.
+    Reject,
+}
+
+/// How instances are shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Long-lived instances, one call at a time each.
+    Pooled,
+    /// A fresh instance for every request (for plugins you do not trust with state).
+    Strict,
+}
+
+/// A plugin's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginSpec {
+    /// Name in logs and metrics.
+    pub name: String,
+    /// Its configuration, as JSON, given to `configure`.
+    pub config: String,
+    /// Wall time one call may take.
+    pub time_limit: Duration,
+    /// Linear memory an instance may use.
+    pub memory_limit: usize,
+    /// What happens to requests when it fails.
+    pub on_error: OnError,
+    /// Instance sharing.
+    pub isolation: Isolation,
+    /// How much of a response body the gateway buffers for `on-response` to read
+    /// (`request.response-body`); 0 for none. A longer body is streamed unread.
+    pub response_body: usize,
+}
+
+/// A plugin failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// It could not be loaded or configured.
+    #[error("plugin {plugin}: {message}")]
+    Load {
+        /// Plugin name.
+        plugin: String,
+        /// Why.
+        message: String,
+    },
+    /// A call trapped, ran out of time or memory, or returned something invalid.
+    #[error("plugin {plugin}: {message}")]
+    Call {
+        /// Plugin name.
+        plugin: String,
+        /// What happened.
+        message: String,
+    },
+    /// The breaker is open: the plugin is bypassed for now.
+    #[error("plugin {plugin} is bypassed after repeated failures")]
+    Bypassed {
+        /// Plugin name.
+        plugin: String,
+    },
+}
+
+// === Plugin ===
+
+/// Counters of one plugin.
+#[derive(Debug, Default)]
+pub struct PluginStats {
+    /// Calls made.
+    pub calls: AtomicU64,
+    /// Calls that failed (trap, deadline, memory, invalid output).
+    pub failures: AtomicU64,
+    /// Requests decided by `on_error` because the breaker was open.
+    pub bypassed: AtomicU64,
+    /// Instances created.
+    pub instantiations: AtomicU64,
+    /// Rejections decided by the plugin.
+    pub rejections: AtomicU64,
+    /// Reroutes decided by the plugin.
+    pub reroutes: AtomicU64,
+    /// Responses it reclassified.
+    pub reclassified: AtomicU64,
+}
+
+/// Opens after consecutive failures; while open, calls are skipped for a cool-down.
+#[derive(Debug, Default)]
+struct Breaker {
+    consecutive: AtomicU32,
+    open_until_ms: AtomicU64,
+}
+
+const BREAKER_FAILURES: u32 = 5;
+const BREAKER_COOL_DOWN: Duration = Duration::from_secs(30);
+
+/// A loaded, configured plugin.
+pub struct Plugin {
+    spec: PluginSpec,
+    engine: Arc<PluginEngine>,
+    pre: PolicyPre<HostState>,
+    pool: Mutex<Vec<Instance>>,
+    shared: Arc<PluginShared>,
+    stats: PluginStats,
+    breaker: Breaker,
+    reasons: Mutex<HashMap<String, u64>>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.spec.name)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Instance {
+    store: Store<HostState>,
+    policy: Policy,
+}
+
+/// The outcome of calling a plugin.
+pub type CallResult<T> = Result<T, PluginError>;
+
+impl Plugin {
+    /// The plugin's settings.
+    pub fn spec(&self) -> &PluginSpec {
+        &self.spec
+    }
+
+    /// The plugin's counters.
+    pub fn stats(&self) -> &PluginStats {
+        &self.stats
+    }
+
+    /// Reclassifications by reason.
+    pub fn reclassification_reasons(&self) -> Vec<(String, u64)> {
+        let reasons = self.reasons.lock().unwrap_or_else(|p| p.into_inner());
+        let mut list: Vec<_> = reasons.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        list.sort();
+        list
+    }
+
+    /// The plugin's own counters (`telemetry.counter`).
+    pub fn counters(&self) -> Vec<(String, u64)> {
+        let counters = self
+            .shared
+            .counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut list: Vec<_> = counters.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        list.sort();
+        list
+    }
+
+    /// The plugin's own histograms (`telemetry.histogram`).
+    pub fn histograms(&self) -> Vec<(String, PluginHistogram)> {
+        let histograms = self
+            .shared
+            .histograms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut list: Vec<_> = histograms
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+        list
+    }
+
+    async fn instantiate(&self) -> CallResult<Instance> {
+        let error = |message: String| PluginError::Load {
+            plugin: self.spec.name.clone(),
+            message,
+        };
+        let mut wasi = WasiCtx::builder();
+        wasi.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        let state = HostState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits: MemoryLimit {
+                bytes: self.spec.memory_limit,
+                denied: false,
+            },
+            call: CallContext::default(),
+            shared: self.shared.clone(),
+        };
+        let mut store = Store::new(&self.engine.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(self.deadline_ticks());
+        let policy = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| error(format!("cannot instantiate: {e:#}")))?;
+        self.stats.instantiations.fetch_add(1, Relaxed);
+        store.set_epoch_deadline(self.deadline_ticks());
+        match policy.call_configure(&mut store, &self.spec.config).await {
+            Ok(Ok(())) => Ok(Instance { store, policy }),
+            Ok(Err(message)) => Err(error(format!(
+                "configure refused its configuration: {message}"
+            ))),
+            Err(e) => Err(error(format!("configure failed: {e:#}"))),
+        }
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        (self.spec.time_limit.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1
+    }
+
+    async fn checkout(&self) -> CallResult<Instance> {
+        if self.spec.isolation == Isolation::Pooled {
+            let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            if let Some(instance) = pooled {
+                return Ok(instance);
+            }
+        }
+        self.instantiate().await
+    }
+
+    fn give_back(&self, instance: Instance) {
+        if self.spec.isolation == Isolation::Pooled {
+            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() < 64 {
+                pool.push(instance);
+            }
+        }
+    }
+
+    fn breaker_open(&self) -> bool {
+        let until = self.breaker.open_until_ms.load(Relaxed);
+        until != 0 && (now_ms() as u64) < until
+    }
+
+    fn failed(&self) {
+        self.stats.failures.fetch_add(1, Relaxed);
+        let n = self.breaker.consecutive.fetch_add(1, Relaxed) + 1;
+        if n >= BREAKER_FAILURES {
+            self.breaker.consecutive.store(0, Relaxed);
+            self.breaker.open_until_ms.store(
+                now_ms() as u64 + BREAKER_COOL_DOWN.as_millis() as u64,
+                Relaxed,
+            );
+            tracing::warn!(plugin = %self.spec.name, cool_down = ?BREAKER_COOL_DOWN, "plugin failed {BREAKER_FAILURES} times in a row: bypassed");
+        }
+    }
+
+    /// Runs one export on an instance with `call` lent to it; the instance is kept only when
+    /// the call succeeded.
+    async fn run<T>(
+        &self,
+        call: CallContext,
+        f: impl AsyncFnOnce(&Policy, &mut Store<HostState>) -> wasmtime::Result<T>,
+    ) -> (CallResult<T>, CallContext) {
+        if self.breaker_open() {
+            self.stats.bypassed.fetch_add(1, Relaxed);
+            return (
+                Err(PluginError::Bypassed {
+                    plugin: self.spec.name.clone(),
+                }),
+                call,
+            );
+        }
+        let mut instance = match self.checkout().await {
+            Ok(instance) => instance,
+            Err(e) => {
+                self.failed();
+                return (Err(e), call);
+            }
+        };
+        self.stats.calls.fetch_add(1, Relaxed);
+        instance.store.data_mut().call = call;
+        instance.store.set_epoch_deadline(self.deadline_ticks());
+        instance.store.data_mut().limits.denied = false;
+        let Instance { store, policy } = &mut instance;
+        let result = f(policy, store).await;
+        let memory_denied = instance.store.data().limits.denied;
+        let call = std::mem::take(&mut instance.store.data_mut().call);
+        match result {
+            Ok(value) => {
+                self.breaker.consecutive.store(0, Relaxed);
+                self.give_back(instance);
+                (Ok(value), call)
+            }
+            Err(e) => {
+                self.failed();
+                let message = if memory_denied {
+                    format!(
+                        "exceeded its memory limit of {} bytes ({})",
+                        self.spec.memory_limit,
+                        describe_trap(&e, &self.spec)
+                    )
+                } else {
+                    describe_trap(&e, &self.spec)
+                };
+                (
+                    Err(PluginError::Call {
+                        plugin: self.spec.name.clone(),
+                        message,
+                    }),
+                    call,
+                )
+            }
+        }
+    }
+
+    /// Calls `on-request`. The decision is validated against the route's backends.
+    pub async fn on_request(
+        &self,
+        head: &RequestHead,
+        call: CallContext,
+    ) -> (CallResult<Decision>, CallContext) {
+        let (result, call) = self
+            .run(
+                call,
+                async |policy: &Policy, store: &mut Store<HostState>| {
+                    policy.call_on_request(store, head).await
+                },
+            )
+            .await;
+        let result = result.and_then(|decision| {
+            match &decision {
+                Decision::Reject(r) if !(400..=599).contains(&r.status) => {
+                    return Err(self.invalid(format!(
+                        "rejected with status {}, outside 400-599",
+                        r.status
+                    )));
+                }
+                Decision::Reroute(backend) if !call.backends.iter().any(|b| **b == **backend) => {
+                    return Err(self.invalid(format!(
+                        "rerouted to {backend:?}, which is not a backend of route {}",
+                        head.route
+                    )));
+                }
+                Decision::Reject(_) => self.stats.rejections.fetch_add(1, Relaxed),
+                Decision::Reroute(_) => self.stats.reroutes.fetch_add(1, Relaxed),
+                Decision::Allow => 0,
+            };
+            Ok(decision)
+        });
+        (result, call)
+    }
+
+    /// Calls `on-request` once with no request, as a reload does before swapping a new version
+    /// in: a plugin that fails this is refused.
+    pub async fn canary(&self) -> CallResult<()> {
+        let head = RequestHead {
+            route: "(canary)".into(),
+            method: "GET".into(),
+            path: "/".into(),
+            content_length: None,
+        };
+        let (result, _) = self
+            .run(
+                CallContext::default(),
+                async |policy: &Policy, store: &mut Store<HostState>| {
+                    policy.call_on_request(store, &head).await
+                },
+            )
+            .await;
+        result.map(|_| ()).map_err(|e| PluginError::Load {
+            plugin: self.spec.name.clone(),
+            message: format!("the canary call failed: {e}"),
+        })
+    }
+
+    /// Calls `on-response`.
+    pub async fn on_response(
+        &self,
+        head: &ResponseHead,
+        call: CallContext,
+    ) -> (CallResult<Verdict>, CallContext) {
+        let (result, call) = self
+            .run(
+                call,
+                async |policy: &Policy, store: &mut Store<HostState>| {
+                    policy.call_on_response(store, head).await
+                },
+            )
+            .await;
+        if let Ok(Verdict::Good(reason) | Verdict::Bad(reason)) = &result {
+            self.stats.reclassified.fetch_add(1, Relaxed);
+            let mut reasons = self.reasons.lock().unwrap_or_else(|p| p.into_inner());
+            if reasons.len() < 100 || reasons.contains_key(reason.as_str()) {
+                *reasons.entry(reason.clone()).or_default() += 1;
+            }
+        }
+        (result, call)
+    }
+
+    fn invalid(&self, message: String) -> PluginError {
+        self.failed();
+        PluginError::Call {
+            plugin: self.spec.name.clone(),
+            message: format!("invalid output: {message}"),
+        }
+    }
+}
+
+fn describe_trap(error: &wasmtime::Error, spec: &PluginSpec) -> String {
+    if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
+        return match trap {
+            wasmtime::Trap::Interrupt => {
+                format!("exceeded its time limit of {:?}", spec.time_limit)
+            }
+            other => format!("trapped: {other}"),
+        };
+    }
+    format!("failed: {error:#}")
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

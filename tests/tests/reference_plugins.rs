@@ -1,0 +1,277 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The reference plugins end to end through the gateway: `budget-guard` sheds tier by tier as
+//! the budget burns, `tenant-quota` holds each tenant to its rate, and `contract-check`
+//! refuses requests that break the contract and counts responses that break it as bad.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use accord_tests::plugins::component;
+use accord_tests::upstream::{Upstream, json_response, respond};
+use accord_tests::{TestGateway, get, request, send};
+use bytes::Bytes;
+use http_body_util::Full;
+
+fn plugin(name: &str, file: &str, extra: &str) -> String {
+    format!(
+        "  {name}:\n    path: {}\n    limits: {{time: 20ms, memory: 16MiB}}\n{extra}",
+        component(file).display()
+    )
+}
+
+fn gateway_yaml(plugins: &str, upstream: std::net::SocketAddr, chain: &str) -> String {
+    format!(
+        "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nlog:\n  access_log: false\nplugins:\n{plugins}backends:\n  app:\n    http:\n      addresses: [\"{upstream}\"]\nroutes:\n  - id: api\n    match: {{path: {{prefix: /}}}}\n    backends: [{{backend: app}}]\n    retry: {{retries: 0}}\n    plugins: [{chain}]\n    slo:\n      availability: 99.9%\n"
+    )
+}
+
+fn with_header(
+    mut request: http::Request<Full<Bytes>>,
+    name: &'static str,
+    value: &str,
+) -> http::Request<Full<Bytes>> {
+    request
+        .headers_mut()
+        .insert(name, http::HeaderValue::from_str(value).unwrap());
+    request
+}
+
+async fn requests_by_class(gateway: &TestGateway) -> serde_json::Value {
+    let report = get(&gateway.admin_url("/sla/routes/api")).await.json();
+    report["windows"][0]["requests"].clone()
+}
+
+#[tokio::test]
+#[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
+async fn budget_guard_sheds_the_lower_tiers_first_while_the_budget_burns() {
+    let status = Arc::new(AtomicU16::new(200));
+    let current = status.clone();
+    let app = Upstream::start(move |_| {
+        let status = current.load(Ordering::SeqCst);
+        async move { respond(status, "app") }
+    })
+    .await;
+    let guard = plugin(
+        "guard",
+        "budget-guard",
+        "    config: {shed_above: {free: 2, standard: 5000}, exhausted: [], min_requests: 10, retry_after_seconds: 12}\n",
+    );
+    let gateway = TestGateway::start(&gateway_yaml(&guard, app.addr, "guard")).await;
+    let tiered = |tier: &str| {
+        with_header(
+            request("GET", &gateway.url("/x"), ""),
+            "x-tenant-tier",
+            tier,
+        )
+    };
+
+    // Healthy: every tier is served.
+    for _ in 0..10 {
+        assert_eq!(send(tiered("free")).await.status, 200);
+    }
+    gateway.running.gateway.sla().tick();
+    assert_eq!(
+        send(tiered("free")).await.status,
+        200,
+        "no burn, no shedding"
+    );
+
+    // The backend fails every request: the 5m burn rate is about 600x (of a 99.9% objective).
+    status.store(500, Ordering::SeqCst);
+    for _ in 0..20 {
+        assert_eq!(send(tiered("critical")).await.status, 500);
+    }
+    gateway.running.gateway.sla().tick();
+    let hits = app.hits();
+    let shed = send(tiered("free")).await;
+    assert_eq!(shed.status, 503, "free traffic is shed above 2x");
+    assert_eq!(shed.json()["code"], "plugin_rejected");
+    assert_eq!(shed.header("retry-after"), Some("12"));
+    assert_eq!(shed.header("x-accord-shed-tier"), Some("free"));
+    assert!(
+        shed.json()["message"].as_str().unwrap().contains("burns"),
+        "{}",
+        shed.text()
+    );
+    assert_eq!(app.hits(), hits, "a shed request never reaches the backend");
+    assert_eq!(
+        send(tiered("standard")).await.status,
+        500,
+        "standard traffic has a higher threshold: it still goes through"
+    );
+    assert_eq!(
+        send(request("GET", &gateway.url("/x"), "")).await.status,
+        500,
+        "no tier header: the default tier (standard)"
+    );
+    assert_eq!(
+        gateway
+            .metric("accord_plugin_counter_total{plugin=\"guard\",name=\"shed_free\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        requests_by_class(&gateway).await["rejected"],
+        1.0,
+        "shed requests count as rejected, not against the objective"
+    );
+}
+
+#[tokio::test]
+#[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
+async fn tenant_quota_holds_each_tenant_to_its_own_rate() {
+    let app = Upstream::fixed("app", 200).await;
+    let quota = plugin(
+        "quota",
+        "tenant-quota",
+        "    config: {default_limit: 1000, limits: {trial: 5}}\n",
+    );
+    let gateway = TestGateway::start(&gateway_yaml(&quota, app.addr, "quota")).await;
+    let as_tenant =
+        |tenant: &str| with_header(request("GET", &gateway.url("/x"), ""), "x-tenant", tenant);
+
+    // Twenty requests in well under a second: a tenant limited to 5 per second gets most of
+    // them refused, whichever second boundary falls among them.
+    let mut refused = 0;
+    for _ in 0..20 {
+        let reply = send(as_tenant("trial")).await;
+        match reply.status.as_u16() {
+            200 => {}
+            429 => {
+                refused += 1;
+                assert_eq!(reply.header("retry-after"), Some("1"));
+                assert_eq!(reply.header("x-ratelimit-limit"), Some("5"));
+                assert!(reply.json()["message"].as_str().unwrap().contains("trial"));
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(refused >= 10, "only {refused} of 20 refused");
+    for _ in 0..20 {
+        assert_eq!(
+            send(as_tenant("acme")).await.status,
+            200,
+            "another tenant has its own rate"
+        );
+    }
+    let anonymous = send(request("GET", &gateway.url("/x"), "")).await;
+    assert_eq!(
+        anonymous.status, 401,
+        "no tenant header: refused by default"
+    );
+    assert_eq!(app.hits(), 40 - refused);
+    assert_eq!(
+        requests_by_class(&gateway).await["rejected"],
+        (refused + 1) as f64,
+        "refusals do not count against the objective"
+    );
+}
+
+#[tokio::test]
+#[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
+async fn contract_check_refuses_bad_requests_and_counts_bad_responses() {
+    let large = format!("[{}0]", "0,".repeat(40_000));
+    let large_body = large.clone();
+    let app = Upstream::start(move |seen| {
+        let large = large_body.clone();
+        async move {
+            match seen.uri.path() {
+                "/ok" => json_response(200, &serde_json::json!({"a": 1})),
+                "/broken" => {
+                    let mut response = json_response(200, &serde_json::json!({}));
+                    *response.body_mut() = Full::new(Bytes::from_static(b"{\"a\":"));
+                    response
+                }
+                "/teapot" => json_response(418, &serde_json::json!({"tea": true})),
+                "/large" => {
+                    let mut response = json_response(200, &serde_json::json!({}));
+                    *response.body_mut() = Full::new(Bytes::from(large));
+                    response
+                }
+                _ => respond(200, "no content type"),
+            }
+        }
+    })
+    .await;
+    let contract = plugin(
+        "contract",
+        "contract-check",
+        "    response_body: 64KiB\n    config:\n      request: {required_headers: [x-api-key], content_types: [application/json], max_body_bytes: 100}\n      response: {statuses: [2xx, 404], required_headers: [content-type], json: true}\n",
+    );
+    let gateway = TestGateway::start(&gateway_yaml(&contract, app.addr, "contract")).await;
+    let keyed = |method: &str, path: &str, body: &'static str| {
+        with_header(request(method, &gateway.url(path), body), "x-api-key", "k")
+    };
+
+    // The request contract: refused before the backend.
+    let missing = send(request("GET", &gateway.url("/ok"), "")).await;
+    assert_eq!(missing.status, 400);
+    assert!(
+        missing.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("x-api-key")
+    );
+    let text = send(with_header(
+        keyed("POST", "/ok", "hello"),
+        "content-type",
+        "text/plain",
+    ))
+    .await;
+    assert_eq!(text.status, 415);
+    let long = "x".repeat(200);
+    let too_long = send(with_header(
+        with_header(request("POST", &gateway.url("/ok"), long), "x-api-key", "k"),
+        "content-type",
+        "application/json; charset=utf-8",
+    ))
+    .await;
+    assert_eq!(too_long.status, 413);
+    assert_eq!(app.hits(), 0, "no refused request reached the backend");
+    let posted = send(with_header(
+        keyed("POST", "/ok", "{}"),
+        "content-type",
+        "application/json",
+    ))
+    .await;
+    assert_eq!(
+        posted.status, 200,
+        "a request within the contract goes through"
+    );
+
+    // The response contract: the client gets the backend's answer, the SLA counts it bad.
+    let ok = send(keyed("GET", "/ok", "")).await;
+    assert_eq!(
+        (ok.status.as_u16(), ok.text()),
+        (200, "{\"a\":1}".to_owned())
+    );
+    let broken = send(keyed("GET", "/broken", "")).await;
+    assert_eq!(
+        (broken.status.as_u16(), broken.text()),
+        (200, "{\"a\":".to_owned())
+    );
+    assert_eq!(send(keyed("GET", "/teapot", "")).await.status, 418);
+    assert_eq!(send(keyed("GET", "/plain", "")).await.status, 200);
+    let large_reply = send(keyed("GET", "/large", "")).await;
+    assert_eq!(
+        large_reply.text(),
+        large,
+        "a body longer than response_body streams through whole"
+    );
+
+    let reason =
+        |r: &str| format!("accord_plugin_reclassified_total{{plugin=\"contract\",reason=\"{r}\"}}");
+    assert_eq!(gateway.metric(&reason("invalid_json")).await, 1.0);
+    assert_eq!(gateway.metric(&reason("status_418")).await, 1.0);
+    assert_eq!(gateway.metric(&reason("missing_content-type")).await, 1.0);
+    assert_eq!(
+        gateway
+            .metric("accord_plugin_counter_total{plugin=\"contract\",name=\"json_unchecked\"}")
+            .await,
+        1.0
+    );
+    let classes = requests_by_class(&gateway).await;
+    assert_eq!(classes["bad"], 3.0, "{classes}");
+    assert_eq!(classes["good"], 3.0, "{classes}");
+    assert_eq!(classes["rejected"], 3.0, "{classes}");
+}
