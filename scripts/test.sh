@@ -3,7 +3,8 @@
 # included. This is the README's test command; .ci/run calls it.
 #
 # Peers: nginx (Debian's package) as a real upstream; Debian's Chromium driven by the npm
-# package playwright-core for the dashboard; the wasm32-wasip2 Rust target for the plugins.
+# package playwright-core for the dashboard; the wasm32-wasip2 Rust target for the Rust
+# plugins; Debian's clang, lld, wasi-libc and wasm32 compiler runtime for the C plugin.
 # Installed when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,10 @@ cd "$(dirname "$0")/.."
 missing=()
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v clang >/dev/null 2>&1 || missing+=(clang)
+command -v wasm-ld >/dev/null 2>&1 || missing+=(lld)
+[ -f /usr/lib/wasm32-wasi/libc.a ] || missing+=(wasi-libc)
+ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1 || missing+=(libclang-rt-14-dev-wasm32)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing test peers: ${missing[*]}"
@@ -35,6 +40,7 @@ fi
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || { echo "nginx is still missing" >&2; exit 1; }
 [ -x /usr/bin/chromium ] || { echo "chromium is still missing" >&2; exit 1; }
 command -v node >/dev/null 2>&1 || { echo "node is missing (the machine image ships Node 20)" >&2; exit 1; }
+[ -f /usr/lib/wasm32-wasi/libc.a ] && command -v clang >/dev/null 2>&1 || { echo "clang or wasi-libc is still missing" >&2; exit 1; }
 
 echo "==> cargo test (workspace, peer tests included)"
 cargo test --workspace -- --include-ignored

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// The plugins' workspace.
 pub fn workspace() -> PathBuf {
@@ -35,4 +35,99 @@ pub fn component(name: &str) -> PathBuf {
         Ok(dir) => dir.join(format!("{}.wasm", name.replace('-', "_"))),
         Err(message) => panic!("{message}"),
     }
+}
+
+/// The component built from the C plugin in `wasm-plugins/c/<name>/` (its `.c` files), with
+/// Debian's clang and wasi-libc: bindings generated from the WIT by wit-bindgen's C
+/// generator, a core module linked by clang, then made a component with WASI's preview-1
+/// adapter. Built once per test process.
+pub fn c_component(name: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<(String, Result<PathBuf, String>)>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, result)) = built.iter().find(|(n, _)| n == name) {
+        return result.clone().unwrap_or_else(|e| panic!("{e}"));
+    }
+    let result = build_c(name);
+    built.push((name.to_owned(), result.clone()));
+    result.unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn build_c(name: &str) -> Result<PathBuf, String> {
+    let source = workspace().join("c").join(name);
+    let out = workspace().join("target/c").join(name);
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+
+    // 1. Bindings, as `wit-bindgen c wasm-plugins/wit --world policy` writes them.
+    let mut resolve = wit_parser::Resolve::default();
+    let (package, _) = resolve
+        .push_dir(workspace().join("wit"))
+        .map_err(|e| format!("the WIT does not parse: {e:#}"))?;
+    let world = resolve
+        .select_world(&[package], Some("policy"))
+        .map_err(|e| format!("{e:#}"))?;
+    let mut files = wit_bindgen_core::Files::default();
+    wit_bindgen_c::Opts::default()
+        .build()
+        .generate(&mut resolve, world, &mut files)
+        .map_err(|e| format!("wit-bindgen c: {e:#}"))?;
+    let mut inputs = Vec::new();
+    for (file, contents) in files.iter() {
+        let path = out.join(file);
+        std::fs::write(&path, contents).map_err(|e| format!("{}: {e}", path.display()))?;
+        if file.ends_with(".c") || file.ends_with(".o") {
+            inputs.push(path);
+        }
+    }
+    for entry in std::fs::read_dir(&source).map_err(|e| format!("{}: {e}", source.display()))? {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        if path.extension().is_some_and(|e| e == "c") {
+            inputs.push(path);
+        }
+    }
+
+    // 2. A core module: a WASI reactor (no `main`; the exports are the entry points).
+    let core = out.join("core.wasm");
+    let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
+    let output = Command::new(&clang)
+        .args([
+            "--target=wasm32-wasi",
+            "-mexec-model=reactor",
+            "-O2",
+            "-Wall",
+            "-Werror",
+            "-Wno-unused-function",
+        ])
+        .arg("-I")
+        .arg(&out)
+        .args(&inputs)
+        .arg("-o")
+        .arg(&core)
+        .output()
+        .map_err(|e| {
+            format!("cannot run {clang} (./scripts/test.sh installs clang, lld and wasi-libc): {e}")
+        })?;
+    if !output.status.success() {
+        return Err(format!(
+            "clang failed on the C plugin {name}:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+
+    // 3. The component.
+    let module = std::fs::read(&core).map_err(|e| format!("{}: {e}", core.display()))?;
+    let component = wit_component::ComponentEncoder::default()
+        .module(&module)
+        .and_then(|encoder| {
+            encoder.adapter(
+                wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
+                wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+            )
+        })
+        .and_then(|encoder| encoder.validate(true).encode())
+        .map_err(|e| format!("making a component of the C plugin {name}: {e:#}"))?;
+    let path = workspace()
+        .join("target/c")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    std::fs::write(&path, component).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
 }

@@ -239,3 +239,24 @@ async fn compiled_plugins_are_cached_in_memory_and_on_disk_and_a_damaged_artifac
         ArtifactSource::Disk
     );
 }
+
+#[tokio::test]
+#[ignore = "builds the C plugin with clang and wasi-libc: run ./scripts/test.sh"]
+async fn a_plugin_written_in_c_loads_and_refuses_a_bad_configuration() {
+    let engine = engine();
+    let file = accord_tests::plugins::c_component("budget-gate");
+    let mut gate = spec("budget-gate", Isolation::Pooled);
+    gate.config = "\"x-priority\"".into();
+    let plugin = engine.load(&file, gate).await.unwrap();
+    assert!(
+        matches!(ask(&plugin, None).await, Ok(Decision::Allow)),
+        "no objective on the route: allowed"
+    );
+    let mut bad = spec("budget-gate", Isolation::Pooled);
+    bad.config = "{\"header\": 1}".into();
+    let message = engine.load(&file, bad).await.unwrap_err().to_string();
+    assert!(
+        message.contains("expected a header name as a JSON string"),
+        "{message}"
+    );
+}

@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The reference plugins end to end through the gateway: `budget-guard` sheds tier by tier as
 //! the budget burns, `tenant-quota` holds each tenant to its rate, and `contract-check`
-//! refuses requests that break the contract and counts responses that break it as bad.
+//! refuses requests that break the contract and counts responses that break it as bad, and the
+//! C plugin `budget-gate` serves only critical requests once the budget is spent.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -274,4 +275,56 @@ async fn contract_check_refuses_bad_requests_and_counts_bad_responses() {
     assert_eq!(classes["bad"], 3.0, "{classes}");
     assert_eq!(classes["good"], 3.0, "{classes}");
     assert_eq!(classes["rejected"], 3.0, "{classes}");
+}
+
+#[tokio::test]
+#[ignore = "builds the C plugin with clang and wasi-libc: run ./scripts/test.sh"]
+async fn the_c_plugin_budget_gate_serves_only_critical_requests_once_the_budget_is_spent() {
+    let status = Arc::new(AtomicU16::new(500));
+    let current = status.clone();
+    let app = Upstream::start(move |_| {
+        let status = current.load(Ordering::SeqCst);
+        async move { respond(status, "app") }
+    })
+    .await;
+    let gate = format!(
+        "  gate:\n    path: {}\n    config: x-priority\n",
+        accord_tests::plugins::c_component("budget-gate").display()
+    );
+    let gateway = TestGateway::start(&gateway_yaml(&gate, app.addr, "gate")).await;
+    for _ in 0..5 {
+        assert_eq!(
+            send(request("GET", &gateway.url("/x"), "")).await.status,
+            500
+        );
+    }
+    gateway.running.gateway.sla().tick();
+    status.store(200, Ordering::SeqCst);
+
+    let gated = send(request("GET", &gateway.url("/x"), "")).await;
+    assert_eq!(gated.status, 503);
+    assert_eq!(gated.json()["code"], "plugin_rejected");
+    assert_eq!(gated.header("retry-after"), Some("60"));
+    assert!(
+        gated.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("budget is spent")
+    );
+    let critical = send(with_header(
+        request("GET", &gateway.url("/x"), ""),
+        "x-priority",
+        "critical",
+    ))
+    .await;
+    assert_eq!(
+        (critical.status.as_u16(), critical.text()),
+        (200, "app".to_owned())
+    );
+    assert_eq!(
+        gateway
+            .metric("accord_plugin_counter_total{plugin=\"gate\",name=\"gated\"}")
+            .await,
+        1.0
+    );
 }
