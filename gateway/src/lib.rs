@@ -8,6 +8,7 @@ pub mod gateway;
 pub mod headers;
 pub mod metrics;
 pub mod openslo;
+pub mod plugin_cli;
 pub mod proxy;
 pub mod report_cli;
 pub mod router;

@@ -64,6 +64,11 @@ enum Command {
         #[arg(long, value_enum, default_value_t = accord::report_cli::ReportFormat::Table)]
         format: accord::report_cli::ReportFormat,
     },
+    /// WebAssembly policy plugin tools.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
     /// Print the table of gateway error codes (Markdown).
     Errors,
     /// Run the gateway on example routes with built-in simulated backends and light traffic.
@@ -93,6 +98,28 @@ enum SloCommand {
         /// Write to this file instead of standard output.
         #[arg(short, long)]
         output: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Load a plugin as the gateway would (compile, link, configure, a canary call) and list
+    /// its imports and exports.
+    Check {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// Its configuration, JSON or YAML (as under `plugins.<name>.config`).
+        #[arg(long)]
+        config: Option<String>,
+    },
+    /// Run scripted cases (requests, SLA states, responses, expected decisions) through a
+    /// plugin, without a gateway.
+    Test {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// The cases file (YAML).
+        #[arg(long)]
+        cases: PathBuf,
     },
 }
 
@@ -133,6 +160,7 @@ fn main() -> ExitCode {
             }
             Ok(())
         })()),
+        Command::Plugin { command } => plugin(command),
         Command::Errors => {
             print!("{}", accord::errors::markdown_table());
             ExitCode::SUCCESS
@@ -160,6 +188,43 @@ fn main() -> ExitCode {
                 duration,
             }))
         })),
+    }
+}
+
+fn plugin(command: PluginCommand) -> ExitCode {
+    let rt = match runtime(Some(1)) {
+        Ok(rt) => rt,
+        Err(e) => return report(Err(e)),
+    };
+    match command {
+        PluginCommand::Check { file, config } => {
+            match rt.block_on(accord::plugin_cli::check(&file, config.as_deref())) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(message) => {
+                    eprintln!("accord: {message}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        PluginCommand::Test { file, cases } => {
+            match rt.block_on(accord::plugin_cli::test(&file, &cases)) {
+                Ok(outcome) => {
+                    print!("{}", outcome.report);
+                    if outcome.failed == 0 {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(message) => {
+                    eprintln!("accord: {message}");
+                    ExitCode::from(2)
+                }
+            }
+        }
     }
 }
 

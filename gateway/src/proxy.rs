@@ -30,7 +30,8 @@ use accord_adapters::backend::ClientAddr;
 use accord_adapters::body::{BodyTooLarge, empty_body, response_body};
 use accord_adapters::{BackendErrorKind, BoxError, ReplayBody, RequestBody, ResponseBody};
 use accord_policies::plugin::{
-    CallContext, Decision, OnError, OutcomeClass, Rejection, RequestHead, ResponseHead, Verdict,
+    CallContext, Decision, OnError, OutcomeClass, Rejection, RequestHead, ResponseHead, SlaState,
+    Verdict,
 };
 use accord_policies::sla::{Admission, RouteSla};
 use accord_policies::{Class, classify};
@@ -175,7 +176,7 @@ pub async fn handle(
         let lent = Arc::new(parts);
         let mut call = CallContext {
             request: Some(lent.clone()),
-            sla: route.sla().cloned(),
+            sla: route.sla().cloned().map(SlaState::Live),
             backends: route.backend_ids().clone(),
             ..CallContext::default()
         };

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use accord_policies::Class;
 use accord_policies::plugin::{
-    CallContext, Isolation, OnError, PluginEngine, PluginSpec, RequestHead,
+    CallContext, Isolation, OnError, PluginEngine, PluginSpec, RequestHead, SlaState,
 };
 use accord_policies::sla::{Clock, Enforcement, Objective, SlaEngine};
 use accord_tests::plugins::component;
@@ -71,7 +71,7 @@ fn calls(c: &mut Criterion) {
             b.iter(|| {
                 let call = CallContext {
                     request: Some(parts.clone()),
-                    sla: Some(route.clone()),
+                    sla: Some(SlaState::Live(route.clone())),
                     backends: Arc::from([Arc::from("a"), Arc::from("b")]),
                     ..CallContext::default()
                 };

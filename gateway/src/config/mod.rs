@@ -32,7 +32,7 @@ pub fn parse(source: &str) -> Result<RawConfig, ConfigErrors> {
 
 /// The library's message without its location decorations ("error: line L column C: …" and
 /// "… at line L, column C"), which the gateway reports in fields of their own.
-fn bare_message(text: &str) -> String {
+pub(crate) fn bare_message(text: &str) -> String {
     let first = text.lines().next().unwrap_or_default();
     let mut message = first.strip_prefix("error: ").unwrap_or(first);
     if let Some(rest) = message.strip_prefix("line ")

@@ -127,6 +127,20 @@ impl PluginEngine {
             })
     }
 
+    /// What a compiled component imports and exports, by name (`accord plugin check`).
+    pub fn describe(&self, component: &Component) -> (Vec<String>, Vec<String>) {
+        let ty = component.component_type();
+        let imports = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
+        let exports = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
+        (imports, exports)
+    }
+
     /// Links a compiled component, instantiates and configures a first instance.
     pub async fn prepare(
         self: &Arc<Self>,

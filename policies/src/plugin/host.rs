@@ -26,14 +26,32 @@ pub struct CallContext {
     pub response_headers: Option<Arc<http::HeaderMap>>,
     /// The response body, in `on-response`, when the plugin asked for it and it fit.
     pub response_body: Option<bytes::Bytes>,
-    /// The route's SLA state.
-    pub sla: Option<Arc<RouteSla>>,
+    /// The route's SLA state; none when the route has no objective.
+    pub sla: Option<SlaState>,
     /// The route's backend ids, in its order.
     pub backends: Arc<[Arc<str>]>,
     /// Request-local storage.
     pub locals: HashMap<String, String>,
     /// Annotations for the access log.
     pub annotations: Vec<(String, String)>,
+}
+
+/// Where a call's SLA state comes from.
+#[derive(Clone)]
+pub enum SlaState {
+    /// The SLA engine's, for a route of a running gateway.
+    Live(Arc<RouteSla>),
+    /// Given by a test (`accord plugin test`): what the plugin sees, verbatim.
+    Scripted(Arc<ScriptedSla>),
+}
+
+/// An SLA state written by hand, to test a plugin without a gateway.
+#[derive(Debug, Clone, Default)]
+pub struct ScriptedSla {
+    /// What `sla.route` returns.
+    pub route: Option<wit::RouteSnapshot>,
+    /// What `sla.backends` returns.
+    pub backends: Vec<wit::BackendStats>,
 }
 
 /// What every instance of one plugin shares.
@@ -183,13 +201,18 @@ impl bindings::accord::policy::locals::Host for HostState {
 impl bindings::accord::policy::sla::Host for HostState {
     fn route(&mut self) -> Option<wit::RouteSnapshot> {
         // As of the engine's last evaluation (every few seconds), like `backends`.
-        Some(snapshot(self.call.sla.as_ref()?))
+        match self.call.sla.as_ref()? {
+            SlaState::Live(sla) => Some(snapshot(sla)),
+            SlaState::Scripted(scripted) => scripted.route.clone(),
+        }
     }
 
     fn backends(&mut self) -> Vec<wit::BackendStats> {
         // As of the engine's last evaluation (every few seconds): no window is recomputed here.
-        let Some(sla) = self.call.sla.as_ref() else {
-            return Vec::new();
+        let sla = match self.call.sla.as_ref() {
+            None => return Vec::new(),
+            Some(SlaState::Scripted(scripted)) => return scripted.backends.clone(),
+            Some(SlaState::Live(sla)) => sla,
         };
         sla.backends()
             .iter()

@@ -30,7 +30,7 @@ mod host;
 
 pub use artifacts::ArtifactSource;
 pub use engine::PluginEngine;
-pub use host::{CallContext, HostState, PluginHistogram};
+pub use host::{CallContext, HostState, PluginHistogram, ScriptedSla, SlaState};
 
 use engine::EPOCH_TICK;
 use host::{MemoryLimit, PluginShared};
@@ -47,7 +47,8 @@ mod bindings {
 }
 
 pub use bindings::accord::policy::types::{
-    Decision, OutcomeClass, Rejection, RequestHead, ResponseHead, Verdict,
+    BackendStats, Decision, HttpHeader, Indicator, OutcomeClass, Rejection, RequestHead,
+    ResponseHead, RouteSnapshot, Verdict, WindowStats,
 };
 use bindings::{Policy, PolicyPre};
 

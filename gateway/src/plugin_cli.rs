@@ -1,0 +1,650 @@
+//! `accord plugin check` and `accord plugin test`: a plugin author's tools, without a gateway.
+//!
+//! * `check` loads a component the way the gateway does (compile, link against the
+//!   `accord:policy` world and WASI with nothing granted, instantiate, `configure`, a canary
+//!   `on-request`) and lists what it imports and exports.
+//! * `test` runs scripted cases through it: each case gives a request, the SLA state the plugin
+//!   sees (a route snapshot and backend standings, written by hand) and optionally a response,
+//!   and says what the plugin must decide. Cases run in order on one plugin, so state the plugin
+//!   keeps (its rates, its memory) carries from one case to the next, as in a gateway.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use accord_policies::plugin::{
+    BackendStats, CallContext, Decision, Indicator, Isolation, OnError, OutcomeClass, Plugin,
+    PluginEngine, PluginSpec, RequestHead, ResponseHead, RouteSnapshot, ScriptedSla, SlaState,
+    Verdict, WindowStats,
+};
+use serde::Deserialize;
+
+use crate::config::types::{ByteSize, ConfigDuration};
+
+/// Engine size for the tools: one plugin, a few instances.
+const INSTANCES: u32 = 8;
+const MEMORY: usize = 256 << 20;
+
+/// Limits a plugin runs under in the tools (the gateway's defaults unless a case file says).
+#[derive(Debug, Clone, Copy)]
+pub struct ToolLimits {
+    /// Per call.
+    pub time: Duration,
+    /// Per instance.
+    pub memory: usize,
+}
+
+impl Default for ToolLimits {
+    fn default() -> Self {
+        Self {
+            time: Duration::from_millis(10),
+            memory: 16 << 20,
+        }
+    }
+}
+
+fn spec(file: &Path, config: String, limits: ToolLimits) -> PluginSpec {
+    PluginSpec {
+        name: file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("plugin")
+            .to_owned(),
+        config,
+        time_limit: limits.time,
+        memory_limit: limits.memory,
+        on_error: OnError::Reject,
+        isolation: Isolation::Pooled,
+        response_body: usize::MAX,
+    }
+}
+
+/// `accord plugin check`: the report, or why the plugin cannot be used.
+pub async fn check(file: &Path, config: Option<&str>) -> Result<String, String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let config = match config {
+        Some(text) => config_json(text)?,
+        None => String::new(),
+    };
+    let engine = Arc::new(PluginEngine::new(INSTANCES, MEMORY).map_err(|e| e.to_string())?);
+    let spec = spec(file, config, ToolLimits::default());
+    let (component, _) = engine
+        .compile(&bytes, &spec.name)
+        .map_err(|e| e.to_string())?;
+    let (imports, exports) = engine.describe(&component);
+    let mut out = String::new();
+    let _ = writeln!(out, "{} ({} bytes)", file.display(), bytes.len());
+    let _ = writeln!(out, "imports:");
+    for import in &imports {
+        let note = if import.starts_with("wasi:") {
+            "  (WASI: linked, nothing granted)"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "  {import}{note}");
+    }
+    let _ = writeln!(out, "exports:");
+    for export in &exports {
+        let _ = writeln!(out, "  {export}");
+    }
+    let plugin = engine
+        .prepare(component, spec)
+        .await
+        .map_err(|e| format!("{out}{e}"))?;
+    let _ = writeln!(out, "configure: ok");
+    plugin.canary().await.map_err(|e| format!("{out}{e}"))?;
+    let _ = writeln!(out, "canary on-request: ok");
+    let _ = writeln!(out, "ok: a valid accord:policy@0.1.0 plugin");
+    Ok(out)
+}
+
+/// A plugin configuration given on the command line: JSON, or YAML (turned into JSON).
+fn config_json(text: &str) -> Result<String, String> {
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
+        return Ok(value.to_string());
+    }
+    serde_saphyr::from_str::<serde_json::Value>(text)
+        .map(|v| v.to_string())
+        .map_err(|e| format!("--config is neither JSON nor YAML: {e}"))
+}
+
+// === test cases ===
+
+/// A cases file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CasesFile {
+    /// The plugin's configuration.
+    #[serde(default)]
+    config: Option<serde_json::Value>,
+    /// Limits, as in the gateway's configuration.
+    #[serde(default)]
+    limits: Option<CaseLimits>,
+    /// The route the cases run on.
+    #[serde(default)]
+    route: CaseRoute,
+    cases: Vec<Case>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseLimits {
+    #[serde(default)]
+    time: Option<ConfigDuration>,
+    #[serde(default)]
+    memory: Option<ByteSize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct CaseRoute {
+    id: String,
+    backends: Vec<String>,
+}
+
+impl Default for CaseRoute {
+    fn default() -> Self {
+        Self {
+            id: "route".into(),
+            backends: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    name: String,
+    #[serde(default)]
+    request: CaseRequest,
+    /// The route snapshot `sla.route` returns; absent: the route has no objective.
+    #[serde(default)]
+    sla: Option<CaseSla>,
+    /// What `sla.backends` returns.
+    #[serde(default)]
+    backends: Vec<CaseBackend>,
+    expect: ExpectDecision,
+    /// A response: `on-response` runs on it when the request was allowed or rerouted.
+    #[serde(default)]
+    response: Option<CaseResponse>,
+    #[serde(default)]
+    expect_response: Option<ExpectVerdict>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct CaseRequest {
+    method: String,
+    path: String,
+    query: Option<String>,
+    headers: BTreeMap<String, String>,
+}
+
+impl Default for CaseRequest {
+    fn default() -> Self {
+        Self {
+            method: "GET".into(),
+            path: "/".into(),
+            query: None,
+            headers: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseSla {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    paging: bool,
+    #[serde(default)]
+    budget_exhausted: bool,
+    #[serde(default)]
+    indicators: Vec<CaseIndicator>,
+    #[serde(default)]
+    windows: Vec<CaseWindow>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseIndicator {
+    name: String,
+    target: f64,
+    #[serde(default)]
+    attainment: Option<f64>,
+    #[serde(default)]
+    budget_remaining: Option<f64>,
+    #[serde(default)]
+    burn_rates: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseWindow {
+    window: String,
+    #[serde(default)]
+    total: Option<f64>,
+    #[serde(default)]
+    good: f64,
+    #[serde(default)]
+    bad: f64,
+    #[serde(default)]
+    throttled: f64,
+    #[serde(default)]
+    rejected: f64,
+    #[serde(default)]
+    client_error: f64,
+    #[serde(default)]
+    p50_ms: Option<f64>,
+    #[serde(default)]
+    p99_ms: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseBackend {
+    backend: String,
+    #[serde(default)]
+    breaching: bool,
+    #[serde(default)]
+    burn_rate: f64,
+    #[serde(default)]
+    requests: f64,
+    #[serde(default)]
+    error_ratio: f64,
+    #[serde(default)]
+    p99_ms: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum DecisionKind {
+    Allow,
+    Reject,
+    Reroute,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpectDecision {
+    decision: DecisionKind,
+    #[serde(default)]
+    status: Option<u16>,
+    #[serde(default)]
+    retry_after: Option<u32>,
+    #[serde(default)]
+    reroute: Option<String>,
+    #[serde(default)]
+    reason_contains: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseResponse {
+    status: u16,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    backend: Option<String>,
+    #[serde(default)]
+    latency_ms: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum VerdictKind {
+    Keep,
+    Good,
+    Bad,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpectVerdict {
+    verdict: VerdictKind,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// What `accord plugin test` found.
+#[derive(Debug)]
+pub struct TestOutcome {
+    /// One line per case, then the summary.
+    pub report: String,
+    /// Cases that did not go as expected.
+    pub failed: usize,
+}
+
+/// `accord plugin test`: runs every case; an error is a file or plugin that cannot be used.
+pub async fn test(file: &Path, cases_path: &Path) -> Result<TestOutcome, String> {
+    let text = std::fs::read_to_string(cases_path)
+        .map_err(|e| format!("cannot read {}: {e}", cases_path.display()))?;
+    let cases: CasesFile = serde_saphyr::from_str(&text).map_err(|error| {
+        let (line, column) = error.location().map_or((0, 0), |l| (l.line(), l.column()));
+        let path = crate::config::error::yaml_path_at(&text, line);
+        let message = crate::config::bare_message(&error.without_snippet().to_string());
+        format!(
+            "{}:{line}:{column}: {}{message}",
+            cases_path.display(),
+            if path.is_empty() {
+                String::new()
+            } else {
+                format!("{path}: ")
+            }
+        )
+    })?;
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let mut limits = ToolLimits::default();
+    if let Some(l) = &cases.limits {
+        if let Some(time) = &l.time {
+            limits.time = time.0;
+        }
+        if let Some(memory) = &l.memory {
+            limits.memory = usize::try_from(memory.0).unwrap_or(usize::MAX);
+        }
+    }
+    let config = cases
+        .config
+        .as_ref()
+        .map_or_else(String::new, serde_json::Value::to_string);
+    let engine = Arc::new(PluginEngine::new(INSTANCES, MEMORY).map_err(|e| e.to_string())?);
+    let spec = spec(file, config, limits);
+    let (component, _) = engine
+        .compile(&bytes, &spec.name)
+        .map_err(|e| e.to_string())?;
+    let plugin = engine
+        .prepare(component, spec)
+        .await
+        .map_err(|e| e.to_string())?;
+
+    let mut report = String::new();
+    let mut failed = 0;
+    for (i, case) in cases.cases.iter().enumerate() {
+        let problems = run_case(&plugin, &cases.route, case).await;
+        if problems.is_empty() {
+            let _ = writeln!(report, "ok    {}", case.name);
+        } else {
+            failed += 1;
+            let _ = writeln!(
+                report,
+                "FAIL  {} (cases[{i}]): {}",
+                case.name,
+                problems.join("; ")
+            );
+        }
+    }
+    let _ = writeln!(
+        report,
+        "{} passed, {failed} failed",
+        cases.cases.len() - failed
+    );
+    Ok(TestOutcome { report, failed })
+}
+
+/// Runs one case; returns what differed from the expectations.
+async fn run_case(plugin: &Plugin, route: &CaseRoute, case: &Case) -> Vec<String> {
+    let mut problems = Vec::new();
+    let parts = match request_parts(&case.request) {
+        Ok(parts) => Arc::new(parts),
+        Err(e) => return vec![e],
+    };
+    let backends: Vec<Arc<str>> = if route.backends.is_empty() {
+        case.backends
+            .iter()
+            .map(|b| Arc::from(b.backend.as_str()))
+            .collect()
+    } else {
+        route
+            .backends
+            .iter()
+            .map(|b| Arc::from(b.as_str()))
+            .collect()
+    };
+    let scripted = ScriptedSla {
+        route: case.sla.as_ref().map(|sla| snapshot(&route.id, sla)),
+        backends: case
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| BackendStats {
+                backend: b.backend.clone(),
+                position: backends
+                    .iter()
+                    .position(|id| **id == *b.backend)
+                    .unwrap_or(i) as u32,
+                breaching: b.breaching,
+                burn_rate: b.burn_rate,
+                requests: b.requests,
+                error_ratio: b.error_ratio,
+                p99_ms: b.p99_ms,
+            })
+            .collect(),
+    };
+    let head = RequestHead {
+        route: route.id.clone(),
+        method: case.request.method.clone(),
+        path: case.request.path.clone(),
+        content_length: parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok()),
+    };
+    let call = CallContext {
+        request: Some(parts),
+        sla: Some(SlaState::Scripted(Arc::new(scripted))),
+        backends: backends.into(),
+        ..CallContext::default()
+    };
+    let (decision, mut call) = plugin.on_request(&head, call).await;
+    let decision = match decision {
+        Ok(decision) => decision,
+        Err(e) => return vec![format!("on-request failed: {e}")],
+    };
+    compare_decision(&decision, &case.expect, &mut problems);
+
+    if let Some(response) = &case.response {
+        if matches!(decision, Decision::Reject(_)) {
+            problems.push("the case has a response, but the request was rejected".into());
+            return problems;
+        }
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in &response.headers {
+            match (
+                http::HeaderName::try_from(name.as_str()),
+                http::HeaderValue::from_str(value),
+            ) {
+                (Ok(n), Ok(v)) => {
+                    headers.append(n, v);
+                }
+                _ => problems.push(format!("response header {name:?} is not a valid header")),
+            }
+        }
+        call.response_headers = Some(Arc::new(headers));
+        call.response_body = response
+            .body
+            .as_ref()
+            .map(|b| bytes::Bytes::from(b.clone()));
+        let status = http::StatusCode::from_u16(response.status)
+            .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        let head = ResponseHead {
+            status: response.status,
+            backend: response.backend.clone(),
+            latency_ms: response.latency_ms.unwrap_or(10.0),
+            class: match accord_policies::classify(status, None) {
+                accord_policies::Class::Good => OutcomeClass::Good,
+                accord_policies::Class::Bad => OutcomeClass::Bad,
+                accord_policies::Class::Throttled => OutcomeClass::Throttled,
+                accord_policies::Class::Rejected => OutcomeClass::Rejected,
+                accord_policies::Class::ClientError => OutcomeClass::ClientError,
+            },
+        };
+        let (verdict, _) = plugin.on_response(&head, call).await;
+        match (verdict, &case.expect_response) {
+            (Err(e), _) => problems.push(format!("on-response failed: {e}")),
+            (Ok(verdict), Some(expected)) => compare_verdict(&verdict, expected, &mut problems),
+            (Ok(_), None) => {}
+        }
+    } else if case.expect_response.is_some() {
+        problems.push("expect_response needs a response".into());
+    }
+    problems
+}
+
+fn request_parts(request: &CaseRequest) -> Result<http::request::Parts, String> {
+    let uri = match &request.query {
+        Some(query) => format!("{}?{query}", request.path),
+        None => request.path.clone(),
+    };
+    let mut builder = http::Request::builder()
+        .method(request.method.as_str())
+        .uri(uri);
+    for (name, value) in &request.headers {
+        builder = builder.header(name, value);
+    }
+    builder
+        .body(())
+        .map(|r| r.into_parts().0)
+        .map_err(|e| format!("the request is not valid HTTP: {e}"))
+}
+
+fn snapshot(route: &str, sla: &CaseSla) -> RouteSnapshot {
+    RouteSnapshot {
+        route: route.to_owned(),
+        status: sla.status.clone().unwrap_or_else(|| {
+            if sla.budget_exhausted {
+                "budget_exhausted".into()
+            } else if sla.paging {
+                "paging".into()
+            } else {
+                "ok".into()
+            }
+        }),
+        paging: sla.paging,
+        budget_exhausted: sla.budget_exhausted,
+        indicators: sla
+            .indicators
+            .iter()
+            .map(|i| Indicator {
+                name: i.name.clone(),
+                target: i.target,
+                attainment: i.attainment.unwrap_or(1.0),
+                budget_remaining: i.budget_remaining.unwrap_or(1.0),
+                burn_rates: i.burn_rates.iter().map(|(w, r)| (w.clone(), *r)).collect(),
+            })
+            .collect(),
+        windows: sla
+            .windows
+            .iter()
+            .map(|w| WindowStats {
+                window: w.window.clone(),
+                total: w
+                    .total
+                    .unwrap_or(w.good + w.bad + w.throttled + w.rejected + w.client_error),
+                good: w.good,
+                bad: w.bad,
+                throttled: w.throttled,
+                rejected: w.rejected,
+                client_error: w.client_error,
+                p50_ms: w.p50_ms,
+                p99_ms: w.p99_ms,
+            })
+            .collect(),
+    }
+}
+
+fn describe(decision: &Decision) -> String {
+    match decision {
+        Decision::Allow => "allow".into(),
+        Decision::Reroute(backend) => format!("reroute to {backend}"),
+        Decision::Reject(r) => format!("reject {} {:?}", r.status, r.reason),
+    }
+}
+
+fn compare_decision(decision: &Decision, expected: &ExpectDecision, problems: &mut Vec<String>) {
+    let kind = match decision {
+        Decision::Allow => DecisionKind::Allow,
+        Decision::Reject(_) => DecisionKind::Reject,
+        Decision::Reroute(_) => DecisionKind::Reroute,
+    };
+    if kind != expected.decision {
+        problems.push(format!(
+            "expected {}, got {}",
+            format!("{:?}", expected.decision).to_lowercase(),
+            describe(decision)
+        ));
+        return;
+    }
+    match decision {
+        Decision::Reject(rejection) => {
+            if let Some(status) = expected.status
+                && status != rejection.status
+            {
+                problems.push(format!(
+                    "expected status {status}, got {}",
+                    rejection.status
+                ));
+            }
+            if expected.retry_after.is_some()
+                && expected.retry_after != rejection.retry_after_seconds
+            {
+                problems.push(format!(
+                    "expected Retry-After {:?}, got {:?}",
+                    expected.retry_after, rejection.retry_after_seconds
+                ));
+            }
+            if let Some(part) = &expected.reason_contains
+                && !rejection.reason.contains(part.as_str())
+            {
+                problems.push(format!(
+                    "expected a reason containing {part:?}, got {:?}",
+                    rejection.reason
+                ));
+            }
+            for (name, value) in &expected.headers {
+                let got = rejection
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case(name))
+                    .map(|h| h.value.as_str());
+                if got != Some(value.as_str()) {
+                    problems.push(format!("expected header {name}: {value}, got {got:?}"));
+                }
+            }
+        }
+        Decision::Reroute(backend) => {
+            if let Some(expected) = &expected.reroute
+                && expected != backend
+            {
+                problems.push(format!("expected a reroute to {expected}, got {backend}"));
+            }
+        }
+        Decision::Allow => {}
+    }
+}
+
+fn compare_verdict(verdict: &Verdict, expected: &ExpectVerdict, problems: &mut Vec<String>) {
+    let (kind, reason) = match verdict {
+        Verdict::Keep => (VerdictKind::Keep, None),
+        Verdict::Good(r) => (VerdictKind::Good, Some(r.as_str())),
+        Verdict::Bad(r) => (VerdictKind::Bad, Some(r.as_str())),
+    };
+    if kind != expected.verdict {
+        problems.push(format!(
+            "expected the response verdict {:?}, got {kind:?}{}",
+            expected.verdict,
+            reason.map(|r| format!(" ({r})")).unwrap_or_default()
+        ));
+    } else if let Some(want) = &expected.reason
+        && reason != Some(want.as_str())
+    {
+        problems.push(format!("expected the reason {want:?}, got {reason:?}"));
+    }
+}

@@ -1,0 +1,100 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The plugin author's tools, `accord plugin check` and `accord plugin test`, on the reference
+//! plugins and their case files (`wasm-plugins/plugins/<name>/cases.yaml`).
+
+use accord::plugin_cli;
+use accord_tests::plugins::{component, workspace};
+
+#[tokio::test]
+#[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
+async fn check_lists_imports_and_exports_and_runs_configure() {
+    let report = plugin_cli::check(&component("budget-guard"), Some("{shed_above: {free: 3}}"))
+        .await
+        .unwrap();
+    for line in [
+        "accord:policy/sla@0.1.0",
+        "accord:policy/request@0.1.0",
+        "on-request",
+        "on-response",
+        "configure: ok",
+        "canary on-request: ok",
+    ] {
+        assert!(report.contains(line), "{line} missing from:\n{report}");
+    }
+    assert!(
+        report.contains("(WASI: linked, nothing granted)"),
+        "{report}"
+    );
+
+    let refused = plugin_cli::check(&component("budget-guard"), Some("{window: 7m}"))
+        .await
+        .unwrap_err();
+    assert!(refused.contains("window \"7m\" is not one of"), "{refused}");
+    let sneaky = plugin_cli::check(&component("unknown-import"), None)
+        .await
+        .unwrap_err();
+    assert!(sneaky.contains("test:vault/secrets"), "{sneaky}");
+    let not_wasm = plugin_cli::check(&workspace().join("wit/policy.wit"), None)
+        .await
+        .unwrap_err();
+    assert!(not_wasm.contains("not a loadable component"), "{not_wasm}");
+}
+
+#[tokio::test]
+#[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
+async fn every_reference_plugin_passes_its_cases() {
+    for name in [
+        "budget-guard",
+        "tenant-quota",
+        "contract-check",
+        "latency-guard",
+    ] {
+        let cases = workspace().join("plugins").join(name).join("cases.yaml");
+        let outcome = plugin_cli::test(&component(name), &cases).await.unwrap();
+        assert_eq!(outcome.failed, 0, "{name}:\n{}", outcome.report);
+        assert!(
+            outcome.report.contains(" passed, 0 failed"),
+            "{}",
+            outcome.report
+        );
+    }
+}
+
+#[tokio::test]
+#[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
+async fn a_wrong_expectation_fails_with_what_differed_and_a_bad_file_names_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = dir.path().join("cases.yaml");
+    std::fs::write(
+        &cases,
+        "config: {shed_above: {free: 2}, min_requests: 1}\ncases:\n  - name: expects the wrong status\n    request: {headers: {x-tenant-tier: free}}\n    sla:\n      indicators: [{name: availability, target: 0.999, burn_rates: {5m: 9}}]\n      windows: [{window: 5m, bad: 5}]\n    expect: {decision: reject, status: 429}\n  - name: expects a reroute\n    expect: {decision: reroute, reroute: elsewhere}\n",
+    )
+    .unwrap();
+    let outcome = plugin_cli::test(&component("budget-guard"), &cases)
+        .await
+        .unwrap();
+    assert_eq!(outcome.failed, 2, "{}", outcome.report);
+    assert!(
+        outcome
+            .report
+            .contains("FAIL  expects the wrong status (cases[0]): expected status 429, got 503"),
+        "{}",
+        outcome.report
+    );
+    assert!(
+        outcome.report.contains("expected reroute, got allow"),
+        "{}",
+        outcome.report
+    );
+
+    std::fs::write(
+        &cases,
+        "cases:\n  - name: a typo\n    expect: {decision: allow}\n    respone: {status: 200}\n",
+    )
+    .unwrap();
+    let error = plugin_cli::test(&component("budget-guard"), &cases)
+        .await
+        .unwrap_err();
+    assert!(error.contains("cases.yaml:4:"), "{error}");
+    assert!(error.contains("respone"), "{error}");
+}
