@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use accord_policies::Class;
 use accord_policies::plugin::{
-    CallContext, Isolation, OnError, PluginEngine, PluginSpec, RequestHead, SlaState,
+    CallContext, Isolation, OnError, OutcomeClass, PluginEngine, PluginSpec, RequestHead,
+    ResponseHead, SlaState,
 };
 use accord_policies::sla::{Clock, Enforcement, Objective, SlaEngine};
 use accord_tests::plugins::component;
@@ -60,12 +61,29 @@ fn calls(c: &mut Criterion) {
         path: "/bench".into(),
         content_length: None,
     };
+    let c_plugin = accord_tests::plugins::c_component("budget-gate");
     for (name, file, config) in [
-        ("noop", "noop", ""),
-        ("latency-guard", "latency-guard", "{\"threshold_ms\": 300}"),
+        ("noop", component("noop"), ""),
+        (
+            "latency-guard",
+            component("latency-guard"),
+            "{\"threshold_ms\": 300}",
+        ),
+        ("budget-guard", component("budget-guard"), ""),
+        (
+            "tenant-quota",
+            component("tenant-quota"),
+            "{\"default_limit\": 1e12}",
+        ),
+        (
+            "contract-check",
+            component("contract-check"),
+            "{\"request\": {\"required_headers\": [\"x-tenant\"]}, \"response\": {\"statuses\": [\"2xx\"], \"json\": true}}",
+        ),
+        ("budget-gate (C)", c_plugin.clone(), "\"x-priority\""),
     ] {
         let plugin = runtime
-            .block_on(engine.load(&component(file), spec(name, config)))
+            .block_on(engine.load(&file, spec(name, config)))
             .unwrap_or_else(|e| panic!("{e}"));
         c.bench_function(&format!("plugin on-request: {name}"), |b| {
             b.iter(|| {
@@ -79,6 +97,33 @@ fn calls(c: &mut Criterion) {
                 std::hint::black_box(decision.is_ok())
             })
         });
+        if name == "contract-check" {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            let headers = Arc::new(headers);
+            let body =
+                bytes::Bytes::from_static(br#"{"order": 7, "items": [1, 2, 3], "total": 12.5}"#);
+            let response = ResponseHead {
+                status: 200,
+                backend: Some("a".into()),
+                latency_ms: 12.0,
+                class: OutcomeClass::Good,
+            };
+            c.bench_function(&format!("plugin on-response: {name} (JSON body)"), |b| {
+                b.iter(|| {
+                    let call = CallContext {
+                        response_headers: Some(headers.clone()),
+                        response_body: Some(body.clone()),
+                        ..CallContext::default()
+                    };
+                    let (verdict, _) = runtime.block_on(plugin.on_response(&response, call));
+                    std::hint::black_box(verdict.is_ok())
+                })
+            });
+        }
     }
 }
 
