@@ -4,8 +4,8 @@
 #
 # Peers: nginx (Debian's package) as a real upstream; Debian's Chromium driven by the npm
 # package playwright-core for the dashboard; the wasm32-wasip2 Rust target for the Rust
-# plugins; Debian's clang, lld, wasi-libc and wasm32 compiler runtime for the C plugin.
-# Installed when missing.
+# plugins; Debian's clang, lld, wasi-libc and wasm32 compiler runtime for the C plugin;
+# cargo-lambda (PyPI's prebuilt binary) as a real Lambda Invoke endpoint. Installed when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +31,15 @@ if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep 
   rustup target add wasm32-wasip2
 fi
 
+# cargo-lambda's Invoke emulator runs a real lambda_http function for the Lambda adapter's tests.
+# The wheel carries a prebuilt binary (cargo install would take ~18 minutes).
+scripts_dir="$(python3 -c "import sysconfig; print(sysconfig.get_path('scripts'))")"
+export PATH="$scripts_dir:$PATH"
+if ! command -v cargo-lambda >/dev/null 2>&1; then
+  echo "==> installing cargo-lambda (PyPI) for the Lambda tests"
+  python3 -m pip install --quiet --disable-pip-version-check --no-deps cargo-lambda==1.9.2
+fi
+
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   echo "==> installing playwright-core (npm) for the dashboard test"
   npm ci --prefix tests/browser --no-audit --no-fund --silent
@@ -41,6 +50,7 @@ fi
 [ -x /usr/bin/chromium ] || { echo "chromium is still missing" >&2; exit 1; }
 command -v node >/dev/null 2>&1 || { echo "node is missing (the machine image ships Node 20)" >&2; exit 1; }
 [ -f /usr/lib/wasm32-wasi/libc.a ] && command -v clang >/dev/null 2>&1 || { echo "clang or wasi-libc is still missing" >&2; exit 1; }
+command -v cargo-lambda >/dev/null 2>&1 || { echo "cargo-lambda is still missing" >&2; exit 1; }
 
 echo "==> cargo test (workspace, peer tests included)"
 cargo test --workspace -- --include-ignored

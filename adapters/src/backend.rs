@@ -63,6 +63,34 @@ pub trait Availability: Send + Sync + 'static {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddr(pub std::net::SocketAddr);
 
+/// Template parameters of the matched route (`("id", "42")` for `/users/{id}`), set on the
+/// request's extensions by the gateway for adapters that map them (Lambda's `pathParameters`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PathParams(pub Vec<(String, String)>);
+
+/// The matched route as API Gateway would name it (`routeKey`): `GET /users/{id}` for a
+/// template route with one method, `ANY /users/{id}` with several, `$default` otherwise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteKey(pub std::sync::Arc<str>);
+
+/// A backend could not be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("backend {backend}: {message}")]
+pub struct BuildError {
+    backend: String,
+    message: String,
+}
+
+impl BuildError {
+    /// Backend `backend` could not be built, because of `message`.
+    pub fn new(backend: &str, message: impl Into<String>) -> Self {
+        Self {
+            backend: backend.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
 /// A backend that is always available (single-endpoint managed services).
 #[derive(Debug, Clone, Copy)]
 pub struct AlwaysAvailable;

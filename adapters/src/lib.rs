@@ -4,7 +4,8 @@
 //! [`GatewayRequest`] that answers a [`GatewayResponse`] or a classified [`BackendError`],
 //! wrapped in the layers all backends share (metering, per-try timeouts). Above the backends,
 //! [`Failover`] implements retries, the retry budget and failover for a route, so every adapter
-//! family takes part in the same failover. The [`http`] module is the on-prem HTTP adapter.
+//! family takes part in the same failover. The [`http`] module is the on-prem HTTP adapter; the
+//! [`lambda`] module invokes AWS Lambda functions.
 #![forbid(unsafe_code)]
 
 pub mod backend;
@@ -12,8 +13,10 @@ pub mod body;
 pub mod error;
 pub mod failover;
 pub mod http;
+pub mod lambda;
 pub mod outlier;
 pub mod retry_budget;
+pub mod secret;
 pub mod stats;
 pub mod tls;
 
@@ -24,3 +27,4 @@ pub use failover::{
     Attempt, Failover, Forwarded, RetryOn, RetryPolicy, RouteBackend, Steering, Verdict,
 };
 pub use retry_budget::{RetryBudget, RetryBudgetPolicy};
+pub use secret::Secret;

@@ -141,10 +141,10 @@ impl ErrorCode {
                 "the backend throttled the request and no other backend took it",
             ),
             Self::FunctionError => (
-                "function_error",
+                "lambda_function_error",
                 S::BAD_GATEWAY,
                 None,
-                "a serverless function raised an error",
+                "a Lambda function raised an error (X-Amz-Function-Error: Handled or Unhandled)",
             ),
             Self::ClientBodyError => (
                 "client_body_error",

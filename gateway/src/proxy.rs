@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 
-use accord_adapters::backend::ClientAddr;
+use accord_adapters::backend::{ClientAddr, PathParams};
 use accord_adapters::body::{BodyTooLarge, empty_body, response_body};
 use accord_adapters::{BackendErrorKind, BoxError, ReplayBody, RequestBody, ResponseBody};
 use accord_policies::plugin::{
@@ -56,11 +56,6 @@ pub struct Connection {
     /// `http` or `https`.
     pub scheme: &'static str,
 }
-
-/// Template parameters of the matched route, on the request's extensions for adapters that map
-/// them (Lambda's `pathParameters`).
-#[derive(Clone, Debug, Default)]
-pub struct PathParams(pub Vec<(String, String)>);
 
 /// Handles one client request to completion of the response head.
 pub async fn handle(
@@ -231,6 +226,7 @@ pub async fn handle(
     );
     parts.extensions.insert(ClientAddr(conn.client));
     parts.extensions.insert(PathParams(matched.params));
+    parts.extensions.insert(route.route_key().clone());
     if let Some(path) = parts.uri.path_and_query().cloned() {
         parts.uri = http::Uri::from(path);
     }

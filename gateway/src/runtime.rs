@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::config::model::{BackendConfig, PluginConfig, Route};
 use crate::metrics::{Registry, RouteStats};
 use crate::router::Router;
+use accord_adapters::backend::RouteKey;
 
 /// A route ready to serve.
 #[derive(Debug)]
@@ -25,6 +26,8 @@ pub struct RouteRuntime {
     plugins: Vec<Arc<Plugin>>,
     /// Backend ids in the configured order, built once and lent to every plugin call.
     backend_ids: Arc<[Arc<str>]>,
+    /// The route as API Gateway would name it, for event-mapping adapters.
+    route_key: RouteKey,
 }
 
 impl RouteRuntime {
@@ -36,6 +39,11 @@ impl RouteRuntime {
     /// The route's settings.
     pub fn config(&self) -> &Route {
         &self.config
+    }
+
+    /// The route as API Gateway would name it (`routeKey`).
+    pub fn route_key(&self) -> &RouteKey {
+        &self.route_key
     }
 
     /// Retries and failover over the route's backends.
@@ -169,6 +177,7 @@ impl Runtime {
                     })
                     .collect();
                 RouteRuntime {
+                    route_key: route_key(&route.matcher),
                     plugins: chain,
                     backend_ids: route.backends.iter().map(|b| b.backend.clone()).collect(),
                     failover: Failover::new(
@@ -239,7 +248,25 @@ async fn build_backend(
                 .await
                 .map_err(|e| BuildError(e.to_string()))
         }
+        BackendConfig::Lambda(lambda) => {
+            accord_adapters::lambda::build(id, lambda.clone(), registry.backend(id))
+                .await
+                .map_err(|e| BuildError(e.to_string()))
+        }
     }
+}
+
+/// `GET /users/{id}` for a template route with one method, `ANY /users/{id}` with several,
+/// `$default` for prefix and exact routes (API Gateway's catch-all).
+fn route_key(matcher: &crate::config::model::RouteMatch) -> RouteKey {
+    let key = match &matcher.path {
+        crate::config::model::PathMatch::Template(template) => match matcher.methods.as_slice() {
+            [method] => format!("{method} {template}"),
+            _ => format!("ANY {template}"),
+        },
+        _ => "$default".to_owned(),
+    };
+    RouteKey(key.into())
 }
 
 /// Where plugins are loaded from: the engine (created on first use) and the directory relative

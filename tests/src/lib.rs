@@ -3,6 +3,7 @@
 //! upstreams (well-behaved or broken on purpose), an HTTP client, and real peers (nginx).
 #![forbid(unsafe_code)]
 
+pub mod aws;
 pub mod nginx;
 pub mod pki;
 pub mod plugins;

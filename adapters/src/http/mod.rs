@@ -81,13 +81,7 @@ pub struct HttpBackendConfig {
     pub host_rewrite: Option<String>,
 }
 
-/// An HTTP backend could not be built.
-#[derive(Debug, thiserror::Error)]
-#[error("backend {backend}: {message}")]
-pub struct BuildError {
-    backend: String,
-    message: String,
-}
+pub use crate::backend::BuildError;
 
 /// The live state shared by the service, the health checker and the resolver.
 struct Shared {
@@ -142,10 +136,7 @@ pub async fn build(
     config: HttpBackendConfig,
     stats: Arc<BackendStats>,
 ) -> Result<Backend, BuildError> {
-    let error = |message: String| BuildError {
-        backend: id.to_owned(),
-        message,
-    };
+    let error = |message: String| BuildError::new(id, message);
     let alpn = match config.protocol {
         UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
         UpstreamProtocol::Http2 => vec![b"h2".to_vec()],

@@ -13,27 +13,7 @@ use http::{HeaderName, HeaderValue, Method};
 
 use super::raw::LogFormat;
 
-/// A secret read from the environment or a file. Never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: String) -> Self {
-        Self(value)
-    }
-
-    /// The secret, for the one place that compares or sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+pub use accord_adapters::Secret;
 
 /// The whole gateway configuration.
 #[derive(Debug, Clone)]
@@ -119,6 +99,8 @@ pub struct Log {
 pub enum BackendConfig {
     /// An on-prem HTTP service.
     Http(HttpBackendConfig),
+    /// An AWS Lambda function.
+    Lambda(accord_adapters::lambda::LambdaBackendConfig),
 }
 
 /// A route.

@@ -186,6 +186,117 @@ pub enum LogFormat {
 pub enum RawBackend {
     /// An on-prem HTTP service.
     Http(RawHttpBackend),
+    /// An AWS Lambda function, invoked with an API Gateway event.
+    Lambda(RawLambdaBackend),
+}
+
+/// An AWS Lambda function.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawLambdaBackend {
+    /// The function's name, partial ARN (`123456789012:function:orders`) or ARN.
+    pub function: Located<String>,
+    /// A version or alias (`live`, `7`).
+    #[serde(default)]
+    pub qualifier: Option<Located<String>>,
+    /// The function's region (default: the ARN's, else `AWS_REGION` or the profile's).
+    #[serde(default)]
+    pub region: Option<Located<String>>,
+    /// The API Gateway event format the function expects: `"2.0"` (default) or `"1.0"`.
+    #[serde(default)]
+    pub payload_format: Option<Located<RawPayloadFormat>>,
+    /// `request_response` (default: wait for the function's answer) or `event` (queue it and
+    /// answer 202).
+    #[serde(default)]
+    pub invocation: RawInvocation,
+    /// Another Invoke endpoint (`http(s)://host:port`): a local emulator, a VPC endpoint.
+    #[serde(default)]
+    pub endpoint: Option<Located<String>>,
+    /// How the gateway authenticates to AWS (default: the default credential chain).
+    #[serde(default)]
+    pub credentials: Option<Located<RawAwsCredentials>>,
+    /// `requestContext.stage` in the events (default `$default`).
+    #[serde(default = "default_stage")]
+    pub stage: String,
+}
+
+fn default_stage() -> String {
+    "$default".into()
+}
+
+/// A payload format version, written `"2.0"` or `2.0`.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawPayloadFormat {
+    /// `"2.0"`.
+    Text(String),
+    /// `2.0`.
+    Number(f64),
+}
+
+/// A Lambda invocation type.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawInvocation {
+    /// Wait for the function's answer.
+    #[default]
+    RequestResponse,
+    /// Queue the event; the client gets 202.
+    Event,
+}
+
+/// AWS credentials: the default chain unless a profile or keys are named; `assume_role` assumes
+/// a role with those.
+#[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAwsCredentials {
+    /// A profile of the shared config and credentials files.
+    #[serde(default)]
+    pub profile: Option<Located<String>>,
+    /// A credentials file for `profile` instead of `~/.aws/credentials`.
+    #[serde(default)]
+    pub profile_credentials_file: Option<Located<String>>,
+    /// A config file for `profile` instead of `~/.aws/config`.
+    #[serde(default)]
+    pub profile_config_file: Option<Located<String>>,
+    /// An environment variable holding an access key id.
+    #[serde(default)]
+    pub access_key_id_env: Option<Located<String>>,
+    /// A file holding an access key id.
+    #[serde(default)]
+    pub access_key_id_file: Option<Located<String>>,
+    /// An environment variable holding the secret access key.
+    #[serde(default)]
+    pub secret_access_key_env: Option<Located<String>>,
+    /// A file holding the secret access key.
+    #[serde(default)]
+    pub secret_access_key_file: Option<Located<String>>,
+    /// An environment variable holding a session token (temporary keys).
+    #[serde(default)]
+    pub session_token_env: Option<Located<String>>,
+    /// A file holding a session token.
+    #[serde(default)]
+    pub session_token_file: Option<Located<String>>,
+    /// Assume this role (STS `AssumeRole`) with the credentials above.
+    #[serde(default)]
+    pub assume_role: Option<RawAssumeRole>,
+}
+
+/// A role to assume.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAssumeRole {
+    /// The role's ARN.
+    pub role_arn: Located<String>,
+    /// The external id its trust policy requires.
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// The session name (default `accord`).
+    #[serde(default)]
+    pub session_name: Option<String>,
+    /// Another STS endpoint.
+    #[serde(default)]
+    pub sts_endpoint: Option<Located<String>>,
 }
 
 /// An on-prem HTTP service.

@@ -13,6 +13,7 @@ use accord_adapters::failover::{RetryOn, RetryPolicy};
 use accord_adapters::http::{
     BalancerPolicy, EndpointAddress, HashKey, HealthCheck, HttpBackendConfig, UpstreamProtocol,
 };
+use accord_adapters::lambda::{Invocation, LambdaBackendConfig, LambdaCredentials, PayloadFormat};
 use accord_adapters::outlier::OutlierPolicy;
 use accord_adapters::tls::ClientTls;
 use http::{HeaderName, HeaderValue, Method};
@@ -243,6 +244,14 @@ pub fn validate(raw: &RawConfig, env: &dyn Environment) -> Result<Config, Config
                     backends.push((Arc::<str>::from(name.as_str()), BackendConfig::Http(config)));
                 }
             }
+            RawBackend::Lambda(lambda) => {
+                if let Some(config) = lambda_backend(&mut v, lambda, &format!("{path}.lambda")) {
+                    backends.push((
+                        Arc::<str>::from(name.as_str()),
+                        BackendConfig::Lambda(config),
+                    ));
+                }
+            }
         }
     }
 
@@ -391,6 +400,207 @@ pub fn validate(raw: &RawConfig, env: &dyn Environment) -> Result<Config, Config
         routes,
         effective: serde_json::to_value(raw).unwrap_or(serde_json::Value::Null),
     })
+}
+
+fn lambda_backend(
+    v: &mut Validator<'_>,
+    raw: &RawLambdaBackend,
+    path: &str,
+) -> Option<LambdaBackendConfig> {
+    let errors_before = v.errors.len();
+    let function = raw.function.value.trim();
+    let name = function.rsplit(":function:").next().unwrap_or(function);
+    let name = name.split(':').next().unwrap_or(name);
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        v.error(
+            &raw.function,
+            format!("{path}.function"),
+            format!("{function:?} is not a Lambda function name or ARN (1 to 64 letters, digits, '-' or '_', optionally as arn:aws:lambda:REGION:ACCOUNT:function:NAME)"),
+        );
+    }
+    if let Some(qualifier) = &raw.qualifier
+        && (qualifier.value.is_empty()
+            || !qualifier
+                .value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '$'))
+    {
+        v.error(
+            qualifier,
+            format!("{path}.qualifier"),
+            "must be a version number or an alias name",
+        );
+    }
+    if let Some(region) = &raw.region
+        && (region.value.is_empty()
+            || !region
+                .value
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+    {
+        v.error(
+            region,
+            format!("{path}.region"),
+            format!("{:?} is not an AWS region (e.g. eu-west-1)", region.value),
+        );
+    }
+    let payload_format = match &raw.payload_format {
+        None => PayloadFormat::V2,
+        Some(format) => match &format.value {
+            RawPayloadFormat::Text(t) if t == "2.0" => PayloadFormat::V2,
+            RawPayloadFormat::Text(t) if t == "1.0" => PayloadFormat::V1,
+            RawPayloadFormat::Number(n) if *n == 2.0 => PayloadFormat::V2,
+            RawPayloadFormat::Number(n) if *n == 1.0 => PayloadFormat::V1,
+            _ => {
+                v.error(
+                    format,
+                    format!("{path}.payload_format"),
+                    "must be \"2.0\" or \"1.0\"",
+                );
+                PayloadFormat::V2
+            }
+        },
+    };
+    let endpoint = raw
+        .endpoint
+        .as_ref()
+        .map(|e| e.value.trim_end_matches('/').to_owned());
+    if let (Some(located), Some(endpoint)) = (&raw.endpoint, &endpoint)
+        && endpoint
+            .parse::<http::Uri>()
+            .ok()
+            .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some())
+            .is_none()
+    {
+        v.error(
+            located,
+            format!("{path}.endpoint"),
+            format!("{endpoint:?} is not an http(s)://host[:port] URL"),
+        );
+    }
+    let credentials = match &raw.credentials {
+        None => LambdaCredentials::Default,
+        Some(c) => aws_credentials(v, &c.value, &format!("{path}.credentials"), c),
+    };
+    (v.errors.len() == errors_before).then(|| LambdaBackendConfig {
+        function: function.to_owned(),
+        qualifier: raw.qualifier.as_ref().map(|q| q.value.clone()),
+        region: raw.region.as_ref().map(|r| r.value.clone()),
+        payload_format,
+        invocation: match raw.invocation {
+            RawInvocation::RequestResponse => Invocation::RequestResponse,
+            RawInvocation::Event => Invocation::Event,
+        },
+        endpoint,
+        credentials,
+        stage: raw.stage.clone(),
+    })
+}
+
+fn aws_credentials<T>(
+    v: &mut Validator<'_>,
+    raw: &RawAwsCredentials,
+    path: &str,
+    at: &Located<T>,
+) -> LambdaCredentials {
+    let key_id = v.secret(
+        raw.access_key_id_env.as_ref(),
+        raw.access_key_id_file.as_ref(),
+        &format!("{path}.access_key_id"),
+    );
+    let secret = v.secret(
+        raw.secret_access_key_env.as_ref(),
+        raw.secret_access_key_file.as_ref(),
+        &format!("{path}.secret_access_key"),
+    );
+    let token = v.secret(
+        raw.session_token_env.as_ref(),
+        raw.session_token_file.as_ref(),
+        &format!("{path}.session_token"),
+    );
+    let has_keys = raw.access_key_id_env.is_some()
+        || raw.access_key_id_file.is_some()
+        || raw.secret_access_key_env.is_some()
+        || raw.secret_access_key_file.is_some();
+    let source = match (&raw.profile, has_keys) {
+        (Some(profile), true) => {
+            v.error(
+                profile,
+                format!("{path}.profile"),
+                "use either a profile or access keys, not both",
+            );
+            LambdaCredentials::Default
+        }
+        (Some(profile), false) => LambdaCredentials::Profile {
+            name: profile.value.clone(),
+            credentials_file: raw
+                .profile_credentials_file
+                .as_ref()
+                .map(|f| PathBuf::from(&f.value)),
+            config_file: raw
+                .profile_config_file
+                .as_ref()
+                .map(|f| PathBuf::from(&f.value)),
+        },
+        (None, true) => match (key_id, secret) {
+            (Some(access_key_id), Some(secret_access_key)) => LambdaCredentials::Static {
+                access_key_id,
+                secret_access_key,
+                session_token: token,
+            },
+            (id, _) => {
+                if id.is_some()
+                    || raw.secret_access_key_env.is_none() && raw.secret_access_key_file.is_none()
+                {
+                    v.error(
+                        at,
+                        path.to_owned(),
+                        "access keys need both access_key_id_env/_file and secret_access_key_env/_file",
+                    );
+                }
+                LambdaCredentials::Default
+            }
+        },
+        (None, false) => {
+            for file in [&raw.profile_credentials_file, &raw.profile_config_file]
+                .into_iter()
+                .flatten()
+            {
+                v.error(file, path.to_owned(), "profile files need a profile");
+            }
+            LambdaCredentials::Default
+        }
+    };
+    match &raw.assume_role {
+        None => source,
+        Some(role) => {
+            if !role.role_arn.value.starts_with("arn:") || !role.role_arn.value.contains(":role/") {
+                v.error(
+                    &role.role_arn,
+                    format!("{path}.assume_role.role_arn"),
+                    format!(
+                        "{:?} is not a role ARN (arn:aws:iam::ACCOUNT:role/NAME)",
+                        role.role_arn.value
+                    ),
+                );
+            }
+            LambdaCredentials::AssumeRole {
+                role_arn: role.role_arn.value.clone(),
+                external_id: role.external_id.clone(),
+                session_name: role.session_name.clone(),
+                sts_endpoint: role
+                    .sts_endpoint
+                    .as_ref()
+                    .map(|e| e.value.trim_end_matches('/').to_owned()),
+                source: Box::new(source),
+            }
+        }
+    }
 }
 
 fn http_backend(
