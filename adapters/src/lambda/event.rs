@@ -250,7 +250,10 @@ fn v2(parts: &Parts, body: &[u8], stage: &str) -> Value {
             object.insert("cookies".into(), json!(cookies));
         }
         if !query.is_empty() {
-            object.insert("queryStringParameters".into(), Value::Object(joined(&query)));
+            object.insert(
+                "queryStringParameters".into(),
+                Value::Object(joined(&query)),
+            );
         }
         if let Some(params) = c.path_parameters {
             object.insert("pathParameters".into(), Value::Object(params));
