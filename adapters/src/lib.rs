@@ -8,6 +8,7 @@
 //! [`lambda`] module invokes AWS Lambda functions.
 #![forbid(unsafe_code)]
 
+pub mod azure;
 pub mod backend;
 pub mod body;
 pub mod error;

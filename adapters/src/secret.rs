@@ -2,7 +2,7 @@
 //! printed.
 
 /// A secret value. `Debug` redacts it; [`Secret::expose`] is the one way to read it.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Secret(String);
 
 impl Secret {

@@ -253,6 +253,11 @@ async fn build_backend(
                 .await
                 .map_err(|e| BuildError(e.to_string()))
         }
+        BackendConfig::Azure(azure) => {
+            accord_adapters::azure::build(id, (**azure).clone(), registry.backend(id))
+                .await
+                .map_err(|e| BuildError(e.to_string()))
+        }
     }
 }
 

@@ -497,3 +497,54 @@ async fn report_and_slo_export_work_against_a_real_gateway() {
     assert_eq!(text.matches("apiVersion: openslo/v1").count(), 2);
     assert!(text.contains("name: checkout-availability"));
 }
+
+/// `accord demo` (the README's first command) serves its routes — on-prem, and Lambda through
+/// the real adapter on the demo's simulated Invoke endpoint — reports SLAs, and stops cleanly
+/// after `--duration`.
+#[tokio::test]
+async fn the_demo_serves_its_routes_and_reports_slas() {
+    let port = free_port();
+    let admin = free_port();
+    let child = tokio::process::Command::new(ACCORD)
+        .args(["demo", "--duration", "12s", "--rps", "20", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--admin")
+        .arg(format!("127.0.0.1:{admin}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_until_listening(port).await;
+    assert_eq!(
+        status(&format!("http://127.0.0.1:{port}/orders/42")).await,
+        200
+    );
+    assert_eq!(
+        status(&format!("http://127.0.0.1:{port}/quotes/ACME")).await,
+        200,
+        "the Lambda route answers (from the function, or its fallback)"
+    );
+    assert_eq!(
+        status(&format!("http://127.0.0.1:{port}/catalog/items/1")).await,
+        200
+    );
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the demo stops after --duration")
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "Accord demo is running",
+        "SLA orders",
+        "SLA quotes",
+        "quotes-fn",
+        "lambda",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "{expected:?} missing from:\n{stdout}"
+        );
+    }
+}

@@ -83,6 +83,30 @@ pub struct HttpBackendConfig {
 
 pub use crate::backend::BuildError;
 
+impl HttpBackendConfig {
+    /// One managed service at `host:port`, with the defaults of an `http:` backend (the
+    /// client of cloud adapters that speak HTTP, e.g. Azure).
+    pub fn single(host: String, port: u16, tls: Option<ClientTls>) -> Self {
+        Self {
+            addresses: vec![EndpointAddress {
+                host,
+                port,
+                weight: 1,
+            }],
+            tls,
+            protocol: UpstreamProtocol::Http1,
+            balancer: BalancerPolicy::RoundRobin,
+            connect_timeout: Duration::from_secs(2),
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_endpoint: 256,
+            health_check: None,
+            outlier: OutlierPolicy::default(),
+            dns_refresh: Duration::from_secs(30),
+            host_rewrite: None,
+        }
+    }
+}
+
 /// The live state shared by the service, the health checker and the resolver.
 struct Shared {
     id: Arc<str>,
@@ -124,7 +148,7 @@ impl Shared {
 
 /// The adapter's tower service.
 #[derive(Clone)]
-struct HttpService {
+pub(crate) struct HttpService {
     shared: Arc<Shared>,
 }
 
@@ -136,6 +160,24 @@ pub async fn build(
     config: HttpBackendConfig,
     stats: Arc<BackendStats>,
 ) -> Result<Backend, BuildError> {
+    let (service, availability, tasks) = build_service(id, config, stats.clone()).await?;
+    Ok(Backend::new(
+        id,
+        Provider::Http,
+        service,
+        availability,
+        stats,
+        tasks,
+    ))
+}
+
+/// The HTTP client service of a backend, its availability and its background tasks, for
+/// adapters that speak HTTP to their service with something on top (Azure's authentication).
+pub(crate) async fn build_service(
+    id: &str,
+    config: HttpBackendConfig,
+    stats: Arc<BackendStats>,
+) -> Result<(HttpService, Arc<dyn Availability>, BackgroundTasks), BuildError> {
     let error = |message: String| BuildError::new(id, message);
     let alpn = match config.protocol {
         UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
@@ -208,14 +250,7 @@ pub async fn build(
     if let Some(check) = shared.config.health_check.clone() {
         tasks.push(tokio::spawn(health::run(shared.clone(), check)).abort_handle());
     }
-    Ok(Backend::new(
-        id,
-        Provider::Http,
-        service,
-        shared,
-        stats,
-        tasks,
-    ))
+    Ok((service, shared, tasks))
 }
 
 /// Resolves every address and installs the new endpoint set, keeping the live state of

@@ -101,6 +101,8 @@ pub enum BackendConfig {
     Http(HttpBackendConfig),
     /// An AWS Lambda function.
     Lambda(accord_adapters::lambda::LambdaBackendConfig),
+    /// An Azure Function, AI service or REST API.
+    Azure(Box<accord_adapters::azure::AzureBackendConfig>),
 }
 
 /// A route.

@@ -30,6 +30,9 @@ pub struct RawConfig {
     /// Named backends that routes send traffic to.
     #[serde(default)]
     pub backends: BTreeMap<String, Located<RawBackend>>,
+    /// Named Entra ID credentials that Azure backends authenticate with.
+    #[serde(default)]
+    pub azure_credentials: BTreeMap<String, Located<RawAzureCredential>>,
     /// Named WebAssembly SLA policy plugins that routes chain.
     #[serde(default)]
     pub plugins: BTreeMap<String, Located<RawPlugin>>,
@@ -188,6 +191,167 @@ pub enum RawBackend {
     Http(RawHttpBackend),
     /// An AWS Lambda function, invoked with an API Gateway event.
     Lambda(RawLambdaBackend),
+    /// An Azure Functions HTTP trigger.
+    AzureFunction(RawAzureFunction),
+    /// An Azure AI services endpoint.
+    AzureAi(RawAzureAi),
+    /// Any other Azure REST API, with an Entra ID token.
+    Azure(RawAzureRest),
+}
+
+/// An Azure Functions HTTP trigger.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAzureFunction {
+    /// The function app's URL (`https://orders.azurewebsites.net`), or the function's full URL
+    /// (`…/api/orders`).
+    pub url: Located<String>,
+    /// The function's name, with an app URL: requests go to `/api/<function>`.
+    #[serde(default)]
+    pub function: Option<Located<String>>,
+    /// An environment variable holding the function key (sent as `x-functions-key`).
+    #[serde(default)]
+    pub key_env: Option<Located<String>>,
+    /// A file holding the function key.
+    #[serde(default)]
+    pub key_file: Option<Located<String>>,
+    /// An Entra ID token instead of a key (App Service authentication).
+    #[serde(default)]
+    pub entra: Option<RawEntraAuth>,
+    /// Trust this CA (PEM) for the service instead of the public roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+}
+
+/// An Azure AI services endpoint.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAzureAi {
+    /// The resource's endpoint (`https://my-ai.cognitiveservices.azure.com`); request paths
+    /// are appended to it.
+    pub endpoint: Located<String>,
+    /// An environment variable holding the resource key.
+    #[serde(default)]
+    pub key_env: Option<Located<String>>,
+    /// A file holding the resource key.
+    #[serde(default)]
+    pub key_file: Option<Located<String>>,
+    /// The key's header: `api-key` (default; Azure OpenAI) or `ocp-apim-subscription-key`.
+    #[serde(default)]
+    pub key_header: RawAiKeyHeader,
+    /// An Entra ID token instead of a key (scope default:
+    /// `https://cognitiveservices.azure.com/.default`).
+    #[serde(default)]
+    pub entra: Option<RawEntraAuth>,
+    /// Trust this CA (PEM) for the service instead of the public roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+}
+
+/// The header an Azure AI key travels in.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RawAiKeyHeader {
+    /// `api-key`.
+    #[default]
+    ApiKey,
+    /// `Ocp-Apim-Subscription-Key`.
+    OcpApimSubscriptionKey,
+}
+
+/// Any Azure REST API.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAzureRest {
+    /// The service's endpoint (`https://account.blob.core.windows.net/container`); request
+    /// paths are appended to it.
+    pub endpoint: Located<String>,
+    /// The Entra ID token to send (e.g. scope `https://storage.azure.com/.default`).
+    pub entra: RawEntraAuth,
+    /// Trust this CA (PEM) for the service instead of the public roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+}
+
+/// An Entra ID token for a backend.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawEntraAuth {
+    /// The name of an entry of `azure_credentials`.
+    pub credential: Located<String>,
+    /// The token's scope: the resource's App ID URI followed by `/.default`.
+    #[serde(default)]
+    pub scope: Option<Located<String>>,
+}
+
+/// An Entra ID credential: exactly one of `client_secret`, `managed_identity`,
+/// `workload_identity`.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAzureCredential {
+    /// An app registration's client secret.
+    #[serde(default)]
+    pub client_secret: Option<RawClientSecret>,
+    /// The managed identity of where the gateway runs (`{}` for the system-assigned one).
+    #[serde(default)]
+    pub managed_identity: Option<RawManagedIdentity>,
+    /// Workload identity federation (AKS); fields default to `AZURE_TENANT_ID`,
+    /// `AZURE_CLIENT_ID`, `AZURE_FEDERATED_TOKEN_FILE`.
+    #[serde(default)]
+    pub workload_identity: Option<RawWorkloadIdentity>,
+    /// The authority (default `https://login.microsoftonline.com`; e.g.
+    /// `https://login.microsoftonline.us` for Azure Government). HTTPS only.
+    #[serde(default)]
+    pub authority_host: Option<Located<String>>,
+    /// Trust this CA (PEM) for the authority instead of the public roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+}
+
+/// A client secret credential.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientSecret {
+    /// Directory (tenant) id.
+    pub tenant_id: Located<String>,
+    /// Application (client) id.
+    pub client_id: Located<String>,
+    /// An environment variable holding the secret.
+    #[serde(default)]
+    pub secret_env: Option<Located<String>>,
+    /// A file holding the secret.
+    #[serde(default)]
+    pub secret_file: Option<Located<String>>,
+}
+
+/// A managed identity: system-assigned, or user-assigned by one id.
+#[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawManagedIdentity {
+    /// A user-assigned identity's client id.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// A user-assigned identity's object (principal) id.
+    #[serde(default)]
+    pub object_id: Option<String>,
+    /// A user-assigned identity's Azure resource id.
+    #[serde(default)]
+    pub resource_id: Option<String>,
+}
+
+/// Workload identity federation.
+#[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorkloadIdentity {
+    /// Tenant id.
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    /// Client id.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// The federated token file.
+    #[serde(default)]
+    pub token_file: Option<String>,
 }
 
 /// An AWS Lambda function.

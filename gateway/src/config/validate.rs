@@ -9,6 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use accord_adapters::RetryBudgetPolicy;
+use accord_adapters::Secret;
+use accord_adapters::azure::{
+    AzureAuth, AzureBackendConfig, AzureService, COGNITIVE_SERVICES_SCOPE, EntraCredentialConfig,
+    EntraCredentialKind, UpstreamPath, UserAssigned,
+};
 use accord_adapters::failover::{RetryOn, RetryPolicy};
 use accord_adapters::http::{
     BalancerPolicy, EndpointAddress, HashKey, HealthCheck, HttpBackendConfig, UpstreamProtocol,
@@ -230,6 +235,23 @@ pub fn validate(raw: &RawConfig, env: &dyn Environment) -> Result<Config, Config
         );
     }
 
+    // Azure credentials, then backends (which name them).
+    let mut azure_credentials = std::collections::HashMap::new();
+    for (name, credential) in &raw.azure_credentials {
+        let path = format!("azure_credentials.{name}");
+        if let Err(e) = name.parse::<Id>() {
+            v.error(credential, &path, e);
+            continue;
+        }
+        if let Some(config) = azure_credential(&mut v, name, credential, &path) {
+            azure_credentials.insert(name.clone(), config);
+        }
+    }
+    let azure = AzureContext {
+        credentials: &azure_credentials,
+        defined: &raw.azure_credentials,
+    };
+
     // Backends.
     let mut backends = Vec::new();
     for (name, backend) in &raw.backends {
@@ -249,6 +271,14 @@ pub fn validate(raw: &RawConfig, env: &dyn Environment) -> Result<Config, Config
                     backends.push((
                         Arc::<str>::from(name.as_str()),
                         BackendConfig::Lambda(config),
+                    ));
+                }
+            }
+            RawBackend::AzureFunction(_) | RawBackend::AzureAi(_) | RawBackend::Azure(_) => {
+                if let Some(config) = azure_backend(&mut v, &backend.value, &path, &azure) {
+                    backends.push((
+                        Arc::<str>::from(name.as_str()),
+                        BackendConfig::Azure(Box::new(config)),
                     ));
                 }
             }
@@ -399,6 +429,361 @@ pub fn validate(raw: &RawConfig, env: &dyn Environment) -> Result<Config, Config
             .map(|dir| PathBuf::from(&dir.value)),
         routes,
         effective: serde_json::to_value(raw).unwrap_or(serde_json::Value::Null),
+    })
+}
+
+/// The Azure credentials a backend may name.
+struct AzureContext<'a> {
+    credentials: &'a std::collections::HashMap<String, EntraCredentialConfig>,
+    defined: &'a std::collections::BTreeMap<String, Located<RawAzureCredential>>,
+}
+
+fn azure_credential(
+    v: &mut Validator<'_>,
+    name: &str,
+    raw: &Located<RawAzureCredential>,
+    path: &str,
+) -> Option<EntraCredentialConfig> {
+    let errors_before = v.errors.len();
+    let c = &raw.value;
+    let kinds = [
+        c.client_secret.is_some(),
+        c.managed_identity.is_some(),
+        c.workload_identity.is_some(),
+    ];
+    if kinds.iter().filter(|k| **k).count() != 1 {
+        v.error(
+            raw,
+            path.to_owned(),
+            "set exactly one of client_secret, managed_identity, workload_identity",
+        );
+        return None;
+    }
+    if let Some(host) = &c.authority_host
+        && !host.value.starts_with("https://")
+    {
+        v.error(
+            host,
+            format!("{path}.authority_host"),
+            format!(
+                "{:?} must be an https:// URL (Entra ID is reached over HTTPS only)",
+                host.value
+            ),
+        );
+    }
+    let kind = if let Some(secret) = &c.client_secret {
+        for (field, value) in [
+            ("tenant_id", &secret.tenant_id),
+            ("client_id", &secret.client_id),
+        ] {
+            if value.value.trim().is_empty() {
+                v.error(
+                    value,
+                    format!("{path}.client_secret.{field}"),
+                    "must not be empty",
+                );
+            }
+        }
+        if secret.secret_env.is_none() && secret.secret_file.is_none() {
+            v.error(
+                &secret.tenant_id,
+                format!("{path}.client_secret"),
+                "set secret_env or secret_file",
+            );
+        }
+        let value = v.secret(
+            secret.secret_env.as_ref(),
+            secret.secret_file.as_ref(),
+            &format!("{path}.client_secret.secret"),
+        );
+        EntraCredentialKind::ClientSecret {
+            tenant_id: secret.tenant_id.value.trim().to_owned(),
+            client_id: secret.client_id.value.trim().to_owned(),
+            secret: value.unwrap_or_else(|| Secret::new(String::new())),
+        }
+    } else if let Some(identity) = &c.managed_identity {
+        let ids = [
+            identity.client_id.clone().map(UserAssigned::ClientId),
+            identity.object_id.clone().map(UserAssigned::ObjectId),
+            identity.resource_id.clone().map(UserAssigned::ResourceId),
+        ];
+        let mut given = ids.into_iter().flatten();
+        let user_assigned = given.next();
+        if given.next().is_some() {
+            v.error(
+                raw,
+                format!("{path}.managed_identity"),
+                "name a user-assigned identity by one of client_id, object_id, resource_id",
+            );
+        }
+        EntraCredentialKind::ManagedIdentity { user_assigned }
+    } else {
+        let identity = c.workload_identity.as_ref()?;
+        EntraCredentialKind::WorkloadIdentity {
+            tenant_id: identity.tenant_id.clone(),
+            client_id: identity.client_id.clone(),
+            token_file: identity.token_file.as_ref().map(PathBuf::from),
+        }
+    };
+    (v.errors.len() == errors_before).then(|| EntraCredentialConfig {
+        name: name.to_owned(),
+        kind,
+        authority_host: c
+            .authority_host
+            .as_ref()
+            .map(|h| h.value.trim_end_matches('/').to_owned()),
+        ca_file: c.ca_file.as_ref().map(PathBuf::from),
+    })
+}
+
+/// An Azure service URL: `https://host[:port][/path]` (plain `http://` only on loopback, for
+/// emulators).
+fn azure_url(
+    v: &mut Validator<'_>,
+    url: &Located<String>,
+    path: &str,
+) -> Option<(bool, String, u16, String)> {
+    let parsed = url.value.trim().parse::<http::Uri>().ok();
+    let Some((scheme, authority, base)) = parsed.as_ref().and_then(|u| {
+        Some((
+            u.scheme_str()?,
+            u.authority()?,
+            u.path().trim_end_matches('/').to_owned(),
+        ))
+    }) else {
+        v.error(
+            url,
+            path.to_owned(),
+            format!("{:?} is not a URL (https://host[/path])", url.value),
+        );
+        return None;
+    };
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let https = match scheme {
+        "https" => true,
+        "http" if loopback => false,
+        _ => {
+            v.error(
+                url,
+                path.to_owned(),
+                format!(
+                    "{:?} must be https:// (plain http only to a loopback emulator)",
+                    url.value
+                ),
+            );
+            return None;
+        }
+    };
+    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+    Some((https, host, port, base))
+}
+
+fn azure_backend(
+    v: &mut Validator<'_>,
+    raw: &RawBackend,
+    path: &str,
+    azure: &AzureContext<'_>,
+) -> Option<AzureBackendConfig> {
+    let errors_before = v.errors.len();
+    let entra =
+        |v: &mut Validator<'_>, auth: &RawEntraAuth, at: &str, default_scope: Option<&str>| {
+            let credential = azure.credentials.get(&auth.credential.value).cloned();
+            if credential.is_none() && !azure.defined.contains_key(&auth.credential.value) {
+                let known: Vec<&str> = azure.defined.keys().map(String::as_str).collect();
+                v.error(
+                    &auth.credential,
+                    format!("{at}.credential"),
+                    format!(
+                        "unknown Azure credential {:?} ({})",
+                        auth.credential.value,
+                        if known.is_empty() {
+                            "define it under azure_credentials".to_owned()
+                        } else {
+                            format!("defined: {}", known.join(", "))
+                        }
+                    ),
+                );
+            }
+            let scope = match (&auth.scope, default_scope) {
+                (Some(scope), _) => scope.value.trim().to_owned(),
+                (None, Some(default)) => default.to_owned(),
+                (None, None) => {
+                    v.error(
+                        &auth.credential,
+                        format!("{at}.scope"),
+                        "a scope is required (the resource's App ID URI followed by /.default)",
+                    );
+                    String::new()
+                }
+            };
+            credential.map(|credential| AzureAuth::Entra { credential, scope })
+        };
+    let key = |v: &mut Validator<'_>,
+               env: Option<&Located<String>>,
+               file: Option<&Located<String>>,
+               at: &str,
+               header: http::HeaderName| {
+        let source = match (env, file) {
+            (Some(e), _) => format!("key_env {}", e.value),
+            (None, Some(f)) => format!("key_file {}", f.value),
+            (None, None) => return None,
+        };
+        v.secret(env, file, &format!("{at}.key"))
+            .map(|key| AzureAuth::Key {
+                header,
+                key,
+                source,
+            })
+    };
+    let (service, url_field, url, ca_file, auth, fixed_path) = match raw {
+        RawBackend::AzureFunction(f) => {
+            let at = format!("{path}.azure_function");
+            let auth = match (&f.entra, f.key_env.is_some() || f.key_file.is_some()) {
+                (Some(_), true) => {
+                    v.error(
+                        &f.url,
+                        at.clone(),
+                        "authenticate with a key or entra, not both",
+                    );
+                    None
+                }
+                (Some(e), false) => entra(v, e, &format!("{at}.entra"), None),
+                (None, true) => key(
+                    v,
+                    f.key_env.as_ref(),
+                    f.key_file.as_ref(),
+                    &at,
+                    http::HeaderName::from_static("x-functions-key"),
+                ),
+                (None, false) => {
+                    v.error(
+                        &f.url,
+                        at.clone(),
+                        "set key_env, key_file or entra (an anonymous function needs no gateway)",
+                    );
+                    None
+                }
+            };
+            let function = f.function.as_ref().map(|n| n.value.trim().to_owned());
+            if let Some(name) = &f.function
+                && (name.value.is_empty()
+                    || !name
+                        .value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            {
+                v.error(
+                    name,
+                    format!("{at}.function"),
+                    "a function name is letters, digits, '-' and '_'",
+                );
+            }
+            (
+                AzureService::Function,
+                format!("{at}.url"),
+                &f.url,
+                &f.ca_file,
+                auth,
+                Some(function),
+            )
+        }
+        RawBackend::AzureAi(a) => {
+            let at = format!("{path}.azure_ai");
+            let header = match a.key_header {
+                RawAiKeyHeader::ApiKey => http::HeaderName::from_static("api-key"),
+                RawAiKeyHeader::OcpApimSubscriptionKey => {
+                    http::HeaderName::from_static("ocp-apim-subscription-key")
+                }
+            };
+            let auth = match (&a.entra, a.key_env.is_some() || a.key_file.is_some()) {
+                (Some(_), true) => {
+                    v.error(
+                        &a.endpoint,
+                        at.clone(),
+                        "authenticate with a key or entra, not both",
+                    );
+                    None
+                }
+                (Some(e), false) => {
+                    entra(v, e, &format!("{at}.entra"), Some(COGNITIVE_SERVICES_SCOPE))
+                }
+                (None, true) => key(v, a.key_env.as_ref(), a.key_file.as_ref(), &at, header),
+                (None, false) => {
+                    v.error(&a.endpoint, at.clone(), "set key_env, key_file or entra");
+                    None
+                }
+            };
+            (
+                AzureService::Ai,
+                format!("{at}.endpoint"),
+                &a.endpoint,
+                &a.ca_file,
+                auth,
+                None,
+            )
+        }
+        RawBackend::Azure(r) => {
+            let at = format!("{path}.azure");
+            let auth = entra(v, &r.entra, &format!("{at}.entra"), None);
+            (
+                AzureService::Rest,
+                format!("{at}.endpoint"),
+                &r.endpoint,
+                &r.ca_file,
+                auth,
+                None,
+            )
+        }
+        _ => return None,
+    };
+    let (https, host, port, base) = azure_url(v, url, &url_field)?;
+    let upstream_path = match fixed_path {
+        Some(Some(function)) => {
+            if base.contains("/api/") {
+                v.error(
+                    url,
+                    url_field.clone(),
+                    "give either a full function URL or an app URL with function, not both",
+                );
+            }
+            UpstreamPath::Fixed(format!("{base}/api/{function}"))
+        }
+        Some(None) if base.is_empty() => {
+            v.error(
+                url,
+                url_field.clone(),
+                "an app URL needs function: <name> (or give the function's full URL, …/api/<name>)",
+            );
+            UpstreamPath::Fixed(base)
+        }
+        Some(None) => UpstreamPath::Fixed(base),
+        None => UpstreamPath::Prefix(base),
+    };
+    let tls = https.then(|| accord_adapters::tls::ClientTls {
+        ca_file: ca_file.as_ref().map(PathBuf::from),
+        client_identity: None,
+        server_name: Some(host.clone()),
+    });
+    let authority = if (https && port == 443) || (!https && port == 80) {
+        host.clone()
+    } else {
+        format!("{host}:{port}")
+    };
+    let auth = auth?;
+    (v.errors.len() == errors_before).then(|| AzureBackendConfig {
+        service,
+        http: accord_adapters::http::HttpBackendConfig::single(host, port, tls),
+        host: authority,
+        path: upstream_path,
+        auth,
     })
 }
 

@@ -2,6 +2,7 @@
 //! and failures follow a script, and a light traffic generator, so that failover, retries,
 //! outlier ejection and the metrics can be watched without any cloud account.
 
+pub mod lambda;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use anyhow::Context as _;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::config::{self, ProcessEnvironment};
+use crate::config::{self, Environment, ProcessEnvironment};
 use crate::{ConfigSource, Gateway};
 use upstream::{Behaviour, Phase};
 
@@ -31,6 +32,24 @@ pub struct DemoOptions {
     pub rps: u32,
     /// Stop after this long.
     pub duration: Option<Duration>,
+}
+
+/// The process environment, plus the demo's made-up AWS keys (the simulated Invoke endpoint
+/// accepts any).
+struct DemoEnvironment;
+
+impl Environment for DemoEnvironment {
+    fn var(&self, name: &str) -> Option<String> {
+        match name {
+            "ACCORD_DEMO_ACCESS_KEY_ID" => Some("AKIDACCORDDEMO".into()),
+            "ACCORD_DEMO_SECRET_ACCESS_KEY" => Some("accord-demo-secret".into()),
+            _ => ProcessEnvironment.var(name),
+        }
+    }
+
+    fn read_file(&self, path: &str) -> std::io::Result<String> {
+        ProcessEnvironment.read_file(path)
+    }
 }
 
 fn ms(n: u64) -> Duration {
@@ -99,6 +118,44 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     )
     .await?;
 
+    // The quotes function: fine for 30s, throttled half the time for 20s, then failing a third
+    // of its invocations for 10s; the data-centre fallback is slower but steady.
+    let quotes_lambda = lambda::spawn(vec![
+        lambda::FunctionPhase {
+            duration: Duration::from_secs(30),
+            behaviour: lambda::FunctionBehaviour {
+                latency: ms(20),
+                throttle_rate: 0.0,
+                error_rate: 0.0,
+            },
+        },
+        lambda::FunctionPhase {
+            duration: Duration::from_secs(20),
+            behaviour: lambda::FunctionBehaviour {
+                latency: ms(20),
+                throttle_rate: 0.5,
+                error_rate: 0.0,
+            },
+        },
+        lambda::FunctionPhase {
+            duration: Duration::from_secs(10),
+            behaviour: lambda::FunctionBehaviour {
+                latency: ms(20),
+                throttle_rate: 0.0,
+                error_rate: 0.35,
+            },
+        },
+    ])
+    .await?;
+    let quotes_dc = upstream::spawn(
+        "quotes-dc",
+        vec![Phase {
+            duration: Duration::from_secs(60),
+            behaviour: steady(60, 30, 0.0),
+        }],
+    )
+    .await?;
+
     let text = CONFIG_TEMPLATE
         .replace("${LISTEN}", &options.listen)
         .replace("${ADMIN}", &options.admin)
@@ -106,16 +163,14 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         .replace("${ORDERS_SECONDARY}", &secondary.to_string())
         .replace("${CATALOG_A}", &catalog_a.to_string())
         .replace("${CATALOG_B}", &catalog_b.to_string())
-        .replace("${CATALOG_C}", &catalog_c.to_string());
-    let config = config::from_str(&text, &ProcessEnvironment)
+        .replace("${CATALOG_C}", &catalog_c.to_string())
+        .replace("${QUOTES_LAMBDA}", &quotes_lambda.to_string())
+        .replace("${QUOTES_DC}", &quotes_dc.to_string());
+    let config = config::from_str(&text, &DemoEnvironment)
         .map_err(|e| anyhow::anyhow!("demo configuration: {e}"))?;
     crate::telemetry::init(&config.log);
-    let running = Gateway::start(
-        config,
-        ConfigSource::Text(text),
-        Arc::new(ProcessEnvironment),
-    )
-    .await?;
+    let running =
+        Gateway::start(config, ConfigSource::Text(text), Arc::new(DemoEnvironment)).await?;
     let base = format!("http://{}", running.address());
     println!("Accord demo is running.");
     println!();
@@ -138,7 +193,18 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     println!(
         "engine mark the primary breaching, reroute to orders-secondary, burn budget, and give the"
     );
-    println!("primary its traffic back after a minute of compliance. Ctrl-C stops.");
+    println!("primary its traffic back after a minute of compliance.");
+    println!();
+    println!(
+        "GET /quotes/{{symbol}} goes to the Lambda function quotes-fn (the real Lambda adapter on a"
+    );
+    println!(
+        "simulated Invoke endpoint): it is throttled half the time for 20s, then raises errors for"
+    );
+    println!(
+        "10s, every minute; those requests fail over to quotes-dc, and the SLA report counts the"
+    );
+    println!("function's tries as throttled and bad. Ctrl-C stops.");
     println!();
 
     if options.rps > 0 {
@@ -221,13 +287,26 @@ fn print_summary(gateway: &Gateway) {
     }
     for backend in runtime.backends() {
         let counts = backend.endpoint_counts();
+        let failed: Vec<String> = accord_adapters::stats::ERROR_KINDS
+            .iter()
+            .zip(&backend.stats().errors_by_kind)
+            .map(|(kind, n)| (kind, n.load(Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .map(|(kind, n)| format!("{} {n}", kind.as_str()))
+            .collect();
         println!(
-            "  backend {:<18} tries {:>6}  endpoints available {}/{}  ejections {}",
+            "  backend {:<18} {:<7} tries {:>6}  endpoints available {}/{}  ejections {}  failed: {}",
             backend.id(),
+            backend.provider().as_str(),
             backend.stats().tries.load(Relaxed),
             counts.available,
             counts.total,
-            backend.stats().ejections.load(Relaxed)
+            backend.stats().ejections.load(Relaxed),
+            if failed.is_empty() {
+                "-".to_owned()
+            } else {
+                failed.join(", ")
+            }
         );
     }
     println!();
@@ -238,7 +317,15 @@ async fn generate_traffic(base: String, rps: u32) {
     let mut ticker = tokio::time::interval(Duration::from_secs(1) / rps.max(1));
     loop {
         ticker.tick().await;
-        let (method, path, body) = match fastrand::u8(0..10) {
+        let (method, path, body) = match fastrand::u8(0..12) {
+            10..=11 => (
+                "GET",
+                format!(
+                    "/quotes/{}",
+                    ["ACME", "GLOBEX", "INITECH"][fastrand::usize(0..3)]
+                ),
+                RequestBody::empty(),
+            ),
             0..=3 => (
                 "GET",
                 format!("/orders/{}", fastrand::u16(1..1000)),
