@@ -5,7 +5,9 @@
 # Peers: nginx (Debian's package) as a real upstream; Debian's Chromium driven by the npm
 # package playwright-core for the dashboard; the wasm32-wasip2 Rust target for the Rust
 # plugins; Debian's clang, lld, wasi-libc and wasm32 compiler runtime for the C plugin;
-# cargo-lambda (PyPI's prebuilt binary) as a real Lambda Invoke endpoint. Installed when missing.
+# cargo-lambda (PyPI's prebuilt binary) as a real Lambda Invoke endpoint; the npm packages
+# oauth2-mock-server (the Entra ID tenant) and azurite (Azure Storage) for the Azure tests.
+# Installed when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +40,11 @@ export PATH="$scripts_dir:$PATH"
 if ! command -v cargo-lambda >/dev/null 2>&1; then
   echo "==> installing cargo-lambda (PyPI) for the Lambda tests"
   python3 -m pip install --quiet --disable-pip-version-check --no-deps cargo-lambda==1.9.2
+fi
+
+if [ ! -d tests/azure/node_modules/oauth2-mock-server ] || [ ! -x tests/azure/node_modules/.bin/azurite-blob ]; then
+  echo "==> installing oauth2-mock-server and azurite (npm) for the Azure tests"
+  npm ci --prefix tests/azure --no-audit --no-fund --silent
 fi
 
 if [ ! -d tests/browser/node_modules/playwright-core ]; then

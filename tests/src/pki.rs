@@ -89,6 +89,19 @@ impl Pki {
         )
     }
 
+    /// A server configuration with the server certificate, no client certificate asked.
+    pub fn server_config(&self) -> rustls::ServerConfig {
+        let (certs, key) = self.server_identity();
+        let mut config = rustls::ServerConfig::builder_with_provider(Self::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config
+    }
+
     /// A server configuration that requires a client certificate signed by the CA.
     pub fn server_config_requiring_client_cert(&self) -> rustls::ServerConfig {
         let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(

@@ -36,7 +36,8 @@ impl HyperTransport {
                 client_identity: None,
                 server_name: None,
             },
-            vec![b"http/1.1".to_vec()],
+            // hyper-rustls sets ALPN itself (and refuses a configuration that has it).
+            Vec::new(),
         )
         .map_err(|e| e.to_string())?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
