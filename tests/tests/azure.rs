@@ -204,7 +204,10 @@ async fn a_wrong_secret_or_key_is_a_clear_auth_failure_and_is_not_retried() {
         "scope api://accord-orders/.default",
         "AADSTS7000215",
     ] {
-        assert!(message.contains(expected), "{expected:?} missing from {message}");
+        assert!(
+            message.contains(expected),
+            "{expected:?} missing from {message}"
+        );
     }
     assert!(!message.contains("not-the-secret"), "{message}");
     assert_eq!(
