@@ -551,3 +551,169 @@ async fn the_demo_serves_its_routes_and_reports_slas() {
         );
     }
 }
+
+/// A loopback HTTP/1.1 server answering each request with `answer(headers, path)`.
+async fn scripted_upstream(
+    answer: impl Fn(&http::HeaderMap, &str) -> (u16, String) + Send + Sync + 'static,
+) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answer = std::sync::Arc::new(answer);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |request: http::Request<hyper::body::Incoming>| {
+                        let path = request
+                            .uri()
+                            .path_and_query()
+                            .map(|p| p.as_str().to_owned())
+                            .unwrap_or_default();
+                        let (status, body) = answer(request.headers(), &path);
+                        async move {
+                            let mut response = http::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from(body),
+                            ));
+                            *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn body_of(url: &str) -> (u16, String) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let response = client.get(url.parse().unwrap()).await.unwrap();
+    let status = response.status().as_u16();
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Starts `accord run` on `yaml` with extra environment variables; returns the child and the
+/// traffic port.
+async fn run_with_env(
+    yaml: impl Fn(u16, u16) -> String,
+    env: &[(&str, String)],
+) -> (tokio::process::Child, u16, tempfile::TempDir) {
+    let port = free_port();
+    let admin = free_port();
+    let dir = tempfile_dir();
+    let config_path = dir.path().join("accord.yaml");
+    std::fs::write(&config_path, yaml(port, admin)).unwrap();
+    let mut command = tokio::process::Command::new(ACCORD);
+    command
+        .args(["run", "-c"])
+        .arg(&config_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let child = command.spawn().unwrap();
+    wait_until_listening(port).await;
+    (child, port, dir)
+}
+
+/// A Lambda backend with no credentials configured uses AWS's default chain: here its first
+/// link, the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`).
+#[tokio::test]
+async fn a_lambda_backend_signs_with_the_default_chain_from_the_environment() {
+    let lambda = scripted_upstream(|headers, _| {
+        let authorization = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        // SigV4: Credential=<key id>/<date>/<region>/lambda/aws4_request
+        if authorization.contains("Credential=AKIDFROMENVIRONMENT/")
+            && authorization.contains("/eu-north-1/lambda/aws4_request")
+        {
+            (
+                200,
+                r#"{"statusCode":200,"body":"signed by the environment's key"}"#.into(),
+            )
+        } else {
+            (
+                403,
+                format!(r#"{{"message":"unexpected signature: {authorization}"}}"#),
+            )
+        }
+    })
+    .await;
+    let (_child, port, _dir) = run_with_env(
+        |port, admin| format!("listeners:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin}\nlog:\n  access_log: false\nsla_history:\n  enabled: false\nbackends:\n  fn:\n    lambda:\n      function: orders\n      endpoint: http://{lambda}\nroutes:\n  - id: orders\n    match: {{path: {{prefix: /}}}}\n    backends: [{{backend: fn}}]\n"),
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIDFROMENVIRONMENT".into()),
+            ("AWS_SECRET_ACCESS_KEY", "secret-from-environment".into()),
+            ("AWS_REGION", "eu-north-1".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ],
+    )
+    .await;
+    let (status, body) = body_of(&format!("http://127.0.0.1:{port}/orders")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "signed by the environment's key")
+    );
+}
+
+/// An Azure backend with a system-assigned managed identity gets its token from the platform's
+/// identity endpoint (App Service's `IDENTITY_ENDPOINT` / `IDENTITY_HEADER`), and sends it.
+#[tokio::test]
+async fn an_azure_backend_uses_the_managed_identity_endpoint_of_its_platform() {
+    let identity = scripted_upstream(|headers, path| {
+        let header_ok = headers.get("x-identity-header").is_some_and(|v| v == "platform-secret");
+        if header_ok && path.contains("resource=api%3A%2F%2Forders") {
+            let expires = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                + 3600;
+            (200, format!(r#"{{"access_token":"token-from-managed-identity","expires_on":"{expires}","resource":"api://orders","token_type":"Bearer"}}"#))
+        } else {
+            (400, format!(r#"{{"error":"unexpected request {path}"}}"#))
+        }
+    })
+    .await;
+    let function = scripted_upstream(|headers, path| {
+        let bearer = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if bearer == "Bearer token-from-managed-identity" && path == "/api/orders" {
+            (200, "served with the managed identity's token".into())
+        } else {
+            (401, String::new())
+        }
+    })
+    .await;
+    let (_child, port, _dir) = run_with_env(
+        |port, admin| format!("listeners:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin}\nlog:\n  access_log: false\nsla_history:\n  enabled: false\nazure_credentials:\n  platform:\n    managed_identity: {{}}\nbackends:\n  fn:\n    azure_function:\n      url: http://{function}/api/orders\n      entra: {{credential: platform, scope: \"api://orders/.default\"}}\nroutes:\n  - id: orders\n    match: {{path: {{prefix: /}}}}\n    backends: [{{backend: fn}}]\n"),
+        &[
+            ("IDENTITY_ENDPOINT", format!("http://{identity}/msi/token")),
+            ("IDENTITY_HEADER", "platform-secret".into()),
+        ],
+    )
+    .await;
+    let (status, body) = body_of(&format!("http://127.0.0.1:{port}/orders")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "served with the managed identity's token")
+    );
+}

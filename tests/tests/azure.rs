@@ -383,3 +383,42 @@ async fn a_blob_goes_up_and_down_through_the_gateway_with_only_its_entra_token()
     assert_eq!(downloaded.header("content-type"), Some("text/csv"));
     assert_eq!(entra.tokens.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+#[ignore = "runs oauth2-mock-server (npm): run ./scripts/test.sh"]
+async fn workload_identity_exchanges_its_federated_token_file_for_a_token() {
+    let pki = Pki::new();
+    let entra = EntraMock::start(&pki, Duration::from_secs(3600)).await;
+    let fake = AzureFake::start(&pki, entra.jwks(&pki).await).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("azure-identity-token");
+    // What AKS projects into the pod: a service account token the tenant trusts.
+    std::fs::write(
+        &token_file,
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6YWNjb3JkIn0.c2lnbmF0dXJl",
+    )
+    .unwrap();
+    let credentials = format!(
+        "  pod:\n    workload_identity: {{tenant_id: {TENANT}, client_id: {CLIENT_ID}, token_file: {}}}\n    authority_host: \"{}\"\n    ca_file: {}\n",
+        token_file.display(),
+        entra.authority,
+        pki.ca.display()
+    );
+    let backends = format!(
+        "  fn-entra:\n    azure_function: {{url: \"{}/api/orders\", entra: {{credential: pod, scope: \"api://accord-orders/.default\"}}, ca_file: {}}}\n",
+        fake.url(),
+        pki.ca.display()
+    );
+    let gateway = TestGateway::start(&gateway_yaml(
+        &credentials,
+        &backends,
+        &route("fe", "/fe", "{backend: fn-entra}", ""),
+    ))
+    .await;
+    for _ in 0..3 {
+        let reply = get(&gateway.url("/fe")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.json()["auth"], "entra");
+    }
+    assert_eq!(entra.tokens.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
