@@ -111,6 +111,7 @@ fn lambda(c: &mut Criterion) {
                     session_token: None,
                 },
                 stage: "$default".into(),
+                timeout: None,
             },
             Arc::new(BackendStats::default()),
         ))

@@ -61,6 +61,7 @@ type Identities = Arc<Mutex<HashMap<String, (String, Option<String>)>>>;
 /// | `handled-error`, `unhandled-error` | 200 + `X-Amz-Function-Error` and an error payload |
 /// | `throttled` | 429 `TooManyRequestsException` with `Retry-After: 7` |
 /// | `too-large` | 413 `RequestTooLargeException` |
+/// | `slow` | 200 after 5 s |
 /// | anything else | 404 `ResourceNotFoundException` |
 ///
 /// `Event` invocations of any known function answer 202.
@@ -183,7 +184,7 @@ impl State {
         if service == "sts" {
             return self.assume_role(&body);
         }
-        self.invoke(&parts, &body, access_key_id)
+        self.invoke(&parts, &body, access_key_id).await
     }
 
     /// Signs the request again with the caller's secret and compares the signatures; returns
@@ -319,7 +320,12 @@ impl State {
         )
     }
 
-    fn invoke(&self, parts: &http::request::Parts, body: &[u8], access_key_id: String) -> Reply {
+    async fn invoke(
+        &self,
+        parts: &http::request::Parts,
+        body: &[u8],
+        access_key_id: String,
+    ) -> Reply {
         let function = parts
             .uri
             .path()
@@ -346,6 +352,7 @@ impl State {
             "unhandled-error",
             "throttled",
             "too-large",
+            "slow",
         ];
         if !known.contains(&function.as_str()) {
             return aws_error(
@@ -407,6 +414,10 @@ impl State {
             })
             .to_string()),
             "raw-json" => ok(r#"{"hello":"world"}"#.into()),
+            "slow" => {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                ok(r#"{"statusCode":200,"body":"late"}"#.into())
+            }
             "garbage" => ok("this is not json".into()),
             "handled-error" | "unhandled-error" => {
                 let kind = if function == "handled-error" {

@@ -257,6 +257,7 @@ async fn the_invoke_fake_sees_signed_events_and_every_error_is_classified() {
         ("missing", "no-such-function", ""),
         ("too-large", "too-large", ""),
         ("queued", "echo", "      invocation: event\n"),
+        ("slow", "slow", "      timeout: 200ms\n"),
     ];
     let backends: Vec<String> = functions
         .iter()
@@ -313,6 +314,7 @@ async fn the_invoke_fake_sees_signed_events_and_every_error_is_classified() {
         ("/throttled", 429, "upstream_throttled"),
         ("/missing", 502, "backend_misconfigured"),
         ("/too-large", 413, "body_too_large"),
+        ("/slow", 504, "upstream_timeout"),
     ] {
         let reply = get(&gateway.url(path)).await;
         assert_eq!(reply.status, status, "{path}: {}", reply.text());

@@ -66,6 +66,9 @@ pub struct LambdaBackendConfig {
     pub credentials: LambdaCredentials,
     /// `requestContext.stage` in the event.
     pub stage: String,
+    /// How long one invocation may take (function time included); none: the route's
+    /// per-try timeout alone bounds it.
+    pub timeout: Option<Duration>,
 }
 
 /// The API Gateway payload format version.
@@ -206,7 +209,7 @@ impl Shared {
                 ),
             ));
         }
-        let result = self
+        let invoke = self
             .client
             .sdk()
             .invoke()
@@ -217,8 +220,19 @@ impl Shared {
                 Invocation::Event => InvocationType::Event,
             })
             .payload(Blob::new(payload))
-            .send()
-            .await;
+            .send();
+        let result = match self.config.timeout {
+            None => invoke.await,
+            Some(limit) => tokio::time::timeout(limit, invoke).await.map_err(|_| {
+                BackendError::new(
+                    BackendErrorKind::Timeout,
+                    format!(
+                        "function {} did not answer within its timeout of {limit:?}",
+                        self.config.function
+                    ),
+                )
+            })?,
+        };
         let output = result.map_err(|e| self.classify(e))?;
         if let Some(kind) = output.function_error() {
             let detail = output

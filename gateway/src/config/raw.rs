@@ -382,6 +382,10 @@ pub struct RawLambdaBackend {
     /// `requestContext.stage` in the events (default `$default`).
     #[serde(default = "default_stage")]
     pub stage: String,
+    /// How long one invocation may take, function time included (default: the route's
+    /// per-try timeout alone).
+    #[serde(default)]
+    pub timeout: Option<Located<ConfigDuration>>,
 }
 
 fn default_stage() -> String {

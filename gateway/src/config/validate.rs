@@ -868,6 +868,15 @@ fn lambda_backend(
             format!("{endpoint:?} is not an http(s)://host[:port] URL"),
         );
     }
+    if let Some(timeout) = &raw.timeout
+        && (timeout.value.0.is_zero() || timeout.value.0 > Duration::from_secs(900))
+    {
+        v.error(
+            timeout,
+            format!("{path}.timeout"),
+            "must be more than 0 and at most 15m (Lambda's own maximum)",
+        );
+    }
     let credentials = match &raw.credentials {
         None => LambdaCredentials::Default,
         Some(c) => aws_credentials(v, &c.value, &format!("{path}.credentials"), c),
@@ -884,6 +893,7 @@ fn lambda_backend(
         endpoint,
         credentials,
         stage: raw.stage.clone(),
+        timeout: raw.timeout.as_ref().map(|t| t.value.0),
     })
 }
 
