@@ -206,28 +206,7 @@ async fn run_reloads_on_sighup_and_drains_on_sigterm() {
 
 /// An HTTP/1.1 upstream answering every request with `body`.
 async fn fixed_upstream(body: &'static [u8]) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |_request: http::Request<hyper::body::Incoming>| async move {
-                        Ok::<_, std::convert::Infallible>(http::Response::new(
-                            http_body_util::Full::new(bytes::Bytes::from_static(body)),
-                        ))
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
+    scripted_upstream(move |_, _| (200, String::from_utf8_lossy(body).into_owned())).await
 }
 
 fn free_port() -> u16 {

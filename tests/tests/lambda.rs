@@ -94,6 +94,15 @@ fn with_headers(
     request
 }
 
+/// The values the function saw for a name, comma-joined ones split (a list of strings).
+fn values(seen: &serde_json::Value) -> Vec<String> {
+    seen.as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|v| v.as_str().unwrap().split(',').map(str::to_owned))
+        .collect()
+}
+
 #[tokio::test]
 #[ignore = "runs cargo-lambda's emulator: run ./scripts/test.sh"]
 async fn a_real_lambda_http_function_gets_the_request_in_both_payload_formats() {
@@ -152,32 +161,10 @@ async fn a_real_lambda_http_function_gets_the_request_in_both_payload_formats() 
         assert_eq!(seen["method"], "GET");
         assert_eq!(seen["path"], format!("{prefix}/items/42"));
         assert_eq!(seen["path_parameters"]["id"], "42", "{version}: {seen}");
-        let tags: Vec<String> = seen["query"]["tag"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|v| {
-                v.as_str()
-                    .unwrap()
-                    .split(',')
-                    .map(str::to_owned)
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let tags = values(&seen["query"]["tag"]);
         assert_eq!(tags, ["a", "b"], "{version}: {seen}");
         assert_eq!(seen["query"]["q"][0], "x y", "{version}: {seen}");
-        let multi: Vec<String> = seen["headers"]["x-multi"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|v| {
-                v.as_str()
-                    .unwrap()
-                    .split(',')
-                    .map(str::to_owned)
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let multi = values(&seen["headers"]["x-multi"]);
         // lambda_http prefers 1.0's `headers` (the last value, as API Gateway writes it) over
         // `multiValueHeaders`; the event's unit tests check both maps.
         let expected: &[&str] = if version == "2.0" {

@@ -5,7 +5,6 @@
 //! through the real Lambda adapter (aws-sdk-lambda, SigV4 signing); the signature is not
 //! checked here (the test suite's fake does that).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,8 +12,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 /// How the simulated function behaves during one phase.
@@ -39,29 +36,13 @@ pub struct FunctionPhase {
 
 /// Starts the endpoint on an ephemeral loopback port; it runs until the process ends.
 pub async fn spawn(script: Vec<FunctionPhase>) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
     let script = Arc::new(script);
     let started = Instant::now();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let script = script.clone();
-            let service =
-                hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let behaviour = current(&script, started.elapsed());
-                    async move { Ok::<_, Infallible>(invoke(request, behaviour).await) }
-                });
-            tokio::spawn(async move {
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Ok(addr)
+    super::upstream::serve(move |request: Request<hyper::body::Incoming>| {
+        let behaviour = current(&script, started.elapsed());
+        invoke(request, behaviour)
+    })
+    .await
 }
 
 async fn invoke(

@@ -33,45 +33,24 @@ pub struct Phase {
     pub behaviour: Behaviour,
 }
 
-/// Starts a simulated service on an ephemeral loopback port; it runs until the process ends.
-pub async fn spawn(name: &'static str, script: Vec<Phase>) -> std::io::Result<SocketAddr> {
+/// Serves `handle` on an ephemeral loopback port (HTTP/1.1 and h2c) until the process ends.
+pub async fn serve<F, Fut>(handle: F) -> std::io::Result<SocketAddr>
+where
+    F: Fn(Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let script = Arc::new(script);
-    let started = Instant::now();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let script = script.clone();
-            let service =
-                hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let behaviour = current(&script, started.elapsed());
-                    async move {
-                        let extra = behaviour.jitter.mul_f64(fastrand::f64());
-                        tokio::time::sleep(behaviour.latency + extra).await;
-                        let failed = fastrand::f64() < behaviour.error_rate;
-                        let status = if failed {
-                            StatusCode::SERVICE_UNAVAILABLE
-                        } else {
-                            StatusCode::OK
-                        };
-                        let body = serde_json::json!({
-                            "service": name,
-                            "method": request.method().as_str(),
-                            "path": request.uri().path(),
-                            "ok": !failed,
-                        });
-                        let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-                        *response.status_mut() = status;
-                        response.headers_mut().insert(
-                            http::header::CONTENT_TYPE,
-                            http::HeaderValue::from_static("application/json"),
-                        );
-                        Ok::<_, Infallible>(response)
-                    }
-                });
+            let handle = handle.clone();
+            let service = hyper::service::service_fn(move |request| {
+                let response = handle(request);
+                async move { Ok::<_, Infallible>(response.await) }
+            });
             tokio::spawn(async move {
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
@@ -80,6 +59,39 @@ pub async fn spawn(name: &'static str, script: Vec<Phase>) -> std::io::Result<So
         }
     });
     Ok(addr)
+}
+
+/// Starts a simulated service; it runs until the process ends.
+pub async fn spawn(name: &'static str, script: Vec<Phase>) -> std::io::Result<SocketAddr> {
+    let script = Arc::new(script);
+    let started = Instant::now();
+    serve(move |request: Request<hyper::body::Incoming>| {
+        let behaviour = current(&script, started.elapsed());
+        async move {
+            let extra = behaviour.jitter.mul_f64(fastrand::f64());
+            tokio::time::sleep(behaviour.latency + extra).await;
+            let failed = fastrand::f64() < behaviour.error_rate;
+            let status = if failed {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            };
+            let body = serde_json::json!({
+                "service": name,
+                "method": request.method().as_str(),
+                "path": request.uri().path(),
+                "ok": !failed,
+            });
+            let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+            *response.status_mut() = status;
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+    })
+    .await
 }
 
 fn current(script: &[Phase], elapsed: Duration) -> Behaviour {
