@@ -379,12 +379,7 @@ async fn run_response_plugins(
             Class::ClientError => OutcomeClass::ClientError,
         },
     };
-    let inspect = route
-        .plugins()
-        .iter()
-        .map(|p| p.spec().response_body)
-        .max()
-        .unwrap_or(0);
+    let inspect = route.response_body_limit();
     if inspect > 0 && response.status() != StatusCode::SWITCHING_PROTOCOLS {
         match read_response_body(response, inspect).await {
             Ok(body) => call.response_body = body,

@@ -28,6 +28,8 @@ pub struct RouteRuntime {
     backend_ids: Arc<[Arc<str>]>,
     /// The route as API Gateway would name it, for event-mapping adapters.
     route_key: RouteKey,
+    /// The most response body any plugin of the chain reads (0: none is read).
+    response_body_limit: usize,
 }
 
 impl RouteRuntime {
@@ -44,6 +46,11 @@ impl RouteRuntime {
     /// The route as API Gateway would name it (`routeKey`).
     pub fn route_key(&self) -> &RouteKey {
         &self.route_key
+    }
+
+    /// How much of a response body the route's plugins read (0: none).
+    pub fn response_body_limit(&self) -> usize {
+        self.response_body_limit
     }
 
     /// Retries and failover over the route's backends.
@@ -175,9 +182,14 @@ impl Runtime {
                             .find(|p| &p.id == id)
                             .map(|p| p.plugin.clone())
                     })
-                    .collect();
+                    .collect::<Vec<Arc<Plugin>>>();
                 RouteRuntime {
                     route_key: route_key(&route.matcher),
+                    response_body_limit: chain
+                        .iter()
+                        .map(|p| p.spec().response_body)
+                        .max()
+                        .unwrap_or(0),
                     plugins: chain,
                     backend_ids: route.backends.iter().map(|b| b.backend.clone()).collect(),
                     failover: Failover::new(
