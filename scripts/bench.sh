@@ -16,4 +16,6 @@ cargo build --release -p accord
 # The plugin measured on the `accord-wasm` route.
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 (cd wasm-plugins && cargo build --release --target wasm32-wasip2 -p noop)
-exec python3 scripts/bench.py "$@"
+python3 scripts/bench.py "$@"
+# Idle memory with 1,000 routes and their SLA windows.
+python3 scripts/idle_memory.py --routes 1000
