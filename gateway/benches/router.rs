@@ -35,8 +35,14 @@ fn requests(n: usize) -> Vec<http::request::Parts> {
             let i = (k * 7919) % n;
             let (host, path) = match i % 4 {
                 0 => ("gateway.example.com".to_owned(), format!("/svc{i}/status")),
-                1 => ("gateway.example.com".to_owned(), format!("/svc{i}/items/42")),
-                2 => ("gateway.example.com".to_owned(), format!("/svc{i}/deep/path")),
+                1 => (
+                    "gateway.example.com".to_owned(),
+                    format!("/svc{i}/items/42"),
+                ),
+                2 => (
+                    "gateway.example.com".to_owned(),
+                    format!("/svc{i}/deep/path"),
+                ),
                 _ => (format!("tenant{i}.example.com"), "/api/orders".to_owned()),
             };
             http::Request::get(path)
