@@ -27,7 +27,7 @@ impl LambdaClient {
 struct ClientKey {
     region: Option<String>,
     endpoint: Option<String>,
-    credentials: String,
+    credentials: LambdaCredentials,
 }
 
 fn cache() -> &'static Mutex<HashMap<ClientKey, LambdaClient>> {
@@ -45,7 +45,7 @@ pub(super) async fn client(config: &LambdaBackendConfig) -> Result<LambdaClient,
     let key = ClientKey {
         region: region.clone(),
         endpoint: config.endpoint.clone(),
-        credentials: credentials_key(&config.credentials),
+        credentials: config.credentials.clone(),
     };
     if let Some(client) = cache().lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
         return Ok(client.clone());
@@ -80,40 +80,6 @@ fn region_of_arn(function: &str) -> Option<String> {
             Some(region.to_owned())
         }
         _ => None,
-    }
-}
-
-/// A key for a credential configuration that never contains a secret itself.
-fn credentials_key(credentials: &LambdaCredentials) -> String {
-    use std::hash::{Hash, Hasher};
-    match credentials {
-        LambdaCredentials::Default => "default".into(),
-        LambdaCredentials::Profile {
-            name,
-            credentials_file,
-            config_file,
-        } => format!("profile:{name}:{credentials_file:?}:{config_file:?}"),
-        LambdaCredentials::Static {
-            access_key_id,
-            secret_access_key,
-            session_token,
-        } => {
-            let mut hasher = std::hash::DefaultHasher::new();
-            access_key_id.expose().hash(&mut hasher);
-            secret_access_key.expose().hash(&mut hasher);
-            session_token.as_ref().map(|t| t.expose()).hash(&mut hasher);
-            format!("static:{:016x}", hasher.finish())
-        }
-        LambdaCredentials::AssumeRole {
-            role_arn,
-            external_id,
-            session_name,
-            sts_endpoint,
-            source,
-        } => format!(
-            "assume:{role_arn}:{external_id:?}:{session_name:?}:{sts_endpoint:?}:({})",
-            credentials_key(source)
-        ),
     }
 }
 
@@ -211,18 +177,5 @@ mod tests {
         );
         assert_eq!(region_of_arn("orders"), None);
         assert_eq!(region_of_arn("123456789012:function:orders"), None);
-    }
-
-    #[test]
-    fn a_credentials_key_never_holds_a_secret() {
-        let key = credentials_key(&LambdaCredentials::Static {
-            access_key_id: crate::Secret::new("AKIDEXAMPLE".into()),
-            secret_access_key: crate::Secret::new("wJalrXUtnFEMI".into()),
-            session_token: None,
-        });
-        assert!(
-            !key.contains("AKIDEXAMPLE") && !key.contains("wJalrXUtnFEMI"),
-            "{key}"
-        );
     }
 }

@@ -92,7 +92,7 @@ pub enum Invocation {
 }
 
 /// Where the gateway's AWS credentials come from.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub enum LambdaCredentials {
     /// The default chain: environment, shared profile, web identity (IRSA), ECS container
     /// credentials, instance metadata.
