@@ -154,6 +154,18 @@ pub async fn get(url: &str) -> Reply {
     .await
 }
 
+/// A backend's requests by class over the breach window, from a route's SLA report
+/// (`GET /sla/routes/{id}`).
+pub fn backend_requests(report: &serde_json::Value, backend: &str) -> serde_json::Value {
+    report["backends"]
+        .as_array()
+        .expect("backends")
+        .iter()
+        .find(|b| b["backend"] == backend)
+        .unwrap_or_else(|| panic!("no backend {backend} in {report}"))["window"]["requests"]
+        .clone()
+}
+
 /// A request builder with a body.
 pub fn request(method: &str, url: &str, body: impl Into<Bytes>) -> http::Request<Full<Bytes>> {
     http::Request::builder()

@@ -11,7 +11,7 @@ use accord_tests::azure::{
 };
 use accord_tests::pki::Pki;
 use accord_tests::upstream::Upstream;
-use accord_tests::{SteadyLoad, TestGateway, get, request, send};
+use accord_tests::{SteadyLoad, TestGateway, backend_requests, get, request, send};
 
 /// The files the configuration references: the client secret, keys, the CA.
 struct Secrets {
@@ -307,15 +307,7 @@ async fn azure_fails_over_to_on_prem_on_5xx_and_throttle_and_the_sla_report_coun
         assert_eq!(get(&gateway.url("/orders")).await.text(), "on-prem");
     }
     let report = get(&gateway.admin_url("/sla/routes/orders")).await.json();
-    let backend = |id: &str| {
-        report["backends"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|b| b["backend"] == id)
-            .unwrap()["window"]["requests"]
-            .clone()
-    };
+    let backend = |id: &str| backend_requests(&report, id);
     let azure = backend("fn-key");
     assert_eq!(azure["good"], 1.0, "{report}");
     assert_eq!(azure["bad"], 3.0, "{report}");

@@ -6,7 +6,7 @@
 
 use accord_tests::aws::{ACCESS_KEY_ID, AwsFake, CargoLambda, ROLE_ARN, SECRET_ACCESS_KEY};
 use accord_tests::upstream::Upstream;
-use accord_tests::{TestGateway, get, request, send};
+use accord_tests::{TestGateway, backend_requests, get, request, send};
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -441,15 +441,7 @@ async fn a_throttling_or_failing_function_fails_over_to_on_prem_and_the_sla_repo
         }
     }
     assert_eq!(on_prem.hits(), 6);
-    let backend = |report: &serde_json::Value, id: &str| {
-        report["backends"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|b| b["backend"] == id)
-            .unwrap()["window"]["requests"]
-            .clone()
-    };
+    let backend = backend_requests;
     let throttle = get(&gateway.admin_url("/sla/routes/throttle")).await.json();
     assert_eq!(
         backend(&throttle, "throttling")["throttled"],
