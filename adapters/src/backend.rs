@@ -15,7 +15,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -26,7 +25,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use crate::body::{RequestBody, ResponseBody};
 use crate::error::{BackendError, BackendErrorKind};
-use crate::stats::BackendStats;
+use crate::stats::{BackendStats, InFlight};
 
 /// A request on its way to a backend.
 pub type GatewayRequest = http::Request<RequestBody>;
@@ -334,14 +333,12 @@ where
     }
 
     fn call(&mut self, request: GatewayRequest) -> Self::Future {
-        let stats = self.stats.clone();
-        stats.tries.fetch_add(1, Relaxed);
-        stats.in_flight.fetch_add(1, Relaxed);
+        let in_flight = InFlight::start(self.stats.clone());
         let started = Instant::now();
         let future = self.inner.call(request);
         Box::pin(async move {
             let result = future.await;
-            stats.in_flight.fetch_sub(1, Relaxed);
+            let stats = in_flight.finish();
             match &result {
                 Ok(response) => stats.record_response(response.status(), started.elapsed()),
                 Err(error) => stats.record_error(error.kind()),

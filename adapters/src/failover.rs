@@ -126,21 +126,72 @@ pub struct Forwarded {
     /// Whether the first try went to a backend other than the one priority and availability
     /// alone would have chosen, because steering said to avoid that one.
     pub steered: bool,
-    /// Every try, in order: which backend, what it answered, how long it took.
-    pub attempts: Vec<Attempt>,
 }
 
-/// One try of a forwarded request.
+/// One try of a forwarded request, as [`TryObserver`]s are told of it.
 #[derive(Debug, Clone)]
-pub struct Attempt {
+pub struct Attempt<'a> {
     /// The backend tried.
-    pub backend: Arc<Backend>,
-    /// Its response status, when it answered.
-    pub status: Option<http::StatusCode>,
-    /// What failed, when it did not.
-    pub error: Option<BackendErrorKind>,
-    /// Time to the response head (or the failure).
+    pub backend: &'a Arc<Backend>,
+    /// How the try ended.
+    pub result: TryResult,
+    /// Time to the response head, the failure, or the moment it was abandoned.
     pub latency: Duration,
+}
+
+/// How one try ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TryResult {
+    /// The backend answered with this status.
+    Answered(http::StatusCode),
+    /// The try failed.
+    Failed(BackendErrorKind),
+    /// The request was dropped while the try was in flight (the client went away): the
+    /// upstream call is dropped with it, as nginx does with `proxy_ignore_client_abort off`.
+    Cancelled,
+}
+
+/// Told about every try when it ends, including a try still in flight when the request is
+/// dropped, so that each backend is metered for every try it was sent, whatever the client does.
+pub trait TryObserver: Sync {
+    /// A try ended.
+    fn try_ended(&self, attempt: Attempt<'_>);
+}
+
+/// Observes nothing.
+impl TryObserver for () {
+    fn try_ended(&self, _attempt: Attempt<'_>) {}
+}
+
+/// Reports a try as cancelled if it is dropped before it ends.
+struct TryInFlight<'a> {
+    backend: &'a Arc<Backend>,
+    started: Instant,
+    observer: &'a dyn TryObserver,
+    ended: bool,
+}
+
+impl TryInFlight<'_> {
+    fn end(mut self, result: TryResult) {
+        self.ended = true;
+        self.observer.try_ended(Attempt {
+            backend: self.backend,
+            result,
+            latency: self.started.elapsed(),
+        });
+    }
+}
+
+impl Drop for TryInFlight<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.observer.try_ended(Attempt {
+                backend: self.backend,
+                result: TryResult::Cancelled,
+                latency: self.started.elapsed(),
+            });
+        }
+    }
 }
 
 impl Failover {
@@ -168,17 +219,20 @@ impl Failover {
     /// Forwards a request, trying backends until one answers acceptably, the retry policy or
     /// budget says stop, or `deadline` passes.
     pub async fn forward(&self, parts: Parts, body: ReplayBody, deadline: Instant) -> Forwarded {
-        self.forward_preferring(parts, body, deadline, None).await
+        self.forward_preferring(parts, body, deadline, None, &())
+            .await
     }
 
     /// Like [`Failover::forward`], with `preferred` (a backend id, e.g. a plugin's reroute)
-    /// tried first when it is available.
+    /// tried first when it is available, and `observer` told of every try as it ends (also of
+    /// a try in flight when this future is dropped).
     pub async fn forward_preferring(
         &self,
         parts: Parts,
         mut body: ReplayBody,
         deadline: Instant,
         preferred: Option<&str>,
+        observer: &dyn TryObserver,
     ) -> Forwarded {
         let _in_flight = self.budget.start_request();
         let (mut order, mut steered) = self.try_order();
@@ -195,7 +249,6 @@ impl Failover {
         let mut last: Option<(Result<GatewayResponse, BackendError>, Arc<Backend>)> = None;
         let mut budget_exhausted = false;
         let mut _retry_guard = None;
-        let mut attempts = Vec::with_capacity(1);
 
         while let Some(index) = order.get(tries as usize % order.len().max(1)).copied() {
             if tries > 0 {
@@ -207,7 +260,18 @@ impl Failover {
                 if !wanted {
                     break;
                 }
-                match self.budget.try_retry() {
+                // A request that never reached its backend adds no load to it: moving it to
+                // another backend is always safe and does not spend the budget.
+                let never_reached = last.as_ref().is_some_and(|(result, tried)| {
+                    never_reached_backend(result)
+                        && !Arc::ptr_eq(tried, &self.backends[index].backend)
+                });
+                let guard = if never_reached {
+                    Some(self.budget.retry_unbudgeted())
+                } else {
+                    self.budget.try_retry()
+                };
+                match guard {
                     Some(guard) => _retry_guard = Some(guard),
                     None => {
                         budget_exhausted = true;
@@ -225,13 +289,16 @@ impl Failover {
                 .map_or(deadline, |t| deadline.min(Instant::now() + t));
             request.extensions_mut().insert(TryDeadline(try_deadline));
             tries += 1;
-            let started = Instant::now();
+            let in_flight = TryInFlight {
+                backend: &backend,
+                started: Instant::now(),
+                observer,
+                ended: false,
+            };
             let result = backend.call(request).await;
-            attempts.push(Attempt {
-                backend: backend.clone(),
-                status: result.as_ref().ok().map(|r| r.status()),
-                error: result.as_ref().err().map(|e| e.kind()),
-                latency: started.elapsed(),
+            in_flight.end(match &result {
+                Ok(response) => TryResult::Answered(response.status()),
+                Err(error) => TryResult::Failed(error.kind()),
             });
             let done = match &result {
                 Ok(_) => !self.should_retry(&result, idempotent),
@@ -250,7 +317,6 @@ impl Failover {
                 tries,
                 budget_exhausted,
                 steered,
-                attempts,
             },
             None => Forwarded {
                 result: Err(BackendError::new(
@@ -261,7 +327,6 @@ impl Failover {
                 tries,
                 budget_exhausted,
                 steered,
-                attempts,
             },
         }
     }
@@ -371,6 +436,16 @@ impl Failover {
     }
 }
 
+/// Whether a try failed before anything was sent to the backend.
+fn never_reached_backend(result: &Result<GatewayResponse, BackendError>) -> bool {
+    result.as_ref().is_err_and(|e| {
+        matches!(
+            e.kind(),
+            BackendErrorKind::Connect | BackendErrorKind::NoHealthyEndpoint
+        )
+    })
+}
+
 fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
@@ -475,6 +550,104 @@ mod tests {
         assert_eq!(forwarded.tries, 2);
         assert_eq!(primary_calls.load(Ordering::SeqCst), 1);
         assert_eq!(secondary_calls.load(Ordering::SeqCst), 1);
+    }
+
+    /// With no retry budget at all, a request that never reached the primary still moves to
+    /// the secondary, while one that reached it (a reset) is not retried.
+    #[tokio::test]
+    async fn a_request_that_never_reached_its_backend_fails_over_without_budget() {
+        let no_budget = RetryBudget::new(RetryBudgetPolicy {
+            ratio: 0.0,
+            min_concurrent: 0,
+            min_per_second: 0.0,
+        });
+        let (refusing, _) = scripted("refusing", refused);
+        let (resetting, _) = scripted("resetting", || {
+            Err(BackendError::new(BackendErrorKind::Reset, "reset by peer"))
+        });
+        let (secondary, secondary_calls) = scripted("secondary", ok);
+        let route = |primary: Arc<Backend>| {
+            Failover::new(
+                [(primary, 0), (secondary.clone(), 1)]
+                    .into_iter()
+                    .map(|(backend, priority)| RouteBackend {
+                        backend,
+                        priority,
+                        weight: 1,
+                        steering: None,
+                    })
+                    .collect(),
+                RetryPolicy::default(),
+                no_budget.clone(),
+                None,
+            )
+        };
+        let get = || {
+            (
+                request(Method::GET),
+                ReplayBody::Buffered(Bytes::new()),
+                far_deadline(),
+            )
+        };
+        let (parts, body, deadline) = get();
+        let moved = route(refusing).forward(parts, body, deadline).await;
+        assert_eq!(moved.result.unwrap().status(), 200);
+        assert!(!moved.budget_exhausted);
+        let (parts, body, deadline) = get();
+        let refused_retry = route(resetting).forward(parts, body, deadline).await;
+        assert_eq!(
+            refused_retry.result.unwrap_err().kind(),
+            BackendErrorKind::Reset
+        );
+        assert!(refused_retry.budget_exhausted);
+        assert_eq!(secondary_calls.load(Ordering::SeqCst), 1);
+    }
+
+    /// A try in flight when the request's future is dropped (the client went away) is reported
+    /// to the observer as cancelled, once.
+    #[tokio::test(start_paused = true)]
+    async fn a_try_abandoned_with_its_request_is_observed_as_cancelled() {
+        #[derive(Default)]
+        struct Seen(std::sync::Mutex<Vec<(String, TryResult)>>);
+        impl TryObserver for Seen {
+            fn try_ended(&self, attempt: Attempt<'_>) {
+                self.0
+                    .lock()
+                    .unwrap()
+                    .push((attempt.backend.id().to_string(), attempt.result));
+            }
+        }
+        let stats = Arc::new(BackendStats::default());
+        let service = tower::service_fn(|_req: GatewayRequest| async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            ok()
+        });
+        let slow = Arc::new(Backend::new(
+            "slow",
+            Provider::Http,
+            service,
+            Arc::new(AlwaysAvailable),
+            stats.clone(),
+            BackgroundTasks::default(),
+        ));
+        let route = failover(vec![(slow, 0)], 2);
+        let seen = Seen::default();
+        let forward = route.forward_preferring(
+            request(Method::GET),
+            ReplayBody::Buffered(Bytes::new()),
+            far_deadline(),
+            None,
+            &seen,
+        );
+        let gave_up = tokio::time::timeout(Duration::from_millis(500), forward).await;
+        assert!(gave_up.is_err());
+        assert_eq!(
+            *seen.0.lock().unwrap(),
+            vec![("slow".to_owned(), TryResult::Cancelled)]
+        );
+        assert_eq!(stats.in_flight.load(Ordering::SeqCst), 0, "no gauge leaks");
+        assert_eq!(stats.cancelled.load(Ordering::SeqCst), 1);
+        assert_eq!(stats.tries.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -90,6 +90,43 @@ pub struct BackendStats {
     pub ejections: AtomicU64,
     /// Active health checks that failed.
     pub health_check_failures: AtomicU64,
+    /// Tries abandoned in flight because the client went away.
+    pub cancelled: AtomicU64,
+}
+
+/// Counts a try as in flight until dropped; a try dropped before [`InFlight::finish`] is
+/// counted as cancelled. The gauge cannot leak, whatever drops the try's future.
+#[derive(Debug)]
+pub struct InFlight {
+    stats: std::sync::Arc<BackendStats>,
+    finished: bool,
+}
+
+impl InFlight {
+    /// Starts counting a try of the backend whose counters are `stats`.
+    pub fn start(stats: std::sync::Arc<BackendStats>) -> Self {
+        stats.tries.fetch_add(1, Relaxed);
+        stats.in_flight.fetch_add(1, Relaxed);
+        Self {
+            stats,
+            finished: false,
+        }
+    }
+
+    /// The try ended with an answer or an error (recorded by the caller).
+    pub fn finish(mut self) -> std::sync::Arc<BackendStats> {
+        self.finished = true;
+        self.stats.clone()
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.stats.in_flight.fetch_sub(1, Relaxed);
+        if !self.finished {
+            self.stats.cancelled.fetch_add(1, Relaxed);
+        }
+    }
 }
 
 impl BackendStats {

@@ -19,7 +19,7 @@ use crate::runtime::Runtime;
 #[derive(Debug, Default)]
 pub struct RouteStats {
     /// Finished requests by [`Class`].
-    pub requests_by_class: [AtomicU64; 5],
+    pub requests_by_class: [AtomicU64; Class::COUNT],
     /// Finished requests by status class (1xx … 5xx).
     pub requests_by_status: [AtomicU64; 5],
     /// Requests in flight.
@@ -304,12 +304,18 @@ pub fn render(runtime: &Runtime, registry: &Registry) -> String {
             &b.stats().latency,
         );
     }
-    let backend_series: [Series<BackendStats>; 4] = [
+    let backend_series: [Series<BackendStats>; 5] = [
         (
             "accord_upstream_tries_total",
             "counter",
             "Tries sent to a backend.",
             |s| &s.tries,
+        ),
+        (
+            "accord_upstream_tries_cancelled_total",
+            "counter",
+            "Tries abandoned in flight because the client went away (the upstream call is dropped).",
+            |s| &s.cancelled,
         ),
         (
             "accord_upstream_requests_active",

@@ -483,7 +483,9 @@ async fn run_case(plugin: &Plugin, route: &CaseRoute, case: &Case) -> Vec<String
                 accord_policies::Class::Bad => OutcomeClass::Bad,
                 accord_policies::Class::Throttled => OutcomeClass::Throttled,
                 accord_policies::Class::Rejected => OutcomeClass::Rejected,
-                accord_policies::Class::ClientError => OutcomeClass::ClientError,
+                accord_policies::Class::ClientError | accord_policies::Class::Cancelled => {
+                    OutcomeClass::ClientError
+                }
             },
         };
         let (verdict, _) = plugin.on_response(&head, call).await;

@@ -28,7 +28,9 @@ use std::task::{Context, Poll};
 
 use accord_adapters::backend::{ClientAddr, PathParams};
 use accord_adapters::body::{BodyTooLarge, empty_body, response_body};
-use accord_adapters::{BackendErrorKind, BoxError, ReplayBody, RequestBody, ResponseBody};
+use accord_adapters::{
+    BackendErrorKind, BoxError, ReplayBody, RequestBody, ResponseBody, TryResult,
+};
 use accord_policies::plugin::{
     CallContext, Decision, OnError, OutcomeClass, Rejection, RequestHead, ResponseHead, SlaState,
     Verdict,
@@ -96,6 +98,8 @@ pub async fn handle(
         steered: false,
         annotations: Vec::new(),
         class: None,
+        try_in_flight: std::sync::Mutex::new(None),
+        completed: false,
     };
 
     // 2. Route.
@@ -258,23 +262,15 @@ pub async fn handle(
 
     // 5. Forward.
     let deadline = started + limits.timeout;
+    // Every try counts against the backend that made it as it ends (the record observes
+    // them); the request as a whole counts against the route when its response ends.
     let forwarded = route
         .failover()
-        .forward_preferring(parts, body, deadline, preferred.as_deref())
+        .forward_preferring(parts, body, deadline, preferred.as_deref(), &record)
         .await;
     record.tries = forwarded.tries;
     record.backend = forwarded.backend.as_ref().map(|b| b.id().clone());
     record.steered = forwarded.steered;
-    if let Some(sla) = route.sla() {
-        // Every try counts against the backend that made it; the request as a whole counts
-        // against the route when its response ends.
-        for attempt in &forwarded.attempts {
-            if let Some(index) = route.backend_index(attempt.backend.id()) {
-                let status = attempt.status.unwrap_or(StatusCode::BAD_GATEWAY);
-                sla.record_try(index, classify(status, attempt.error), attempt.latency);
-            }
-        }
-    }
     if forwarded.tries > 1 {
         route
             .stats()
@@ -377,6 +373,8 @@ async fn run_response_plugins(
             Class::Throttled => OutcomeClass::Throttled,
             Class::Rejected => OutcomeClass::Rejected,
             Class::ClientError => OutcomeClass::ClientError,
+            // A response exists, so its client has not gone away.
+            Class::Cancelled => OutcomeClass::ClientError,
         },
     };
     let inspect = route.response_body_limit();
@@ -650,8 +648,11 @@ struct RouteRecord {
     stats: Arc<RouteStats>,
 }
 
-/// What is known about a request so far; written to counters and the access log when the
-/// response body has been sent (or dropped).
+/// What is known about a request so far; written to counters and the access log exactly once:
+/// when the response body has been sent, or dropped, or — if the client goes away before its
+/// response head (reset, HTTP/2 `RST_STREAM`, closed connection) and hyper drops the request's
+/// future at whatever await it had reached — when the record itself is dropped. Such a request
+/// is logged with status 499 (nginx's convention) and counted as [`Class::Cancelled`].
 struct Record {
     route: Option<RouteRecord>,
     backend: Option<Arc<str>>,
@@ -671,7 +672,15 @@ struct Record {
     annotations: Vec<(String, String)>,
     /// Set when the gateway's own policy decided the class (shed, rejected).
     class: Option<Class>,
+    /// The backend of the try in flight (or of the last one), for a request cancelled while
+    /// it waited.
+    try_in_flight: std::sync::Mutex<Option<Arc<str>>>,
+    /// Counters and the access log have been written.
+    completed: bool,
 }
+
+/// The client went away before its response head: nginx logs this as 499.
+const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 impl Record {
     fn finish_with(mut self, response: Response<ResponseBody>) -> Response<ResponseBody> {
@@ -684,7 +693,11 @@ impl Record {
         })
     }
 
-    fn complete(self) {
+    /// Writes the record: the route's counters and SLA meter, and the access log line.
+    fn complete(&mut self) {
+        if std::mem::replace(&mut self.completed, true) {
+            return;
+        }
         let duration = self.started.elapsed();
         let class = match (self.class, &self.route) {
             (Some(class), _) => class,
@@ -721,6 +734,48 @@ impl Record {
             );
         }
     }
+
+    /// The request's future was dropped before its response head: the client went away.
+    fn cancel(&mut self) {
+        if self.completed {
+            return;
+        }
+        self.class = Some(Class::Cancelled);
+        self.status =
+            StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST);
+        if self.backend.is_none() {
+            self.backend = self
+                .try_in_flight
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+        }
+        self.complete();
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+/// The record observes the route's tries: each one is metered against its backend as it ends,
+/// a try in flight when the client leaves as cancelled.
+impl accord_adapters::TryObserver for Record {
+    fn try_ended(&self, attempt: accord_adapters::failover::Attempt<'_>) {
+        let id = attempt.backend.id();
+        *self.try_in_flight.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
+        let Some(sla) = &self.sla else { return };
+        let class = match attempt.result {
+            TryResult::Answered(status) => classify(status, None),
+            TryResult::Failed(kind) => classify(StatusCode::BAD_GATEWAY, Some(kind)),
+            TryResult::Cancelled => Class::Cancelled,
+        };
+        if let Some(index) = sla.backends().iter().position(|b| b.id() == id) {
+            sla.record_try(index, class, attempt.latency);
+        }
+    }
 }
 
 /// A response body that completes its [`Record`] when it ends or is dropped.
@@ -746,7 +801,7 @@ impl Body for RecordedBody {
                 }
             }
             Poll::Ready(None) => {
-                if let Some(record) = this.record.take() {
+                if let Some(mut record) = this.record.take() {
                     record.complete();
                 }
             }
@@ -773,8 +828,10 @@ impl Body for RecordedBody {
 }
 
 impl Drop for RecordedBody {
+    /// The client went away while the body was streaming (or the body was never polled): the
+    /// request is recorded with the status its client was sent.
     fn drop(&mut self) {
-        if let Some(record) = self.record.take() {
+        if let Some(mut record) = self.record.take() {
             record.complete();
         }
     }

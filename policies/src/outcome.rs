@@ -15,17 +15,25 @@ pub enum Class {
     Rejected,
     /// The client's request was at fault (4xx other than 429).
     ClientError,
+    /// The client went away before it had its answer (nginx's 499): reset, HTTP/2
+    /// `RST_STREAM`, closed connection. Counted against the latency objective when the client
+    /// had waited longer than its threshold, and against availability when the route says so.
+    Cancelled,
 }
 
 impl Class {
     /// Every class, in label order.
-    pub const ALL: [Class; 5] = [
+    pub const ALL: [Class; Class::COUNT] = [
         Class::Good,
         Class::Bad,
         Class::Throttled,
         Class::Rejected,
         Class::ClientError,
+        Class::Cancelled,
     ];
+
+    /// How many classes there are: the length of per-class counter arrays.
+    pub const COUNT: usize = 6;
 
     /// The metrics label value.
     pub fn as_str(self) -> &'static str {
@@ -35,6 +43,7 @@ impl Class {
             Self::Throttled => "throttled",
             Self::Rejected => "rejected",
             Self::ClientError => "client_error",
+            Self::Cancelled => "cancelled",
         }
     }
 

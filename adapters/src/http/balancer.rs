@@ -79,6 +79,21 @@ impl Endpoint {
     pub fn is_available(&self) -> bool {
         self.healthy.load(Relaxed) && !self.outlier.is_ejected()
     }
+
+    /// Counts a request in flight to this endpoint until the guard drops.
+    pub(crate) fn start_request(&self) -> EndpointRequest<'_> {
+        self.in_flight.fetch_add(1, Relaxed);
+        EndpointRequest(self)
+    }
+}
+
+/// A request in flight to an [`Endpoint`] (least-request balancing reads the count).
+pub(crate) struct EndpointRequest<'a>(&'a Endpoint);
+
+impl Drop for EndpointRequest<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
 }
 
 /// A snapshot of a backend's endpoints, replaced whole when DNS changes.

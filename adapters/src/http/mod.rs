@@ -378,9 +378,11 @@ impl tower::Service<GatewayRequest> for HttpService {
                 }
             }
 
-            endpoint.in_flight.fetch_add(1, Relaxed);
-            let result = endpoint.client.request(request).await;
-            endpoint.in_flight.fetch_sub(1, Relaxed);
+            let result = {
+                // Released however the call ends, dropped with a departed client included.
+                let _in_flight = endpoint.start_request();
+                endpoint.client.request(request).await
+            };
 
             match result {
                 Ok(response) => {

@@ -766,8 +766,12 @@ pub struct RawRetry {
     pub non_idempotent: bool,
     /// Retries in flight are at most this share of requests in flight …
     pub budget_ratio: Located<Percent>,
-    /// … or this many, whichever is larger.
+    /// … or this many, whichever is larger …
     pub budget_min_concurrent: usize,
+    /// … and beyond both, this many retries per second (linkerd2-proxy's floor), so a burst of
+    /// simultaneous failures — an upstream dying under many keep-alive connections — is still
+    /// retried on a healthy backend. 0 turns the floor off.
+    pub budget_min_per_second: u32,
 }
 
 impl Default for RawRetry {
@@ -790,6 +794,7 @@ impl Default for RawRetry {
             non_idempotent: false,
             budget_ratio: Located::unlocated(Percent(0.2)),
             budget_min_concurrent: 3,
+            budget_min_per_second: 10,
         }
     }
 }
@@ -872,6 +877,22 @@ pub struct RawClassification {
     pub throttled: RawThrottled,
     /// `good` (default) or `bad`: client errors (4xx other than 429).
     pub client_errors: RawClientErrors,
+    /// `excluded` (default): requests the client abandoned before its answer (status 499) are
+    /// not valid availability events, as Google's SRE practice and Sloth's HTTP SLIs treat
+    /// client cancellations; the latency objective still counts those that waited past its
+    /// threshold as bad. `bad`: they spend the availability budget too.
+    pub cancelled: RawCancelled,
+}
+
+/// How requests the client abandoned count against availability.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawCancelled {
+    /// Not valid events (the latency objective still sees slow ones).
+    #[default]
+    Excluded,
+    /// Bad events.
+    Bad,
 }
 
 /// How throttles count.

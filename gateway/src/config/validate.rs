@@ -1331,6 +1331,7 @@ fn route_config(
         retry_budget: RetryBudgetPolicy {
             ratio: raw.retry.budget_ratio.value.0,
             min_concurrent: raw.retry.budget_min_concurrent,
+            min_per_second: f64::from(raw.retry.budget_min_per_second),
         },
         max_body: raw.max_body.value.0,
         replay_buffer: raw.replay_buffer.value.0,
@@ -1463,11 +1464,11 @@ fn slo_config(v: &mut Validator<'_>, raw: &Located<RawSlo>, path: &str) -> Optio
             let mut tiers = Vec::new();
             for (i, tier) in list.value.iter().enumerate() {
                 let at = format!("{path}.alerts[{i}]");
-                if !(tier.burn_rate.value > 0.0 && tier.burn_rate.value.is_finite()) {
+                if !(tier.burn_rate.value >= 1.0 && tier.burn_rate.value.is_finite()) {
                     v.error(
                         &tier.burn_rate,
                         format!("{at}.burn_rate"),
-                        "must be a number above 0",
+                        "must be at least 1: a tier below 1× fires on a burn that never exhausts the budget",
                     );
                 }
                 if tier.short.value.0 >= tier.long.value.0 {
@@ -1531,6 +1532,7 @@ fn slo_config(v: &mut Validator<'_>, raw: &Located<RawSlo>, path: &str) -> Optio
             classification: Classification {
                 throttled_burns_budget: slo.classification.throttled == RawThrottled::Bad,
                 client_errors_are_bad: slo.classification.client_errors == RawClientErrors::Bad,
+                cancelled_are_bad: slo.classification.cancelled == RawCancelled::Bad,
             },
         },
         enforcement: Enforcement {

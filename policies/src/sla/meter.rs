@@ -26,9 +26,12 @@ pub const MINUTES_KEPT: usize = 6 * 60;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Rollup {
     /// Requests by [`Class`], in [`Class::ALL`] order.
-    pub by_class: [u64; 5],
+    pub by_class: [u64; Class::COUNT],
     /// Good requests that finished within the route's latency threshold.
     pub within_threshold: u64,
+    /// Cancelled requests whose client had waited longer than the latency threshold: the
+    /// user did not get an answer in time, so they are bad events of the latency objective.
+    pub cancelled_slow: u64,
     /// Latencies.
     pub latency: Histogram,
 }
@@ -40,6 +43,7 @@ impl Rollup {
             *mine += theirs;
         }
         self.within_threshold += other.within_threshold;
+        self.cancelled_slow += other.cancelled_slow;
         self.latency.merge(&other.latency);
     }
 
@@ -58,9 +62,11 @@ impl Rollup {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Aggregate {
     /// Requests by class.
-    pub by_class: [f64; 5],
+    pub by_class: [f64; Class::COUNT],
     /// Requests within the latency threshold.
     pub within_threshold: f64,
+    /// Cancelled requests that had waited longer than the latency threshold.
+    pub cancelled_slow: f64,
     /// Latencies (unscaled: percentiles need whole counts).
     pub latency: Histogram,
 }
@@ -71,6 +77,7 @@ impl Aggregate {
             *mine += theirs as f64 * fraction;
         }
         self.within_threshold += rollup.within_threshold as f64 * fraction;
+        self.cancelled_slow += rollup.cancelled_slow as f64 * fraction;
     }
 
     /// Requests of one class.
@@ -87,8 +94,9 @@ impl Aggregate {
 /// The live counters of the current minute.
 #[derive(Debug, Default)]
 struct Live {
-    by_class: [AtomicU64; 5],
+    by_class: [AtomicU64; Class::COUNT],
     within_threshold: AtomicU64,
+    cancelled_slow: AtomicU64,
     latency: LiveHistogram,
 }
 
@@ -115,8 +123,17 @@ impl Meter {
     pub fn record(&self, class: Class, latency: Duration) {
         self.live.by_class[class.index()].fetch_add(1, Relaxed);
         // The latency objective judges served requests; failures count against availability.
-        if class == Class::Good && self.threshold.is_some_and(|t| latency <= t) {
-            self.live.within_threshold.fetch_add(1, Relaxed);
+        if let Some(threshold) = self.threshold {
+            match class {
+                Class::Good if latency <= threshold => {
+                    self.live.within_threshold.fetch_add(1, Relaxed);
+                }
+                // The client left after waiting longer than the objective allows.
+                Class::Cancelled if latency > threshold => {
+                    self.live.cancelled_slow.fetch_add(1, Relaxed);
+                }
+                _ => {}
+            }
         }
         self.live.latency.record(latency);
     }
@@ -129,6 +146,7 @@ impl Meter {
             *out = live.swap(0, Relaxed);
         }
         rollup.within_threshold = self.live.within_threshold.swap(0, Relaxed);
+        rollup.cancelled_slow = self.live.cancelled_slow.swap(0, Relaxed);
         rollup.latency = self.live.latency.drain();
         self.history().add(minute, &rollup);
         rollup
@@ -249,6 +267,7 @@ impl Meter {
             *out = live.load(Relaxed);
         }
         rollup.within_threshold = self.live.within_threshold.load(Relaxed);
+        rollup.cancelled_slow = self.live.cancelled_slow.load(Relaxed);
         rollup.latency = self.live.latency.snapshot();
         rollup
     }

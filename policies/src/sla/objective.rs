@@ -5,7 +5,10 @@
 //!   (good unless configured bad) and throttled requests only when configured to burn the
 //!   budget. Requests a policy rejected on purpose are not valid events: they are reported
 //!   apart, and shedding cannot hide failures because shed requests never count as good.
-//! * **Latency SLI**: of the requests served well (class good), the share within the threshold.
+//! * **Latency SLI**: of the requests served well (class good), the share within the threshold;
+//!   a request the client abandoned after waiting longer than the threshold is a bad event too.
+//! * **Cancelled** requests (the client went away first) are not valid availability events
+//!   unless the route classifies them `bad`: the backend had not failed, the client left.
 //! * **Error budget** over the SLO window: `(1 − target) × valid` bad events are allowed.
 //! * **Burn rate** over a window: the window's bad ratio ÷ `(1 − target)`; 1 spends the budget
 //!   exactly over the SLO window.
@@ -26,6 +29,9 @@ pub struct Classification {
     pub throttled_burns_budget: bool,
     /// Client errors (4xx other than 429) are bad events.
     pub client_errors_are_bad: bool,
+    /// Requests the client abandoned are bad events of the availability SLI (by default they
+    /// are not valid events there; the latency SLI counts those that waited past its threshold).
+    pub cancelled_are_bad: bool,
 }
 
 /// The latency objective: `target` of good requests within `threshold`.
@@ -151,32 +157,37 @@ pub struct AlertTier {
 }
 
 impl AlertTier {
-    /// The SRE workbook's tiers, derived for any SLO window from the share of the budget each
-    /// tier guards: 2% in 1h and 5% in 6h page, 10% in 1d and 10% in 3d file a ticket. For a
-    /// 30-day window that is 14.4× (1h/5m), 6× (6h/30m), 3× (1d/2h) and 1× (3d/6h).
+    /// The SRE workbook's multi-window, multi-burn-rate tiers, scaled to the SLO window the
+    /// way Pyrra scales them: the burn-rate factors stay fixed and the windows shrink or grow
+    /// with the SLO window, so each tier still guards the same share of the budget (2% of it
+    /// spent in the first tier's long window, 5% in the second's, 10% in each ticket tier's).
+    /// For 30 days they are the workbook's own: 14.4× over 1h/5m and 6× over 6h/30m page,
+    /// 3× over 1d/2h and 1× over 3d/6h file a ticket. Windows are whole minutes (the engine's
+    /// resolution): the short window is at least a minute and the long one at least a minute
+    /// longer. No factor is below 1 and no long window outlasts the SLO window.
     pub fn defaults(slo_window: Duration) -> Vec<AlertTier> {
-        let hours = |h: u64| Duration::from_secs(h * 3600);
-        let minutes = |m: u64| Duration::from_secs(m * 60);
-        let window = slo_window.as_secs_f64();
+        const REFERENCE: f64 = 30.0 * 86_400.0;
+        let scale = slo_window.as_secs_f64() / REFERENCE;
+        let minutes = |reference_minutes: f64| (reference_minutes * scale).round().max(1.0) as u64;
         [
-            (Severity::Page, 0.02, hours(1), minutes(5)),
-            (Severity::Page, 0.05, hours(6), minutes(30)),
-            (Severity::Ticket, 0.10, hours(24), hours(2)),
-            (Severity::Ticket, 0.10, hours(72), hours(6)),
+            (Severity::Page, 14.4, 60.0, 5.0),
+            (Severity::Page, 6.0, 6.0 * 60.0, 30.0),
+            (Severity::Ticket, 3.0, 24.0 * 60.0, 2.0 * 60.0),
+            (Severity::Ticket, 1.0, 72.0 * 60.0, 6.0 * 60.0),
         ]
         .into_iter()
-        .map(|(severity, budget_share, long, short)| AlertTier {
-            severity,
-            burn_rate: round6(budget_share * window / long.as_secs_f64()),
-            long,
-            short,
+        .map(|(severity, burn_rate, long, short)| {
+            let short = minutes(short);
+            let long = minutes(long).max(short + 1);
+            AlertTier {
+                severity,
+                burn_rate,
+                long: Duration::from_secs(long * 60),
+                short: Duration::from_secs(short * 60),
+            }
         })
         .collect()
     }
-}
-
-fn round6(x: f64) -> f64 {
-    (x * 1e6).round() / 1e6
 }
 
 /// A route's objectives.
@@ -265,6 +276,11 @@ impl Objective {
                     + if c.client_errors_are_bad { 0.0 } else { client };
                 let bad = aggregate.count(Class::Bad)
                     + if c.client_errors_are_bad { client } else { 0.0 }
+                    + if c.cancelled_are_bad {
+                        aggregate.count(Class::Cancelled)
+                    } else {
+                        0.0
+                    }
                     + if c.throttled_burns_budget {
                         throttled
                     } else {
@@ -275,9 +291,11 @@ impl Objective {
                     valid: good + bad,
                 }
             }
+            // Served requests, plus abandoned ones whose client had already waited longer than
+            // the threshold: the user did not get an answer in time.
             Indicator::Latency => Events {
                 good: aggregate.within_threshold,
-                valid: aggregate.count(Class::Good),
+                valid: aggregate.count(Class::Good) + aggregate.cancelled_slow,
             },
         }
     }
@@ -370,21 +388,101 @@ mod tests {
         );
     }
 
+    /// `(severity, factor, long minutes, short minutes)` of each default tier.
+    fn tiers_of(window: Duration) -> Vec<(Severity, f64, u64, u64)> {
+        AlertTier::defaults(window)
+            .iter()
+            .map(|t| {
+                (
+                    t.severity,
+                    t.burn_rate,
+                    t.long.as_secs() / 60,
+                    t.short.as_secs() / 60,
+                )
+            })
+            .collect()
+    }
+
+    /// Hand-computed: each reference window (1h/5m, 6h/30m, 1d/2h, 3d/6h at 30 days) times
+    /// `window ÷ 30d`, rounded to whole minutes, short ≥ 1m, long ≥ short + 1m.
     #[test]
-    fn the_default_tiers_are_the_sre_workbook_set_for_30_days() {
-        let tiers = AlertTier::defaults(Duration::from_secs(30 * 86_400));
-        let factors: Vec<f64> = tiers.iter().map(|t| t.burn_rate).collect();
-        assert_eq!(factors, vec![14.4, 6.0, 3.0, 1.0]);
-        assert_eq!(tiers[0].long, Duration::from_secs(3600));
-        assert_eq!(tiers[0].short, Duration::from_secs(300));
-        assert_eq!(tiers[3].short, Duration::from_secs(6 * 3600));
-        assert_eq!(tiers[0].severity, Severity::Page);
-        assert_eq!(tiers[2].severity, Severity::Ticket);
-        // A 7-day window pages at 2% of its budget in an hour: 0.02 × 168 = 3.36×.
-        assert_eq!(
-            AlertTier::defaults(Duration::from_secs(7 * 86_400))[0].burn_rate,
-            3.36
-        );
+    fn the_default_tiers_scale_their_windows_with_the_slo_window_and_keep_their_factors() {
+        use Severity::{Page, Ticket};
+        let day = 86_400;
+        let table: [(u64, [(Severity, f64, u64, u64); 4]); 5] = [
+            // 30 days: the SRE workbook's set.
+            (
+                30 * day,
+                [
+                    (Page, 14.4, 60, 5),
+                    (Page, 6.0, 360, 30),
+                    (Ticket, 3.0, 1440, 120),
+                    (Ticket, 1.0, 4320, 360),
+                ],
+            ),
+            // 28 days: × 28/30 (60 → 56, 5 → 4.67 → 5, 360 → 336, 30 → 28, …).
+            (
+                28 * day,
+                [
+                    (Page, 14.4, 56, 5),
+                    (Page, 6.0, 336, 28),
+                    (Ticket, 3.0, 1344, 112),
+                    (Ticket, 1.0, 4032, 336),
+                ],
+            ),
+            // 7 days: × 7/30 (60 → 14, 5 → 1.17 → 1, 360 → 84, 30 → 7, 1440 → 336, …).
+            (
+                7 * day,
+                [
+                    (Page, 14.4, 14, 1),
+                    (Page, 6.0, 84, 7),
+                    (Ticket, 3.0, 336, 28),
+                    (Ticket, 1.0, 1008, 84),
+                ],
+            ),
+            // 1 day: × 1/30 (60 → 2, 5 → 0.17 → 1, 360 → 12, 30 → 1, 1440 → 48, 120 → 4, …).
+            (
+                day,
+                [
+                    (Page, 14.4, 2, 1),
+                    (Page, 6.0, 12, 1),
+                    (Ticket, 3.0, 48, 4),
+                    (Ticket, 1.0, 144, 12),
+                ],
+            ),
+            // 1 hour: × 1/720: every short window is the 1-minute floor, long windows at least
+            // a minute longer (60 → 0.08 → 2, 360 → 0.5 → 2, 1440 → 2, 4320 → 6).
+            (
+                3600,
+                [
+                    (Page, 14.4, 2, 1),
+                    (Page, 6.0, 2, 1),
+                    (Ticket, 3.0, 2, 1),
+                    (Ticket, 1.0, 6, 1),
+                ],
+            ),
+        ];
+        for (window, expected) in table {
+            let window = Duration::from_secs(window);
+            assert_eq!(tiers_of(window), expected.to_vec(), "window {window:?}");
+            for tier in AlertTier::defaults(window) {
+                assert!(tier.burn_rate >= 1.0);
+                assert!(tier.long <= window && tier.short < tier.long);
+            }
+        }
+    }
+
+    /// The reproduction: a 1-day objective burning at 2× (2% errors against 99%) must
+    /// not page: only the tiers at or below 2× could fire, and those are the ticket tiers at
+    /// 1× (over 2h24m/12m). Before, every tier had a factor below 1 and all four fired.
+    #[test]
+    fn a_burn_of_two_on_a_one_day_objective_fires_only_tiers_at_or_below_two() {
+        let firing: Vec<(Severity, f64)> = AlertTier::defaults(Duration::from_secs(86_400))
+            .into_iter()
+            .filter(|t| 2.0 >= t.burn_rate)
+            .map(|t| (t.severity, t.burn_rate))
+            .collect();
+        assert_eq!(firing, vec![(Severity::Ticket, 1.0)]);
     }
 
     #[test]
@@ -412,6 +510,7 @@ mod tests {
         o.classification = Classification {
             throttled_burns_budget: true,
             client_errors_are_bad: true,
+            cancelled_are_bad: false,
         };
         let strict = o.events(Indicator::Availability, &a);
         assert_eq!(

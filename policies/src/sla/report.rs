@@ -77,6 +77,8 @@ pub struct ObjectiveReport {
     pub throttled_burns_budget: bool,
     /// Whether client errors spend budget.
     pub client_errors_are_bad: bool,
+    /// Whether requests the client abandoned spend the availability budget.
+    pub cancelled_are_bad: bool,
 }
 
 /// A latency objective.
@@ -163,6 +165,8 @@ pub struct ClassCounts {
     pub rejected: f64,
     /// Client errors.
     pub client_error: f64,
+    /// Abandoned by the client before its answer (status 499).
+    pub cancelled: f64,
     /// All of them.
     pub total: f64,
 }
@@ -242,6 +246,7 @@ fn window_report(name: String, aggregate: &Aggregate) -> WindowReport {
             throttled: aggregate.count(Class::Throttled),
             rejected: aggregate.count(Class::Rejected),
             client_error: aggregate.count(Class::ClientError),
+            cancelled: aggregate.count(Class::Cancelled),
             total: aggregate.total(),
         },
         latency_ms,
@@ -377,6 +382,7 @@ impl RouteReport {
                 window_seconds: objective.window.period(now_ms).as_secs(),
                 throttled_burns_budget: objective.classification.throttled_burns_budget,
                 client_errors_are_bad: objective.classification.client_errors_are_bad,
+                cancelled_are_bad: objective.classification.cancelled_are_bad,
             },
             indicators,
             windows: aggregates
@@ -445,6 +451,8 @@ impl RouteHistory {
                 for (i, class) in Class::ALL.iter().enumerate() {
                     aggregate.by_class[i] = rollup.count(*class) as f64;
                 }
+                aggregate.within_threshold = rollup.within_threshold as f64;
+                aggregate.cancelled_slow = rollup.cancelled_slow as f64;
                 aggregate.latency = rollup.latency.clone();
                 let window = window_report(String::new(), &aggregate);
                 let burn = |length: u64| {

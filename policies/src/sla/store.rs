@@ -17,6 +17,7 @@ use super::engine::{Action, EventKind, SlaEngine, Trigger};
 use super::histogram::Histogram;
 use super::meter::{MINUTES_KEPT, Meter, Minute, Rollup};
 use super::objective::{Indicator, Severity};
+use crate::Class;
 
 /// The store failed.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,8 @@ CREATE TABLE IF NOT EXISTS rollups (
     rejected INTEGER NOT NULL, client_error INTEGER NOT NULL,
     within_threshold INTEGER NOT NULL,
     latency BLOB NOT NULL,           -- (u16 bin, u64 count) pairs, little-endian
+    cancelled INTEGER NOT NULL DEFAULT 0,
+    cancelled_slow INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (route, backend, resolution, start)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS rollups_by_start ON rollups (resolution, start);
@@ -80,6 +83,7 @@ impl Store {
         }
         let conn = Connection::open(path).map_err(error)?;
         conn.execute_batch(SCHEMA).map_err(error)?;
+        add_missing_columns(&conn).map_err(error)?;
         Ok(Self {
             path: path.to_owned(),
             conn: Mutex::new(conn),
@@ -255,16 +259,24 @@ fn load_rows(
     meter: &Meter,
 ) -> rusqlite::Result<usize> {
     let mut statement = conn.prepare_cached(
-        "SELECT start, good, bad, throttled, rejected, client_error, within_threshold, latency
+        "SELECT start, good, bad, throttled, rejected, client_error, within_threshold, latency,
+                cancelled, cancelled_slow
          FROM rollups WHERE route = ?1 AND backend = ?2 AND resolution = ?3 AND start >= ?4 ORDER BY start",
     )?;
     let rows = statement.query_map(params![route, backend, resolution, from], |row| {
         let start: i64 = row.get(0)?;
         let mut rollup = Rollup::default();
-        for (i, slot) in rollup.by_class.iter_mut().enumerate() {
-            *slot = row.get::<_, i64>(1 + i)? as u64;
-        }
-        rollup.within_threshold = row.get::<_, i64>(6)? as u64;
+        let count = |column: usize| row.get::<_, i64>(column).map(|v| v.max(0) as u64);
+        rollup.by_class = [
+            count(1)?,
+            count(2)?,
+            count(3)?,
+            count(4)?,
+            count(5)?,
+            count(8)?,
+        ];
+        rollup.within_threshold = count(6)?;
+        rollup.cancelled_slow = count(9)?;
         rollup.latency = decode_histogram(&row.get::<_, Vec<u8>>(7)?);
         Ok((start, rollup))
     })?;
@@ -280,6 +292,23 @@ fn load_rows(
     Ok(count)
 }
 
+/// Brings a database written by an older Accord up to the current schema: columns added since
+/// are added with their defaults, so its history keeps loading.
+fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
+    let mut statement = conn.prepare("SELECT name FROM pragma_table_info('rollups')")?;
+    let present: Vec<String> = statement
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    for column in ["cancelled", "cancelled_slow"] {
+        if !present.iter().any(|p| p == column) {
+            conn.execute_batch(&format!(
+                "ALTER TABLE rollups ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+            ))?;
+        }
+    }
+    Ok(())
+}
+
 fn upsert(
     tx: &rusqlite::Transaction<'_>,
     route: &str,
@@ -288,24 +317,26 @@ fn upsert(
     start: i64,
     rollup: &Rollup,
 ) -> rusqlite::Result<()> {
-    let c = &rollup.by_class;
+    let c = |class: Class| rollup.count(class) as i64;
     tx.prepare_cached(
         "INSERT OR REPLACE INTO rollups (route, backend, resolution, start, good, bad, throttled,
-            rejected, client_error, within_threshold, latency)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            rejected, client_error, within_threshold, latency, cancelled, cancelled_slow)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?
     .execute(params![
         route,
         backend,
         resolution,
         start,
-        c[0] as i64,
-        c[1] as i64,
-        c[2] as i64,
-        c[3] as i64,
-        c[4] as i64,
+        c(Class::Good),
+        c(Class::Bad),
+        c(Class::Throttled),
+        c(Class::Rejected),
+        c(Class::ClientError),
         rollup.within_threshold as i64,
         encode_histogram(&rollup.latency),
+        c(Class::Cancelled),
+        rollup.cancelled_slow as i64,
     ])?;
     Ok(())
 }
