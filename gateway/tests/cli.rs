@@ -696,3 +696,178 @@ async fn an_azure_backend_uses_the_managed_identity_endpoint_of_its_platform() {
         (200, "served with the managed identity's token")
     );
 }
+
+/// An HTTP/1.1 and HTTP/2 (h2c) upstream answering every request with 200 after `delay`.
+async fn slow_upstream(delay: Duration) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |_: http::Request<hyper::body::Incoming>| {
+                        async move {
+                            tokio::time::sleep(delay).await;
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from_static(b"late")),
+                            ))
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// One request from a client of its own that gives up after `patience` (as `curl -m`): its
+/// connection (HTTP/1.1) or stream (HTTP/2, `RST_STREAM`) is dropped. The status, if answered.
+async fn impatient_get(url: String, http2: bool, patience: Duration) -> Option<u16> {
+    let mut builder =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
+    builder.http2_only(http2);
+    let client = builder.build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let answered = tokio::time::timeout(patience, client.get(url.parse().unwrap())).await;
+    answered.ok().and_then(Result::ok).map(|r| r.status().as_u16())
+}
+
+/// Issue 9's reproduction: a backend that answers after 3 s, 20 HTTP/1.1 and 10 HTTP/2 clients
+/// that give up after 0.5 s, then one patient request. Every request is metered exactly once:
+/// the gauges come back to 0, the route counts 31 requests (30 cancelled) in its counters and
+/// its SLA window, 30 access-log lines say 499, and the latency SLI burns.
+#[tokio::test]
+async fn requests_the_client_abandons_are_metered_and_release_every_gauge() {
+    let upstream = slow_upstream(Duration::from_secs(3)).await;
+    let port = free_port();
+    let admin = free_port();
+    let dir = tempfile_dir();
+    let config_path = dir.path().join("accord.yaml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "listeners:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin}\nlog:\n  format: json\n  level: info\n  access_log: true\nbackends:\n  app:\n    http:\n      addresses: [\"{upstream}\"]\nroutes:\n  - id: slow\n    match: {{path: {{prefix: /}}}}\n    backends: [{{backend: app}}]\n    slo:\n      availability: 99.9%\n      latency: {{threshold: 300ms, target: 99%}}\n"
+        ),
+    )
+    .unwrap();
+    let child = tokio::process::Command::new(ACCORD)
+        .args(["run", "-c"])
+        .arg(&config_path)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_until_listening(port).await;
+    let url = format!("http://127.0.0.1:{port}/orders");
+    let impatient: Vec<_> = (0..30)
+        .map(|i| {
+            tokio::spawn(impatient_get(
+                url.clone(),
+                i >= 20,
+                Duration::from_millis(500),
+            ))
+        })
+        .collect();
+    for client in impatient {
+        assert_eq!(client.await.unwrap(), None, "the impatient client gave up");
+    }
+    let patient = impatient_get(url.clone(), false, Duration::from_secs(10)).await;
+    assert_eq!(patient, Some(200));
+    // The upstream answers the abandoned tries only if the gateway kept them: give the last
+    // records a moment to be written, then read what the gateway says.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let metrics = body_of(&format!("http://127.0.0.1:{admin}/metrics")).await.1;
+    let series = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{metrics}"))
+    };
+    assert_eq!(series("accord_requests_active{route=\"slow\"}"), 0.0);
+    assert_eq!(
+        series("accord_requests_total{route=\"slow\",class=\"cancelled\"}"),
+        30.0
+    );
+    assert_eq!(
+        series("accord_requests_total{route=\"slow\",class=\"good\"}"),
+        1.0
+    );
+    assert_eq!(
+        series("accord_upstream_requests_active{backend=\"app\",provider=\"http\"}"),
+        0.0
+    );
+    assert_eq!(
+        series("accord_upstream_tries_cancelled_total{backend=\"app\",provider=\"http\"}"),
+        30.0
+    );
+    assert_eq!(
+        series("accord_upstream_tries_total{backend=\"app\",provider=\"http\"}"),
+        31.0
+    );
+
+    let report: serde_json::Value = serde_json::from_str(
+        &body_of(&format!("http://127.0.0.1:{admin}/sla/routes/slow"))
+            .await
+            .1,
+    )
+    .unwrap();
+    let five = &report["windows"][0];
+    assert_eq!(five["window"], "5m");
+    assert_eq!(five["requests"]["total"], 31.0, "{report}");
+    assert_eq!(five["requests"]["cancelled"], 30.0);
+    let latency = report["indicators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["indicator"] == "latency")
+        .expect("latency SLI");
+    let burn = latency["burn_rates"][0]["value"].as_f64().unwrap();
+    assert!(
+        (burn - 100.0).abs() < 1e-6,
+        "31 of 31 too slow against 99%: burn 100, got {burn}"
+    );
+    let availability = report["indicators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["indicator"] == "availability")
+        .expect("availability SLI");
+    assert_eq!(
+        availability["burn_rates"][0]["value"], 0.0,
+        "cancelled requests are excluded from availability by default"
+    );
+    let backend = &report["backends"][0]["window"]["requests"];
+    assert_eq!(backend["cancelled"], 30.0, "{report}");
+
+    signal(child.id().unwrap(), "-TERM");
+    let output = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["target"] == "accord::access")
+        .collect();
+    assert_eq!(lines.len(), 31, "one access-log line per request:\n{stderr}");
+    let abandoned: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["status"] == 499).collect();
+    assert_eq!(abandoned.len(), 30);
+    for line in abandoned {
+        assert_eq!(line["class"], "cancelled");
+        assert_eq!(line["backend"], "app", "the backend whose try was in flight");
+        let waited = line["duration_ms"].as_f64().unwrap();
+        assert!(
+            (400.0..3000.0).contains(&waited),
+            "logged with the time until the client left: {waited} ms"
+        );
+    }
+}
