@@ -707,15 +707,14 @@ async fn slow_upstream(delay: Duration) -> std::net::SocketAddr {
                 continue;
             };
             tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |_: http::Request<hyper::body::Incoming>| {
-                        async move {
-                            tokio::time::sleep(delay).await;
-                            Ok::<_, std::convert::Infallible>(http::Response::new(
-                                http_body_util::Full::new(bytes::Bytes::from_static(b"late")),
-                            ))
-                        }
-                    });
+                let service = hyper::service::service_fn(
+                    move |_: http::Request<hyper::body::Incoming>| async move {
+                        tokio::time::sleep(delay).await;
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from_static(b"late")),
+                        ))
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;
@@ -733,7 +732,10 @@ async fn impatient_get(url: String, http2: bool, patience: Duration) -> Option<u
     builder.http2_only(http2);
     let client = builder.build_http::<http_body_util::Empty<bytes::Bytes>>();
     let answered = tokio::time::timeout(patience, client.get(url.parse().unwrap())).await;
-    answered.ok().and_then(Result::ok).map(|r| r.status().as_u16())
+    answered
+        .ok()
+        .and_then(Result::ok)
+        .map(|r| r.status().as_u16())
 }
 
 /// Issue 9's reproduction: a backend that answers after 3 s, 20 HTTP/1.1 and 10 HTTP/2 clients
@@ -783,7 +785,9 @@ async fn requests_the_client_abandons_are_metered_and_release_every_gauge() {
     // records a moment to be written, then read what the gateway says.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let metrics = body_of(&format!("http://127.0.0.1:{admin}/metrics")).await.1;
+    let metrics = body_of(&format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .1;
     let series = |name: &str| -> f64 {
         metrics
             .lines()
@@ -857,13 +861,19 @@ async fn requests_the_client_abandons_are_metered_and_release_every_gauge() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|l| l["target"] == "accord::access")
         .collect();
-    assert_eq!(lines.len(), 31, "one access-log line per request:\n{stderr}");
-    let abandoned: Vec<&serde_json::Value> =
-        lines.iter().filter(|l| l["status"] == 499).collect();
+    assert_eq!(
+        lines.len(),
+        31,
+        "one access-log line per request:\n{stderr}"
+    );
+    let abandoned: Vec<&serde_json::Value> = lines.iter().filter(|l| l["status"] == 499).collect();
     assert_eq!(abandoned.len(), 30);
     for line in abandoned {
         assert_eq!(line["class"], "cancelled");
-        assert_eq!(line["backend"], "app", "the backend whose try was in flight");
+        assert_eq!(
+            line["backend"], "app",
+            "the backend whose try was in flight"
+        );
         let waited = line["duration_ms"].as_f64().unwrap();
         assert!(
             (400.0..3000.0).contains(&waited),

@@ -81,6 +81,23 @@ impl Nginx {
     }
 }
 
+impl Nginx {
+    /// Kills nginx at once, master and workers (`kill -9`), as a crashing upstream dies: open
+    /// connections are reset, new ones refused.
+    pub fn kill(&mut self) {
+        let master = self.child.id();
+        let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+            .unwrap_or_default();
+        for pid in children
+            .split_whitespace()
+            .chain([master.to_string().as_str()])
+        {
+            let _ = Command::new("kill").args(["-KILL", pid]).status();
+        }
+        let _ = self.child.wait();
+    }
+}
+
 fn running_as_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()

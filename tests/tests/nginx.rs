@@ -148,3 +148,93 @@ async fn upstream_connections_are_kept_alive_and_reused() {
         "50 sequential requests used one upstream connection: {connections:?}"
     );
 }
+
+/// Issue 9's failover reproduction: a route with backends `[one, two]` (two nginx upstreams)
+/// under 8 concurrent keep-alive clients, and the primary killed mid-run. Every GET may be
+/// retried and a healthy secondary exists, so no client may see an error, in any of the runs.
+#[tokio::test]
+#[ignore = "needs nginx: run ./scripts/test.sh"]
+async fn killing_the_primary_under_load_costs_no_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    const RUNS: usize = 12;
+    const CLIENTS: usize = 8;
+    let mut served_total = 0;
+    let mut failures = Vec::new();
+    for run in 0..RUNS {
+        let mut one = Nginx::start(SERVER).await;
+        let two = Nginx::start(SERVER).await;
+        let yaml = format!(
+            "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nlog:\n  access_log: false\nbackends:\n  one:\n    http:\n      addresses: [\"{}\"]\n  two:\n    http:\n      addresses: [\"{}\"]\nroutes:\n  - id: pair\n    match: {{path: {{prefix: /}}}}\n    backends: [{{backend: one}}, {{backend: two}}]\n",
+            one.addr, two.addr
+        );
+        let gateway = TestGateway::start(&yaml).await;
+        let url = gateway.url("/hello");
+        let stop = Arc::new(AtomicBool::new(false));
+        let served = Arc::new(AtomicUsize::new(0));
+        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let workers: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let (url, stop, served, errors) =
+                    (url.clone(), stop.clone(), served.clone(), errors.clone());
+                tokio::spawn(async move {
+                    let client = client();
+                    while !stop.load(Ordering::SeqCst) {
+                        let request = http::Request::get(url.as_str()).body(Full::default());
+                        let outcome = tokio::time::timeout(
+                            Duration::from_secs(10),
+                            client.request(request.unwrap()),
+                        )
+                        .await;
+                        match outcome {
+                            Ok(Ok(response)) if response.status() == 200 => {
+                                let _ = response.into_body().collect().await;
+                            }
+                            Ok(Ok(response)) => {
+                                let status = response.status();
+                                let body = response.into_body().collect().await;
+                                let body = body.map(|b| b.to_bytes()).unwrap_or_default();
+                                errors
+                                    .lock()
+                                    .unwrap()
+                                    .push(format!("{status}: {}", String::from_utf8_lossy(&body)));
+                            }
+                            Ok(Err(e)) => errors.lock().unwrap().push(format!("transport: {e}")),
+                            Err(_) => errors.lock().unwrap().push("no answer in 10s".into()),
+                        }
+                        served.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        one.kill();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        stop.store(true, Ordering::SeqCst);
+        for worker in workers {
+            worker.await.unwrap();
+        }
+        let served = served.load(Ordering::SeqCst);
+        assert!(served > 100, "run {run}: the load ran ({served} requests)");
+        served_total += served;
+        failures.extend(
+            errors
+                .lock()
+                .unwrap()
+                .drain(..)
+                .map(|e| format!("run {run}: {e}")),
+        );
+        drop(two);
+    }
+    eprintln!(
+        "{RUNS} runs, {served_total} requests, {} client errors",
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "clients saw errors although the secondary was healthy:\n{}",
+        failures.join("\n")
+    );
+}
