@@ -96,40 +96,36 @@ async fn respond(
             response
         }
         (Method::GET, "/sla") => json(StatusCode::OK, &crate::sla_report::document(gateway.sla())),
-        (Method::GET, path) if path.starts_with("/sla/routes/") && path.ends_with("/history") => {
-            let id = &path["/sla/routes/".len()..path.len() - "/history".len()];
-            let minutes = request
-                .uri()
-                .query()
-                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("minutes=")))
-                .and_then(|m| m.parse::<i64>().ok())
-                .unwrap_or(120)
-                .clamp(5, 360);
-            match gateway.sla().get(id) {
-                Some(route) => {
-                    let now = gateway.sla().clock().minute();
-                    let history =
-                        accord_policies::sla::report::RouteHistory::build(&route, now, minutes);
-                    json(
-                        StatusCode::OK,
-                        &serde_json::to_value(history).unwrap_or_default(),
-                    )
+        (Method::GET, path) if path.starts_with("/sla/routes/") => match sla_route_path(path) {
+            SlaRoutePath::History(id) => {
+                let minutes = request
+                    .uri()
+                    .query()
+                    .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("minutes=")))
+                    .and_then(|m| m.parse::<i64>().ok())
+                    .unwrap_or(120)
+                    .clamp(5, 360);
+                match gateway.sla().get(id) {
+                    Some(route) => {
+                        let now = gateway.sla().clock().minute();
+                        let history =
+                            accord_policies::sla::report::RouteHistory::build(&route, now, minutes);
+                        json(
+                            StatusCode::OK,
+                            &serde_json::to_value(history).unwrap_or_default(),
+                        )
+                    }
+                    None => no_slo(id),
                 }
-                None => ErrorCode::NotFound
-                    .response(&format!("route {id:?} has no SLO (or does not exist)"), "-"),
             }
-        }
-        (Method::GET, path) if path.starts_with("/sla/routes/") => {
-            let id = &path["/sla/routes/".len()..];
-            match crate::sla_report::report(gateway.sla(), id) {
+            SlaRoutePath::Report(id) => match crate::sla_report::report(gateway.sla(), id) {
                 Some(report) => json(
                     StatusCode::OK,
                     &serde_json::to_value(report).unwrap_or_default(),
                 ),
-                None => ErrorCode::NotFound
-                    .response(&format!("route {id:?} has no SLO (or does not exist)"), "-"),
-            }
-        }
+                None => no_slo(id),
+            },
+        },
         (Method::GET, "/config") => json(StatusCode::OK, &runtime.config().effective),
         (Method::POST, "/reload") => match gateway.reload().await {
             Ok(report) => json(
@@ -159,6 +155,29 @@ async fn respond(
         }
         _ => ErrorCode::NotFound.response(&format!("no admin endpoint {path}"), "-"),
     }
+}
+
+/// What a path under `/sla/routes/` asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum SlaRoutePath<'a> {
+    /// `/sla/routes/{id}`.
+    Report(&'a str),
+    /// `/sla/routes/{id}/history`.
+    History(&'a str),
+}
+
+/// Splits a path under `/sla/routes/` without slicing by index: `/sla/routes/history` is the
+/// report of a route called `history` (it once panicked, the prefix and suffix overlapping).
+fn sla_route_path(path: &str) -> SlaRoutePath<'_> {
+    let rest = path.strip_prefix("/sla/routes/").unwrap_or(path);
+    match rest.strip_suffix("/history") {
+        Some(id) => SlaRoutePath::History(id),
+        None => SlaRoutePath::Report(rest),
+    }
+}
+
+fn no_slo(id: &str) -> Response<ResponseBody> {
+    ErrorCode::NotFound.response(&format!("route {id:?} has no SLO (or does not exist)"), "-")
 }
 
 /// Constant-time comparison of the bearer token.
@@ -191,4 +210,30 @@ fn text(status: StatusCode, body: &str, content_type: &'static str) -> Response<
 
 fn json(status: StatusCode, body: &serde_json::Value) -> Response<ResponseBody> {
     text(status, &format!("{body:#}\n"), "application/json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sla_route_paths_split_without_overlap() {
+        assert_eq!(
+            sla_route_path("/sla/routes/history"),
+            SlaRoutePath::Report("history")
+        );
+        assert_eq!(
+            sla_route_path("/sla/routes/orders/history"),
+            SlaRoutePath::History("orders")
+        );
+        assert_eq!(
+            sla_route_path("/sla/routes//history"),
+            SlaRoutePath::History("")
+        );
+        assert_eq!(sla_route_path("/sla/routes/"), SlaRoutePath::Report(""));
+        assert_eq!(
+            sla_route_path("/sla/routes/orders"),
+            SlaRoutePath::Report("orders")
+        );
+    }
 }

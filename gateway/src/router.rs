@@ -164,7 +164,7 @@ impl Table {
             if candidate.is_empty() {
                 return None;
             }
-            candidate = &candidate[..candidate.rfind('/').unwrap_or(0)];
+            candidate = candidate.rsplit_once('/').map_or("", |(parent, _)| parent);
         }
     }
 }

@@ -40,8 +40,8 @@ pub(crate) fn bare_message(text: &str) -> String {
     {
         message = after;
     }
-    if let Some(at) = message.rfind(" at line ") {
-        message = &message[..at];
+    if let Some((before, _)) = message.rsplit_once(" at line ") {
+        message = before;
     }
     message.to_owned()
 }

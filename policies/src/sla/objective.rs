@@ -388,8 +388,11 @@ mod tests {
         );
     }
 
-    /// `(severity, factor, long minutes, short minutes)` of each default tier.
-    fn tiers_of(window: Duration) -> Vec<(Severity, f64, u64, u64)> {
+    /// `(severity, factor, long minutes, short minutes)` of a tier.
+    type Tier = (Severity, f64, u64, u64);
+
+    /// Each default tier of `window`.
+    fn tiers_of(window: Duration) -> Vec<Tier> {
         AlertTier::defaults(window)
             .iter()
             .map(|t| {
@@ -409,7 +412,7 @@ mod tests {
     fn the_default_tiers_scale_their_windows_with_the_slo_window_and_keep_their_factors() {
         use Severity::{Page, Ticket};
         let day = 86_400;
-        let table: [(u64, [(Severity, f64, u64, u64); 4]); 5] = [
+        let table: [(u64, [Tier; 4]); 5] = [
             // 30 days: the SRE workbook's set.
             (
                 30 * day,
