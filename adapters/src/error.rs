@@ -36,6 +36,9 @@ pub enum BackendErrorKind {
     Throttled,
     /// A serverless function raised an error.
     FunctionError,
+    /// The provider's own service failed the call (Lambda's `ServiceException`, a function
+    /// being updated, no network interface available): the backend's platform, not the code.
+    ServiceError,
     /// Every endpoint of the backend is unavailable (none resolved, all ejected or unhealthy).
     NoHealthyEndpoint,
     /// The client's request body failed while it was being sent upstream.
@@ -66,6 +69,7 @@ impl BackendErrorKind {
             Self::Auth => "auth",
             Self::Throttled => "throttled",
             Self::FunctionError => "function_error",
+            Self::ServiceError => "service_error",
             Self::NoHealthyEndpoint => "no_healthy_endpoint",
             Self::ClientBody => "client_body",
             Self::BodyTooLarge => "body_too_large",

@@ -423,7 +423,7 @@ impl Failover {
                 BackendErrorKind::Throttled => on.throttled,
                 BackendErrorKind::Reset => on.reset && may_have_been_processed_ok,
                 BackendErrorKind::Timeout => on.timeout && may_have_been_processed_ok,
-                BackendErrorKind::FunctionError => {
+                BackendErrorKind::FunctionError | BackendErrorKind::ServiceError => {
                     may_have_been_processed_ok && on.statuses.contains(&502)
                 }
                 BackendErrorKind::InvalidResponse

@@ -59,7 +59,7 @@ impl LatencyHistogram {
 }
 
 /// All error kinds, in the order [`BackendStats`] stores them.
-pub const ERROR_KINDS: [BackendErrorKind; 11] = [
+pub const ERROR_KINDS: [BackendErrorKind; 12] = [
     BackendErrorKind::Connect,
     BackendErrorKind::Timeout,
     BackendErrorKind::Reset,
@@ -67,6 +67,7 @@ pub const ERROR_KINDS: [BackendErrorKind; 11] = [
     BackendErrorKind::Auth,
     BackendErrorKind::Throttled,
     BackendErrorKind::FunctionError,
+    BackendErrorKind::ServiceError,
     BackendErrorKind::NoHealthyEndpoint,
     BackendErrorKind::ClientBody,
     BackendErrorKind::BodyTooLarge,

@@ -30,6 +30,8 @@ pub enum ErrorCode {
     UpstreamThrottled,
     /// A serverless function raised an error.
     FunctionError,
+    /// The backend's cloud service failed the call.
+    UpstreamServiceError,
     /// The client's request body failed while being forwarded.
     ClientBodyError,
     /// A backend is misconfigured.
@@ -66,7 +68,7 @@ pub struct ErrorSpec {
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         Self::NoRoute,
         Self::BodyTooLarge,
         Self::UpstreamUnavailable,
@@ -76,6 +78,7 @@ impl ErrorCode {
         Self::UpstreamAuthFailed,
         Self::UpstreamThrottled,
         Self::FunctionError,
+        Self::UpstreamServiceError,
         Self::ClientBodyError,
         Self::BackendMisconfigured,
         Self::LoadShed,
@@ -145,6 +148,12 @@ impl ErrorCode {
                 S::BAD_GATEWAY,
                 None,
                 "a Lambda function raised an error (X-Amz-Function-Error: Handled or Unhandled)",
+            ),
+            Self::UpstreamServiceError => (
+                "upstream_service_error",
+                S::BAD_GATEWAY,
+                None,
+                "the backend's cloud service failed the call (e.g. Lambda ServiceException); the log names the error type",
             ),
             Self::ClientBodyError => (
                 "client_body_error",
@@ -227,6 +236,7 @@ impl ErrorCode {
             BackendErrorKind::Auth => Self::UpstreamAuthFailed,
             BackendErrorKind::Throttled => Self::UpstreamThrottled,
             BackendErrorKind::FunctionError => Self::FunctionError,
+            BackendErrorKind::ServiceError => Self::UpstreamServiceError,
             BackendErrorKind::ClientBody => Self::ClientBodyError,
             BackendErrorKind::BodyTooLarge => Self::BodyTooLarge,
             BackendErrorKind::Config => Self::BackendMisconfigured,

@@ -62,6 +62,11 @@ type Identities = Arc<Mutex<HashMap<String, (String, Option<String>)>>>;
 /// | `throttled` | 429 `TooManyRequestsException` with `Retry-After: 7` |
 /// | `too-large` | 413 `RequestTooLargeException` |
 /// | `slow` | 200 after 5 s |
+/// | `service-exception` | 500 `ServiceException` (what cargo-lambda answers on a function error) |
+/// | `invalid-runtime` | 502 `InvalidRuntimeResponseException` |
+/// | `kms-denied` | 502 `KMSAccessDeniedException` |
+/// | `eni-limit` | 502 `ENILimitReachedException` |
+/// | `updating` | 409 `ResourceConflictException` (the function is being updated) |
 /// | anything else | 404 `ResourceNotFoundException` |
 ///
 /// `Event` invocations of any known function answer 202.
@@ -353,6 +358,11 @@ impl State {
             "throttled",
             "too-large",
             "slow",
+            "service-exception",
+            "invalid-runtime",
+            "kms-denied",
+            "eni-limit",
+            "updating",
         ];
         if !known.contains(&function.as_str()) {
             return aws_error(
@@ -389,6 +399,46 @@ impl State {
                     "TooManyRequestsException",
                     "Rate Exceeded.",
                     &[("retry-after", "7")],
+                );
+            }
+            "service-exception" => {
+                return aws_error(
+                    500,
+                    "ServiceException",
+                    "Lambda encountered an internal error.",
+                    &[],
+                );
+            }
+            "invalid-runtime" => {
+                return aws_error(
+                    502,
+                    "InvalidRuntimeResponseException",
+                    "The runtime or runtime version for the function returned an invalid response.",
+                    &[],
+                );
+            }
+            "kms-denied" => {
+                return aws_error(
+                    502,
+                    "KMSAccessDeniedException",
+                    "Lambda couldn't decrypt the environment variables because KMS access was denied.",
+                    &[],
+                );
+            }
+            "eni-limit" => {
+                return aws_error(
+                    502,
+                    "ENILimitReachedException",
+                    "Lambda couldn't create an elastic network interface in the VPC.",
+                    &[],
+                );
+            }
+            "updating" => {
+                return aws_error(
+                    409,
+                    "ResourceConflictException",
+                    "The operation cannot be performed at this time. An update is in progress for resource.",
+                    &[],
                 );
             }
             "too-large" => {

@@ -245,6 +245,11 @@ async fn the_invoke_fake_sees_signed_events_and_every_error_is_classified() {
         ("too-large", "too-large", ""),
         ("queued", "echo", "      invocation: event\n"),
         ("slow", "slow", "      timeout: 200ms\n"),
+        ("service", "service-exception", ""),
+        ("runtime", "invalid-runtime", ""),
+        ("kms", "kms-denied", ""),
+        ("eni", "eni-limit", ""),
+        ("updating", "updating", ""),
     ];
     let backends: Vec<String> = functions
         .iter()
@@ -302,6 +307,13 @@ async fn the_invoke_fake_sees_signed_events_and_every_error_is_classified() {
         ("/missing", 502, "backend_misconfigured"),
         ("/too-large", 413, "body_too_large"),
         ("/slow", 504, "upstream_timeout"),
+        // Lambda's own failures, by what they are (issue 9: a 500 ServiceException was
+        // reported as an invalid response).
+        ("/service", 502, "upstream_service_error"),
+        ("/runtime", 502, "lambda_function_error"),
+        ("/kms", 502, "backend_misconfigured"),
+        ("/eni", 502, "upstream_service_error"),
+        ("/updating", 502, "upstream_service_error"),
     ] {
         let reply = get(&gateway.url(path)).await;
         assert_eq!(reply.status, status, "{path}: {}", reply.text());

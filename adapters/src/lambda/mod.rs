@@ -270,6 +270,7 @@ impl Shared {
         let chain = DisplayErrorContext(&error).to_string();
         match error {
             SdkError::ServiceError(service) => {
+                let status = service.raw().status().as_u16();
                 let error = service.into_err();
                 let code = error.code().unwrap_or("unknown").to_owned();
                 let message = error.message().unwrap_or_default().to_owned();
@@ -314,10 +315,26 @@ impl Shared {
                             "AWS refused the gateway's credentials for function {function} ({code}): {message}"
                         ),
                     ),
-                    _ => BackendError::new(
-                        BackendErrorKind::InvalidResponse,
-                        format!("Lambda failed to invoke function {function} ({code}): {message}"),
-                    ),
+                    _ => {
+                        let kind = service_error_kind(&code, status);
+                        if kind == BackendErrorKind::Config {
+                            tracing::error!(backend = %self.id, function = %function, "configuration error: Lambda refused to invoke the function ({code}): {message}");
+                        }
+                        let what = match kind {
+                            BackendErrorKind::FunctionError => "the function failed",
+                            BackendErrorKind::Config => {
+                                "the function or its setup is misconfigured"
+                            }
+                            BackendErrorKind::Throttled => "Lambda throttled",
+                            _ => "Lambda's service failed",
+                        };
+                        BackendError::new(
+                            kind,
+                            format!(
+                                "{what} invoking function {function} ({code}, HTTP {status}): {message}"
+                            ),
+                        )
+                    }
                 }
             }
             SdkError::TimeoutError(_) => BackendError::new(
@@ -347,6 +364,45 @@ impl Shared {
                 format!("cannot invoke function {function}: {chain}"),
             ),
         }
+    }
+}
+
+/// What a Lambda service error other than the ones the SDK models specially is, from its error
+/// type (Invoke's documented errors) and, for types not listed, its HTTP status.
+fn service_error_kind(code: &str, status: u16) -> BackendErrorKind {
+    match code {
+        // The function's runtime or its resources failed: the function's fault.
+        "InvalidRuntimeResponseException"
+        | "EFSIOException"
+        | "EFSMountConnectivityException"
+        | "EFSMountFailureException"
+        | "EFSMountTimeoutException"
+        | "SnapStartException"
+        | "SnapStartTimeoutException"
+        | "RecursiveInvocationException" => BackendErrorKind::FunctionError,
+        // The function cannot run as configured (keys, network, the event the gateway built).
+        "KMSAccessDeniedException"
+        | "KMSDisabledException"
+        | "KMSInvalidStateException"
+        | "KMSNotFoundException"
+        | "InvalidSubnetIDException"
+        | "InvalidSecurityGroupIDException"
+        | "InvalidZipFileException"
+        | "InvalidRequestContentException"
+        | "InvalidParameterValueException"
+        | "UnsupportedMediaTypeException" => BackendErrorKind::Config,
+        // Lambda itself, or capacity it could not find for the call: worth another try.
+        "ServiceException"
+        | "ResourceConflictException"
+        | "ResourceNotReadyException"
+        | "ENILimitReachedException"
+        | "SubnetIPAddressLimitReachedException"
+        | "SnapStartNotReadyException" => BackendErrorKind::ServiceError,
+        _ => match status {
+            429 => BackendErrorKind::Throttled,
+            500..=599 => BackendErrorKind::ServiceError,
+            _ => BackendErrorKind::Config,
+        },
     }
 }
 
