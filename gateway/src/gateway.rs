@@ -272,14 +272,18 @@ impl Gateway {
         if old.plugin_cache != config.plugin_cache {
             restart_required.push("plugin_cache".to_owned());
         }
-        if old.admin.address != config.admin.address || old.admin.token != config.admin.token {
-            restart_required.push("admin".to_owned());
+        // The admin token and `log.access_log` are read per request: they apply at once.
+        if old.admin.address != config.admin.address {
+            restart_required.push("admin.address".to_owned());
         }
         if old.limits != config.limits {
             restart_required.push("limits".to_owned());
         }
-        if old.log != config.log {
-            restart_required.push("log".to_owned());
+        if old.log.format != config.log.format {
+            restart_required.push("log.format".to_owned());
+        }
+        if old.log.level != config.log.level {
+            restart_required.push("log.level".to_owned());
         }
         if old.sla_history != config.sla_history {
             restart_required.push("sla_history".to_owned());

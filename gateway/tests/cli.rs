@@ -881,3 +881,39 @@ async fn requests_the_client_abandons_are_metered_and_release_every_gauge() {
         );
     }
 }
+
+/// Text logs written to a pipe (or a file) carry no ANSI colour codes: colour is for terminals.
+#[tokio::test]
+async fn text_logs_to_a_pipe_have_no_colour_codes() {
+    let upstream_addr = fixed_upstream(b"plain").await;
+    let port = free_port();
+    let admin = free_port();
+    let dir = tempfile_dir();
+    let config_path = dir.path().join("accord.yaml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "listeners:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin}\nlog:\n  format: text\n  access_log: true\nbackends:\n  app:\n    http:\n      addresses: [\"{upstream_addr}\"]\nroutes:\n  - id: plain\n    match: {{path: {{prefix: /}}}}\n    backends: [{{backend: app}}]\n"
+        ),
+    )
+    .unwrap();
+    let child = tokio::process::Command::new(ACCORD)
+        .args(["run", "-c"])
+        .arg(&config_path)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_until_listening(port).await;
+    assert_eq!(status(&format!("http://127.0.0.1:{port}/x")).await, 200);
+    signal(child.id().unwrap(), "-TERM");
+    let output = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("accord::access"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "no escape codes:\n{stderr:?}");
+}

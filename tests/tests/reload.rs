@@ -190,3 +190,45 @@ async fn a_draining_gateway_finishes_in_flight_requests_and_reports_not_ready() 
     assert_eq!(reply.text(), "finished");
     shutdown.await.unwrap();
 }
+
+/// The admin token and `log.access_log` are read per request, so a reload applies them at once
+/// and its report does not ask for a restart (it once listed both).
+#[tokio::test]
+async fn a_reload_reports_exactly_what_needs_a_restart() {
+    let token_file = TokenFile::new();
+    let app = Upstream::fixed("app", 200).await;
+    let gateway = TestGateway::start(&config(&token_file, app.addr, "")).await;
+    let new_token = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(new_token.path(), "the-new-token\n").unwrap();
+    let rewritten = config(&token_file, app.addr, "")
+        .replace(
+            &token_file.0.path().display().to_string(),
+            &new_token.path().display().to_string(),
+        )
+        .replace("access_log: false", "access_log: true");
+    gateway.rewrite_config(&rewritten);
+    let reply = post_reload(&gateway, Some(TOKEN)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.json()["report"]["restart_required"],
+        serde_json::json!([]),
+        "{}",
+        reply.text()
+    );
+    assert_eq!(post_reload(&gateway, Some(TOKEN)).await.status, 401);
+    assert_eq!(
+        post_reload(&gateway, Some("the-new-token")).await.status,
+        200
+    );
+
+    let moved = rewritten.replace(
+        "admin:\n  address: 127.0.0.1:0",
+        "admin:\n  address: 127.0.0.2:0",
+    );
+    gateway.rewrite_config(&moved);
+    let reply = post_reload(&gateway, Some("the-new-token")).await;
+    assert_eq!(
+        reply.json()["report"]["restart_required"],
+        serde_json::json!(["admin.address"])
+    );
+}
