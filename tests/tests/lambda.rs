@@ -474,3 +474,57 @@ async fn a_throttling_or_failing_function_fails_over_to_on_prem_and_the_sla_repo
         3.0
     );
 }
+
+/// A function that keeps throttling is ejected like a failing HTTP endpoint: after five
+/// consecutive failures its route stops sending it traffic for a while, and failover serves.
+#[tokio::test]
+async fn a_function_that_keeps_throttling_is_ejected_from_its_route() {
+    let fake = AwsFake::start().await;
+    let keys = Keys::new(SECRET_ACCESS_KEY);
+    let on_prem = Upstream::fixed("on-prem", 200).await;
+    let endpoint = fake.endpoint();
+    let creds = keys.static_credentials();
+    let yaml = format!(
+        "{}  on-prem:\n    http:\n      addresses: [\"{}\"]\n",
+        config(
+            &[lambda_backend(
+                "throttling",
+                "throttled",
+                &endpoint,
+                "",
+                &creds
+            )],
+            &[route(
+                "throttle",
+                "{prefix: /throttle}",
+                &["throttling", "on-prem"],
+                ""
+            )],
+        )
+        .replace("routes:\n", "__ROUTES__"),
+        on_prem.addr
+    );
+    let (head, routes) = yaml.split_once("__ROUTES__").unwrap();
+    let (routes, on_prem_backend) = routes.split_once("  on-prem:").unwrap();
+    let gateway = TestGateway::start(&format!(
+        "{head}  on-prem:{on_prem_backend}routes:\n{routes}"
+    ))
+    .await;
+    for _ in 0..8 {
+        let reply = get(&gateway.url("/throttle")).await;
+        assert_eq!(reply.text(), "on-prem");
+    }
+    assert_eq!(
+        fake.invoked().len(),
+        5,
+        "the function stops being invoked once ejected"
+    );
+    assert_eq!(
+        gateway
+            .metric("accord_upstream_ejections_total{backend=\"throttling\",provider=\"lambda\"}")
+            .await,
+        1.0
+    );
+    let ready = get(&gateway.admin_url("/readyz")).await.json();
+    assert_eq!(ready["routes"][0]["available_backends"], 1, "{ready}");
+}

@@ -31,11 +31,12 @@ use bytes::Bytes;
 use tower::Service;
 
 use crate::backend::{
-    AlwaysAvailable, Backend, BackendFuture, BackgroundTasks, BuildError, GatewayRequest,
-    GatewayResponse, Provider,
+    Availability, Backend, BackendFuture, BackgroundTasks, BuildError, EndpointCounts,
+    GatewayRequest, GatewayResponse, Provider,
 };
 use crate::body::{RequestBody, full_body};
 use crate::error::{BackendError, BackendErrorKind};
+use crate::outlier::{FailureEffect, OutlierDetector, OutlierPolicy};
 use crate::secret::Secret;
 use crate::stats::BackendStats;
 
@@ -140,18 +141,21 @@ pub async fn build(
     let client = clients::client(&config)
         .await
         .map_err(|message| BuildError::new(id, message))?;
+    let shared = Arc::new(Shared {
+        id: id.into(),
+        client,
+        config,
+        outlier: OutlierDetector::default(),
+        stats: stats.clone(),
+    });
     let service = LambdaService {
-        shared: Arc::new(Shared {
-            id: id.into(),
-            client,
-            config,
-        }),
+        shared: shared.clone(),
     };
     Ok(Backend::new(
         id,
         Provider::Lambda,
         service,
-        Arc::new(AlwaysAvailable),
+        shared,
         stats,
         BackgroundTasks::default(),
     ))
@@ -161,6 +165,20 @@ struct Shared {
     id: Arc<str>,
     client: LambdaClient,
     config: LambdaBackendConfig,
+    /// Passive ejection, as an HTTP endpoint has: a function that keeps failing or throttling
+    /// is taken out of its routes' rotation for a while (failover sends its traffic on).
+    outlier: OutlierDetector,
+    stats: Arc<BackendStats>,
+}
+
+/// A function is one endpoint: available unless passive ejection took it out.
+impl Availability for Shared {
+    fn endpoint_counts(&self) -> EndpointCounts {
+        EndpointCounts {
+            total: 1,
+            available: usize::from(!self.outlier.is_ejected()),
+        }
+    }
 }
 
 /// The tower service that invokes the function.
@@ -180,11 +198,43 @@ impl Service<GatewayRequest> for LambdaService {
 
     fn call(&mut self, request: GatewayRequest) -> Self::Future {
         let shared = self.shared.clone();
-        Box::pin(async move { shared.invoke(request).await })
+        Box::pin(async move {
+            let result = shared.invoke(request).await;
+            shared.judge(&result);
+            result
+        })
     }
 }
 
 impl Shared {
+    /// Feeds a try's outcome to passive ejection: failures of the function or of Lambda count,
+    /// the caller's own (a too-large body, refused credentials, a misconfiguration) do not.
+    fn judge(&self, result: &Result<GatewayResponse, BackendError>) {
+        let failed = match result {
+            Ok(response) => response.status().is_server_error(),
+            Err(error) => matches!(
+                error.kind(),
+                BackendErrorKind::FunctionError
+                    | BackendErrorKind::ServiceError
+                    | BackendErrorKind::Throttled
+                    | BackendErrorKind::Timeout
+                    | BackendErrorKind::Connect
+                    | BackendErrorKind::Reset
+                    | BackendErrorKind::InvalidResponse
+            ),
+        };
+        if !failed {
+            self.outlier.record_success();
+        } else if let FailureEffect::Ejected(duration) =
+            self.outlier.record_failure(&OutlierPolicy::default())
+        {
+            self.stats
+                .ejections
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(backend = %self.id, function = %self.config.function, ?duration, "function ejected after consecutive failures");
+        }
+    }
+
     async fn invoke(&self, request: GatewayRequest) -> Result<GatewayResponse, BackendError> {
         let limit = match self.config.invocation {
             Invocation::RequestResponse => SYNC_PAYLOAD_LIMIT,
