@@ -304,6 +304,20 @@ pub fn render(runtime: &Runtime, registry: &Registry) -> String {
             &b.stats().latency,
         );
     }
+    family(
+        &mut out,
+        "accord_credential_token_requests_total",
+        "counter",
+        "Token requests an Entra ID credential made to its identity provider, by result.",
+    );
+    for (credential, ok, refused) in accord_adapters::azure::credential::token_request_counts() {
+        for (result, value) in [("ok", ok), ("refused", refused)] {
+            let _ = writeln!(
+                out,
+                "accord_credential_token_requests_total{{credential=\"{credential}\",result=\"{result}\"}} {value}"
+            );
+        }
+    }
     let backend_series: [Series<BackendStats>; 5] = [
         (
             "accord_upstream_tries_total",

@@ -180,6 +180,30 @@ async fn a_wrong_secret_or_key_is_a_clear_auth_failure_and_is_not_retried() {
     assert_eq!(refused.status, 502);
     assert_eq!(refused.json()["code"], "upstream_auth_failed");
     assert!(entra.refused.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    // Twenty clients at once with the wrong secret: each is refused at once, and Entra is asked
+    // at most once more (single-flight, then the refusal is remembered through its back-off).
+    let before = entra.refused.load(std::sync::atomic::Ordering::SeqCst);
+    let storm: Vec<_> = (0..20)
+        .map(|_| {
+            let url = gateway.url("/fe");
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    for reply in storm {
+        let reply = reply.await.unwrap();
+        assert_eq!(reply.status, 502);
+        assert_eq!(reply.json()["code"], "upstream_auth_failed");
+    }
+    let asked = entra.refused.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert!(asked <= 1, "{asked} token requests for 20 refused clients");
+    assert!(
+        gateway
+            .metric(
+                "accord_credential_token_requests_total{credential=\"stale\",result=\"refused\"}"
+            )
+            .await
+            >= 1.0
+    );
     // What the log says (at start, and on each refused request): which credential, which
     // scope, and Entra's reason — never the secret.
     let config = accord_adapters::azure::EntraCredentialConfig {

@@ -9,6 +9,9 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::credentials::TokenCredential;
@@ -115,7 +118,58 @@ impl EntraCredentialConfig {
 pub struct TokenSource {
     credential: Arc<dyn TokenCredential>,
     description: Arc<str>,
+    name: Arc<str>,
+    state: Arc<TokenState>,
 }
+
+/// What a token source remembers between requests, per scope: the token until five minutes
+/// before it expires, and a refusal until its back-off ends. Fetches are single-flight: while
+/// one request asks Entra, the others wait for its answer instead of asking too.
+#[derive(Debug, Default)]
+struct TokenState {
+    fetching: tokio::sync::Mutex<()>,
+    scopes: Mutex<HashMap<String, ScopeState>>,
+    requested_ok: std::sync::atomic::AtomicU64,
+    requested_refused: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct ScopeState {
+    /// The token and until when it is served from here.
+    token: Option<(String, Instant)>,
+    /// The last refusal's message, until when it is answered without asking again, and the
+    /// back-off that set it (doubled at each refusal in a row, 1 s up to 60 s).
+    refusal: Option<(String, Instant, Duration)>,
+}
+
+/// Token requests a credential made to its identity provider, by result, for `/metrics`
+/// (`accord_credential_token_requests_total{credential,result}`): `(credential, ok, refused)`.
+pub fn token_request_counts() -> Vec<(String, u64, u64)> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(sources) = SOURCES.get() else {
+        return Vec::new();
+    };
+    let sources = sources.lock().unwrap_or_else(|p| p.into_inner());
+    let mut counts: Vec<(String, u64, u64)> = sources
+        .values()
+        .map(|s| {
+            (
+                s.name.to_string(),
+                s.state.requested_ok.load(Relaxed),
+                s.state.requested_refused.load(Relaxed),
+            )
+        })
+        .collect();
+    counts.sort();
+    counts
+}
+
+/// Every token source, shared by the backends that use the same credential and across reloads.
+static SOURCES: OnceLock<Mutex<HashMap<EntraCredentialConfig, TokenSource>>> = OnceLock::new();
+
+const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for TokenSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -128,8 +182,6 @@ impl std::fmt::Debug for TokenSource {
 impl TokenSource {
     /// The shared source for a credential configuration.
     pub fn for_config(config: &EntraCredentialConfig) -> Result<TokenSource, String> {
-        static SOURCES: OnceLock<Mutex<HashMap<EntraCredentialConfig, TokenSource>>> =
-            OnceLock::new();
         let sources = SOURCES.get_or_init(|| Mutex::new(HashMap::new()));
         let mut sources = sources.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(source) = sources.get(config) {
@@ -138,6 +190,8 @@ impl TokenSource {
         let source = TokenSource {
             credential: build(config)?,
             description: config.describe().into(),
+            name: config.name.as_str().into(),
+            state: Arc::default(),
         };
         sources.insert(config.clone(), source.clone());
         Ok(source)
@@ -148,19 +202,76 @@ impl TokenSource {
         &self.description
     }
 
-    /// A token for `scope` (from the cache unless it expires within five minutes).
+    /// A token for `scope`: from the cache unless it expires within five minutes; else one
+    /// request to the identity provider however many callers want it at once. After a refusal,
+    /// callers get the refusal at once, without asking again, until a back-off (1 s, doubling
+    /// to 60 s) ends: a wrong secret must not turn every client request into a token request,
+    /// which real Entra answers by throttling.
     pub async fn token(&self, scope: &str) -> Result<String, BackendError> {
-        match self.credential.get_token(&[scope], None).await {
-            Ok(token) => Ok(token.token.secret().to_owned()),
-            Err(e) => Err(BackendError::new(
-                BackendErrorKind::Auth,
-                format!(
+        if let Some(answer) = self.remembered(scope) {
+            return answer;
+        }
+        let _single_flight = self.state.fetching.lock().await;
+        if let Some(answer) = self.remembered(scope) {
+            return answer;
+        }
+        use std::sync::atomic::Ordering::Relaxed;
+        let fetched = self.credential.get_token(&[scope], None).await;
+        let mut scopes = self.scopes();
+        let state = scopes.entry(scope.to_owned()).or_default();
+        match fetched {
+            Ok(token) => {
+                self.state.requested_ok.fetch_add(1, Relaxed);
+                let secret = token.token.secret().to_owned();
+                let lifetime = token.expires_on.unix_timestamp()
+                    - azure_core::time::OffsetDateTime::now_utc().unix_timestamp();
+                let fresh_for = Duration::from_secs(u64::try_from(lifetime).unwrap_or(0))
+                    .saturating_sub(REFRESH_BEFORE_EXPIRY);
+                state.token = Some((secret.clone(), Instant::now() + fresh_for));
+                state.refusal = None;
+                Ok(secret)
+            }
+            Err(e) => {
+                self.state.requested_refused.fetch_add(1, Relaxed);
+                let message = format!(
                     "cannot get an Entra ID token for scope {scope} with {}: {}",
                     self.description,
                     first_line(&e.to_string())
-                ),
-            )),
+                );
+                let backoff = state
+                    .refusal
+                    .as_ref()
+                    .map_or(FIRST_BACKOFF, |(_, _, last)| (*last * 2).min(MAX_BACKOFF));
+                state.refusal = Some((message.clone(), Instant::now() + backoff, backoff));
+                Err(BackendError::new(BackendErrorKind::Auth, message))
+            }
         }
+    }
+
+    /// The cached token, or the refusal still in its back-off, for `scope`.
+    fn remembered(&self, scope: &str) -> Option<Result<String, BackendError>> {
+        let scopes = self.scopes();
+        let state = scopes.get(scope)?;
+        let now = Instant::now();
+        if let Some((token, fresh_until)) = &state.token
+            && *fresh_until > now
+        {
+            return Some(Ok(token.clone()));
+        }
+        match &state.refusal {
+            Some((message, until, _)) if *until > now => Some(Err(BackendError::new(
+                BackendErrorKind::Auth,
+                format!(
+                    "{message} (refused recently: asking again in {} ms)",
+                    until.saturating_duration_since(now).as_millis()
+                ),
+            ))),
+            _ => None,
+        }
+    }
+
+    fn scopes(&self) -> std::sync::MutexGuard<'_, HashMap<String, ScopeState>> {
+        self.state.scopes.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
