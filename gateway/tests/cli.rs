@@ -272,15 +272,7 @@ async fn run_writes_one_json_access_log_line_per_request() {
         ),
     )
     .unwrap();
-    let child = tokio::process::Command::new(ACCORD)
-        .args(["run", "-c"])
-        .arg(&config_path)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let child = spawn_logging(&config_path);
     wait_until_listening(port).await;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Empty<bytes::Bytes>>();
@@ -291,17 +283,8 @@ async fn run_writes_one_json_access_log_line_per_request() {
     let response = client.request(request).await.unwrap();
     assert_eq!(response.status(), 200);
     let _ = http_body_util::BodyExt::collect(response.into_body()).await;
-    signal(child.id().unwrap(), "-TERM");
-    let output = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    let lines: Vec<serde_json::Value> = stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|l| l["target"] == "accord::access")
-        .collect();
+    let stderr = stop_and_read_log(child).await;
+    let lines = access_lines(&stderr);
     assert_eq!(lines.len(), 1, "one access-log line:\n{stderr}");
     let line = &lines[0];
     assert_eq!(line["request_id"], "log-me-123");
@@ -756,15 +739,7 @@ async fn requests_the_client_abandons_are_metered_and_release_every_gauge() {
         ),
     )
     .unwrap();
-    let child = tokio::process::Command::new(ACCORD)
-        .args(["run", "-c"])
-        .arg(&config_path)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let child = spawn_logging(&config_path);
     wait_until_listening(port).await;
     let url = format!("http://127.0.0.1:{port}/orders");
     let impatient: Vec<_> = (0..30)
@@ -850,17 +825,8 @@ async fn requests_the_client_abandons_are_metered_and_release_every_gauge() {
     let backend = &report["backends"][0]["window"]["requests"];
     assert_eq!(backend["cancelled"], 30.0, "{report}");
 
-    signal(child.id().unwrap(), "-TERM");
-    let output = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    let lines: Vec<serde_json::Value> = stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|l| l["target"] == "accord::access")
-        .collect();
+    let stderr = stop_and_read_log(child).await;
+    let lines = access_lines(&stderr);
     assert_eq!(
         lines.len(),
         31,
@@ -897,23 +863,41 @@ async fn text_logs_to_a_pipe_have_no_colour_codes() {
         ),
     )
     .unwrap();
-    let child = tokio::process::Command::new(ACCORD)
+    let child = spawn_logging(&config_path);
+    wait_until_listening(port).await;
+    assert_eq!(status(&format!("http://127.0.0.1:{port}/x")).await, 200);
+    let stderr = stop_and_read_log(child).await;
+    assert!(stderr.contains("accord::access"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "no escape codes:\n{stderr:?}");
+}
+
+/// Starts `accord run -c config` with its log on a pipe.
+fn spawn_logging(config: &Path) -> tokio::process::Child {
+    tokio::process::Command::new(ACCORD)
         .args(["run", "-c"])
-        .arg(&config_path)
+        .arg(config)
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .unwrap();
-    wait_until_listening(port).await;
-    assert_eq!(status(&format!("http://127.0.0.1:{port}/x")).await, 200);
+        .unwrap()
+}
+
+/// Drains the gateway with SIGTERM and returns everything it logged.
+async fn stop_and_read_log(child: tokio::process::Child) -> String {
     signal(child.id().unwrap(), "-TERM");
     let output = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
         .await
         .unwrap()
         .unwrap();
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(stderr.contains("accord::access"), "{stderr}");
-    assert!(!stderr.contains('\u{1b}'), "no escape codes:\n{stderr:?}");
+    String::from_utf8(output.stderr).unwrap()
+}
+
+/// The JSON access-log lines of a log.
+fn access_lines(log: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["target"] == "accord::access")
+        .collect()
 }
