@@ -9,7 +9,7 @@
 //! 1. [`MeterLayer`]: counts tries, statuses, errors and latency in the backend's [`BackendStats`];
 //! 2. [`TryTimeoutLayer`]: bounds the try by the [`TryDeadline`] the caller put on the request.
 //!
-//! Retries, the retry budget and failover sit above, in [`crate::failover`], because they span
+//! Retries, the retry budget and failover sit above, in the failover module, because they span
 //! several backends of a route.
 
 use std::future::Future;

@@ -513,6 +513,18 @@ mod tests {
     }
 
     fn failover(backends: Vec<(Arc<Backend>, u32)>, retries: u32) -> Failover {
+        failover_with_budget(
+            backends,
+            retries,
+            RetryBudget::new(RetryBudgetPolicy::default()),
+        )
+    }
+
+    fn failover_with_budget(
+        backends: Vec<(Arc<Backend>, u32)>,
+        retries: u32,
+        budget: Arc<RetryBudget>,
+    ) -> Failover {
         Failover::new(
             backends
                 .into_iter()
@@ -527,7 +539,7 @@ mod tests {
                 retries,
                 ..RetryPolicy::default()
             },
-            RetryBudget::new(RetryBudgetPolicy::default()),
+            budget,
             None,
         )
     }
@@ -567,19 +579,10 @@ mod tests {
         });
         let (secondary, secondary_calls) = scripted("secondary", ok);
         let route = |primary: Arc<Backend>| {
-            Failover::new(
-                [(primary, 0), (secondary.clone(), 1)]
-                    .into_iter()
-                    .map(|(backend, priority)| RouteBackend {
-                        backend,
-                        priority,
-                        weight: 1,
-                        steering: None,
-                    })
-                    .collect(),
-                RetryPolicy::default(),
+            failover_with_budget(
+                vec![(primary, 0), (secondary.clone(), 1)],
+                RetryPolicy::default().retries,
                 no_budget.clone(),
-                None,
             )
         };
         let get = || {

@@ -7,7 +7,7 @@
 //!
 //! A request that never reached its backend (no connection could be made, no endpoint was
 //! available) is moved to another backend without spending the budget: it adds no load to the
-//! one that failed (see [`crate::failover`]).
+//! one that failed (the route's failover decides that).
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
