@@ -24,22 +24,40 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::errors::ErrorCode;
-use crate::gateway::{Gateway, ReloadError};
+use crate::reload::{ReloadError, ReloadReport};
+use crate::runtime::Runtime;
 use crate::server::Handler;
+use crate::stats::Registry;
 
 /// The dashboard page: one file, its styles and script inline, nothing fetched from elsewhere.
 const DASHBOARD: &str = include_str!("dashboard/index.html");
 
+/// What the admin API reads and drives: the running gateway, seen through the few things its
+/// endpoints need.
+pub trait AdminState: Send + Sync + 'static {
+    /// The configuration generation serving now.
+    fn runtime(&self) -> Arc<Runtime>;
+    /// The gateway's counters.
+    fn registry(&self) -> &Registry;
+    /// The SLA engine.
+    fn sla(&self) -> &accord_policies::sla::SlaEngine;
+    /// Whether the gateway is draining (not ready).
+    fn is_draining(&self) -> bool;
+    /// Reads the configuration again and swaps it in.
+    fn reload(&self)
+    -> impl std::future::Future<Output = Result<ReloadReport, ReloadError>> + Send;
+}
+
 /// The admin API's request handler.
-pub fn handler(gateway: Arc<Gateway>, loopback: bool) -> Handler {
+pub fn handler<S: AdminState>(gateway: Arc<S>, loopback: bool) -> Handler {
     Arc::new(move |request, _conn| {
         let gateway = gateway.clone();
-        Box::pin(async move { respond(&gateway, loopback, request).await })
+        Box::pin(async move { respond(&*gateway, loopback, request).await })
     })
 }
 
 async fn respond(
-    gateway: &Gateway,
+    gateway: &impl AdminState,
     loopback: bool,
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {

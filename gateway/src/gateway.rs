@@ -13,11 +13,14 @@ use tokio::task::JoinHandle;
 use accord_policies::sla::store::Store;
 use accord_policies::sla::{Clock, SlaEngine};
 
-use crate::config::{self, Config, ConfigErrors, Environment};
-use crate::metrics::Registry;
+use crate::admin::AdminState;
+use crate::config::{self, Config, Environment};
 use crate::proxy;
+use crate::reload::restart_required;
+pub use crate::reload::{ReloadError, ReloadReport};
 use crate::runtime::{PluginHost, Runtime};
 use crate::server::{self, Handler};
+use crate::stats::Registry;
 
 /// How often the SLA engine seals minutes and re-evaluates breaches, alerts and budgets: the
 /// longest a backend that starts breaching keeps its traffic (once it has served the minimum
@@ -33,26 +36,27 @@ pub enum ConfigSource {
     Text(String),
 }
 
-/// Why a reload was refused. The running configuration is untouched.
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    /// The new configuration is invalid.
-    #[error("{0}")]
-    Invalid(ConfigErrors),
-    /// It is valid but could not be built (unreadable TLS files, say).
-    #[error("{0}")]
-    Build(String),
-}
+/// The admin API drives the gateway through [`AdminState`].
+impl AdminState for Gateway {
+    fn runtime(&self) -> Arc<Runtime> {
+        Gateway::runtime(self)
+    }
 
-/// What a successful reload changed.
-#[derive(Debug, serde::Serialize)]
-pub struct ReloadReport {
-    /// Routes now served.
-    pub routes: usize,
-    /// Backends now configured.
-    pub backends: usize,
-    /// Settings that changed but only take effect after a restart (listeners, admin, limits).
-    pub restart_required: Vec<String>,
+    fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    fn sla(&self) -> &SlaEngine {
+        &self.sla
+    }
+
+    fn is_draining(&self) -> bool {
+        Gateway::is_draining(self)
+    }
+
+    async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        Gateway::reload(self).await
+    }
 }
 
 /// The gateway's shared state.
@@ -265,29 +269,7 @@ impl Gateway {
         .map_err(ReloadError::Invalid)?;
         let current = self.runtime.load_full();
         let old = current.config();
-        let mut restart_required = Vec::new();
-        if old.listeners != config.listeners {
-            restart_required.push("listeners".to_owned());
-        }
-        if old.plugin_cache != config.plugin_cache {
-            restart_required.push("plugin_cache".to_owned());
-        }
-        // The admin token and `log.access_log` are read per request: they apply at once.
-        if old.admin.address != config.admin.address {
-            restart_required.push("admin.address".to_owned());
-        }
-        if old.limits != config.limits {
-            restart_required.push("limits".to_owned());
-        }
-        if old.log.format != config.log.format {
-            restart_required.push("log.format".to_owned());
-        }
-        if old.log.level != config.log.level {
-            restart_required.push("log.level".to_owned());
-        }
-        if old.sla_history != config.sla_history {
-            restart_required.push("sla_history".to_owned());
-        }
+        let restart_required = restart_required(old, &config);
         let runtime = Runtime::build(
             config,
             &self.registry,

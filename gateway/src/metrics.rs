@@ -1,85 +1,15 @@
-//! Gateway-level counters and the Prometheus text rendering of everything the admin API's
-//! `/metrics` shows. Names follow `accord_<noun>_<unit>[_total]` with the labels `route`,
-//! `backend`, `provider`, `class`.
-//!
-//! Counters live in `Arc`s kept in a [`Registry`] by route or backend id, so they survive a
-//! reload that keeps the id. Recording is a relaxed atomic add: no lock on the request path.
+//! The Prometheus text rendering of everything the admin API's `/metrics` shows, read from the
+//! counters in [`crate::stats`]. Names follow `accord_<noun>_<unit>[_total]` with the labels
+//! `route`, `backend`, `provider`, `class`.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 
 use accord_adapters::stats::{BackendStats, ERROR_KINDS, LatencyHistogram};
 use accord_policies::Class;
 
 use crate::runtime::Runtime;
-
-/// Counters of one route.
-#[derive(Debug, Default)]
-pub struct RouteStats {
-    /// Finished requests by [`Class`].
-    pub requests_by_class: [AtomicU64; Class::COUNT],
-    /// Finished requests by status class (1xx … 5xx).
-    pub requests_by_status: [AtomicU64; 5],
-    /// Requests in flight.
-    pub active: AtomicU64,
-    /// Full request duration (until the response body ended).
-    pub duration: LatencyHistogram,
-    /// Tries beyond the first.
-    pub retries: AtomicU64,
-    /// Retries refused by the retry budget.
-    pub retry_budget_exhausted: AtomicU64,
-    /// Request bytes received from clients.
-    pub bytes_in: AtomicU64,
-    /// Response bytes sent to clients.
-    pub bytes_out: AtomicU64,
-}
-
-/// Counters of the whole gateway.
-#[derive(Debug, Default)]
-pub struct GatewayStats {
-    /// Client connections open now.
-    pub connections_active: AtomicU64,
-    /// Client connections accepted.
-    pub connections_accepted: AtomicU64,
-    /// Client connections closed at once because `limits.max_connections` was reached.
-    pub connections_rejected: AtomicU64,
-    /// Requests that matched no route.
-    pub unrouted_requests: AtomicU64,
-    /// Reloads, by result.
-    pub reloads_ok: AtomicU64,
-    /// Reloads refused.
-    pub reloads_failed: AtomicU64,
-}
-
-/// Where counters are kept across reloads.
-#[derive(Debug, Default)]
-pub struct Registry {
-    routes: Mutex<HashMap<Arc<str>, Arc<RouteStats>>>,
-    backends: Mutex<HashMap<Arc<str>, Arc<BackendStats>>>,
-    /// Gateway-wide counters.
-    pub gateway: Arc<GatewayStats>,
-}
-
-impl Registry {
-    /// The gateway-wide counters, shared with the listeners.
-    pub fn gateway_stats(&self) -> Arc<GatewayStats> {
-        self.gateway.clone()
-    }
-
-    /// The counters of route `id`, created on first use.
-    pub fn route(&self, id: &Arc<str>) -> Arc<RouteStats> {
-        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        routes.entry(id.clone()).or_default().clone()
-    }
-
-    /// The counters of backend `id`, created on first use.
-    pub fn backend(&self, id: &Arc<str>) -> Arc<BackendStats> {
-        let mut backends = self.backends.lock().unwrap_or_else(|p| p.into_inner());
-        backends.entry(id.clone()).or_default().clone()
-    }
-}
+use crate::stats::{Registry, RouteStats};
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 

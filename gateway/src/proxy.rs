@@ -47,8 +47,8 @@ use tokio::time::Instant;
 
 use crate::errors::ErrorCode;
 use crate::headers;
-use crate::metrics::{Registry, RouteStats};
 use crate::runtime::Runtime;
+use crate::stats::{Registry, RouteStats};
 
 /// What the listener knows about the connection a request came on.
 #[derive(Clone, Copy, Debug)]

@@ -12,8 +12,8 @@ use accord_policies::sla::{RouteSla, SlaEngine};
 
 use crate::config::Config;
 use crate::config::model::{BackendConfig, PluginConfig, Route};
-use crate::metrics::{Registry, RouteStats};
 use crate::router::Router;
+use crate::stats::{Registry, RouteStats};
 use accord_adapters::backend::RouteKey;
 
 /// A route ready to serve.

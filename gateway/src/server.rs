@@ -20,8 +20,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::model::Limits;
-use crate::metrics::GatewayStats;
 use crate::proxy::Connection;
+use crate::stats::GatewayStats;
 
 /// What serves the requests of one listener.
 pub type Handler = Arc<
