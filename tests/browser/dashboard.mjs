@@ -1,14 +1,16 @@
 // Opens Accord's SLA dashboard in headless Chromium (Debian's, driven by playwright-core),
 // waits for it to render, compares the numbers it shows with GET /sla, and saves a screenshot.
 //
-// Usage: node dashboard.mjs <admin base URL> <screenshot path>
+// Usage: node dashboard.mjs <admin base URL> <screenshot path> [<first budget drop, ms>]
+// With the third argument, the first route's "Error budget left" line must leave 100% exactly
+// at that minute's x position (not before the traffic that spent the budget).
 // Exits non-zero, with the reason, when a check fails.
 import { chromium } from "playwright-core";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-const [admin, screenshot] = process.argv.slice(2);
+const [admin, screenshot, firstDropMs] = process.argv.slice(2);
 const fail = message => { console.error(`dashboard check failed: ${message}`); process.exit(1); };
 
 const profile = mkdtempSync(join(tmpdir(), "accord-chromium-"));
@@ -58,6 +60,19 @@ try {
   const charts = await page.$$eval(".chart svg", svgs => svgs.map(s => s.querySelectorAll("polyline, rect").length));
   if (charts.length !== 4 * sla.routes.length) fail(`${charts.length} charts for ${sla.routes.length} routes`);
   if (charts.some(n => n === 0)) fail(`a chart is empty: ${JSON.stringify(charts)}`);
+  if (firstDropMs) {
+    const drop = await page.$eval(".chart svg[aria-label='Error budget left']", svg => {
+      const [x0, x1, left, right] = ["data-x0", "data-x1", "data-left", "data-right"].map(a => Number(svg.getAttribute(a)));
+      const points = svg.querySelector("polyline").getAttribute("points").trim().split(" ").map(p => p.split(",").map(Number));
+      const first = points.find(([, y]) => y > points[0][1] + 0.05);
+      return { x0, x1, left, right, x: first?.[0] ?? null, full: points[0][1] };
+    });
+    const expected = drop.left + (drop.right - drop.left) * (Number(firstDropMs) - drop.x0) / (drop.x1 - drop.x0);
+    if (drop.x == null || Math.abs(drop.x - expected) > 0.15) {
+      fail(`the budget drops at x=${drop.x}, expected x=${expected.toFixed(1)} (minute ${new Date(Number(firstDropMs)).toISOString()})`);
+    }
+    checked += 1;
+  }
   if (errors.length) fail(`page errors: ${errors.join("; ")}`);
   await page.screenshot({ path: screenshot, fullPage: true });
   console.log(JSON.stringify({ routes: sla.routes.length, checked, charts: charts.length, screenshot }));

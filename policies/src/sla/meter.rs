@@ -356,11 +356,35 @@ impl History {
         }
         let start_hour = start.div_euclid(60);
         let first_fraction = 1.0 - start.rem_euclid(60) as f64 / 60.0;
+        // The hour `now` falls in may hold minutes after `now` (a window ending in the past, as
+        // the history charts ask for): take its minutes up to `now` from the minute rollups
+        // while they are kept, or else the elapsed share of the hour. Counting the whole hour
+        // drew a budget drop up to 59 minutes before the traffic that caused it.
+        let end_hour = now.div_euclid(60);
+        let minutes_cover_end_hour = self
+            .minutes
+            .back()
+            .is_some_and(|(newest, _)| end_hour * 60 > newest - MINUTES_KEPT as i64);
         for (hour, rollup) in self.hours.iter().rev() {
             if *hour < start_hour {
                 break;
             }
             if *hour * 60 > now {
+                continue;
+            }
+            if *hour == end_hour && end_hour != start_hour {
+                if minutes_cover_end_hour {
+                    for (minute, rollup) in self.minutes.iter().rev() {
+                        if *minute < end_hour * 60 {
+                            break;
+                        }
+                        if *minute <= now {
+                            add(rollup, 1.0);
+                        }
+                    }
+                } else {
+                    add(rollup, (now - end_hour * 60 + 1) as f64 / 60.0);
+                }
                 continue;
             }
             add(
@@ -442,6 +466,33 @@ mod tests {
             "{}",
             day.count(Class::Bad)
         );
+    }
+
+    /// A long window ending in the past counts only the minutes up to its end, not the whole
+    /// hour it ends in: a chart of the budget must not drop before the traffic that spent it.
+    #[test]
+    fn a_long_window_ending_in_the_past_stops_at_its_end_minute() {
+        let meter = Meter::new(None, 48);
+        // Good traffic at minute 10:30, bad at 10:34 (hours since the epoch: 10).
+        meter.record(Class::Good, ms(1));
+        meter.seal(10 * 60 + 30);
+        meter.record(Class::Bad, ms(1));
+        meter.seal(10 * 60 + 34);
+        let month = Duration::from_secs(30 * 86_400);
+        let at = |minute: Minute| meter.sealed_window_counts(minute, month);
+        assert_eq!(at(10 * 60 + 20).total(), 0.0, "before any traffic");
+        assert_eq!(
+            at(10 * 60 + 33).count(Class::Bad),
+            0.0,
+            "before the failure"
+        );
+        assert_eq!(at(10 * 60 + 33).count(Class::Good), 1.0);
+        assert_eq!(
+            at(10 * 60 + 34).count(Class::Bad),
+            1.0,
+            "from the failure on"
+        );
+        assert_eq!(at(11 * 60 + 5).total(), 2.0, "in a later hour");
     }
 
     #[test]
