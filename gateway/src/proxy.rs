@@ -1,8 +1,8 @@
 //! The request pipeline: what happens to one client request, phase by phase. Reading this file
 //! top to bottom is reading a request's life in the gateway.
 //!
-//! 1. **Identify**: keep or generate `x-request-id`; for HTTP/2 clients take `Host` from
-//!    `:authority`.
+//! 1. **Identify**: keep or generate `x-request-id`; `Host` comes from the target's authority
+//!    when there is one (HTTP/2's `:authority`, an absolute-form HTTP/1.1 target).
 //! 2. **Route**: the [`Router`](crate::router::Router) picks the route (404 `no_route`).
 //! 3. **Admit**: the route's `max_body` is checked against `Content-Length` (413 before any
 //!    byte is read); a route with an objective applies budget protection: low-priority
@@ -70,11 +70,12 @@ pub async fn handle(
     // 1. Identify.
     let started = Instant::now();
     let request_id = headers::ensure_request_id(request.headers_mut());
-    if !request.headers().contains_key(HOST)
-        && let Some(authority) = request
-            .uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    // An absolute-form target (or HTTP/2's `:authority`) names the host: a `Host` header that
+    // says otherwise is replaced (RFC 9112 §3.2.2), so routing and the upstream see one host.
+    if let Some(authority) = request
+        .uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     {
         request.headers_mut().insert(HOST, authority);
     }

@@ -240,3 +240,65 @@ impl SteadyLoad {
         )
     }
 }
+
+/// The `accord` binary that `cargo test --workspace` built next to the test executables (the
+/// gateway crate's own tests need it, so it is always built with them).
+pub fn accord_binary() -> PathBuf {
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent()?.parent().map(|dir| dir.join("accord")))
+        .expect("the test executable has a target directory");
+    assert!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build -p accord` (or run ./scripts/test.sh)",
+        binary.display()
+    );
+    binary
+}
+
+/// `accord run` as a process of its own, on a configuration written to a scratch directory;
+/// killed when dropped.
+pub struct AccordProcess {
+    /// The traffic listener.
+    pub addr: SocketAddr,
+    /// The admin API.
+    pub admin: SocketAddr,
+    child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl AccordProcess {
+    /// Starts `accord run` with `yaml(listener, admin)` and waits until it listens.
+    pub async fn start(yaml: impl Fn(SocketAddr, SocketAddr) -> String) -> AccordProcess {
+        let (addr, admin) = (dead_address(), dead_address());
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("accord.yaml");
+        std::fs::write(&config, yaml(addr, admin)).expect("write config");
+        let child = tokio::process::Command::new(accord_binary())
+            .args(["run", "-c"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start accord");
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return AccordProcess {
+                    addr,
+                    admin,
+                    child,
+                    _dir: dir,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("accord did not start listening on {addr}");
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+}

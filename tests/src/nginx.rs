@@ -47,7 +47,7 @@ impl Nginx {
         let conf = format!(
             "{user}daemon off;\nworker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\n\
              events {{ worker_connections 1024; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n\
+             http {{\n  log_format requests '$request|$host|$content_length';\n  access_log {dir}/access.log requests;\n  client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n\
                fastcgi_temp_path {dir}/fastcgi;\n  uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n\
                keepalive_requests 10000;\n\
                server {{\n    listen {addr};\n    root {root};\n{server_body}\n  }}\n}}\n",
@@ -82,6 +82,18 @@ impl Nginx {
 }
 
 impl Nginx {
+    /// The requests nginx has served so far, one `request line|host|content-length` each,
+    /// from its access log.
+    pub fn requests(&self) -> Vec<String> {
+        let log = self
+            .root
+            .parent()
+            .map(|dir| dir.join("access.log"))
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .unwrap_or_default();
+        log.lines().map(str::to_owned).collect()
+    }
+
     /// Kills nginx at once, master and workers (`kill -9`), as a crashing upstream dies: open
     /// connections are reset, new ones refused.
     pub fn kill(&mut self) {
