@@ -254,6 +254,9 @@ async fn h2_exchange(addr: SocketAddr, headers: &[(&str, &str)], body: Option<&[
     kinds
 }
 
+/// `(name, header fields, DATA)`.
+type H2Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Option<&'a [u8]>);
+
 #[tokio::test]
 #[ignore = "needs nginx: run ./scripts/test.sh"]
 async fn malformed_http2_requests_are_refused_before_the_upstream() {
@@ -264,7 +267,7 @@ async fn malformed_http2_requests_are_refused_before_the_upstream() {
         (":authority", "accord.test"),
         (":path", "/form"),
     ];
-    let cases: Vec<(&str, Vec<(&str, &str)>, Option<&[u8]>)> = vec![
+    let cases: Vec<H2Case> = vec![
         (
             "connection header",
             [&base[..], &[("connection", "keep-alive")]].concat(),
