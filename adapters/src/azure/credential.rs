@@ -216,7 +216,20 @@ impl TokenSource {
             return answer;
         }
         use std::sync::atomic::Ordering::Relaxed;
-        let fetched = self.credential.get_token(&[scope], None).await;
+        let fetched = self
+            .credential
+            .get_token(&[scope], None)
+            .await
+            .and_then(|token| {
+                if token.token.secret().is_empty() {
+                    Err(azure_core::Error::with_message(
+                        azure_core::error::ErrorKind::Credential,
+                        "the identity provider answered an empty access token",
+                    ))
+                } else {
+                    Ok(token)
+                }
+            });
         let mut scopes = self.scopes();
         let state = scopes.entry(scope.to_owned()).or_default();
         match fetched {

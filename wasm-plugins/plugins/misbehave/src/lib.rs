@@ -1,7 +1,9 @@
 //! Misbehaves as the `x-misbehave` request header says: `trap`, `loop`, `bomb` (allocate until
 //! the memory limit), `status` (reject with status 999), `reroute` (to a backend that does not
 //! exist), `response-trap` (trap in on-response), `reject` (a proper 429 with a header and
-//! Retry-After), `reclassify` (count the response as bad). Otherwise allows. For the tests.
+//! Retry-After), `reclassify` (count the response as bad), `emit` (return whatever the
+//! `x-emit-*` headers say, percent-decoded, so a fuzzer can try any plugin output). Otherwise
+//! allows. For the tests.
 
 use accord_policy_sdk::{
     Decision, Plugin, RequestHead, ResponseHead, Verdict, export_plugin, locals, request,
@@ -39,6 +41,7 @@ impl Plugin for Misbehave {
                 }],
                 retry_after_seconds: Some(7),
             }),
+            "emit" => emit(),
             _ => Decision::Allow,
         }
     }
@@ -47,9 +50,61 @@ impl Plugin for Misbehave {
         match locals::get("how").as_deref() {
             Some("response-trap") => panic!("asked to trap in on-response"),
             Some("reclassify") => Verdict::Bad("contract-violated".into()),
+            Some("emit") => match locals::get("verdict").as_deref() {
+                Some("good") => Verdict::Good(locals::get("reason").unwrap_or_default()),
+                Some("bad") => Verdict::Bad(locals::get("reason").unwrap_or_default()),
+                _ => Verdict::Keep,
+            },
             _ => Verdict::Keep,
         }
     }
 }
 
 export_plugin!(Misbehave);
+
+/// A header, percent-decoded (lossily, to UTF-8).
+fn emitted(name: &str) -> Option<String> {
+    let raw = request::header(name)?;
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%')
+            .then(|| raw.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The decision the `x-emit-*` headers describe.
+fn emit() -> Decision {
+    let reason = emitted("x-emit-reason").unwrap_or_default();
+    locals::set("reason", &reason);
+    locals::set("verdict", &emitted("x-emit-verdict").unwrap_or_default());
+    if let Some(backend) = emitted("x-emit-reroute") {
+        return Decision::reroute(&backend);
+    }
+    match emitted("x-emit-status").and_then(|s| s.parse::<u16>().ok()) {
+        Some(status) => Decision::Reject(accord_policy_sdk::Rejection {
+            status,
+            reason,
+            headers: vec![accord_policy_sdk::HttpHeader {
+                name: emitted("x-emit-header-name").unwrap_or_default(),
+                value: emitted("x-emit-header-value").unwrap_or_default(),
+            }],
+            retry_after_seconds: emitted("x-emit-retry-after").and_then(|s| s.parse().ok()),
+        }),
+        None => Decision::Allow,
+    }
+}
