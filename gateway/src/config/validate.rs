@@ -1647,3 +1647,86 @@ fn route_match(v: &mut Validator<'_>, raw: &RawMatch, path: &str) -> Option<Rout
         headers,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use accord_policies::sla::objective::{AlertTier, SloWindow};
+
+    use crate::config::{ProcessEnvironment, from_str};
+
+    fn route_slo(slo: &str) -> Result<accord_policies::sla::Objective, String> {
+        let yaml = format!(
+            "listeners:\n  - address: 127.0.0.1:0\nbackends:\n  app:\n    http:\n      addresses: [\"127.0.0.1:1\"]\nroutes:\n  - id: r\n    match: {{path: {{prefix: /}}}}\n    backends: [{{backend: app}}]\n    slo: {slo}\n"
+        );
+        match from_str(&yaml, &ProcessEnvironment) {
+            Ok(config) => Ok(config.routes[0].slo.as_ref().unwrap().objective.clone()),
+            Err(errors) => Err(errors.render()),
+        }
+    }
+
+    #[test]
+    fn a_calendar_month_gets_the_30_day_tiers() {
+        let objective =
+            route_slo("{availability: 99.9%, window: month, time_zone: Europe/Paris}").unwrap();
+        assert!(matches!(objective.window, SloWindow::CalendarMonth { .. }));
+        assert_eq!(
+            objective.tiers,
+            AlertTier::defaults(Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(objective.tiers[0].burn_rate, 14.4);
+    }
+
+    #[test]
+    fn a_rolling_window_gets_tiers_scaled_to_it() {
+        let objective = route_slo("{availability: 99%, window: 1d}").unwrap();
+        assert_eq!(
+            objective.tiers,
+            AlertTier::defaults(Duration::from_secs(86_400))
+        );
+        assert!(objective.tiers.iter().all(|t| t.burn_rate >= 1.0));
+    }
+
+    #[test]
+    fn explicit_tiers_below_one_or_longer_than_the_window_are_refused_with_their_place() {
+        let below = route_slo(
+            "{availability: 99%, window: 7d, alerts: [{severity: ticket, burn_rate: 0.5, long: 1d, short: 2h}]}",
+        )
+        .unwrap_err();
+        assert!(
+            below.contains("routes[0].slo.alerts[0].burn_rate: must be at least 1"),
+            "{below}"
+        );
+        let too_long = route_slo(
+            "{availability: 99%, window: 1d, alerts: [{severity: ticket, burn_rate: 1, long: 3d, short: 6h}]}",
+        )
+        .unwrap_err();
+        assert!(
+            too_long.contains("routes[0].slo.alerts[0].long: must not exceed the SLO window"),
+            "{too_long}"
+        );
+    }
+
+    #[test]
+    fn cancelled_requests_are_excluded_unless_classified_bad() {
+        assert!(
+            !route_slo("{availability: 99%}")
+                .unwrap()
+                .classification
+                .cancelled_are_bad
+        );
+        assert!(
+            route_slo("{availability: 99%, classification: {cancelled: bad}}")
+                .unwrap()
+                .classification
+                .cancelled_are_bad
+        );
+        let unknown =
+            route_slo("{availability: 99%, classification: {cancelled: maybe}}").unwrap_err();
+        assert!(
+            unknown.contains("unknown variant `maybe`, expected one of excluded, bad"),
+            "{unknown}"
+        );
+    }
+}
