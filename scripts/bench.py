@@ -107,13 +107,15 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--out", default=os.path.join(ROOT, "target/bench/e2e.json"))
+    ap.add_argument("--baseline", help="another accord binary (an earlier commit's release build) "
+                    "measured in the same rounds, for before/after ratios")
     args = ap.parse_args()
 
     accord = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release/accord")
     if not os.path.exists(accord):
         sys.exit(f"{accord} is missing: run scripts/bench.sh (it builds it)")
     work = tempfile.mkdtemp(prefix="accord-bench-")
-    upstream_port, nginx_port, accord_port, admin_port = (free_port() for _ in range(4))
+    upstream_port, nginx_port, accord_port, admin_port, base_port, base_admin = (free_port() for _ in range(6))
     procs = []
     try:
         upstream = start_nginx(work, "upstream", f"""server {{ listen 127.0.0.1:{upstream_port};
@@ -123,12 +125,13 @@ def main():
             server {{ listen 127.0.0.1:{nginx_port};
               location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}""")
         procs.append(proxy)
-        config = os.path.join(work, "accord.yaml")
-        with open(config, "w") as f:
-            f.write(f"""listeners:
-  - address: 127.0.0.1:{accord_port}
+        def write_config(name, port, admin):
+            config = os.path.join(work, f"{name}.yaml")
+            with open(config, "w") as f:
+                f.write(f"""listeners:
+  - address: 127.0.0.1:{port}
 admin:
-  address: 127.0.0.1:{admin_port}
+  address: 127.0.0.1:{admin}
 log:
   level: warn
   access_log: false
@@ -137,7 +140,7 @@ backends:
     http:
       addresses: ["127.0.0.1:{upstream_port}"]
 sla_history:
-  path: {work}/sla.db
+  path: {work}/{name}.db
 plugins:
   noop:
     path: {ROOT}/wasm-plugins/target/wasm32-wasip2/release/noop.wasm
@@ -156,9 +159,18 @@ routes:
     match: {{path: {{prefix: /}}}}
     backends: [{{backend: app}}]
 """)
-        gateway = subprocess.Popen([accord, "run", "-c", config, "--threads", "1"], stderr=subprocess.DEVNULL)
+            return config
+
+        gateway = subprocess.Popen([accord, "run", "-c", write_config("accord", accord_port, admin_port), "--threads", "1"],
+                                   stderr=subprocess.DEVNULL)
         procs.append(gateway)
-        for port in (upstream_port, nginx_port, accord_port):
+        ports = [upstream_port, nginx_port, accord_port]
+        if args.baseline:
+            baseline = subprocess.Popen([args.baseline, "run", "-c", write_config("baseline", base_port, base_admin),
+                                         "--threads", "1"], stderr=subprocess.DEVNULL)
+            procs.append(baseline)
+            ports.append(base_port)
+        for port in ports:
             wait_port(port)
 
         targets = [
@@ -168,6 +180,12 @@ routes:
             ("accord-sla", f"http://127.0.0.1:{accord_port}/metered", gateway.pid),
             ("accord-wasm", f"http://127.0.0.1:{accord_port}/plugged", gateway.pid),
         ]
+        if args.baseline:
+            targets += [
+                ("base", f"http://127.0.0.1:{base_port}/", baseline.pid),
+                ("base-sla", f"http://127.0.0.1:{base_port}/metered", baseline.pid),
+                ("base-wasm", f"http://127.0.0.1:{base_port}/plugged", baseline.pid),
+            ]
         runs = {name: [] for name, _, _ in targets}
         for round_no in range(1, args.rounds + 1):
             for name, url, pid in targets:
@@ -186,8 +204,9 @@ routes:
             return statistics.median(r[key] for r in runs[name])
 
         summary = {name: {k: med(name, k) for k in ("rps", "p50_us", "p99_us")} for name in runs}
-        for name in ("nginx", "accord", "accord-sla", "accord-wasm"):
-            summary[name]["cpu_us_per_request"] = med(name, "cpu_us_per_request")
+        for name in runs:
+            if name != "direct":
+                summary[name]["cpu_us_per_request"] = med(name, "cpu_us_per_request")
         ratios = {
             "cpu_per_request_accord_over_nginx": summary["accord"]["cpu_us_per_request"] / summary["nginx"]["cpu_us_per_request"],
             "p50_accord_over_nginx": summary["accord"]["p50_us"] / summary["nginx"]["p50_us"],
@@ -197,6 +216,10 @@ routes:
             "cpu_per_request_sla_over_nginx": summary["accord-sla"]["cpu_us_per_request"] / summary["nginx"]["cpu_us_per_request"],
             "cpu_per_request_plugin_over_plain": summary["accord-wasm"]["cpu_us_per_request"] / summary["accord"]["cpu_us_per_request"],
         }
+        if args.baseline:
+            for suffix in ("", "-sla", "-wasm"):
+                ratios[f"cpu_per_request_accord{suffix}_over_baseline"] = (
+                    summary[f"accord{suffix}"]["cpu_us_per_request"] / summary[f"base{suffix}"]["cpu_us_per_request"])
         report = {"rounds": args.rounds, "duration_s": args.duration, "connections": args.connections,
                   "median": summary, "ratios": ratios, "runs": runs,
                   "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()}
@@ -205,7 +228,7 @@ routes:
             json.dump(report, f, indent=2)
         print()
         print(f"medians over {args.rounds} rounds:")
-        for name in ("direct", "nginx", "accord", "accord-sla", "accord-wasm"):
+        for name in runs:
             s = summary[name]
             cpu = f"  {s['cpu_us_per_request']:.2f} µs CPU/req" if "cpu_us_per_request" in s else ""
             print(f"  {name:10} {s['rps']:>9.0f} req/s  p50 {s['p50_us']:>7.0f} µs  p99 {s['p99_us']:>7.0f} µs{cpu}")
@@ -215,6 +238,10 @@ routes:
         print(f"SLA metering on / off: CPU per request {ratios['cpu_per_request_sla_over_plain']:.3f}x; "
               f"with metering / nginx: {ratios['cpu_per_request_sla_over_nginx']:.2f}x")
         print(f"one Wasm plugin (noop) / none: CPU per request {ratios['cpu_per_request_plugin_over_plain']:.3f}x")
+        if args.baseline:
+            print("this build / baseline, CPU per request: " + ", ".join(
+                f"{route} {ratios[f'cpu_per_request_accord{suffix}_over_baseline']:.3f}x"
+                for route, suffix in (("plain", ""), ("slo", "-sla"), ("plugin", "-wasm"))))
         print(f"written to {args.out}")
     finally:
         for p in procs:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The end-to-end benchmark (see README "Benchmark" and shared BENCHMARKS.md): installs nginx and
 # wrk when missing, builds Accord in release mode, and compares direct, nginx-as-proxy and Accord
-# in interleaved rounds. Options are passed to scripts/bench.py (e.g. --rounds 3 --duration 5).
+# in interleaved rounds. Options are passed to scripts/bench.py (e.g. --rounds 3 --duration 5;
+# --baseline PATH measures an earlier build of accord in the same rounds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
