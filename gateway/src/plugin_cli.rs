@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use accord_policies::plugin::{
-    BackendStats, CallContext, Decision, Indicator, Isolation, OnError, OutcomeClass, Plugin,
-    PluginEngine, PluginSpec, RequestHead, ResponseHead, RouteSnapshot, ScriptedSla, SlaState,
-    Verdict, WindowStats,
+    BackendStats, CallContext, Decision, Indicator, Isolation, OnError, Plugin, PluginEngine,
+    PluginSpec, RequestHead, ResponseHead, RouteSnapshot, ScriptedSla, SlaState, Verdict,
+    WindowStats,
 };
 use serde::Deserialize;
 
@@ -478,15 +478,7 @@ async fn run_case(plugin: &Plugin, route: &CaseRoute, case: &Case) -> Vec<String
             status: response.status,
             backend: response.backend.clone(),
             latency_ms: response.latency_ms.unwrap_or(10.0),
-            class: match accord_policies::classify(status, None) {
-                accord_policies::Class::Good => OutcomeClass::Good,
-                accord_policies::Class::Bad => OutcomeClass::Bad,
-                accord_policies::Class::Throttled => OutcomeClass::Throttled,
-                accord_policies::Class::Rejected => OutcomeClass::Rejected,
-                accord_policies::Class::ClientError | accord_policies::Class::Cancelled => {
-                    OutcomeClass::ClientError
-                }
-            },
+            class: accord_policies::classify(status, None).into(),
         };
         let (verdict, _) = plugin.on_response(&head, call).await;
         match (verdict, &case.expect_response) {

@@ -32,8 +32,7 @@ use accord_adapters::{
     BackendErrorKind, BoxError, ReplayBody, RequestBody, ResponseBody, TryResult,
 };
 use accord_policies::plugin::{
-    CallContext, Decision, OnError, OutcomeClass, Rejection, RequestHead, ResponseHead, SlaState,
-    Verdict,
+    CallContext, Decision, OnError, Rejection, RequestHead, ResponseHead, SlaState, Verdict,
 };
 use accord_policies::sla::{Admission, RouteSla};
 use accord_policies::{Class, classify};
@@ -368,15 +367,7 @@ async fn run_response_plugins(
         status: response.status().as_u16(),
         backend: record.backend.as_ref().map(|b| b.to_string()),
         latency_ms: record.started.elapsed().as_secs_f64() * 1000.0,
-        class: match class {
-            Class::Good => OutcomeClass::Good,
-            Class::Bad => OutcomeClass::Bad,
-            Class::Throttled => OutcomeClass::Throttled,
-            Class::Rejected => OutcomeClass::Rejected,
-            Class::ClientError => OutcomeClass::ClientError,
-            // A response exists, so its client has not gone away.
-            Class::Cancelled => OutcomeClass::ClientError,
-        },
+        class: class.into(),
     };
     let inspect = route.response_body_limit();
     if inspect > 0 && response.status() != StatusCode::SWITCHING_PROTOCOLS {

@@ -52,6 +52,20 @@ pub use bindings::accord::policy::types::{
 };
 use bindings::{Policy, PolicyPre};
 
+/// How a response's class reads in the plugin interface. A response exists, so its client has
+/// not gone away: [`Class::Cancelled`] never reaches `on-response` (0.1.0 has no such case).
+impl From<crate::Class> for OutcomeClass {
+    fn from(class: crate::Class) -> Self {
+        match class {
+            crate::Class::Good => OutcomeClass::Good,
+            crate::Class::Bad => OutcomeClass::Bad,
+            crate::Class::Throttled => OutcomeClass::Throttled,
+            crate::Class::Rejected => OutcomeClass::Rejected,
+            crate::Class::ClientError | crate::Class::Cancelled => OutcomeClass::ClientError,
+        }
+    }
+}
+
 /// What a failing plugin's requests get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnError {
