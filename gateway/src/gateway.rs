@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use accord_policies::sla::store::Store;
-use accord_policies::sla::{Clock, SlaEngine};
+use accord_policies::sla::{Clock, EVALUATION_INTERVAL, SlaEngine};
 
 use crate::admin::AdminState;
 use crate::config::{self, Config, Environment};
@@ -21,11 +21,6 @@ pub use crate::reload::{ReloadError, ReloadReport};
 use crate::runtime::{PluginHost, Runtime};
 use crate::server::{self, Handler};
 use crate::stats::Registry;
-
-/// How often the SLA engine seals minutes and re-evaluates breaches, alerts and budgets: the
-/// longest a backend that starts breaching keeps its traffic (once it has served the minimum
-/// volume), and the granularity of shedding decisions.
-pub const SLA_EVALUATION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Where a reload reads the configuration from.
 #[derive(Debug, Clone)]
@@ -178,15 +173,13 @@ impl Gateway {
         let evaluator = sla.clone();
         let flusher = store.clone();
         let sla_task = tokio::spawn(async move {
-            let mut ticker =
-                tokio::time::interval(SLA_EVALUATION_INTERVAL.min(history.flush_interval));
+            let mut ticker = tokio::time::interval(EVALUATION_INTERVAL.min(history.flush_interval));
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last_evaluation = tokio::time::Instant::now();
             let mut last_flush = tokio::time::Instant::now();
             loop {
                 ticker.tick().await;
-                if last_evaluation.elapsed() >= SLA_EVALUATION_INTERVAL.min(history.flush_interval)
-                {
+                if last_evaluation.elapsed() >= EVALUATION_INTERVAL.min(history.flush_interval) {
                     evaluator.tick();
                     last_evaluation = tokio::time::Instant::now();
                 }

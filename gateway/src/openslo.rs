@@ -2,7 +2,7 @@
 //! ratio indicators that query Accord's own Prometheus series, so other SLO tooling can take over
 //! the same objectives.
 
-use accord_policies::sla::report::format_duration;
+use accord_policies::sla::objective::format_duration;
 
 use crate::config::Config;
 

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use accord_policies::sla::SlaEngine;
 use accord_policies::sla::report::{IndicatorReport, RouteReport, WindowValue};
 
-use crate::gateway::SLA_EVALUATION_INTERVAL;
+use accord_policies::sla::EVALUATION_INTERVAL;
 
 /// Every route's report, at the engine's current time.
 pub fn reports(engine: &SlaEngine) -> Vec<RouteReport> {
@@ -34,7 +34,7 @@ pub fn report(engine: &SlaEngine, route: &str) -> Option<RouteReport> {
 pub fn document(engine: &SlaEngine) -> serde_json::Value {
     serde_json::json!({
         "generated_ms": engine.clock().now_ms(),
-        "evaluation_interval_seconds": SLA_EVALUATION_INTERVAL.as_secs(),
+        "evaluation_interval_seconds": EVALUATION_INTERVAL.as_secs(),
         "routes": reports(engine),
     })
 }

@@ -763,7 +763,7 @@ impl RouteSla {
                     target,
                     attainment: events.ratio(),
                     budget_remaining: budget(events, target).remaining_ratio,
-                    burn_rates: crate::sla::report::WINDOWS
+                    burn_rates: super::objective::WINDOWS
                         .iter()
                         .map(|(name, secs)| {
                             let counts = self.meter.window_counts(now, Duration::from_secs(*secs));
@@ -797,6 +797,11 @@ impl RouteSla {
 }
 
 // === SlaEngine ===
+
+/// How often [`SlaEngine::tick`] should run: it seals minutes and re-evaluates breaches, alerts
+/// and budgets, so this is the longest a backend that starts breaching keeps its traffic (once
+/// it has served the minimum volume), and the granularity of shedding decisions.
+pub const EVALUATION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// All routes' SLA state, kept across reloads.
 #[derive(Debug)]

@@ -12,5 +12,8 @@ pub mod report;
 pub mod store;
 
 pub use clock::Clock;
-pub use engine::{Admission, BackendSla, Enforcement, Priority, RouteSla, Shedding, SlaEngine};
+pub use engine::{
+    Admission, BackendSla, EVALUATION_INTERVAL, Enforcement, Priority, RouteSla, Shedding,
+    SlaEngine,
+};
 pub use objective::{AlertTier, Classification, LatencyObjective, Objective, Severity, SloWindow};

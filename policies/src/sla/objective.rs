@@ -22,6 +22,28 @@ use serde::Serialize;
 use super::meter::Aggregate;
 use crate::Class;
 
+/// The standard windows every SLI is reported over, besides the SLO window.
+pub const WINDOWS: [(&str, u64); 7] = [
+    ("5m", 300),
+    ("30m", 1800),
+    ("1h", 3600),
+    ("2h", 7200),
+    ("6h", 21_600),
+    ("1d", 86_400),
+    ("3d", 259_200),
+];
+
+/// Writes a duration the way the configuration does (`30d`, `6h`, `5m`, `90s`).
+pub fn format_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60)] {
+        if secs != 0 && secs.is_multiple_of(size) {
+            return format!("{}{unit}", secs / size);
+        }
+    }
+    format!("{secs}s")
+}
+
 /// How a request's class counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Classification {
@@ -114,7 +136,7 @@ impl SloWindow {
     /// The name reports use: `30d`, or `month`.
     pub fn name(&self) -> String {
         match self {
-            Self::Rolling(length) => super::report::format_duration(*length),
+            Self::Rolling(length) => format_duration(*length),
             Self::CalendarMonth { .. } => "month".to_owned(),
         }
     }

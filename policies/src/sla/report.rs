@@ -11,19 +11,8 @@ use serde::Serialize;
 
 use super::engine::{BreachEvent, RouteSla};
 use super::meter::{Aggregate, Minute};
-use super::objective::{Budget, Indicator, Severity, budget, burn_rate};
+use super::objective::{Budget, Indicator, Severity, WINDOWS, budget, burn_rate, format_duration};
 use crate::Class;
-
-/// The standard windows every report covers, besides the SLO window.
-pub const WINDOWS: [(&str, u64); 7] = [
-    ("5m", 300),
-    ("30m", 1800),
-    ("1h", 3600),
-    ("2h", 7200),
-    ("6h", 21_600),
-    ("1d", 86_400),
-    ("3d", 259_200),
-];
 
 /// A route's overall state, worst first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -208,17 +197,6 @@ pub struct ActionsReport {
     pub shed: u64,
     /// Requests rejected (strict, budget spent).
     pub rejected: u64,
-}
-
-/// Writes a duration the way the configuration does (`30d`, `6h`, `5m`, `90s`).
-pub fn format_duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60)] {
-        if secs != 0 && secs.is_multiple_of(size) {
-            return format!("{}{unit}", secs / size);
-        }
-    }
-    format!("{secs}s")
 }
 
 fn window_report(name: String, aggregate: &Aggregate) -> WindowReport {
