@@ -6,7 +6,7 @@
 #![allow(missing_docs)]
 
 use accord::config::{self, ProcessEnvironment};
-use accord::router::Router;
+use accord::proxy::router::Router;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 /// A configuration with `n` routes: a quarter exact paths, a quarter templates, a quarter

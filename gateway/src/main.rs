@@ -1,6 +1,8 @@
 //! The `accord` command.
 #![forbid(unsafe_code)]
 
+mod demo;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -61,8 +63,8 @@ enum Command {
         #[arg(long, default_value = "1h")]
         window: String,
         /// Output format.
-        #[arg(long, value_enum, default_value_t = accord::report_cli::ReportFormat::Table)]
-        format: accord::report_cli::ReportFormat,
+        #[arg(long, value_enum, default_value_t = accord::cli::report::ReportFormat::Table)]
+        format: accord::cli::report::ReportFormat,
     },
     /// WebAssembly policy plugin tools.
     Plugin {
@@ -152,7 +154,7 @@ fn main() -> ExitCode {
         } => report((|| {
             let config = config::load(&config, &ProcessEnvironment)
                 .map_err(|e| anyhow::anyhow!("invalid configuration\n{}", e.render()))?;
-            let text = accord::openslo::export(&config).map_err(anyhow::Error::msg)?;
+            let text = accord::cli::openslo::export(&config).map_err(anyhow::Error::msg)?;
             match output {
                 Some(path) => std::fs::write(&path, text)
                     .with_context(|| format!("cannot write {}", path.display()))?,
@@ -162,7 +164,7 @@ fn main() -> ExitCode {
         })()),
         Command::Plugin { command } => plugin(command),
         Command::Errors => {
-            print!("{}", accord::errors::markdown_table());
+            print!("{}", accord::proxy::errors::markdown_table());
             ExitCode::SUCCESS
         }
         Command::Run { config, threads } => {
@@ -181,7 +183,7 @@ fn main() -> ExitCode {
                         .map_err(anyhow::Error::msg)
                 })
                 .transpose()?;
-            rt.block_on(accord::demo::run(accord::demo::DemoOptions {
+            rt.block_on(demo::run(demo::DemoOptions {
                 listen,
                 admin,
                 rps,
@@ -198,7 +200,7 @@ fn plugin(command: PluginCommand) -> ExitCode {
     };
     match command {
         PluginCommand::Check { file, config } => {
-            match rt.block_on(accord::plugin_cli::check(&file, config.as_deref())) {
+            match rt.block_on(accord::cli::plugin::check(&file, config.as_deref())) {
                 Ok(text) => {
                     print!("{text}");
                     ExitCode::SUCCESS
@@ -210,7 +212,7 @@ fn plugin(command: PluginCommand) -> ExitCode {
             }
         }
         PluginCommand::Test { file, cases } => {
-            match rt.block_on(accord::plugin_cli::test(&file, &cases)) {
+            match rt.block_on(accord::cli::plugin::test(&file, &cases)) {
                 Ok(outcome) => {
                     print!("{}", outcome.report);
                     if outcome.failed == 0 {
@@ -254,7 +256,7 @@ async fn sla_report(
     admin: Option<String>,
     route: Option<String>,
     window: String,
-    format: accord::report_cli::ReportFormat,
+    format: accord::cli::report::ReportFormat,
 ) -> anyhow::Result<()> {
     // The admin address and token come from the configuration when it is there.
     let loaded = config::load(&config, &ProcessEnvironment).ok();
@@ -289,7 +291,7 @@ async fn sla_report(
     }
     let document: serde_json::Value =
         serde_json::from_slice(&body).context("the admin API's /sla is not JSON")?;
-    let text = accord::report_cli::render(&document, route.as_deref(), &window, format)
+    let text = accord::cli::report::render(&document, route.as_deref(), &window, format)
         .map_err(anyhow::Error::msg)?;
     print!("{text}");
     Ok(())

@@ -118,7 +118,7 @@ fn the_readme_lists_every_error_code() {
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
             .unwrap();
     assert!(
-        readme.contains(&accord::errors::markdown_table()),
+        readme.contains(&accord::proxy::errors::markdown_table()),
         "README's error table is out of date: paste `accord errors`"
     );
 }

@@ -2,13 +2,13 @@
 //! The plugin author's tools, `accord plugin check` and `accord plugin test`, on the reference
 //! plugins and their case files (`wasm-plugins/plugins/<name>/cases.yaml`).
 
-use accord::plugin_cli;
+use accord::cli::plugin;
 use accord_tests::plugins::{component, workspace};
 
 #[tokio::test]
 #[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
 async fn check_lists_imports_and_exports_and_runs_configure() {
-    let report = plugin_cli::check(&component("budget-guard"), Some("{shed_above: {free: 3}}"))
+    let report = plugin::check(&component("budget-guard"), Some("{shed_above: {free: 3}}"))
         .await
         .unwrap();
     for line in [
@@ -26,15 +26,15 @@ async fn check_lists_imports_and_exports_and_runs_configure() {
         "{report}"
     );
 
-    let refused = plugin_cli::check(&component("budget-guard"), Some("{window: 7m}"))
+    let refused = plugin::check(&component("budget-guard"), Some("{window: 7m}"))
         .await
         .unwrap_err();
     assert!(refused.contains("window \"7m\" is not one of"), "{refused}");
-    let sneaky = plugin_cli::check(&component("unknown-import"), None)
+    let sneaky = plugin::check(&component("unknown-import"), None)
         .await
         .unwrap_err();
     assert!(sneaky.contains("test:vault/secrets"), "{sneaky}");
-    let not_wasm = plugin_cli::check(&workspace().join("wit/policy.wit"), None)
+    let not_wasm = plugin::check(&workspace().join("wit/policy.wit"), None)
         .await
         .unwrap_err();
     assert!(not_wasm.contains("not a loadable component"), "{not_wasm}");
@@ -50,7 +50,7 @@ async fn every_reference_plugin_passes_its_cases() {
         "latency-guard",
     ] {
         let cases = workspace().join("plugins").join(name).join("cases.yaml");
-        let outcome = plugin_cli::test(&component(name), &cases).await.unwrap();
+        let outcome = plugin::test(&component(name), &cases).await.unwrap();
         assert_eq!(outcome.failed, 0, "{name}:\n{}", outcome.report);
         assert!(
             outcome.report.contains(" passed, 0 failed"),
@@ -70,7 +70,7 @@ async fn a_wrong_expectation_fails_with_what_differed_and_a_bad_file_names_its_l
         "config: {shed_above: {free: 2}, min_requests: 1}\ncases:\n  - name: expects the wrong status\n    request: {headers: {x-tenant-tier: free}}\n    sla:\n      indicators: [{name: availability, target: 0.999, burn_rates: {5m: 9}}]\n      windows: [{window: 5m, bad: 5}]\n    expect: {decision: reject, status: 429}\n  - name: expects a reroute\n    expect: {decision: reroute, reroute: elsewhere}\n",
     )
     .unwrap();
-    let outcome = plugin_cli::test(&component("budget-guard"), &cases)
+    let outcome = plugin::test(&component("budget-guard"), &cases)
         .await
         .unwrap();
     assert_eq!(outcome.failed, 2, "{}", outcome.report);
@@ -92,7 +92,7 @@ async fn a_wrong_expectation_fails_with_what_differed_and_a_bad_file_names_its_l
         "cases:\n  - name: a typo\n    expect: {decision: allow}\n    respone: {status: 200}\n",
     )
     .unwrap();
-    let error = plugin_cli::test(&component("budget-guard"), &cases)
+    let error = plugin::test(&component("budget-guard"), &cases)
         .await
         .unwrap_err();
     assert!(error.contains("cases.yaml:4:"), "{error}");

@@ -394,7 +394,7 @@ pub fn validate(raw: &RawConfig, env: &dyn Environment) -> Result<Config, Config
         access_log: raw.log.access_log,
     };
     if v.errors.is_empty()
-        && let Err((index, message)) = crate::router::Router::new(&routes)
+        && let Err((index, message)) = crate::proxy::router::Router::new(&routes)
     {
         let raw_route = &raw.routes[index];
         match &raw_route.matcher.path {
@@ -1596,7 +1596,7 @@ fn route_match(v: &mut Validator<'_>, raw: &RawMatch, path: &str) -> Option<Rout
                 }
                 RawPathMatch::Exact(t) => PathMatch::Exact(t.clone()),
                 RawPathMatch::Template(t) => {
-                    if let Err(e) = crate::router::check_template(t) {
+                    if let Err(e) = crate::proxy::router::check_template(t) {
                         v.error(p, &at, e);
                     }
                     PathMatch::Template(t.clone())

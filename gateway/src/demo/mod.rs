@@ -14,8 +14,8 @@ use anyhow::Context as _;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::config::{self, Environment, ProcessEnvironment};
-use crate::{ConfigSource, Gateway};
+use accord::config::{self, Environment, ProcessEnvironment};
+use accord::{ConfigSource, Gateway};
 use upstream::{Behaviour, Phase};
 
 /// The demo's configuration template.
@@ -168,7 +168,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         .replace("${QUOTES_DC}", &quotes_dc.to_string());
     let config = config::from_str(&text, &DemoEnvironment)
         .map_err(|e| anyhow::anyhow!("demo configuration: {e}"))?;
-    crate::telemetry::init(&config.log);
+    accord::telemetry::init(&config.log);
     let running =
         Gateway::start(config, ConfigSource::Text(text), Arc::new(DemoEnvironment)).await?;
     let base = format!("http://{}", running.address());
@@ -233,7 +233,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
 
 fn print_summary(gateway: &Gateway) {
     gateway.sla().tick();
-    for report in crate::sla_report::reports(gateway.sla()) {
+    for report in accord::admin::sla::reports(gateway.sla()) {
         let budget = report
             .indicators
             .iter()

@@ -15,11 +15,11 @@ use accord_policies::sla::{Clock, EVALUATION_INTERVAL, SlaEngine};
 
 use crate::admin::AdminState;
 use crate::config::{self, Config, Environment};
+use crate::control::reload::restart_required;
+pub use crate::control::reload::{ReloadError, ReloadReport};
+use crate::control::runtime::{PluginHost, Runtime};
 use crate::proxy;
-use crate::reload::restart_required;
-pub use crate::reload::{ReloadError, ReloadReport};
-use crate::runtime::{PluginHost, Runtime};
-use crate::server::{self, Handler};
+use crate::proxy::server::{self, Handler};
 use crate::stats::Registry;
 
 /// Where a reload reads the configuration from.

@@ -12,7 +12,7 @@ use accord_policies::sla::{RouteSla, SlaEngine};
 
 use crate::config::Config;
 use crate::config::model::{BackendConfig, PluginConfig, Route};
-use crate::router::Router;
+use crate::proxy::router::Router;
 use crate::stats::{Registry, RouteStats};
 use accord_adapters::backend::RouteKey;
 

@@ -270,7 +270,7 @@ impl ErrorCode {
             headers.insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         }
         if let Ok(id) = HeaderValue::from_str(request_id) {
-            headers.insert(crate::headers::REQUEST_ID, id);
+            headers.insert(crate::proxy::headers::REQUEST_ID, id);
         }
         response
     }

@@ -15,6 +15,9 @@
 //! `POST` endpoints need `Authorization: Bearer <token>` when a token is configured; every
 //! endpoint needs it when the admin listener is not on loopback.
 
+pub mod metrics;
+pub mod sla;
+
 use std::sync::Arc;
 
 use accord_adapters::ResponseBody;
@@ -23,10 +26,10 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::errors::ErrorCode;
-use crate::reload::{ReloadError, ReloadReport};
-use crate::runtime::Runtime;
-use crate::server::Handler;
+use crate::control::reload::{ReloadError, ReloadReport};
+use crate::control::runtime::Runtime;
+use crate::proxy::errors::ErrorCode;
+use crate::proxy::server::Handler;
 use crate::stats::Registry;
 
 /// The dashboard page: one file, its styles and script inline, nothing fetched from elsewhere.
@@ -97,8 +100,8 @@ async fn respond(
             json(status, &body)
         }
         (Method::GET, "/metrics") => {
-            let mut body = crate::metrics::render(&runtime, gateway.registry());
-            crate::sla_report::render_metrics(&mut body, gateway.sla());
+            let mut body = crate::admin::metrics::render(&runtime, gateway.registry());
+            crate::admin::sla::render_metrics(&mut body, gateway.sla());
             text(StatusCode::OK, &body, "text/plain; version=0.0.4")
         }
         (Method::GET, "/dashboard") => {
@@ -113,7 +116,7 @@ async fn respond(
             );
             response
         }
-        (Method::GET, "/sla") => json(StatusCode::OK, &crate::sla_report::document(gateway.sla())),
+        (Method::GET, "/sla") => json(StatusCode::OK, &crate::admin::sla::document(gateway.sla())),
         (Method::GET, path) if path.starts_with("/sla/routes/") => match sla_route_path(path) {
             SlaRoutePath::History(id) => {
                 let minutes = request
@@ -136,7 +139,7 @@ async fn respond(
                     None => no_slo(id),
                 }
             }
-            SlaRoutePath::Report(id) => match crate::sla_report::report(gateway.sla(), id) {
+            SlaRoutePath::Report(id) => match crate::admin::sla::report(gateway.sla(), id) {
                 Some(report) => json(
                     StatusCode::OK,
                     &serde_json::to_value(report).unwrap_or_default(),

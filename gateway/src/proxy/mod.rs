@@ -3,7 +3,7 @@
 //!
 //! 1. **Identify**: keep or generate `x-request-id`; `Host` comes from the target's authority
 //!    when there is one (HTTP/2's `:authority`, an absolute-form HTTP/1.1 target).
-//! 2. **Route**: the [`Router`](crate::router::Router) picks the route (404 `no_route`).
+//! 2. **Route**: the [`Router`](crate::proxy::router::Router) picks the route (404 `no_route`).
 //! 3. **Admit**: the route's `max_body` is checked against `Content-Length` (413 before any
 //!    byte is read); a route with an objective applies budget protection: low-priority
 //!    requests are shed while it pages with no compliant backend, and a strict route with a
@@ -19,6 +19,11 @@
 //! 7. **Record**: when the response body ends (or the client goes away), the route's counters,
 //!    its SLA meters (route and answering backend) and the access log line are written with the
 //!    final byte count and duration.
+
+pub mod errors;
+pub mod headers;
+pub mod router;
+pub mod server;
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -44,9 +49,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::errors::ErrorCode;
-use crate::headers;
-use crate::runtime::Runtime;
+use self::errors::ErrorCode;
+use crate::control::runtime::Runtime;
 use crate::stats::{Registry, RouteStats};
 
 /// What the listener knows about the connection a request came on.
@@ -357,7 +361,7 @@ fn plugin_rejection(
 /// Runs the route's plugins on the response head, in reverse order; a reclassification decides
 /// how the request counts against the route's objective.
 async fn run_response_plugins(
-    route: &crate::runtime::RouteRuntime,
+    route: &crate::control::runtime::RouteRuntime,
     mut call: CallContext,
     response: &mut Response<ResponseBody>,
     record: &mut Record,

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use accord_adapters::stats::{BackendStats, ERROR_KINDS, LatencyHistogram};
 use accord_policies::Class;
 
-use crate::runtime::Runtime;
+use crate::control::runtime::Runtime;
 use crate::stats::{Registry, RouteStats};
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
