@@ -94,6 +94,20 @@ impl Nginx {
         log.lines().map(str::to_owned).collect()
     }
 
+    /// The requests served after the first `seen`, once nginx has logged at least `expected`
+    /// of them (it writes a line after the response, so a client can be answered first), or
+    /// what is there after two seconds.
+    pub async fn requests_after(&self, seen: usize, expected: usize) -> Vec<String> {
+        for _ in 0..40 {
+            let now = self.requests();
+            if now.len() >= seen + expected {
+                return now.into_iter().skip(seen).collect();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        self.requests().into_iter().skip(seen).collect()
+    }
+
     /// Kills nginx at once, master and workers (`kill -9`), as a crashing upstream dies: open
     /// connections are reset, new ones refused.
     pub fn kill(&mut self) {
