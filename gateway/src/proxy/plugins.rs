@@ -1,0 +1,265 @@
+//! The route's plugin chains.
+//!
+//! **Request plugins** (phase 4, after admission): each plugin of the route, in order, sees the
+//! request head and the live SLA state. The first rejection answers the client at once (counted
+//! as rejected); a reroute names the backend to try first; a failing plugin is skipped or, with
+//! `on_error: reject`, refuses the request with 503 `plugin_failed`. The call context is kept
+//! for the response chain.
+
+use std::collections::VecDeque;
+use std::ops::ControlFlow;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use accord_adapters::body::{empty_body, response_body};
+use accord_adapters::{BackendErrorKind, BoxError, ResponseBody};
+use accord_policies::plugin::{
+    CallContext, Decision, OnError, Rejection, RequestHead, ResponseHead, SlaState, Verdict,
+};
+use accord_policies::{Class, classify};
+use bytes::{Bytes, BytesMut};
+use http::request::Parts;
+use http::{HeaderValue, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+
+use super::body::grow;
+use super::errors::ErrorCode;
+use super::record::Record;
+use crate::control::runtime::RouteRuntime;
+
+/// What the request chain decided, when it let the request through.
+pub(super) struct Allowed {
+    /// The backend a plugin asked to try first.
+    pub(super) preferred: Option<String>,
+    /// The call context, for the response chain.
+    pub(super) call: CallContext,
+}
+
+/// Runs the route's plugins on the request head (see the module doc). `Break` carries the
+/// response that refuses the request.
+pub(super) async fn on_request(
+    route: &RouteRuntime,
+    parts: &mut Parts,
+    content_length: Option<u64>,
+    record: &mut Record,
+) -> ControlFlow<Response<ResponseBody>, Option<Allowed>> {
+    if route.plugins().is_empty() {
+        return ControlFlow::Continue(None);
+    }
+    let head = RequestHead {
+        route: route.id().to_string(),
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        content_length,
+    };
+    // The request head is lent to the plugins for the calls, not copied.
+    let lent = Arc::new(std::mem::replace(
+        parts,
+        http::Request::new(()).into_parts().0,
+    ));
+    let mut call = CallContext {
+        request: Some(lent.clone()),
+        sla: route.sla().cloned().map(SlaState::Live),
+        backends: route.backend_ids().clone(),
+        ..CallContext::default()
+    };
+    let mut preferred = None;
+    let mut refusal = None;
+    for plugin in route.plugins() {
+        let (result, returned) = plugin.on_request(&head, call).await;
+        call = returned;
+        match result {
+            Ok(Decision::Allow) => {}
+            Ok(Decision::Reroute(backend)) => preferred = Some(backend),
+            Ok(Decision::Reject(rejection)) => {
+                refusal = Some(rejection_response(
+                    &rejection,
+                    plugin.spec().name.as_str(),
+                    &record.request_id,
+                ));
+                break;
+            }
+            Err(error) => {
+                tracing::warn!(request_id = %record.request_id, route = %route.id(), error = %error, "plugin failed");
+                if plugin.spec().on_error == OnError::Reject {
+                    let message = format!(
+                        "{} (plugin {})",
+                        ErrorCode::PluginFailed.spec().meaning,
+                        plugin.spec().name
+                    );
+                    refusal = Some(ErrorCode::PluginFailed.response(&message, &record.request_id));
+                    break;
+                }
+            }
+        }
+    }
+    call.request = None;
+    *parts = Arc::try_unwrap(lent).unwrap_or_else(|shared| (*shared).clone());
+    record.annotations = std::mem::take(&mut call.annotations);
+    match refusal {
+        Some(response) => {
+            record.class = Some(Class::Rejected);
+            ControlFlow::Break(response)
+        }
+        None => ControlFlow::Continue(Some(Allowed { preferred, call })),
+    }
+}
+
+/// The response to a plugin's rejection: its status, reason, headers and `Retry-After`.
+fn rejection_response(
+    rejection: &Rejection,
+    plugin: &str,
+    request_id: &str,
+) -> Response<ResponseBody> {
+    let message = format!("{} (plugin {plugin})", rejection.reason);
+    let retry_after = rejection
+        .retry_after_seconds
+        .map(|s| std::time::Duration::from_secs(u64::from(s)));
+    let mut response =
+        ErrorCode::PluginRejected.response_with_retry_after(&message, request_id, retry_after);
+    if let Ok(status) = StatusCode::from_u16(rejection.status) {
+        *response.status_mut() = status;
+    }
+    for header in &rejection.headers {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::try_from(header.name.as_str()),
+            HeaderValue::from_str(&header.value),
+        ) {
+            response.headers_mut().append(name, value);
+        }
+    }
+    response
+}
+
+/// **Response plugins** (phase 8, once the response head is known, before it is sent): the
+/// route's plugins see it in reverse order; a reclassification decides how the request counts
+/// against the route's objective (the client still gets the backend's response).
+pub(super) async fn on_response(
+    route: &RouteRuntime,
+    mut call: CallContext,
+    response: &mut Response<ResponseBody>,
+    record: &mut Record,
+) {
+    let class = classify(response.status(), None);
+    let head = ResponseHead {
+        status: response.status().as_u16(),
+        backend: record.backend.as_ref().map(|b| b.to_string()),
+        latency_ms: record.started.elapsed().as_secs_f64() * 1000.0,
+        class: class.into(),
+    };
+    let inspect = route.response_body_limit();
+    if inspect > 0 && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        match read_response_body(response, inspect).await {
+            Ok(body) => call.response_body = body,
+            Err(error) => {
+                // The backend broke off while the body was being read: the client gets a 502
+                // instead of a truncated body, and the request counts as failed.
+                tracing::warn!(request_id = %record.request_id, route = %route.id(), error = %error, "the response body failed while plugins read it");
+                record.failure = Some(BackendErrorKind::Reset);
+                let message = format!(
+                    "{} (route {})",
+                    ErrorCode::UpstreamReset.spec().meaning,
+                    route.id()
+                );
+                *response = ErrorCode::UpstreamReset.response(&message, &record.request_id);
+                return;
+            }
+        }
+    }
+    let lent = Arc::new(std::mem::take(response.headers_mut()));
+    call.response_headers = Some(lent.clone());
+    for plugin in route.plugins().iter().rev() {
+        let (result, returned) = plugin.on_response(&head, call).await;
+        call = returned;
+        match result {
+            Ok(Verdict::Keep) => {}
+            Ok(Verdict::Good(_)) => record.class = Some(Class::Good),
+            Ok(Verdict::Bad(_)) => record.class = Some(Class::Bad),
+            Err(error) => {
+                tracing::warn!(request_id = %record.request_id, route = %route.id(), error = %error, "plugin failed on the response");
+                if plugin.spec().on_error == OnError::Reject {
+                    record.class = Some(Class::Bad);
+                }
+            }
+        }
+    }
+    call.response_headers = None;
+    call.response_body = None;
+    *response.headers_mut() = Arc::try_unwrap(lent).unwrap_or_else(|shared| (*shared).clone());
+    record.annotations.append(&mut call.annotations);
+}
+
+/// Reads the response body for plugins when it is at most `limit` bytes, and puts back a body
+/// that replays what was read (trailers included) followed by whatever was not.
+async fn read_response_body(
+    response: &mut Response<ResponseBody>,
+    limit: usize,
+) -> Result<Option<Bytes>, BoxError> {
+    if response.body().size_hint().lower() > limit as u64 {
+        return Ok(None);
+    }
+    let mut body = std::mem::replace(response.body_mut(), empty_body());
+    let mut read = BytesMut::new();
+    let mut frames = VecDeque::new();
+    let mut complete = true;
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        if let Some(data) = frame.data_ref() {
+            read.extend_from_slice(data);
+        }
+        frames.push_back(frame);
+        if read.len() > limit {
+            complete = false;
+            break;
+        }
+    }
+    *response.body_mut() = response_body(ReplayedBody {
+        frames,
+        rest: (!complete).then_some(body),
+    });
+    Ok(complete.then(|| read.freeze()))
+}
+
+/// Frames already read, then the rest of the body.
+struct ReplayedBody {
+    frames: VecDeque<Frame<Bytes>>,
+    rest: Option<ResponseBody>,
+}
+
+impl Body for ReplayedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(frame) = self.frames.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        match self.rest.as_mut() {
+            Some(rest) => Pin::new(rest).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.frames.is_empty() && self.rest.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let buffered: u64 = self
+            .frames
+            .iter()
+            .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
+            .sum();
+        let mut hint = self
+            .rest
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint);
+        grow(&mut hint, buffered);
+        hint
+    }
+}

@@ -1,0 +1,258 @@
+//! **Record** (the last phase, however the request ends): the route's counters, its SLA meter,
+//! each backend's meter (one entry per try, as the try ends) and the access-log line, written
+//! exactly once. The record travels with the response body and is written when the body ends
+//! or is dropped; if the client goes away before its response head, hyper drops the request's
+//! future wherever it waits, and the record, dropped with it, writes itself as cancelled (499).
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
+
+use accord_adapters::body::response_body;
+use accord_adapters::{BackendErrorKind, BoxError, ResponseBody, TryResult};
+use accord_policies::sla::RouteSla;
+use accord_policies::{Class, classify};
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::Instant;
+
+use crate::stats::RouteStats;
+
+/// The route a request matched, as its record keeps it.
+pub(super) struct RouteRecord {
+    pub(super) id: Arc<str>,
+    pub(super) stats: Arc<RouteStats>,
+}
+
+/// What is known about a request so far; written to counters and the access log exactly once:
+/// when the response body has been sent, or dropped, or — if the client goes away before its
+/// response head (reset, HTTP/2 `RST_STREAM`, closed connection) and hyper drops the request's
+/// future at whatever await it had reached — when the record itself is dropped. Such a request
+/// is logged with status 499 (nginx's convention) and counted as [`Class::Cancelled`].
+pub(super) struct Record {
+    pub(super) route: Option<RouteRecord>,
+    pub(super) backend: Option<Arc<str>>,
+    pub(super) method: http::Method,
+    pub(super) path: String,
+    pub(super) client: SocketAddr,
+    pub(super) request_id: String,
+    pub(super) started: Instant,
+    pub(super) tries: u32,
+    pub(super) failure: Option<BackendErrorKind>,
+    pub(super) status: StatusCode,
+    pub(super) bytes_out: u64,
+    pub(super) access_log: bool,
+    pub(super) sla: Option<Arc<RouteSla>>,
+    pub(super) steered: bool,
+    /// Plugins' annotations for the access log.
+    pub(super) annotations: Vec<(String, String)>,
+    /// Set when the gateway's own policy decided the class (shed, rejected).
+    pub(super) class: Option<Class>,
+    /// The backend of the try in flight (or of the last one), for a request cancelled while
+    /// it waited.
+    try_in_flight: std::sync::Mutex<Option<Arc<str>>>,
+    /// Counters and the access log have been written.
+    completed: bool,
+}
+
+/// The client went away before its response head: nginx logs this as 499.
+const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+impl Record {
+    /// A new record of a request that arrived at `started`.
+    pub(super) fn new(
+        parts: &http::request::Parts,
+        client: SocketAddr,
+        request_id: String,
+        started: Instant,
+        access_log: bool,
+    ) -> Record {
+        Record {
+            route: None,
+            backend: None,
+            method: parts.method.clone(),
+            path: parts.uri.path().to_owned(),
+            client,
+            request_id,
+            started,
+            tries: 0,
+            failure: None,
+            status: StatusCode::OK,
+            bytes_out: 0,
+            access_log,
+            sla: None,
+            steered: false,
+            annotations: Vec::new(),
+            class: None,
+            try_in_flight: std::sync::Mutex::new(None),
+            completed: false,
+        }
+    }
+
+    /// Hands the record to the response body, which writes it when it ends or is dropped.
+    pub(super) fn finish_with(
+        mut self,
+        response: Response<ResponseBody>,
+    ) -> Response<ResponseBody> {
+        self.status = response.status();
+        response.map(|body| {
+            response_body(RecordedBody {
+                inner: body,
+                record: Some(self),
+            })
+        })
+    }
+
+    /// Writes the record: the route's counters and SLA meter, and the access log line.
+    fn complete(&mut self) {
+        if std::mem::replace(&mut self.completed, true) {
+            return;
+        }
+        let duration = self.started.elapsed();
+        let class = match (self.class, &self.route) {
+            (Some(class), _) => class,
+            (None, Some(_)) => classify(self.status, self.failure),
+            (None, None) => Class::ClientError,
+        };
+        if let Some(sla) = &self.sla {
+            sla.record(class, duration, self.steered);
+        }
+        if let Some(route) = &self.route {
+            let stats = &route.stats;
+            stats.active.fetch_sub(1, Relaxed);
+            stats.requests_by_class[class.index()].fetch_add(1, Relaxed);
+            let status_class = (self.status.as_u16() / 100).clamp(1, 5) as usize - 1;
+            stats.requests_by_status[status_class].fetch_add(1, Relaxed);
+            stats.duration.record(duration);
+            stats.bytes_out.fetch_add(self.bytes_out, Relaxed);
+        }
+        if self.access_log {
+            tracing::info!(
+                target: "accord::access",
+                request_id = %self.request_id,
+                client = %self.client.ip(),
+                method = %self.method,
+                path = %self.path,
+                route = self.route.as_ref().map_or("-", |r| &*r.id),
+                backend = self.backend.as_deref().unwrap_or("-"),
+                status = self.status.as_u16(),
+                class = class.as_str(),
+                duration_ms = duration.as_secs_f64() * 1000.0,
+                bytes_out = self.bytes_out,
+                retries = self.tries.saturating_sub(1),
+                plugins = %annotations(&self.annotations),
+            );
+        }
+    }
+
+    /// The request's future was dropped before its response head: the client went away.
+    fn cancel(&mut self) {
+        if self.completed {
+            return;
+        }
+        self.class = Some(Class::Cancelled);
+        self.status =
+            StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST);
+        if self.backend.is_none() {
+            self.backend = self
+                .try_in_flight
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+        }
+        self.complete();
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+/// The record observes the route's tries: each one is metered against its backend as it ends,
+/// a try in flight when the client leaves as cancelled.
+impl accord_adapters::TryObserver for Record {
+    fn try_ended(&self, attempt: accord_adapters::failover::Attempt<'_>) {
+        let id = attempt.backend.id();
+        *self.try_in_flight.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
+        let Some(sla) = &self.sla else { return };
+        let class = match attempt.result {
+            TryResult::Answered(status) => classify(status, None),
+            TryResult::Failed(kind) => classify(StatusCode::BAD_GATEWAY, Some(kind)),
+            TryResult::Cancelled => Class::Cancelled,
+        };
+        if let Some(index) = sla.backends().iter().position(|b| b.id() == id) {
+            sla.record_try(index, class, attempt.latency);
+        }
+    }
+}
+
+/// A response body that completes its [`Record`] when it ends or is dropped.
+pub(super) struct RecordedBody {
+    inner: ResponseBody,
+    record: Option<Record>,
+}
+
+impl Body for RecordedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(record)) = (frame.data_ref(), this.record.as_mut()) {
+                    record.bytes_out += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(mut record) = this.record.take() {
+                    record.complete();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                // The upstream broke mid-body: the client sees a truncated response, and the
+                // request counts as failed.
+                if let Some(mut record) = this.record.take() {
+                    record.failure = Some(BackendErrorKind::Reset);
+                    record.complete();
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for RecordedBody {
+    /// The client went away while the body was streaming (or the body was never polled): the
+    /// request is recorded with the status its client was sent.
+    fn drop(&mut self) {
+        if let Some(mut record) = self.record.take() {
+            record.complete();
+        }
+    }
+}
+
+fn annotations(list: &[(String, String)]) -> String {
+    list.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(";")
+}

@@ -1,0 +1,116 @@
+//! **Forward** (phase 6) and **respond** (phase 7).
+//!
+//! Forward: the route's [`Failover`](accord_adapters::Failover) tries its backends in priority
+//! order under the route's deadline, retry policy and retry budget; the record observes every
+//! try as it ends, so each backend is metered for each try (a try in flight when the client
+//! leaves counts as cancelled, and its upstream call is dropped with the client).
+//!
+//! Respond: the backend's response goes back with hop-by-hop headers stripped and the request
+//! id added (a WebSocket handshake the backend accepted is tunnelled both ways); a failure
+//! becomes a JSON error from [`super::errors`], with `Retry-After` when the backend gave one.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use accord_adapters::{BackendErrorKind, Forwarded, ReplayBody, ResponseBody};
+use http::request::Parts;
+use http::{HeaderValue, Response, StatusCode};
+
+use super::errors::ErrorCode;
+use super::headers;
+use super::record::Record;
+use crate::control::runtime::RouteRuntime;
+
+/// Sends the request to the route's backends; the outcome is noted on the record.
+pub(super) async fn forward(
+    route: &RouteRuntime,
+    parts: Parts,
+    body: ReplayBody,
+    preferred: Option<&str>,
+    record: &mut Record,
+) -> Forwarded {
+    let deadline = record.started + route.config().timeout;
+    let forwarded = route
+        .failover()
+        .forward_preferring(parts, body, deadline, preferred, &*record)
+        .await;
+    record.tries = forwarded.tries;
+    record.backend = forwarded.backend.as_ref().map(|b| b.id().clone());
+    record.steered = forwarded.steered;
+    if forwarded.tries > 1 {
+        route
+            .stats()
+            .retries
+            .fetch_add(u64::from(forwarded.tries - 1), Relaxed);
+    }
+    if forwarded.budget_exhausted {
+        route.stats().retry_budget_exhausted.fetch_add(1, Relaxed);
+    }
+    forwarded
+}
+
+/// The client's response to what forwarding came to.
+pub(super) fn respond(
+    route: &RouteRuntime,
+    result: Result<accord_adapters::GatewayResponse, accord_adapters::BackendError>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    record: &mut Record,
+) -> Response<ResponseBody> {
+    match result {
+        Ok(mut response) => {
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS
+                && let Some(client_upgrade) = client_upgrade
+            {
+                tunnel(
+                    client_upgrade,
+                    hyper::upgrade::on(&mut response),
+                    record.request_id.clone(),
+                );
+            } else {
+                headers::strip_hop_by_hop(response.headers_mut(), false);
+            }
+            if let Ok(id) = HeaderValue::from_str(&record.request_id) {
+                response.headers_mut().insert(headers::REQUEST_ID, id);
+            }
+            response
+        }
+        Err(error) => {
+            let code = ErrorCode::for_backend_error(&error);
+            tracing::warn!(
+                request_id = %record.request_id,
+                route = %route.id(),
+                backend = record.backend.as_deref().unwrap_or("-"),
+                kind = error.kind().as_str(),
+                error = %error.detailed_message(),
+                "request failed"
+            );
+            record.failure = Some(error.kind());
+            if error.kind() == BackendErrorKind::BodyTooLarge {
+                return super::admit::body_too_large(route, record);
+            }
+            let message = format!("{} (route {})", code.spec().meaning, route.id());
+            code.response_with_retry_after(&message, &record.request_id, error.retry_after())
+        }
+    }
+}
+
+/// Splices the client's and the backend's upgraded connections together.
+fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    request_id: String,
+) {
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(%request_id, error = %e, "upgrade failed");
+                return;
+            }
+        };
+        let mut client = hyper_util::rt::TokioIo::new(client);
+        let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            tracing::debug!(%request_id, error = %e, "tunnel closed with an error");
+        }
+    });
+}
