@@ -214,3 +214,159 @@ fn prepare_head(
         parts.uri = http::Uri::from(path);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    //! The pipeline driven in-process, without a client socket: a request goes in, a response
+    //! comes out, and the record is read back from the route's counters.
+
+    use std::time::Duration;
+
+    use accord_policies::Class;
+    use accord_policies::sla::{Clock, SlaEngine};
+    use http_body_util::{BodyExt, Full};
+
+    use super::*;
+    use crate::config::{ProcessEnvironment, from_str};
+    use crate::control::runtime::PluginHost;
+
+    struct Pipeline {
+        runtime: Arc<Runtime>,
+        registry: Arc<Registry>,
+    }
+
+    impl Pipeline {
+        async fn new(backend: SocketAddr, route_extra: &str) -> Pipeline {
+            let yaml = format!(
+                "listeners:\n  - address: 127.0.0.1:0\nbackends:\n  app:\n    http:\n      addresses: [\"{backend}\"]\nroutes:\n  - id: r\n    match: {{path: {{prefix: /r}}}}\n    backends: [{{backend: app}}]\n    max_body: 16B\n    replay_buffer: 16B\n{route_extra}"
+            );
+            let config = from_str(&yaml, &ProcessEnvironment).unwrap();
+            let registry = Arc::new(Registry::default());
+            let sla = SlaEngine::new(Clock::system());
+            let plugins = PluginHost::new(".".into(), None);
+            let runtime = Runtime::build(config, &registry, &sla, &plugins, None)
+                .await
+                .unwrap();
+            Pipeline {
+                runtime: Arc::new(runtime),
+                registry,
+            }
+        }
+
+        fn handle(
+            &self,
+            request: Request<Full<Bytes>>,
+        ) -> impl std::future::Future<Output = Response<ResponseBody>> + use<> {
+            let conn = Connection {
+                client: "127.0.0.1:50000".parse().unwrap(),
+                scheme: "http",
+            };
+            handle(
+                self.runtime.clone(),
+                self.registry.clone(),
+                false,
+                request,
+                conn,
+            )
+        }
+
+        fn count(&self, class: Class) -> u64 {
+            let stats = self.runtime.routes()[0].stats();
+            stats.requests_by_class[class.index()].load(Relaxed)
+        }
+
+        fn active(&self) -> u64 {
+            self.runtime.routes()[0].stats().active.load(Relaxed)
+        }
+    }
+
+    fn get(path: &str) -> Request<Full<Bytes>> {
+        Request::get(path).body(Full::default()).unwrap()
+    }
+
+    /// A backend address nothing listens on.
+    fn nowhere() -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    }
+
+    /// A backend that accepts connections and never answers.
+    async fn silent() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        (addr, task)
+    }
+
+    async fn finish(response: Response<ResponseBody>) -> (u16, String) {
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_request_no_route_matches_is_a_404_counted_as_unrouted() {
+        let pipeline = Pipeline::new(nowhere(), "").await;
+        let (status, body) = finish(pipeline.handle(get("/elsewhere")).await).await;
+        assert_eq!(status, 404);
+        assert!(body.contains("no_route"), "{body}");
+        assert_eq!(pipeline.registry.gateway.unrouted_requests.load(Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_declared_body_over_the_limit_is_refused_before_it_is_read() {
+        let pipeline = Pipeline::new(nowhere(), "").await;
+        let request = Request::post("/r")
+            .header(CONTENT_LENGTH, "17")
+            .body(Full::new(Bytes::from_static(b"seventeen bytes!!")))
+            .unwrap();
+        let (status, body) = finish(pipeline.handle(request).await).await;
+        assert_eq!(status, 413, "{body}");
+        assert_eq!(pipeline.count(Class::ClientError), 1);
+        assert_eq!(pipeline.active(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_backend_that_refuses_connections_is_a_503_counted_bad() {
+        let pipeline = Pipeline::new(nowhere(), "").await;
+        let (status, body) = finish(pipeline.handle(get("/r")).await).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("upstream_unavailable"), "{body}");
+        assert_eq!(pipeline.count(Class::Bad), 1);
+        assert_eq!(pipeline.active(), 0);
+    }
+
+    /// The client goes away while the try waits on the backend: dropping the pipeline's
+    /// future writes the record as cancelled and releases the route's and the backend's gauges.
+    #[tokio::test]
+    async fn a_request_dropped_during_its_try_is_recorded_as_cancelled() {
+        let (backend, _task) = silent().await;
+        let pipeline = Pipeline::new(backend, "    timeout: 30s\n").await;
+        let gave_up = tokio::time::timeout(Duration::from_millis(200), pipeline.handle(get("/r")));
+        assert!(gave_up.await.is_err(), "the backend never answers");
+        assert_eq!(pipeline.count(Class::Cancelled), 1);
+        assert_eq!(pipeline.active(), 0);
+        let route = &pipeline.runtime.routes()[0];
+        let stats = route.failover().backends()[0].backend.stats();
+        assert_eq!(stats.in_flight.load(Relaxed), 0);
+        assert_eq!(stats.cancelled.load(Relaxed), 1);
+        let status_4xx = route.stats().requests_by_status[3].load(Relaxed);
+        assert_eq!(status_4xx, 1, "499 is a 4xx status");
+    }
+
+    /// Dropped before it is even routed or admitted: still exactly one record.
+    #[tokio::test]
+    async fn a_request_dropped_before_its_first_poll_is_recorded_once() {
+        let pipeline = Pipeline::new(nowhere(), "").await;
+        drop(pipeline.handle(get("/r")));
+        // An async fn does nothing until polled: nothing was recorded, nothing leaked.
+        assert_eq!(pipeline.active(), 0);
+        assert_eq!(pipeline.count(Class::Cancelled), 0);
+    }
+}
