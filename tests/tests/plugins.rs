@@ -209,7 +209,7 @@ async fn a_plugin_is_hot_reloaded_under_steady_load_without_failures_and_a_bad_o
         .reload()
         .await
         .unwrap_err()
-        .to_string();
+        .describe();
     assert!(error.contains("threshold_ms must be above 0"), "{error}");
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (served, failed) = load.stop().await;

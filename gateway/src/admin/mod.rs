@@ -162,11 +162,11 @@ async fn respond(
                 });
                 json(StatusCode::UNPROCESSABLE_ENTITY, &body)
             }
-            Err(ReloadError::Build(message)) => {
+            Err(error @ ReloadError::Build(_)) => {
                 let body = serde_json::json!({
                     "code": ErrorCode::InvalidConfig.spec().code,
                     "message": ErrorCode::InvalidConfig.spec().meaning,
-                    "errors": [{ "message": message }],
+                    "errors": [{ "message": error.describe() }],
                 });
                 json(StatusCode::UNPROCESSABLE_ENTITY, &body)
             }

@@ -246,7 +246,8 @@ impl Gateway {
             Err(error) => {
                 self.registry.gateway.reloads_failed.fetch_add(1, Relaxed);
                 tracing::error!(
-                    "reload refused, the previous configuration keeps serving:\n{error}"
+                    "reload refused, the previous configuration keeps serving:\n{}",
+                    error.describe()
                 );
             }
         }
@@ -270,8 +271,7 @@ impl Gateway {
             &self.plugins,
             Some(&current),
         )
-        .await
-        .map_err(|e| ReloadError::Build(e.to_string()))?;
+        .await?;
         self.sla.retain(&runtime.slo_route_ids());
         let report = ReloadReport {
             routes: runtime.routes().len(),

@@ -2,6 +2,7 @@
 //! changed settings only take effect after a restart.
 
 use crate::config::{Config, ConfigErrors};
+use crate::control::runtime::BuildError;
 
 /// Why a reload was refused. The running configuration is untouched.
 #[derive(Debug, thiserror::Error)]
@@ -10,8 +11,22 @@ pub enum ReloadError {
     #[error("{0}")]
     Invalid(ConfigErrors),
     /// It is valid but could not be built (unreadable TLS files, say).
-    #[error("{0}")]
-    Build(String),
+    #[error("the configuration is valid but cannot be built")]
+    Build(#[from] BuildError),
+}
+
+impl ReloadError {
+    /// The error and each of its causes, joined: what a person reads in a log or a response.
+    pub fn describe(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(error) = cause {
+            text.push_str(": ");
+            text.push_str(&error.to_string());
+            cause = error.source();
+        }
+        text
+    }
 }
 
 /// What a successful reload changed.

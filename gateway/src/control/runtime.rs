@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use accord_adapters::{Backend, Failover, RetryBudget, RouteBackend};
-use accord_policies::plugin::{Plugin, PluginEngine};
+use accord_policies::plugin::{Plugin, PluginEngine, PluginError};
 use accord_policies::sla::{RouteSla, SlaEngine};
 
 use crate::config::Config;
@@ -110,10 +110,50 @@ pub struct LoadedPlugin {
     pub plugin: Arc<Plugin>,
 }
 
-/// A runtime could not be built (a backend's TLS files are unusable, say).
+/// A runtime could not be built, and which part failed; the cause is kept as the error's source.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BuildError(String);
+pub enum BuildError {
+    /// The routes cannot form one table (a conflict the validation could not see).
+    #[error("routes: {0}")]
+    Routes(String),
+    /// A backend could not be built (its TLS files are unusable, say).
+    #[error(transparent)]
+    Backend(#[from] accord_adapters::backend::BuildError),
+    /// The plugin engine could not start.
+    #[error("the plugin engine cannot start")]
+    Engine(#[source] PluginError),
+    /// A plugin's file could not be read.
+    #[error("plugin {plugin}: cannot read {}", path.display())]
+    PluginFile {
+        /// The plugin's id.
+        plugin: Arc<str>,
+        /// Its file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A plugin failed to compile, instantiate, configure or answer its canary call.
+    #[error("plugin {plugin} ({})", path.display())]
+    Plugin {
+        /// The plugin's id.
+        plugin: Arc<str>,
+        /// Its file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: PluginError,
+    },
+    /// Compiling a plugin panicked.
+    #[error("plugin {plugin}: compiling panicked")]
+    CompilePanicked {
+        /// The plugin's id.
+        plugin: Arc<str>,
+        /// The task's failure.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
 
 impl Runtime {
     /// Builds a runtime. Backends whose settings equal those in `previous` are reused as they
@@ -126,7 +166,8 @@ impl Runtime {
         previous: Option<&Runtime>,
     ) -> Result<Self, BuildError> {
         let loaded = load_plugins(&config, plugins, previous).await?;
-        let router = Router::new(&config.routes).map_err(|(_, message)| BuildError(message))?;
+        let router =
+            Router::new(&config.routes).map_err(|(_, message)| BuildError::Routes(message))?;
         let mut backends = Vec::new();
         let mut by_id: HashMap<Arc<str>, Arc<Backend>> = HashMap::new();
         let mut backend_configs = HashMap::new();
@@ -256,19 +297,13 @@ async fn build_backend(
 ) -> Result<Backend, BuildError> {
     match config {
         BackendConfig::Http(http) => {
-            accord_adapters::http::build(id, http.clone(), registry.backend(id))
-                .await
-                .map_err(|e| BuildError(e.to_string()))
+            Ok(accord_adapters::http::build(id, http.clone(), registry.backend(id)).await?)
         }
         BackendConfig::Lambda(lambda) => {
-            accord_adapters::lambda::build(id, lambda.clone(), registry.backend(id))
-                .await
-                .map_err(|e| BuildError(e.to_string()))
+            Ok(accord_adapters::lambda::build(id, lambda.clone(), registry.backend(id)).await?)
         }
         BackendConfig::Azure(azure) => {
-            accord_adapters::azure::build(id, (**azure).clone(), registry.backend(id))
-                .await
-                .map_err(|e| BuildError(e.to_string()))
+            Ok(accord_adapters::azure::build(id, (**azure).clone(), registry.backend(id)).await?)
         }
     }
 }
@@ -312,8 +347,7 @@ impl PluginHost {
         if let Some(engine) = engine.as_ref() {
             return Ok(engine.clone());
         }
-        let mut created =
-            PluginEngine::new(512, 256 << 20).map_err(|e| BuildError(e.to_string()))?;
+        let mut created = PluginEngine::new(512, 256 << 20).map_err(BuildError::Engine)?;
         if let Some(dir) = &self.artifact_dir {
             created = created.with_artifact_dir(dir.clone());
         }
@@ -340,7 +374,11 @@ async fn load_plugins(
         };
         let bytes = tokio::fs::read(&path)
             .await
-            .map_err(|e| BuildError(format!("plugin {id}: cannot read {}: {e}", path.display())))?;
+            .map_err(|source| BuildError::PluginFile {
+                plugin: id.clone(),
+                path: path.clone(),
+                source,
+            })?;
         let file_hash = {
             use std::hash::{Hash, Hasher};
             let mut hasher = std::hash::DefaultHasher::new();
@@ -359,20 +397,25 @@ async fn load_plugins(
                 let engine = host.engine()?;
                 let name = plugin_config.spec.name.clone();
                 let compiling = engine.clone();
+                let failed = |source| BuildError::Plugin {
+                    plugin: id.clone(),
+                    path: path.clone(),
+                    source,
+                };
                 let (component, source) =
                     tokio::task::spawn_blocking(move || compiling.compile(&bytes, &name))
                         .await
-                        .map_err(|e| BuildError(format!("plugin {id}: compiling panicked: {e}")))?
-                        .map_err(|e| BuildError(format!("{e} ({})", path.display())))?;
+                        .map_err(|source| BuildError::CompilePanicked {
+                            plugin: id.clone(),
+                            source,
+                        })?
+                        .map_err(failed)?;
                 tracing::info!(plugin = %id, path = %path.display(), from = source.as_str(), "plugin loaded");
                 let plugin = engine
                     .prepare(component, plugin_config.spec.clone())
                     .await
-                    .map_err(|e| BuildError(format!("{e} ({})", path.display())))?;
-                plugin
-                    .canary()
-                    .await
-                    .map_err(|e| BuildError(format!("{e} ({})", path.display())))?;
+                    .map_err(failed)?;
+                plugin.canary().await.map_err(failed)?;
                 LoadedPlugin {
                     id: id.clone(),
                     config: plugin_config.clone(),
