@@ -15,6 +15,7 @@
 //! `POST` endpoints need `Authorization: Bearer <token>` when a token is configured; every
 //! endpoint needs it when the admin listener is not on loopback.
 
+pub mod exposition;
 pub mod metrics;
 pub mod sla;
 
@@ -100,9 +101,10 @@ async fn respond(
             json(status, &body)
         }
         (Method::GET, "/metrics") => {
-            let mut body = crate::admin::metrics::render(&runtime, gateway.registry());
-            crate::admin::sla::render_metrics(&mut body, gateway.sla());
-            text(StatusCode::OK, &body, "text/plain; version=0.0.4")
+            let mut page = exposition::Exposition::new();
+            metrics::render(&mut page, &runtime, gateway.registry());
+            sla::render_metrics(&mut page, gateway.sla());
+            text(StatusCode::OK, &page.finish(), "text/plain; version=0.0.4")
         }
         (Method::GET, "/dashboard") => {
             let mut response = text(StatusCode::OK, DASHBOARD, "text/html; charset=utf-8");
@@ -116,7 +118,7 @@ async fn respond(
             );
             response
         }
-        (Method::GET, "/sla") => json(StatusCode::OK, &crate::admin::sla::document(gateway.sla())),
+        (Method::GET, "/sla") => json(StatusCode::OK, &sla::document(gateway.sla())),
         (Method::GET, path) if path.starts_with("/sla/routes/") => match sla_route_path(path) {
             SlaRoutePath::History(id) => {
                 let minutes = request
@@ -139,7 +141,7 @@ async fn respond(
                     None => no_slo(id),
                 }
             }
-            SlaRoutePath::Report(id) => match crate::admin::sla::report(gateway.sla(), id) {
+            SlaRoutePath::Report(id) => match sla::report(gateway.sla(), id) {
                 Some(report) => json(
                     StatusCode::OK,
                     &serde_json::to_value(report).unwrap_or_default(),

@@ -2,12 +2,12 @@
 //! and the SLA series of `/metrics` (Accord's own `accord_sla_*`, plus the recording-rule
 //! series that Sloth's Grafana dashboards read).
 
-use std::fmt::Write as _;
-
 use accord_policies::sla::SlaEngine;
-use accord_policies::sla::report::{IndicatorReport, RouteReport, WindowValue};
+use accord_policies::sla::report::{IndicatorReport, RouteReport};
 
 use accord_policies::sla::EVALUATION_INTERVAL;
+
+use super::exposition::{Exposition, Kind};
 
 /// Every route's report, at the engine's current time.
 pub fn reports(engine: &SlaEngine) -> Vec<RouteReport> {
@@ -39,12 +39,6 @@ pub fn document(engine: &SlaEngine) -> serde_json::Value {
     })
 }
 
-fn windows(list: &[WindowValue]) -> Vec<(String, f64)> {
-    list.iter()
-        .map(|w| (format!(",window=\"{}\"", w.window), w.value))
-        .collect()
-}
-
 fn severity_name(severity: accord_policies::sla::Severity) -> &'static str {
     match severity {
         accord_policies::sla::Severity::Page => "page",
@@ -59,39 +53,55 @@ fn indicator_name(indicator: accord_policies::sla::objective::Indicator) -> &'st
     }
 }
 
-/// Appends the SLA series to a Prometheus text exposition.
-pub fn render_metrics(out: &mut String, engine: &SlaEngine) {
+/// One sample's extra labels (after `route` and `indicator`) and value.
+type Sample = (Vec<(&'static str, String)>, f64);
+
+/// Appends the SLA series to a Prometheus text exposition: Accord's `accord_sla_*`, then the
+/// series Sloth's recording rules produce.
+pub fn render_metrics(page: &mut Exposition, engine: &SlaEngine) {
     let reports = reports(engine);
-    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    };
-    // Per route and SLI: the family, its help, and its samples (extra labels, value).
-    type Samples = fn(&IndicatorReport) -> Vec<(String, f64)>;
+    accord_series(page, &reports);
+    sloth_series(page, &reports);
+}
+
+fn accord_series(page: &mut Exposition, reports: &[RouteReport]) {
+    // Per route and SLI: the family, its help, and its samples.
+    type Samples = fn(&IndicatorReport) -> Vec<Sample>;
     let per_indicator: [(&str, &str, Samples); 6] = [
         (
             "accord_sla_objective_ratio",
             "The route's target for an SLI.",
-            |i| vec![(String::new(), i.target)],
+            |i| vec![(Vec::new(), i.target)],
         ),
         (
             "accord_sla_attainment_ratio",
             "Good / valid events of an SLI over a window.",
-            |i| windows(&i.attainment_by_window),
+            |i| {
+                i.attainment_by_window
+                    .iter()
+                    .map(|w| (vec![("window", w.window.clone())], w.value))
+                    .collect()
+            },
         ),
         (
             "accord_sla_burn_rate",
             "Error-budget burn rate of an SLI over a window (1 spends the budget over the SLO window).",
-            |i| windows(&i.burn_rates),
+            |i| {
+                i.burn_rates
+                    .iter()
+                    .map(|w| (vec![("window", w.window.clone())], w.value))
+                    .collect()
+            },
         ),
         (
             "accord_sla_error_budget_remaining_ratio",
             "Share of the error budget left over the SLO window (negative when overspent).",
-            |i| vec![(String::new(), i.budget.remaining_ratio)],
+            |i| vec![(Vec::new(), i.budget.remaining_ratio)],
         ),
         (
             "accord_sla_error_budget_remaining_events",
             "Bad events still allowed over the SLO window.",
-            |i| vec![(String::new(), i.budget.remaining_events)],
+            |i| vec![(Vec::new(), i.budget.remaining_events)],
         ),
         (
             "accord_sla_alert_firing",
@@ -100,12 +110,11 @@ pub fn render_metrics(out: &mut String, engine: &SlaEngine) {
                 i.alerts
                     .iter()
                     .map(|a| {
-                        let labels = format!(
-                            ",severity=\"{}\",long=\"{}\",short=\"{}\"",
-                            severity_name(a.severity),
-                            a.long,
-                            a.short
-                        );
+                        let labels = vec![
+                            ("severity", severity_name(a.severity).to_owned()),
+                            ("long", a.long.clone()),
+                            ("short", a.short.clone()),
+                        ];
                         (labels, f64::from(u8::from(a.firing)))
                     })
                     .collect()
@@ -113,63 +122,56 @@ pub fn render_metrics(out: &mut String, engine: &SlaEngine) {
         ),
     ];
     for (name, help, samples) in per_indicator {
-        family(out, name, "gauge", help);
-        for r in &reports {
+        let mut family = page.family(name, Kind::Gauge, help);
+        for r in reports {
             for i in &r.indicators {
-                for (labels, value) in samples(i) {
-                    let _ = writeln!(
-                        out,
-                        "{name}{{route=\"{}\",indicator=\"{}\"{labels}}} {value}",
-                        r.route,
-                        indicator_name(i.indicator)
-                    );
+                for (extra, value) in samples(i) {
+                    let mut labels = vec![
+                        ("route", &*r.route),
+                        ("indicator", indicator_name(i.indicator)),
+                    ];
+                    labels.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
+                    family.sample(&labels, value);
                 }
             }
         }
     }
-    family(
-        out,
+    let mut family = page.family(
         "accord_sla_backend_breaching",
-        "gauge",
+        Kind::Gauge,
         "1 while a backend breaches its route's objective.",
     );
-    for r in &reports {
+    for r in reports {
         for b in &r.backends {
-            let _ = writeln!(
-                out,
-                "accord_sla_backend_breaching{{route=\"{}\",backend=\"{}\"}} {}",
-                r.route,
-                b.backend,
-                u8::from(b.state == "breaching")
+            family.sample(
+                &[("route", &r.route), ("backend", &b.backend)],
+                u8::from(b.state == "breaching"),
             );
         }
     }
-    family(
-        out,
+    let mut family = page.family(
         "accord_sla_actions_total",
-        "counter",
+        Kind::Counter,
         "Requests acted on by SLA enforcement, by action and the reason for it.",
     );
-    for r in &reports {
+    for r in reports {
         for (action, reason, value) in [
             ("reroute", "backend_breach", r.actions.rerouted),
             ("shed", "page_alert", r.actions.shed),
             ("reject", "budget_exhausted", r.actions.rejected),
         ] {
-            let _ = writeln!(
-                out,
-                "accord_sla_actions_total{{route=\"{}\",action=\"{action}\",reason=\"{reason}\"}} {value}",
-                r.route
+            family.sample(
+                &[("route", &r.route), ("action", action), ("reason", reason)],
+                value,
             );
         }
     }
-    family(
-        out,
+    let mut family = page.family(
         "accord_sla_latency_seconds",
-        "gauge",
+        Kind::Gauge,
         "Latency percentiles over the last 5 minutes.",
     );
-    for r in &reports {
+    for r in reports {
         if let Some(p) = r.window("5m").and_then(|w| w.latency_ms.as_ref()) {
             for (q, ms) in [
                 ("0.5", p.p50),
@@ -178,120 +180,122 @@ pub fn render_metrics(out: &mut String, engine: &SlaEngine) {
                 ("0.99", p.p99),
                 ("0.999", p.p999),
             ] {
-                let _ = writeln!(
-                    out,
-                    "accord_sla_latency_seconds{{route=\"{}\",window=\"5m\",quantile=\"{q}\"}} {}",
-                    r.route,
-                    ms / 1000.0
+                family.sample(
+                    &[("route", &r.route), ("window", "5m"), ("quantile", q)],
+                    ms / 1000.0,
                 );
             }
         }
     }
+}
 
-    // Sloth's recording-rule series (names and labels as in Sloth's prometheus package), so its
-    // standard Grafana SLO dashboards read Accord directly. One Sloth SLO per route and SLI:
-    // sloth_service = route, sloth_slo = SLI, sloth_id = "<route>-<SLI>".
-    let ids = |r: &RouteReport, i: &accord_policies::sla::report::IndicatorReport| {
-        let slo = indicator_name(i.indicator);
-        format!(
-            "sloth_id=\"{}-{slo}\",sloth_service=\"{}\",sloth_slo=\"{slo}\"",
-            r.route, r.route
-        )
-    };
-    let mut sli_windows: Vec<String> = Vec::new();
-    for r in &reports {
-        for i in &r.indicators {
-            for w in &i.attainment_by_window {
-                if !sli_windows.contains(&w.window) {
-                    sli_windows.push(w.window.clone());
-                }
+/// Sloth's recording-rule series (names and labels as in Sloth's prometheus package), so its
+/// standard Grafana SLO dashboards read Accord directly. One Sloth SLO per route and SLI:
+/// `sloth_service` = route, `sloth_slo` = SLI, `sloth_id` = `<route>-<SLI>`.
+fn sloth_series(page: &mut Exposition, reports: &[RouteReport]) {
+    let slos: Vec<(String, &RouteReport, &IndicatorReport)> = reports
+        .iter()
+        .flat_map(|r| {
+            r.indicators
+                .iter()
+                .map(move |i| (format!("{}-{}", r.route, indicator_name(i.indicator)), r, i))
+        })
+        .collect();
+    let ids =
+        |id: &'_ str, r: &'_ RouteReport, i: &IndicatorReport| -> [(&'static str, String); 3] {
+            [
+                ("sloth_id", id.to_owned()),
+                ("sloth_service", r.route.to_string()),
+                ("sloth_slo", indicator_name(i.indicator).to_owned()),
+            ]
+        };
+    let mut windows: Vec<&str> = Vec::new();
+    for (_, _, i) in &slos {
+        for w in &i.attainment_by_window {
+            if !windows.contains(&w.window.as_str()) {
+                windows.push(&w.window);
             }
         }
     }
-    for window in &sli_windows {
+    for window in windows {
         let name = format!("slo:sli_error:ratio_rate{window}");
-        family(
-            out,
+        let mut family = page.family(
             &name,
-            "gauge",
+            Kind::Gauge,
             "Sloth-compatible: SLI error ratio over the window.",
         );
-        for r in &reports {
-            for i in &r.indicators {
-                if let Some(w) = i.attainment_by_window.iter().find(|w| &w.window == window) {
-                    let _ = writeln!(
-                        out,
-                        "{name}{{{},sloth_window=\"{window}\"}} {}",
-                        ids(r, i),
-                        1.0 - w.value
-                    );
-                }
+        for (id, r, i) in &slos {
+            if let Some(w) = i.attainment_by_window.iter().find(|w| w.window == window) {
+                let ids = ids(id, r, i);
+                let mut labels: Vec<(&str, &str)> =
+                    ids.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                labels.push(("sloth_window", window));
+                family.sample(&labels, 1.0 - w.value);
             }
         }
     }
-    let sloth_series: [(&str, &str); 6] = [
+    let burn = |i: &IndicatorReport, window: &str| {
+        i.burn_rates
+            .iter()
+            .find(|w| w.window == window)
+            .map_or(0.0, |w| w.value)
+    };
+    type Value = fn(&RouteReport, &IndicatorReport, &dyn Fn(&IndicatorReport, &str) -> f64) -> f64;
+    let series: [(&str, &str, Value); 6] = [
         (
             "slo:objective:ratio",
             "Sloth-compatible: the SLO's objective.",
+            |_, i, _| i.target,
         ),
         (
             "slo:error_budget:ratio",
             "Sloth-compatible: the error budget (1 - objective).",
+            |_, i, _| 1.0 - i.target,
         ),
         (
             "slo:time_period:days",
             "Sloth-compatible: the SLO window in days.",
+            |r, _, _| r.objective.window_seconds as f64 / 86_400.0,
         ),
         (
             "slo:current_burn_rate:ratio",
             "Sloth-compatible: burn rate over 5 minutes.",
+            |_, i, burn| burn(i, "5m"),
         ),
         (
             "slo:period_burn_rate:ratio",
             "Sloth-compatible: burn rate over the SLO window.",
+            |r, i, burn| burn(i, &r.objective.window),
         ),
         (
             "slo:period_error_budget_remaining:ratio",
             "Sloth-compatible: share of the error budget left.",
+            |_, i, _| i.budget.remaining_ratio,
         ),
     ];
-    for (name, help) in sloth_series {
-        family(out, name, "gauge", help);
-        for r in &reports {
-            for i in &r.indicators {
-                let burn = |window: &str| {
-                    i.burn_rates
-                        .iter()
-                        .find(|w| w.window == window)
-                        .map_or(0.0, |w| w.value)
-                };
-                let value = match name {
-                    "slo:objective:ratio" => i.target,
-                    "slo:error_budget:ratio" => 1.0 - i.target,
-                    "slo:time_period:days" => r.objective.window_seconds as f64 / 86_400.0,
-                    "slo:current_burn_rate:ratio" => burn("5m"),
-                    "slo:period_burn_rate:ratio" => burn(&r.objective.window),
-                    _ => i.budget.remaining_ratio,
-                };
-                let _ = writeln!(out, "{name}{{{}}} {value}", ids(r, i));
-            }
+    for (name, help, value) in series {
+        let mut family = page.family(name, Kind::Gauge, help);
+        for (id, r, i) in &slos {
+            let ids = ids(id, r, i);
+            let labels: Vec<(&str, &str)> = ids.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            family.sample(&labels, value(r, i, &burn));
         }
     }
-    family(
-        out,
+    let mut family = page.family(
         "sloth_slo_info",
-        "gauge",
+        Kind::Gauge,
         "Sloth-compatible: SLO metadata.",
     );
-    for r in &reports {
-        for i in &r.indicators {
-            let _ = writeln!(
-                out,
-                "sloth_slo_info{{{},sloth_mode=\"accord\",sloth_objective=\"{}\",sloth_spec=\"accord/v1\",sloth_version=\"{}\"}} 1",
-                ids(r, i),
-                (i.target * 100.0 * 1e6).round() / 1e6,
-                env!("CARGO_PKG_VERSION")
-            );
-        }
+    for (id, r, i) in &slos {
+        let ids = ids(id, r, i);
+        let objective = ((i.target * 100.0 * 1e6).round() / 1e6).to_string();
+        let mut labels: Vec<(&str, &str)> = ids.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        labels.extend([
+            ("sloth_mode", "accord"),
+            ("sloth_objective", objective.as_str()),
+            ("sloth_spec", "accord/v1"),
+            ("sloth_version", env!("CARGO_PKG_VERSION")),
+        ]);
+        family.sample(&labels, 1);
     }
 }
