@@ -1,0 +1,296 @@
+//! Routes: their match (host, path, methods, headers), backends by priority and weight,
+//! timeouts, retries and the retry budget, body limits, plugins and objective.
+
+use super::*;
+
+/// Every route, in file order; ids are unique.
+pub(super) fn check_routes(v: &mut Validator<'_>, raw: &RawConfig) -> Vec<Route> {
+    let mut routes = Vec::new();
+    let mut seen_routes: Vec<(&Id, &Located<Id>)> = Vec::new();
+    for (i, route) in raw.routes.iter().enumerate() {
+        let path = format!("routes[{i}]");
+        if let Some((_, first)) = seen_routes.iter().find(|(id, _)| **id == route.id.value) {
+            v.error(
+                &route.id,
+                format!("{path}.id"),
+                format!(
+                    "duplicate route id {:?} (first defined at line {})",
+                    route.id.value.as_str(),
+                    first.line
+                ),
+            );
+        }
+        seen_routes.push((&route.id.value, &route.id));
+        if let Some(route) = route_config(v, route, &path, &raw.backends, &raw.plugins) {
+            routes.push(route);
+        }
+    }
+
+    routes
+}
+
+pub(super) fn route_config(
+    v: &mut Validator<'_>,
+    raw: &RawRoute,
+    path: &str,
+    backends: &std::collections::BTreeMap<String, Located<RawBackend>>,
+    plugins: &std::collections::BTreeMap<String, Located<RawPlugin>>,
+) -> Option<Route> {
+    let errors_before = v.errors.len();
+    let matcher = route_match(v, &raw.matcher, &format!("{path}.match"));
+
+    let mut refs = Vec::new();
+    if raw.backends.value.is_empty() {
+        v.error(
+            &raw.backends,
+            format!("{path}.backends"),
+            "at least one backend is required",
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for (i, entry) in raw.backends.value.iter().enumerate() {
+        let at = format!("{path}.backends[{i}].backend");
+        let name = &entry.backend.value;
+        if !backends.contains_key(name) {
+            let known: Vec<&str> = backends.keys().map(String::as_str).collect();
+            let hint = if known.is_empty() {
+                "no backends are defined".to_owned()
+            } else {
+                format!("defined backends: {}", known.join(", "))
+            };
+            v.error(
+                &entry.backend,
+                at,
+                format!("unknown backend {name:?} ({hint})"),
+            );
+            continue;
+        }
+        if !seen.insert(name.clone()) {
+            v.error(
+                &entry.backend,
+                at,
+                format!("backend {name:?} is listed twice"),
+            );
+            continue;
+        }
+        if entry.weight.value == 0 {
+            v.error(
+                &entry.weight,
+                format!("{path}.backends[{i}].weight"),
+                "weight must be at least 1",
+            );
+        }
+        refs.push(RouteBackendRef {
+            backend: Arc::from(name.as_str()),
+            priority: entry.priority.unwrap_or(i as u32),
+            weight: entry.weight.value.max(1),
+        });
+    }
+
+    let mut on = RetryOn {
+        connect_failure: false,
+        reset: false,
+        timeout: false,
+        throttled: false,
+        statuses: Vec::new(),
+    };
+    for (i, condition) in raw.retry.on.value.iter().enumerate() {
+        match condition.value.as_str() {
+            "connect_failure" => on.connect_failure = true,
+            "reset" => on.reset = true,
+            "timeout" => on.timeout = true,
+            "throttled" => on.throttled = true,
+            other => match other.parse::<u16>() {
+                Ok(status @ 400..=599) => on.statuses.push(status),
+                _ => v.error(
+                    condition,
+                    format!("{path}.retry.on[{i}]"),
+                    format!("unknown retry condition {other:?}: use connect_failure, reset, timeout, throttled, or a 4xx/5xx status"),
+                ),
+            },
+        }
+    }
+    if raw.timeout.value.0.is_zero() {
+        v.error(
+            &raw.timeout,
+            format!("{path}.timeout"),
+            "must be more than 0",
+        );
+    }
+    if let Some(per_try) = &raw.per_try_timeout
+        && (per_try.value.0.is_zero() || per_try.value.0 > raw.timeout.value.0)
+    {
+        v.error(
+            per_try,
+            format!("{path}.per_try_timeout"),
+            "must be more than 0 and at most the route's timeout",
+        );
+    }
+    if raw.replay_buffer.value.0 > raw.max_body.value.0 {
+        v.error(
+            &raw.replay_buffer,
+            format!("{path}.replay_buffer"),
+            "must not exceed max_body",
+        );
+    }
+    if raw.replay_buffer.value.0 > 16 << 20 {
+        v.error(
+            &raw.replay_buffer,
+            format!("{path}.replay_buffer"),
+            "must be at most 16MiB (it is held in memory per request)",
+        );
+    }
+    let slo = raw
+        .slo
+        .as_ref()
+        .and_then(|slo| super::slo::slo_config(v, slo, &format!("{path}.slo")));
+    let mut chain: Vec<Arc<str>> = Vec::new();
+    if let Some(list) = &raw.plugins {
+        for (i, name) in list.value.iter().enumerate() {
+            if !plugins.contains_key(&name.value) {
+                let known: Vec<&str> = plugins.keys().map(String::as_str).collect();
+                let hint = if known.is_empty() {
+                    "no plugins are defined".to_owned()
+                } else {
+                    format!("defined plugins: {}", known.join(", "))
+                };
+                v.error(
+                    name,
+                    format!("{path}.plugins[{i}]"),
+                    format!("unknown plugin {:?} ({hint})", name.value),
+                );
+            } else if chain.iter().any(|c| **c == *name.value) {
+                v.error(
+                    name,
+                    format!("{path}.plugins[{i}]"),
+                    format!("plugin {:?} is listed twice", name.value),
+                );
+            } else {
+                chain.push(Arc::from(name.value.as_str()));
+            }
+        }
+    }
+    (v.errors.len() == errors_before).then(|| Route {
+        id: Arc::from(raw.id.value.as_str()),
+        matcher: matcher.unwrap_or_else(|| RouteMatch {
+            host: HostMatch::Any,
+            path: PathMatch::Prefix("/".into()),
+            methods: Vec::new(),
+            headers: Vec::new(),
+        }),
+        backends: refs,
+        timeout: raw.timeout.value.0,
+        per_try_timeout: raw.per_try_timeout.as_ref().map(|t| t.value.0),
+        retry: RetryPolicy {
+            retries: raw.retry.retries,
+            on,
+            non_idempotent: raw.retry.non_idempotent,
+        },
+        retry_budget: RetryBudgetPolicy {
+            ratio: raw.retry.budget_ratio.value.0,
+            min_concurrent: raw.retry.budget_min_concurrent,
+            min_per_second: f64::from(raw.retry.budget_min_per_second),
+        },
+        max_body: raw.max_body.value.0,
+        replay_buffer: raw.replay_buffer.value.0,
+        slo,
+        plugins: chain,
+    })
+}
+
+fn route_match(v: &mut Validator<'_>, raw: &RawMatch, path: &str) -> Option<RouteMatch> {
+    let errors_before = v.errors.len();
+    let host = match &raw.host {
+        None => HostMatch::Any,
+        Some(host) => {
+            let text = host.value.to_ascii_lowercase();
+            let (wildcard, name) = match text.strip_prefix("*.") {
+                Some(rest) => (true, rest),
+                None => (false, text.as_str()),
+            };
+            let valid = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+            if !valid {
+                v.error(host, format!("{path}.host"), format!("invalid host {:?}: write a host name, or *.domain for its subdomains (no port)", host.value));
+            }
+            if wildcard {
+                HostMatch::Suffix(format!(".{name}"))
+            } else {
+                HostMatch::Exact(name.to_owned())
+            }
+        }
+    };
+    let path_match = match &raw.path {
+        None => PathMatch::Prefix("/".into()),
+        Some(p) => {
+            let at = format!("{path}.path");
+            let text = match &p.value {
+                RawPathMatch::Prefix(t) | RawPathMatch::Exact(t) | RawPathMatch::Template(t) => t,
+            };
+            if !text.starts_with('/') {
+                v.error(p, &at, format!("path {text:?} must start with '/'"));
+            }
+            match &p.value {
+                RawPathMatch::Prefix(t) => {
+                    let trimmed = t.trim_end_matches('/');
+                    PathMatch::Prefix(if trimmed.is_empty() {
+                        "/".into()
+                    } else {
+                        trimmed.into()
+                    })
+                }
+                RawPathMatch::Exact(t) => PathMatch::Exact(t.clone()),
+                RawPathMatch::Template(t) => {
+                    if let Err(e) = crate::proxy::router::check_template(t) {
+                        v.error(p, &at, e);
+                    }
+                    PathMatch::Template(t.clone())
+                }
+            }
+        }
+    };
+    let mut methods = Vec::new();
+    if let Some(list) = &raw.methods {
+        for (i, m) in list.value.iter().enumerate() {
+            match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                Ok(method) => methods.push(method),
+                Err(_) => v.error(
+                    list,
+                    format!("{path}.methods[{i}]"),
+                    format!("invalid method {m:?}"),
+                ),
+            }
+        }
+    }
+    let mut headers = Vec::new();
+    for (name, value) in &raw.headers {
+        let at = format!("{path}.headers.{name}");
+        let Ok(header) = HeaderName::try_from(name.as_str()) else {
+            v.error(value, at, format!("invalid header name {name:?}"));
+            continue;
+        };
+        let value = if value.value == "*" {
+            None
+        } else {
+            match HeaderValue::from_str(&value.value) {
+                Ok(hv) => Some(hv),
+                Err(_) => {
+                    v.error(value, at, "invalid header value");
+                    continue;
+                }
+            }
+        };
+        headers.push(HeaderMatch {
+            name: header,
+            value,
+        });
+    }
+    (v.errors.len() == errors_before).then_some(RouteMatch {
+        host,
+        path: path_match,
+        methods,
+        headers,
+    })
+}
