@@ -798,3 +798,49 @@ fn split_host_port(text: &str) -> Option<(String, u16)> {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
     valid_host.then(|| (host.to_ascii_lowercase(), port))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixture::{config, refused};
+
+    #[test]
+    fn http_addresses_and_health_checks_are_well_formed() {
+        refused(
+            &config("", "", "").replace("[\"127.0.0.1:1\"]", "[\"no-port-here\"]"),
+            "backends.app.http.addresses[0]: invalid address \"no-port-here\"",
+        );
+        refused(
+            &config("", "      health_check: {path: healthz}\n", ""),
+            "backends.app.http.health_check.path: must start with '/'",
+        );
+    }
+
+    #[test]
+    fn secrets_come_from_exactly_one_place() {
+        let lambda = |creds: &str| {
+            config("", "", "").replace(
+                "  app:\n    http:\n      addresses: [\"127.0.0.1:1\"]\n",
+                &format!("  app:\n    lambda:\n      function: orders\n      region: eu-west-1\n      credentials: {creds}\n"),
+            )
+        };
+        refused(
+            &lambda(
+                "{access_key_id_env: ACCORD_UNIT_UNSET_ID, secret_access_key_env: ACCORD_UNIT_UNSET_SECRET}",
+            ),
+            "environment variable ACCORD_UNIT_UNSET_ID is not set",
+        );
+        refused(
+            &lambda("{profile: dev, access_key_id_env: X, secret_access_key_env: Y}"),
+            "use either a profile or access keys, not both",
+        );
+    }
+
+    #[test]
+    fn azure_backends_name_defined_credentials() {
+        let yaml = config("", "", "").replace(
+            "  app:\n    http:\n      addresses: [\"127.0.0.1:1\"]\n",
+            "  app:\n    azure_function: {url: \"https://orders.azurewebsites.net/api/orders\", entra: {credential: corp, scope: \"api://orders/.default\"}}\n",
+        );
+        refused(&yaml, "unknown Azure credential \"corp\"");
+    }
+}

@@ -334,6 +334,34 @@ fn check_route_table(v: &mut Validator<'_>, raw: &RawConfig, routes: &[Route]) {
     }
 }
 
+/// For the unit tests of every check: a configuration with one listener, one backend `app`
+/// and one route `r`, with `extra` YAML spliced in at the place each test needs.
+#[cfg(test)]
+pub(super) mod fixture {
+    use super::*;
+
+    /// The whole file: `top` after the listeners, `backend` inside `app`'s `http:`, `route`
+    /// inside route `r`.
+    pub(crate) fn config(top: &str, backend: &str, route: &str) -> String {
+        format!(
+            "listeners:\n  - address: 127.0.0.1:0\n{top}backends:\n  app:\n    http:\n      addresses: [\"127.0.0.1:1\"]\n{backend}routes:\n  - id: r\n    match: {{path: {{prefix: /}}}}\n    backends: [{{backend: app}}]\n{route}"
+        )
+    }
+
+    /// The errors of `yaml`, rendered, or the configuration.
+    pub(crate) fn check(yaml: &str) -> Result<Config, String> {
+        crate::config::from_str(yaml, &ProcessEnvironment).map_err(|e| e.render())
+    }
+
+    /// Asserts that `yaml` is refused with `expected` somewhere in its errors.
+    pub(crate) fn refused(yaml: &str, expected: &str) {
+        match check(yaml) {
+            Ok(_) => panic!("accepted, expected {expected:?}:\n{yaml}"),
+            Err(errors) => assert!(errors.contains(expected), "{expected:?} not in:\n{errors}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -413,6 +441,60 @@ mod tests {
         assert!(
             unknown.contains("unknown variant `maybe`, expected one of excluded, bad"),
             "{unknown}"
+        );
+    }
+
+    use super::fixture::{check, config, refused};
+
+    #[test]
+    fn at_least_one_listener_and_no_two_on_one_address() {
+        refused(
+            &config("", "", "")
+                .replace("listeners:\n  - address: 127.0.0.1:0\n", "listeners: []\n"),
+            "listeners: at least one listener is required",
+        );
+        refused(
+            &config("", "", "").replace(
+                "  - address: 127.0.0.1:0\n",
+                "  - address: 127.0.0.1:8080\n  - address: 127.0.0.1:8080\n",
+            ),
+            "listeners[1].address: address 127.0.0.1:8080 is used by another listener",
+        );
+    }
+
+    #[test]
+    fn the_admin_api_is_not_a_listener_and_needs_a_token_off_loopback() {
+        let yaml = config("", "", "").replace(
+            "  - address: 127.0.0.1:0\n",
+            "  - address: 127.0.0.1:8080\nadmin: {address: 127.0.0.1:8080}\n",
+        );
+        refused(
+            &yaml,
+            "admin.address: address 127.0.0.1:8080 is also a traffic listener",
+        );
+        refused(
+            &config("admin: {address: 0.0.0.0:9901}\n", "", ""),
+            "is reachable from other hosts: set admin.token_env or admin.token_file",
+        );
+    }
+
+    #[test]
+    fn limits_and_history_have_floors() {
+        refused(
+            &config("limits: {max_header_size: 1KiB}\n", "", ""),
+            "limits.max_header_size: must be at least 8KiB",
+        );
+        refused(
+            &config("limits: {max_connections: 0}\n", "", ""),
+            "limits.max_connections: must be at least 1",
+        );
+        refused(
+            &config("sla_history: {flush_interval: 500ms}\n", "", ""),
+            "sla_history.flush_interval: must be at least 1s",
+        );
+        assert!(
+            check(&config("", "", "")).is_ok(),
+            "the fixture itself is valid"
         );
     }
 }

@@ -76,3 +76,48 @@ pub(super) fn check_plugins(
 
     plugins
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixture::{config, refused};
+
+    fn plugin(settings: &str) -> String {
+        config(
+            &format!("plugins:\n  guard:\n    path: guard.wasm\n{settings}"),
+            "",
+            "",
+        )
+    }
+
+    #[test]
+    fn limits_stay_within_the_request_path_budget() {
+        refused(
+            &plugin("    limits: {time: 0ms}\n"),
+            "plugins.guard.limits.time: must be more than 0 and at most 1s",
+        );
+        refused(
+            &plugin("    limits: {time: 2s}\n"),
+            "plugins.guard.limits.time: must be more than 0 and at most 1s",
+        );
+        refused(
+            &plugin("    limits: {memory: 512KiB}\n"),
+            "plugins.guard.limits.memory: must be between 1MiB and 256MiB",
+        );
+        refused(
+            &plugin("    response_body: 32MiB\n"),
+            "plugins.guard.response_body: must be at most 16MiB",
+        );
+    }
+
+    #[test]
+    fn a_plugin_is_a_wasm_file_with_a_valid_id() {
+        refused(
+            &config("plugins:\n  guard:\n    path: guard.so\n", "", ""),
+            "plugins.guard.path: must name a WebAssembly component (.wasm)",
+        );
+        refused(
+            &config("plugins:\n  Guard:\n    path: guard.wasm\n", "", ""),
+            "plugins.Guard: invalid id \"Guard\"",
+        );
+    }
+}

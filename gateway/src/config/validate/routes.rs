@@ -294,3 +294,62 @@ fn route_match(v: &mut Validator<'_>, raw: &RawMatch, path: &str) -> Option<Rout
         headers,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixture::{check, config, refused};
+
+    #[test]
+    fn routes_name_defined_backends_and_plugins_once() {
+        refused(
+            &config("", "", "").replace("[{backend: app}]", "[{backend: ap}]"),
+            "routes[0].backends[0].backend: unknown backend \"ap\" (defined backends: app)",
+        );
+        refused(
+            &config("", "", "    plugins: [guard]\n"),
+            "routes[0].plugins[0]: unknown plugin \"guard\"",
+        );
+        let twice = config("", "", "")
+            + "  - id: r\n    match: {path: {prefix: /b}}\n    backends: [{backend: app}]\n";
+        refused(&twice, "routes[1].id: duplicate route id \"r\"");
+    }
+
+    #[test]
+    fn timeouts_and_bodies_are_consistent() {
+        refused(
+            &config("", "", "    timeout: 0s\n"),
+            "routes[0].timeout: must be more than 0",
+        );
+        refused(
+            &config("", "", "    timeout: 1s\n    per_try_timeout: 2s\n"),
+            "routes[0].per_try_timeout: must be more than 0 and at most the route's timeout",
+        );
+        refused(
+            &config("", "", "    max_body: 1KiB\n    replay_buffer: 2KiB\n"),
+            "routes[0].replay_buffer: must not exceed max_body",
+        );
+        let budget = check(&config("", "", "    retry: {budget_min_per_second: 0}\n")).unwrap();
+        assert_eq!(budget.routes[0].retry_budget.min_per_second, 0.0);
+        let default = check(&config("", "", "")).unwrap();
+        assert_eq!(default.routes[0].retry_budget.min_per_second, 10.0);
+    }
+
+    #[test]
+    fn matches_are_well_formed_and_do_not_conflict() {
+        refused(
+            &config("", "", "").replace("{path: {prefix: /}}", "{path: {prefix: orders}}"),
+            "routes[0].match.path: path \"orders\" must start with '/'",
+        );
+        refused(
+            &config("", "", "    retry: {on: [sometimes]}\n"),
+            "routes[0].retry.on[0]: unknown retry condition \"sometimes\"",
+        );
+        let conflict = config("", "", "")
+            .replace("{path: {prefix: /}}", "{path: {template: \"/u/{id}\"}}")
+            + "  - id: s\n    match: {path: {template: \"/u/{name}\"}}\n    backends: [{backend: app}]\n";
+        refused(
+            &conflict,
+            "routes[1].match.path: path template \"/u/{name}\" conflicts",
+        );
+    }
+}
