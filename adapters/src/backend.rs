@@ -6,7 +6,7 @@
 //! BackendError>` and says whether it can take traffic ([`Availability`]). [`Backend::new`] wraps
 //! it in the shared layers, outermost first:
 //!
-//! 1. [`MeterLayer`]: counts tries, statuses, errors and latency in the backend's [`BackendStats`];
+//! 1. [`TryStatsLayer`]: counts tries, statuses, errors and latency in the backend's [`BackendStats`];
 //! 2. [`TryTimeoutLayer`]: bounds the try by the [`TryDeadline`] the caller put on the request.
 //!
 //! Retries, the retry budget and failover sit above, in the failover module, because they span
@@ -187,7 +187,7 @@ impl Backend {
         S::Future: Send + 'static,
     {
         let service = tower::ServiceBuilder::new()
-            .layer(MeterLayer::new(stats.clone()))
+            .layer(TryStatsLayer::new(stats.clone()))
             .layer(TryTimeoutLayer)
             .service(service);
         Self {
@@ -286,40 +286,40 @@ where
     }
 }
 
-// === impl MeterLayer ===
+// === impl TryStatsLayer ===
 
 /// Records every try in the backend's [`BackendStats`].
 #[derive(Clone, Debug)]
-pub struct MeterLayer {
+pub struct TryStatsLayer {
     stats: Arc<BackendStats>,
 }
 
-impl MeterLayer {
+impl TryStatsLayer {
     /// Records into `stats`.
     pub fn new(stats: Arc<BackendStats>) -> Self {
         Self { stats }
     }
 }
 
-impl<S> Layer<S> for MeterLayer {
-    type Service = Meter<S>;
+impl<S> Layer<S> for TryStatsLayer {
+    type Service = TryStats<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Meter {
+        TryStats {
             inner,
             stats: self.stats.clone(),
         }
     }
 }
 
-/// See [`MeterLayer`].
+/// See [`TryStatsLayer`].
 #[derive(Clone, Debug)]
-pub struct Meter<S> {
+pub struct TryStats<S> {
     inner: S,
     stats: Arc<BackendStats>,
 }
 
-impl<S> Service<GatewayRequest> for Meter<S>
+impl<S> Service<GatewayRequest> for TryStats<S>
 where
     S: Service<GatewayRequest, Response = GatewayResponse, Error = BackendError>,
     S::Future: Send + 'static,

@@ -34,13 +34,13 @@ pub struct RouteBackend {
 /// Whether a route should send traffic to one of its backends, as judged by something that
 /// watches outcomes (the SLA engine). Failover consults it when ordering backends.
 pub trait Steering: Send + Sync + std::fmt::Debug {
-    /// The current verdict.
-    fn verdict(&self) -> Verdict;
+    /// The current standing.
+    fn standing(&self) -> Standing;
 }
 
-/// A [`Steering`] verdict.
+/// What [`Steering`] says of a backend.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Verdict {
+pub enum Standing {
     /// Use it normally.
     Use,
     /// Avoid it: only `probe` (0..=1) of requests still try it first, to see whether it has
@@ -351,9 +351,9 @@ impl Failover {
         let mut preferred = Vec::with_capacity(candidates.len());
         let mut avoided: Vec<(usize, f64)> = Vec::new();
         for i in candidates {
-            match self.backends[i].steering.as_ref().map(|s| s.verdict()) {
-                None | Some(Verdict::Use) => preferred.push(i),
-                Some(Verdict::Avoid { probe, badness }) => {
+            match self.backends[i].steering.as_ref().map(|s| s.standing()) {
+                None | Some(Standing::Use) => preferred.push(i),
+                Some(Standing::Avoid { probe, badness }) => {
                     if fastrand::f64() < probe {
                         preferred.push(i);
                     } else {
@@ -700,15 +700,15 @@ mod tests {
     }
 
     #[derive(Debug)]
-    struct Fixed(Verdict);
+    struct Fixed(Standing);
 
     impl Steering for Fixed {
-        fn verdict(&self) -> Verdict {
+        fn standing(&self) -> Standing {
             self.0
         }
     }
 
-    fn steered(backends: Vec<(Arc<Backend>, Verdict)>) -> Failover {
+    fn steered(backends: Vec<(Arc<Backend>, Standing)>) -> Failover {
         Failover::new(
             backends
                 .into_iter()
@@ -728,7 +728,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_avoided_backend_is_passed_over_and_the_least_bad_serves_when_all_are() {
-        let avoid = |badness| Verdict::Avoid {
+        let avoid = |badness| Standing::Avoid {
             probe: 0.0,
             badness,
         };
@@ -736,7 +736,7 @@ mod tests {
         let (secondary, secondary_calls) = scripted("secondary", ok);
         let route = steered(vec![
             (primary.clone(), avoid(5.0)),
-            (secondary.clone(), Verdict::Use),
+            (secondary.clone(), Standing::Use),
         ]);
         let forwarded = route
             .forward(
@@ -777,12 +777,12 @@ mod tests {
         let route = steered(vec![
             (
                 primary,
-                Verdict::Avoid {
+                Standing::Avoid {
                     probe: 0.25,
                     badness: 1.0,
                 },
             ),
-            (secondary, Verdict::Use),
+            (secondary, Standing::Use),
         ]);
         for _ in 0..400 {
             route

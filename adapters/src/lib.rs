@@ -25,8 +25,8 @@ pub use backend::{Backend, BackendService, GatewayRequest, GatewayResponse, Prov
 pub use body::{ReplayBody, RequestBody, ResponseBody};
 pub use error::{BackendError, BackendErrorKind, BoxError, Fault};
 pub use failover::{
-    Attempt, Failover, Forwarded, RetryOn, RetryPolicy, RouteBackend, Steering, TryObserver,
-    TryResult, Verdict,
+    Attempt, Failover, Forwarded, RetryOn, RetryPolicy, RouteBackend, Standing, Steering,
+    TryObserver, TryResult,
 };
 pub use retry_budget::{RetryBudget, RetryBudgetPolicy};
 pub use secret::Secret;

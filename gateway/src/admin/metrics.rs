@@ -10,7 +10,7 @@ use accord_policies::Class;
 use accord_policies::plugin::{PluginHistogram, PluginStats};
 
 use super::exposition::{Exposition, Family, Kind};
-use crate::control::runtime::{LoadedPlugin, Runtime};
+use crate::control::generation::{Generation, LoadedPlugin};
 use crate::stats::{Registry, RouteStats};
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -18,13 +18,13 @@ const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// A family with one sample per route, backend or plugin: name, type, help, the counter.
 type Series<S> = (&'static str, Kind, &'static str, fn(&S) -> &AtomicU64);
 
-/// Writes the live runtime's gateway, route, backend, credential and plugin families.
-pub fn render(page: &mut Exposition, runtime: &Runtime, registry: &Registry) {
+/// Writes the live generation's gateway, route, backend, credential and plugin families.
+pub fn render(page: &mut Exposition, generation: &Generation, registry: &Registry) {
     gateway(page, registry);
-    routes(page, runtime);
-    backends(page, runtime.backends());
+    routes(page, generation);
+    backends(page, generation.backends());
     credentials(page);
-    plugins(page, runtime.plugins());
+    plugins(page, generation.plugins());
 }
 
 fn gateway(page: &mut Exposition, registry: &Registry) {
@@ -68,8 +68,8 @@ fn gateway(page: &mut Exposition, registry: &Registry) {
     .sample(&[("result", "failed")], g.reloads_failed.load(Relaxed));
 }
 
-fn routes(page: &mut Exposition, runtime: &Runtime) {
-    let routes: Vec<(&str, &RouteStats)> = runtime
+fn routes(page: &mut Exposition, generation: &Generation) {
+    let routes: Vec<(&str, &RouteStats)> = generation
         .routes()
         .iter()
         .map(|r| (&**r.id(), &**r.stats()))

@@ -27,8 +27,8 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use crate::control::generation::Generation;
 use crate::control::reload::{ReloadError, ReloadReport};
-use crate::control::runtime::Runtime;
 use crate::proxy::errors::ErrorCode;
 use crate::proxy::server::Handler;
 use crate::stats::Registry;
@@ -40,7 +40,7 @@ const DASHBOARD: &str = include_str!("dashboard/index.html");
 /// endpoints need.
 pub trait AdminState: Send + Sync + 'static {
     /// The configuration generation serving now.
-    fn runtime(&self) -> Arc<Runtime>;
+    fn generation(&self) -> Arc<Generation>;
     /// The gateway's counters.
     fn registry(&self) -> &Registry;
     /// The SLA engine.
@@ -65,8 +65,8 @@ async fn respond(
     loopback: bool,
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
-    let runtime = gateway.runtime();
-    let token = runtime.config().admin.token.clone();
+    let generation = gateway.generation();
+    let token = generation.config().admin.token.clone();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let needs_token = method != Method::GET || !loopback;
@@ -82,7 +82,7 @@ async fn respond(
     match (method, path.as_str()) {
         (Method::GET, "/healthz") => text(StatusCode::OK, "ok\n", "text/plain"),
         (Method::GET, "/readyz") => {
-            let routes: Vec<_> = runtime
+            let routes: Vec<_> = generation
                 .routes()
                 .iter()
                 .map(|route| {
@@ -102,7 +102,7 @@ async fn respond(
         }
         (Method::GET, "/metrics") => {
             let mut page = exposition::Exposition::new();
-            metrics::render(&mut page, &runtime, gateway.registry());
+            metrics::render(&mut page, &generation, gateway.registry());
             sla::render_metrics(&mut page, gateway.sla());
             text(StatusCode::OK, &page.finish(), "text/plain; version=0.0.4")
         }
@@ -149,7 +149,7 @@ async fn respond(
                 None => no_slo(id),
             },
         },
-        (Method::GET, "/config") => json(StatusCode::OK, &runtime.config().effective),
+        (Method::GET, "/config") => json(StatusCode::OK, &generation.config().effective),
         (Method::POST, "/reload") => match gateway.reload().await {
             Ok(report) => json(
                 StatusCode::OK,

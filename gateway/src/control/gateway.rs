@@ -1,4 +1,4 @@
-//! The running gateway: the live [`Runtime`] behind an atomic pointer, the listeners, the admin
+//! The running gateway: the live [`Generation`] behind an atomic pointer, the listeners, the admin
 //! API, hot reload and graceful shutdown.
 
 use std::net::SocketAddr;
@@ -15,9 +15,9 @@ use accord_policies::sla::{Clock, EVALUATION_INTERVAL, SlaEngine};
 
 use crate::admin::AdminState;
 use crate::config::{self, Config, Environment};
+use crate::control::generation::{Generation, PluginHost};
 use crate::control::reload::restart_required;
 pub use crate::control::reload::{ReloadError, ReloadReport};
-use crate::control::runtime::{PluginHost, Runtime};
 use crate::proxy;
 use crate::proxy::server::{self, Handler};
 use crate::stats::Registry;
@@ -33,8 +33,8 @@ pub enum ConfigSource {
 
 /// The admin API drives the gateway through [`AdminState`].
 impl AdminState for Gateway {
-    fn runtime(&self) -> Arc<Runtime> {
-        Gateway::runtime(self)
+    fn generation(&self) -> Arc<Generation> {
+        Gateway::generation(self)
     }
 
     fn registry(&self) -> &Registry {
@@ -56,7 +56,7 @@ impl AdminState for Gateway {
 
 /// The gateway's shared state.
 pub struct Gateway {
-    runtime: ArcSwap<Runtime>,
+    generation: ArcSwap<Generation>,
     registry: Arc<Registry>,
     sla: Arc<SlaEngine>,
     store: Option<Arc<Store>>,
@@ -83,7 +83,7 @@ pub struct Running {
 }
 
 impl Gateway {
-    /// Builds the runtime, binds every listener and starts serving.
+    /// Builds the generation, binds every listener and starts serving.
     pub async fn start(
         config: Config,
         source: ConfigSource,
@@ -100,8 +100,8 @@ impl Gateway {
             ConfigSource::Text(_) => std::path::PathBuf::from("."),
         };
         let plugins = PluginHost::new(base_dir, config.plugin_cache.clone());
-        let runtime = Runtime::build(config, &registry, &sla, &plugins, None).await?;
-        sla.retain(&runtime.slo_route_ids());
+        let generation = Generation::build(config, &registry, &sla, &plugins, None).await?;
+        sla.retain(&generation.slo_route_ids());
         let store = match &history.path {
             None => None,
             Some(path) => {
@@ -119,7 +119,7 @@ impl Gateway {
             }
         };
         let gateway = Arc::new(Gateway {
-            runtime: ArcSwap::from_pointee(runtime),
+            generation: ArcSwap::from_pointee(generation),
             registry,
             sla: sla.clone(),
             store: store.clone(),
@@ -129,7 +129,7 @@ impl Gateway {
             reload_lock: tokio::sync::Mutex::new(()),
             draining: std::sync::atomic::AtomicBool::new(false),
         });
-        let config = gateway.runtime.load_full();
+        let config = gateway.generation.load_full();
         let config = config.config();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -206,16 +206,18 @@ impl Gateway {
 
     fn proxy_handler(self: Arc<Self>) -> Handler {
         Arc::new(move |request, conn| {
-            let runtime = self.runtime.load_full();
+            let generation = self.generation.load_full();
             let registry = self.registry.clone();
-            let access_log = runtime.config().log.access_log;
-            Box::pin(proxy::handle(runtime, registry, access_log, request, conn))
+            let access_log = generation.config().log.access_log;
+            Box::pin(proxy::handle(
+                generation, registry, access_log, request, conn,
+            ))
         })
     }
 
-    /// The runtime serving new requests now.
-    pub fn runtime(&self) -> Arc<Runtime> {
-        self.runtime.load_full()
+    /// The generation serving new requests now.
+    pub fn generation(&self) -> Arc<Generation> {
+        self.generation.load_full()
     }
 
     /// The counters.
@@ -234,7 +236,7 @@ impl Gateway {
     }
 
     /// Reads the configuration again and, if it is valid and builds, swaps it in. Requests in
-    /// flight finish on the runtime they started with. On error nothing changes.
+    /// flight finish on the generation they started with. On error nothing changes.
     pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
         let _one_at_a_time = self.reload_lock.lock().await;
         let result = self.try_reload().await;
@@ -261,10 +263,10 @@ impl Gateway {
             ConfigSource::Text(text) => config::from_str(text, env),
         }
         .map_err(ReloadError::Invalid)?;
-        let current = self.runtime.load_full();
+        let current = self.generation.load_full();
         let old = current.config();
         let restart_required = restart_required(old, &config);
-        let runtime = Runtime::build(
+        let generation = Generation::build(
             config,
             &self.registry,
             &self.sla,
@@ -272,13 +274,13 @@ impl Gateway {
             Some(&current),
         )
         .await?;
-        self.sla.retain(&runtime.slo_route_ids());
+        self.sla.retain(&generation.slo_route_ids());
         let report = ReloadReport {
-            routes: runtime.routes().len(),
-            backends: runtime.backends().len(),
+            routes: generation.routes().len(),
+            backends: generation.backends().len(),
             restart_required,
         };
-        self.runtime.store(Arc::new(runtime));
+        self.generation.store(Arc::new(generation));
         Ok(report)
     }
 }

@@ -2,7 +2,7 @@
 //! changed settings only take effect after a restart.
 
 use crate::config::{Config, ConfigErrors};
-use crate::control::runtime::BuildError;
+use crate::control::generation::BuildError;
 
 /// Why a reload was refused. The running configuration is untouched.
 #[derive(Debug, thiserror::Error)]

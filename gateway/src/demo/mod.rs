@@ -268,12 +268,12 @@ fn print_summary(gateway: &Gateway) {
             }
         );
     }
-    let runtime = gateway.runtime();
+    let generation = gateway.generation();
     println!(
         "{:<14} {:>8} {:>8} {:>8} {:>8}",
         "route", "good", "bad", "client", "retries"
     );
-    for route in runtime.routes() {
+    for route in generation.routes() {
         let s = route.stats();
         let by = |c: accord_policies::Class| s.requests_by_class[c.index()].load(Relaxed);
         println!(
@@ -285,7 +285,7 @@ fn print_summary(gateway: &Gateway) {
             s.retries.load(Relaxed)
         );
     }
-    for backend in runtime.backends() {
+    for backend in generation.backends() {
         let counts = backend.endpoint_counts();
         let failed: Vec<String> = accord_adapters::stats::ERROR_KINDS
             .iter()

@@ -15,11 +15,11 @@ use http::request::Parts;
 
 use super::errors::ErrorCode;
 use super::record::Record;
-use crate::control::runtime::RouteRuntime;
+use crate::control::generation::LiveRoute;
 
 /// Admits the request to `route`, or answers why not.
 pub(super) fn admit(
-    route: &RouteRuntime,
+    route: &LiveRoute,
     parts: &Parts,
     content_length: Option<u64>,
     record: &mut Record,
@@ -49,7 +49,7 @@ pub(super) fn admit(
 }
 
 /// 413 for a body over the route's `max_body`.
-pub(super) fn body_too_large(route: &RouteRuntime, record: &Record) -> Response<ResponseBody> {
+pub(super) fn body_too_large(route: &LiveRoute, record: &Record) -> Response<ResponseBody> {
     let message = format!(
         "the request body exceeds this route's limit of {} bytes",
         route.config().max_body

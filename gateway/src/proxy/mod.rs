@@ -59,7 +59,7 @@ use tokio::time::Instant;
 use self::body::PrepareError;
 use self::errors::ErrorCode;
 use self::record::{Record, RouteRecord};
-use crate::control::runtime::Runtime;
+use crate::control::generation::Generation;
 use crate::stats::Registry;
 
 /// What the listener knows about the connection a request came on.
@@ -75,7 +75,7 @@ pub struct Connection {
 /// the record is written when the response body ends. Generic over the request body so that
 /// tests can drive it in-process.
 pub async fn handle<B>(
-    runtime: Arc<Runtime>,
+    generation: Arc<Generation>,
     registry: Arc<Registry>,
     access_log: bool,
     mut request: Request<B>,
@@ -94,13 +94,13 @@ where
     let mut record = Record::new(&parts, conn.client, request_id, started, access_log);
 
     // 2. Route.
-    let Some(matched) = runtime.router().route(&parts) else {
+    let Some(matched) = generation.router().route(&parts) else {
         registry.gateway.unrouted_requests.fetch_add(1, Relaxed);
         let response =
             ErrorCode::NoRoute.response("no route matches this request", &record.request_id);
         return record.finish_with(response);
     };
-    let route = &runtime.routes()[matched.route];
+    let route = &generation.routes()[matched.route];
     record.route = Some(RouteRecord {
         id: route.id().clone(),
         stats: route.stats().clone(),
@@ -193,7 +193,7 @@ fn prepare_head(
     websocket: bool,
     conn: Connection,
     params: Vec<(String, String)>,
-    route: &crate::control::runtime::RouteRuntime,
+    route: &crate::control::generation::LiveRoute,
 ) {
     headers::strip_hop_by_hop(&mut parts.headers, websocket);
     let host = parts
@@ -229,10 +229,10 @@ mod tests {
 
     use super::*;
     use crate::config::{ProcessEnvironment, from_str};
-    use crate::control::runtime::PluginHost;
+    use crate::control::generation::PluginHost;
 
     struct Pipeline {
-        runtime: Arc<Runtime>,
+        generation: Arc<Generation>,
         registry: Arc<Registry>,
     }
 
@@ -245,11 +245,11 @@ mod tests {
             let registry = Arc::new(Registry::default());
             let sla = SlaEngine::new(Clock::system());
             let plugins = PluginHost::new(".".into(), None);
-            let runtime = Runtime::build(config, &registry, &sla, &plugins, None)
+            let generation = Generation::build(config, &registry, &sla, &plugins, None)
                 .await
                 .unwrap();
             Pipeline {
-                runtime: Arc::new(runtime),
+                generation: Arc::new(generation),
                 registry,
             }
         }
@@ -263,7 +263,7 @@ mod tests {
                 scheme: "http",
             };
             handle(
-                self.runtime.clone(),
+                self.generation.clone(),
                 self.registry.clone(),
                 false,
                 request,
@@ -272,12 +272,12 @@ mod tests {
         }
 
         fn count(&self, class: Class) -> u64 {
-            let stats = self.runtime.routes()[0].stats();
+            let stats = self.generation.routes()[0].stats();
             stats.requests_by_class[class.index()].load(Relaxed)
         }
 
         fn active(&self) -> u64 {
-            self.runtime.routes()[0].stats().active.load(Relaxed)
+            self.generation.routes()[0].stats().active.load(Relaxed)
         }
     }
 
@@ -352,7 +352,7 @@ mod tests {
         assert!(gave_up.await.is_err(), "the backend never answers");
         assert_eq!(pipeline.count(Class::Cancelled), 1);
         assert_eq!(pipeline.active(), 0);
-        let route = &pipeline.runtime.routes()[0];
+        let route = &pipeline.generation.routes()[0];
         let stats = route.failover().backends()[0].backend.stats();
         assert_eq!(stats.in_flight.load(Relaxed), 0);
         assert_eq!(stats.cancelled.load(Relaxed), 1);

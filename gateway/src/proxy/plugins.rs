@@ -27,7 +27,7 @@ use http_body_util::BodyExt;
 use super::body::grow;
 use super::errors::ErrorCode;
 use super::record::Record;
-use crate::control::runtime::RouteRuntime;
+use crate::control::generation::LiveRoute;
 
 /// What the request chain decided, when it let the request through.
 pub(super) struct Allowed {
@@ -40,7 +40,7 @@ pub(super) struct Allowed {
 /// Runs the route's plugins on the request head (see the module doc). `Break` carries the
 /// response that refuses the request.
 pub(super) async fn on_request(
-    route: &RouteRuntime,
+    route: &LiveRoute,
     parts: &mut Parts,
     content_length: Option<u64>,
     record: &mut Record,
@@ -137,7 +137,7 @@ fn rejection_response(
 /// route's plugins see it in reverse order; a reclassification decides how the request counts
 /// against the route's objective (the client still gets the backend's response).
 pub(super) async fn on_response(
-    route: &RouteRuntime,
+    route: &LiveRoute,
     mut call: CallContext,
     response: &mut Response<ResponseBody>,
     record: &mut Record,

@@ -18,11 +18,11 @@ use http::{HeaderValue, Response, StatusCode};
 use super::errors::ErrorCode;
 use super::headers;
 use super::record::Record;
-use crate::control::runtime::RouteRuntime;
+use crate::control::generation::LiveRoute;
 
 /// Sends the request to the route's backends; the outcome is noted on the record.
 pub(super) async fn forward(
-    route: &RouteRuntime,
+    route: &LiveRoute,
     parts: Parts,
     body: ReplayBody,
     preferred: Option<&str>,
@@ -50,7 +50,7 @@ pub(super) async fn forward(
 
 /// The client's response to what forwarding came to.
 pub(super) fn respond(
-    route: &RouteRuntime,
+    route: &LiveRoute,
     result: Result<accord_adapters::GatewayResponse, accord_adapters::BackendError>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     record: &mut Record,

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use accord_adapters::{Steering, Verdict};
+use accord_adapters::{Standing, Steering};
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
 
@@ -439,14 +439,14 @@ impl BackendSla {
 }
 
 impl Steering for BackendSla {
-    fn verdict(&self) -> Verdict {
+    fn standing(&self) -> Standing {
         if self.breaching.load(Relaxed) {
-            Verdict::Avoid {
+            Standing::Avoid {
                 probe: self.probe,
                 badness: self.badness(),
             }
         } else {
-            Verdict::Use
+            Standing::Use
         }
     }
 }
@@ -1070,7 +1070,7 @@ mod tests {
         // 5% errors against a 0.1% allowance: breaching at the next evaluation.
         minute_of_traffic(&engine, &route, 95, 5, 0).await;
         assert!(primary.is_breaching());
-        assert!(matches!(primary.verdict(), Verdict::Avoid { probe, .. } if probe == 0.05));
+        assert!(matches!(primary.standing(), Standing::Avoid { probe, .. } if probe == 0.05));
         let event = engine
             .events()
             .list(None)
@@ -1096,7 +1096,7 @@ mod tests {
         // …and restored at the fourth, 180s after the first compliant one.
         minute_of_traffic(&engine, &route, 30, 0, 0).await;
         assert!(!primary.is_breaching());
-        assert_eq!(primary.verdict(), Verdict::Use);
+        assert_eq!(primary.standing(), Standing::Use);
         assert!(!event.is_open());
     }
 

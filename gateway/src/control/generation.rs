@@ -1,7 +1,7 @@
-//! A `Runtime` is one generation of the configuration, built and ready to serve: the router,
-//! each route's failover over its backends, and the backends themselves. A reload builds a new
-//! runtime off the request path and swaps it in atomically; requests already running keep the
-//! `Arc<Runtime>` they started with, so they finish on the configuration they began under.
+//! A [`Generation`] is one generation of the configuration, built and ready to serve: the
+//! router, each route's failover over its backends ([`LiveRoute`]), and the backends
+//! themselves. A reload builds a new generation off the request path and swaps it in atomically; requests already running keep the
+//! `Arc<Generation>` they started with, so they finish on the configuration they began under.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use accord_adapters::backend::RouteKey;
 
 /// A route ready to serve.
 #[derive(Debug)]
-pub struct RouteRuntime {
+pub struct LiveRoute {
     config: Route,
     failover: Failover,
     stats: Arc<RouteStats>,
@@ -32,7 +32,7 @@ pub struct RouteRuntime {
     response_body_limit: usize,
 }
 
-impl RouteRuntime {
+impl LiveRoute {
     /// The route id.
     pub fn id(&self) -> &Arc<str> {
         &self.config.id
@@ -86,10 +86,10 @@ impl RouteRuntime {
 
 /// One generation of the configuration, ready to serve.
 #[derive(Debug)]
-pub struct Runtime {
+pub struct Generation {
     config: Config,
     router: Router,
-    routes: Vec<RouteRuntime>,
+    routes: Vec<LiveRoute>,
     backends: Vec<Arc<Backend>>,
     /// The settings each backend was built from, to reuse unchanged backends on reload.
     backend_configs: HashMap<Arc<str>, BackendConfig>,
@@ -97,7 +97,7 @@ pub struct Runtime {
     plugins: Vec<LoadedPlugin>,
 }
 
-/// A plugin as loaded into a runtime.
+/// A plugin as loaded into a generation.
 #[derive(Debug, Clone)]
 pub struct LoadedPlugin {
     /// Its id.
@@ -110,7 +110,7 @@ pub struct LoadedPlugin {
     pub plugin: Arc<Plugin>,
 }
 
-/// A runtime could not be built, and which part failed; the cause is kept as the error's source.
+/// A generation could not be built, and which part failed; the cause is kept as the error's source.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     /// The routes cannot form one table (a conflict the validation could not see).
@@ -155,15 +155,15 @@ pub enum BuildError {
     },
 }
 
-impl Runtime {
-    /// Builds a runtime. Backends whose settings equal those in `previous` are reused as they
+impl Generation {
+    /// Builds a generation. Backends whose settings equal those in `previous` are reused as they
     /// are, keeping their connection pools, health and ejection state.
     pub async fn build(
         config: Config,
         registry: &Registry,
         sla: &SlaEngine,
         plugins: &PluginHost,
-        previous: Option<&Runtime>,
+        previous: Option<&Generation>,
     ) -> Result<Self, BuildError> {
         let loaded = load_plugins(&config, plugins, previous).await?;
         let router =
@@ -224,7 +224,7 @@ impl Runtime {
                             .map(|p| p.plugin.clone())
                     })
                     .collect::<Vec<Arc<Plugin>>>();
-                RouteRuntime {
+                LiveRoute {
                     route_key: route_key(&route.matcher),
                     response_body_limit: chain
                         .iter()
@@ -260,7 +260,7 @@ impl Runtime {
         &self.plugins
     }
 
-    /// The configuration this runtime was built from.
+    /// The configuration this generation was built from.
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -271,7 +271,7 @@ impl Runtime {
     }
 
     /// Routes, in the configuration's order (the router's indexes point here).
-    pub fn routes(&self) -> &[RouteRuntime] {
+    pub fn routes(&self) -> &[LiveRoute] {
         &self.routes
     }
 
@@ -363,7 +363,7 @@ impl PluginHost {
 async fn load_plugins(
     config: &Config,
     host: &PluginHost,
-    previous: Option<&Runtime>,
+    previous: Option<&Generation>,
 ) -> Result<Vec<LoadedPlugin>, BuildError> {
     let mut loaded = Vec::new();
     for (id, plugin_config) in &config.plugins {
