@@ -4,7 +4,7 @@
 use tracing_subscriber::EnvFilter;
 
 use crate::config::model::Log;
-use crate::config::raw::LogFormat;
+use crate::config::model::LogFormat;
 
 /// Installs the global subscriber (once; later calls are ignored).
 pub fn init(log: &Log) {

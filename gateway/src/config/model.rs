@@ -11,8 +11,6 @@ use accord_adapters::failover::RetryPolicy;
 use accord_adapters::http::HttpBackendConfig;
 use http::{HeaderName, HeaderValue, Method};
 
-use super::raw::LogFormat;
-
 pub use accord_adapters::Secret;
 
 /// The whole gateway configuration.
@@ -92,6 +90,15 @@ pub struct Log {
     pub level: String,
     /// Whether access-log lines are written.
     pub access_log: bool,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured only on a terminal).
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// One backend's settings.

@@ -134,7 +134,7 @@ impl Default for RawLimits {
 #[serde(deny_unknown_fields, default)]
 pub struct RawLog {
     /// `text` or `json`.
-    pub format: LogFormat,
+    pub format: RawLogFormat,
     /// A `tracing` filter, e.g. `info` or `accord=debug,info`. `RUST_LOG` overrides it.
     pub level: String,
     /// Write one access-log line per request (target `accord::access`).
@@ -144,7 +144,7 @@ pub struct RawLog {
 impl Default for RawLog {
     fn default() -> Self {
         Self {
-            format: LogFormat::Text,
+            format: RawLogFormat::Text,
             level: "info".into(),
             access_log: true,
         }
@@ -176,7 +176,7 @@ impl Default for RawSlaHistory {
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
-pub enum LogFormat {
+pub enum RawLogFormat {
     /// Human-readable lines.
     Text,
     /// One JSON object per line.

@@ -156,7 +156,10 @@ pub fn validate(raw: &RawConfig, env: &dyn Environment) -> Result<Config, Config
     let routes = routes::check_routes(&mut v, raw);
     let sla_history = check_sla_history(&mut v, raw);
     let log = Log {
-        format: raw.log.format,
+        format: match raw.log.format {
+            RawLogFormat::Text => LogFormat::Text,
+            RawLogFormat::Json => LogFormat::Json,
+        },
         level: raw.log.level.clone(),
         access_log: raw.log.access_log,
     };
