@@ -1,75 +1,33 @@
 //! A route's service-level objective: targets, window, alert tiers, classification and
 //! enforcement.
 
+use accord_policies::sla::{
+    AlertTier, Classification, Enforcement, LatencyObjective, Objective, Severity, Shedding,
+    SloWindow,
+};
+
 use super::*;
 
+/// Rolling windows default to 30 days, and calendar months take the 30-day alert tiers (the
+/// SRE workbook's).
+const DEFAULT_WINDOW: Duration = Duration::from_secs(30 * 86_400);
+
+/// The objective of the route at `path`, when every part of it is valid.
 pub(super) fn slo_config(
     v: &mut Validator<'_>,
     raw: &Located<RawSlo>,
     path: &str,
 ) -> Option<RouteSlo> {
-    use accord_policies::sla::{
-        AlertTier, Classification, Enforcement, LatencyObjective, Objective, Severity, Shedding,
-        SloWindow,
-    };
     let errors_before = v.errors.len();
     let slo = &raw.value;
-    let check_target =
-        |v: &mut Validator<'_>, target: &Located<crate::config::types::Percent>, at: String| {
-            if target.value.0 >= 1.0 {
-                v.error(
-                    target,
-                    at,
-                    "must be below 100%: a 100% objective leaves no error budget",
-                );
-            } else if target.value.0 <= 0.0 {
-                v.error(target, at, "must be above 0%");
-            }
-            target.value.0
-        };
     let availability = slo
         .availability
         .as_ref()
         .map(|target| check_target(v, target, format!("{path}.availability")));
-    let latency = match &slo.latency {
-        None => None,
-        Some(latency) => match (&latency.value.threshold, &latency.value.target) {
-            (Some(threshold), Some(target)) => {
-                if threshold.value.0.is_zero() {
-                    v.error(
-                        threshold,
-                        format!("{path}.latency.threshold"),
-                        "must be more than 0",
-                    );
-                }
-                let target = check_target(v, target, format!("{path}.latency.target"));
-                Some(LatencyObjective {
-                    threshold: threshold.value.0,
-                    target,
-                })
-            }
-            (Some(_), None) => {
-                v.error(latency, format!("{path}.latency"), "a latency threshold needs a target, e.g. `target: 99%` (the share of requests that must finish within it)");
-                None
-            }
-            (None, Some(_)) => {
-                v.error(
-                    latency,
-                    format!("{path}.latency"),
-                    "a latency target needs a threshold, e.g. `threshold: 300ms`",
-                );
-                None
-            }
-            (None, None) => {
-                v.error(
-                    latency,
-                    format!("{path}.latency"),
-                    "set threshold and target, e.g. `{threshold: 300ms, target: 99%}`",
-                );
-                None
-            }
-        },
-    };
+    let latency = slo
+        .latency
+        .as_ref()
+        .and_then(|latency| check_latency(v, latency, path));
     if slo.availability.is_none() && slo.latency.is_none() {
         v.error(
             raw,
@@ -77,15 +35,106 @@ pub(super) fn slo_config(
             "an SLO needs an availability target, a latency objective, or both",
         );
     }
-    let rolling_default = Duration::from_secs(30 * 86_400);
-    let slo_window = if slo.window.value == "month" {
+    let window = check_window(v, slo, path);
+    let tier_window = match &window {
+        SloWindow::Rolling(length) => *length,
+        SloWindow::CalendarMonth { .. } => DEFAULT_WINDOW,
+    };
+    let tiers = match &slo.alerts {
+        None => AlertTier::defaults(tier_window),
+        Some(list) => check_tiers(v, list, tier_window, path),
+    };
+    let (enforcement, priority) = check_enforcement(v, raw, path);
+    (v.errors.len() == errors_before).then(|| RouteSlo {
+        objective: Objective {
+            availability,
+            latency,
+            window,
+            tiers,
+            classification: Classification {
+                throttled_burns_budget: slo.classification.throttled == RawThrottled::Bad,
+                client_errors_are_bad: slo.classification.client_errors == RawClientErrors::Bad,
+                cancelled_are_bad: slo.classification.cancelled == RawCancelled::Bad,
+            },
+        },
+        enforcement,
+        priority,
+    })
+}
+
+/// A target is a share strictly between 0 and 100%.
+fn check_target(
+    v: &mut Validator<'_>,
+    target: &Located<crate::config::types::Percent>,
+    at: String,
+) -> f64 {
+    if target.value.0 >= 1.0 {
+        v.error(
+            target,
+            at,
+            "must be below 100%: a 100% objective leaves no error budget",
+        );
+    } else if target.value.0 <= 0.0 {
+        v.error(target, at, "must be above 0%");
+    }
+    target.value.0
+}
+
+/// A latency objective has both a threshold above 0 and a target.
+fn check_latency(
+    v: &mut Validator<'_>,
+    latency: &Located<RawLatencyObjective>,
+    path: &str,
+) -> Option<LatencyObjective> {
+    match (&latency.value.threshold, &latency.value.target) {
+        (Some(threshold), Some(target)) => {
+            if threshold.value.0.is_zero() {
+                v.error(
+                    threshold,
+                    format!("{path}.latency.threshold"),
+                    "must be more than 0",
+                );
+            }
+            let target = check_target(v, target, format!("{path}.latency.target"));
+            Some(LatencyObjective {
+                threshold: threshold.value.0,
+                target,
+            })
+        }
+        (Some(_), None) => {
+            v.error(latency, format!("{path}.latency"), "a latency threshold needs a target, e.g. `target: 99%` (the share of requests that must finish within it)");
+            None
+        }
+        (None, Some(_)) => {
+            v.error(
+                latency,
+                format!("{path}.latency"),
+                "a latency target needs a threshold, e.g. `threshold: 300ms`",
+            );
+            None
+        }
+        (None, None) => {
+            v.error(
+                latency,
+                format!("{path}.latency"),
+                "set threshold and target, e.g. `{threshold: 300ms, target: 99%}`",
+            );
+            None
+        }
+    }
+}
+
+/// `month` (a calendar month in `time_zone`, UTC by default) or a rolling duration from 1h to
+/// 90d; a time zone only with a calendar window.
+fn check_window(v: &mut Validator<'_>, slo: &RawSlo, path: &str) -> SloWindow {
+    if slo.window.value == "month" {
         let zone = slo.time_zone.as_ref().map_or("UTC", |z| z.value.as_str());
         match SloWindow::calendar_month(zone) {
             Ok(window) => window,
             Err(message) => {
                 let at = slo.time_zone.as_ref().map_or(&slo.window, |z| z);
                 v.error(at, format!("{path}.time_zone"), message);
-                SloWindow::Rolling(rolling_default)
+                SloWindow::Rolling(DEFAULT_WINDOW)
             }
         }
     } else {
@@ -112,7 +161,7 @@ pub(super) fn slo_config(
                     format!("{path}.window"),
                     "must be between 1h and 90d",
                 );
-                SloWindow::Rolling(rolling_default)
+                SloWindow::Rolling(DEFAULT_WINDOW)
             }
             Err(_) => {
                 v.error(
@@ -120,56 +169,64 @@ pub(super) fn slo_config(
                     format!("{path}.window"),
                     format!("unknown SLO window {:?}: write a rolling window as a duration, e.g. \"30d\" or \"7d\", or \"month\" for the calendar month", slo.window.value),
                 );
-                SloWindow::Rolling(rolling_default)
+                SloWindow::Rolling(DEFAULT_WINDOW)
             }
         }
-    };
-    // A calendar month's alert tiers are derived for 30 days, like the SRE workbook's.
-    let window = match &slo_window {
-        SloWindow::Rolling(length) => *length,
-        SloWindow::CalendarMonth { .. } => rolling_default,
-    };
-    let tiers = match &slo.alerts {
-        None => AlertTier::defaults(window),
-        Some(list) => {
-            let mut tiers = Vec::new();
-            for (i, tier) in list.value.iter().enumerate() {
-                let at = format!("{path}.alerts[{i}]");
-                if !(tier.burn_rate.value >= 1.0 && tier.burn_rate.value.is_finite()) {
-                    v.error(
-                        &tier.burn_rate,
-                        format!("{at}.burn_rate"),
-                        "must be at least 1: a tier below 1× fires on a burn that never exhausts the budget",
-                    );
-                }
-                if tier.short.value.0 >= tier.long.value.0 {
-                    v.error(
-                        &tier.short,
-                        format!("{at}.short"),
-                        "the short window must be shorter than the long one",
-                    );
-                }
-                if tier.long.value.0 > window {
-                    v.error(
-                        &tier.long,
-                        format!("{at}.long"),
-                        "must not exceed the SLO window",
-                    );
-                }
-                tiers.push(AlertTier {
-                    severity: match tier.severity {
-                        RawSeverity::Page => Severity::Page,
-                        RawSeverity::Ticket => Severity::Ticket,
-                    },
-                    burn_rate: tier.burn_rate.value,
-                    long: tier.long.value.0,
-                    short: tier.short.value.0,
-                });
-            }
-            tiers
+    }
+}
+
+/// Explicit alert tiers: a factor of at least 1, a short window shorter than the long one, a
+/// long window no longer than the SLO window.
+fn check_tiers(
+    v: &mut Validator<'_>,
+    list: &Located<Vec<RawAlertTier>>,
+    slo_window: Duration,
+    path: &str,
+) -> Vec<AlertTier> {
+    let mut tiers = Vec::new();
+    for (i, tier) in list.value.iter().enumerate() {
+        let at = format!("{path}.alerts[{i}]");
+        if !(tier.burn_rate.value >= 1.0 && tier.burn_rate.value.is_finite()) {
+            v.error(
+                &tier.burn_rate,
+                format!("{at}.burn_rate"),
+                "must be at least 1: a tier below 1× fires on a burn that never exhausts the budget",
+            );
         }
-    };
-    let e = &slo.enforcement;
+        if tier.short.value.0 >= tier.long.value.0 {
+            v.error(
+                &tier.short,
+                format!("{at}.short"),
+                "the short window must be shorter than the long one",
+            );
+        }
+        if tier.long.value.0 > slo_window {
+            v.error(
+                &tier.long,
+                format!("{at}.long"),
+                "must not exceed the SLO window",
+            );
+        }
+        tiers.push(AlertTier {
+            severity: match tier.severity {
+                RawSeverity::Page => Severity::Page,
+                RawSeverity::Ticket => Severity::Ticket,
+            },
+            burn_rate: tier.burn_rate.value,
+            long: tier.long.value.0,
+            short: tier.short.value.0,
+        });
+    }
+    tiers
+}
+
+/// Breach judgement over 1m to 6h, shedding, and a valid priority header.
+fn check_enforcement(
+    v: &mut Validator<'_>,
+    raw: &Located<RawSlo>,
+    path: &str,
+) -> (Enforcement, PriorityRule) {
+    let e = &raw.value.enforcement;
     if e.breach_window.value.0 < Duration::from_secs(60)
         || e.breach_window.value.0 > Duration::from_secs(6 * 3600)
     {
@@ -194,19 +251,8 @@ pub(super) fn slo_config(
             HeaderName::from_static("x-accord-priority")
         }
     };
-    (v.errors.len() == errors_before).then(|| RouteSlo {
-        objective: Objective {
-            availability,
-            latency,
-            window: slo_window,
-            tiers,
-            classification: Classification {
-                throttled_burns_budget: slo.classification.throttled == RawThrottled::Bad,
-                client_errors_are_bad: slo.classification.client_errors == RawClientErrors::Bad,
-                cancelled_are_bad: slo.classification.cancelled == RawCancelled::Bad,
-            },
-        },
-        enforcement: Enforcement {
+    (
+        Enforcement {
             breach_window: e.breach_window.value.0,
             min_requests: e.min_requests.max(1),
             probe: e.probe.value.0,
@@ -214,10 +260,10 @@ pub(super) fn slo_config(
             shedding,
             strict: e.strict,
         },
-        priority: PriorityRule {
+        PriorityRule {
             header,
             low: e.priority.low.clone(),
             critical: e.priority.critical.clone(),
         },
-    })
+    )
 }
