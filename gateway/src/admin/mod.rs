@@ -66,118 +66,148 @@ async fn respond(
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let generation = gateway.generation();
-    let token = generation.config().admin.token.clone();
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let needs_token = method != Method::GET || !loopback;
-    if needs_token && !authorized(&request, token.as_ref().map(|t| t.expose())) {
-        let message = match token {
-            Some(_) => "this endpoint needs Authorization: Bearer <admin token>",
-            None => {
-                "this endpoint needs an admin token, and none is configured (admin.token_env or admin.token_file)"
-            }
-        };
-        return ErrorCode::Unauthorized.response(message, "-");
-    }
-    match (method, path.as_str()) {
-        (Method::GET, "/healthz") => text(StatusCode::OK, "ok\n", "text/plain"),
-        (Method::GET, "/readyz") => {
-            let routes: Vec<_> = generation
-                .routes()
-                .iter()
-                .map(|route| {
-                    let available = route.failover().backends().iter().filter(|b| b.backend.is_available()).count();
-                    serde_json::json!({ "route": route.id().as_ref(), "backends": route.failover().backends().len(), "available_backends": available })
-                })
-                .collect();
-            let draining = gateway.is_draining();
-            let body =
-                serde_json::json!({ "ready": !draining, "draining": draining, "routes": routes });
-            let status = if draining {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                StatusCode::OK
-            };
-            json(status, &body)
+    let path = request.uri().path();
+    if method != Method::GET || !loopback {
+        let token = generation.config().admin.token.as_ref();
+        if let Some(refusal) = unauthorized(&request, token.map(|t| t.expose())) {
+            return refusal;
         }
+    }
+    match (method, path) {
+        (Method::GET, "/healthz") => text(StatusCode::OK, "ok\n", "text/plain"),
+        (Method::GET, "/readyz") => readiness(gateway, &generation),
         (Method::GET, "/metrics") => {
             let mut page = exposition::Exposition::new();
             metrics::render(&mut page, &generation, gateway.registry());
             sla::render_metrics(&mut page, gateway.sla());
             text(StatusCode::OK, &page.finish(), "text/plain; version=0.0.4")
         }
-        (Method::GET, "/dashboard") => {
-            let mut response = text(StatusCode::OK, DASHBOARD, "text/html; charset=utf-8");
-            response.headers_mut().insert(
-                http::header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static("default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:"),
-            );
-            response.headers_mut().insert(
-                http::header::CACHE_CONTROL,
-                HeaderValue::from_static("no-cache"),
-            );
-            response
-        }
+        (Method::GET, "/dashboard") => dashboard(),
         (Method::GET, "/sla") => json(StatusCode::OK, &sla::document(gateway.sla())),
-        (Method::GET, path) if path.starts_with("/sla/routes/") => match sla_route_path(path) {
-            SlaRoutePath::History(id) => {
-                let minutes = request
-                    .uri()
-                    .query()
-                    .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("minutes=")))
-                    .and_then(|m| m.parse::<i64>().ok())
-                    .unwrap_or(120)
-                    .clamp(5, 360);
-                match gateway.sla().get(id) {
-                    Some(route) => {
-                        let now = gateway.sla().clock().minute();
-                        let history =
-                            accord_policies::sla::report::RouteHistory::build(&route, now, minutes);
-                        json(
-                            StatusCode::OK,
-                            &serde_json::to_value(history).unwrap_or_default(),
-                        )
-                    }
-                    None => no_slo(id),
-                }
-            }
-            SlaRoutePath::Report(id) => match sla::report(gateway.sla(), id) {
-                Some(report) => json(
-                    StatusCode::OK,
-                    &serde_json::to_value(report).unwrap_or_default(),
-                ),
-                None => no_slo(id),
-            },
-        },
+        (Method::GET, path) if path.starts_with("/sla/routes/") => {
+            sla_route(gateway.sla(), sla_route_path(path), request.uri().query())
+        }
         (Method::GET, "/config") => json(StatusCode::OK, &generation.config().effective),
-        (Method::POST, "/reload") => match gateway.reload().await {
-            Ok(report) => json(
-                StatusCode::OK,
-                &serde_json::json!({ "reloaded": true, "report": report }),
-            ),
-            Err(ReloadError::Invalid(errors)) => {
-                let body = serde_json::json!({
-                    "code": ErrorCode::InvalidConfig.spec().code,
-                    "message": ErrorCode::InvalidConfig.spec().meaning,
-                    "file": errors.file,
-                    "errors": errors.errors,
-                });
-                json(StatusCode::UNPROCESSABLE_ENTITY, &body)
-            }
-            Err(error @ ReloadError::Build(_)) => {
-                let body = serde_json::json!({
-                    "code": ErrorCode::InvalidConfig.spec().code,
-                    "message": ErrorCode::InvalidConfig.spec().meaning,
-                    "errors": [{ "message": error.describe() }],
-                });
-                json(StatusCode::UNPROCESSABLE_ENTITY, &body)
-            }
-        },
+        (Method::POST, "/reload") => reload(gateway).await,
         (_, "/healthz" | "/readyz" | "/metrics" | "/config" | "/reload") => {
             ErrorCode::MethodNotAllowed.response(&format!("{path} does not take this method"), "-")
         }
         _ => ErrorCode::NotFound.response(&format!("no admin endpoint {path}"), "-"),
     }
+}
+
+/// 401 unless the request carries the admin token (and there is one).
+fn unauthorized<B>(request: &Request<B>, token: Option<&str>) -> Option<Response<ResponseBody>> {
+    if authorized(request, token) {
+        return None;
+    }
+    let message = match token {
+        Some(_) => "this endpoint needs Authorization: Bearer <admin token>",
+        None => {
+            "this endpoint needs an admin token, and none is configured (admin.token_env or admin.token_file)"
+        }
+    };
+    Some(ErrorCode::Unauthorized.response(message, "-"))
+}
+
+/// `GET /readyz`: 200 with each route's available backends, 503 while draining.
+fn readiness(gateway: &impl AdminState, generation: &Generation) -> Response<ResponseBody> {
+    let routes: Vec<_> = generation
+        .routes()
+        .iter()
+        .map(|route| {
+            let backends = route.failover().backends();
+            let available = backends.iter().filter(|b| b.backend.is_available()).count();
+            serde_json::json!({ "route": route.id().as_ref(), "backends": backends.len(), "available_backends": available })
+        })
+        .collect();
+    let draining = gateway.is_draining();
+    let body = serde_json::json!({ "ready": !draining, "draining": draining, "routes": routes });
+    let status = if draining {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    json(status, &body)
+}
+
+/// `GET /dashboard`: the page, which may run only its own inline script.
+fn dashboard() -> Response<ResponseBody> {
+    let mut response = text(StatusCode::OK, DASHBOARD, "text/html; charset=utf-8");
+    response.headers_mut().insert(
+        http::header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:"),
+    );
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    response
+}
+
+/// `GET /sla/routes/{id}` and `GET /sla/routes/{id}/history?minutes=N` (5 to 360, 120 by
+/// default).
+fn sla_route(
+    engine: &accord_policies::sla::SlaEngine,
+    path: SlaRoutePath<'_>,
+    query: Option<&str>,
+) -> Response<ResponseBody> {
+    match path {
+        SlaRoutePath::History(id) => {
+            let minutes = query
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("minutes=")))
+                .and_then(|m| m.parse::<i64>().ok())
+                .unwrap_or(120)
+                .clamp(5, 360);
+            match engine.get(id) {
+                Some(route) => {
+                    let now = engine.clock().minute();
+                    let history =
+                        accord_policies::sla::report::RouteHistory::build(&route, now, minutes);
+                    json(
+                        StatusCode::OK,
+                        &serde_json::to_value(history).unwrap_or_default(),
+                    )
+                }
+                None => no_slo(id),
+            }
+        }
+        SlaRoutePath::Report(id) => match sla::report(engine, id) {
+            Some(report) => json(
+                StatusCode::OK,
+                &serde_json::to_value(report).unwrap_or_default(),
+            ),
+            None => no_slo(id),
+        },
+    }
+}
+
+/// `POST /reload`: 200 with what changed, or 422 with every error.
+async fn reload(gateway: &impl AdminState) -> Response<ResponseBody> {
+    let errors = match gateway.reload().await {
+        Ok(report) => {
+            return json(
+                StatusCode::OK,
+                &serde_json::json!({ "reloaded": true, "report": report }),
+            );
+        }
+        Err(ReloadError::Invalid(errors)) => serde_json::json!({
+            "file": errors.file,
+            "errors": errors.errors,
+        }),
+        Err(error @ ReloadError::Build(_)) => {
+            serde_json::json!({ "errors": [{ "message": error.describe() }] })
+        }
+    };
+    let mut body = serde_json::json!({
+        "code": ErrorCode::InvalidConfig.spec().code,
+        "message": ErrorCode::InvalidConfig.spec().meaning,
+    });
+    if let (Some(body), Some(errors)) = (body.as_object_mut(), errors.as_object()) {
+        body.extend(errors.clone());
+    }
+    json(StatusCode::UNPROCESSABLE_ENTITY, &body)
 }
 
 /// What a path under `/sla/routes/` asks for.
