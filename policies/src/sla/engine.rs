@@ -591,60 +591,73 @@ impl RouteSla {
         }
     }
 
+    /// One evaluation (every [`EVALUATION_INTERVAL`]): each backend's breach or recovery,
+    /// the alert tiers, the error budget, then the view plugins and reports read.
     fn evaluate(&self, now_ms: UnixMillis) {
         let now = minute_of(now_ms);
-        // Backends: breach and recovery, with hysteresis.
         for backend in &self.backends {
-            let (trigger, enough, burn) = backend.judge(&self.objective, &self.enforcement, now);
-            backend.badness.store(burn.to_bits(), Relaxed);
-            let window = backend.meter.window(now, self.enforcement.breach_window);
-            let events = self.objective.events(Indicator::Availability, &window);
-            backend.view.store(Arc::new(BackendView {
-                requests: window.total(),
-                error_ratio: if events.valid > 0.0 {
-                    events.bad() / events.valid
-                } else {
-                    0.0
-                },
-                p99_ms: window
-                    .latency
-                    .quantile(0.99)
-                    .map(|d| d.as_secs_f64() * 1000.0),
-            }));
-            let mut state = backend.state.lock().unwrap_or_else(|p| p.into_inner());
-            match trigger {
-                Some(trigger) => {
-                    state.last_breach_ms = now_ms;
-                    state.compliant_since_ms = None;
-                    if !backend.breaching.swap(true, Relaxed) {
-                        let event = self.events.open(
-                            &self.id,
-                            Some(&backend.id),
-                            EventKind::BackendBreach,
-                            None,
-                            Action::Reroute,
-                            trigger,
-                            now_ms,
-                        );
-                        backend.event.store(Some(event));
-                    }
-                }
-                None if enough => {
-                    let since = *state.compliant_since_ms.get_or_insert(now_ms);
-                    if backend.is_breaching()
-                        && now_ms - since >= self.enforcement.recovery.as_millis() as i64
-                    {
-                        backend.breaching.store(false, Relaxed);
-                        if let Some(event) = backend.event.swap(None) {
-                            event.end(now_ms);
-                        }
-                    }
-                }
-                None => {}
-            }
+            self.judge_backend(backend, now, now_ms);
         }
+        self.evaluate_alerts(now, now_ms);
+        self.evaluate_budget(now, now_ms);
+        self.view.store(Arc::new(self.compute_view(now, now_ms)));
+    }
 
-        // Alert tiers, per indicator.
+    /// A backend breaches when it burns above its objective over the breach window (once it
+    /// has served enough requests), and recovers after `recovery` of sustained compliance:
+    /// hysteresis, so a backend does not flap.
+    fn judge_backend(&self, backend: &BackendSla, now: Minute, now_ms: UnixMillis) {
+        let (trigger, enough, burn) = backend.judge(&self.objective, &self.enforcement, now);
+        backend.badness.store(burn.to_bits(), Relaxed);
+        let window = backend.meter.window(now, self.enforcement.breach_window);
+        let events = self.objective.events(Indicator::Availability, &window);
+        backend.view.store(Arc::new(BackendView {
+            requests: window.total(),
+            error_ratio: if events.valid > 0.0 {
+                events.bad() / events.valid
+            } else {
+                0.0
+            },
+            p99_ms: window
+                .latency
+                .quantile(0.99)
+                .map(|d| d.as_secs_f64() * 1000.0),
+        }));
+        let mut state = backend.state.lock().unwrap_or_else(|p| p.into_inner());
+        match trigger {
+            Some(trigger) => {
+                state.last_breach_ms = now_ms;
+                state.compliant_since_ms = None;
+                if !backend.breaching.swap(true, Relaxed) {
+                    let event = self.events.open(
+                        &self.id,
+                        Some(&backend.id),
+                        EventKind::BackendBreach,
+                        None,
+                        Action::Reroute,
+                        trigger,
+                        now_ms,
+                    );
+                    backend.event.store(Some(event));
+                }
+            }
+            None if enough => {
+                let since = *state.compliant_since_ms.get_or_insert(now_ms);
+                if backend.is_breaching()
+                    && now_ms - since >= self.enforcement.recovery.as_millis() as i64
+                {
+                    backend.breaching.store(false, Relaxed);
+                    if let Some(event) = backend.event.swap(None) {
+                        event.end(now_ms);
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Each SLI's alert tiers: a tier fires while both its windows burn at or above its factor.
+    fn evaluate_alerts(&self, now: Minute, now_ms: UnixMillis) {
         let mut paging = false;
         let mut alerts = self.alerts.lock().unwrap_or_else(|p| p.into_inner());
         for (indicator, target) in self.objective.indicators() {
@@ -701,8 +714,10 @@ impl RouteSla {
         }
         self.page_firing.store(paging, Relaxed);
         drop(alerts);
+    }
 
-        // The budget over the SLO window.
+    /// The error budget over the SLO window: exhausted while any SLI has spent it.
+    fn evaluate_budget(&self, now: Minute, now_ms: UnixMillis) {
         let window = self
             .meter
             .window_counts(now, self.objective.window.covered(now_ms));
@@ -744,8 +759,6 @@ impl RouteSla {
             }
             _ => {}
         }
-
-        self.view.store(Arc::new(self.compute_view(now, now_ms)));
     }
 
     fn compute_view(&self, now: i64, now_ms: UnixMillis) -> RouteView {
