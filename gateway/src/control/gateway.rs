@@ -31,6 +31,55 @@ pub enum ConfigSource {
     Text(String),
 }
 
+impl ConfigSource {
+    /// What relative paths in the configuration (plugins, the history file) are relative to:
+    /// the file's directory, or the working directory.
+    fn base_dir(&self) -> PathBuf {
+        match self {
+            Self::File(file) => file
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default(),
+            Self::Text(_) => PathBuf::from("."),
+        }
+    }
+}
+
+/// Opens the SLA history at `path` and loads it into the engine.
+fn open_history(path: &std::path::Path, sla: &SlaEngine) -> anyhow::Result<Arc<Store>> {
+    let store = Store::open(path)?;
+    let loaded = store.load(sla)?;
+    tracing::info!(path = %path.display(), rollups = loaded.rollups, events = loaded.events, "SLA history loaded");
+    Ok(Arc::new(store))
+}
+
+/// The SLA task: evaluates every [`EVALUATION_INTERVAL`] and flushes the history every
+/// `flush_interval`, for as long as the gateway runs.
+async fn run_sla(
+    sla: Arc<SlaEngine>,
+    store: Option<Arc<Store>>,
+    flush_interval: std::time::Duration,
+) {
+    let period = EVALUATION_INTERVAL.min(flush_interval);
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_evaluation = tokio::time::Instant::now();
+    let mut last_flush = tokio::time::Instant::now();
+    loop {
+        ticker.tick().await;
+        if last_evaluation.elapsed() >= period {
+            sla.tick();
+            last_evaluation = tokio::time::Instant::now();
+        }
+        if let Some(store) = &store
+            && last_flush.elapsed() >= flush_interval
+        {
+            flush(store.clone(), sla.clone()).await;
+            last_flush = tokio::time::Instant::now();
+        }
+    }
+}
+
 /// The admin API drives the gateway through [`AdminState`].
 impl AdminState for Gateway {
     fn generation(&self) -> Arc<Generation> {
@@ -92,31 +141,12 @@ impl Gateway {
         let registry = Arc::new(Registry::default());
         let sla = Arc::new(SlaEngine::new(Clock::system()));
         let history = config.sla_history.clone();
-        let base_dir = match &source {
-            ConfigSource::File(file) => file
-                .parent()
-                .map(std::path::Path::to_path_buf)
-                .unwrap_or_default(),
-            ConfigSource::Text(_) => std::path::PathBuf::from("."),
-        };
-        let plugins = PluginHost::new(base_dir, config.plugin_cache.clone());
+        let plugins = PluginHost::new(source.base_dir(), config.plugin_cache.clone());
         let generation = Generation::build(config, &registry, &sla, &plugins, None).await?;
         sla.retain(&generation.slo_route_ids());
         let store = match &history.path {
             None => None,
-            Some(path) => {
-                let path = match &source {
-                    ConfigSource::File(file) if path.is_relative() => file
-                        .parent()
-                        .unwrap_or(std::path::Path::new("."))
-                        .join(path),
-                    _ => path.clone(),
-                };
-                let store = Store::open(&path)?;
-                let loaded = store.load(&sla)?;
-                tracing::info!(path = %path.display(), rollups = loaded.rollups, events = loaded.events, "SLA history loaded");
-                Some(Arc::new(store))
-            }
+            Some(path) => Some(open_history(&source.base_dir().join(path), &sla)?),
         };
         let gateway = Arc::new(Gateway {
             generation: ArcSwap::from_pointee(generation),
@@ -132,29 +162,7 @@ impl Gateway {
         let config = gateway.generation.load_full();
         let config = config.config();
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let mut tasks = Vec::new();
-        let mut listeners = Vec::new();
-        for listener in &config.listeners {
-            let tls = match &listener.tls {
-                Some((cert, key)) => Some(
-                    server::tls_acceptor(cert, key)
-                        .map_err(|e| anyhow::anyhow!("listener {}: {e}", listener.name))?,
-                ),
-                None => None,
-            };
-            let socket =
-                server::bind(listener.address, &format!("listener {}", listener.name)).await?;
-            listeners.push(socket.local_addr()?);
-            let handler = gateway.clone().proxy_handler();
-            tasks.push(tokio::spawn(server::serve(
-                socket,
-                tls,
-                config.limits.clone(),
-                Some(gateway.registry.gateway_stats()),
-                handler,
-                shutdown_rx.clone(),
-            )));
-        }
+        let (listeners, tasks) = gateway.serve_traffic(config, &shutdown_rx).await?;
         // The admin API outlives the traffic listeners' drain, so that `/readyz` can say so.
         let admin_socket = server::bind(config.admin.address, "admin API").await?;
         let admin = admin_socket.local_addr()?;
@@ -170,27 +178,7 @@ impl Gateway {
             admin_shutdown_rx,
         ));
         drop(shutdown_rx);
-        let evaluator = sla.clone();
-        let flusher = store.clone();
-        let sla_task = tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(EVALUATION_INTERVAL.min(history.flush_interval));
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut last_evaluation = tokio::time::Instant::now();
-            let mut last_flush = tokio::time::Instant::now();
-            loop {
-                ticker.tick().await;
-                if last_evaluation.elapsed() >= EVALUATION_INTERVAL.min(history.flush_interval) {
-                    evaluator.tick();
-                    last_evaluation = tokio::time::Instant::now();
-                }
-                if let Some(store) = &flusher
-                    && last_flush.elapsed() >= history.flush_interval
-                {
-                    flush(store.clone(), evaluator.clone()).await;
-                    last_flush = tokio::time::Instant::now();
-                }
-            }
-        });
+        let sla_task = tokio::spawn(run_sla(sla, store, history.flush_interval));
         tracing::info!(?listeners, %admin, routes = config.routes.len(), backends = config.backends.len(), "accord is serving");
         Ok(Running {
             gateway,
@@ -202,6 +190,38 @@ impl Gateway {
             admin_task,
             sla_task,
         })
+    }
+
+    /// Binds every traffic listener and serves it until `shutdown` says so.
+    async fn serve_traffic(
+        self: &Arc<Self>,
+        config: &Config,
+        shutdown: &watch::Receiver<bool>,
+    ) -> anyhow::Result<(Vec<SocketAddr>, Vec<JoinHandle<()>>)> {
+        let mut tasks = Vec::new();
+        let mut listeners = Vec::new();
+        for listener in &config.listeners {
+            let tls = match &listener.tls {
+                Some((cert, key)) => Some(
+                    server::tls_acceptor(cert, key)
+                        .map_err(|e| anyhow::anyhow!("listener {}: {e}", listener.name))?,
+                ),
+                None => None,
+            };
+            let socket =
+                server::bind(listener.address, &format!("listener {}", listener.name)).await?;
+            listeners.push(socket.local_addr()?);
+            let handler = self.clone().proxy_handler();
+            tasks.push(tokio::spawn(server::serve(
+                socket,
+                tls,
+                config.limits.clone(),
+                Some(self.registry.gateway_stats()),
+                handler,
+                shutdown.clone(),
+            )));
+        }
+        Ok((listeners, tasks))
     }
 
     fn proxy_handler(self: Arc<Self>) -> Handler {
