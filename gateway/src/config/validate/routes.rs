@@ -38,7 +38,59 @@ pub(super) fn route_config(
 ) -> Option<Route> {
     let errors_before = v.errors.len();
     let matcher = route_match(v, &raw.matcher, &format!("{path}.match"));
+    let refs = check_backend_refs(v, raw, path, backends);
+    let on = check_retry_on(v, raw, path);
+    check_limits(v, raw, path);
+    let slo = raw
+        .slo
+        .as_ref()
+        .and_then(|slo| super::slo::slo_config(v, slo, &format!("{path}.slo")));
+    let chain = check_plugin_chain(v, raw, path, plugins);
+    (v.errors.len() == errors_before).then(|| Route {
+        id: Arc::from(raw.id.value.as_str()),
+        matcher: matcher.unwrap_or_else(|| RouteMatch {
+            host: HostMatch::Any,
+            path: PathMatch::Prefix("/".into()),
+            methods: Vec::new(),
+            headers: Vec::new(),
+        }),
+        backends: refs,
+        timeout: raw.timeout.value.0,
+        per_try_timeout: raw.per_try_timeout.as_ref().map(|t| t.value.0),
+        retry: RetryPolicy {
+            retries: raw.retry.retries,
+            on,
+            non_idempotent: raw.retry.non_idempotent,
+        },
+        retry_budget: RetryBudgetPolicy {
+            ratio: raw.retry.budget_ratio.value.0,
+            min_concurrent: raw.retry.budget_min_concurrent,
+            min_per_second: f64::from(raw.retry.budget_min_per_second),
+        },
+        max_body: raw.max_body.value.0,
+        replay_buffer: raw.replay_buffer.value.0,
+        slo,
+        plugins: chain,
+    })
+}
 
+/// "(defined backends: a, b)" or "(no backends are defined)", for an unknown name.
+fn defined(what: &str, names: impl Iterator<Item = impl AsRef<str>>) -> String {
+    let known: Vec<String> = names.map(|n| n.as_ref().to_owned()).collect();
+    if known.is_empty() {
+        format!("no {what} are defined")
+    } else {
+        format!("defined {what}: {}", known.join(", "))
+    }
+}
+
+/// At least one backend; each defined, listed once, with a weight of at least 1.
+fn check_backend_refs(
+    v: &mut Validator<'_>,
+    raw: &RawRoute,
+    path: &str,
+    backends: &std::collections::BTreeMap<String, Located<RawBackend>>,
+) -> Vec<RouteBackendRef> {
     let mut refs = Vec::new();
     if raw.backends.value.is_empty() {
         v.error(
@@ -52,12 +104,7 @@ pub(super) fn route_config(
         let at = format!("{path}.backends[{i}].backend");
         let name = &entry.backend.value;
         if !backends.contains_key(name) {
-            let known: Vec<&str> = backends.keys().map(String::as_str).collect();
-            let hint = if known.is_empty() {
-                "no backends are defined".to_owned()
-            } else {
-                format!("defined backends: {}", known.join(", "))
-            };
+            let hint = defined("backends", backends.keys());
             v.error(
                 &entry.backend,
                 at,
@@ -87,6 +134,11 @@ pub(super) fn route_config(
         });
     }
 
+    refs
+}
+
+/// What is retried: named conditions and 4xx/5xx statuses.
+fn check_retry_on(v: &mut Validator<'_>, raw: &RawRoute, path: &str) -> RetryOn {
     let mut on = RetryOn {
         connect_failure: false,
         reset: false,
@@ -110,6 +162,12 @@ pub(super) fn route_config(
             },
         }
     }
+    on
+}
+
+/// Timeouts above 0 (the per-try one within the route's), and a replay buffer within both
+/// `max_body` and 16MiB.
+fn check_limits(v: &mut Validator<'_>, raw: &RawRoute, path: &str) {
     if raw.timeout.value.0.is_zero() {
         v.error(
             &raw.timeout,
@@ -140,20 +198,20 @@ pub(super) fn route_config(
             "must be at most 16MiB (it is held in memory per request)",
         );
     }
-    let slo = raw
-        .slo
-        .as_ref()
-        .and_then(|slo| super::slo::slo_config(v, slo, &format!("{path}.slo")));
+}
+
+/// Each plugin of the chain defined and listed once.
+fn check_plugin_chain(
+    v: &mut Validator<'_>,
+    raw: &RawRoute,
+    path: &str,
+    plugins: &std::collections::BTreeMap<String, Located<RawPlugin>>,
+) -> Vec<Arc<str>> {
     let mut chain: Vec<Arc<str>> = Vec::new();
     if let Some(list) = &raw.plugins {
         for (i, name) in list.value.iter().enumerate() {
             if !plugins.contains_key(&name.value) {
-                let known: Vec<&str> = plugins.keys().map(String::as_str).collect();
-                let hint = if known.is_empty() {
-                    "no plugins are defined".to_owned()
-                } else {
-                    format!("defined plugins: {}", known.join(", "))
-                };
+                let hint = defined("plugins", plugins.keys());
                 v.error(
                     name,
                     format!("{path}.plugins[{i}]"),
@@ -170,32 +228,7 @@ pub(super) fn route_config(
             }
         }
     }
-    (v.errors.len() == errors_before).then(|| Route {
-        id: Arc::from(raw.id.value.as_str()),
-        matcher: matcher.unwrap_or_else(|| RouteMatch {
-            host: HostMatch::Any,
-            path: PathMatch::Prefix("/".into()),
-            methods: Vec::new(),
-            headers: Vec::new(),
-        }),
-        backends: refs,
-        timeout: raw.timeout.value.0,
-        per_try_timeout: raw.per_try_timeout.as_ref().map(|t| t.value.0),
-        retry: RetryPolicy {
-            retries: raw.retry.retries,
-            on,
-            non_idempotent: raw.retry.non_idempotent,
-        },
-        retry_budget: RetryBudgetPolicy {
-            ratio: raw.retry.budget_ratio.value.0,
-            min_concurrent: raw.retry.budget_min_concurrent,
-            min_per_second: f64::from(raw.retry.budget_min_per_second),
-        },
-        max_body: raw.max_body.value.0,
-        replay_buffer: raw.replay_buffer.value.0,
-        slo,
-        plugins: chain,
-    })
+    chain
 }
 
 fn route_match(v: &mut Validator<'_>, raw: &RawMatch, path: &str) -> Option<RouteMatch> {
