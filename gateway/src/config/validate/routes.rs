@@ -40,7 +40,7 @@ pub(super) fn route_config(
     let matcher = route_match(v, &raw.matcher, &format!("{path}.match"));
     let refs = check_backend_refs(v, raw, path, backends);
     let on = check_retry_on(v, raw, path);
-    check_limits(v, raw, path);
+    check_route_limits(v, raw, path);
     let slo = raw
         .slo
         .as_ref()
@@ -167,7 +167,7 @@ fn check_retry_on(v: &mut Validator<'_>, raw: &RawRoute, path: &str) -> RetryOn 
 
 /// Timeouts above 0 (the per-try one within the route's), and a replay buffer within both
 /// `max_body` and 16MiB.
-fn check_limits(v: &mut Validator<'_>, raw: &RawRoute, path: &str) {
+fn check_route_limits(v: &mut Validator<'_>, raw: &RawRoute, path: &str) {
     if raw.timeout.value.0.is_zero() {
         v.error(
             &raw.timeout,
