@@ -632,113 +632,13 @@ pub(super) fn http_backend(
     path: &str,
 ) -> Option<HttpBackendConfig> {
     let errors_before = v.errors.len();
-    let mut addresses = Vec::new();
-    if raw.addresses.value.is_empty() {
-        v.error(
-            &raw.addresses,
-            format!("{path}.addresses"),
-            "at least one address is required",
-        );
-    }
-    for (i, address) in raw.addresses.value.iter().enumerate() {
-        let (text, weight) = match &address.value {
-            RawAddress::Plain(text) => (text, 1),
-            RawAddress::Weighted { address, weight } => (address, *weight),
-        };
-        let at = format!("{path}.addresses[{i}]");
-        if weight == 0 {
-            v.error(address, &at, "weight must be at least 1");
-        }
-        match split_host_port(text) {
-            Some((host, port)) => addresses.push(EndpointAddress { host, port, weight }),
-            None => v.error(address, &at, format!("invalid address {text:?}: write host:port, e.g. \"10.0.0.5:8080\" or \"orders.internal:80\"")),
-        }
-    }
-    let tls = raw.tls.as_ref().map(|tls| {
-        let identity = match (&tls.cert_file, &tls.key_file) {
-            (Some(cert), Some(key)) => {
-                Some((PathBuf::from(&cert.value), PathBuf::from(&key.value)))
-            }
-            (Some(cert), None) => {
-                v.error(
-                    cert,
-                    format!("{path}.tls.cert_file"),
-                    "a client certificate needs key_file too",
-                );
-                None
-            }
-            (None, Some(key)) => {
-                v.error(
-                    key,
-                    format!("{path}.tls.key_file"),
-                    "a client key needs cert_file too",
-                );
-                None
-            }
-            (None, None) => None,
-        };
-        ClientTls {
-            ca_file: tls.ca_file.as_ref().map(|f| PathBuf::from(&f.value)),
-            client_identity: identity,
-            server_name: tls.server_name.as_ref().map(|s| s.value.clone()),
-        }
-    });
-    let balancer = match &raw.balancer.value {
-        RawBalancer::RoundRobin => BalancerPolicy::RoundRobin,
-        RawBalancer::LeastRequest => BalancerPolicy::LeastRequest,
-        RawBalancer::ConsistentHash(key) => {
-            let at = format!("{path}.balancer.consistent_hash");
-            match (&key.header, &key.cookie, key.client_address) {
-                (Some(header), None, false) => match HeaderName::try_from(header.as_str()) {
-                    Ok(name) => BalancerPolicy::ConsistentHash(HashKey::Header(name)),
-                    Err(_) => {
-                        v.error(
-                            &raw.balancer,
-                            format!("{at}.header"),
-                            format!("invalid header name {header:?}"),
-                        );
-                        BalancerPolicy::RoundRobin
-                    }
-                },
-                (None, Some(cookie), false) => {
-                    BalancerPolicy::ConsistentHash(HashKey::Cookie(cookie.clone()))
-                }
-                (None, None, true) => BalancerPolicy::ConsistentHash(HashKey::ClientAddress),
-                _ => {
-                    v.error(
-                        &raw.balancer,
-                        at,
-                        "set exactly one of header, cookie or client_address",
-                    );
-                    BalancerPolicy::RoundRobin
-                }
-            }
-        }
-    };
-    let health_check = raw.health_check.as_ref().map(|hc| {
-        if !hc.path.value.starts_with('/') {
-            v.error(
-                &hc.path,
-                format!("{path}.health_check.path"),
-                "must start with '/'",
-            );
-        }
-        if hc.timeout.value.0 > hc.interval.value.0 {
-            v.error(
-                &hc.timeout,
-                format!("{path}.health_check.timeout"),
-                "must not exceed the interval",
-            );
-        }
-        HealthCheck {
-            path: hc.path.value.clone(),
-            interval: hc.interval.value.0,
-            timeout: hc.timeout.value.0,
-            healthy_threshold: hc.healthy_threshold.max(1),
-            unhealthy_threshold: hc.unhealthy_threshold.max(1),
-            host: hc.host.clone(),
-        }
-    });
+    let addresses = check_addresses(v, raw, path);
+    let tls = raw.tls.as_ref().map(|tls| check_upstream_tls(v, tls, path));
+    let balancer = check_balancer(v, raw, path);
+    let health_check = raw
+        .health_check
+        .as_ref()
+        .map(|hc| check_health_check(v, hc, path));
     let outlier = OutlierPolicy {
         consecutive_failures: raw.outlier.consecutive_failures,
         base_ejection: raw.outlier.base_ejection.value.0,
@@ -783,6 +683,128 @@ pub(super) fn http_backend(
         dns_refresh: raw.dns_refresh.value.0,
         host_rewrite: raw.host_rewrite.as_ref().map(|h| h.value.clone()),
     })
+}
+
+/// At least one `host:port` address, each with a weight of at least 1.
+fn check_addresses(
+    v: &mut Validator<'_>,
+    raw: &RawHttpBackend,
+    path: &str,
+) -> Vec<EndpointAddress> {
+    let mut addresses = Vec::new();
+    if raw.addresses.value.is_empty() {
+        v.error(
+            &raw.addresses,
+            format!("{path}.addresses"),
+            "at least one address is required",
+        );
+    }
+    for (i, address) in raw.addresses.value.iter().enumerate() {
+        let (text, weight) = match &address.value {
+            RawAddress::Plain(text) => (text, 1),
+            RawAddress::Weighted { address, weight } => (address, *weight),
+        };
+        let at = format!("{path}.addresses[{i}]");
+        if weight == 0 {
+            v.error(address, &at, "weight must be at least 1");
+        }
+        match split_host_port(text) {
+            Some((host, port)) => addresses.push(EndpointAddress { host, port, weight }),
+            None => v.error(address, &at, format!("invalid address {text:?}: write host:port, e.g. \"10.0.0.5:8080\" or \"orders.internal:80\"")),
+        }
+    }
+    addresses
+}
+
+/// A client certificate comes with its key.
+fn check_upstream_tls(v: &mut Validator<'_>, tls: &RawClientTls, path: &str) -> ClientTls {
+    let identity = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => Some((PathBuf::from(&cert.value), PathBuf::from(&key.value))),
+        (Some(cert), None) => {
+            v.error(
+                cert,
+                format!("{path}.tls.cert_file"),
+                "a client certificate needs key_file too",
+            );
+            None
+        }
+        (None, Some(key)) => {
+            v.error(
+                key,
+                format!("{path}.tls.key_file"),
+                "a client key needs cert_file too",
+            );
+            None
+        }
+        (None, None) => None,
+    };
+    ClientTls {
+        ca_file: tls.ca_file.as_ref().map(|f| PathBuf::from(&f.value)),
+        client_identity: identity,
+        server_name: tls.server_name.as_ref().map(|s| s.value.clone()),
+    }
+}
+
+/// Round robin, least request, or a consistent hash on exactly one key.
+fn check_balancer(v: &mut Validator<'_>, raw: &RawHttpBackend, path: &str) -> BalancerPolicy {
+    match &raw.balancer.value {
+        RawBalancer::RoundRobin => BalancerPolicy::RoundRobin,
+        RawBalancer::LeastRequest => BalancerPolicy::LeastRequest,
+        RawBalancer::ConsistentHash(key) => {
+            let at = format!("{path}.balancer.consistent_hash");
+            match (&key.header, &key.cookie, key.client_address) {
+                (Some(header), None, false) => match HeaderName::try_from(header.as_str()) {
+                    Ok(name) => BalancerPolicy::ConsistentHash(HashKey::Header(name)),
+                    Err(_) => {
+                        v.error(
+                            &raw.balancer,
+                            format!("{at}.header"),
+                            format!("invalid header name {header:?}"),
+                        );
+                        BalancerPolicy::RoundRobin
+                    }
+                },
+                (None, Some(cookie), false) => {
+                    BalancerPolicy::ConsistentHash(HashKey::Cookie(cookie.clone()))
+                }
+                (None, None, true) => BalancerPolicy::ConsistentHash(HashKey::ClientAddress),
+                _ => {
+                    v.error(
+                        &raw.balancer,
+                        at,
+                        "set exactly one of header, cookie or client_address",
+                    );
+                    BalancerPolicy::RoundRobin
+                }
+            }
+        }
+    }
+}
+
+/// A health check path from the root and a timeout within the interval.
+fn check_health_check(v: &mut Validator<'_>, hc: &RawHealthCheck, path: &str) -> HealthCheck {
+    if !hc.path.value.starts_with('/') {
+        v.error(
+            &hc.path,
+            format!("{path}.health_check.path"),
+            "must start with '/'",
+        );
+    }
+    if hc.timeout.value.0 > hc.interval.value.0 {
+        v.error(
+            &hc.timeout,
+            format!("{path}.health_check.timeout"),
+            "must not exceed the interval",
+        );
+    }
+    HealthCheck {
+        path: hc.path.value.clone(),
+        interval: hc.interval.value.0,
+        timeout: hc.timeout.value.0,
+        healthy_threshold: hc.healthy_threshold.max(1),
+        unhealthy_threshold: hc.unhealthy_threshold.max(1),
+        host: hc.host.clone(),
+    }
 }
 
 /// Splits `host:port` (`[v6]:port` for IPv6).
