@@ -221,159 +221,240 @@ pub(super) fn azure_backend(
     azure: &AzureContext<'_>,
 ) -> Option<AzureBackendConfig> {
     let errors_before = v.errors.len();
-    let entra =
-        |v: &mut Validator<'_>, auth: &RawEntraAuth, at: &str, default_scope: Option<&str>| {
-            let credential = azure.credentials.get(&auth.credential.value).cloned();
-            if credential.is_none() && !azure.defined.contains_key(&auth.credential.value) {
-                let known: Vec<&str> = azure.defined.keys().map(String::as_str).collect();
-                v.error(
-                    &auth.credential,
-                    format!("{at}.credential"),
-                    format!(
-                        "unknown Azure credential {:?} ({})",
-                        auth.credential.value,
-                        if known.is_empty() {
-                            "define it under azure_credentials".to_owned()
-                        } else {
-                            format!("defined: {}", known.join(", "))
-                        }
-                    ),
-                );
-            }
-            let scope = match (&auth.scope, default_scope) {
-                (Some(scope), _) => scope.value.trim().to_owned(),
-                (None, Some(default)) => default.to_owned(),
-                (None, None) => {
-                    v.error(
-                        &auth.credential,
-                        format!("{at}.scope"),
-                        "a scope is required (the resource's App ID URI followed by /.default)",
-                    );
-                    String::new()
-                }
-            };
-            credential.map(|credential| AzureAuth::Entra { credential, scope })
-        };
-    let key = |v: &mut Validator<'_>,
-               env: Option<&Located<String>>,
-               file: Option<&Located<String>>,
-               at: &str,
-               header: http::HeaderName| {
-        let source = match (env, file) {
-            (Some(e), _) => format!("key_env {}", e.value),
-            (None, Some(f)) => format!("key_file {}", f.value),
-            (None, None) => return None,
-        };
-        v.secret(env, file, &format!("{at}.key"))
-            .map(|key| AzureAuth::Key {
-                header,
-                key,
-                source,
-            })
-    };
-    let (service, url_field, url, ca_file, auth, fixed_path) = match raw {
-        RawBackend::AzureFunction(f) => {
-            let at = format!("{path}.azure_function");
-            let auth = match (&f.entra, f.key_env.is_some() || f.key_file.is_some()) {
-                (Some(_), true) => {
-                    v.error(
-                        &f.url,
-                        at.clone(),
-                        "authenticate with a key or entra, not both",
-                    );
-                    None
-                }
-                (Some(e), false) => entra(v, e, &format!("{at}.entra"), None),
-                (None, true) => key(
-                    v,
-                    f.key_env.as_ref(),
-                    f.key_file.as_ref(),
-                    &at,
-                    http::HeaderName::from_static("x-functions-key"),
-                ),
-                (None, false) => {
-                    v.error(
-                        &f.url,
-                        at.clone(),
-                        "set key_env, key_file or entra (an anonymous function needs no gateway)",
-                    );
-                    None
-                }
-            };
-            let function = f.function.as_ref().map(|n| n.value.trim().to_owned());
-            if let Some(name) = &f.function
-                && (name.value.is_empty()
-                    || !name
-                        .value
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
-            {
-                v.error(
-                    name,
-                    format!("{at}.function"),
-                    "a function name is letters, digits, '-' and '_'",
-                );
-            }
-            (
-                AzureService::Function,
-                format!("{at}.url"),
-                &f.url,
-                &f.ca_file,
-                auth,
-                Some(function),
-            )
-        }
-        RawBackend::AzureAi(a) => {
-            let at = format!("{path}.azure_ai");
-            let header = match a.key_header {
-                RawAiKeyHeader::ApiKey => http::HeaderName::from_static("api-key"),
-                RawAiKeyHeader::OcpApimSubscriptionKey => {
-                    http::HeaderName::from_static("ocp-apim-subscription-key")
-                }
-            };
-            let auth = match (&a.entra, a.key_env.is_some() || a.key_file.is_some()) {
-                (Some(_), true) => {
-                    v.error(
-                        &a.endpoint,
-                        at.clone(),
-                        "authenticate with a key or entra, not both",
-                    );
-                    None
-                }
-                (Some(e), false) => {
-                    entra(v, e, &format!("{at}.entra"), Some(COGNITIVE_SERVICES_SCOPE))
-                }
-                (None, true) => key(v, a.key_env.as_ref(), a.key_file.as_ref(), &at, header),
-                (None, false) => {
-                    v.error(&a.endpoint, at.clone(), "set key_env, key_file or entra");
-                    None
-                }
-            };
-            (
-                AzureService::Ai,
-                format!("{at}.endpoint"),
-                &a.endpoint,
-                &a.ca_file,
-                auth,
-                None,
-            )
-        }
-        RawBackend::Azure(r) => {
-            let at = format!("{path}.azure");
-            let auth = entra(v, &r.entra, &format!("{at}.entra"), None);
-            (
-                AzureService::Rest,
-                format!("{at}.endpoint"),
-                &r.endpoint,
-                &r.ca_file,
-                auth,
-                None,
-            )
-        }
+    let parts = match raw {
+        RawBackend::AzureFunction(f) => function_service(v, f, path, azure),
+        RawBackend::AzureAi(a) => ai_service(v, a, path, azure),
+        RawBackend::Azure(r) => rest_service(v, r, path, azure),
         _ => return None,
     };
-    let (https, host, port, base) = azure_url(v, url, &url_field)?;
-    let upstream_path = match fixed_path {
+    let (https, host, port, base) = azure_url(v, parts.url, &parts.url_field)?;
+    let upstream_path = check_upstream_path(v, &parts, base);
+    let tls = https.then(|| accord_adapters::tls::ClientTls {
+        ca_file: parts.ca_file.as_ref().map(PathBuf::from),
+        client_identity: None,
+        server_name: Some(host.clone()),
+    });
+    let authority = if (https && port == 443) || (!https && port == 80) {
+        host.clone()
+    } else {
+        format!("{host}:{port}")
+    };
+    let auth = parts.auth?;
+    (v.errors.len() == errors_before).then(|| AzureBackendConfig {
+        service: parts.service,
+        http: accord_adapters::http::HttpBackendConfig::single(host, port, tls),
+        host: authority,
+        path: upstream_path,
+        auth,
+    })
+}
+
+/// What each kind of Azure backend contributes: its service, where its URL is, how it
+/// authenticates, and (for Functions) the function name.
+struct ServiceParts<'a> {
+    service: AzureService,
+    url_field: String,
+    url: &'a Located<String>,
+    ca_file: &'a Option<String>,
+    auth: Option<AzureAuth>,
+    /// `Some` for Functions: the function's name, if given apart from the URL.
+    function: Option<Option<String>>,
+}
+
+/// An Entra token for `scope` (or the default) from a defined credential.
+fn check_entra(
+    v: &mut Validator<'_>,
+    azure: &AzureContext<'_>,
+    auth: &RawEntraAuth,
+    at: &str,
+    default_scope: Option<&str>,
+) -> Option<AzureAuth> {
+    let credential = azure.credentials.get(&auth.credential.value).cloned();
+    if credential.is_none() && !azure.defined.contains_key(&auth.credential.value) {
+        let known: Vec<&str> = azure.defined.keys().map(String::as_str).collect();
+        v.error(
+            &auth.credential,
+            format!("{at}.credential"),
+            format!(
+                "unknown Azure credential {:?} ({})",
+                auth.credential.value,
+                if known.is_empty() {
+                    "define it under azure_credentials".to_owned()
+                } else {
+                    format!("defined: {}", known.join(", "))
+                }
+            ),
+        );
+    }
+    let scope = match (&auth.scope, default_scope) {
+        (Some(scope), _) => scope.value.trim().to_owned(),
+        (None, Some(default)) => default.to_owned(),
+        (None, None) => {
+            v.error(
+                &auth.credential,
+                format!("{at}.scope"),
+                "a scope is required (the resource's App ID URI followed by /.default)",
+            );
+            String::new()
+        }
+    };
+    credential.map(|credential| AzureAuth::Entra { credential, scope })
+}
+
+/// A key sent in `header`, from `key_env` or `key_file`.
+fn check_key(
+    v: &mut Validator<'_>,
+    env: Option<&Located<String>>,
+    file: Option<&Located<String>>,
+    at: &str,
+    header: http::HeaderName,
+) -> Option<AzureAuth> {
+    let source = match (env, file) {
+        (Some(e), _) => format!("key_env {}", e.value),
+        (None, Some(f)) => format!("key_file {}", f.value),
+        (None, None) => return None,
+    };
+    v.secret(env, file, &format!("{at}.key"))
+        .map(|key| AzureAuth::Key {
+            header,
+            key,
+            source,
+        })
+}
+
+/// An Azure Function: a function key or Entra, and a valid function name.
+fn function_service<'a>(
+    v: &mut Validator<'_>,
+    f: &'a RawAzureFunction,
+    path: &str,
+    azure: &AzureContext<'_>,
+) -> ServiceParts<'a> {
+    let at = format!("{path}.azure_function");
+    let auth = match (&f.entra, f.key_env.is_some() || f.key_file.is_some()) {
+        (Some(_), true) => {
+            v.error(
+                &f.url,
+                at.clone(),
+                "authenticate with a key or entra, not both",
+            );
+            None
+        }
+        (Some(e), false) => check_entra(v, azure, e, &format!("{at}.entra"), None),
+        (None, true) => check_key(
+            v,
+            f.key_env.as_ref(),
+            f.key_file.as_ref(),
+            &at,
+            http::HeaderName::from_static("x-functions-key"),
+        ),
+        (None, false) => {
+            v.error(
+                &f.url,
+                at.clone(),
+                "set key_env, key_file or entra (an anonymous function needs no gateway)",
+            );
+            None
+        }
+    };
+    let function = f.function.as_ref().map(|n| n.value.trim().to_owned());
+    if let Some(name) = &f.function
+        && (name.value.is_empty()
+            || !name
+                .value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+    {
+        v.error(
+            name,
+            format!("{at}.function"),
+            "a function name is letters, digits, '-' and '_'",
+        );
+    }
+    ServiceParts {
+        service: AzureService::Function,
+        url_field: format!("{at}.url"),
+        url: &f.url,
+        ca_file: &f.ca_file,
+        auth,
+        function: Some(function),
+    }
+}
+
+/// An Azure AI service: an API key (in the header it uses) or Entra (cognitive services scope
+/// by default).
+fn ai_service<'a>(
+    v: &mut Validator<'_>,
+    a: &'a RawAzureAi,
+    path: &str,
+    azure: &AzureContext<'_>,
+) -> ServiceParts<'a> {
+    let at = format!("{path}.azure_ai");
+    let header = match a.key_header {
+        RawAiKeyHeader::ApiKey => http::HeaderName::from_static("api-key"),
+        RawAiKeyHeader::OcpApimSubscriptionKey => {
+            http::HeaderName::from_static("ocp-apim-subscription-key")
+        }
+    };
+    let auth = match (&a.entra, a.key_env.is_some() || a.key_file.is_some()) {
+        (Some(_), true) => {
+            v.error(
+                &a.endpoint,
+                at.clone(),
+                "authenticate with a key or entra, not both",
+            );
+            None
+        }
+        (Some(e), false) => check_entra(
+            v,
+            azure,
+            e,
+            &format!("{at}.entra"),
+            Some(COGNITIVE_SERVICES_SCOPE),
+        ),
+        (None, true) => check_key(v, a.key_env.as_ref(), a.key_file.as_ref(), &at, header),
+        (None, false) => {
+            v.error(&a.endpoint, at.clone(), "set key_env, key_file or entra");
+            None
+        }
+    };
+    ServiceParts {
+        service: AzureService::Ai,
+        url_field: format!("{at}.endpoint"),
+        url: &a.endpoint,
+        ca_file: &a.ca_file,
+        auth,
+        function: None,
+    }
+}
+
+/// Any Azure REST API: Entra with a scope.
+fn rest_service<'a>(
+    v: &mut Validator<'_>,
+    r: &'a RawAzureRest,
+    path: &str,
+    azure: &AzureContext<'_>,
+) -> ServiceParts<'a> {
+    let at = format!("{path}.azure");
+    let auth = check_entra(v, azure, &r.entra, &format!("{at}.entra"), None);
+    ServiceParts {
+        service: AzureService::Rest,
+        url_field: format!("{at}.endpoint"),
+        url: &r.endpoint,
+        ca_file: &r.ca_file,
+        auth,
+        function: None,
+    }
+}
+
+/// A Function's fixed path (`…/api/<name>`, from the URL or from `function`), or the prefix
+/// other services' request paths go under.
+fn check_upstream_path(
+    v: &mut Validator<'_>,
+    parts: &ServiceParts<'_>,
+    base: String,
+) -> UpstreamPath {
+    let (url, url_field) = (parts.url, &parts.url_field);
+    match &parts.function {
         Some(Some(function)) => {
             if base.contains("/api/") {
                 v.error(
@@ -394,25 +475,7 @@ pub(super) fn azure_backend(
         }
         Some(None) => UpstreamPath::Fixed(base),
         None => UpstreamPath::Prefix(base),
-    };
-    let tls = https.then(|| accord_adapters::tls::ClientTls {
-        ca_file: ca_file.as_ref().map(PathBuf::from),
-        client_identity: None,
-        server_name: Some(host.clone()),
-    });
-    let authority = if (https && port == 443) || (!https && port == 80) {
-        host.clone()
-    } else {
-        format!("{host}:{port}")
-    };
-    let auth = auth?;
-    (v.errors.len() == errors_before).then(|| AzureBackendConfig {
-        service,
-        http: accord_adapters::http::HttpBackendConfig::single(host, port, tls),
-        host: authority,
-        path: upstream_path,
-        auth,
-    })
+    }
 }
 
 pub(super) fn lambda_backend(
