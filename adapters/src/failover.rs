@@ -13,10 +13,10 @@ use http::Method;
 use http::request::Parts;
 use tokio::time::Instant;
 
-use crate::backend::{Backend, GatewayResponse, TryDeadline};
+use crate::backend::{Backend, GatewayRequest, GatewayResponse, TryDeadline};
 use crate::body::ReplayBody;
 use crate::error::{BackendError, BackendErrorKind};
-use crate::retry_budget::RetryBudget;
+use crate::retry_budget::{RetryBudget, RetryGuard};
 
 /// One backend as a route uses it.
 #[derive(Debug, Clone)]
@@ -235,15 +235,7 @@ impl Failover {
         observer: &dyn TryObserver,
     ) -> Forwarded {
         let _in_flight = self.budget.start_request();
-        let (mut order, mut steered) = self.try_order();
-        if let Some(id) = preferred
-            && let Some(position) = order
-                .iter()
-                .position(|&i| &**self.backends[i].backend.id() == id)
-        {
-            order[..=position].rotate_right(1);
-            steered = false;
-        }
+        let (order, steered) = self.try_order_preferring(preferred);
         let idempotent = is_idempotent(&parts.method);
         let mut tries = 0u32;
         let mut last: Option<(Result<GatewayResponse, BackendError>, Arc<Backend>)> = None;
@@ -251,27 +243,14 @@ impl Failover {
         let mut _retry_guard = None;
 
         while let Some(index) = order.get(tries as usize % order.len().max(1)).copied() {
-            if tries > 0 {
-                let wanted = tries <= self.retry.retries
-                    && body.can_replay()
-                    && last
-                        .as_ref()
-                        .is_some_and(|(result, _)| self.should_retry(result, idempotent));
-                if !wanted {
+            if let Some((result, tried)) = &last {
+                if tries > self.retry.retries
+                    || !body.can_replay()
+                    || !self.should_retry(result, idempotent)
+                {
                     break;
                 }
-                // A request that never reached its backend adds no load to it: moving it to
-                // another backend is always safe and does not spend the budget.
-                let never_reached = last.as_ref().is_some_and(|(result, tried)| {
-                    never_reached_backend(result)
-                        && !Arc::ptr_eq(tried, &self.backends[index].backend)
-                });
-                let guard = if never_reached {
-                    Some(self.budget.retry_unbudgeted())
-                } else {
-                    self.budget.try_retry()
-                };
-                match guard {
+                match self.retry_guard(result, tried, index) {
                     Some(guard) => _retry_guard = Some(guard),
                     None => {
                         budget_exhausted = true;
@@ -283,23 +262,9 @@ impl Failover {
                 break;
             };
             let backend = self.backends[index].backend.clone();
-            let mut request = http::Request::from_parts(parts.clone(), try_body);
-            let try_deadline = self
-                .per_try_timeout
-                .map_or(deadline, |t| deadline.min(Instant::now() + t));
-            request.extensions_mut().insert(TryDeadline(try_deadline));
+            let request = http::Request::from_parts(parts.clone(), try_body);
             tries += 1;
-            let in_flight = TryInFlight {
-                backend: &backend,
-                started: Instant::now(),
-                observer,
-                ended: false,
-            };
-            let result = backend.call(request).await;
-            in_flight.end(match &result {
-                Ok(response) => TryResult::Answered(response.status()),
-                Err(error) => TryResult::Failed(error.kind()),
-            });
+            let result = self.try_once(&backend, request, deadline, observer).await;
             let done = match &result {
                 Ok(_) => !self.should_retry(&result, idempotent),
                 Err(_) => false,
@@ -329,6 +294,63 @@ impl Failover {
                 steered,
             },
         }
+    }
+
+    /// Room in the retry budget for another try after `result` from `tried`: a request that
+    /// never reached its backend adds no load to it, so moving it to another backend is always
+    /// safe and spends nothing.
+    fn retry_guard(
+        &self,
+        result: &Result<GatewayResponse, BackendError>,
+        tried: &Arc<Backend>,
+        next: usize,
+    ) -> Option<RetryGuard> {
+        if never_reached_backend(result) && !Arc::ptr_eq(tried, &self.backends[next].backend) {
+            Some(self.budget.retry_unbudgeted())
+        } else {
+            self.budget.try_retry()
+        }
+    }
+
+    /// One try, under the per-try deadline, reported to `observer` however it ends.
+    async fn try_once(
+        &self,
+        backend: &Arc<Backend>,
+        mut request: GatewayRequest,
+        deadline: Instant,
+        observer: &dyn TryObserver,
+    ) -> Result<GatewayResponse, BackendError> {
+        let try_deadline = self
+            .per_try_timeout
+            .map_or(deadline, |t| deadline.min(Instant::now() + t));
+        request.extensions_mut().insert(TryDeadline(try_deadline));
+        let in_flight = TryInFlight {
+            backend,
+            started: Instant::now(),
+            observer,
+            ended: false,
+        };
+        let result = backend.call(request).await;
+        in_flight.end(match &result {
+            Ok(response) => TryResult::Answered(response.status()),
+            Err(error) => TryResult::Failed(error.kind()),
+        });
+        result
+    }
+
+    /// [`Failover::try_order`] with `preferred` (a plugin's reroute) moved first when it is a
+    /// candidate; a preference is not steering.
+    fn try_order_preferring(&self, preferred: Option<&str>) -> (Vec<usize>, bool) {
+        let (mut order, steered) = self.try_order();
+        if let Some(id) = preferred
+            && let Some(position) = order
+                .iter()
+                .position(|&i| &**self.backends[i].backend.id() == id)
+        {
+            order[..=position].rotate_right(1);
+            return (order, false);
+        }
+        (order, steered)
     }
 
     /// The order in which backends are tried, and whether steering changed the first choice.
