@@ -236,117 +236,22 @@ impl RouteReport {
     pub fn build(route: &RouteSla, now: Minute, events: Vec<Arc<BreachEvent>>) -> RouteReport {
         let objective = route.objective();
         let now_ms = now * 60_000 + 59_999;
-        let slo_window = objective.window.covered(now_ms);
         let slo_name = objective.window.name();
-        let mut windows: Vec<(String, Duration)> = WINDOWS
+        let aggregates = window_aggregates(route, now, now_ms);
+        let slo_aggregate = aggregates
             .iter()
-            .map(|(name, secs)| ((*name).to_owned(), Duration::from_secs(*secs)))
-            .collect();
-        if !windows.iter().any(|(name, _)| *name == slo_name) {
-            windows.push((slo_name.clone(), slo_window));
-        }
-        let aggregates: Vec<(String, Duration, Aggregate)> = windows
-            .into_iter()
-            .map(|(name, length)| {
-                let aggregate = route.meter().window(now, length);
-                (name, length, aggregate)
-            })
-            .collect();
-        let slo_aggregate = &aggregates
-            .iter()
-            .find(|(name, _, _)| *name == slo_name)
-            .map(|(_, _, a)| a.clone())
+            .find(|(name, _)| *name == slo_name)
+            .map(|(_, a)| a.clone())
             .unwrap_or_default();
-
-        let indicators = objective
+        let indicators: Vec<IndicatorReport> = objective
             .indicators()
             .into_iter()
             .map(|(indicator, target)| {
-                let events = objective.events(indicator, slo_aggregate);
-                let per_window = |f: &dyn Fn(&Aggregate) -> f64| {
-                    aggregates
-                        .iter()
-                        .map(|(name, _, a)| WindowValue {
-                            window: name.clone(),
-                            value: f(a),
-                        })
-                        .collect::<Vec<_>>()
-                };
-                let alerts = objective
-                    .tiers
-                    .iter()
-                    .map(|tier| {
-                        let long_burn = burn_rate(
-                            objective
-                                .events(indicator, &route.meter().window_counts(now, tier.long)),
-                            target,
-                        );
-                        let short_burn = burn_rate(
-                            objective
-                                .events(indicator, &route.meter().window_counts(now, tier.short)),
-                            target,
-                        );
-                        AlertReport {
-                            severity: tier.severity,
-                            burn_rate: tier.burn_rate,
-                            long: format_duration(tier.long),
-                            short: format_duration(tier.short),
-                            long_burn,
-                            short_burn,
-                            firing: long_burn + 1e-9 >= tier.burn_rate
-                                && short_burn + 1e-9 >= tier.burn_rate,
-                        }
-                    })
-                    .collect();
-                IndicatorReport {
-                    indicator,
-                    target,
-                    attainment: events.ratio(),
-                    good_events: events.good,
-                    valid_events: events.valid,
-                    budget: budget(events, target),
-                    burn_rates: per_window(&|a| burn_rate(objective.events(indicator, a), target)),
-                    attainment_by_window: per_window(&|a| objective.events(indicator, a).ratio()),
-                    alerts,
-                }
+                indicator_report(route, now, indicator, target, &slo_aggregate, &aggregates)
             })
-            .collect::<Vec<IndicatorReport>>();
-
-        let backends = route
-            .backends()
-            .iter()
-            .map(|b| BackendReport {
-                backend: b.id().clone(),
-                state: if b.is_breaching() {
-                    "breaching"
-                } else {
-                    "compliant"
-                },
-                burn_rate: b.badness(),
-                window: window_report(
-                    format_duration(route.enforcement().breach_window),
-                    &b.meter().window(now, route.enforcement().breach_window),
-                ),
-            })
-            .collect::<Vec<_>>();
-
-        let firing = |severity| {
-            indicators
-                .iter()
-                .any(|i| i.alerts.iter().any(|a| a.firing && a.severity == severity))
-        };
-        let status = if route.is_budget_exhausted() {
-            RouteStatus::BudgetExhausted
-        } else if firing(Severity::Page) {
-            RouteStatus::Paging
-        } else if firing(Severity::Ticket) {
-            RouteStatus::Ticket
-        } else if backends.iter().any(|b| b.state == "breaching") {
-            RouteStatus::Degraded
-        } else {
-            RouteStatus::Ok
-        };
-
+            .collect();
+        let backends = backend_reports(route, now);
+        let status = route_status(route, &indicators, &backends);
         RouteReport {
             route: route.id().clone(),
             status,
@@ -365,7 +270,7 @@ impl RouteReport {
             indicators,
             windows: aggregates
                 .iter()
-                .map(|(name, _, a)| window_report(name.clone(), a))
+                .map(|(name, a)| window_report(name.clone(), a))
                 .collect(),
             backends,
             actions: ActionsReport {
@@ -380,6 +285,128 @@ impl RouteReport {
     /// The window report named `name`, if the report has one.
     pub fn window(&self, name: &str) -> Option<&WindowReport> {
         self.windows.iter().find(|w| w.window == name)
+    }
+}
+
+/// Every report window (5m … 3d, then the SLO window) with what the route did in it.
+fn window_aggregates(route: &RouteSla, now: Minute, now_ms: i64) -> Vec<(String, Aggregate)> {
+    let objective = route.objective();
+    let slo_name = objective.window.name();
+    let mut windows: Vec<(String, Duration)> = WINDOWS
+        .iter()
+        .map(|(name, secs)| ((*name).to_owned(), Duration::from_secs(*secs)))
+        .collect();
+    if !windows.iter().any(|(name, _)| *name == slo_name) {
+        windows.push((slo_name, objective.window.covered(now_ms)));
+    }
+    windows
+        .into_iter()
+        .map(|(name, length)| {
+            let aggregate = route.meter().window(now, length);
+            (name, aggregate)
+        })
+        .collect()
+}
+
+/// One SLI: attainment and budget over the SLO window, burn and attainment per window, and
+/// each alert tier with its two burn rates.
+fn indicator_report(
+    route: &RouteSla,
+    now: Minute,
+    indicator: Indicator,
+    target: f64,
+    slo_aggregate: &Aggregate,
+    aggregates: &[(String, Aggregate)],
+) -> IndicatorReport {
+    let objective = route.objective();
+    let events = objective.events(indicator, slo_aggregate);
+    let per_window = |f: &dyn Fn(&Aggregate) -> f64| {
+        aggregates
+            .iter()
+            .map(|(name, a)| WindowValue {
+                window: name.clone(),
+                value: f(a),
+            })
+            .collect::<Vec<_>>()
+    };
+    let burn_over = |length| {
+        burn_rate(
+            objective.events(indicator, &route.meter().window_counts(now, length)),
+            target,
+        )
+    };
+    let alerts = objective
+        .tiers
+        .iter()
+        .map(|tier| {
+            let (long_burn, short_burn) = (burn_over(tier.long), burn_over(tier.short));
+            AlertReport {
+                severity: tier.severity,
+                burn_rate: tier.burn_rate,
+                long: format_duration(tier.long),
+                short: format_duration(tier.short),
+                long_burn,
+                short_burn,
+                firing: long_burn + 1e-9 >= tier.burn_rate && short_burn + 1e-9 >= tier.burn_rate,
+            }
+        })
+        .collect();
+    IndicatorReport {
+        indicator,
+        target,
+        attainment: events.ratio(),
+        good_events: events.good,
+        valid_events: events.valid,
+        budget: budget(events, target),
+        burn_rates: per_window(&|a| burn_rate(objective.events(indicator, a), target)),
+        attainment_by_window: per_window(&|a| objective.events(indicator, a).ratio()),
+        alerts,
+    }
+}
+
+/// Each backend's standing and its traffic over the breach window.
+fn backend_reports(route: &RouteSla, now: Minute) -> Vec<BackendReport> {
+    let breach_window = route.enforcement().breach_window;
+    route
+        .backends()
+        .iter()
+        .map(|b| BackendReport {
+            backend: b.id().clone(),
+            state: if b.is_breaching() {
+                "breaching"
+            } else {
+                "compliant"
+            },
+            burn_rate: b.badness(),
+            window: window_report(
+                format_duration(breach_window),
+                &b.meter().window(now, breach_window),
+            ),
+        })
+        .collect()
+}
+
+/// The worst of: budget exhausted, paging, ticket, a breaching backend, ok.
+fn route_status(
+    route: &RouteSla,
+    indicators: &[IndicatorReport],
+    backends: &[BackendReport],
+) -> RouteStatus {
+    let firing = |severity| {
+        indicators
+            .iter()
+            .any(|i| i.alerts.iter().any(|a| a.firing && a.severity == severity))
+    };
+    if route.is_budget_exhausted() {
+        RouteStatus::BudgetExhausted
+    } else if firing(Severity::Page) {
+        RouteStatus::Paging
+    } else if firing(Severity::Ticket) {
+        RouteStatus::Ticket
+    } else if backends.iter().any(|b| b.state == "breaching") {
+        RouteStatus::Degraded
+    } else {
+        RouteStatus::Ok
     }
 }
 
