@@ -66,146 +66,161 @@ pub fn render(
             serde_json::json!({ "generated_ms": document["generated_ms"], "routes": routes })
         ));
     }
-    let mut rows: Vec<[String; 17]> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     for r in &routes {
-        let traffic = r["windows"]
-            .as_array()
-            .and_then(|w| w.iter().find(|w| w["window"] == window))
-            .ok_or_else(|| {
-                format!(
-                    "unknown window {window:?}: use 5m, 30m, 1h, 2h, 6h, 1d, 3d or the SLO window"
-                )
-            })?;
-        let count = |class: &str| {
-            format!(
-                "{}",
-                traffic["requests"][class].as_f64().unwrap_or(0.0).round()
-            )
-        };
-        let p99 = traffic["latency_ms"]["p99"]
-            .as_f64()
-            .map_or("-".to_owned(), |v| format!("{v:.1}"));
-        let actions = &r["actions"];
-        let actions = format!(
-            "rerouted {} shed {} rejected {}",
-            actions["rerouted"], actions["shed"], actions["rejected"]
-        );
-        for indicator in r["indicators"].as_array().into_iter().flatten() {
-            let name = indicator["indicator"].as_str().unwrap_or("?");
-            let target = indicator["target"].as_f64().unwrap_or(0.0);
-            let objective = match name {
-                "latency" => format!(
-                    "{} < {}ms",
-                    percent(target),
-                    r["objective"]["latency"]["threshold_ms"]
-                        .as_f64()
-                        .unwrap_or(0.0)
-                ),
-                _ => percent(target),
-            };
-            let by_window = |key: &str, w: &str| {
-                indicator[key]
-                    .as_array()
-                    .and_then(|list| list.iter().find(|v| v["window"] == w))
-                    .and_then(|v| v["value"].as_f64())
-            };
-            let firing: Vec<String> = indicator["alerts"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|a| a["firing"] == true)
-                .map(|a| {
-                    format!(
-                        "{} {}x",
-                        a["severity"].as_str().unwrap_or("?"),
-                        a["burn_rate"]
-                    )
-                })
-                .collect();
-            rows.push([
-                r["route"].as_str().unwrap_or("?").to_owned(),
-                r["status"].as_str().unwrap_or("?").to_owned(),
-                name.to_owned(),
-                format!(
-                    "{objective} / {}",
-                    r["objective"]["window"].as_str().unwrap_or("?")
-                ),
-                window.to_owned(),
-                by_window("attainment_by_window", window).map_or("-".to_owned(), percent),
-                indicator["budget"]["remaining_ratio"]
-                    .as_f64()
-                    .map_or("-".to_owned(), percent),
-                burn(by_window("burn_rates", "5m")),
-                burn(by_window("burn_rates", "1h")),
-                burn(by_window("burn_rates", "6h")),
-                if firing.is_empty() {
-                    "-".to_owned()
-                } else {
-                    firing.join(", ")
-                },
-                p99.clone(),
-                count("good"),
-                count("bad"),
-                count("throttled"),
-                count("rejected"),
-                actions.clone(),
-            ]);
-        }
+        rows.extend(route_rows(r, window)?);
     }
     Ok(match format {
-        ReportFormat::Csv => {
-            let mut out = HEADERS.join(",") + "\n";
-            for row in &rows {
-                let cells: Vec<String> = row.iter().map(|c| csv_cell(c)).collect();
-                out.push_str(&cells.join(","));
-                out.push('\n');
-            }
-            out
-        }
-        ReportFormat::Markdown => {
-            let mut out = format!(
-                "| {} |\n|{}\n",
-                HEADERS.join(" | "),
-                " --- |".repeat(HEADERS.len())
-            );
-            for row in &rows {
-                let _ = writeln!(out, "| {} |", row.join(" | "));
-            }
-            out
-        }
-        _ => {
-            let mut widths: Vec<usize> = HEADERS.iter().map(|h| h.len()).collect();
-            for row in &rows {
-                for (w, cell) in widths.iter_mut().zip(row) {
-                    *w = (*w).max(cell.chars().count());
-                }
-            }
-            let line = |cells: Vec<&str>| {
-                let padded: Vec<String> = cells
-                    .iter()
-                    .zip(&widths)
-                    .map(|(c, w)| format!("{c:<w$}"))
-                    .collect();
-                padded.join("  ").trim_end().to_owned() + "\n"
-            };
-            let mut out = line(
-                HEADERS
-                    .iter()
-                    .map(|h| h.to_uppercase())
-                    .collect::<Vec<_>>()
-                    .iter()
-                    .map(String::as_str)
-                    .collect(),
-            );
-            for row in &rows {
-                out.push_str(&line(row.iter().map(String::as_str).collect()));
-            }
-            if rows.is_empty() {
-                out.push_str("(no route has an SLO)\n");
-            }
-            out
-        }
+        ReportFormat::Csv => csv(&rows),
+        ReportFormat::Markdown => markdown(&rows),
+        _ => table(&rows),
     })
+}
+
+/// One row of the report: a route's SLI, with the cells of [`HEADERS`].
+type Row = [String; 17];
+
+/// The rows of one route of `/sla`, one per SLI, judged over `window`.
+fn route_rows(r: &Value, window: &str) -> Result<Vec<Row>, String> {
+    let mut rows = Vec::new();
+    let traffic = r["windows"]
+        .as_array()
+        .and_then(|w| w.iter().find(|w| w["window"] == window))
+        .ok_or_else(|| {
+            format!("unknown window {window:?}: use 5m, 30m, 1h, 2h, 6h, 1d, 3d or the SLO window")
+        })?;
+    let count = |class: &str| {
+        format!(
+            "{}",
+            traffic["requests"][class].as_f64().unwrap_or(0.0).round()
+        )
+    };
+    let p99 = traffic["latency_ms"]["p99"]
+        .as_f64()
+        .map_or("-".to_owned(), |v| format!("{v:.1}"));
+    let actions = &r["actions"];
+    let actions = format!(
+        "rerouted {} shed {} rejected {}",
+        actions["rerouted"], actions["shed"], actions["rejected"]
+    );
+    for indicator in r["indicators"].as_array().into_iter().flatten() {
+        let name = indicator["indicator"].as_str().unwrap_or("?");
+        let target = indicator["target"].as_f64().unwrap_or(0.0);
+        let objective = match name {
+            "latency" => format!(
+                "{} < {}ms",
+                percent(target),
+                r["objective"]["latency"]["threshold_ms"]
+                    .as_f64()
+                    .unwrap_or(0.0)
+            ),
+            _ => percent(target),
+        };
+        let by_window = |key: &str, w: &str| {
+            indicator[key]
+                .as_array()
+                .and_then(|list| list.iter().find(|v| v["window"] == w))
+                .and_then(|v| v["value"].as_f64())
+        };
+        let firing: Vec<String> = indicator["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["firing"] == true)
+            .map(|a| {
+                format!(
+                    "{} {}x",
+                    a["severity"].as_str().unwrap_or("?"),
+                    a["burn_rate"]
+                )
+            })
+            .collect();
+        rows.push([
+            r["route"].as_str().unwrap_or("?").to_owned(),
+            r["status"].as_str().unwrap_or("?").to_owned(),
+            name.to_owned(),
+            format!(
+                "{objective} / {}",
+                r["objective"]["window"].as_str().unwrap_or("?")
+            ),
+            window.to_owned(),
+            by_window("attainment_by_window", window).map_or("-".to_owned(), percent),
+            indicator["budget"]["remaining_ratio"]
+                .as_f64()
+                .map_or("-".to_owned(), percent),
+            burn(by_window("burn_rates", "5m")),
+            burn(by_window("burn_rates", "1h")),
+            burn(by_window("burn_rates", "6h")),
+            if firing.is_empty() {
+                "-".to_owned()
+            } else {
+                firing.join(", ")
+            },
+            p99.clone(),
+            count("good"),
+            count("bad"),
+            count("throttled"),
+            count("rejected"),
+            actions.clone(),
+        ]);
+    }
+    Ok(rows)
+}
+
+fn csv(rows: &[Row]) -> String {
+    let mut out = HEADERS.join(",") + "\n";
+    for row in rows {
+        let cells: Vec<String> = row.iter().map(|c| csv_cell(c)).collect();
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+fn markdown(rows: &[Row]) -> String {
+    let mut out = format!(
+        "| {} |\n|{}\n",
+        HEADERS.join(" | "),
+        " --- |".repeat(HEADERS.len())
+    );
+    for row in rows {
+        let _ = writeln!(out, "| {} |", row.join(" | "));
+    }
+    out
+}
+
+/// Columns padded to their widest cell.
+fn table(rows: &[Row]) -> String {
+    let mut widths: Vec<usize> = HEADERS.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        padded.join("  ").trim_end().to_owned() + "\n"
+    };
+    let mut out = line(
+        HEADERS
+            .iter()
+            .map(|h| h.to_uppercase())
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str)
+            .collect(),
+    );
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    if rows.is_empty() {
+        out.push_str("(no route has an SLO)\n");
+    }
+    out
 }
 
 fn percent(ratio: f64) -> String {
