@@ -52,16 +52,8 @@ pub async fn bind(address: SocketAddr, what: &str) -> anyhow::Result<TcpListener
         .map_err(|e| anyhow::anyhow!("cannot listen on {address} ({what}): {e}"))
 }
 
-/// Serves `listener` until `shutdown` turns true, then lets in-flight requests finish for up to
-/// `limits.shutdown_grace`.
-pub async fn serve(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    limits: Limits,
-    stats: Option<Arc<GatewayStats>>,
-    handler: Handler,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// The HTTP/1.1 and HTTP/2 server settings the limits ask for.
+fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -73,7 +65,37 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
-    let builder = Arc::new(builder);
+    builder
+}
+
+/// A client connection counted as open until dropped.
+struct OpenConnection(Arc<GatewayStats>);
+
+impl OpenConnection {
+    fn new(stats: Arc<GatewayStats>) -> Self {
+        stats.connections_accepted.fetch_add(1, Relaxed);
+        stats.connections_active.fetch_add(1, Relaxed);
+        Self(stats)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections_active.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Serves `listener` until `shutdown` turns true, then lets in-flight requests finish for up to
+/// `limits.shutdown_grace`.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    limits: Limits,
+    stats: Option<Arc<GatewayStats>>,
+    handler: Handler,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let builder = Arc::new(http_builder(&limits));
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -100,10 +122,7 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        if let Some(stats) = &stats {
-            stats.connections_accepted.fetch_add(1, Relaxed);
-            stats.connections_active.fetch_add(1, Relaxed);
-        }
+        let active = stats.clone().map(OpenConnection::new);
         let conn = Connection { client, scheme };
         let handler = handler.clone();
         let service = hyper::service::service_fn(move |request| {
@@ -111,36 +130,38 @@ pub async fn serve(
             async move { Ok::<_, Infallible>(handler(request, conn).await) }
         });
         let builder = builder.clone();
-        let stats = stats.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
         let handshake_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            let _permit = permit;
-            match tls {
+            // Held until the connection ends, however it ends.
+            let _held = (permit, active);
+            let served = match tls {
                 None => {
                     let connection =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    if let Err(e) = watcher.watch(connection.into_owned()).await {
-                        tracing::debug!(%client, error = %e, "connection ended with an error");
-                    }
+                    watcher.watch(connection.into_owned()).await
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
                             let connection = builder
                                 .serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
-                            if let Err(e) = watcher.watch(connection.into_owned()).await {
-                                tracing::debug!(%client, error = %e, "connection ended with an error");
-                            }
+                            watcher.watch(connection.into_owned()).await
                         }
-                        Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
+                        Ok(Err(e)) => {
+                            tracing::debug!(%client, error = %e, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tracing::debug!(%client, "TLS handshake timed out");
+                            Ok(())
+                        }
                     }
                 }
-            }
-            if let Some(stats) = stats {
-                stats.connections_active.fetch_sub(1, Relaxed);
+            };
+            if let Err(e) = served {
+                tracing::debug!(%client, error = %e, "connection ended with an error");
             }
         });
     }
