@@ -168,82 +168,15 @@ impl Generation {
         let loaded = load_plugins(&config, plugins, previous).await?;
         let router =
             Router::new(&config.routes).map_err(|(_, message)| BuildError::Routes(message))?;
-        let mut backends = Vec::new();
-        let mut by_id: HashMap<Arc<str>, Arc<Backend>> = HashMap::new();
-        let mut backend_configs = HashMap::new();
-        for (id, backend_config) in &config.backends {
-            let reused = previous.and_then(|p| {
-                (p.backend_configs.get(id) == Some(backend_config))
-                    .then(|| p.backends.iter().find(|b| b.id() == id).cloned())
-                    .flatten()
-            });
-            let backend = match reused {
-                Some(backend) => backend,
-                None => Arc::new(build_backend(id, backend_config, registry).await?),
-            };
-            by_id.insert(id.clone(), backend.clone());
-            backend_configs.insert(id.clone(), backend_config.clone());
-            backends.push(backend);
-        }
+        let (backends, backend_configs) = build_backends(&config, registry, previous).await?;
+        let by_id: HashMap<Arc<str>, Arc<Backend>> = backends
+            .iter()
+            .map(|b| (b.id().clone(), b.clone()))
+            .collect();
         let routes = config
             .routes
             .iter()
-            .map(|route| {
-                let route_sla = route.slo.as_ref().map(|slo| {
-                    let ids: Vec<Arc<str>> =
-                        route.backends.iter().map(|b| b.backend.clone()).collect();
-                    sla.route(
-                        &route.id,
-                        slo.objective.clone(),
-                        slo.enforcement.clone(),
-                        &ids,
-                    )
-                });
-                let route_backends = route
-                    .backends
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, r)| {
-                        by_id.get(&r.backend).map(|backend| RouteBackend {
-                            backend: backend.clone(),
-                            priority: r.priority,
-                            weight: r.weight,
-                            steering: route_sla.as_ref().map(|s| {
-                                s.backends()[i].clone() as Arc<dyn accord_adapters::Steering>
-                            }),
-                        })
-                    })
-                    .collect();
-                let chain = route
-                    .plugins
-                    .iter()
-                    .filter_map(|id| {
-                        loaded
-                            .iter()
-                            .find(|p| &p.id == id)
-                            .map(|p| p.plugin.clone())
-                    })
-                    .collect::<Vec<Arc<Plugin>>>();
-                LiveRoute {
-                    route_key: route_key(&route.matcher),
-                    response_body_limit: chain
-                        .iter()
-                        .map(|p| p.spec().response_body)
-                        .max()
-                        .unwrap_or(0),
-                    plugins: chain,
-                    backend_ids: route.backends.iter().map(|b| b.backend.clone()).collect(),
-                    failover: Failover::new(
-                        route_backends,
-                        route.retry.clone(),
-                        RetryBudget::new(route.retry_budget),
-                        route.per_try_timeout,
-                    ),
-                    stats: registry.route(&route.id),
-                    sla: route_sla,
-                    config: route.clone(),
-                }
-            })
+            .map(|route| LiveRoute::new(route, &by_id, &loaded, registry, sla))
             .collect();
         Ok(Self {
             config,
@@ -288,6 +221,97 @@ impl Generation {
             .map(|r| r.id().clone())
             .collect()
     }
+}
+
+impl LiveRoute {
+    /// The route `route` as this generation serves it: its backends from `by_id`, its plugin
+    /// chain from `loaded`, its counters and its SLA state.
+    fn new(
+        route: &Route,
+        by_id: &HashMap<Arc<str>, Arc<Backend>>,
+        loaded: &[LoadedPlugin],
+        registry: &Registry,
+        sla: &SlaEngine,
+    ) -> LiveRoute {
+        let route_sla = route.slo.as_ref().map(|slo| {
+            let ids: Vec<Arc<str>> = route.backends.iter().map(|b| b.backend.clone()).collect();
+            sla.route(
+                &route.id,
+                slo.objective.clone(),
+                slo.enforcement.clone(),
+                &ids,
+            )
+        });
+        let route_backends = route
+            .backends
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                by_id.get(&r.backend).map(|backend| RouteBackend {
+                    backend: backend.clone(),
+                    priority: r.priority,
+                    weight: r.weight,
+                    steering: route_sla
+                        .as_ref()
+                        .map(|s| s.backends()[i].clone() as Arc<dyn accord_adapters::Steering>),
+                })
+            })
+            .collect();
+        let chain: Vec<Arc<Plugin>> = route
+            .plugins
+            .iter()
+            .filter_map(|id| {
+                loaded
+                    .iter()
+                    .find(|p| &p.id == id)
+                    .map(|p| p.plugin.clone())
+            })
+            .collect();
+        LiveRoute {
+            route_key: route_key(&route.matcher),
+            response_body_limit: chain
+                .iter()
+                .map(|p| p.spec().response_body)
+                .max()
+                .unwrap_or(0),
+            plugins: chain,
+            backend_ids: route.backends.iter().map(|b| b.backend.clone()).collect(),
+            failover: Failover::new(
+                route_backends,
+                route.retry.clone(),
+                RetryBudget::new(route.retry_budget),
+                route.per_try_timeout,
+            ),
+            stats: registry.route(&route.id),
+            sla: route_sla,
+            config: route.clone(),
+        }
+    }
+}
+
+/// Every backend of `config`: those whose settings equal `previous`'s are reused as they are
+/// (pools, health and ejection state kept), the others built.
+async fn build_backends(
+    config: &Config,
+    registry: &Registry,
+    previous: Option<&Generation>,
+) -> Result<(Vec<Arc<Backend>>, HashMap<Arc<str>, BackendConfig>), BuildError> {
+    let mut backends = Vec::new();
+    let mut backend_configs = HashMap::new();
+    for (id, backend_config) in &config.backends {
+        let reused = previous.and_then(|p| {
+            (p.backend_configs.get(id) == Some(backend_config))
+                .then(|| p.backends.iter().find(|b| b.id() == id).cloned())
+                .flatten()
+        });
+        let backend = match reused {
+            Some(backend) => backend,
+            None => Arc::new(build_backend(id, backend_config, registry).await?),
+        };
+        backend_configs.insert(id.clone(), backend_config.clone());
+        backends.push(backend);
+    }
+    Ok((backends, backend_configs))
 }
 
 async fn build_backend(
