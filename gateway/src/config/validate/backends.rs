@@ -484,6 +484,35 @@ pub(super) fn lambda_backend(
     path: &str,
 ) -> Option<LambdaBackendConfig> {
     let errors_before = v.errors.len();
+    let function = check_function_names(v, raw, path);
+    let payload_format = check_payload_format(v, raw, path);
+    let endpoint = check_lambda_endpoint_and_timeout(v, raw, path);
+    let credentials = match &raw.credentials {
+        None => LambdaCredentials::Default,
+        Some(c) => aws_credentials(v, &c.value, &format!("{path}.credentials"), c),
+    };
+    (v.errors.len() == errors_before).then(|| LambdaBackendConfig {
+        function: function.to_owned(),
+        qualifier: raw.qualifier.as_ref().map(|q| q.value.clone()),
+        region: raw.region.as_ref().map(|r| r.value.clone()),
+        payload_format,
+        invocation: match raw.invocation {
+            RawInvocation::RequestResponse => Invocation::RequestResponse,
+            RawInvocation::Event => Invocation::Event,
+        },
+        endpoint,
+        credentials,
+        stage: raw.stage.clone(),
+        timeout: raw.timeout.as_ref().map(|t| t.value.0),
+    })
+}
+
+/// A function name or ARN, a version or alias qualifier, an AWS region.
+fn check_function_names<'a>(
+    v: &mut Validator<'_>,
+    raw: &'a RawLambdaBackend,
+    path: &str,
+) -> &'a str {
     let function = raw.function.value.trim();
     let name = function.rsplit(":function:").next().unwrap_or(function);
     let name = name.split(':').next().unwrap_or(name);
@@ -525,7 +554,16 @@ pub(super) fn lambda_backend(
             format!("{:?} is not an AWS region (e.g. eu-west-1)", region.value),
         );
     }
-    let payload_format = match &raw.payload_format {
+    function
+}
+
+/// API Gateway's payload format: "2.0" (the default) or "1.0".
+fn check_payload_format(
+    v: &mut Validator<'_>,
+    raw: &RawLambdaBackend,
+    path: &str,
+) -> PayloadFormat {
+    match &raw.payload_format {
         None => PayloadFormat::V2,
         Some(format) => match &format.value {
             RawPayloadFormat::Text(t) if t == "2.0" => PayloadFormat::V2,
@@ -541,7 +579,15 @@ pub(super) fn lambda_backend(
                 PayloadFormat::V2
             }
         },
-    };
+    }
+}
+
+/// An endpoint override is an http(s) URL; an invocation timeout is within Lambda's 15 minutes.
+fn check_lambda_endpoint_and_timeout(
+    v: &mut Validator<'_>,
+    raw: &RawLambdaBackend,
+    path: &str,
+) -> Option<String> {
     let endpoint = raw
         .endpoint
         .as_ref()
@@ -568,24 +614,7 @@ pub(super) fn lambda_backend(
             "must be more than 0 and at most 15m (Lambda's own maximum)",
         );
     }
-    let credentials = match &raw.credentials {
-        None => LambdaCredentials::Default,
-        Some(c) => aws_credentials(v, &c.value, &format!("{path}.credentials"), c),
-    };
-    (v.errors.len() == errors_before).then(|| LambdaBackendConfig {
-        function: function.to_owned(),
-        qualifier: raw.qualifier.as_ref().map(|q| q.value.clone()),
-        region: raw.region.as_ref().map(|r| r.value.clone()),
-        payload_format,
-        invocation: match raw.invocation {
-            RawInvocation::RequestResponse => Invocation::RequestResponse,
-            RawInvocation::Event => Invocation::Event,
-        },
-        endpoint,
-        credentials,
-        stage: raw.stage.clone(),
-        timeout: raw.timeout.as_ref().map(|t| t.value.0),
-    })
+    endpoint
 }
 
 fn aws_credentials<T>(
