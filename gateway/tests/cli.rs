@@ -261,19 +261,8 @@ async fn status(url: &str) -> u16 {
 #[tokio::test]
 async fn run_writes_one_json_access_log_line_per_request() {
     let upstream_addr = fixed_upstream(b"twelve bytes").await;
-    let port = free_port();
-    let admin = free_port();
-    let dir = tempfile_dir();
-    let config_path = dir.path().join("accord.yaml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "listeners:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin}\nlog:\n  format: json\n  level: info\n  access_log: true\nbackends:\n  app:\n    http:\n      addresses: [\"{upstream_addr}\"]\nroutes:\n  - id: logged\n    match: {{path: {{prefix: /}}}}\n    backends: [{{backend: app}}]\n"
-        ),
-    )
-    .unwrap();
-    let child = spawn_logging(&config_path);
-    wait_until_listening(port).await;
+    let (child, port, _admin, _dir) =
+        start_logging(|port, admin| format!("listeners:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin}\nlog:\n  format: json\n  level: info\n  access_log: true\nbackends:\n  app:\n    http:\n      addresses: [\"{upstream_addr}\"]\nroutes:\n  - id: logged\n    match: {{path: {{prefix: /}}}}\n    backends: [{{backend: app}}]\n")).await;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Empty<bytes::Bytes>>();
     let request = http::Request::get(format!("http://127.0.0.1:{port}/some/path"))
@@ -728,19 +717,8 @@ async fn impatient_get(url: String, http2: bool, patience: Duration) -> Option<u
 #[tokio::test]
 async fn requests_the_client_abandons_are_metered_and_release_every_gauge() {
     let upstream = slow_upstream(Duration::from_secs(3)).await;
-    let port = free_port();
-    let admin = free_port();
-    let dir = tempfile_dir();
-    let config_path = dir.path().join("accord.yaml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "listeners:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin}\nlog:\n  format: json\n  level: info\n  access_log: true\nbackends:\n  app:\n    http:\n      addresses: [\"{upstream}\"]\nroutes:\n  - id: slow\n    match: {{path: {{prefix: /}}}}\n    backends: [{{backend: app}}]\n    slo:\n      availability: 99.9%\n      latency: {{threshold: 300ms, target: 99%}}\n"
-        ),
-    )
-    .unwrap();
-    let child = spawn_logging(&config_path);
-    wait_until_listening(port).await;
+    let (child, port, admin, _dir) =
+        start_logging(|port, admin| format!("listeners:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin}\nlog:\n  format: json\n  level: info\n  access_log: true\nbackends:\n  app:\n    http:\n      addresses: [\"{upstream}\"]\nroutes:\n  - id: slow\n    match: {{path: {{prefix: /}}}}\n    backends: [{{backend: app}}]\n    slo:\n      availability: 99.9%\n      latency: {{threshold: 300ms, target: 99%}}\n")).await;
     let url = format!("http://127.0.0.1:{port}/orders");
     let impatient: Vec<_> = (0..30)
         .map(|i| {
@@ -852,23 +830,26 @@ async fn requests_the_client_abandons_are_metered_and_release_every_gauge() {
 #[tokio::test]
 async fn text_logs_to_a_pipe_have_no_colour_codes() {
     let upstream_addr = fixed_upstream(b"plain").await;
-    let port = free_port();
-    let admin = free_port();
-    let dir = tempfile_dir();
-    let config_path = dir.path().join("accord.yaml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "listeners:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin}\nlog:\n  format: text\n  access_log: true\nbackends:\n  app:\n    http:\n      addresses: [\"{upstream_addr}\"]\nroutes:\n  - id: plain\n    match: {{path: {{prefix: /}}}}\n    backends: [{{backend: app}}]\n"
-        ),
-    )
-    .unwrap();
-    let child = spawn_logging(&config_path);
-    wait_until_listening(port).await;
+    let (child, port, _admin, _dir) =
+        start_logging(|port, admin| format!("listeners:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin}\nlog:\n  format: text\n  access_log: true\nbackends:\n  app:\n    http:\n      addresses: [\"{upstream_addr}\"]\nroutes:\n  - id: plain\n    match: {{path: {{prefix: /}}}}\n    backends: [{{backend: app}}]\n")).await;
     assert_eq!(status(&format!("http://127.0.0.1:{port}/x")).await, 200);
     let stderr = stop_and_read_log(child).await;
     assert!(stderr.contains("accord::access"), "{stderr}");
     assert!(!stderr.contains('\u{1b}'), "no escape codes:\n{stderr:?}");
+}
+
+/// Starts `accord run` on `yaml(port, admin)` (written to a scratch directory) with its log on a
+/// pipe, and waits until it listens: the child, its traffic and admin ports, the directory.
+async fn start_logging(
+    yaml: impl Fn(u16, u16) -> String,
+) -> (tokio::process::Child, u16, u16, tempfile::TempDir) {
+    let (port, admin) = (free_port(), free_port());
+    let dir = tempfile_dir();
+    let config_path = dir.path().join("accord.yaml");
+    std::fs::write(&config_path, yaml(port, admin)).unwrap();
+    let child = spawn_logging(&config_path);
+    wait_until_listening(port).await;
+    (child, port, admin, dir)
 }
 
 /// Starts `accord run -c config` with its log on a pipe.
