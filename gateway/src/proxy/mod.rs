@@ -121,27 +121,9 @@ where
 
     // 5. Prepare.
     prepare_head(&mut parts, websocket, conn, matched.params, route);
-    let limits = route.config();
-    let body = match body::prepare(
-        body,
-        content_length,
-        limits.replay_buffer,
-        limits.max_body,
-        route.stats(),
-    )
-    .await
-    {
-        Ok(body) => body,
-        Err(PrepareError::TooLarge) => {
-            let response = admit::body_too_large(route, &record);
-            return record.finish_with(response);
-        }
-        Err(PrepareError::Client(e)) => {
-            tracing::debug!(request_id = %record.request_id, error = %e, "client body failed");
-            let message = "the request body could not be read from the client";
-            let response = ErrorCode::ClientBodyError.response(message, &record.request_id);
-            return record.finish_with(response);
-        }
+    let body = match prepare_body(route, body, content_length, &record).await {
+        ControlFlow::Continue(body) => body,
+        ControlFlow::Break(refusal) => return record.finish_with(refusal),
     };
 
     // 6. Forward.
@@ -159,6 +141,38 @@ where
 
     // 9. Record (when the body ends).
     record.finish_with(response)
+}
+
+/// The body made ready for the tries ([`body::prepare`]), or the answer when it cannot be:
+/// 413 past the route's `max_body`, 400 when the client's stream failed.
+async fn prepare_body<B>(
+    route: &crate::control::generation::LiveRoute,
+    body: B,
+    content_length: Option<u64>,
+    record: &Record,
+) -> ControlFlow<Response<ResponseBody>, accord_adapters::ReplayBody>
+where
+    B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let limits = route.config();
+    let prepared = body::prepare(
+        body,
+        content_length,
+        limits.replay_buffer,
+        limits.max_body,
+        route.stats(),
+    )
+    .await;
+    match prepared {
+        Ok(body) => ControlFlow::Continue(body),
+        Err(PrepareError::TooLarge) => ControlFlow::Break(admit::body_too_large(route, record)),
+        Err(PrepareError::Client(e)) => {
+            tracing::debug!(request_id = %record.request_id, error = %e, "client body failed");
+            let message = "the request body could not be read from the client";
+            ControlFlow::Break(ErrorCode::ClientBodyError.response(message, &record.request_id))
+        }
+    }
 }
 
 /// Keeps or generates the request id, and takes `Host` from the target's authority: an
