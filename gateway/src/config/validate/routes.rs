@@ -231,9 +231,25 @@ fn check_plugin_chain(
     chain
 }
 
+/// Where a route applies: a host (or `*.domain`), a path (prefix, exact or template), methods
+/// and headers.
 fn route_match(v: &mut Validator<'_>, raw: &RawMatch, path: &str) -> Option<RouteMatch> {
     let errors_before = v.errors.len();
-    let host = match &raw.host {
+    let host = check_host(v, raw, path);
+    let path_match = check_path(v, raw, path);
+    let methods = check_methods(v, raw, path);
+    let headers = check_headers(v, raw, path);
+    (v.errors.len() == errors_before).then_some(RouteMatch {
+        host,
+        path: path_match,
+        methods,
+        headers,
+    })
+}
+
+/// A host name, or `*.domain` for its subdomains, without a port.
+fn check_host(v: &mut Validator<'_>, raw: &RawMatch, path: &str) -> HostMatch {
+    match &raw.host {
         None => HostMatch::Any,
         Some(host) => {
             let text = host.value.to_ascii_lowercase();
@@ -254,8 +270,12 @@ fn route_match(v: &mut Validator<'_>, raw: &RawMatch, path: &str) -> Option<Rout
                 HostMatch::Exact(name.to_owned())
             }
         }
-    };
-    let path_match = match &raw.path {
+    }
+}
+
+/// A path from the root; a template's parameters well formed.
+fn check_path(v: &mut Validator<'_>, raw: &RawMatch, path: &str) -> PathMatch {
+    match &raw.path {
         None => PathMatch::Prefix("/".into()),
         Some(p) => {
             let at = format!("{path}.path");
@@ -283,7 +303,11 @@ fn route_match(v: &mut Validator<'_>, raw: &RawMatch, path: &str) -> Option<Rout
                 }
             }
         }
-    };
+    }
+}
+
+/// HTTP methods.
+fn check_methods(v: &mut Validator<'_>, raw: &RawMatch, path: &str) -> Vec<Method> {
     let mut methods = Vec::new();
     if let Some(list) = &raw.methods {
         for (i, m) in list.value.iter().enumerate() {
@@ -297,6 +321,11 @@ fn route_match(v: &mut Validator<'_>, raw: &RawMatch, path: &str) -> Option<Rout
             }
         }
     }
+    methods
+}
+
+/// Header names with a value to equal, or `*` for any value.
+fn check_headers(v: &mut Validator<'_>, raw: &RawMatch, path: &str) -> Vec<HeaderMatch> {
     let mut headers = Vec::new();
     for (name, value) in &raw.headers {
         let at = format!("{path}.headers.{name}");
@@ -320,12 +349,7 @@ fn route_match(v: &mut Validator<'_>, raw: &RawMatch, path: &str) -> Option<Rout
             value,
         });
     }
-    (v.errors.len() == errors_before).then_some(RouteMatch {
-        host,
-        path: path_match,
-        methods,
-        headers,
-    })
+    headers
 }
 
 #[cfg(test)]
