@@ -693,28 +693,36 @@ fn aws_credentials<T>(
     };
     match &raw.assume_role {
         None => source,
-        Some(role) => {
-            if !role.role_arn.value.starts_with("arn:") || !role.role_arn.value.contains(":role/") {
-                v.error(
-                    &role.role_arn,
-                    format!("{path}.assume_role.role_arn"),
-                    format!(
-                        "{:?} is not a role ARN (arn:aws:iam::ACCOUNT:role/NAME)",
-                        role.role_arn.value
-                    ),
-                );
-            }
-            LambdaCredentials::AssumeRole {
-                role_arn: role.role_arn.value.clone(),
-                external_id: role.external_id.clone(),
-                session_name: role.session_name.clone(),
-                sts_endpoint: role
-                    .sts_endpoint
-                    .as_ref()
-                    .map(|e| e.value.trim_end_matches('/').to_owned()),
-                source: Box::new(source),
-            }
-        }
+        Some(role) => check_assume_role(v, role, path, source),
+    }
+}
+
+/// A role to assume with `source`'s credentials: its ARN must name a role.
+fn check_assume_role(
+    v: &mut Validator<'_>,
+    role: &RawAssumeRole,
+    path: &str,
+    source: LambdaCredentials,
+) -> LambdaCredentials {
+    if !role.role_arn.value.starts_with("arn:") || !role.role_arn.value.contains(":role/") {
+        v.error(
+            &role.role_arn,
+            format!("{path}.assume_role.role_arn"),
+            format!(
+                "{:?} is not a role ARN (arn:aws:iam::ACCOUNT:role/NAME)",
+                role.role_arn.value
+            ),
+        );
+    }
+    LambdaCredentials::AssumeRole {
+        role_arn: role.role_arn.value.clone(),
+        external_id: role.external_id.clone(),
+        session_name: role.session_name.clone(),
+        sts_endpoint: role
+            .sts_endpoint
+            .as_ref()
+            .map(|e| e.value.trim_end_matches('/').to_owned()),
+        source: Box::new(source),
     }
 }
 
