@@ -100,35 +100,7 @@ pub(super) fn azure_credential(
         );
     }
     let kind = if let Some(secret) = &c.client_secret {
-        for (field, value) in [
-            ("tenant_id", &secret.tenant_id),
-            ("client_id", &secret.client_id),
-        ] {
-            if value.value.trim().is_empty() {
-                v.error(
-                    value,
-                    format!("{path}.client_secret.{field}"),
-                    "must not be empty",
-                );
-            }
-        }
-        if secret.secret_env.is_none() && secret.secret_file.is_none() {
-            v.error(
-                &secret.tenant_id,
-                format!("{path}.client_secret"),
-                "set secret_env or secret_file",
-            );
-        }
-        let value = v.secret(
-            secret.secret_env.as_ref(),
-            secret.secret_file.as_ref(),
-            &format!("{path}.client_secret.secret"),
-        );
-        EntraCredentialKind::ClientSecret {
-            tenant_id: secret.tenant_id.value.trim().to_owned(),
-            client_id: secret.client_id.value.trim().to_owned(),
-            secret: value.unwrap_or_else(|| Secret::new(String::new())),
-        }
+        check_client_secret(v, secret, path)
     } else if let Some(identity) = &c.managed_identity {
         let ids = [
             identity.client_id.clone().map(UserAssigned::ClientId),
@@ -162,6 +134,43 @@ pub(super) fn azure_credential(
             .map(|h| h.value.trim_end_matches('/').to_owned()),
         ca_file: c.ca_file.as_ref().map(PathBuf::from),
     })
+}
+
+/// An app registration's tenant, client and secret.
+fn check_client_secret(
+    v: &mut Validator<'_>,
+    secret: &RawClientSecret,
+    path: &str,
+) -> EntraCredentialKind {
+    for (field, value) in [
+        ("tenant_id", &secret.tenant_id),
+        ("client_id", &secret.client_id),
+    ] {
+        if value.value.trim().is_empty() {
+            v.error(
+                value,
+                format!("{path}.client_secret.{field}"),
+                "must not be empty",
+            );
+        }
+    }
+    if secret.secret_env.is_none() && secret.secret_file.is_none() {
+        v.error(
+            &secret.tenant_id,
+            format!("{path}.client_secret"),
+            "set secret_env or secret_file",
+        );
+    }
+    let value = v.secret(
+        secret.secret_env.as_ref(),
+        secret.secret_file.as_ref(),
+        &format!("{path}.client_secret.secret"),
+    );
+    EntraCredentialKind::ClientSecret {
+        tenant_id: secret.tenant_id.value.trim().to_owned(),
+        client_id: secret.client_id.value.trim().to_owned(),
+        secret: value.unwrap_or_else(|| Secret::new(String::new())),
+    }
 }
 
 /// An Azure service URL: `https://host[:port][/path]` (plain `http://` only on loopback, for
