@@ -64,8 +64,64 @@ fn steady(latency: u64, jitter: u64, error_rate: f64) -> Behaviour {
     }
 }
 
+/// Where the demo's simulated services listen.
+struct Services {
+    orders_primary: std::net::SocketAddr,
+    orders_secondary: std::net::SocketAddr,
+    catalog: [std::net::SocketAddr; 3],
+    quotes_lambda: std::net::SocketAddr,
+    quotes_dc: std::net::SocketAddr,
+}
+
 /// Runs the demo until Ctrl-C or the duration passes.
 pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
+    let services = spawn_services().await?;
+    let text = CONFIG_TEMPLATE
+        .replace("${LISTEN}", &options.listen)
+        .replace("${ADMIN}", &options.admin)
+        .replace("${ORDERS_PRIMARY}", &services.orders_primary.to_string())
+        .replace(
+            "${ORDERS_SECONDARY}",
+            &services.orders_secondary.to_string(),
+        )
+        .replace("${CATALOG_A}", &services.catalog[0].to_string())
+        .replace("${CATALOG_B}", &services.catalog[1].to_string())
+        .replace("${CATALOG_C}", &services.catalog[2].to_string())
+        .replace("${QUOTES_LAMBDA}", &services.quotes_lambda.to_string())
+        .replace("${QUOTES_DC}", &services.quotes_dc.to_string());
+    let config = config::from_str(&text, &DemoEnvironment)
+        .map_err(|e| anyhow::anyhow!("demo configuration: {e}"))?;
+    accord::telemetry::init(&config.log);
+    let running =
+        Gateway::start(config, ConfigSource::Text(text), Arc::new(DemoEnvironment)).await?;
+    let base = format!("http://{}", running.address());
+    print_banner(&base, running.admin);
+    if options.rps > 0 {
+        tokio::spawn(generate_traffic(base.clone(), options.rps));
+    }
+    let gateway = running.gateway.clone();
+    let summary = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs(10));
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            print_summary(&gateway);
+        }
+    });
+    match options.duration {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?,
+    }
+    summary.abort();
+    print_summary(&running.gateway);
+    running.shutdown().await;
+    Ok(())
+}
+
+/// The simulated services, each on its schedule.
+async fn spawn_services() -> anyhow::Result<Services> {
     // The primary orders service: healthy for 40s, then slow for 15s, then failing for 15s.
     let primary = upstream::spawn(
         "orders-primary",
@@ -156,32 +212,27 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     )
     .await?;
 
-    let text = CONFIG_TEMPLATE
-        .replace("${LISTEN}", &options.listen)
-        .replace("${ADMIN}", &options.admin)
-        .replace("${ORDERS_PRIMARY}", &primary.to_string())
-        .replace("${ORDERS_SECONDARY}", &secondary.to_string())
-        .replace("${CATALOG_A}", &catalog_a.to_string())
-        .replace("${CATALOG_B}", &catalog_b.to_string())
-        .replace("${CATALOG_C}", &catalog_c.to_string())
-        .replace("${QUOTES_LAMBDA}", &quotes_lambda.to_string())
-        .replace("${QUOTES_DC}", &quotes_dc.to_string());
-    let config = config::from_str(&text, &DemoEnvironment)
-        .map_err(|e| anyhow::anyhow!("demo configuration: {e}"))?;
-    accord::telemetry::init(&config.log);
-    let running =
-        Gateway::start(config, ConfigSource::Text(text), Arc::new(DemoEnvironment)).await?;
-    let base = format!("http://{}", running.address());
+    Ok(Services {
+        orders_primary: primary,
+        orders_secondary: secondary,
+        catalog: [catalog_a, catalog_b, catalog_c],
+        quotes_lambda,
+        quotes_dc,
+    })
+}
+
+/// What the demo shows, and where.
+fn print_banner(base: &str, admin: std::net::SocketAddr) {
     println!("Accord demo is running.");
     println!();
     println!("  gateway     {base}   (try: curl {base}/orders/42)");
-    println!("  metrics     http://{}/metrics", running.admin);
-    println!("  readiness   http://{}/readyz", running.admin);
-    println!("  config      http://{}/config", running.admin);
-    println!("  dashboard   http://{}/dashboard", running.admin);
+    println!("  metrics     http://{}/metrics", admin);
+    println!("  readiness   http://{}/readyz", admin);
+    println!("  config      http://{}/config", admin);
+    println!("  dashboard   http://{}/dashboard", admin);
     println!(
         "  SLA report  http://{}/sla   (or: accord report --admin {})",
-        running.admin, running.admin
+        admin, admin
     );
     println!();
     println!(
@@ -206,29 +257,6 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     );
     println!("function's tries as throttled and bad. Ctrl-C stops.");
     println!();
-
-    if options.rps > 0 {
-        tokio::spawn(generate_traffic(base.clone(), options.rps));
-    }
-    let gateway = running.gateway.clone();
-    let summary = tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(Duration::from_secs(10));
-        ticker.tick().await;
-        loop {
-            ticker.tick().await;
-            print_summary(&gateway);
-        }
-    });
-    match options.duration {
-        Some(duration) => tokio::time::sleep(duration).await,
-        None => tokio::signal::ctrl_c()
-            .await
-            .context("waiting for Ctrl-C")?,
-    }
-    summary.abort();
-    print_summary(&running.gateway);
-    running.shutdown().await;
-    Ok(())
 }
 
 fn print_summary(gateway: &Gateway) {
