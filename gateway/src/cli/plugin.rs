@@ -407,7 +407,41 @@ async fn run_case(plugin: &Plugin, route: &CaseRoute, case: &Case) -> Vec<String
             .map(|b| Arc::from(b.as_str()))
             .collect()
     };
-    let scripted = ScriptedSla {
+    let scripted = scripted_sla(route, case, &backends);
+    let head = RequestHead {
+        route: route.id.clone(),
+        method: case.request.method.clone(),
+        path: case.request.path.clone(),
+        content_length: parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok()),
+    };
+    let call = CallContext {
+        request: Some(parts),
+        sla: Some(SlaState::Scripted(Arc::new(scripted))),
+        backends: backends.into(),
+        ..CallContext::default()
+    };
+    let (decision, call) = plugin.on_request(&head, call).await;
+    let decision = match decision {
+        Ok(decision) => decision,
+        Err(e) => return vec![format!("on-request failed: {e}")],
+    };
+    compare_decision(&decision, &case.expect, &mut problems);
+
+    if let Some(response) = &case.response {
+        run_response(plugin, call, &decision, response, case, &mut problems).await;
+    } else if case.expect_response.is_some() {
+        problems.push("expect_response needs a response".into());
+    }
+    problems
+}
+
+/// The SLA state a case scripts: the route's snapshot and each backend's standing.
+fn scripted_sla(route: &CaseRoute, case: &Case, backends: &[Arc<str>]) -> ScriptedSla {
+    ScriptedSla {
         route: case.sla.as_ref().map(|sla| snapshot(&route.id, sla)),
         backends: case
             .backends
@@ -426,70 +460,54 @@ async fn run_case(plugin: &Plugin, route: &CaseRoute, case: &Case) -> Vec<String
                 p99_ms: b.p99_ms,
             })
             .collect(),
-    };
-    let head = RequestHead {
-        route: route.id.clone(),
-        method: case.request.method.clone(),
-        path: case.request.path.clone(),
-        content_length: parts
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok()),
-    };
-    let call = CallContext {
-        request: Some(parts),
-        sla: Some(SlaState::Scripted(Arc::new(scripted))),
-        backends: backends.into(),
-        ..CallContext::default()
-    };
-    let (decision, mut call) = plugin.on_request(&head, call).await;
-    let decision = match decision {
-        Ok(decision) => decision,
-        Err(e) => return vec![format!("on-request failed: {e}")],
-    };
-    compare_decision(&decision, &case.expect, &mut problems);
-
-    if let Some(response) = &case.response {
-        if matches!(decision, Decision::Reject(_)) {
-            problems.push("the case has a response, but the request was rejected".into());
-            return problems;
-        }
-        let mut headers = http::HeaderMap::new();
-        for (name, value) in &response.headers {
-            match (
-                http::HeaderName::try_from(name.as_str()),
-                http::HeaderValue::from_str(value),
-            ) {
-                (Ok(n), Ok(v)) => {
-                    headers.append(n, v);
-                }
-                _ => problems.push(format!("response header {name:?} is not a valid header")),
-            }
-        }
-        call.response_headers = Some(Arc::new(headers));
-        call.response_body = response
-            .body
-            .as_ref()
-            .map(|b| bytes::Bytes::from(b.clone()));
-        let status = http::StatusCode::from_u16(response.status)
-            .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-        let head = ResponseHead {
-            status: response.status,
-            backend: response.backend.clone(),
-            latency_ms: response.latency_ms.unwrap_or(10.0),
-            class: accord_policies::classify(status, None).into(),
-        };
-        let (verdict, _) = plugin.on_response(&head, call).await;
-        match (verdict, &case.expect_response) {
-            (Err(e), _) => problems.push(format!("on-response failed: {e}")),
-            (Ok(verdict), Some(expected)) => compare_verdict(&verdict, expected, &mut problems),
-            (Ok(_), None) => {}
-        }
-    } else if case.expect_response.is_some() {
-        problems.push("expect_response needs a response".into());
     }
-    problems
+}
+
+/// Calls `on-response` with the case's response (after an allowed request) and compares the
+/// verdict.
+async fn run_response(
+    plugin: &Plugin,
+    mut call: CallContext,
+    decision: &Decision,
+    response: &CaseResponse,
+    case: &Case,
+    problems: &mut Vec<String>,
+) {
+    if matches!(decision, Decision::Reject(_)) {
+        problems.push("the case has a response, but the request was rejected".into());
+        return;
+    }
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in &response.headers {
+        match (
+            http::HeaderName::try_from(name.as_str()),
+            http::HeaderValue::from_str(value),
+        ) {
+            (Ok(n), Ok(v)) => {
+                headers.append(n, v);
+            }
+            _ => problems.push(format!("response header {name:?} is not a valid header")),
+        }
+    }
+    call.response_headers = Some(Arc::new(headers));
+    call.response_body = response
+        .body
+        .as_ref()
+        .map(|b| bytes::Bytes::from(b.clone()));
+    let status = http::StatusCode::from_u16(response.status)
+        .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    let head = ResponseHead {
+        status: response.status,
+        backend: response.backend.clone(),
+        latency_ms: response.latency_ms.unwrap_or(10.0),
+        class: accord_policies::classify(status, None).into(),
+    };
+    let (verdict, _) = plugin.on_response(&head, call).await;
+    match (verdict, &case.expect_response) {
+        (Err(e), _) => problems.push(format!("on-response failed: {e}")),
+        (Ok(verdict), Some(expected)) => compare_verdict(&verdict, expected, problems),
+        (Ok(_), None) => {}
+    }
 }
 
 fn request_parts(request: &CaseRequest) -> Result<http::request::Parts, String> {
