@@ -136,33 +136,16 @@ pub async fn serve(
         tokio::spawn(async move {
             // Held until the connection ends, however it ends.
             let _held = (permit, active);
-            let served = match tls {
-                None => {
-                    let connection =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(connection.into_owned()).await
-                }
-                Some(acceptor) => {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => {
-                            let connection = builder
-                                .serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
-                            watcher.watch(connection.into_owned()).await
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%client, error = %e, "TLS handshake failed");
-                            Ok(())
-                        }
-                        Err(_) => {
-                            tracing::debug!(%client, "TLS handshake timed out");
-                            Ok(())
-                        }
-                    }
-                }
-            };
-            if let Err(e) = served {
-                tracing::debug!(%client, error = %e, "connection ended with an error");
-            }
+            serve_connection(
+                stream,
+                client,
+                tls,
+                &builder,
+                service,
+                watcher,
+                handshake_timeout,
+            )
+            .await;
         });
     }
 
@@ -172,5 +155,53 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!(grace = ?limits.shutdown_grace, "connections still open after the shutdown grace period; closing them");
+    }
+}
+
+/// One client connection, over TLS when there is an acceptor (the handshake bounded by
+/// `handshake_timeout`), until it ends or the graceful shutdown closes it.
+async fn serve_connection<S>(
+    stream: tokio::net::TcpStream,
+    client: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    builder: &auto::Builder<TokioExecutor>,
+    service: S,
+    watcher: hyper_util::server::graceful::Watcher,
+    handshake_timeout: std::time::Duration,
+) where
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<ResponseBody>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let served = match tls {
+        None => {
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            watcher.watch(connection.into_owned()).await
+        }
+        Some(acceptor) => {
+            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls_stream)) => {
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(%client, error = %e, "TLS handshake failed");
+                    Ok(())
+                }
+                Err(_) => {
+                    tracing::debug!(%client, "TLS handshake timed out");
+                    Ok(())
+                }
+            }
+        }
+    };
+    if let Err(e) = served {
+        tracing::debug!(%client, error = %e, "connection ended with an error");
     }
 }
