@@ -966,6 +966,137 @@ mod tests {
         );
     }
 
+    /// One case per HTTP backend rule: the settings under `http:` and the error expected.
+    #[test]
+    fn every_http_backend_rule() {
+        let cases = [
+            (
+                "      outlier: {base_ejection: 60s, max_ejection: 30s}\n",
+                "backends.app.http.outlier.max_ejection: must be at least base_ejection",
+            ),
+            (
+                "      dns_refresh: 0s\n",
+                "backends.app.http.dns_refresh: must be more than 0",
+            ),
+            (
+                "      host_rewrite: \"bad\\nhost\"\n",
+                "backends.app.http.host_rewrite: not a valid Host header value",
+            ),
+            (
+                "      tls: {cert_file: c.pem}\n",
+                "backends.app.http.tls.cert_file: a client certificate needs key_file too",
+            ),
+            (
+                "      tls: {key_file: k.pem}\n",
+                "backends.app.http.tls.key_file: a client key needs cert_file too",
+            ),
+            (
+                "      balancer: {consistent_hash: {header: \"bad header\"}}\n",
+                "backends.app.http.balancer.consistent_hash.header: invalid header name",
+            ),
+            (
+                "      balancer: {consistent_hash: {header: x-user, client_address: true}}\n",
+                "set exactly one of header, cookie or client_address",
+            ),
+            (
+                "      health_check: {path: /h, interval: 1s, timeout: 2s}\n",
+                "backends.app.http.health_check.timeout: must not exceed the interval",
+            ),
+        ];
+        for (settings, expected) in cases {
+            refused(&config("", settings, ""), expected);
+        }
+        refused(
+            &config("", "", "").replace("[\"127.0.0.1:1\"]", "[]"),
+            "backends.app.http.addresses: at least one address is required",
+        );
+    }
+
+    fn lambda(settings: &str) -> String {
+        config("", "", "").replace(
+            "  app:\n    http:\n      addresses: [\"127.0.0.1:1\"]\n",
+            &format!("  app:\n    lambda:\n      function: orders\n{settings}"),
+        )
+    }
+
+    /// One case per Lambda backend rule.
+    #[test]
+    fn every_lambda_backend_rule() {
+        let cases = [
+            (
+                "      qualifier: \"v 1\"\n",
+                "backends.app.lambda.qualifier: must be a version number or an alias name",
+            ),
+            (
+                "      region: EU-West-1\n",
+                "backends.app.lambda.region: \"EU-West-1\" is not an AWS region",
+            ),
+            (
+                "      payload_format: \"3.0\"\n",
+                "backends.app.lambda.payload_format: must be \"2.0\" or \"1.0\"",
+            ),
+            (
+                "      endpoint: localhost:9001\n",
+                "backends.app.lambda.endpoint: \"localhost:9001\" is not an http(s)://host[:port] URL",
+            ),
+            (
+                "      timeout: 20m\n",
+                "backends.app.lambda.timeout: must be more than 0 and at most 15m",
+            ),
+            (
+                "      credentials: {access_key_id_env: HOME}\n",
+                "access keys need both access_key_id_env/_file and secret_access_key_env/_file",
+            ),
+            (
+                "      credentials: {assume_role: {role_arn: \"arn:aws:iam::1:user/bob\"}}\n",
+                "is not a role ARN",
+            ),
+            (
+                "      credentials: {profile_config_file: c}\n",
+                "profile files need a profile",
+            ),
+        ];
+        for (settings, expected) in cases {
+            refused(&lambda(settings), expected);
+        }
+        refused(
+            &lambda("").replace("function: orders", "function: \"orders function\""),
+            "is not a Lambda function name or ARN",
+        );
+    }
+
+    fn azure(credentials: &str, backend: &str) -> String {
+        config(credentials, "", "").replace(
+            "  app:\n    http:\n      addresses: [\"127.0.0.1:1\"]\n",
+            &format!("  app:\n{backend}"),
+        )
+    }
+
+    /// One case per Azure credential and backend rule.
+    #[test]
+    fn every_azure_rule() {
+        let function = |settings: &str| format!("    azure_function: {{{settings}}}\n");
+        let with_key = "url: \"https://o.azurewebsites.net/api/orders\", key_env: HOME";
+        let cases = [
+            (String::new(), function("url: \"http://o.azurewebsites.net/api/orders\", key_env: HOME"), "must be https:// (plain http only to a loopback emulator)"),
+            (String::new(), function("url: \"not a url\", key_env: HOME"), "is not a URL (https://host[/path])"),
+            (String::new(), function("url: \"https://o.azurewebsites.net/api/orders\""), "set key_env, key_file or entra"),
+            ("azure_credentials:\n  corp: {managed_identity: {}}\n".to_owned(), function(&format!("{with_key}, entra: {{credential: corp, scope: s}}")), "authenticate with a key or entra, not both"),
+            (String::new(), function("url: \"https://o.azurewebsites.net\", function: \"bad name\", key_env: HOME"), "a function name is letters, digits, '-' and '_'"),
+            (String::new(), function("url: \"https://o.azurewebsites.net/api/x\", function: orders, key_env: HOME"), "give either a full function URL or an app URL with function, not both"),
+            (String::new(), function("url: \"https://o.azurewebsites.net\", key_env: HOME"), "an app URL needs function: <name>"),
+            ("azure_credentials:\n  corp: {managed_identity: {}}\n".to_owned(), "    azure: {endpoint: \"https://x.blob.core.windows.net\", entra: {credential: corp}}\n".to_owned(), "a scope is required"),
+            ("azure_credentials:\n  corp: {managed_identity: {}, workload_identity: {}}\n".to_owned(), function(with_key), "set exactly one of client_secret, managed_identity, workload_identity"),
+            ("azure_credentials:\n  corp: {managed_identity: {}, authority_host: \"http://login\"}\n".to_owned(), function(with_key), "must be an https:// URL (Entra ID is reached over HTTPS only)"),
+            ("azure_credentials:\n  corp: {managed_identity: {client_id: a, object_id: b}}\n".to_owned(), function(with_key), "name a user-assigned identity by one of client_id, object_id, resource_id"),
+            ("azure_credentials:\n  corp: {client_secret: {tenant_id: \" \", client_id: c, secret_env: HOME}}\n".to_owned(), function(with_key), "azure_credentials.corp.client_secret.tenant_id: must not be empty"),
+            ("azure_credentials:\n  corp: {client_secret: {tenant_id: t, client_id: c}}\n".to_owned(), function(with_key), "azure_credentials.corp.client_secret: set secret_env or secret_file"),
+        ];
+        for (credentials, backend, expected) in cases {
+            refused(&azure(&credentials, &backend), expected);
+        }
+    }
+
     #[test]
     fn azure_backends_name_defined_credentials() {
         let yaml = config("", "", "").replace(

@@ -391,6 +391,58 @@ mod tests {
         assert_eq!(default.routes[0].retry_budget.min_per_second, 10.0);
     }
 
+    /// One case per route rule not covered above: the route's extra settings (or a rewrite of
+    /// the fixture) and the error expected.
+    #[test]
+    fn every_route_rule() {
+        let base = config("", "", "");
+        let cases = [
+            (
+                base.replace("[{backend: app}]", "[]"),
+                "routes[0].backends: at least one backend is required",
+            ),
+            (
+                base.replace("[{backend: app}]", "[{backend: app}, {backend: app}]"),
+                "routes[0].backends[1].backend: backend \"app\" is listed twice",
+            ),
+            (
+                base.replace("[{backend: app}]", "[{backend: app, weight: 0}]"),
+                "routes[0].backends[0].weight: weight must be at least 1",
+            ),
+            (
+                config("", "", "    max_body: 64MiB\n    replay_buffer: 32MiB\n"),
+                "routes[0].replay_buffer: must be at most 16MiB",
+            ),
+            (
+                config(
+                    "plugins:\n  g: {path: g.wasm}\n",
+                    "",
+                    "    plugins: [g, g]\n",
+                ),
+                "routes[0].plugins[1]: plugin \"g\" is listed twice",
+            ),
+            (
+                base.replace("{path: {prefix: /}}", "{host: \"api.example.com:443\"}"),
+                "routes[0].match.host: invalid host \"api.example.com:443\"",
+            ),
+            (
+                base.replace("{path: {prefix: /}}", "{methods: [GET, \"BAD METHOD\"]}"),
+                "routes[0].match.methods[1]: invalid method \"BAD METHOD\"",
+            ),
+            (
+                base.replace("{path: {prefix: /}}", "{headers: {\"bad header\": x}}"),
+                "routes[0].match.headers.bad header: invalid header name",
+            ),
+            (
+                base.replace("{path: {prefix: /}}", "{path: {template: \"/u/{\"}}"),
+                "routes[0].match.path",
+            ),
+        ];
+        for (yaml, expected) in cases {
+            refused(&yaml, expected);
+        }
+    }
+
     #[test]
     fn matches_are_well_formed_and_do_not_conflict() {
         refused(

@@ -267,3 +267,71 @@ fn check_enforcement(
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixture::{config, refused};
+
+    /// One case per objective rule: the route's `slo:` and the error expected.
+    #[test]
+    fn every_objective_rule() {
+        let cases = [
+            (
+                "{availability: 100%}",
+                "routes[0].slo.availability: must be below 100%",
+            ),
+            (
+                "{availability: 0%}",
+                "routes[0].slo.availability: must be above 0%",
+            ),
+            (
+                "{latency: {threshold: 0ms, target: 99%}}",
+                "routes[0].slo.latency.threshold: must be more than 0",
+            ),
+            (
+                "{latency: {threshold: 300ms}}",
+                "a latency threshold needs a target",
+            ),
+            (
+                "{latency: {target: 99%}}",
+                "a latency target needs a threshold",
+            ),
+            ("{latency: {}}", "set threshold and target"),
+            (
+                "{window: 30d}",
+                "an SLO needs an availability target, a latency objective, or both",
+            ),
+            (
+                "{availability: 99%, window: month, time_zone: Mars/Base}",
+                "routes[0].slo.time_zone: unknown time zone",
+            ),
+            (
+                "{availability: 99%, time_zone: UTC}",
+                "a time zone only applies to a calendar window",
+            ),
+            (
+                "{availability: 99%, window: 10m}",
+                "routes[0].slo.window: must be between 1h and 90d",
+            ),
+            (
+                "{availability: 99%, window: fortnight}",
+                "unknown SLO window \"fortnight\"",
+            ),
+            (
+                "{availability: 99%, alerts: [{severity: page, burn_rate: 2, long: 5m, short: 1h}]}",
+                "the short window must be shorter than the long one",
+            ),
+            (
+                "{availability: 99%, enforcement: {breach_window: 10s}}",
+                "routes[0].slo.enforcement.breach_window: must be between 1m and 6h",
+            ),
+            (
+                "{availability: 99%, enforcement: {priority: {header: \"bad header\"}}}",
+                "routes[0].slo.enforcement.priority.header: invalid header name",
+            ),
+        ];
+        for (slo, expected) in cases {
+            refused(&config("", "", &format!("    slo: {slo}\n")), expected);
+        }
+    }
+}
