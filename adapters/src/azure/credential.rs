@@ -256,7 +256,7 @@ impl TokenSource {
                     .as_ref()
                     .map_or(FIRST_BACKOFF, |(_, _, last)| (*last * 2).min(MAX_BACKOFF));
                 state.refusal = Some((message.clone(), Instant::now() + backoff, backoff));
-                Err(BackendError::new(BackendErrorKind::Auth, message))
+                Err(BackendError::new(BackendErrorKind::Auth, message).with_source(e))
             }
         }
     }
