@@ -31,6 +31,11 @@ enum Command {
         /// Worker threads (default: one per CPU).
         #[arg(long)]
         threads: Option<usize>,
+        /// Reload when the configuration file changes (checked every second; sees in-place
+        /// edits, renames and a Kubernetes ConfigMap's symlink swap). SIGHUP and POST /reload
+        /// keep working.
+        #[arg(long)]
+        watch: bool,
     },
     /// Validate a configuration file and print every error with its location.
     Check {
@@ -167,9 +172,11 @@ fn main() -> ExitCode {
             print!("{}", accord::proxy::errors::markdown_table());
             ExitCode::SUCCESS
         }
-        Command::Run { config, threads } => {
-            report(runtime(threads).and_then(|rt| rt.block_on(run(config))))
-        }
+        Command::Run {
+            config,
+            threads,
+            watch,
+        } => report(runtime(threads).and_then(|rt| rt.block_on(run(config, watch)))),
         Command::Demo {
             duration,
             listen,
@@ -330,17 +337,24 @@ fn check(path: &std::path::Path, format: Format) -> ExitCode {
     }
 }
 
-async fn run(path: PathBuf) -> anyhow::Result<()> {
+async fn run(path: PathBuf, watch: bool) -> anyhow::Result<()> {
     let config = config::load(&path, &ProcessEnvironment)
         .map_err(|e| anyhow::anyhow!("invalid configuration\n{}", e.render()))?;
     accord::telemetry::init(&config.log);
     let running = Gateway::start(
         config,
-        ConfigSource::File(path),
+        ConfigSource::File(path.clone()),
         Arc::new(ProcessEnvironment),
     )
     .await?;
     let gateway = running.gateway.clone();
+    if watch {
+        tokio::spawn(accord::control::watch::watch(
+            gateway.clone(),
+            path,
+            Duration::from_secs(1),
+        ));
+    }
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {

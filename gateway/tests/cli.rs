@@ -882,3 +882,63 @@ fn access_lines(log: &str) -> Vec<serde_json::Value> {
         .filter(|l| l["target"] == "accord::access")
         .collect()
 }
+
+/// `accord run --watch` reloads when its configuration changes: through a Kubernetes
+/// ConfigMap's symlink swap (`accord.yaml -> ..data/accord.yaml`, `..data` re-pointed by an
+/// atomic rename, as the kubelet does) and through an in-place edit.
+#[tokio::test]
+async fn run_watch_reloads_on_a_configmap_swap_and_an_edit() {
+    let first = fixed_upstream(b"first").await;
+    let second = fixed_upstream(b"second").await;
+    let port = free_port();
+    let admin = free_port();
+    let yaml = |upstream: std::net::SocketAddr| {
+        format!(
+            "listeners:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: 127.0.0.1:{admin}\nlog:\n  access_log: false\nbackends:\n  app:\n    http:\n      addresses: [\"{upstream}\"]\nroutes:\n  - id: watched\n    match: {{path: {{prefix: /}}}}\n    backends: [{{backend: app}}]\n"
+        )
+    };
+    let dir = tempfile_dir();
+    let version = |name: &str, upstream| {
+        let version = dir.path().join(name);
+        std::fs::create_dir_all(&version).unwrap();
+        std::fs::write(version.join("accord.yaml"), yaml(upstream)).unwrap();
+    };
+    version("..2026_11_30_a", first);
+    std::os::unix::fs::symlink("..2026_11_30_a", dir.path().join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/accord.yaml", dir.path().join("accord.yaml")).unwrap();
+    let child = tokio::process::Command::new(ACCORD)
+        .args(["run", "--watch", "-c"])
+        .arg(dir.path().join("accord.yaml"))
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_until_listening(port).await;
+    let url = format!("http://127.0.0.1:{port}/x");
+    assert_eq!(body_of(&url).await.1, "first");
+
+    let serves = |expected: &'static str| {
+        let url = url.clone();
+        async move {
+            for _ in 0..100 {
+                if body_of(&url).await.1 == expected {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            false
+        }
+    };
+    // The ConfigMap update: a new version directory, `..data` swapped to it atomically.
+    version("..2026_11_30_b", second);
+    std::os::unix::fs::symlink("..2026_11_30_b", dir.path().join("..data_tmp")).unwrap();
+    std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
+    assert!(serves("second").await, "reloaded after the symlink swap");
+
+    // An edit in place.
+    std::fs::write(dir.path().join("..2026_11_30_b/accord.yaml"), yaml(first)).unwrap();
+    assert!(serves("first").await, "reloaded after the edit");
+    signal(child.id().unwrap(), "-TERM");
+}
