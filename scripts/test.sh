@@ -42,6 +42,12 @@ if ! command -v cargo-lambda >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check --no-deps cargo-lambda==1.9.2
 fi
 
+# kubernetes-validate checks the Kubernetes example against the 1.37 schemas, offline.
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+  echo "==> installing kubernetes-validate (PyPI) for the Kubernetes example's test"
+  python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
+fi
+
 if [ ! -d tests/azure/node_modules/oauth2-mock-server ] || [ ! -x tests/azure/node_modules/.bin/azurite-blob ]; then
   echo "==> installing oauth2-mock-server and azurite (npm) for the Azure tests"
   npm ci --prefix tests/azure --no-audit --no-fund --silent
@@ -58,6 +64,7 @@ fi
 command -v node >/dev/null 2>&1 || { echo "node is missing (the machine image ships Node 20)" >&2; exit 1; }
 [ -f /usr/lib/wasm32-wasi/libc.a ] && command -v clang >/dev/null 2>&1 || { echo "clang or wasi-libc is still missing" >&2; exit 1; }
 command -v cargo-lambda >/dev/null 2>&1 || { echo "cargo-lambda is still missing" >&2; exit 1; }
+command -v kubernetes-validate >/dev/null 2>&1 || { echo "kubernetes-validate is still missing" >&2; exit 1; }
 
 echo "==> cargo test (workspace, peer tests included)"
 cargo test --workspace -- --include-ignored

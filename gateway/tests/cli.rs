@@ -942,3 +942,47 @@ async fn run_watch_reloads_on_a_configmap_swap_and_an_edit() {
     assert!(serves("first").await, "reloaded after the edit");
     signal(child.id().unwrap(), "-TERM");
 }
+
+/// The Kubernetes example: its manifests pass the Kubernetes 1.37 schemas (PyPI's
+/// `kubernetes-validate`, offline; `./scripts/test.sh` installs it) and the configuration in its
+/// ConfigMap passes `accord check`.
+#[test]
+#[ignore = "needs kubernetes-validate: run ./scripts/test.sh"]
+fn the_kubernetes_example_is_valid() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/kubernetes/accord.yaml");
+    let output = Command::new("kubernetes-validate")
+        .args(["--strict", "--kubernetes-version", "1.37"])
+        .arg(&manifest)
+        .output()
+        .expect("kubernetes-validate runs (./scripts/test.sh installs it from PyPI)");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The ConfigMap's `accord.yaml: |` block, unindented.
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let block: Vec<&str> = text
+        .lines()
+        .skip_while(|l| l.trim() != "accord.yaml: |")
+        .skip(1)
+        .take_while(|l| l.starts_with("    ") || l.is_empty())
+        .map(|l| l.get(4..).unwrap_or(""))
+        .collect();
+    assert!(block.len() > 10, "the ConfigMap holds a configuration");
+    let dir = tempfile_dir();
+    let config = dir.path().join("accord.yaml");
+    std::fs::write(&config, block.join("\n")).unwrap();
+    let check = Command::new(ACCORD)
+        .args(["check", "-c"])
+        .arg(&config)
+        .env("ACCORD_ADMIN_TOKEN", "from-the-secret")
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
