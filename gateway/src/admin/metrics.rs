@@ -10,6 +10,7 @@ use accord_policies::Class;
 use accord_policies::plugin::{PluginHistogram, PluginStats};
 
 use super::exposition::{Exposition, Family, Kind};
+use crate::cluster::ClusterStatus;
 use crate::control::generation::{Generation, LoadedPlugin};
 use crate::stats::{Registry, RouteStats};
 
@@ -25,6 +26,77 @@ pub fn render(page: &mut Exposition, generation: &Generation, registry: &Registr
     backends(page, generation.backends());
     credentials(page);
     plugins(page, generation.plugins());
+}
+
+/// Cluster mode's own series. Every `accord_*` counter stays this replica's (sum them over
+/// replicas); the SLA series (`accord_sla_*`, `slo:*`) are the cluster's, the same on every
+/// replica (take `max()` over replicas, never `sum()`).
+pub fn render_cluster(page: &mut Exposition, cluster: &ClusterStatus) {
+    let labels = [
+        ("cluster", cluster.name.as_str()),
+        ("replica", cluster.replica.as_str()),
+    ];
+    page.family(
+        "accord_cluster_info",
+        Kind::Gauge,
+        "1 per replica in cluster mode: its cluster and replica names. SLA series are cluster-wide: aggregate them with max(), not sum().",
+    )
+    .sample(&labels, 1);
+    page.family(
+        "accord_cluster_redis_up",
+        Kind::Gauge,
+        "1 when the last sync reached Redis, 0 while degraded (enforcing on this replica's view).",
+    )
+    .sample(&labels, u8::from(cluster.is_ok()));
+    page.family(
+        "accord_cluster_syncs_total",
+        Kind::Counter,
+        "Syncs with the cluster by result.",
+    )
+    .sample(
+        &[labels[0], labels[1], ("result", "ok")],
+        cluster.syncs_ok.load(Relaxed),
+    )
+    .sample(
+        &[labels[0], labels[1], ("result", "failed")],
+        cluster.syncs_failed.load(Relaxed),
+    );
+    page.family(
+        "accord_cluster_sync_seconds_total",
+        Kind::Counter,
+        "Time spent syncing with the cluster.",
+    )
+    .sample(&labels, cluster.sync_micros.load(Relaxed) as f64 / 1e6);
+    page.family(
+        "accord_cluster_backfilled_minutes_total",
+        Kind::Counter,
+        "Minutes of rollups written late, after Redis was unreachable.",
+    )
+    .sample(&labels, cluster.backfilled_minutes.load(Relaxed));
+    page.family(
+        "accord_cluster_written_bytes_total",
+        Kind::Counter,
+        "Bytes of rollups written to Redis.",
+    )
+    .sample(&labels, cluster.bytes_written.load(Relaxed));
+    let report = cluster.report();
+    page.family(
+        "accord_cluster_replicas",
+        Kind::Gauge,
+        "Replicas in the cluster's registry by status (ok, stale).",
+    )
+    .sample(
+        &[labels[0], labels[1], ("status", "ok")],
+        report.replicas.iter().filter(|r| r.status == "ok").count(),
+    )
+    .sample(
+        &[labels[0], labels[1], ("status", "stale")],
+        report
+            .replicas
+            .iter()
+            .filter(|r| r.status == "stale")
+            .count(),
+    );
 }
 
 fn gateway(page: &mut Exposition, registry: &Registry) {

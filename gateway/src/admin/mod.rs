@@ -7,7 +7,7 @@
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /config` | the effective configuration as JSON (secret *references* only) |
 //! | `POST /reload` | re-read and apply the configuration; 422 with every error if invalid |
-//! | `GET /sla` | every route's SLA report (JSON; schema in `docs/sla-report.md`) |
+//! | `GET /sla` | every route's SLA report (JSON; schema in `docs/sla-report.md`), and the cluster's status in cluster mode |
 //! | `GET /sla/routes/{id}` | one route's SLA report |
 //! | `GET /sla/routes/{id}/history?minutes=120` | minute-by-minute history for charts (≤ 360 minutes) |
 //! | `GET /dashboard` | the SLA dashboard (HTML, assets embedded) |
@@ -47,6 +47,8 @@ pub trait AdminState: Send + Sync + 'static {
     fn sla(&self) -> &accord_policies::sla::SlaEngine;
     /// Whether the gateway is draining (not ready).
     fn is_draining(&self) -> bool;
+    /// The cluster, in cluster mode.
+    fn cluster(&self) -> Option<&crate::cluster::ClusterStatus>;
     /// Reads the configuration again and swaps it in.
     fn reload(&self)
     -> impl std::future::Future<Output = Result<ReloadReport, ReloadError>> + Send;
@@ -81,10 +83,16 @@ async fn respond(
             let mut page = exposition::Exposition::new();
             metrics::render(&mut page, &generation, gateway.registry());
             sla::render_metrics(&mut page, gateway.sla());
+            if let Some(cluster) = gateway.cluster() {
+                metrics::render_cluster(&mut page, cluster);
+            }
             text(StatusCode::OK, &page.finish(), "text/plain; version=0.0.4")
         }
         (Method::GET, "/dashboard") => dashboard(),
-        (Method::GET, "/sla") => json(StatusCode::OK, &sla::document(gateway.sla())),
+        (Method::GET, "/sla") => json(
+            StatusCode::OK,
+            &sla::document(gateway.sla(), gateway.cluster()),
+        ),
         (Method::GET, path) if path.starts_with("/sla/routes/") => {
             sla_route(gateway.sla(), sla_route_path(path), request.uri().query())
         }

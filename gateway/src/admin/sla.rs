@@ -8,6 +8,7 @@ use accord_policies::sla::report::{IndicatorReport, RouteReport};
 use accord_policies::sla::EVALUATION_INTERVAL;
 
 use super::exposition::{Exposition, Kind};
+use crate::cluster::ClusterStatus;
 
 /// Every route's report, at the engine's current time.
 pub fn reports(engine: &SlaEngine) -> Vec<RouteReport> {
@@ -30,13 +31,34 @@ pub fn report(engine: &SlaEngine, route: &str) -> Option<RouteReport> {
     ))
 }
 
-/// The body of `GET /sla`.
-pub fn document(engine: &SlaEngine) -> serde_json::Value {
-    serde_json::json!({
+/// The body of `GET /sla`: in cluster mode every figure is the cluster's, and `cluster` says
+/// which replicas it covers and what this replica served of it.
+pub fn document(engine: &SlaEngine, cluster: Option<&ClusterStatus>) -> serde_json::Value {
+    let mut document = serde_json::json!({
         "generated_ms": engine.clock().now_ms(),
         "evaluation_interval_seconds": EVALUATION_INTERVAL.as_secs(),
         "routes": reports(engine),
-    })
+    });
+    if let Some(cluster) = cluster {
+        let now = engine.clock().minute();
+        let five_minutes = std::time::Duration::from_secs(300);
+        let routes: serde_json::Map<String, serde_json::Value> = engine
+            .routes()
+            .iter()
+            .map(|route| {
+                let local = route.meter().local_window_counts(now, five_minutes).total();
+                let all = route.meter().window_counts(now, five_minutes).total();
+                (
+                    route.id().to_string(),
+                    serde_json::json!({ "local_requests_5m": local, "cluster_requests_5m": all }),
+                )
+            })
+            .collect();
+        let mut report = serde_json::to_value(cluster.report()).unwrap_or_default();
+        report["routes"] = serde_json::Value::Object(routes);
+        document["cluster"] = report;
+    }
+    document
 }
 
 fn severity_name(severity: accord_policies::sla::Severity) -> &'static str {

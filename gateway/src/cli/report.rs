@@ -61,10 +61,12 @@ pub fn render(
         return Err(format!("route {id:?} has no SLO on this gateway"));
     }
     if format == ReportFormat::Json {
-        return Ok(format!(
-            "{:#}\n",
-            serde_json::json!({ "generated_ms": document["generated_ms"], "routes": routes })
-        ));
+        let mut json =
+            serde_json::json!({ "generated_ms": document["generated_ms"], "routes": routes });
+        if !document["cluster"].is_null() {
+            json["cluster"] = document["cluster"].clone();
+        }
+        return Ok(format!("{json:#}\n"));
     }
     let mut rows: Vec<Row> = Vec::new();
     for r in &routes {
@@ -72,9 +74,42 @@ pub fn render(
     }
     Ok(match format {
         ReportFormat::Csv => csv(&rows),
-        ReportFormat::Markdown => markdown(&rows),
-        _ => table(&rows),
+        ReportFormat::Markdown => cluster_header(document) + &markdown(&rows),
+        _ => cluster_header(document) + &table(&rows),
     })
+}
+
+/// In cluster mode, a first paragraph: the cluster's status and its replicas (the figures
+/// below are the whole cluster's).
+fn cluster_header(document: &Value) -> String {
+    let cluster = &document["cluster"];
+    if cluster.is_null() {
+        return String::new();
+    }
+    let now = document["generated_ms"].as_i64().unwrap_or_default();
+    let mut out = format!(
+        "cluster {} ({}), figures for the whole cluster, as seen by replica {}:\n",
+        cluster["name"].as_str().unwrap_or("?"),
+        cluster["status"].as_str().unwrap_or("?"),
+        cluster["replica"].as_str().unwrap_or("?"),
+    );
+    for replica in cluster["replicas"].as_array().into_iter().flatten() {
+        let ago = (now - replica["last_sync_ms"].as_i64().unwrap_or(now)) as f64 / 1000.0;
+        let _ = writeln!(
+            out,
+            "  {}{}: {}, last sync {ago:.1}s ago, {} requests in 5m",
+            replica["replica"].as_str().unwrap_or("?"),
+            if replica["this"] == true {
+                " (this one)"
+            } else {
+                ""
+            },
+            replica["status"].as_str().unwrap_or("?"),
+            replica["requests_5m"].as_u64().unwrap_or(0),
+        );
+    }
+    out.push('\n');
+    out
 }
 
 /// One row of the report: a route's SLI, with the cells of [`HEADERS`].

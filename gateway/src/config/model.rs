@@ -26,6 +26,8 @@ pub struct Config {
     pub log: Log,
     /// The SLA history store.
     pub sla_history: SlaHistory,
+    /// Cluster mode, when configured.
+    pub cluster: Option<Cluster>,
     /// Backends by id, in file order.
     pub backends: Vec<(Arc<str>, BackendConfig)>,
     /// Plugins by id.
@@ -37,6 +39,30 @@ pub struct Config {
     /// The effective configuration as JSON (references to secrets only, never their values),
     /// served by `GET /config`.
     pub effective: serde_json::Value,
+}
+
+/// Cluster mode: replicas sharing SLA state through Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// The cluster's name (the key prefix).
+    pub name: String,
+    /// Where Redis is.
+    pub redis: RedisAddress,
+    /// `password` or `user:password`.
+    pub password: Option<Secret>,
+    /// This replica's name.
+    pub replica: String,
+    /// How often to sync.
+    pub sync_interval: Duration,
+}
+
+/// One Redis server or a Redis Cluster's seed nodes (URLs, validated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisAddress {
+    /// One server.
+    Single(String),
+    /// A Redis Cluster.
+    Cluster(Vec<String>),
 }
 
 /// Where SLA history is kept.

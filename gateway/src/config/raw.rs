@@ -27,6 +27,10 @@ pub struct RawConfig {
     /// Where SLA history is kept, so that reports cover whole windows across restarts.
     #[serde(default)]
     pub sla_history: RawSlaHistory,
+    /// Cluster mode: replicas with the same cluster name share one SLA state (budgets, burn
+    /// rates, breach verdicts, events) through Redis. Without it, each gateway is on its own.
+    #[serde(default)]
+    pub cluster: Option<Located<RawCluster>>,
     /// Named backends that routes send traffic to.
     #[serde(default)]
     pub backends: BTreeMap<String, Located<RawBackend>>,
@@ -171,6 +175,52 @@ impl Default for RawSlaHistory {
             flush_interval: Located::unlocated(ConfigDuration(std::time::Duration::from_secs(10))),
         }
     }
+}
+
+/// Cluster mode (the `cluster` section).
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// Replicas with the same name share SLA state: the prefix of every Redis key.
+    pub name: Located<Id>,
+    /// `redis://host:port/db` or `rediss://…` (TLS), or `{cluster: [redis://…, …]}` for a
+    /// Redis Cluster (any of its nodes; the rest are discovered).
+    pub redis: Located<RawRedis>,
+    /// Environment variable holding the Redis password (or `user:password` for an ACL user).
+    #[serde(default)]
+    pub password_env: Option<Located<String>>,
+    /// File holding the Redis password (or `user:password`).
+    #[serde(default)]
+    pub password_file: Option<Located<String>>,
+    /// This replica's name in reports; `${VAR}` is replaced by the environment variable (e.g.
+    /// `${HOSTNAME}`, a pod's name). Default: the host name and process id.
+    #[serde(default)]
+    pub replica: Option<Located<String>>,
+    /// How often the replica publishes its counters and reads the cluster's (default 1s).
+    #[serde(default = "default_sync_interval")]
+    pub sync_interval: Located<ConfigDuration>,
+}
+
+fn default_sync_interval() -> Located<ConfigDuration> {
+    Located::unlocated(ConfigDuration(std::time::Duration::from_secs(1)))
+}
+
+/// Where the cluster's Redis is.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawRedis {
+    /// One Redis server (or a primary behind a stable address).
+    Url(String),
+    /// A Redis Cluster.
+    Cluster(RawRedisCluster),
+}
+
+/// A Redis Cluster's seed nodes.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedisCluster {
+    /// Node URLs (`redis://host:port` or `rediss://…`); one reachable node is enough.
+    pub cluster: Vec<String>,
 }
 
 /// How log lines are written.

@@ -14,6 +14,7 @@ use accord_policies::sla::store::Store;
 use accord_policies::sla::{Clock, EVALUATION_INTERVAL, SlaEngine};
 
 use crate::admin::AdminState;
+use crate::cluster::ClusterStatus;
 use crate::config::{self, Config, Environment};
 use crate::control::generation::{Generation, PluginHost};
 use crate::control::reload::restart_required;
@@ -98,6 +99,10 @@ impl AdminState for Gateway {
         Gateway::is_draining(self)
     }
 
+    fn cluster(&self) -> Option<&ClusterStatus> {
+        self.cluster.as_deref()
+    }
+
     async fn reload(&self) -> Result<ReloadReport, ReloadError> {
         Gateway::reload(self).await
     }
@@ -109,6 +114,7 @@ pub struct Gateway {
     registry: Arc<Registry>,
     sla: Arc<SlaEngine>,
     store: Option<Arc<Store>>,
+    cluster: Option<Arc<ClusterStatus>>,
     plugins: PluginHost,
     source: ConfigSource,
     env: Arc<dyn Environment + Send + Sync>,
@@ -129,6 +135,7 @@ pub struct Running {
     admin_shutdown: watch::Sender<bool>,
     admin_task: JoinHandle<()>,
     sla_task: JoinHandle<()>,
+    cluster_task: Option<(watch::Sender<bool>, JoinHandle<()>)>,
 }
 
 impl Gateway {
@@ -141,18 +148,38 @@ impl Gateway {
         let registry = Arc::new(Registry::default());
         let sla = Arc::new(SlaEngine::new(Clock::system()));
         let history = config.sla_history.clone();
+        let cluster_config = config.cluster.clone();
         let plugins = PluginHost::new(source.base_dir(), config.plugin_cache.clone());
         let generation = Generation::build(config, &registry, &sla, &plugins, None).await?;
         sla.retain(&generation.slo_route_ids());
-        let store = match &history.path {
-            None => None,
-            Some(path) => Some(open_history(&source.base_dir().join(path), &sla)?),
+        // In cluster mode the shared history lives in Redis: a local file would count this
+        // replica's past twice (once from the file, once from the cluster).
+        let store = match (&history.path, &cluster_config) {
+            (Some(path), None) => Some(open_history(&source.base_dir().join(path), &sla)?),
+            (Some(_), Some(_)) => {
+                tracing::info!(
+                    "cluster mode: SLA history is kept in Redis, not in sla_history.path"
+                );
+                None
+            }
+            (None, _) => None,
+        };
+        let cluster = cluster_config.as_ref().map(|cluster| {
+            let (stop, stop_rx) = watch::channel(false);
+            let (status, task) = crate::cluster::spawn(cluster, sla.clone(), stop_rx);
+            tracing::info!(cluster = %cluster.name, replica = %cluster.replica, "cluster mode: sharing SLA state through redis");
+            (status, (stop, task))
+        });
+        let (cluster, cluster_task) = match cluster {
+            Some((status, task)) => (Some(status), Some(task)),
+            None => (None, None),
         };
         let gateway = Arc::new(Gateway {
             generation: ArcSwap::from_pointee(generation),
             registry,
             sla: sla.clone(),
             store: store.clone(),
+            cluster,
             plugins,
             source,
             env,
@@ -189,6 +216,7 @@ impl Gateway {
             admin_shutdown,
             admin_task,
             sla_task,
+            cluster_task,
         })
     }
 
@@ -332,6 +360,11 @@ impl Running {
         self.gateway.sla.tick();
         if let Some(store) = &self.gateway.store {
             flush(store.clone(), self.gateway.sla.clone()).await;
+        }
+        // One last sync, so that the cluster keeps everything this replica served.
+        if let Some((stop, task)) = self.cluster_task {
+            let _ = stop.send(true);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
         }
     }
 

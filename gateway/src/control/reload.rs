@@ -66,5 +66,8 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     if old.sla_history != new.sla_history {
         restart_required.push("sla_history".to_owned());
     }
+    if old.cluster != new.cluster {
+        restart_required.push("cluster".to_owned());
+    }
     restart_required
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use accord_adapters::{Standing, Steering};
 use arc_swap::ArcSwapOption;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::clock::{Clock, UnixMillis, minute_of};
 use super::meter::{Meter, Minute};
@@ -85,7 +85,7 @@ pub enum Admission {
 }
 
 /// What an event is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// A backend breached the route's objective.
@@ -97,7 +97,7 @@ pub enum EventKind {
 }
 
 /// What the gateway did about it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Traffic moved to other backends.
@@ -111,7 +111,7 @@ pub enum Action {
 }
 
 /// The measurement that opened an event.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Trigger {
     /// Which SLI.
     pub indicator: Indicator,
@@ -148,6 +148,9 @@ pub struct BreachEvent {
     /// Requests rerouted, shed or rejected because of it.
     #[serde(serialize_with = "serialize_counter")]
     pub requests_affected: AtomicU64,
+    /// In cluster mode, the replicas that acted on it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<Arc<str>>,
 }
 
 fn serialize_end<S: serde::Serializer>(end: &AtomicU64, s: S) -> Result<S::Ok, S::Error> {
@@ -162,6 +165,23 @@ fn serialize_counter<S: serde::Serializer>(n: &AtomicU64, s: S) -> Result<S::Ok,
 }
 
 impl BreachEvent {
+    /// An event read back from storage or from the cluster, acted on by `replicas`.
+    pub fn restored(r: RestoredEvent, replicas: Vec<Arc<str>>) -> Self {
+        BreachEvent {
+            id: r.id,
+            route: Arc::from(r.route),
+            backend: r.backend.map(Arc::from),
+            kind: r.kind,
+            severity: r.severity,
+            action: r.action,
+            trigger: r.trigger,
+            started_ms: r.started_ms,
+            ended_ms: AtomicU64::new(r.ended_ms.max(0) as u64),
+            requests_affected: AtomicU64::new(r.requests_affected),
+            replicas,
+        }
+    }
+
     fn end(&self, at: UnixMillis) {
         self.ended_ms.store(at.max(1) as u64, Relaxed);
     }
@@ -173,10 +193,14 @@ impl BreachEvent {
 }
 
 /// The breach event log shared by all routes: the most recent events, newest last.
+///
+/// In cluster mode the log also holds the cluster's events (one per breach, alert or budget
+/// exhaustion, whichever replicas acted on it), and [`EventLog::list`] reports those.
 #[derive(Debug, Default)]
 pub struct EventLog {
     events: Mutex<VecDeque<Arc<BreachEvent>>>,
     next_id: AtomicU64,
+    cluster: ArcSwapOption<Vec<Arc<BreachEvent>>>,
 }
 
 /// Tolerance of burn-rate comparisons.
@@ -208,6 +232,7 @@ impl EventLog {
             started_ms: at,
             ended_ms: AtomicU64::new(0),
             requests_affected: AtomicU64::new(0),
+            replicas: Vec::new(),
         });
         let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
         events.push_back(event.clone());
@@ -223,32 +248,44 @@ impl EventLog {
         let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
         for r in restored {
             self.next_id.fetch_max(r.id, Relaxed);
-            events.push_back(Arc::new(BreachEvent {
-                id: r.id,
-                route: Arc::from(r.route),
-                backend: r.backend.map(Arc::from),
-                kind: r.kind,
-                severity: r.severity,
-                action: r.action,
-                trigger: r.trigger,
-                started_ms: r.started_ms,
-                ended_ms: AtomicU64::new(r.ended_ms.max(1) as u64),
-                requests_affected: AtomicU64::new(r.requests_affected),
-            }));
+            let ended_ms = r.ended_ms.max(1);
+            events.push_back(Arc::new(BreachEvent::restored(
+                RestoredEvent { ended_ms, ..r },
+                Vec::new(),
+            )));
         }
         while events.len() > EVENTS_KEPT {
             events.pop_front();
         }
     }
 
-    /// Events, oldest first, optionally of one route.
+    /// Events, oldest first, optionally of one route: the cluster's in cluster mode.
     pub fn list(&self, route: Option<&str>) -> Vec<Arc<BreachEvent>> {
+        if let Some(cluster) = self.cluster.load().as_ref() {
+            return cluster
+                .iter()
+                .filter(|e| route.is_none_or(|r| &*e.route == r))
+                .cloned()
+                .collect();
+        }
+        self.local(route)
+    }
+
+    /// Events this process opened (and restored), oldest first, optionally of one route.
+    pub fn local(&self, route: Option<&str>) -> Vec<Arc<BreachEvent>> {
         let events = self.events.lock().unwrap_or_else(|p| p.into_inner());
         events
             .iter()
             .filter(|e| route.is_none_or(|r| &*e.route == r))
             .cloned()
             .collect()
+    }
+}
+
+impl EventLog {
+    /// Replaces the cluster's events (oldest first), which [`EventLog::list`] reports from now on.
+    pub fn set_cluster_view(&self, events: Vec<Arc<BreachEvent>>) {
+        self.cluster.store(Some(Arc::new(events)));
     }
 }
 
@@ -933,6 +970,17 @@ impl SlaEngine {
     pub fn get(&self, id: &str) -> Option<Arc<RouteSla>> {
         let routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
         routes.get(id).cloned()
+    }
+
+    /// Runs `f` with the last minute sealed and every route, while no minute can be sealed: a
+    /// consistent view of each meter's sealed history and live counters (what the cluster sync
+    /// publishes).
+    pub fn with_sealed<R>(&self, f: impl FnOnce(Minute, &[Arc<RouteSla>]) -> R) -> R {
+        let through = self
+            .sealed_through
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        f(*through, &self.routes())
     }
 
     /// Seals the minute that ended since the last tick (if one did), then re-evaluates every

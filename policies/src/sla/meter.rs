@@ -4,6 +4,10 @@
 //! counters, no lock. Once a minute the engine *seals* the live counters into a [`Rollup`] and
 //! files it in the meter's [`History`], which keeps minute rollups for the short windows and
 //! hour rollups for the long ones, so memory stays fixed whatever the traffic.
+//!
+//! In cluster mode a meter also holds what the *other* replicas metered for the same route
+//! or backend ([`Meter::add_peer_minute`], [`Meter::set_peer_live`]): every window and chart
+//! then covers the whole cluster, while [`Meter::export`] and the request path stay local.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -80,6 +84,15 @@ impl Aggregate {
         self.cancelled_slow += rollup.cancelled_slow as f64 * fraction;
     }
 
+    /// Adds another aggregate's counts (not its latencies).
+    fn add_aggregate(&mut self, other: &Aggregate) {
+        for (mine, theirs) in self.by_class.iter_mut().zip(other.by_class) {
+            *mine += theirs;
+        }
+        self.within_threshold += other.within_threshold;
+        self.cancelled_slow += other.cancelled_slow;
+    }
+
     /// Requests of one class.
     pub fn count(&self, class: Class) -> f64 {
         self.by_class[class.index()]
@@ -106,6 +119,15 @@ pub struct Meter {
     threshold: Option<Duration>,
     live: Live,
     history: Mutex<History>,
+    peers: Mutex<Peers>,
+}
+
+/// What the other replicas of a cluster metered: their sealed minutes (summed), and their
+/// latest unsealed counters, each in the minute it belongs to.
+#[derive(Debug)]
+struct Peers {
+    history: History,
+    live: Vec<(Minute, Rollup)>,
 }
 
 impl Meter {
@@ -115,6 +137,10 @@ impl Meter {
             threshold,
             live: Live::default(),
             history: Mutex::new(History::new(keep_hours)),
+            peers: Mutex::new(Peers {
+                history: History::new(keep_hours),
+                live: Vec::new(),
+            }),
         }
     }
 
@@ -178,24 +204,77 @@ impl Meter {
         history.trim();
     }
 
-    /// What storage must hold for minutes from `since` on: each minute's rollup and the rollup
-    /// of each hour those minutes touch, with the live counters counted in minute `now` (and its
-    /// hour), so that a crash loses only what was recorded since this call.
-    pub fn export(&self, since: Minute, now: Minute) -> Export {
-        let live = self.live_rollup();
+    /// Adds a minute another replica sealed (cluster mode). Each peer minute must be added
+    /// once: the cluster sync tracks which it has added.
+    pub fn add_peer_minute(&self, minute: Minute, rollup: &Rollup) {
+        self.peers().history.add(minute, rollup);
+    }
+
+    /// Files a peer's minute rollup read back at load (minutes only, like
+    /// [`Meter::restore_minute`]).
+    pub fn restore_peer_minute(&self, minute: Minute, rollup: &Rollup) {
+        let mut peers = self.peers();
+        insert_merged(&mut peers.history.minutes, minute, rollup);
+        peers.history.trim();
+    }
+
+    /// Files a peer's hour rollup read back at load.
+    pub fn restore_peer_hour(&self, hour: i64, rollup: &Rollup) {
+        let mut peers = self.peers();
+        insert_merged(&mut peers.history.hours, hour, rollup);
+        peers.history.trim();
+    }
+
+    /// Replaces the other replicas' unsealed counters, each with the minute it belongs to.
+    pub fn set_peer_live(&self, live: Vec<(Minute, Rollup)>) {
+        self.peers().live = live;
+    }
+
+    /// Forgets everything the other replicas reported (before a full reload from the cluster).
+    pub fn clear_peers(&self) {
+        let mut peers = self.peers();
+        let keep_hours = peers.history.keep_hours;
+        peers.history = History::new(keep_hours);
+        peers.live.clear();
+    }
+
+    /// This replica's sealed minutes from `since` (inclusive) and the rollups of the hours they
+    /// fall in, oldest first, without the live counters.
+    pub fn sealed_since(&self, since: Minute) -> Export {
         let history = self.history();
-        let mut minutes: Vec<(Minute, Rollup)> = history
+        let minutes = history
             .minutes
             .iter()
             .filter(|(m, _)| *m >= since)
             .cloned()
             .collect();
-        let mut hours: Vec<(i64, Rollup)> = history
+        let hours = history
             .hours
             .iter()
             .filter(|(h, _)| *h >= since.div_euclid(60))
             .cloned()
             .collect();
+        (minutes, hours)
+    }
+
+    /// This replica's counters of the current (unsealed) minute.
+    pub fn live(&self) -> Rollup {
+        self.live_rollup()
+    }
+
+    /// Like [`Meter::window_counts`], this replica's traffic only.
+    pub fn local_window_counts(&self, now: Minute, length: Duration) -> Aggregate {
+        let mut aggregate = self.history().aggregate(now, length, None);
+        aggregate.add_counts(&self.live_rollup(), 1.0);
+        aggregate
+    }
+
+    /// What storage must hold for minutes from `since` on: each minute's rollup and the rollup
+    /// of each hour those minutes touch, with the live counters counted in minute `now` (and its
+    /// hour), so that a crash loses only what was recorded since this call.
+    pub fn export(&self, since: Minute, now: Minute) -> Export {
+        let live = self.live_rollup();
+        let (mut minutes, mut hours) = self.sealed_since(since);
         if live.total() > 0 {
             match minutes.iter_mut().find(|(m, _)| *m == now) {
                 Some((_, rollup)) => rollup.merge(&live),
@@ -222,33 +301,62 @@ impl Meter {
         self.aggregate(now, length, false)
     }
 
-    /// Counts of a window ending at a past minute, from sealed history only.
+    /// Counts of a window ending at a past minute, from sealed history only (the cluster's,
+    /// in cluster mode).
     pub fn sealed_window_counts(&self, end: Minute, length: Duration) -> Aggregate {
-        self.history().aggregate(end, length, None)
+        let mut aggregate = self.history().aggregate(end, length, None);
+        let peers = self.peers().history.aggregate(end, length, None);
+        aggregate.add_aggregate(&peers);
+        aggregate
     }
 
     fn aggregate(&self, now: Minute, length: Duration, latency: bool) -> Aggregate {
         let mut dense = latency.then(|| vec![0u64; super::histogram::BINS]);
         let mut aggregate = self.history().aggregate(now, length, dense.as_deref_mut());
-        let live = self.live_rollup();
-        aggregate.add_counts(&live, 1.0);
+        let mut live = vec![self.live_rollup()];
+        {
+            let peers = self.peers();
+            let theirs = peers.history.aggregate(now, length, dense.as_deref_mut());
+            aggregate.add_aggregate(&theirs);
+            let start = now + 1 - (length.as_secs() / 60).max(1) as i64;
+            live.extend(
+                peers
+                    .live
+                    .iter()
+                    .filter(|(minute, _)| (start..=now).contains(minute))
+                    .map(|(_, rollup)| rollup.clone()),
+            );
+        }
+        for rollup in &live {
+            aggregate.add_counts(rollup, 1.0);
+        }
         if let Some(mut dense) = dense {
-            for (bin, count) in &live.latency.bins {
-                dense[usize::from(*bin)] += count;
+            for rollup in &live {
+                for (bin, count) in &rollup.latency.bins {
+                    dense[usize::from(*bin)] += count;
+                }
             }
             aggregate.latency = Histogram::from_dense(&dense);
         }
         aggregate
     }
 
-    /// Sealed minute rollups from `since` (inclusive), oldest first, for charts.
+    /// Sealed minute rollups from `since` (inclusive), oldest first, for charts: the cluster's
+    /// in cluster mode.
     pub fn minutes_since(&self, since: Minute) -> Vec<(Minute, Rollup)> {
-        self.history()
+        let mut minutes: VecDeque<(Minute, Rollup)> = self
+            .history()
             .minutes
             .iter()
             .filter(|(m, _)| *m >= since)
             .cloned()
-            .collect()
+            .collect();
+        for (minute, rollup) in self.peers().history.minutes.iter() {
+            if *minute >= since {
+                insert_merged(&mut minutes, *minute, rollup);
+            }
+        }
+        minutes.into()
     }
 
     /// Sealed hour rollups from `since` (inclusive, in hours since the epoch), oldest first.
@@ -274,6 +382,10 @@ impl Meter {
 
     fn history(&self) -> std::sync::MutexGuard<'_, History> {
         self.history.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn peers(&self) -> std::sync::MutexGuard<'_, Peers> {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -493,6 +605,47 @@ mod tests {
             "from the failure on"
         );
         assert_eq!(at(11 * 60 + 5).total(), 2.0, "in a later hour");
+    }
+
+    /// In cluster mode, windows and charts cover the other replicas' minutes and live
+    /// counters; the local view and what storage gets stay this replica's.
+    #[test]
+    fn peers_count_in_windows_but_not_in_the_local_view() {
+        let meter = Meter::new(Some(ms(300)), 24);
+        meter.record(Class::Good, ms(10));
+        meter.seal(100);
+        let theirs = Rollup {
+            by_class: [5, 2, 0, 0, 0, 0],
+            within_threshold: 5,
+            ..Rollup::default()
+        };
+        meter.add_peer_minute(100, &theirs);
+        meter.set_peer_live(vec![(101, theirs.clone()), (50, theirs.clone())]);
+        let window = meter.window(101, Duration::from_secs(300));
+        // Ours (1) + their sealed minute (7) + their live minute 101 (7); minute 50 is outside.
+        assert_eq!(window.total(), 15.0);
+        assert_eq!(window.within_threshold, 11.0);
+        assert_eq!(window.latency.bins.iter().map(|(_, n)| n).sum::<u64>(), 1);
+        assert_eq!(
+            meter
+                .local_window_counts(101, Duration::from_secs(300))
+                .total(),
+            1.0
+        );
+        assert_eq!(
+            meter
+                .sealed_window_counts(100, Duration::from_secs(3600))
+                .total(),
+            8.0
+        );
+        assert_eq!(meter.minutes_since(0)[0].1.total(), 8);
+        assert_eq!(
+            meter.export(0, 101).0[0].1.total(),
+            1,
+            "storage gets ours only"
+        );
+        meter.clear_peers();
+        assert_eq!(meter.window(101, Duration::from_secs(300)).total(), 1.0);
     }
 
     #[test]

@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::meter::Aggregate;
 use crate::Class;
@@ -156,7 +156,7 @@ fn month_of(zone: &jiff::tz::TimeZone, now_ms: i64) -> (i64, u64) {
 }
 
 /// Who is told when an alert tier fires.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     /// Someone is woken up.
@@ -228,7 +228,7 @@ pub struct Objective {
 }
 
 /// Which SLI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Indicator {
     /// Good ÷ valid requests.

@@ -24,6 +24,7 @@ use accord_adapters::tls::ClientTls;
 use http::{HeaderName, HeaderValue, Method};
 
 mod backends;
+mod cluster;
 mod plugins;
 mod routes;
 mod slo;
@@ -155,6 +156,7 @@ pub fn validate(raw: &RawConfig, env: &dyn Environment) -> Result<Config, Config
     let plugins = plugins::check_plugins(&mut v, raw);
     let routes = routes::check_routes(&mut v, raw);
     let sla_history = check_sla_history(&mut v, raw);
+    let cluster = cluster::check_cluster(&mut v, raw);
     let log = Log {
         format: match raw.log.format {
             RawLogFormat::Text => LogFormat::Text,
@@ -181,6 +183,7 @@ pub fn validate(raw: &RawConfig, env: &dyn Environment) -> Result<Config, Config
         limits,
         log,
         sla_history,
+        cluster,
         backends,
         plugins,
         plugin_cache: raw

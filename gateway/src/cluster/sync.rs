@@ -1,0 +1,597 @@
+//! The sync task: every `sync_interval`, publish this replica's rollups, read the cluster's,
+//! file the other replicas' into the meters, and share events. Fail-open: when Redis cannot
+//! be reached the replica keeps enforcing on what it knows (its own traffic plus what the
+//! others had published) and writes the minutes it missed once Redis is back.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use accord_policies::sla::meter::{MINUTES_KEPT, Meter, Minute, Rollup};
+use accord_policies::sla::{RouteSla, SlaEngine};
+use futures_util::StreamExt;
+use tokio::task::JoinHandle;
+
+use super::codec::{self, ReplicaRecord};
+use super::events::Events;
+use super::keys::RouteKeys;
+use super::redis::Redis;
+use super::{ClusterStatus, ReplicaView};
+use crate::config::model::Cluster;
+
+/// Sealed minutes kept in Redis: the minute history every replica keeps, plus a margin.
+const MINUTE_TTL: Duration = Duration::from_secs(MINUTES_KEPT as u64 * 60 + 600);
+
+/// Route pipelines in flight at once.
+const CONCURRENCY: usize = 64;
+
+/// Starts syncing `engine` with the cluster, until `stop` says so (then it syncs once more).
+pub fn spawn(
+    config: &Cluster,
+    engine: Arc<SlaEngine>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> (Arc<ClusterStatus>, JoinHandle<()>) {
+    let started_ms = engine.clock().now_ms();
+    let key = format!("{}@{started_ms}", config.replica);
+    let status = Arc::new(ClusterStatus::new(
+        config.name.clone(),
+        config.replica.clone(),
+        key.clone(),
+    ));
+    let written_through = engine.with_sealed(|through, _| through);
+    let mut sync = Sync {
+        config: config.clone(),
+        status: status.clone(),
+        prefix: format!("accord:{}", config.name),
+        key,
+        started_ms,
+        redis: None,
+        epoch: None,
+        written_through,
+        routes: HashMap::new(),
+        events: Events::new(started_ms),
+        engine,
+    };
+    let task = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(sync.config.sync_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => sync.run_once().await,
+                _ = stop.changed() => {
+                    sync.run_once().await;
+                    return;
+                }
+            }
+        }
+    });
+    (status, task)
+}
+
+/// What this replica knows of one route's peers.
+#[derive(Default)]
+struct RouteSync {
+    /// The [`RouteSla`] these watermarks are for: a new one (the objective changed on
+    /// reload) starts with a full load.
+    identity: usize,
+    /// Per peer (replica key): the last minute of its sealed rollups filed here.
+    read_through: HashMap<String, Minute>,
+}
+
+struct Sync {
+    config: Cluster,
+    status: Arc<ClusterStatus>,
+    engine: Arc<SlaEngine>,
+    prefix: String,
+    key: String,
+    started_ms: i64,
+    redis: Option<Redis>,
+    /// The value of the cluster's epoch key when first seen: when it changes, Redis lost its
+    /// data (restarted without persistence) and this replica uploads its history again.
+    epoch: Option<String>,
+    /// The last minute whose rollups this replica has written.
+    written_through: Minute,
+    routes: HashMap<Arc<str>, RouteSync>,
+    events: Events,
+}
+
+/// A peer from the registry, as this sync sees it.
+struct Peer {
+    record: ReplicaRecord,
+    fresh: bool,
+}
+
+impl Sync {
+    async fn run_once(&mut self) {
+        let started = tokio::time::Instant::now();
+        let timeout = (self.config.sync_interval * 5).max(Duration::from_secs(3));
+        let now_ms = self.engine.clock().now_ms();
+        let result = match tokio::time::timeout(timeout, self.sync(now_ms)).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+        };
+        match result {
+            Ok(replicas) => self.status.synced(now_ms, replicas),
+            Err(error) => self.status.failed(now_ms, error),
+        }
+        self.status.sync_micros.fetch_add(
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    async fn sync(&mut self, now_ms: i64) -> redis::RedisResult<Vec<ReplicaView>> {
+        let redis = match &self.redis {
+            Some(redis) => redis.clone(),
+            None => {
+                let redis = Redis::connect(
+                    &self.config.redis,
+                    self.config.password.as_ref(),
+                    (self.config.sync_interval * 2).max(Duration::from_secs(1)),
+                )
+                .await?;
+                self.redis = Some(redis.clone());
+                redis
+            }
+        };
+        let redis_time_ms = redis.time_ms().await?;
+        self.check_epoch(&redis).await?;
+        self.publish(&redis).await?;
+        let peers = self.registry(&redis, now_ms, redis_time_ms).await?;
+        self.read(&redis, &peers, now_ms).await?;
+        let linger = i64::try_from((self.config.sync_interval * 3).as_millis()).unwrap_or(i64::MAX)
+            + i64::try_from(accord_policies::sla::EVALUATION_INTERVAL.as_millis()).unwrap_or(0);
+        self.events
+            .publish(
+                &redis,
+                &self.prefix,
+                &self.config.replica,
+                &self.engine,
+                linger,
+            )
+            .await?;
+        let ids: Vec<Arc<str>> = self
+            .engine
+            .routes()
+            .iter()
+            .map(|r| r.id().clone())
+            .collect();
+        let events = self.events.read(&redis, &self.prefix, &ids).await?;
+        self.engine.events().set_cluster_view(events);
+        Ok(self.views(&peers, now_ms))
+    }
+
+    /// Detects a Redis that lost the cluster's keys: the epoch key this replica saw is gone
+    /// or different. Then everything kept (6 hours of minutes) is written again.
+    async fn check_epoch(&mut self, redis: &Redis) -> redis::RedisResult<()> {
+        let key = format!("{}:epoch", self.prefix);
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(&key)
+            .arg(format!("{}-{}", self.key, fastrand::u64(..)))
+            .arg("NX")
+            .ignore()
+            .get(&key);
+        let (epoch,): (String,) = redis.query(&pipe).await?;
+        match &self.epoch {
+            Some(known) if *known != epoch => {
+                tracing::warn!(cluster = %self.config.name, "cluster: redis lost the cluster's data; writing this replica's history again");
+                self.written_through = self.engine.clock().minute() - MINUTES_KEPT as i64;
+                // Peers' watermarks stay: what was filed here is still true.
+            }
+            _ => {}
+        }
+        self.epoch = Some(epoch);
+        Ok(())
+    }
+
+    /// Writes this replica's sealed minutes since the last successful write (all of them
+    /// after an outage, within the 6 hours kept), the hours they fall in, and its live
+    /// counters: one atomic pipeline per route.
+    async fn publish(&mut self, redis: &Redis) -> redis::RedisResult<()> {
+        let written_through = self.written_through;
+        let (through, pipes, bytes) = self.engine.with_sealed(|through, routes| {
+            let since = (written_through + 1).max(through + 1 - MINUTES_KEPT as i64);
+            let mut bytes = 0usize;
+            let pipes: Vec<redis::Pipeline> = routes
+                .iter()
+                .map(|route| {
+                    let (pipe, n) = self.route_writes(route, since, through);
+                    bytes += n;
+                    pipe
+                })
+                .collect();
+            (through, pipes, bytes)
+        });
+        run_all(redis, pipes).await?;
+        if through > written_through + 1 {
+            let missed = u64::try_from(through - written_through - 1).unwrap_or(0);
+            self.status
+                .backfilled_minutes
+                .fetch_add(missed, std::sync::atomic::Ordering::Relaxed);
+            if missed > 0 {
+                tracing::info!(cluster = %self.config.name, minutes = missed, "cluster: wrote the minutes missed while redis was unreachable");
+            }
+        }
+        self.written_through = through;
+        self.status
+            .bytes_written
+            .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn route_writes(
+        &self,
+        route: &RouteSla,
+        since: Minute,
+        through: Minute,
+    ) -> (redis::Pipeline, usize) {
+        let keys = RouteKeys::new(&self.prefix, route.id());
+        let hour_ttl = route.objective().window.length() + Duration::from_secs(86_400);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let mut bytes = 0;
+        let mut touched: Vec<(String, Duration)> = Vec::new();
+        for (name, meter) in route.meters() {
+            let field = format!("{}|{name}", self.key);
+            let (minutes, hours) = meter.sealed_since(since);
+            for (minute, rollup) in minutes.iter().filter(|(m, _)| *m <= through) {
+                let value = codec::encode(rollup);
+                bytes += value.len();
+                let key = keys.minute(*minute);
+                pipe.hset(&key, &field, value).ignore();
+                touched.push((key, MINUTE_TTL));
+            }
+            for (hour, rollup) in &hours {
+                let value = codec::encode(rollup);
+                bytes += value.len();
+                let key = keys.hour(*hour);
+                pipe.hset(&key, &field, value).ignore();
+                touched.push((key, hour_ttl));
+            }
+            let live = meter.live();
+            if live.total() > 0 {
+                let value = codec::encode_live(through + 1, &live);
+                bytes += value.len();
+                pipe.hset(keys.live(), &field, value).ignore();
+            }
+        }
+        touched.sort();
+        touched.dedup_by(|a, b| a.0 == b.0);
+        for (key, ttl) in touched {
+            pipe.expire(key, ttl.as_secs() as i64).ignore();
+        }
+        pipe.hset(keys.through(), &self.key, through).ignore();
+        for key in [keys.live(), keys.through()] {
+            pipe.expire(key, MINUTE_TTL.as_secs() as i64).ignore();
+        }
+        (pipe, bytes)
+    }
+
+    /// Writes this replica's record and reads everyone's; forgets replicas silent for longer
+    /// than the minutes kept.
+    async fn registry(
+        &self,
+        redis: &Redis,
+        now_ms: i64,
+        redis_time_ms: i64,
+    ) -> redis::RedisResult<HashMap<String, Peer>> {
+        let now = self.engine.clock().minute();
+        let requests_5m = self
+            .engine
+            .routes()
+            .iter()
+            .map(|r| {
+                r.meter()
+                    .local_window_counts(now, Duration::from_secs(300))
+                    .total()
+            })
+            .sum::<f64>() as u64;
+        let record = ReplicaRecord {
+            replica: self.config.replica.clone(),
+            started_ms: self.started_ms,
+            last_sync_ms: now_ms,
+            requests: requests_5m,
+            redis_time_ms,
+        };
+        let key = format!("{}:replicas", self.prefix);
+        let mut pipe = redis::pipe();
+        pipe.hset(
+            &key,
+            &self.key,
+            serde_json::to_string(&record).unwrap_or_default(),
+        )
+        .ignore()
+        .hgetall(&key);
+        let (all,): (HashMap<String, String>,) = redis.query(&pipe).await?;
+        let stale_after = i64::try_from(
+            (self.config.sync_interval * 10)
+                .max(Duration::from_secs(15))
+                .as_millis(),
+        )
+        .unwrap_or(i64::MAX);
+        let forget_after = MINUTE_TTL.as_millis() as i64;
+        let mut peers = HashMap::new();
+        let mut forgotten = Vec::new();
+        for (replica_key, json) in all {
+            let Ok(record) = serde_json::from_str::<ReplicaRecord>(&json) else {
+                continue;
+            };
+            let silent = now_ms - record.last_sync_ms;
+            if silent > forget_after {
+                forgotten.push(replica_key);
+                continue;
+            }
+            peers.insert(
+                replica_key,
+                Peer {
+                    fresh: silent <= stale_after,
+                    record,
+                },
+            );
+        }
+        if !forgotten.is_empty() {
+            let mut pipe = redis::pipe();
+            pipe.hdel(&key, forgotten).ignore();
+            redis.query::<()>(&pipe).await?;
+        }
+        Ok(peers)
+    }
+
+    /// Reads every route's peers' rollups and files them into the meters.
+    async fn read(
+        &mut self,
+        redis: &Redis,
+        peers: &HashMap<String, Peer>,
+        now_ms: i64,
+    ) -> redis::RedisResult<()> {
+        let now = accord_policies::sla::clock::minute_of(now_ms);
+        let routes = self.engine.routes();
+        self.routes
+            .retain(|id, _| routes.iter().any(|r| r.id() == id));
+        let mut plans = Vec::with_capacity(routes.len());
+        for route in &routes {
+            let identity = Arc::as_ptr(route) as usize;
+            let state = self.routes.entry(route.id().clone()).or_default();
+            let full = state.identity != identity;
+            if full {
+                *state = RouteSync {
+                    identity,
+                    read_through: HashMap::new(),
+                };
+            }
+            let oldest = now + 1 - MINUTES_KEPT as i64;
+            let first = if full {
+                oldest
+            } else {
+                state
+                    .read_through
+                    .iter()
+                    .filter(|(key, _)| peers.get(*key).is_some_and(|p| p.fresh))
+                    .map(|(_, m)| m + 1)
+                    .min()
+                    .unwrap_or(now - 1)
+                    .clamp(oldest, now - 1)
+            };
+            let hours: Vec<i64> = if full {
+                let keep = (route.objective().window.length().as_secs() / 3600) as i64 + 1;
+                ((now.div_euclid(60) - keep)..=now.div_euclid(60)).collect()
+            } else {
+                Vec::new()
+            };
+            plans.push(ReadPlan {
+                route: route.clone(),
+                full,
+                minutes: first..=now,
+                hours,
+            });
+        }
+        let prefix = self.prefix.clone();
+        let queries: Vec<_> = plans
+            .iter()
+            .map(|plan| {
+                let pipe = plan.pipeline(&prefix);
+                let redis = redis.clone();
+                async move { redis.query::<Vec<HashMap<String, String>>>(&pipe).await }
+            })
+            .collect();
+        let replies: Vec<redis::RedisResult<Vec<HashMap<String, String>>>> =
+            futures_util::stream::iter(queries)
+                .buffered(CONCURRENCY)
+                .collect()
+                .await;
+        for (plan, reply) in plans.iter().zip(replies) {
+            let reply = reply?;
+            let Some(state) = self.routes.get_mut(plan.route.id()) else {
+                continue;
+            };
+            plan.apply(&self.key, state, peers, reply);
+        }
+        Ok(())
+    }
+
+    fn views(&self, peers: &HashMap<String, Peer>, now_ms: i64) -> Vec<ReplicaView> {
+        let mut views: Vec<ReplicaView> = peers
+            .iter()
+            .map(|(key, peer)| ReplicaView {
+                replica: peer.record.replica.clone(),
+                key: key.clone(),
+                started_ms: peer.record.started_ms,
+                last_sync_ms: peer.record.last_sync_ms,
+                requests_5m: peer.record.requests,
+                status: if peer.fresh { "ok" } else { "stale" },
+                this: *key == self.key,
+                clock_offset_ms: if peer.record.redis_time_ms > 0 {
+                    peer.record.last_sync_ms - peer.record.redis_time_ms
+                } else {
+                    0
+                },
+            })
+            .collect();
+        if !views.iter().any(|v| v.this) {
+            views.push(ReplicaView {
+                replica: self.config.replica.clone(),
+                key: self.key.clone(),
+                started_ms: self.started_ms,
+                last_sync_ms: now_ms,
+                requests_5m: 0,
+                status: "ok",
+                this: true,
+                clock_offset_ms: 0,
+            });
+        }
+        views.sort_by(|a, b| {
+            (a.status, &a.replica, a.started_ms).cmp(&(b.status, &b.replica, b.started_ms))
+        });
+        views
+    }
+}
+
+/// Runs route pipelines, a bounded number at a time; the first error fails the whole.
+async fn run_all(redis: &Redis, pipes: Vec<redis::Pipeline>) -> redis::RedisResult<()> {
+    let queries: Vec<_> = pipes
+        .into_iter()
+        .map(|pipe| {
+            let redis = redis.clone();
+            async move { redis.query::<()>(&pipe).await }
+        })
+        .collect();
+    let results: Vec<redis::RedisResult<()>> = futures_util::stream::iter(queries)
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// What one route's read asks for.
+struct ReadPlan {
+    route: Arc<RouteSla>,
+    /// A full load: every minute and hour kept, not only those since the last read.
+    full: bool,
+    minutes: std::ops::RangeInclusive<Minute>,
+    hours: Vec<i64>,
+}
+
+impl ReadPlan {
+    /// `through`, `live`, the minutes, then the hours: one atomic pipeline, so a peer's
+    /// watermark and the minutes it covers are read as one snapshot.
+    fn pipeline(&self, prefix: &str) -> redis::Pipeline {
+        let keys = RouteKeys::new(prefix, self.route.id());
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.hgetall(keys.through()).hgetall(keys.live());
+        for minute in self.minutes.clone() {
+            pipe.hgetall(keys.minute(minute));
+        }
+        for hour in &self.hours {
+            pipe.hgetall(keys.hour(*hour));
+        }
+        pipe
+    }
+
+    fn apply(
+        &self,
+        me: &str,
+        state: &mut RouteSync,
+        peers: &HashMap<String, Peer>,
+        reply: Vec<HashMap<String, String>>,
+    ) {
+        let meters: HashMap<&str, &Meter> = self.route.meters().collect();
+        let mut reply = reply.into_iter();
+        let through: HashMap<String, Minute> = reply
+            .next()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(key, _)| key != me)
+            .filter_map(|(key, m)| Some((key, m.parse().ok()?)))
+            .collect();
+        let live = reply.next().unwrap_or_default();
+        if self.full {
+            for meter in meters.values() {
+                meter.clear_peers();
+            }
+        }
+        let first = *self.minutes.start();
+        for minute in self.minutes.clone() {
+            for (field, value) in reply.next().unwrap_or_default() {
+                let Some((key, meter, rollup)) = parse_field(me, &meters, &field, &value) else {
+                    continue;
+                };
+                let written = through.get(key).copied().unwrap_or(Minute::MIN);
+                let filed = state.read_through.get(key).copied().unwrap_or(first - 1);
+                if minute > filed && minute <= written {
+                    if self.full {
+                        meter.restore_peer_minute(minute, &rollup);
+                    } else {
+                        meter.add_peer_minute(minute, &rollup);
+                    }
+                }
+            }
+        }
+        for hour in &self.hours {
+            for (field, value) in reply.next().unwrap_or_default() {
+                if let Some((_, meter, rollup)) = parse_field(me, &meters, &field, &value) {
+                    meter.restore_peer_hour(*hour, &rollup);
+                }
+            }
+        }
+        for (key, written) in &through {
+            let filed = state.read_through.entry(key.clone()).or_insert(first - 1);
+            *filed = (*filed).max(*written);
+        }
+        // Live counters: a fresh peer's count in their minute until sealed; a silent peer's
+        // last ones are filed as its final minute.
+        let mut live_by_meter: HashMap<&str, Vec<(Minute, Rollup)>> = HashMap::new();
+        let mut adopted: Vec<(String, Minute)> = Vec::new();
+        for (field, value) in &live {
+            let Some((key, rest)) = field.split_once('|') else {
+                continue;
+            };
+            if key == me {
+                continue;
+            }
+            let Some((meter_name, meter)) = meters.get_key_value(rest) else {
+                continue;
+            };
+            let Some((minute, rollup)) = codec::decode_live(value) else {
+                continue;
+            };
+            let filed = state.read_through.get(key).copied().unwrap_or(first - 1);
+            if minute <= filed {
+                continue;
+            }
+            if peers.get(key).is_some_and(|p| p.fresh) {
+                live_by_meter
+                    .entry(meter_name)
+                    .or_default()
+                    .push((minute, rollup));
+            } else {
+                meter.add_peer_minute(minute, &rollup);
+                adopted.push((key.to_owned(), minute));
+            }
+        }
+        for (key, minute) in adopted {
+            let filed = state.read_through.entry(key).or_insert(minute);
+            *filed = (*filed).max(minute);
+        }
+        for (name, meter) in &meters {
+            meter.set_peer_live(live_by_meter.remove(name).unwrap_or_default());
+        }
+    }
+}
+
+/// `replica-key|meter` → the peer's key, the meter, the rollup; `None` for this replica's
+/// own fields, unknown meters and unreadable values.
+fn parse_field<'a, 'm>(
+    me: &str,
+    meters: &HashMap<&str, &'m Meter>,
+    field: &'a str,
+    value: &str,
+) -> Option<(&'a str, &'m Meter, Rollup)> {
+    let (key, meter) = field.split_once('|')?;
+    if key == me {
+        return None;
+    }
+    let meter = *meters.get(meter)?;
+    Some((key, meter, codec::decode(value)?))
+}
