@@ -6,7 +6,8 @@
 # package playwright-core for the dashboard; the wasm32-wasip2 Rust target for the Rust
 # plugins; Debian's clang, lld, wasi-libc and wasm32 compiler runtime for the C plugin;
 # cargo-lambda (PyPI's prebuilt binary) as a real Lambda Invoke endpoint; the npm packages
-# oauth2-mock-server (the Entra ID tenant) and azurite (Azure Storage) for the Azure tests.
+# oauth2-mock-server (the Entra ID tenant) and azurite (Azure Storage) for the Azure tests;
+# Debian's redis-server (and redis-cli) for cluster mode, one server and a Redis Cluster.
 # Installed when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,7 @@ cd "$(dirname "$0")/.."
 missing=()
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/redis-server ] && [ -x /usr/bin/redis-cli ] || missing+=(redis-server)
 command -v clang >/dev/null 2>&1 || missing+=(clang)
 command -v wasm-ld >/dev/null 2>&1 || missing+=(lld)
 [ -f /usr/lib/wasm32-wasi/libc.a ] || missing+=(wasi-libc)
@@ -61,6 +63,7 @@ fi
 # Every peer must be there now: with CI=true a missing peer is a failure, never a skip.
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || { echo "nginx is still missing" >&2; exit 1; }
 [ -x /usr/bin/chromium ] || { echo "chromium is still missing" >&2; exit 1; }
+[ -x /usr/bin/redis-server ] && [ -x /usr/bin/redis-cli ] || { echo "redis-server is still missing" >&2; exit 1; }
 command -v node >/dev/null 2>&1 || { echo "node is missing (the machine image ships Node 20)" >&2; exit 1; }
 [ -f /usr/lib/wasm32-wasi/libc.a ] && command -v clang >/dev/null 2>&1 || { echo "clang or wasi-libc is still missing" >&2; exit 1; }
 command -v cargo-lambda >/dev/null 2>&1 || { echo "cargo-lambda is still missing" >&2; exit 1; }

@@ -978,6 +978,8 @@ fn the_kubernetes_example_is_valid() {
         .args(["check", "-c"])
         .arg(&config)
         .env("ACCORD_ADMIN_TOKEN", "from-the-secret")
+        .env("ACCORD_REDIS_PASSWORD", "from-the-secret-too")
+        .env("HOSTNAME", "accord-7d9f8-x2x4q")
         .output()
         .unwrap();
     assert!(

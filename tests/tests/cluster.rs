@@ -1,0 +1,412 @@
+//! Cluster mode end to end: three `accord run` processes sharing one SLA through a real
+//! `redis-server` (and a real 3-master Redis Cluster), on loopback.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use accord_tests::redis::{RedisCluster, RedisServer};
+use accord_tests::upstream::{Upstream, respond};
+use accord_tests::{AccordProcess, SteadyLoad, get};
+use serde_json::Value;
+
+/// Syncs this often in the tests.
+const SYNC: Duration = Duration::from_millis(200);
+
+/// One replica's configuration: route `orders` (and `extra_routes`) to `primary` then
+/// `secondary`, with `slo`.
+struct Replica<'a> {
+    redis: &'a str,
+    cluster: &'a str,
+    name: &'a str,
+    primary: SocketAddr,
+    secondary: SocketAddr,
+    slo: &'a str,
+    extra_routes: &'a [&'a str],
+}
+
+impl Replica<'_> {
+    async fn start(&self) -> AccordProcess {
+        let yaml = |addr: SocketAddr, admin: SocketAddr| {
+            let mut routes = format!(
+                "  - id: orders\n    match: {{path: {{prefix: /}}}}\n    backends: [{{backend: primary}}, {{backend: secondary}}]\n    slo: {}\n",
+                self.slo
+            );
+            for id in self.extra_routes {
+                routes.push_str(&format!(
+                    "  - id: {id}\n    match: {{path: {{prefix: /{id}}}}}\n    backends: [{{backend: secondary}}]\n    slo: {{availability: 99%}}\n"
+                ));
+            }
+            format!(
+                "listeners: [{{address: \"{addr}\"}}]\nadmin: {{address: \"{admin}\"}}\nsla_history: {{enabled: false}}\n\
+                 cluster: {{name: {}, redis: {}, replica: {}, sync_interval: {}ms}}\n\
+                 backends:\n  primary: {{http: {{addresses: [\"{}\"]}}}}\n  secondary: {{http: {{addresses: [\"{}\"]}}}}\n\
+                 routes:\n{routes}",
+                self.cluster,
+                if self.redis.starts_with('{') {
+                    self.redis.to_owned()
+                } else {
+                    format!("\"{}\"", self.redis)
+                },
+                self.name,
+                SYNC.as_millis(),
+                self.primary,
+                self.secondary,
+            )
+        };
+        AccordProcess::start(yaml).await
+    }
+}
+
+async fn sla(replica: &AccordProcess) -> Value {
+    get(&format!("http://{}/sla", replica.admin)).await.json()
+}
+
+fn orders(document: &Value) -> &Value {
+    document["routes"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["route"] == "orders"))
+        .unwrap_or_else(|| panic!("no route orders in {document}"))
+}
+
+/// Requests of every class in the route's 5m window.
+fn requests_5m(document: &Value) -> f64 {
+    let window = orders(document)["windows"]
+        .as_array()
+        .and_then(|w| w.iter().find(|w| w["window"] == "5m"))
+        .cloned()
+        .unwrap_or_default();
+    window["requests"]["total"].as_f64().unwrap_or(-1.0)
+}
+
+/// Waits until `check` holds for every replica's `/sla` (up to `within`), or fails with the
+/// last documents.
+async fn until_all(replicas: &[&AccordProcess], within: Duration, check: impl Fn(&Value) -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let mut documents = Vec::new();
+        for replica in replicas {
+            documents.push(sla(replica).await);
+        }
+        if documents.iter().all(&check) {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let shown: Vec<String> = documents
+                .iter()
+                .map(|d| format!("{} {}", d["cluster"], requests_5m(d)))
+                .collect();
+            panic!("not reached within {within:?}:\n{}", shown.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn send_n(replica: &AccordProcess, path: &str, n: usize) -> Vec<String> {
+    let mut bodies = Vec::new();
+    for _ in 0..n {
+        let reply = get(&format!("http://{}{path}", replica.addr)).await;
+        bodies.push(format!("{} {}", reply.status.as_u16(), reply.text()));
+    }
+    bodies
+}
+
+async fn healthy(name: &'static str) -> Upstream {
+    Upstream::start(move |_| async move { respond(200, name) }).await
+}
+
+/// Sleeps until `margin` past the next minute boundary of the wall clock.
+async fn past_next_minute(margin: Duration) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let into_minute = Duration::from_millis((now.as_millis() % 60_000) as u64);
+    tokio::time::sleep(Duration::from_secs(60) - into_minute + margin).await;
+}
+
+/// Scenario 1 on `redis`: traffic spread over three replicas; every replica reports the sum,
+/// before and after the minute is sealed (each minute counted once).
+async fn spread_traffic_is_summed(
+    redis: &str,
+    cluster: &str,
+    extra_routes: &[&str],
+) -> [AccordProcess; 3] {
+    let (primary, secondary) = (healthy("primary").await, healthy("secondary").await);
+    let replica = |name| Replica {
+        redis,
+        cluster,
+        name,
+        primary: primary.addr,
+        secondary: secondary.addr,
+        slo: "{availability: 99.9%}",
+        extra_routes,
+    };
+    let (a, b, c) = (
+        replica("a").start().await,
+        replica("b").start().await,
+        replica("c").start().await,
+    );
+    send_n(&a, "/", 10).await;
+    send_n(&b, "/", 20).await;
+    send_n(&c, "/", 30).await;
+    until_all(&[&a, &b, &c], Duration::from_secs(10), |d| {
+        requests_5m(d) == 60.0
+            && d["cluster"]["routes"]["orders"]["cluster_requests_5m"] == 60.0
+            && d["cluster"]["status"] == "ok"
+            && d["cluster"]["replicas"].as_array().map(Vec::len) == Some(3)
+    })
+    .await;
+    let document = sla(&b).await;
+    assert_eq!(
+        document["cluster"]["routes"]["orders"]["local_requests_5m"],
+        20.0
+    );
+    let valid = &orders(&document)["indicators"][0]["valid_events"];
+    assert_eq!(valid, 60.0, "the SLO window counts the cluster: {document}");
+    // Across a sealed minute: still each request once, plus new ones.
+    past_next_minute(Duration::from_millis(1500)).await;
+    send_n(&c, "/", 6).await;
+    until_all(&[&a, &b, &c], Duration::from_secs(10), |d| {
+        requests_5m(d) == 66.0
+    })
+    .await;
+    tokio::time::sleep(SYNC * 5).await;
+    for replica in [&a, &b, &c] {
+        assert_eq!(
+            requests_5m(&sla(replica).await),
+            66.0,
+            "no minute counted twice"
+        );
+    }
+    [a, b, c]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs redis-server: ./scripts/test.sh installs it"]
+async fn any_replica_reports_the_sum_of_the_traffic_sent_to_all() {
+    let redis = RedisServer::start().await;
+    let [a, _b, _c] = spread_traffic_is_summed(&redis.url(), "spread", &[]).await;
+    // A replica started later loads the cluster's history, and `accord report` shows it all.
+    let (primary, secondary) = (healthy("primary").await, healthy("secondary").await);
+    let late = Replica {
+        redis: &redis.url(),
+        cluster: "spread",
+        name: "late",
+        primary: primary.addr,
+        secondary: secondary.addr,
+        slo: "{availability: 99.9%}",
+        extra_routes: &[],
+    }
+    .start()
+    .await;
+    until_all(&[&late], Duration::from_secs(10), |d| {
+        requests_5m(d) == 66.0
+    })
+    .await;
+    until_all(&[&a], Duration::from_secs(10), |d| {
+        d["cluster"]["replicas"].as_array().map(Vec::len) == Some(4)
+    })
+    .await;
+    let report = std::process::Command::new(accord_tests::accord_binary())
+        .args(["report", "--admin", &a.admin.to_string()])
+        .output()
+        .expect("accord report");
+    let text = String::from_utf8_lossy(&report.stdout);
+    assert!(
+        report.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    assert!(text.contains("cluster spread (ok)"), "{text}");
+    assert!(text.contains("a (this one): ok"), "{text}");
+    assert!(text.contains("late: ok"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs redis-server: ./scripts/test.sh installs it"]
+async fn the_same_on_a_redis_cluster_with_routes_spread_over_its_masters() {
+    let cluster = RedisCluster::start().await;
+    let routes = ["users", "search", "billing", "stock", "carts", "prices"];
+    let [a, _b, _c] = spread_traffic_is_summed(&cluster.yaml(), "sharded", &routes).await;
+    for route in routes {
+        send_n(&a, &format!("/{route}"), 1).await;
+    }
+    tokio::time::sleep(SYNC * 5).await;
+    let keys = cluster.keys_per_node();
+    assert!(
+        keys.iter().filter(|n| **n > 0).count() >= 2,
+        "each route's keys share a hash tag, so routes spread over the masters: {keys:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs redis-server: ./scripts/test.sh installs it"]
+async fn a_backend_failing_through_one_replica_is_avoided_by_all() {
+    let redis = RedisServer::start().await;
+    let broken = Upstream::start(|_| async { respond(500, "broken") }).await;
+    let (primary, secondary) = (healthy("primary").await, healthy("secondary").await);
+    let url = redis.url();
+    let slo = "{availability: 99%, enforcement: {breach_window: 1m, min_requests: 20, probe: 0%, recovery: 10m}}";
+    let replica = |name, primary| Replica {
+        redis: &url,
+        cluster: "steer",
+        name,
+        primary,
+        secondary: secondary.addr,
+        slo,
+        extra_routes: &[],
+    };
+    // Replica a reaches "primary" through a path that fails; b and c reach it fine.
+    let a = replica("a", broken.addr).start().await;
+    let b = replica("b", primary.addr).start().await;
+    let c = replica("c", primary.addr).start().await;
+    assert!(send_n(&b, "/", 5).await.iter().all(|r| r == "200 primary"));
+    send_n(&a, "/", 30).await;
+    until_all(&[&b, &c], Duration::from_secs(15), |d| {
+        orders(d)["backends"][0]["state"] == "breaching"
+    })
+    .await;
+    for replica in [&b, &c] {
+        let replies = send_n(replica, "/", 10).await;
+        assert!(
+            replies.iter().all(|r| r == "200 secondary"),
+            "steered off primary by the cluster's verdict: {replies:?}"
+        );
+    }
+    // One breach event for the cluster, acted on by every replica.
+    until_all(&[&a, &b, &c], Duration::from_secs(10), |d| {
+        let events: Vec<&Value> = orders(d)["events"]
+            .as_array()
+            .map(|e| e.iter().filter(|e| e["kind"] == "backend_breach").collect())
+            .unwrap_or_default();
+        events.len() == 1 && events[0]["replicas"].as_array().map(Vec::len) == Some(3)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs redis-server: ./scripts/test.sh installs it"]
+async fn a_budget_spent_anywhere_is_enforced_everywhere() {
+    let redis = RedisServer::start().await;
+    let broken = Upstream::start(|_| async { respond(500, "broken") }).await;
+    let (primary, secondary) = (healthy("primary").await, healthy("secondary").await);
+    let url = redis.url();
+    let replica = |name, primary, secondary| Replica {
+        redis: &url,
+        cluster: "budget",
+        name,
+        primary,
+        secondary,
+        slo: "{availability: 99%, window: 1h, enforcement: {strict: true}}",
+        extra_routes: &[],
+    };
+    let a = replica("a", broken.addr, broken.addr).start().await;
+    let b = replica("b", primary.addr, secondary.addr).start().await;
+    let c = replica("c", primary.addr, secondary.addr).start().await;
+    assert!(send_n(&c, "/", 3).await.iter().all(|r| r == "200 primary"));
+    send_n(&a, "/", 30).await;
+    until_all(&[&a, &b, &c], Duration::from_secs(15), |d| {
+        orders(d)["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["kind"] == "budget_exhausted"))
+    })
+    .await;
+    for replica in [&b, &c] {
+        let reply = get(&format!("http://{}/", replica.addr)).await;
+        assert_eq!(reply.status, 503, "strict rejection: {}", reply.text());
+        assert!(reply.text().contains("budget"), "{}", reply.text());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs redis-server: ./scripts/test.sh installs it"]
+async fn redis_down_costs_no_request_and_nothing_is_lost_when_it_returns() {
+    let mut redis = RedisServer::start().await;
+    let (primary, secondary) = (healthy("primary").await, healthy("secondary").await);
+    let url = redis.url();
+    let replica = |name| Replica {
+        redis: &url,
+        cluster: "faults",
+        name,
+        primary: primary.addr,
+        secondary: secondary.addr,
+        slo: "{availability: 99.9%}",
+        extra_routes: &[],
+    };
+    let (a, b, c) = (
+        replica("a").start().await,
+        replica("b").start().await,
+        replica("c").start().await,
+    );
+    let loads: Vec<SteadyLoad> = [&a, &b, &c]
+        .iter()
+        .map(|r| SteadyLoad::start(format!("http://{}/", r.addr), 2))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    redis.kill();
+    until_all(&[&a, &b, &c], Duration::from_secs(10), |d| {
+        d["cluster"]["status"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("degraded: redis unreachable since"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    redis.restart().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut served = 0;
+    for load in loads {
+        let (n, failed) = load.stop().await;
+        assert_eq!(failed, 0, "requests failed while redis was down");
+        served += n;
+    }
+    until_all(&[&a, &b, &c], Duration::from_secs(15), |d| {
+        d["cluster"]["status"] == "ok" && requests_5m(d) == served as f64
+    })
+    .await;
+    let metrics = get(&format!("http://{}/metrics", a.admin)).await.text();
+    assert!(
+        metrics.contains(
+            "accord_cluster_syncs_total{cluster=\"faults\",replica=\"a\",result=\"failed\"}"
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs redis-server: ./scripts/test.sh installs it"]
+async fn a_replica_killed_loses_at_most_one_sync_interval() {
+    let redis = RedisServer::start().await;
+    let (primary, secondary) = (healthy("primary").await, healthy("secondary").await);
+    let url = redis.url();
+    let replica = |name| Replica {
+        redis: &url,
+        cluster: "kill",
+        name,
+        primary: primary.addr,
+        secondary: secondary.addr,
+        slo: "{availability: 99.9%}",
+        extra_routes: &[],
+    };
+    let (a, c) = (replica("a").start().await, replica("c").start().await);
+    send_n(&c, "/", 30).await;
+    until_all(&[&a], Duration::from_secs(10), |d| requests_5m(d) == 30.0).await;
+    send_n(&c, "/", 5).await;
+    // More than one sync interval later, kill -9: nothing after this is in flight.
+    tokio::time::sleep(SYNC * 3).await;
+    let pid = c.pid().expect("pid").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    // Its last counters stay counted, and once it is known to be gone they are filed as its
+    // final minute: counted once.
+    until_all(&[&a], Duration::from_secs(30), |d| {
+        d["cluster"]["replicas"].as_array().is_some_and(|r| {
+            r.iter()
+                .any(|r| r["replica"] == "c" && r["status"] == "stale")
+        })
+    })
+    .await;
+    tokio::time::sleep(SYNC * 5).await;
+    assert_eq!(requests_5m(&sla(&a).await), 35.0);
+}
