@@ -410,3 +410,59 @@ async fn a_replica_killed_loses_at_most_one_sync_interval() {
     tokio::time::sleep(SYNC * 5).await;
     assert_eq!(requests_5m(&sla(&a).await), 35.0);
 }
+
+/// `tenant-quota` counts through `cluster-rate`: a tenant's rate is the cluster's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs redis-server and the wasm32-wasip2 plugins: ./scripts/test.sh"]
+async fn a_tenant_quota_holds_across_replicas() {
+    let redis = RedisServer::start().await;
+    let app = healthy("app").await;
+    let component = accord_tests::plugins::component("tenant-quota");
+    let yaml = |name: &'static str| {
+        let (url, component, app) = (redis.url(), component.clone(), app.addr);
+        move |addr: SocketAddr, admin: SocketAddr| {
+            format!(
+                "listeners: [{{address: \"{addr}\"}}]\nadmin: {{address: \"{admin}\"}}\nsla_history: {{enabled: false}}\nlog: {{access_log: false}}\n\
+                 cluster: {{name: quota, redis: \"{url}\", replica: {name}, sync_interval: {}ms}}\n\
+                 plugins:\n  quota:\n    path: {}\n    config: {{default_limit: 1000, limits: {{acme: 10}}}}\n\
+                 backends:\n  app: {{http: {{addresses: [\"{app}\"]}}}}\n\
+                 routes:\n  - id: api\n    match: {{path: {{prefix: /}}}}\n    backends: [{{backend: app}}]\n    plugins: [quota]\n",
+                SYNC.as_millis(),
+                component.display()
+            )
+        }
+    };
+    let a = AccordProcess::start(yaml("a")).await;
+    let b = AccordProcess::start(yaml("b")).await;
+    // Seven requests a second for `seconds`: how many were refused with 429.
+    let paced = |replica: SocketAddr, seconds: u64| async move {
+        let client = accord_tests::client();
+        let mut refused = 0;
+        for _ in 0..seconds * 7 {
+            let request = http::Request::get(format!("http://{replica}/"))
+                .header("x-tenant", "acme")
+                .body(http_body_util::Full::default())
+                .expect("request");
+            let reply = accord_tests::send_with(&client, request).await;
+            match reply.status.as_u16() {
+                200 => {}
+                429 => refused += 1,
+                other => panic!("unexpected status {other}: {}", reply.text()),
+            }
+            tokio::time::sleep(Duration::from_millis(1000 / 7)).await;
+        }
+        refused
+    };
+    // One replica alone stays under the tenant's limit of 10 a second.
+    assert_eq!(
+        paced(a.addr, 2).await,
+        0,
+        "7/s through one replica is allowed"
+    );
+    // Through both at once the tenant sends 14 a second: both replicas refuse some.
+    let (through_a, through_b) = tokio::join!(paced(a.addr, 4), paced(b.addr, 4));
+    assert!(
+        through_a > 0 && through_b > 0,
+        "the cluster's rate is over the limit: refused {through_a} through a, {through_b} through b"
+    );
+}

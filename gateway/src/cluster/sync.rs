@@ -3,10 +3,11 @@
 //! be reached the replica keeps enforcing on what it knows (its own traffic plus what the
 //! others had published) and writes the minutes it missed once Redis is back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use accord_policies::plugin::shared_rates::SharedRateRegistry;
 use accord_policies::sla::meter::{MINUTES_KEPT, Meter, Minute, Rollup};
 use accord_policies::sla::{RouteSla, SlaEngine};
 use futures_util::StreamExt;
@@ -29,6 +30,7 @@ const CONCURRENCY: usize = 64;
 pub fn spawn(
     config: &Cluster,
     engine: Arc<SlaEngine>,
+    plugin_rates: Arc<SharedRateRegistry>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> (Arc<ClusterStatus>, JoinHandle<()>) {
     let started_ms = engine.clock().now_ms();
@@ -51,6 +53,8 @@ pub fn spawn(
         routes: HashMap::new(),
         events: Events::new(started_ms),
         engine,
+        plugin_rates,
+        published_rates: HashMap::new(),
     };
     let task = tokio::spawn(async move {
         let mut ticker = tokio::time::interval(sync.config.sync_interval);
@@ -93,6 +97,10 @@ struct Sync {
     written_through: Minute,
     routes: HashMap<Arc<str>, RouteSync>,
     events: Events,
+    /// Plugins' `cluster-rate` counts.
+    plugin_rates: Arc<SharedRateRegistry>,
+    /// Per plugin, the keys whose rates this replica published last time.
+    published_rates: HashMap<String, HashSet<String>>,
 }
 
 /// A peer from the registry, as this sync sees it.
@@ -112,7 +120,13 @@ impl Sync {
         };
         match result {
             Ok(replicas) => self.status.synced(now_ms, replicas),
-            Err(error) => self.status.failed(now_ms, error),
+            Err(error) => {
+                // Fail open: plugins limit on this replica's own counts until Redis is back.
+                for (_, rates) in self.plugin_rates.all() {
+                    rates.set_remote(HashMap::new());
+                }
+                self.status.failed(now_ms, error)
+            }
         }
         self.status.sync_micros.fetch_add(
             u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
@@ -158,6 +172,7 @@ impl Sync {
             .collect();
         let events = self.events.read(&redis, &self.prefix, &ids).await?;
         self.engine.events().set_cluster_view(events);
+        self.share_plugin_rates(&redis, now_ms).await?;
         Ok(self.views(&peers, now_ms))
     }
 
@@ -406,6 +421,59 @@ impl Sync {
                 continue;
             };
             plan.apply(&self.key, state, peers, reply);
+        }
+        Ok(())
+    }
+
+    /// Publishes this replica's `cluster-rate` rates of the keys its plugins saw since the
+    /// last sync (and withdraws the others), then reads every replica's and hands each plugin
+    /// the sum of the others' per key. One pipeline per plugin.
+    async fn share_plugin_rates(&mut self, redis: &Redis, now_ms: i64) -> redis::RedisResult<()> {
+        let fresh_ms =
+            i64::try_from((self.config.sync_interval * 3).as_millis()).unwrap_or(i64::MAX) + 1000;
+        for (plugin, rates) in self.plugin_rates.all() {
+            let local = rates.take_local();
+            let key = format!("{}:{{plugin:{plugin}}}:rates", self.prefix);
+            let mut pipe = redis::pipe();
+            let now_published: HashSet<String> = local.iter().map(|(k, _)| k.clone()).collect();
+            let previous = self.published_rates.remove(&plugin).unwrap_or_default();
+            let withdrawn: Vec<String> = previous
+                .difference(&now_published)
+                .map(|k| format!("{}|{k}", self.key))
+                .collect();
+            if !withdrawn.is_empty() {
+                pipe.hdel(&key, withdrawn).ignore();
+            }
+            for (rate_key, rate) in &local {
+                pipe.hset(
+                    &key,
+                    format!("{}|{rate_key}", self.key),
+                    format!("{rate} {now_ms}"),
+                )
+                .ignore();
+            }
+            pipe.expire(&key, 3600).ignore().hgetall(&key);
+            let (all,): (HashMap<String, String>,) = redis.query(&pipe).await?;
+            self.published_rates.insert(plugin, now_published);
+            let mut remote: HashMap<String, f64> = HashMap::new();
+            for (field, value) in all {
+                let Some((replica, rate_key)) = field.split_once('|') else {
+                    continue;
+                };
+                if replica == self.key {
+                    continue;
+                }
+                let Some((rate, at)) = value.split_once(' ') else {
+                    continue;
+                };
+                let (Ok(rate), Ok(at)) = (rate.parse::<f64>(), at.parse::<i64>()) else {
+                    continue;
+                };
+                if now_ms - at <= fresh_ms && rate.is_finite() && rate > 0.0 {
+                    *remote.entry(rate_key.to_owned()).or_default() += rate;
+                }
+            }
+            rates.set_remote(remote);
         }
         Ok(())
     }

@@ -166,7 +166,12 @@ impl Gateway {
         };
         let cluster = cluster_config.as_ref().map(|cluster| {
             let (stop, stop_rx) = watch::channel(false);
-            let (status, task) = crate::cluster::spawn(cluster, sla.clone(), stop_rx);
+            let (status, task) = crate::cluster::spawn(
+                cluster,
+                sla.clone(),
+                plugins.shared_rates().clone(),
+                stop_rx,
+            );
             tracing::info!(cluster = %cluster.name, replica = %cluster.replica, "cluster mode: sharing SLA state through redis");
             (status, (stop, task))
         });

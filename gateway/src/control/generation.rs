@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use accord_adapters::{Backend, Failover, RetryBudget, RouteBackend};
+use accord_policies::plugin::shared_rates::SharedRateRegistry;
 use accord_policies::plugin::{Plugin, PluginEngine, PluginError};
 use accord_policies::sla::{RouteSla, SlaEngine};
 
@@ -352,6 +353,7 @@ pub struct PluginHost {
     engine: std::sync::Mutex<Option<Arc<PluginEngine>>>,
     base_dir: std::path::PathBuf,
     artifact_dir: Option<std::path::PathBuf>,
+    shared_rates: Arc<SharedRateRegistry>,
 }
 
 impl PluginHost {
@@ -363,7 +365,13 @@ impl PluginHost {
             engine: std::sync::Mutex::new(None),
             base_dir,
             artifact_dir,
+            shared_rates: Arc::default(),
         }
+    }
+
+    /// The plugins' `cluster-rate` counts, which the cluster sync shares.
+    pub fn shared_rates(&self) -> &Arc<SharedRateRegistry> {
+        &self.shared_rates
     }
 
     fn engine(&self) -> Result<Arc<PluginEngine>, BuildError> {
@@ -371,7 +379,9 @@ impl PluginHost {
         if let Some(engine) = engine.as_ref() {
             return Ok(engine.clone());
         }
-        let mut created = PluginEngine::new(512, 256 << 20).map_err(BuildError::Engine)?;
+        let mut created = PluginEngine::new(512, 256 << 20)
+            .map_err(BuildError::Engine)?
+            .with_shared_rates(self.shared_rates.clone());
         if let Some(dir) = &self.artifact_dir {
             created = created.with_artifact_dir(dir.clone());
         }

@@ -13,6 +13,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use super::artifacts::{ArtifactCache, ArtifactSource};
 use super::bindings::{Policy, PolicyPre};
 use super::host::{HostState, PluginShared};
+use super::shared_rates::SharedRateRegistry;
 use super::{Breaker, Plugin, PluginError, PluginSpec, PluginStats};
 
 pub(super) const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -22,6 +23,7 @@ pub struct PluginEngine {
     pub(super) engine: Engine,
     linker: Linker<HostState>,
     artifacts: ArtifactCache,
+    shared_rates: Arc<SharedRateRegistry>,
     _ticker: EpochTicker,
 }
 
@@ -84,6 +86,7 @@ impl PluginEngine {
             })?;
         Ok(Self {
             artifacts: ArtifactCache::new(&engine, None),
+            shared_rates: Arc::default(),
             engine,
             linker,
             _ticker: EpochTicker { stop },
@@ -94,6 +97,13 @@ impl PluginEngine {
     /// plugins again. The directory must be writable only by the gateway's user.
     pub fn with_artifact_dir(mut self, dir: PathBuf) -> Self {
         self.artifacts = ArtifactCache::new(&self.engine, Some(dir));
+        self
+    }
+
+    /// Shares `cluster-rate` counts through `registry` (which the cluster sync reads) instead
+    /// of keeping them to this engine.
+    pub fn with_shared_rates(mut self, registry: Arc<SharedRateRegistry>) -> Self {
+        self.shared_rates = registry;
         self
     }
 
@@ -163,6 +173,7 @@ impl PluginEngine {
             shared: Arc::new(PluginShared {
                 name: spec.name.clone().into(),
                 rates: pingora_limits::rate::Rate::new(Duration::from_secs(1)),
+                cluster_rates: self.shared_rates.plugin(&spec.name),
                 counters: Mutex::new(HashMap::new()),
                 histograms: Mutex::new(HashMap::new()),
             }),

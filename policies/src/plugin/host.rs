@@ -60,6 +60,8 @@ pub(super) struct PluginShared {
     /// Event rates by key (`rate.observe`): pingora-limits' estimator over 1 s intervals, a
     /// count-min sketch, so memory stays fixed however many keys plugins use.
     pub(super) rates: Rate,
+    /// Rates shared across a cluster's replicas (`cluster-rate.observe`).
+    pub(super) cluster_rates: Arc<super::shared_rates::SharedRates>,
     pub(super) counters: Mutex<HashMap<String, u64>>,
     pub(super) histograms: Mutex<HashMap<String, PluginHistogram>>,
 }
@@ -301,6 +303,16 @@ impl bindings::accord::policy::rate::Host for HostState {
         self.shared
             .rates
             .rate_with(&key, PROPORTIONAL_RATE_ESTIMATE_CALC_FN)
+    }
+}
+
+impl bindings::accord::policy::cluster_rate::Host for HostState {
+    fn observe(&mut self, key: String, events: u32) -> f64 {
+        self.shared.cluster_rates.observe(&key, events)
+    }
+
+    fn current(&mut self, key: String) -> f64 {
+        self.shared.cluster_rates.current(&key)
     }
 }
 

@@ -27,6 +27,7 @@ use wasmtime_wasi::WasiCtx;
 mod artifacts;
 mod engine;
 mod host;
+pub mod shared_rates;
 
 pub use artifacts::ArtifactSource;
 pub use engine::PluginEngine;

@@ -64,9 +64,16 @@ pub mod sla {
     pub use crate::bindings::accord::policy::sla::{backends, route};
 }
 
-/// Event rates by key, shared by all instances of the plugin.
+/// Event rates by key, shared by all instances of the plugin (on this gateway).
 pub mod rate {
     pub use crate::bindings::accord::policy::rate::{current, observe};
+}
+
+/// Event rates by key, shared by every replica of the gateway's cluster (cluster mode): this
+/// replica's rate plus the others' latest, at most one sync interval old. Without cluster
+/// mode, the same as [`rate`].
+pub mod cluster_rate {
+    pub use crate::bindings::accord::policy::cluster_rate::{current, observe};
 }
 
 /// Logs, counters and access-log annotations, tagged with the plugin's name.

@@ -1,6 +1,9 @@
 //! `tenant-quota`: per-tenant request rate limits. Each request counts against its tenant's
 //! rate (the host's estimator: a sliding second over a count-min sketch, shared by every
-//! instance of the plugin, so by every route that lists it); a tenant above its limit gets 429
+//! instance of the plugin, so by every route that lists it, and in cluster mode by every
+//! replica: `cluster-rate`, whose other replicas' part is at most one sync interval old, so a
+//! burst starting on N replicas at once can pass N times the limit for one sync interval);
+//! a tenant above its limit gets 429
 //! with `Retry-After: 1` and `x-ratelimit-limit`. Refusals count as `rejected`, not against
 //! the route's objective.
 //!
@@ -22,7 +25,8 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use accord_policy_sdk::{
-    Decision, HttpHeader, Plugin, Rejection, RequestHead, export_plugin, rate, request, telemetry,
+    Decision, HttpHeader, Plugin, Rejection, RequestHead, cluster_rate, export_plugin, request,
+    telemetry,
 };
 
 #[derive(serde::Deserialize)]
@@ -119,7 +123,7 @@ impl Plugin for TenantQuota {
                     }
                 },
             };
-            let current = rate::observe(&key, 1);
+            let current = cluster_rate::observe(&key, 1);
             if current <= limit {
                 return Decision::Allow;
             }
