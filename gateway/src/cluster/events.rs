@@ -180,25 +180,6 @@ impl Events {
         self.published.retain(|id, _| ids.contains(id));
         Ok(())
     }
-
-    /// The cluster's events of `routes`, oldest first.
-    pub async fn read(
-        &self,
-        redis: &Redis,
-        prefix: &str,
-        routes: &[Arc<str>],
-    ) -> redis::RedisResult<Vec<Arc<BreachEvent>>> {
-        let mut all = Vec::new();
-        for route in routes {
-            let keys = RouteKeys::new(prefix, route);
-            let mut pipe = redis::pipe();
-            pipe.hgetall(&keys.events);
-            let (fields,): (HashMap<String, String>,) = redis.query(&pipe).await?;
-            all.extend(parse_route_events(route, &fields));
-        }
-        all.sort_by_key(|e| (e.started_ms, e.id));
-        Ok(all)
-    }
 }
 
 /// What makes two replicas' events the same event: the kind, the backend or the alert tier.
@@ -213,7 +194,11 @@ fn identity(event: &BreachEvent) -> String {
     )
 }
 
-fn parse_route_events(route: &Arc<str>, fields: &HashMap<String, String>) -> Vec<Arc<BreachEvent>> {
+/// A route's events from its `events` hash.
+pub(super) fn parse_route_events(
+    route: &Arc<str>,
+    fields: &HashMap<String, String>,
+) -> Vec<Arc<BreachEvent>> {
     let mut events = Vec::new();
     for (field, json) in fields {
         let Ok(id) = field.parse::<u64>() else {

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use accord_policies::plugin::shared_rates::SharedRateRegistry;
+use accord_policies::sla::engine::BreachEvent;
 use accord_policies::sla::meter::{MINUTES_KEPT, Meter, Minute, Rollup};
 use accord_policies::sla::{RouteSla, SlaEngine};
 use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 
 use super::codec::{self, ReplicaRecord};
-use super::events::Events;
+use super::events::{self, Events};
 use super::keys::RouteKeys;
 use super::redis::Redis;
 use super::{ClusterStatus, ReplicaView};
@@ -152,7 +153,6 @@ impl Sync {
         self.check_epoch(&redis).await?;
         self.publish(&redis).await?;
         let peers = self.registry(&redis, now_ms, redis_time_ms).await?;
-        self.read(&redis, &peers, now_ms).await?;
         let linger = i64::try_from((self.config.sync_interval * 3).as_millis()).unwrap_or(i64::MAX)
             + i64::try_from(accord_policies::sla::EVALUATION_INTERVAL.as_millis()).unwrap_or(0);
         self.events
@@ -164,13 +164,8 @@ impl Sync {
                 linger,
             )
             .await?;
-        let ids: Vec<Arc<str>> = self
-            .engine
-            .routes()
-            .iter()
-            .map(|r| r.id().clone())
-            .collect();
-        let events = self.events.read(&redis, &self.prefix, &ids).await?;
+        let mut events = self.read(&redis, &peers, now_ms).await?;
+        events.sort_by_key(|e| (e.started_ms, e.id));
         self.engine.events().set_cluster_view(events);
         self.share_plugin_rates(&redis, now_ms).await?;
         Ok(self.views(&peers, now_ms))
@@ -353,13 +348,14 @@ impl Sync {
         Ok(peers)
     }
 
-    /// Reads every route's peers' rollups and files them into the meters.
+    /// Reads every route's peers' rollups and files them into the meters; returns the
+    /// cluster's events of every route.
     async fn read(
         &mut self,
         redis: &Redis,
         peers: &HashMap<String, Peer>,
         now_ms: i64,
-    ) -> redis::RedisResult<()> {
+    ) -> redis::RedisResult<Vec<Arc<BreachEvent>>> {
         let now = accord_policies::sla::clock::minute_of(now_ms);
         let routes = self.engine.routes();
         self.routes
@@ -415,14 +411,15 @@ impl Sync {
                 .buffered(CONCURRENCY)
                 .collect()
                 .await;
+        let mut events = Vec::new();
         for (plan, reply) in plans.iter().zip(replies) {
             let reply = reply?;
             let Some(state) = self.routes.get_mut(plan.route.id()) else {
                 continue;
             };
-            plan.apply(&self.key, state, peers, reply);
+            events.extend(plan.apply(&self.key, state, peers, reply));
         }
-        Ok(())
+        Ok(events)
     }
 
     /// Publishes this replica's `cluster-rate` rates of the keys its plugins saw since the
@@ -541,13 +538,15 @@ struct ReadPlan {
 }
 
 impl ReadPlan {
-    /// `through`, `live`, the minutes, then the hours: one atomic pipeline, so a peer's
-    /// watermark and the minutes it covers are read as one snapshot.
+    /// `through`, `live`, the events, the minutes, then the hours: one atomic pipeline, so a
+    /// peer's watermark and the minutes it covers are read as one snapshot.
     fn pipeline(&self, prefix: &str) -> redis::Pipeline {
         let keys = RouteKeys::new(prefix, self.route.id());
         let mut pipe = redis::pipe();
         pipe.atomic();
-        pipe.hgetall(keys.through()).hgetall(keys.live());
+        pipe.hgetall(keys.through())
+            .hgetall(keys.live())
+            .hgetall(&keys.events);
         for minute in self.minutes.clone() {
             pipe.hgetall(keys.minute(minute));
         }
@@ -563,7 +562,7 @@ impl ReadPlan {
         state: &mut RouteSync,
         peers: &HashMap<String, Peer>,
         reply: Vec<HashMap<String, String>>,
-    ) {
+    ) -> Vec<Arc<BreachEvent>> {
         let meters: HashMap<&str, &Meter> = self.route.meters().collect();
         let mut reply = reply.into_iter();
         let through: HashMap<String, Minute> = reply
@@ -574,6 +573,7 @@ impl ReadPlan {
             .filter_map(|(key, m)| Some((key, m.parse().ok()?)))
             .collect();
         let live = reply.next().unwrap_or_default();
+        let events = events::parse_route_events(self.route.id(), &reply.next().unwrap_or_default());
         if self.full {
             for meter in meters.values() {
                 meter.clear_peers();
@@ -645,6 +645,7 @@ impl ReadPlan {
         for (name, meter) in &meters {
             meter.set_peer_live(live_by_meter.remove(name).unwrap_or_default());
         }
+        events
     }
 }
 
