@@ -107,6 +107,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--out", default=os.path.join(ROOT, "target/bench/e2e.json"))
+    ap.add_argument("--cluster", action="store_true", help="also measure a gateway in cluster mode "
+                    "(a local redis-server, sync every second) in the same rounds")
     ap.add_argument("--baseline", help="another accord binary (an earlier commit's release build) "
                     "measured in the same rounds, for before/after ratios")
     args = ap.parse_args()
@@ -125,7 +127,7 @@ def main():
             server {{ listen 127.0.0.1:{nginx_port};
               location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}""")
         procs.append(proxy)
-        def write_config(name, port, admin):
+        def write_config(name, port, admin, extra=""):
             config = os.path.join(work, f"{name}.yaml")
             with open(config, "w") as f:
                 f.write(f"""listeners:
@@ -141,7 +143,7 @@ backends:
       addresses: ["127.0.0.1:{upstream_port}"]
 sla_history:
   path: {work}/{name}.db
-plugins:
+{extra}plugins:
   noop:
     path: {ROOT}/wasm-plugins/target/wasm32-wasip2/release/noop.wasm
 routes:
@@ -170,6 +172,17 @@ routes:
                                          "--threads", "1"], stderr=subprocess.DEVNULL)
             procs.append(baseline)
             ports.append(base_port)
+        if args.cluster:
+            redis_port, cluster_port, cluster_admin = free_port(), free_port(), free_port()
+            procs.append(subprocess.Popen(["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"],
+                                          stdout=subprocess.DEVNULL))
+            wait_port(redis_port)
+            cluster_gateway = subprocess.Popen(
+                [accord, "run", "-c", write_config("cluster", cluster_port, cluster_admin,
+                                                   f"cluster: {{name: bench, redis: \"redis://127.0.0.1:{redis_port}\", sync_interval: 1s}}\n"),
+                 "--threads", "1"], stderr=subprocess.DEVNULL)
+            procs.append(cluster_gateway)
+            ports.append(cluster_port)
         for port in ports:
             wait_port(port)
 
@@ -186,6 +199,8 @@ routes:
                 ("base-sla", f"http://127.0.0.1:{base_port}/metered", baseline.pid),
                 ("base-wasm", f"http://127.0.0.1:{base_port}/plugged", baseline.pid),
             ]
+        if args.cluster:
+            targets += [("cluster-sla", f"http://127.0.0.1:{cluster_port}/metered", cluster_gateway.pid)]
         runs = {name: [] for name, _, _ in targets}
         for round_no in range(1, args.rounds + 1):
             for name, url, pid in targets:
@@ -220,6 +235,9 @@ routes:
             for suffix in ("", "-sla", "-wasm"):
                 ratios[f"cpu_per_request_accord{suffix}_over_baseline"] = (
                     summary[f"accord{suffix}"]["cpu_us_per_request"] / summary[f"base{suffix}"]["cpu_us_per_request"])
+        if args.cluster:
+            ratios["cpu_per_request_cluster_over_single"] = (
+                summary["cluster-sla"]["cpu_us_per_request"] / summary["accord-sla"]["cpu_us_per_request"])
         report = {"rounds": args.rounds, "duration_s": args.duration, "connections": args.connections,
                   "median": summary, "ratios": ratios, "runs": runs,
                   "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()}
@@ -238,6 +256,9 @@ routes:
         print(f"SLA metering on / off: CPU per request {ratios['cpu_per_request_sla_over_plain']:.3f}x; "
               f"with metering / nginx: {ratios['cpu_per_request_sla_over_nginx']:.2f}x")
         print(f"one Wasm plugin (noop) / none: CPU per request {ratios['cpu_per_request_plugin_over_plain']:.3f}x")
+        if args.cluster:
+            print(f"cluster mode on / off (route with an SLO, sync every 1 s, CPU of the sync task included): "
+                  f"CPU per request {ratios['cpu_per_request_cluster_over_single']:.3f}x")
         if args.baseline:
             print("this build / baseline, CPU per request: " + ", ".join(
                 f"{route} {ratios[f'cpu_per_request_accord{suffix}_over_baseline']:.3f}x"

@@ -92,6 +92,17 @@ enum Command {
         /// Requests per second the traffic generator sends (0 turns it off).
         #[arg(long, default_value_t = 20)]
         rps: u32,
+        /// Run this many gateway replicas in cluster mode, sharing one SLA through Redis
+        /// (`--redis`); replica i listens on the ports of `--listen` and `--admin` plus i.
+        #[arg(long, default_value_t = 1)]
+        replicas: u16,
+        /// The Redis of cluster mode (with `--replicas` above 1).
+        #[arg(long, default_value = "redis://127.0.0.1:6379")]
+        redis: String,
+        /// Where the traffic generator sends (e.g. a load balancer in front of the
+        /// replicas); default: the replicas in turn.
+        #[arg(long)]
+        traffic_to: Option<String>,
     },
 }
 
@@ -182,6 +193,9 @@ fn main() -> ExitCode {
             listen,
             admin,
             rps,
+            replicas,
+            redis,
+            traffic_to,
         } => report(runtime(None).and_then(|rt| {
             let duration = duration
                 .map(|d| {
@@ -195,6 +209,9 @@ fn main() -> ExitCode {
                 admin,
                 rps,
                 duration,
+                replicas,
+                redis,
+                traffic_to,
             }))
         })),
     }

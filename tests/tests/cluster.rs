@@ -466,3 +466,81 @@ async fn a_tenant_quota_holds_across_replicas() {
         "the cluster's rate is over the limit: refused {through_a} through a, {through_b} through b"
     );
 }
+
+/// Three free consecutive loopback ports; the first.
+fn three_free_ports() -> u16 {
+    loop {
+        let first = 30_000 + fastrand::u16(..20_000);
+        if (first..first + 3).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return first;
+        }
+    }
+}
+
+/// `accord demo --replicas 3`: three gateways in cluster mode on the demo's simulated
+/// services; every replica's report covers the whole cluster's traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs redis-server: ./scripts/test.sh installs it"]
+async fn the_demo_runs_three_replicas_sharing_one_sla() {
+    let redis = RedisServer::start().await;
+    let (listen, admin) = (three_free_ports(), three_free_ports());
+    let mut demo = tokio::process::Command::new(accord_tests::accord_binary())
+        .args([
+            "demo",
+            "--replicas",
+            "3",
+            "--rps",
+            "30",
+            "--duration",
+            "60s",
+        ])
+        .args(["--listen", &format!("127.0.0.1:{listen}")])
+        .args(["--admin", &format!("127.0.0.1:{admin}")])
+        .args(["--redis", &redis.url()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("accord demo");
+    let admins: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", admin + i)).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut shared = 0;
+        for admin in &admins {
+            let Ok(Ok(reply)) = tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::net::TcpStream::connect(admin.as_str()),
+            )
+            .await
+            else {
+                continue;
+            };
+            drop(reply);
+            let document = get(&format!("http://{admin}/sla")).await.json();
+            let cluster = &document["cluster"];
+            let routes = cluster["routes"].as_object().cloned().unwrap_or_default();
+            let spread = routes.values().any(|r| {
+                let (local, all) = (
+                    r["local_requests_5m"].as_f64().unwrap_or(0.0),
+                    r["cluster_requests_5m"].as_f64().unwrap_or(0.0),
+                );
+                local > 0.0 && all > local * 2.0
+            });
+            if cluster["status"] == "ok"
+                && cluster["replicas"].as_array().map(Vec::len) == Some(3)
+                && spread
+            {
+                shared += 1;
+            }
+        }
+        if shared == 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the demo's replicas do not share their SLA"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let _ = demo.kill().await;
+}

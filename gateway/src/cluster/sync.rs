@@ -3,7 +3,7 @@
 //! be reached the replica keeps enforcing on what it knows (its own traffic plus what the
 //! others had published) and writes the minutes it missed once Redis is back.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -151,8 +151,8 @@ impl Sync {
         };
         let redis_time_ms = redis.time_ms().await?;
         self.check_epoch(&redis).await?;
-        self.publish(&redis).await?;
         let peers = self.registry(&redis, now_ms, redis_time_ms).await?;
+        let mut events = self.exchange(&redis, &peers, now_ms).await?;
         let linger = i64::try_from((self.config.sync_interval * 3).as_millis()).unwrap_or(i64::MAX)
             + i64::try_from(accord_policies::sla::EVALUATION_INTERVAL.as_millis()).unwrap_or(0);
         self.events
@@ -164,7 +164,6 @@ impl Sync {
                 linger,
             )
             .await?;
-        let mut events = self.read(&redis, &peers, now_ms).await?;
         events.sort_by_key(|e| (e.started_ms, e.id));
         self.engine.events().set_cluster_view(events);
         self.share_plugin_rates(&redis, now_ms).await?;
@@ -193,89 +192,6 @@ impl Sync {
         }
         self.epoch = Some(epoch);
         Ok(())
-    }
-
-    /// Writes this replica's sealed minutes since the last successful write (all of them
-    /// after an outage, within the 6 hours kept), the hours they fall in, and its live
-    /// counters: one atomic pipeline per route.
-    async fn publish(&mut self, redis: &Redis) -> redis::RedisResult<()> {
-        let written_through = self.written_through;
-        let (through, pipes, bytes) = self.engine.with_sealed(|through, routes| {
-            let since = (written_through + 1).max(through + 1 - MINUTES_KEPT as i64);
-            let mut bytes = 0usize;
-            let pipes: Vec<redis::Pipeline> = routes
-                .iter()
-                .map(|route| {
-                    let (pipe, n) = self.route_writes(route, since, through);
-                    bytes += n;
-                    pipe
-                })
-                .collect();
-            (through, pipes, bytes)
-        });
-        run_all(redis, pipes).await?;
-        if through > written_through + 1 {
-            let missed = u64::try_from(through - written_through - 1).unwrap_or(0);
-            self.status
-                .backfilled_minutes
-                .fetch_add(missed, std::sync::atomic::Ordering::Relaxed);
-            if missed > 0 {
-                tracing::info!(cluster = %self.config.name, minutes = missed, "cluster: wrote the minutes missed while redis was unreachable");
-            }
-        }
-        self.written_through = through;
-        self.status
-            .bytes_written
-            .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn route_writes(
-        &self,
-        route: &RouteSla,
-        since: Minute,
-        through: Minute,
-    ) -> (redis::Pipeline, usize) {
-        let keys = RouteKeys::new(&self.prefix, route.id());
-        let hour_ttl = route.objective().window.length() + Duration::from_secs(86_400);
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        let mut bytes = 0;
-        let mut touched: Vec<(String, Duration)> = Vec::new();
-        for (name, meter) in route.meters() {
-            let field = format!("{}|{name}", self.key);
-            let (minutes, hours) = meter.sealed_since(since);
-            for (minute, rollup) in minutes.iter().filter(|(m, _)| *m <= through) {
-                let value = codec::encode(rollup);
-                bytes += value.len();
-                let key = keys.minute(*minute);
-                pipe.hset(&key, &field, value).ignore();
-                touched.push((key, MINUTE_TTL));
-            }
-            for (hour, rollup) in &hours {
-                let value = codec::encode(rollup);
-                bytes += value.len();
-                let key = keys.hour(*hour);
-                pipe.hset(&key, &field, value).ignore();
-                touched.push((key, hour_ttl));
-            }
-            let live = meter.live();
-            if live.total() > 0 {
-                let value = codec::encode_live(through + 1, &live);
-                bytes += value.len();
-                pipe.hset(keys.live(), &field, value).ignore();
-            }
-        }
-        touched.sort();
-        touched.dedup_by(|a, b| a.0 == b.0);
-        for (key, ttl) in touched {
-            pipe.expire(key, ttl.as_secs() as i64).ignore();
-        }
-        pipe.hset(keys.through(), &self.key, through).ignore();
-        for key in [keys.live(), keys.through()] {
-            pipe.expire(key, MINUTE_TTL.as_secs() as i64).ignore();
-        }
-        (pipe, bytes)
     }
 
     /// Writes this replica's record and reads everyone's; forgets replicas silent for longer
@@ -348,9 +264,12 @@ impl Sync {
         Ok(peers)
     }
 
-    /// Reads every route's peers' rollups and files them into the meters; returns the
-    /// cluster's events of every route.
-    async fn read(
+    /// One atomic pipeline per route: this replica's sealed minutes since its last successful
+    /// write (all of them after an outage, within the 6 hours kept), the hours they fall in,
+    /// its live counts and its watermark; then the peers' watermarks, live counts, the route's
+    /// events and the peers' new minutes (every minute and hour kept, for a route not loaded
+    /// yet). Files what the peers wrote into the meters; returns the cluster's events.
+    async fn exchange(
         &mut self,
         redis: &Redis,
         peers: &HashMap<String, Peer>,
@@ -360,50 +279,42 @@ impl Sync {
         let routes = self.engine.routes();
         self.routes
             .retain(|id, _| routes.iter().any(|r| r.id() == id));
-        let mut plans = Vec::with_capacity(routes.len());
-        for route in &routes {
-            let identity = Arc::as_ptr(route) as usize;
-            let state = self.routes.entry(route.id().clone()).or_default();
-            let full = state.identity != identity;
-            if full {
-                *state = RouteSync {
-                    identity,
-                    read_through: HashMap::new(),
-                };
-            }
-            let oldest = now + 1 - MINUTES_KEPT as i64;
-            let first = if full {
-                oldest
-            } else {
-                state
-                    .read_through
-                    .iter()
-                    .filter(|(key, _)| peers.get(*key).is_some_and(|p| p.fresh))
-                    .map(|(_, m)| m + 1)
-                    .min()
-                    .unwrap_or(now - 1)
-                    .clamp(oldest, now - 1)
-            };
-            let hours: Vec<i64> = if full {
-                let keep = (route.objective().window.length().as_secs() / 3600) as i64 + 1;
-                ((now.div_euclid(60) - keep)..=now.div_euclid(60)).collect()
-            } else {
-                Vec::new()
-            };
-            plans.push(ReadPlan {
-                route: route.clone(),
-                full,
-                minutes: first..=now,
-                hours,
-            });
-        }
-        let prefix = self.prefix.clone();
-        let queries: Vec<_> = plans
+        let mut plans: HashMap<usize, ReadPlan> = routes
             .iter()
-            .map(|plan| {
-                let pipe = plan.pipeline(&prefix);
+            .map(|route| {
+                let state = self.routes.entry(route.id().clone()).or_default();
+                (
+                    Arc::as_ptr(route) as usize,
+                    ReadPlan::new(route, state, peers, now),
+                )
+            })
+            .collect();
+        let written_through = self.written_through;
+        let (prefix, me) = (&self.prefix, &self.key);
+        let (through, work, bytes) = self.engine.with_sealed(|through, routes| {
+            let since = (written_through + 1).max(through + 1 - MINUTES_KEPT as i64);
+            let new_minute = through > written_through;
+            let mut bytes = 0;
+            let work: Vec<(redis::Pipeline, Option<ReadPlan>)> = routes
+                .iter()
+                .map(|route| {
+                    let mut pipe = redis::pipe();
+                    pipe.atomic();
+                    bytes += write_route(&mut pipe, prefix, me, route, since, through, new_minute);
+                    let plan = plans.remove(&(Arc::as_ptr(route) as usize));
+                    if let Some(plan) = &plan {
+                        plan.add_reads(&mut pipe, prefix);
+                    }
+                    (pipe, plan)
+                })
+                .collect();
+            (through, work, bytes)
+        });
+        let queries: Vec<_> = work
+            .iter()
+            .map(|(pipe, _)| {
                 let redis = redis.clone();
-                async move { redis.query::<Vec<HashMap<String, String>>>(&pipe).await }
+                async move { redis.query::<Vec<HashMap<String, String>>>(pipe).await }
             })
             .collect();
         let replies: Vec<redis::RedisResult<Vec<HashMap<String, String>>>> =
@@ -411,14 +322,29 @@ impl Sync {
                 .buffered(CONCURRENCY)
                 .collect()
                 .await;
+        let replies: Vec<Vec<HashMap<String, String>>> =
+            replies.into_iter().collect::<Result<_, _>>()?;
         let mut events = Vec::new();
-        for (plan, reply) in plans.iter().zip(replies) {
-            let reply = reply?;
+        for ((_, plan), reply) in work.iter().zip(replies) {
+            let Some(plan) = plan else {
+                continue;
+            };
             let Some(state) = self.routes.get_mut(plan.route.id()) else {
                 continue;
             };
             events.extend(plan.apply(&self.key, state, peers, reply));
         }
+        if through > written_through + 1 {
+            let missed = u64::try_from(through - written_through - 1).unwrap_or(0);
+            self.status
+                .backfilled_minutes
+                .fetch_add(missed, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(cluster = %self.config.name, minutes = missed, "cluster: wrote the minutes redis did not have");
+        }
+        self.written_through = through;
+        self.status
+            .bytes_written
+            .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(events)
     }
 
@@ -512,20 +438,78 @@ impl Sync {
     }
 }
 
-/// Runs route pipelines, a bounded number at a time; the first error fails the whole.
-async fn run_all(redis: &Redis, pipes: Vec<redis::Pipeline>) -> redis::RedisResult<()> {
-    let queries: Vec<_> = pipes
-        .into_iter()
-        .map(|pipe| {
-            let redis = redis.clone();
-            async move { redis.query::<()>(&pipe).await }
-        })
-        .collect();
-    let results: Vec<redis::RedisResult<()>> = futures_util::stream::iter(queries)
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
-    results.into_iter().collect()
+/// Adds this replica's writes for `route` to `pipe`: its sealed minutes from `since` through
+/// `through`, the hours they fall in, its live counts (without their latency histogram: the
+/// peers' percentiles include a minute once it is sealed) and its watermark; the keys' time to
+/// live is set when they are created or, for the live counts and watermark, once a minute.
+/// Returns the bytes of rollups written.
+fn write_route(
+    pipe: &mut redis::Pipeline,
+    prefix: &str,
+    me: &str,
+    route: &RouteSla,
+    since: Minute,
+    through: Minute,
+    new_minute: bool,
+) -> usize {
+    let keys = RouteKeys::new(prefix, route.id());
+    let hour_ttl = route.objective().window.length() + Duration::from_secs(86_400);
+    let mut minutes: BTreeMap<Minute, Vec<(String, String)>> = BTreeMap::new();
+    let mut hours: BTreeMap<i64, Vec<(String, String)>> = BTreeMap::new();
+    let mut live_fields = Vec::new();
+    let mut bytes = 0;
+    for (name, meter) in route.meters() {
+        let field = format!("{me}|{name}");
+        let (sealed, sealed_hours) = meter.sealed_since(since);
+        let mut written_hours = BTreeSet::new();
+        for (minute, rollup) in sealed.iter().filter(|(m, _)| *m <= through) {
+            let value = codec::encode(rollup);
+            bytes += value.len();
+            written_hours.insert(minute.div_euclid(60));
+            minutes
+                .entry(*minute)
+                .or_default()
+                .push((field.clone(), value));
+        }
+        for (hour, rollup) in sealed_hours
+            .iter()
+            .filter(|(h, _)| written_hours.contains(h))
+        {
+            let value = codec::encode(rollup);
+            bytes += value.len();
+            hours.entry(*hour).or_default().push((field.clone(), value));
+        }
+        let live = meter.live();
+        if live.total() > 0 {
+            let counts = Rollup {
+                latency: Default::default(),
+                ..live
+            };
+            let value = codec::encode_live(through + 1, &counts);
+            bytes += value.len();
+            live_fields.push((field, value));
+        }
+    }
+    for (minute, fields) in &minutes {
+        let key = keys.minute(*minute);
+        pipe.hset_multiple(&key, fields).ignore();
+        pipe.expire(&key, MINUTE_TTL.as_secs() as i64).ignore();
+    }
+    for (hour, fields) in &hours {
+        let key = keys.hour(*hour);
+        pipe.hset_multiple(&key, fields).ignore();
+        pipe.expire(&key, hour_ttl.as_secs() as i64).ignore();
+    }
+    if !live_fields.is_empty() {
+        pipe.hset_multiple(keys.live(), &live_fields).ignore();
+    }
+    pipe.hset(keys.through(), me, through).ignore();
+    if new_minute {
+        for key in [keys.live(), keys.through()] {
+            pipe.expire(key, MINUTE_TTL.as_secs() as i64).ignore();
+        }
+    }
+    bytes
 }
 
 /// What one route's read asks for.
@@ -538,12 +522,54 @@ struct ReadPlan {
 }
 
 impl ReadPlan {
-    /// `through`, `live`, the events, the minutes, then the hours: one atomic pipeline, so a
-    /// peer's watermark and the minutes it covers are read as one snapshot.
-    fn pipeline(&self, prefix: &str) -> redis::Pipeline {
+    /// What to read for `route`: a full load when `state` is not for this [`RouteSla`] yet (a
+    /// new route, or one whose objective changed), else the minutes since the oldest fresh
+    /// peer's watermark.
+    fn new(
+        route: &Arc<RouteSla>,
+        state: &mut RouteSync,
+        peers: &HashMap<String, Peer>,
+        now: Minute,
+    ) -> ReadPlan {
+        let identity = Arc::as_ptr(route) as usize;
+        let full = state.identity != identity;
+        if full {
+            *state = RouteSync {
+                identity,
+                read_through: HashMap::new(),
+            };
+        }
+        let oldest = now + 1 - MINUTES_KEPT as i64;
+        let first = if full {
+            oldest
+        } else {
+            state
+                .read_through
+                .iter()
+                .filter(|(key, _)| peers.get(*key).is_some_and(|p| p.fresh))
+                .map(|(_, m)| m + 1)
+                .min()
+                .unwrap_or(now - 1)
+                .clamp(oldest, now - 1)
+        };
+        let hours: Vec<i64> = if full {
+            let keep = (route.objective().window.length().as_secs() / 3600) as i64 + 1;
+            ((now.div_euclid(60) - keep)..=now.div_euclid(60)).collect()
+        } else {
+            Vec::new()
+        };
+        ReadPlan {
+            route: route.clone(),
+            full,
+            minutes: first..=now,
+            hours,
+        }
+    }
+
+    /// `through`, `live`, the events, the minutes, then the hours, in the route's atomic
+    /// pipeline: a peer's watermark and the minutes it covers are read as one snapshot.
+    fn add_reads(&self, pipe: &mut redis::Pipeline, prefix: &str) {
         let keys = RouteKeys::new(prefix, self.route.id());
-        let mut pipe = redis::pipe();
-        pipe.atomic();
         pipe.hgetall(keys.through())
             .hgetall(keys.live())
             .hgetall(&keys.events);
@@ -553,7 +579,6 @@ impl ReadPlan {
         for hour in &self.hours {
             pipe.hgetall(keys.hour(*hour));
         }
-        pipe
     }
 
     fn apply(

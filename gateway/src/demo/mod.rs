@@ -32,6 +32,12 @@ pub struct DemoOptions {
     pub rps: u32,
     /// Stop after this long.
     pub duration: Option<Duration>,
+    /// Gateway replicas (more than 1: cluster mode through `redis`).
+    pub replicas: u16,
+    /// Redis, for cluster mode.
+    pub redis: String,
+    /// Where generated traffic goes (default: the replicas in turn).
+    pub traffic_to: Option<String>,
 }
 
 /// The process environment, plus the demo's made-up AWS keys (the simulated Invoke endpoint
@@ -76,30 +82,51 @@ struct Services {
 /// Runs the demo until Ctrl-C or the duration passes.
 pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let services = spawn_services().await?;
-    let text = CONFIG_TEMPLATE
-        .replace("${LISTEN}", &options.listen)
-        .replace("${ADMIN}", &options.admin)
-        .replace("${ORDERS_PRIMARY}", &services.orders_primary.to_string())
-        .replace(
-            "${ORDERS_SECONDARY}",
-            &services.orders_secondary.to_string(),
-        )
-        .replace("${CATALOG_A}", &services.catalog[0].to_string())
-        .replace("${CATALOG_B}", &services.catalog[1].to_string())
-        .replace("${CATALOG_C}", &services.catalog[2].to_string())
-        .replace("${QUOTES_LAMBDA}", &services.quotes_lambda.to_string())
-        .replace("${QUOTES_DC}", &services.quotes_dc.to_string());
-    let config = config::from_str(&text, &DemoEnvironment)
-        .map_err(|e| anyhow::anyhow!("demo configuration: {e}"))?;
-    accord::telemetry::init(&config.log);
-    let running =
-        Gateway::start(config, ConfigSource::Text(text), Arc::new(DemoEnvironment)).await?;
-    let base = format!("http://{}", running.address());
-    print_banner(&base, running.admin);
-    if options.rps > 0 {
-        tokio::spawn(generate_traffic(base.clone(), options.rps));
+    let replicas = options.replicas.max(1);
+    let mut running = Vec::new();
+    for replica in 0..replicas {
+        let listen = shifted(&options.listen, replica).context("--listen")?;
+        let admin = shifted(&options.admin, replica).context("--admin")?;
+        let mut text = services.configuration(&listen, &admin);
+        if replicas > 1 {
+            text.push_str(&format!(
+                "cluster:\n  name: demo\n  redis: \"{}\"\n  replica: demo-{}\n  sync_interval: 1s\n",
+                options.redis,
+                replica + 1
+            ));
+        }
+        let config = config::from_str(&text, &DemoEnvironment)
+            .map_err(|e| anyhow::anyhow!("demo configuration: {e}"))?;
+        if replica == 0 {
+            accord::telemetry::init(&config.log);
+        }
+        running.push(
+            Gateway::start(config, ConfigSource::Text(text), Arc::new(DemoEnvironment)).await?,
+        );
     }
-    let gateway = running.gateway.clone();
+    let bases: Vec<String> = running
+        .iter()
+        .map(|r| format!("http://{}", r.address()))
+        .collect();
+    print_banner(&bases[0], running[0].admin);
+    if replicas > 1 {
+        println!(
+            "Cluster mode: {replicas} replicas share one SLA through {}:",
+            options.redis
+        );
+        for (base, r) in bases.iter().zip(&running) {
+            println!("  {base}   dashboard http://{}/dashboard", r.admin);
+        }
+        println!();
+    }
+    if options.rps > 0 {
+        let targets = match &options.traffic_to {
+            Some(target) => vec![target.trim_end_matches('/').to_owned()],
+            None => bases.clone(),
+        };
+        tokio::spawn(generate_traffic(targets, options.rps));
+    }
+    let gateway = running[0].gateway.clone();
     let summary = tokio::spawn(async move {
         let mut ticker = tokio::time::interval(Duration::from_secs(10));
         ticker.tick().await;
@@ -115,9 +142,43 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             .context("waiting for Ctrl-C")?,
     }
     summary.abort();
-    print_summary(&running.gateway);
-    running.shutdown().await;
+    print_summary(&running[0].gateway);
+    for r in running {
+        r.shutdown().await;
+    }
     Ok(())
+}
+
+/// `address` with its port moved up by `by` (port 0 stays 0: the OS picks).
+fn shifted(address: &str, by: u16) -> anyhow::Result<String> {
+    let mut address: std::net::SocketAddr = address
+        .parse()
+        .with_context(|| format!("{address:?} is not an ip:port"))?;
+    if address.port() != 0 {
+        address.set_port(
+            address
+                .port()
+                .checked_add(by)
+                .context("the port is too high for this many replicas")?,
+        );
+    }
+    Ok(address.to_string())
+}
+
+impl Services {
+    /// The demo's configuration, on these services.
+    fn configuration(&self, listen: &str, admin: &str) -> String {
+        CONFIG_TEMPLATE
+            .replace("${LISTEN}", listen)
+            .replace("${ADMIN}", admin)
+            .replace("${ORDERS_PRIMARY}", &self.orders_primary.to_string())
+            .replace("${ORDERS_SECONDARY}", &self.orders_secondary.to_string())
+            .replace("${CATALOG_A}", &self.catalog[0].to_string())
+            .replace("${CATALOG_B}", &self.catalog[1].to_string())
+            .replace("${CATALOG_C}", &self.catalog[2].to_string())
+            .replace("${QUOTES_LAMBDA}", &self.quotes_lambda.to_string())
+            .replace("${QUOTES_DC}", &self.quotes_dc.to_string())
+    }
 }
 
 /// The simulated services, each on its schedule.
@@ -340,10 +401,11 @@ fn print_summary(gateway: &Gateway) {
     println!();
 }
 
-async fn generate_traffic(base: String, rps: u32) {
+/// Sends `rps` requests a second, to each of `bases` in turn.
+async fn generate_traffic(bases: Vec<String>, rps: u32) {
     let client: Client<_, RequestBody> = Client::builder(TokioExecutor::new()).build_http();
     let mut ticker = tokio::time::interval(Duration::from_secs(1) / rps.max(1));
-    loop {
+    for base in bases.iter().cycle() {
         ticker.tick().await;
         let (method, path, body) = match fastrand::u8(0..12) {
             10..=11 => (
