@@ -285,7 +285,7 @@ impl Sync {
                 let state = self.routes.entry(route.id().clone()).or_default();
                 (
                     Arc::as_ptr(route) as usize,
-                    ReadPlan::new(route, state, peers, now),
+                    ReadPlan::new(route, state, peers, &self.key, now),
                 )
             })
             .collect();
@@ -529,6 +529,7 @@ impl ReadPlan {
         route: &Arc<RouteSla>,
         state: &mut RouteSync,
         peers: &HashMap<String, Peer>,
+        me: &str,
         now: Minute,
     ) -> ReadPlan {
         let identity = Arc::as_ptr(route) as usize;
@@ -540,17 +541,21 @@ impl ReadPlan {
             };
         }
         let oldest = now + 1 - MINUTES_KEPT as i64;
+        // From the oldest minute a fresh peer may have sealed that is not filed here yet (for
+        // a peer not seen before, since it started).
         let first = if full {
             oldest
         } else {
-            state
-                .read_through
+            peers
                 .iter()
-                .filter(|(key, _)| peers.get(*key).is_some_and(|p| p.fresh))
-                .map(|(_, m)| m + 1)
+                .filter(|(key, p)| p.fresh && key.as_str() != me)
+                .map(|(key, p)| match state.read_through.get(key) {
+                    Some(filed) => filed + 1,
+                    None => accord_policies::sla::clock::minute_of(p.record.started_ms),
+                })
                 .min()
-                .unwrap_or(now - 1)
-                .clamp(oldest, now - 1)
+                .unwrap_or(now)
+                .clamp(oldest, now)
         };
         let hours: Vec<i64> = if full {
             let keep = (route.objective().window.length().as_secs() / 3600) as i64 + 1;
