@@ -78,6 +78,18 @@ http {{
     return subprocess.Popen([nginx_binary(), "-c", path, "-p", d], stdout=subprocess.DEVNULL)
 
 
+def stop(procs, work):
+    """Stops every process (SIGTERM, then SIGKILL after 10 s) and removes the scratch directory."""
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def wrk(url, duration, connections):
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url],
@@ -265,14 +277,7 @@ routes:
                 for route, suffix in (("plain", ""), ("slo", "-sla"), ("plugin", "-wasm"))))
         print(f"written to {args.out}")
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        stop(procs, work)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,10 @@ INFO), measured over a quiet interval while the meters hold a few minutes of tra
 
 Run by scripts/bench.sh after the end-to-end benchmark; needs redis-server, nginx and wrk.
 """
-import argparse, json, os, re, shutil, signal, subprocess, sys, tempfile, time, urllib.request
+import argparse, json, os, re, subprocess, sys, tempfile, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import ROOT, free_port, start_nginx, wait_port  # noqa: E402
+from bench import ROOT, free_port, start_nginx, stop, wait_port  # noqa: E402
 
 
 def metrics(admin):
@@ -104,14 +104,7 @@ def main():
               f"{per_sync['redis_bytes_in'] / 1024:.0f} KiB to Redis, {per_sync['redis_bytes_out'] / 1024:.0f} KiB from Redis")
         print(f"written to {args.out}")
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        stop(procs, work)
 
 
 if __name__ == "__main__":
