@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""End-to-end benchmark: direct vs nginx-as-proxy vs Accord, in interleaved rounds.
+"""End-to-end benchmark: nginx and HAProxy as proxies vs Accord, in interleaved rounds.
 
-Each proxy runs on one worker thread in front of the same nginx upstream (one worker, a fixed
-`return 200`). For every run, `wrk -t1 -c32 --latency` drives the target after a short warm-up,
-and the proxy's CPU time (utime+stime of the process and its children, from /proc) is divided by
-the requests served. Medians over the rounds and the Accord/nginx ratios are printed and written
-as JSON (target/bench/e2e.json) so that commits can be compared.
+Each proxy runs on one worker thread in front of the same nginx upstream (one worker: a fixed
+`return 200 "ok"`, and a 16 KiB static file). Workloads: a small GET over 32 and over 256
+connections, and a 16 KiB GET over 32. For every run `wrk -t1 --latency` drives the target after
+a short warm-up; the proxy's CPU time (utime+stime of the process and its children, from /proc)
+is divided by the requests served, and its RSS is read halfway through. Accord is measured on a
+plain route, a route with an SLO, and a route with an SLO and one Wasm plugin (noop). Medians
+over the rounds, the ratios to nginx and the peak RSS are printed and written as JSON
+(target/bench/e2e.json) so that commits can be compared.
 """
 import argparse, json, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
@@ -90,10 +93,33 @@ def stop(procs, work):
     shutil.rmtree(work, ignore_errors=True)
 
 
-def wrk(url, duration, connections):
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url],
-        capture_output=True, text=True, check=True).stdout
+def rss_mib(pid):
+    """Resident memory of pid and its descendants (nginx's workers), in MiB."""
+    total, pids = 0, [pid]
+    while pids:
+        p = pids.pop()
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total += int(re.search(r"^VmRSS:\s+(\d+) kB", f.read(), re.M).group(1))
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    pids.extend(int(c) for c in f.read().split())
+        except (FileNotFoundError, AttributeError):
+            pass
+    return total / 1024
+
+
+def wrk(url, duration, connections, pid=None):
+    """Runs wrk; with pid, samples that process's RSS halfway through."""
+    run = subprocess.Popen(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url],
+                           stdout=subprocess.PIPE, text=True)
+    rss = None
+    if pid:
+        time.sleep(duration / 2)
+        rss = rss_mib(pid)
+    out, _ = run.communicate()
+    if run.returncode != 0:
+        sys.exit(f"wrk failed on {url}")
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
@@ -105,6 +131,7 @@ def wrk(url, duration, connections):
 
     return {
         "requests": requests,
+        "rss_mib": rss,
         "non_2xx": int(errors.group(1)) if errors else 0,
         "socket_errors": socket_errors.group(1) if socket_errors else "",
         "p50_us": pct(50),
@@ -112,37 +139,45 @@ def wrk(url, duration, connections):
     }
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--duration", type=int, default=10)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--connections", type=int, default=32)
-    ap.add_argument("--out", default=os.path.join(ROOT, "target/bench/e2e.json"))
-    ap.add_argument("--cluster", action="store_true", help="also measure a gateway in cluster mode "
-                    "(a local redis-server, sync every second) in the same rounds")
-    ap.add_argument("--baseline", help="another accord binary (an earlier commit's release build) "
-                    "measured in the same rounds, for before/after ratios")
-    args = ap.parse_args()
+def start_haproxy(workdir, port, upstream_port):
+    d = os.path.join(workdir, "haproxy")
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, "haproxy.cfg")
+    with open(path, "w") as f:
+        f.write(f"""global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+frontend proxy
+  bind 127.0.0.1:{port}
+  default_backend app
+backend app
+  server app 127.0.0.1:{upstream_port}
+""")
+    return subprocess.Popen(["haproxy", "-f", path, "-db"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    accord = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release/accord")
-    if not os.path.exists(accord):
-        sys.exit(f"{accord} is missing: run scripts/bench.sh (it builds it)")
-    work = tempfile.mkdtemp(prefix="accord-bench-")
-    upstream_port, nginx_port, accord_port, admin_port, base_port, base_admin = (free_port() for _ in range(6))
-    procs = []
-    try:
-        upstream = start_nginx(work, "upstream", f"""server {{ listen 127.0.0.1:{upstream_port};
-            location / {{ default_type text/plain; return 200 "ok"; }} }}""")
-        procs.append(upstream)
-        proxy = start_nginx(work, "proxy", f"""upstream app {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
-            server {{ listen 127.0.0.1:{nginx_port};
-              location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}""")
-        procs.append(proxy)
-        def write_config(name, port, admin, extra=""):
-            config = os.path.join(work, f"{name}.yaml")
-            with open(config, "w") as f:
-                f.write(f"""listeners:
+
+def accord_config(work, name, port, admin, upstream_port, extra="", plugin=True):
+    """Routes `/` (plain), `/metered/` (an SLO) and, with `plugin`, `/plugged/` (an SLO and the
+    noop Wasm plugin)."""
+    config = os.path.join(work, f"{name}.yaml")
+    slo = "    slo: {availability: 99.9%, latency: {threshold: 300ms, target: 99%}}\n"
+    plugins = f"""plugins:
+  noop:
+    path: {ROOT}/wasm-plugins/target/wasm32-wasip2/release/noop.wasm
+""" if plugin else ""
+    plugged = f"""  - id: plugged
+    match: {{path: {{prefix: /plugged}}}}
+    backends: [{{backend: app}}]
+    plugins: [noop]
+{slo}""" if plugin else ""
+    with open(config, "w") as f:
+        f.write(f"""listeners:
   - address: 127.0.0.1:{port}
 admin:
   address: 127.0.0.1:{admin}
@@ -155,126 +190,148 @@ backends:
       addresses: ["127.0.0.1:{upstream_port}"]
 sla_history:
   path: {work}/{name}.db
-{extra}plugins:
-  noop:
-    path: {ROOT}/wasm-plugins/target/wasm32-wasip2/release/noop.wasm
-routes:
-  - id: plugged
-    match: {{path: {{prefix: /plugged}}}}
-    backends: [{{backend: app}}]
-    plugins: [noop]
-  - id: metered
+{extra}{plugins}routes:
+{plugged}  - id: metered
     match: {{path: {{prefix: /metered}}}}
     backends: [{{backend: app}}]
-    slo:
-      availability: 99.9%
-      latency: {{threshold: 300ms, target: 99%}}
-  - id: app
+{slo}  - id: app
     match: {{path: {{prefix: /}}}}
     backends: [{{backend: app}}]
 """)
-            return config
+    return config
 
-        gateway = subprocess.Popen([accord, "run", "-c", write_config("accord", accord_port, admin_port), "--threads", "1"],
-                                   stderr=subprocess.DEVNULL)
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--workloads", default="small-32,16k-32,small-256",
+                    help="comma-separated: small-N (a 2-byte body over N connections), 16k-N")
+    ap.add_argument("--out", default=os.path.join(ROOT, "target/bench/e2e.json"))
+    ap.add_argument("--cluster", action="store_true", help="also measure a gateway in cluster mode "
+                    "(a local redis-server, sync every second) on the SLO route, in the same rounds")
+    ap.add_argument("--baseline", help="another accord binary (an earlier commit's release build) "
+                    "measured in the same rounds, for before/after ratios")
+    args = ap.parse_args()
+
+    accord = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release/accord")
+    if not os.path.exists(accord):
+        sys.exit(f"{accord} is missing: run scripts/bench.sh (it builds it)")
+    work = tempfile.mkdtemp(prefix="accord-bench-")
+    upstream_port, nginx_port, haproxy_port, accord_port, admin_port, base_port, base_admin = (
+        free_port() for _ in range(7))
+    procs = []
+    try:
+        files = os.path.join(work, "files")
+        os.makedirs(files)
+        with open(os.path.join(files, "16k"), "wb") as f:
+            f.write(b"x" * 16384)
+        upstream = start_nginx(work, "upstream", f"""server {{ listen 127.0.0.1:{upstream_port};
+            location = /16k {{ root {files}; default_type application/octet-stream; }}
+            location = /metered/16k {{ alias {files}/16k; default_type application/octet-stream; }}
+            location / {{ default_type text/plain; return 200 "ok"; }} }}""")
+        procs.append(upstream)
+        proxy = start_nginx(work, "proxy", f"""upstream app {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
+            server {{ listen 127.0.0.1:{nginx_port};
+              location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}""")
+        procs.append(proxy)
+        proxies = [("nginx", nginx_port, "/", proxy.pid)]
+        if shutil.which("haproxy"):
+            haproxy = start_haproxy(work, haproxy_port, upstream_port)
+            procs.append(haproxy)
+            proxies.append(("haproxy", haproxy_port, "/", haproxy.pid))
+        gateway = subprocess.Popen([accord, "run", "-c", accord_config(work, "accord", accord_port, admin_port, upstream_port),
+                                    "--threads", "1"], stderr=subprocess.DEVNULL)
         procs.append(gateway)
-        ports = [upstream_port, nginx_port, accord_port]
+        proxies += [("accord", accord_port, "/", gateway.pid),
+                    ("accord+slo", accord_port, "/metered/", gateway.pid),
+                    ("accord+slo+plugin", accord_port, "/plugged/", gateway.pid)]
         if args.baseline:
-            baseline = subprocess.Popen([args.baseline, "run", "-c", write_config("baseline", base_port, base_admin),
+            baseline = subprocess.Popen([args.baseline, "run", "-c",
+                                         accord_config(work, "baseline", base_port, base_admin, upstream_port),
                                          "--threads", "1"], stderr=subprocess.DEVNULL)
             procs.append(baseline)
-            ports.append(base_port)
+            proxies += [("base", base_port, "/", baseline.pid),
+                        ("base+slo", base_port, "/metered/", baseline.pid),
+                        ("base+slo+plugin", base_port, "/plugged/", baseline.pid)]
         if args.cluster:
             redis_port, cluster_port, cluster_admin = free_port(), free_port(), free_port()
             procs.append(subprocess.Popen(["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"],
                                           stdout=subprocess.DEVNULL))
             wait_port(redis_port)
             cluster_gateway = subprocess.Popen(
-                [accord, "run", "-c", write_config("cluster", cluster_port, cluster_admin,
-                                                   f"cluster: {{name: bench, redis: \"redis://127.0.0.1:{redis_port}\", sync_interval: 1s}}\n"),
+                [accord, "run", "-c", accord_config(work, "cluster", cluster_port, cluster_admin, upstream_port,
+                                                    f"cluster: {{name: bench, redis: \"redis://127.0.0.1:{redis_port}\", sync_interval: 1s}}\n"),
                  "--threads", "1"], stderr=subprocess.DEVNULL)
             procs.append(cluster_gateway)
-            ports.append(cluster_port)
-        for port in ports:
+            proxies.append(("cluster+slo", cluster_port, "/metered/", cluster_gateway.pid))
+        for _, port, _, _ in proxies:
             wait_port(port)
 
-        targets = [
-            ("direct", f"http://127.0.0.1:{upstream_port}/", None),
-            ("nginx", f"http://127.0.0.1:{nginx_port}/", proxy.pid),
-            ("accord", f"http://127.0.0.1:{accord_port}/", gateway.pid),
-            ("accord-sla", f"http://127.0.0.1:{accord_port}/metered", gateway.pid),
-            ("accord-wasm", f"http://127.0.0.1:{accord_port}/plugged", gateway.pid),
-        ]
-        if args.baseline:
-            targets += [
-                ("base", f"http://127.0.0.1:{base_port}/", baseline.pid),
-                ("base-sla", f"http://127.0.0.1:{base_port}/metered", baseline.pid),
-                ("base-wasm", f"http://127.0.0.1:{base_port}/plugged", baseline.pid),
-            ]
-        if args.cluster:
-            targets += [("cluster-sla", f"http://127.0.0.1:{cluster_port}/metered", cluster_gateway.pid)]
-        runs = {name: [] for name, _, _ in targets}
+        workloads = []
+        for w in args.workloads.split(","):
+            kind, connections = w.split("-")
+            workloads.append((w, "16k" if kind == "16k" else "x", int(connections)))
+        runs = {(w, name): [] for w, _, _ in workloads for name, _, _, _ in proxies}
         for round_no in range(1, args.rounds + 1):
-            for name, url, pid in targets:
-                wrk(url, args.warmup, args.connections)
-                before = cpu_seconds(pid) if pid else 0
-                result = wrk(url, args.duration, args.connections)
-                if pid:
+            for w, path, connections in workloads:
+                for name, port, prefix, pid in proxies:
+                    url = f"http://127.0.0.1:{port}{prefix.rstrip('/')}/{path}" if prefix != "/" else f"http://127.0.0.1:{port}/{path}"
+                    if path == "16k" and prefix not in ("/", "/metered/"):
+                        continue
+                    wrk(url, args.warmup, connections)
+                    before = cpu_seconds(pid)
+                    result = wrk(url, args.duration, connections, pid)
                     result["cpu_us_per_request"] = (cpu_seconds(pid) - before) * 1e6 / max(result["requests"], 1)
-                result["rps"] = result["requests"] / args.duration
-                runs[name].append(result)
-                cpu = f"{result['cpu_us_per_request']:.2f} µs CPU/req" if pid else "-"
-                print(f"round {round_no} {name:10} {result['rps']:>9.0f} req/s  p50 {result['p50_us']:>7.0f} µs  p99 {result['p99_us']:>7.0f} µs  {cpu}"
-                      + (f"  non-2xx {result['non_2xx']}" if result["non_2xx"] else ""), flush=True)
+                    result["rps"] = result["requests"] / args.duration
+                    runs[(w, name)].append(result)
+                    print(f"round {round_no} {w:10} {name:18} {result['rps']:>8.0f} req/s  p50 {result['p50_us']:>6.0f} µs  "
+                          f"p99 {result['p99_us']:>6.0f} µs  {result['cpu_us_per_request']:6.2f} µs CPU/req  "
+                          f"RSS {result['rss_mib']:.1f} MiB"
+                          + (f"  non-2xx {result['non_2xx']}" if result["non_2xx"] else ""), flush=True)
+        runs = {k: v for k, v in runs.items() if v}
 
-        def med(name, key):
-            return statistics.median(r[key] for r in runs[name])
-
-        summary = {name: {k: med(name, k) for k in ("rps", "p50_us", "p99_us")} for name in runs}
-        for name in runs:
-            if name != "direct":
-                summary[name]["cpu_us_per_request"] = med(name, "cpu_us_per_request")
-        ratios = {
-            "cpu_per_request_accord_over_nginx": summary["accord"]["cpu_us_per_request"] / summary["nginx"]["cpu_us_per_request"],
-            "p50_accord_over_nginx": summary["accord"]["p50_us"] / summary["nginx"]["p50_us"],
-            "p99_accord_over_nginx": summary["accord"]["p99_us"] / summary["nginx"]["p99_us"],
-            "added_p50_us_over_direct": summary["accord"]["p50_us"] - summary["direct"]["p50_us"],
-            "cpu_per_request_sla_over_plain": summary["accord-sla"]["cpu_us_per_request"] / summary["accord"]["cpu_us_per_request"],
-            "cpu_per_request_sla_over_nginx": summary["accord-sla"]["cpu_us_per_request"] / summary["nginx"]["cpu_us_per_request"],
-            "cpu_per_request_plugin_over_plain": summary["accord-wasm"]["cpu_us_per_request"] / summary["accord"]["cpu_us_per_request"],
-        }
-        if args.baseline:
-            for suffix in ("", "-sla", "-wasm"):
-                ratios[f"cpu_per_request_accord{suffix}_over_baseline"] = (
-                    summary[f"accord{suffix}"]["cpu_us_per_request"] / summary[f"base{suffix}"]["cpu_us_per_request"])
-        if args.cluster:
-            ratios["cpu_per_request_cluster_over_single"] = (
-                summary["cluster-sla"]["cpu_us_per_request"] / summary["accord-sla"]["cpu_us_per_request"])
-        report = {"rounds": args.rounds, "duration_s": args.duration, "connections": args.connections,
-                  "median": summary, "ratios": ratios, "runs": runs,
+        summary = {}
+        for (w, name), results in runs.items():
+            summary.setdefault(w, {})[name] = {
+                "cpu_us_per_request": statistics.median(r["cpu_us_per_request"] for r in results),
+                "rps": statistics.median(r["rps"] for r in results),
+                "p50_us": statistics.median(r["p50_us"] for r in results),
+                "p99_us": statistics.median(r["p99_us"] for r in results),
+                "rss_mib_max": max(r["rss_mib"] for r in results),
+            }
+        ratios = {}
+        for w, by_proxy in summary.items():
+            nginx = by_proxy["nginx"]["cpu_us_per_request"]
+            for name, m in by_proxy.items():
+                m["cpu_over_nginx"] = m["cpu_us_per_request"] / nginx
+            for name in ("accord", "accord+slo", "accord+slo+plugin"):
+                base = name.replace("accord", "base")
+                if name in by_proxy and base in by_proxy:
+                    ratios[f"{w} {name} over baseline"] = by_proxy[name]["cpu_us_per_request"] / by_proxy[base]["cpu_us_per_request"]
+            if "cluster+slo" in by_proxy:
+                ratios[f"{w} cluster on / off"] = by_proxy["cluster+slo"]["cpu_us_per_request"] / by_proxy["accord+slo"]["cpu_us_per_request"]
+        report = {"rounds": args.rounds, "duration_s": args.duration, "median": summary, "ratios": ratios,
+                  "runs": {f"{w} {name}": v for (w, name), v in runs.items()},
                   "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()}
         os.makedirs(os.path.dirname(args.out), exist_ok=True)
         with open(args.out, "w") as f:
             json.dump(report, f, indent=2)
+        names = [name for name, _, _, _ in proxies]
         print()
-        print(f"medians over {args.rounds} rounds:")
-        for name in runs:
-            s = summary[name]
-            cpu = f"  {s['cpu_us_per_request']:.2f} µs CPU/req" if "cpu_us_per_request" in s else ""
-            print(f"  {name:10} {s['rps']:>9.0f} req/s  p50 {s['p50_us']:>7.0f} µs  p99 {s['p99_us']:>7.0f} µs{cpu}")
-        print(f"accord / nginx: CPU per request {ratios['cpu_per_request_accord_over_nginx']:.2f}x, "
-              f"p50 {ratios['p50_accord_over_nginx']:.2f}x, p99 {ratios['p99_accord_over_nginx']:.2f}x; "
-              f"added p50 over direct {ratios['added_p50_us_over_direct']:.0f} µs")
-        print(f"SLA metering on / off: CPU per request {ratios['cpu_per_request_sla_over_plain']:.3f}x; "
-              f"with metering / nginx: {ratios['cpu_per_request_sla_over_nginx']:.2f}x")
-        print(f"one Wasm plugin (noop) / none: CPU per request {ratios['cpu_per_request_plugin_over_plain']:.3f}x")
-        if args.cluster:
-            print(f"cluster mode on / off (route with an SLO, sync every 1 s, CPU of the sync task included): "
-                  f"CPU per request {ratios['cpu_per_request_cluster_over_single']:.3f}x")
-        if args.baseline:
-            print("this build / baseline, CPU per request: " + ", ".join(
-                f"{route} {ratios[f'cpu_per_request_accord{suffix}_over_baseline']:.3f}x"
-                for route, suffix in (("plain", ""), ("slo", "-sla"), ("plugin", "-wasm"))))
+        print(f"CPU per request over nginx's (medians of {args.rounds} rounds); peak RSS under load:")
+        print(f"  {'workload':12}" + "".join(f"{n:>20}" for n in names))
+        for w, by_proxy in summary.items():
+            cells = []
+            for n in names:
+                m = by_proxy.get(n)
+                cells.append(f"{m['cpu_over_nginx']:.2f}x ({m['cpu_us_per_request']:.1f} µs)" if m else "-")
+            print(f"  {w:12}" + "".join(f"{c:>20}" for c in cells))
+        rss = {n: max((by_proxy[n]["rss_mib_max"] for by_proxy in summary.values() if n in by_proxy), default=0) for n in names}
+        print(f"  {'RSS (MiB)':12}" + "".join(f"{rss[n]:>20.1f}" for n in names))
+        for key, value in ratios.items():
+            print(f"  {key}: {value:.3f}x")
         print(f"written to {args.out}")
     finally:
         stop(procs, work)

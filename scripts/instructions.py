@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Instructions per proxied request, from callgrind: stable from run to run, unlike CPU time on a
+busy 2-core machine, so small changes to the data plane can be compared.
+
+Runs `accord run` under `valgrind --tool=callgrind` (instrumentation off until the warm-up is done),
+sends `--requests` small GETs over 8 keep-alive connections to the chosen route, and prints the
+instructions counted divided by the requests. With `--baseline PATH`, measures that binary too
+and prints the ratio. Needs valgrind and nginx (the upstream).
+
+  python3 scripts/instructions.py [--route /|/metered/] [--baseline /tmp/accord-old]
+
+(Wasm plugins cannot be measured this way: wasmtime's pooling allocator does not run under
+valgrind.)
+"""
+import argparse, os, re, subprocess, sys, tempfile, threading, time, http.client
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import ROOT, accord_config, free_port, start_nginx, stop, wait_port  # noqa: E402
+
+
+def load(port, path, requests, connections=8):
+    def worker(n):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        for _ in range(n):
+            conn.request("GET", path)
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                sys.exit(f"status {response.status} on {path}")
+        conn.close()
+    threads = [threading.Thread(target=worker, args=(requests // connections,)) for _ in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return (requests // connections) * connections
+
+
+def measure(binary, work, upstream_port, route, requests, name):
+    port, admin = free_port(), free_port()
+    # Without the plugin route: wasmtime's pooling allocator does not run under valgrind.
+    config = accord_config(work, name, port, admin, upstream_port, plugin=False)
+    out = os.path.join(work, f"{name}.callgrind")
+    proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+                             binary, "run", "-c", config, "--threads", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, timeout=120)
+        load(port, route + "x", 200)  # warm-up: pools, plugin instances, lazy statics
+        subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
+        sent = load(port, route + "x", requests)
+        subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], check=True, capture_output=True)
+        subprocess.run(["callgrind_control", "--dump", str(proc.pid)], check=True, capture_output=True)
+        time.sleep(1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    total = 0
+    for f in os.listdir(work):
+        if f.startswith(f"{name}.callgrind"):
+            with open(os.path.join(work, f)) as fh:
+                m = re.search(r"^totals: (\d+)", fh.read(), re.M)
+                if m:
+                    total += int(m.group(1))
+    return total / sent
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--route", default="/")
+    ap.add_argument("--requests", type=int, default=4000)
+    ap.add_argument("--baseline")
+    args = ap.parse_args()
+    accord = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release/accord")
+    work = tempfile.mkdtemp(prefix="accord-instructions-")
+    upstream_port = free_port()
+    procs = [start_nginx(work, "upstream", f"""server {{ listen 127.0.0.1:{upstream_port};
+        location / {{ default_type text/plain; return 200 "ok"; }} }}""")]
+    try:
+        wait_port(upstream_port)
+        this = measure(accord, work, upstream_port, args.route, args.requests, "this")
+        print(f"this build: {this:,.0f} instructions per request on {args.route}")
+        if args.baseline:
+            base = measure(args.baseline, work, upstream_port, args.route, args.requests, "base")
+            print(f"baseline:   {base:,.0f} instructions per request; this / baseline {this / base:.3f}x")
+    finally:
+        stop(procs, work)
+
+
+if __name__ == "__main__":
+    main()
