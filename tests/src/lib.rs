@@ -266,21 +266,51 @@ pub struct AccordProcess {
     pub admin: SocketAddr,
     child: tokio::process::Child,
     _dir: tempfile::TempDir,
+    log: Option<std::path::PathBuf>,
 }
 
 impl AccordProcess {
     /// Starts `accord run` with `yaml(listener, admin)` and waits until it listens.
     pub async fn start(yaml: impl Fn(SocketAddr, SocketAddr) -> String) -> AccordProcess {
+        Self::spawn(yaml, false).await
+    }
+
+    /// Like [`AccordProcess::start`], with its output (logs, access log) kept for
+    /// [`AccordProcess::log`].
+    pub async fn start_logged(yaml: impl Fn(SocketAddr, SocketAddr) -> String) -> AccordProcess {
+        Self::spawn(yaml, true).await
+    }
+
+    /// What the process has written so far (with [`AccordProcess::start_logged`]).
+    pub fn log(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .unwrap_or_default()
+    }
+
+    async fn spawn(yaml: impl Fn(SocketAddr, SocketAddr) -> String, logged: bool) -> AccordProcess {
         let (addr, admin) = (dead_address(), dead_address());
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("accord.yaml");
         std::fs::write(&config, yaml(addr, admin)).expect("write config");
+        let log = logged.then(|| dir.path().join("accord.log"));
+        let output = |inherit: bool| match &log {
+            Some(path) => std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map(std::process::Stdio::from)
+                .expect("log file"),
+            None if inherit => std::process::Stdio::inherit(),
+            None => std::process::Stdio::null(),
+        };
         let child = tokio::process::Command::new(accord_binary())
             .args(["run", "-c"])
             .arg(&config)
             .env_remove("RUST_LOG")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::inherit())
+            .stdout(output(false))
+            .stderr(output(true))
             .kill_on_drop(true)
             .spawn()
             .expect("start accord");
@@ -291,6 +321,7 @@ impl AccordProcess {
                     admin,
                     child,
                     _dir: dir,
+                    log,
                 };
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

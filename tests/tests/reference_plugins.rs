@@ -275,6 +275,15 @@ async fn contract_check_refuses_bad_requests_and_counts_bad_responses() {
     assert_eq!(classes["bad"], 3.0, "{classes}");
     assert_eq!(classes["good"], 3.0, "{classes}");
     assert_eq!(classes["rejected"], 3.0, "{classes}");
+    // A contract violation counts against the backend that answered, so breach detection and
+    // rerouting react to it.
+    let report = get(&gateway.admin_url("/sla/routes/api")).await.json();
+    let backend = accord_tests::backend_requests(&report, "app");
+    assert_eq!(
+        (backend["bad"].as_f64(), backend["good"].as_f64()),
+        (Some(3.0), Some(3.0)),
+        "the backend's window: {backend}"
+    );
 }
 
 #[tokio::test]
@@ -327,4 +336,71 @@ async fn the_c_plugin_budget_gate_serves_only_critical_requests_once_the_budget_
             .await,
         1.0
     );
+}
+
+/// A plugin's rejection and its reclassification of a response, with the plugin's name and
+/// reason, are in the request's access-log line.
+#[tokio::test]
+#[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
+async fn plugin_decisions_and_their_reasons_are_in_the_access_log() {
+    let app = Upstream::start(|seen| async move {
+        match seen.uri.path() {
+            "/broken" => {
+                let mut response = json_response(200, &serde_json::json!({}));
+                *response.body_mut() = Full::new(Bytes::from_static(b"{\"a\":"));
+                response
+            }
+            _ => json_response(200, &serde_json::json!({"a": 1})),
+        }
+    })
+    .await;
+    let contract = plugin(
+        "contract",
+        "contract-check",
+        "    response_body: 64KiB\n    config:\n      request: {required_headers: [x-api-key]}\n      response: {json: true}\n",
+    );
+    let gateway = accord_tests::AccordProcess::start_logged(|addr, admin| {
+        gateway_yaml(&contract, app.addr, "contract")
+            .replace(
+                "127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0",
+                &format!("\"{addr}\"\nadmin:\n  address: \"{admin}\""),
+            )
+            .replace("access_log: false", "access_log: true")
+    })
+    .await;
+    let url = |path: &str| format!("http://{}{path}", gateway.addr);
+    assert_eq!(send(request("GET", &url("/ok"), "")).await.status, 400);
+    let broken = send(with_header(
+        request("GET", &url("/broken"), ""),
+        "x-api-key",
+        "k",
+    ))
+    .await;
+    assert_eq!(broken.status, 200);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let log = gateway.log();
+        let line = |path: &str| {
+            log.lines()
+                .find(|l| l.contains("accord::access") && l.contains(&format!("path={path} ")))
+                .map(str::to_owned)
+        };
+        if let (Some(rejected), Some(reclassified)) = (line("/ok"), line("/broken")) {
+            assert!(
+                rejected.contains("contract=reject 400 ") && rejected.contains("x-api-key"),
+                "{rejected}"
+            );
+            assert!(
+                reclassified.contains("class=\"bad\"")
+                    && reclassified.contains("contract=bad invalid_json"),
+                "{reclassified}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no access-log lines in:\n{log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

@@ -118,6 +118,8 @@ where
         ControlFlow::Continue(allowed) => allowed,
         ControlFlow::Break(refusal) => return record.finish_with(refusal),
     };
+    // The response plugins may reclassify the answer: its backend is metered after them.
+    record.defer_answered = allowed.is_some();
 
     // 5. Prepare.
     prepare_head(&mut parts, websocket, conn, matched.params, route);

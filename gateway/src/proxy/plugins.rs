@@ -67,21 +67,27 @@ pub(super) async fn on_request(
     };
     let mut preferred = None;
     let mut refusal = None;
+    let mut decisions = Vec::new();
     for plugin in route.plugins() {
         let (result, returned) = plugin.on_request(&head, call).await;
         call = returned;
+        let name = plugin.spec().name.as_str();
         match result {
             Ok(Decision::Allow) => {}
-            Ok(Decision::Reroute(backend)) => preferred = Some(backend),
+            Ok(Decision::Reroute(backend)) => {
+                decisions.push(decision(name, &format!("reroute {backend}")));
+                preferred = Some(backend);
+            }
             Ok(Decision::Reject(rejection)) => {
-                refusal = Some(rejection_response(
-                    &rejection,
-                    plugin.spec().name.as_str(),
-                    &record.request_id,
+                decisions.push(decision(
+                    name,
+                    &format!("reject {} {}", rejection.status, rejection.reason),
                 ));
+                refusal = Some(rejection_response(&rejection, name, &record.request_id));
                 break;
             }
             Err(error) => {
+                decisions.push(decision(name, "failed"));
                 tracing::warn!(request_id = %record.request_id, route = %route.id(), error = %error, "plugin failed");
                 if plugin.spec().on_error == OnError::Reject {
                     let message = format!(
@@ -98,6 +104,7 @@ pub(super) async fn on_request(
     call.request = None;
     *parts = Arc::try_unwrap(lent).unwrap_or_else(|shared| (*shared).clone());
     record.annotations = std::mem::take(&mut call.annotations);
+    record.annotations.append(&mut decisions);
     match refusal {
         Some(response) => {
             record.class = Some(Class::Rejected);
@@ -170,25 +177,56 @@ pub(super) async fn on_response(
     }
     let lent = Arc::new(std::mem::take(response.headers_mut()));
     call.response_headers = Some(lent.clone());
+    let mut verdict = None;
+    let mut verdicts = Vec::new();
     for plugin in route.plugins().iter().rev() {
         let (result, returned) = plugin.on_response(&head, call).await;
         call = returned;
+        let name = plugin.spec().name.as_str();
         match result {
             Ok(Verdict::Keep) => {}
-            Ok(Verdict::Good(_)) => record.class = Some(Class::Good),
-            Ok(Verdict::Bad(_)) => record.class = Some(Class::Bad),
+            Ok(Verdict::Good(reason)) => {
+                verdicts.push(decision(name, &format!("good {reason}")));
+                verdict = Some(Class::Good);
+            }
+            Ok(Verdict::Bad(reason)) => {
+                verdicts.push(decision(name, &format!("bad {reason}")));
+                verdict = Some(Class::Bad);
+            }
             Err(error) => {
+                verdicts.push(decision(name, "failed"));
                 tracing::warn!(request_id = %record.request_id, route = %route.id(), error = %error, "plugin failed on the response");
                 if plugin.spec().on_error == OnError::Reject {
-                    record.class = Some(Class::Bad);
+                    verdict = Some(Class::Bad);
                 }
             }
         }
     }
+    // The reclassification counts for the route and for the backend that answered.
+    if verdict.is_some() {
+        record.class = verdict;
+    }
+    record.settle_try(verdict);
     call.response_headers = None;
     call.response_body = None;
     *response.headers_mut() = Arc::try_unwrap(lent).unwrap_or_else(|shared| (*shared).clone());
     record.annotations.append(&mut call.annotations);
+    record.annotations.append(&mut verdicts);
+}
+
+/// A plugin's decision or verdict, for the access log's `plugins=` field: `name=what`, with
+/// the reason kept on one line and free of the field's `;` separator.
+fn decision(plugin: &str, what: &str) -> (String, String) {
+    let what: String = what
+        .trim()
+        .chars()
+        .map(|c| match c {
+            ';' => ',',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect();
+    (plugin.to_owned(), what)
 }
 
 /// Reads the response body for plugins when it is at most `limit` bytes, and puts back a body

@@ -54,6 +54,12 @@ pub(super) struct Record {
     /// The backend of the try in flight (or of the last one), for a request cancelled while
     /// it waited.
     try_in_flight: std::sync::Mutex<Option<Arc<str>>>,
+    /// Set when the route's plugins see the response: the try that answered is metered
+    /// against its backend only once they have (see [`Record::settle_try`]), so that a
+    /// response they reclassify counts against the backend that gave it.
+    pub(super) defer_answered: bool,
+    /// The answered try waiting for the plugins' verdict: backend index, class, latency.
+    answered_try: std::sync::Mutex<Option<(usize, Class, std::time::Duration)>>,
     /// Counters and the access log have been written.
     completed: bool,
 }
@@ -88,6 +94,8 @@ impl Record {
             annotations: Vec::new(),
             class: None,
             try_in_flight: std::sync::Mutex::new(None),
+            defer_answered: false,
+            answered_try: std::sync::Mutex::new(None),
             completed: false,
         }
     }
@@ -106,11 +114,25 @@ impl Record {
         })
     }
 
+    /// Meters the try that answered against its backend, as `verdict` (a plugin's
+    /// reclassification) when there is one, else as the gateway classified it.
+    pub(super) fn settle_try(&self, verdict: Option<Class>) {
+        let answered = self
+            .answered_try
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let (Some((index, class, latency)), Some(sla)) = (answered, &self.sla) {
+            sla.record_try(index, verdict.unwrap_or(class), latency);
+        }
+    }
+
     /// Writes the record: the route's counters and SLA meter, and the access log line.
     fn complete(&mut self) {
         if std::mem::replace(&mut self.completed, true) {
             return;
         }
+        self.settle_try(None);
         let duration = self.started.elapsed();
         let class = match (self.class, &self.route) {
             (Some(class), _) => class,
@@ -185,7 +207,15 @@ impl accord_adapters::TryObserver for Record {
             TryResult::Failed(kind) => classify(StatusCode::BAD_GATEWAY, Some(kind)),
             TryResult::Cancelled => Class::Cancelled,
         };
-        if let Some(index) = sla.backends().iter().position(|b| b.id() == id) {
+        let Some(index) = sla.backends().iter().position(|b| b.id() == id) else {
+            return;
+        };
+        // An earlier answer was not the last (it was retried): it counts as it was.
+        self.settle_try(None);
+        if self.defer_answered && matches!(attempt.result, TryResult::Answered(_)) {
+            *self.answered_try.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((index, class, attempt.latency));
+        } else {
             sla.record_try(index, class, attempt.latency);
         }
     }
