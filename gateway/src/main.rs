@@ -54,6 +54,10 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Do not load the plugins (by default each is loaded and its `configure` run with its
+        /// configuration, as at start).
+        #[arg(long)]
+        skip_plugins: bool,
     },
     /// Print the configuration file's JSON Schema (for editors).
     Schema,
@@ -159,7 +163,11 @@ enum Format {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config, format } => check(&config, format),
+        Command::Check {
+            config,
+            format,
+            skip_plugins,
+        } => check(&config, format, skip_plugins),
         Command::Schema => {
             println!("{:#}", config::json_schema());
             ExitCode::SUCCESS
@@ -330,8 +338,15 @@ async fn sla_report(
     Ok(())
 }
 
-fn check(path: &std::path::Path, format: Format) -> ExitCode {
-    match (config::load(path, &ProcessEnvironment), format) {
+fn check(path: &std::path::Path, format: Format, skip_plugins: bool) -> ExitCode {
+    let loaded = config::load(path, &ProcessEnvironment);
+    let loaded = match loaded {
+        Ok(config) if !skip_plugins && !config.plugins.is_empty() => {
+            configure_plugins(path, config)
+        }
+        other => other,
+    };
+    match (loaded, format) {
         (Ok(config), Format::Text) => {
             println!(
                 "{}: ok ({} listeners, {} backends, {} routes)",
@@ -361,6 +376,43 @@ fn check(path: &std::path::Path, format: Format) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs every plugin's `configure` with its configuration; a refusal is an error located at the
+/// plugin in the file.
+fn configure_plugins(
+    path: &std::path::Path,
+    config: config::Config,
+) -> Result<config::Config, config::ConfigErrors> {
+    let base = path
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let refused = match runtime(Some(1)) {
+        Ok(rt) => rt.block_on(accord::cli::plugin::configure_all(&config, &base)),
+        Err(e) => vec![(Arc::from("(all)"), e.to_string())],
+    };
+    if refused.is_empty() {
+        return Ok(config);
+    }
+    let source = std::fs::read_to_string(path).unwrap_or_default();
+    let raw = config::parse(&source).ok();
+    let errors = refused
+        .into_iter()
+        .map(|(id, message)| {
+            let (line, column) = raw
+                .as_ref()
+                .and_then(|raw| raw.plugins.get(&*id))
+                .map_or((0, 0), |p| (p.line, p.column));
+            config::error::ConfigError::new(
+                line,
+                column,
+                format!("plugins.{id}.config"),
+                format!("the plugin refused to start with this configuration: {message}"),
+            )
+        })
+        .collect();
+    Err(config::ConfigErrors::new(errors).in_file(&path.display().to_string(), &source))
 }
 
 async fn run(path: PathBuf, watch: bool) -> anyhow::Result<()> {

@@ -98,3 +98,68 @@ async fn a_wrong_expectation_fails_with_what_differed_and_a_bad_file_names_its_l
     assert!(error.contains("cases.yaml:4:"), "{error}");
     assert!(error.contains("respone"), "{error}");
 }
+
+/// `accord check` loads each plugin and runs its `configure` with its configuration: a refusal
+/// is an error at the plugin in the file, not a surprise at start or reload.
+#[test]
+#[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
+fn accord_check_runs_each_plugins_configure() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |limit: &str| {
+        let path = dir.path().join("accord.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "listeners:\n  - address: 127.0.0.1:0\nplugins:\n  quota:\n    path: {}\n    config: {{default_limit: {limit}}}\nbackends:\n  app:\n    http:\n      addresses: [\"127.0.0.1:1\"]\nroutes:\n  - id: r\n    match: {{path: {{prefix: /}}}}\n    backends: [{{backend: app}}]\n    plugins: [quota]\n",
+                component("tenant-quota").display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let check = |path: &std::path::Path, extra: &[&str]| {
+        std::process::Command::new(accord_tests::accord_binary())
+            .args(["check", "-c"])
+            .arg(path)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let refused = check(&write("ten"), &[]);
+    let errors = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{errors}");
+    assert!(errors.contains("plugins.quota.config"), "{errors}");
+    assert!(
+        errors.contains("accord.yaml:5:5"),
+        "located at the plugin: {errors}"
+    );
+    assert!(
+        errors.contains("default_limit"),
+        "the plugin's own words: {errors}"
+    );
+    assert!(check(&write("ten"), &["--skip-plugins"]).status.success());
+    let ok = check(&write("10"), &[]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}
+
+/// The plugin example's configurations pass each plugin's `configure` (the plugins built).
+#[test]
+#[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
+fn the_plugin_example_passes_accord_check() {
+    let _built = component("tenant-quota");
+    let example = workspace().join("../examples/plugins.yaml");
+    let output = std::process::Command::new(accord_tests::accord_binary())
+        .args(["check", "-c"])
+        .arg(&example)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -61,7 +61,50 @@ fn spec(file: &Path, config: String, limits: ToolLimits) -> PluginSpec {
     }
 }
 
-/// `accord plugin check`: the report, or why the plugin cannot be used.
+/// Loads every plugin of a valid configuration and runs its `configure` with its settings, as
+/// the gateway would at start (what `accord check` does unless told to skip plugins). Returns
+/// the plugins that refused, by id, with why; plugin paths are relative to `base_dir`.
+pub async fn configure_all(
+    config: &crate::config::Config,
+    base_dir: &Path,
+) -> Vec<(std::sync::Arc<str>, String)> {
+    let mut refused = Vec::new();
+    if config.plugins.is_empty() {
+        return refused;
+    }
+    let engine = match PluginEngine::new(INSTANCES, MEMORY) {
+        Ok(engine) => Arc::new(engine),
+        Err(e) => {
+            let message = e.to_string();
+            return config
+                .plugins
+                .iter()
+                .map(|(id, _)| (id.clone(), message.clone()))
+                .collect();
+        }
+    };
+    for (id, plugin) in &config.plugins {
+        let path = base_dir.join(&plugin.path);
+        let loaded = async {
+            let bytes =
+                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let (component, _) = engine
+                .compile(&bytes, &plugin.spec.name)
+                .map_err(|e| e.to_string())?;
+            engine
+                .prepare(component, plugin.spec.clone())
+                .await
+                .map_err(|e| e.to_string())
+        };
+        if let Err(message) = loaded.await {
+            refused.push((id.clone(), message));
+        }
+    }
+    refused
+}
+
+/// `accord plugin check`: the report, or why the plugin cannot be used. Loads a component,
+/// lists its imports and exports, configures it and makes one call.
 pub async fn check(file: &Path, config: Option<&str>) -> Result<String, String> {
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let config = match config {
