@@ -275,6 +275,18 @@ async fn contract_check_refuses_bad_requests_and_counts_bad_responses() {
     assert_eq!(classes["bad"], 3.0, "{classes}");
     assert_eq!(classes["good"], 3.0, "{classes}");
     assert_eq!(classes["rejected"], 3.0, "{classes}");
+    // Every call is timed, by hook; the load-time canary call is not traffic.
+    let calls = |hook: &str| {
+        format!("accord_plugin_call_duration_seconds_count{{plugin=\"contract\",hook=\"{hook}\"}}")
+    };
+    assert_eq!(gateway.metric(&calls("on_request")).await, 9.0);
+    assert_eq!(gateway.metric(&calls("on_response")).await, 6.0);
+    assert_eq!(
+        gateway
+            .metric("accord_plugin_calls_total{plugin=\"contract\"}")
+            .await,
+        15.0
+    );
     // A contract violation counts against the backend that answered, so breach detection and
     // rerouting react to it.
     let report = get(&gateway.admin_url("/sla/routes/api")).await.json();

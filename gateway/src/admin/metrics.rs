@@ -373,6 +373,25 @@ fn plugins(page: &mut Exposition, plugins: &[LoadedPlugin]) {
         }
     }
     let mut family = page.family(
+        "accord_plugin_call_duration_seconds",
+        Kind::Histogram,
+        "How long a plugin's calls took, by hook (on_request, on_response); the load-time canary call is not counted.",
+    );
+    for p in plugins {
+        let s = p.plugin.stats();
+        for (hook, times) in [
+            ("on_request", &s.on_request_time),
+            ("on_response", &s.on_response_time),
+        ] {
+            family.histogram(
+                &[("plugin", &p.id), ("hook", hook)],
+                times.cumulative(),
+                times.sum_seconds(),
+                times.count(),
+            );
+        }
+    }
+    let mut family = page.family(
         "accord_plugin_decisions_total",
         Kind::Counter,
         "Rejections and reroutes decided by a plugin.",

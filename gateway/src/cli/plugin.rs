@@ -139,8 +139,48 @@ pub async fn check(file: &Path, config: Option<&str>) -> Result<String, String> 
     let _ = writeln!(out, "configure: ok");
     plugin.canary().await.map_err(|e| format!("{out}{e}"))?;
     let _ = writeln!(out, "canary on-request: ok");
+    let times = time_calls(&plugin, 200).await;
+    let _ = writeln!(
+        out,
+        "on-request (default request, no SLA state, {} calls): p50 {} µs, p99 {} µs",
+        times.len(),
+        percentile_micros(&times, 0.5),
+        percentile_micros(&times, 0.99)
+    );
     let _ = writeln!(out, "ok: a valid accord:policy@0.1.0 plugin");
     Ok(out)
+}
+
+/// Times `n` `on-request` calls with a default request (as the canary makes), for the cost
+/// shown to the author.
+async fn time_calls(
+    plugin: &accord_policies::plugin::Plugin,
+    n: usize,
+) -> Vec<std::time::Duration> {
+    let head = RequestHead {
+        route: "(check)".into(),
+        method: "GET".into(),
+        path: "/".into(),
+        content_length: None,
+    };
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = tokio::time::Instant::now();
+        let _ = plugin.on_request(&head, CallContext::default()).await;
+        times.push(started.elapsed());
+    }
+    times
+}
+
+/// The `q` percentile of `times`, in whole microseconds (nearest rank).
+fn percentile_micros(times: &[std::time::Duration], q: f64) -> String {
+    if times.is_empty() {
+        return "-".to_owned();
+    }
+    let mut sorted = times.to_vec();
+    sorted.sort_unstable();
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    format!("{:.1}", sorted[rank - 1].as_secs_f64() * 1e6)
 }
 
 /// A plugin configuration given on the command line: JSON, or YAML (turned into JSON).
@@ -428,6 +468,27 @@ pub async fn test(file: &Path, cases_path: &Path) -> Result<TestOutcome, String>
         "{} passed, {failed} failed",
         cases.cases.len() - failed
     );
+    let stats = plugin.stats();
+    for (hook, times) in [
+        ("on-request", &stats.on_request_time),
+        ("on-response", &stats.on_response_time),
+    ] {
+        if times.count() > 0 {
+            let bound = |q| {
+                times
+                    .quantile_bound(q)
+                    .map_or("> 100000".to_owned(), |s: f64| format!("<= {:.1}", s * 1e6))
+            };
+            let _ = writeln!(
+                report,
+                "{hook}: {} calls, mean {:.1} µs, p50 {} µs, p99 {} µs",
+                times.count(),
+                times.sum_seconds() * 1e6 / times.count() as f64,
+                bound(0.5),
+                bound(0.99)
+            );
+        }
+    }
     Ok(TestOutcome { report, failed })
 }
 

@@ -151,6 +151,86 @@ pub struct PluginStats {
     pub reroutes: AtomicU64,
     /// Responses it reclassified.
     pub reclassified: AtomicU64,
+    /// How long `on-request` calls took (the load-time canary call is not counted).
+    pub on_request_time: CallTimes,
+    /// How long `on-response` calls took.
+    pub on_response_time: CallTimes,
+}
+
+/// Upper bounds (seconds) of the plugin call-time buckets: calls take microseconds.
+pub const CALL_TIME_BUCKETS: [f64; 14] = [
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 1e-1,
+];
+
+/// A histogram of plugin call times, for `accord_plugin_call_duration_seconds`.
+#[derive(Debug, Default)]
+pub struct CallTimes {
+    /// Non-cumulative counts; the last slot is `+Inf`.
+    buckets: [AtomicU64; CALL_TIME_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+    count: AtomicU64,
+}
+
+impl CallTimes {
+    /// Records one call.
+    pub fn record(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let slot = CALL_TIME_BUCKETS
+            .iter()
+            .position(|upper| secs <= *upper)
+            .unwrap_or(CALL_TIME_BUCKETS.len());
+        self.buckets[slot].fetch_add(1, Relaxed);
+        self.sum_nanos
+            .fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    /// Cumulative bucket counts paired with their upper bound (`None` is `+Inf`).
+    pub fn cumulative(&self) -> Vec<(Option<f64>, u64)> {
+        let mut running = 0;
+        self.buckets
+            .iter()
+            .enumerate()
+            .map(|(i, bucket)| {
+                running += bucket.load(Relaxed);
+                (CALL_TIME_BUCKETS.get(i).copied(), running)
+            })
+            .collect()
+    }
+
+    /// Sum of all calls, in seconds.
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_nanos.load(Relaxed) as f64 / 1e9
+    }
+
+    /// Calls recorded.
+    pub fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+
+    /// The upper bound (seconds) of the bucket holding the `q` quantile; `None` without calls
+    /// or above the last bound.
+    pub fn quantile_bound(&self, q: f64) -> Option<f64> {
+        let cumulative = self.cumulative();
+        let total = cumulative.last().map(|(_, n)| *n).unwrap_or(0);
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        cumulative
+            .into_iter()
+            .find(|(_, n)| *n >= rank)
+            .and_then(|(bound, _)| bound)
+    }
+}
+
+/// Which export a call is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hook {
+    OnRequest,
+    OnResponse,
+    /// The call made once at load: not traffic, not counted.
+    Canary,
 }
 
 /// Opens after consecutive failures; while open, calls are skipped for a cool-down.
@@ -320,6 +400,7 @@ impl Plugin {
     /// the call succeeded.
     async fn run<T>(
         &self,
+        hook: Hook,
         call: CallContext,
         f: impl AsyncFnOnce(&Policy, &mut Store<HostState>) -> wasmtime::Result<T>,
     ) -> (CallResult<T>, CallContext) {
@@ -339,12 +420,20 @@ impl Plugin {
                 return (Err(e), call);
             }
         };
-        self.stats.calls.fetch_add(1, Relaxed);
+        if hook != Hook::Canary {
+            self.stats.calls.fetch_add(1, Relaxed);
+        }
         instance.store.data_mut().call = call;
         instance.store.set_epoch_deadline(self.deadline_ticks());
         instance.store.data_mut().limits.denied = false;
         let Instance { store, policy } = &mut instance;
+        let started = tokio::time::Instant::now();
         let result = f(policy, store).await;
+        match hook {
+            Hook::OnRequest => self.stats.on_request_time.record(started.elapsed()),
+            Hook::OnResponse => self.stats.on_response_time.record(started.elapsed()),
+            Hook::Canary => {}
+        }
         let memory_denied = instance.store.data().limits.denied;
         let call = std::mem::take(&mut instance.store.data_mut().call);
         match result {
@@ -383,6 +472,7 @@ impl Plugin {
     ) -> (CallResult<Decision>, CallContext) {
         let (result, call) = self
             .run(
+                Hook::OnRequest,
                 call,
                 async |policy: &Policy, store: &mut Store<HostState>| {
                     policy.call_on_request(store, head).await
@@ -423,6 +513,7 @@ impl Plugin {
         };
         let (result, _) = self
             .run(
+                Hook::Canary,
                 CallContext::default(),
                 async |policy: &Policy, store: &mut Store<HostState>| {
                     policy.call_on_request(store, &head).await
@@ -443,6 +534,7 @@ impl Plugin {
     ) -> (CallResult<Verdict>, CallContext) {
         let (result, call) = self
             .run(
+                Hook::OnResponse,
                 call,
                 async |policy: &Policy, store: &mut Store<HostState>| {
                     policy.call_on_response(store, head).await
@@ -484,4 +576,22 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_times_give_bucketed_quantiles() {
+        let times = CallTimes::default();
+        assert_eq!(times.quantile_bound(0.5), None);
+        for micros in [1, 2, 3, 4, 8, 9, 9, 9, 9, 40] {
+            times.record(Duration::from_micros(micros));
+        }
+        assert_eq!(times.count(), 10);
+        assert_eq!(times.quantile_bound(0.5), Some(1e-5));
+        assert_eq!(times.quantile_bound(0.99), Some(5e-5));
+        assert!((times.sum_seconds() - 94e-6).abs() < 1e-12);
+    }
 }
