@@ -99,6 +99,70 @@ async fn a_wrong_expectation_fails_with_what_differed_and_a_bad_file_names_its_l
     assert!(error.contains("respone"), "{error}");
 }
 
+/// Case files say what they mean: window names are checked, `expect` can be left out of a case
+/// that checks the response, and results read in the file's own terms.
+#[tokio::test]
+#[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
+async fn case_files_check_windows_allow_response_only_cases_and_speak_the_users_terms() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = dir.path().join("cases.yaml");
+    let contract = component("contract-check");
+    let run = |text: &str| {
+        std::fs::write(&cases, text).unwrap();
+        plugin::test(&contract, &cases)
+    };
+    let error = run("cases:
+  - name: a window the snapshot does not have
+    sla:
+      windows: [{window: 10m, good: 1}]
+")
+    .await
+    .unwrap_err();
+    assert!(
+        error.contains("cases[0].sla.windows[0].window: \"10m\" is not a window the snapshot reports (it has 5m, 1h)"),
+        "{error}"
+    );
+    let error = run("cases:
+  - name: a burn rate over an unknown window
+    sla:
+      indicators: [{name: availability, target: 0.99, burn_rates: {10m: 2}}]
+")
+    .await
+    .unwrap_err();
+    assert!(
+        error.contains("cases[0].sla.indicators[0].burn_rates: \"10m\""),
+        "{error}"
+    );
+    let error = run("cases:
+  - name: a verdict without a response
+    expect_response: {verdict: bad}
+")
+    .await
+    .unwrap_err();
+    assert!(
+        error.contains("cases[0].expect_response: set the case's response"),
+        "{error}"
+    );
+
+    // Only the response is checked; the verdict is reported as the file writes it.
+    let outcome = run("config: {response: {json: true}}
+cases:
+  - name: a broken body
+    response: {status: 200, headers: {content-type: application/json}, body: \"{\\\"a\\\":\"}
+    expect_response: {verdict: good}
+")
+    .await
+    .unwrap();
+    assert_eq!(outcome.failed, 1, "{}", outcome.report);
+    assert!(
+        outcome
+            .report
+            .contains("expected the response verdict good, got bad (invalid_json)"),
+        "{}",
+        outcome.report
+    );
+}
+
 /// `accord check` loads each plugin and runs its `configure` with its configuration: a refusal
 /// is an error at the plugin in the file, not a surprise at start or reload.
 #[test]

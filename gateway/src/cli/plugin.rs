@@ -248,7 +248,10 @@ struct Case {
     /// What `sla.backends` returns.
     #[serde(default)]
     backends: Vec<CaseBackend>,
-    expect: ExpectDecision,
+    /// What `on-request` must decide; absent: any decision (a case that only checks the
+    /// response verdict).
+    #[serde(default)]
+    expect: Option<ExpectDecision>,
     /// A response: `on-response` runs on it when the request was allowed or rerouted.
     #[serde(default)]
     response: Option<CaseResponse>,
@@ -388,6 +391,17 @@ enum VerdictKind {
     Bad,
 }
 
+impl VerdictKind {
+    /// As a case file writes it.
+    fn name(self) -> &'static str {
+        match self {
+            VerdictKind::Keep => "keep",
+            VerdictKind::Good => "good",
+            VerdictKind::Bad => "bad",
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ExpectVerdict {
@@ -423,6 +437,7 @@ pub async fn test(file: &Path, cases_path: &Path) -> Result<TestOutcome, String>
             }
         )
     })?;
+    check_cases(&cases).map_err(|e| format!("{}: {e}", cases_path.display()))?;
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let mut limits = ToolLimits::default();
     if let Some(l) = &cases.limits {
@@ -493,6 +508,44 @@ pub async fn test(file: &Path, cases_path: &Path) -> Result<TestOutcome, String>
 }
 
 /// Runs one case; returns what differed from the expectations.
+/// The windows a route snapshot reports traffic for, and those it reports burn rates for.
+const SNAPSHOT_WINDOWS: [&str; 2] = ["5m", "1h"];
+const BURN_RATE_WINDOWS: [&str; 7] = ["5m", "30m", "1h", "2h", "6h", "1d", "3d"];
+
+/// What the YAML's types cannot say: window names the gateway reports, and a response for
+/// every `expect_response`.
+fn check_cases(cases: &CasesFile) -> Result<(), String> {
+    for (i, case) in cases.cases.iter().enumerate() {
+        if let Some(sla) = &case.sla {
+            for (w, window) in sla.windows.iter().enumerate() {
+                if !SNAPSHOT_WINDOWS.contains(&window.window.as_str()) {
+                    return Err(format!(
+                        "cases[{i}].sla.windows[{w}].window: {:?} is not a window the snapshot reports (it has {})",
+                        window.window,
+                        SNAPSHOT_WINDOWS.join(", ")
+                    ));
+                }
+            }
+            for (n, indicator) in sla.indicators.iter().enumerate() {
+                for window in indicator.burn_rates.keys() {
+                    if !BURN_RATE_WINDOWS.contains(&window.as_str()) {
+                        return Err(format!(
+                            "cases[{i}].sla.indicators[{n}].burn_rates: {window:?} is not a burn-rate window (use {})",
+                            BURN_RATE_WINDOWS.join(", ")
+                        ));
+                    }
+                }
+            }
+        }
+        if case.expect_response.is_some() && case.response.is_none() {
+            return Err(format!(
+                "cases[{i}].expect_response: set the case's response for on-response to see"
+            ));
+        }
+    }
+    Ok(())
+}
+
 async fn run_case(plugin: &Plugin, route: &CaseRoute, case: &Case) -> Vec<String> {
     let mut problems = Vec::new();
     let parts = match request_parts(&case.request) {
@@ -533,12 +586,12 @@ async fn run_case(plugin: &Plugin, route: &CaseRoute, case: &Case) -> Vec<String
         Ok(decision) => decision,
         Err(e) => return vec![format!("on-request failed: {e}")],
     };
-    compare_decision(&decision, &case.expect, &mut problems);
+    if let Some(expected) = &case.expect {
+        compare_decision(&decision, expected, &mut problems);
+    }
 
     if let Some(response) = &case.response {
         run_response(plugin, call, &decision, response, case, &mut problems).await;
-    } else if case.expect_response.is_some() {
-        problems.push("expect_response needs a response".into());
     }
     problems
 }
@@ -711,9 +764,11 @@ fn compare_decision(decision: &Decision, expected: &ExpectDecision, problems: &m
             if expected.retry_after.is_some()
                 && expected.retry_after != rejection.retry_after_seconds
             {
+                let seconds = |s: Option<u32>| s.map_or("none".to_owned(), |s| format!("{s} s"));
                 problems.push(format!(
-                    "expected Retry-After {:?}, got {:?}",
-                    expected.retry_after, rejection.retry_after_seconds
+                    "expected Retry-After {}, got {}",
+                    seconds(expected.retry_after),
+                    seconds(rejection.retry_after_seconds)
                 ));
             }
             if let Some(part) = &expected.reason_contains
@@ -731,7 +786,10 @@ fn compare_decision(decision: &Decision, expected: &ExpectDecision, problems: &m
                     .find(|h| h.name.eq_ignore_ascii_case(name))
                     .map(|h| h.value.as_str());
                 if got != Some(value.as_str()) {
-                    problems.push(format!("expected header {name}: {value}, got {got:?}"));
+                    problems.push(format!(
+                        "expected header {name}: {value}, got {}",
+                        got.map_or("no such header".to_owned(), |g| format!("{name}: {g}"))
+                    ));
                 }
             }
         }
@@ -754,13 +812,17 @@ fn compare_verdict(verdict: &Verdict, expected: &ExpectVerdict, problems: &mut V
     };
     if kind != expected.verdict {
         problems.push(format!(
-            "expected the response verdict {:?}, got {kind:?}{}",
-            expected.verdict,
+            "expected the response verdict {}, got {}{}",
+            expected.verdict.name(),
+            kind.name(),
             reason.map(|r| format!(" ({r})")).unwrap_or_default()
         ));
     } else if let Some(want) = &expected.reason
         && reason != Some(want.as_str())
     {
-        problems.push(format!("expected the reason {want:?}, got {reason:?}"));
+        problems.push(format!(
+            "expected the reason {want:?}, got {}",
+            reason.map_or("none".to_owned(), |r| format!("{r:?}"))
+        ));
     }
 }
