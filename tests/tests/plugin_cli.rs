@@ -227,3 +227,18 @@ fn the_plugin_example_passes_accord_check() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// `clock.now-ms` reads the gateway's clock: in a case file, the case's `now_ms`.
+#[tokio::test]
+#[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
+async fn the_clock_interface_reads_the_scripted_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = dir.path().join("cases.yaml");
+    std::fs::write(
+        &cases,
+        "cases:\n  - name: scripted time\n    now_ms: 1767225600000\n    request: {headers: {x-misbehave: clock}}\n    expect: {decision: reject, reason_contains: \"now-ms 1767225600000\"}\n",
+    )
+    .unwrap();
+    let outcome = plugin::test(&component("misbehave"), &cases).await.unwrap();
+    assert_eq!(outcome.failed, 0, "{}", outcome.report);
+}

@@ -248,6 +248,9 @@ struct Case {
     /// What `sla.backends` returns.
     #[serde(default)]
     backends: Vec<CaseBackend>,
+    /// What `clock.now-ms` returns (ms since the epoch); default: the machine's time.
+    #[serde(default)]
+    now_ms: Option<i64>,
     /// What `on-request` must decide; absent: any decision (a case that only checks the
     /// response verdict).
     #[serde(default)]
@@ -599,6 +602,7 @@ async fn run_case(plugin: &Plugin, route: &CaseRoute, case: &Case) -> Vec<String
 /// The SLA state a case scripts: the route's snapshot and each backend's standing.
 fn scripted_sla(route: &CaseRoute, case: &Case, backends: &[Arc<str>]) -> ScriptedSla {
     ScriptedSla {
+        now_ms: case.now_ms,
         route: case.sla.as_ref().map(|sla| snapshot(&route.id, sla)),
         backends: case
             .backends

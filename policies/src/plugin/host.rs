@@ -48,6 +48,8 @@ pub enum SlaState {
 /// An SLA state written by hand, to test a plugin without a gateway.
 #[derive(Debug, Clone, Default)]
 pub struct ScriptedSla {
+    /// What `clock.now-ms` returns (the machine's time when absent).
+    pub now_ms: Option<i64>,
     /// What `sla.route` returns.
     pub route: Option<wit::RouteSnapshot>,
     /// What `sla.backends` returns.
@@ -313,6 +315,18 @@ impl bindings::accord::policy::cluster_rate::Host for HostState {
 
     fn current(&mut self, key: String) -> f64 {
         self.shared.cluster_rates.current(&key)
+    }
+}
+
+impl bindings::accord::policy::clock::Host for HostState {
+    fn now_ms(&mut self) -> i64 {
+        match &self.call.sla {
+            Some(SlaState::Live(route)) => route.clock().now_ms(),
+            Some(SlaState::Scripted(scripted)) if scripted.now_ms.is_some() => {
+                scripted.now_ms.unwrap_or_default()
+            }
+            _ => crate::sla::Clock::system().now_ms(),
+        }
     }
 }
 

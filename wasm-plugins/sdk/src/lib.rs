@@ -69,6 +69,12 @@ pub mod rate {
     pub use crate::bindings::accord::policy::rate::{current, observe};
 }
 
+/// The gateway's clock (the time its SLA windows use; scripted in `accord plugin test` cases
+/// with `now_ms`). Prefer it to `std::time::SystemTime`, which reads the machine's clock.
+pub mod clock {
+    pub use crate::bindings::accord::policy::clock::now_ms;
+}
+
 /// Event rates by key, shared by every replica of the gateway's cluster (cluster mode): this
 /// replica's rate plus the others' latest, at most one sync interval old. Without cluster
 /// mode, the same as [`rate`].

@@ -31,6 +31,10 @@ impl Plugin for Misbehave {
                 }
             }
             "status" => Decision::reject(999, "not an HTTP status"),
+            "clock" => Decision::reject(
+                503,
+                &format!("now-ms {}", accord_policy_sdk::clock::now_ms()),
+            ),
             "reroute" => Decision::reroute("nowhere"),
             "reject" => Decision::Reject(accord_policy_sdk::Rejection {
                 status: 429,
