@@ -22,6 +22,40 @@
 //! Build it with `cargo build --release --target wasm32-wasip2`: the `.wasm` is a component the
 //! gateway loads. `configure` and `on_response` have defaults (accept any configuration; keep
 //! the gateway's classification).
+//!
+//! A plugin with settings and state implements [`Policy`] instead: its `Config` is read from
+//! the `config:` the operator writes (absent: `Config::default()`), and the value `new` builds
+//! from it lives as long as the instance, given to every call:
+//!
+//! ```ignore
+//! use accord_policy_sdk::{export_policy, Decision, Policy, RequestHead};
+//!
+//! #[derive(serde::Deserialize, Default)]
+//! #[serde(deny_unknown_fields, default)]
+//! struct Config { header: String }
+//!
+//! struct ApiKey { header: String, seen: u64 }
+//!
+//! impl Policy for ApiKey {
+//!     type Config = Config;
+//!     fn new(config: Config) -> Result<Self, String> {
+//!         let header = if config.header.is_empty() { "x-api-key".into() } else { config.header };
+//!         Ok(ApiKey { header, seen: 0 })
+//!     }
+//!     fn on_request(&mut self, _head: RequestHead) -> Decision {
+//!         self.seen += 1;
+//!         match accord_policy_sdk::request::header(&self.header) {
+//!             Some(_) => Decision::Allow,
+//!             None => Decision::reject(401, &format!("the {} header is required", self.header)),
+//!         }
+//!     }
+//! }
+//!
+//! export_policy!(ApiKey);
+//! ```
+//!
+//! What `configure` receives, in every language: the operator's `config:` as JSON text, or the
+//! empty string when there is none.
 
 // The generated code names this crate by its public path, from inside it too.
 extern crate self as accord_policy_sdk;
@@ -131,6 +165,86 @@ impl Decision {
     pub fn reroute(backend: &str) -> Decision {
         Decision::Reroute(backend.into())
     }
+}
+
+/// A plugin with typed configuration and per-instance state (see the crate docs).
+pub trait Policy: Sized + 'static {
+    /// The configuration: JSON from the operator's `config:`; `Default` when there is none.
+    type Config: serde::de::DeserializeOwned + Default;
+
+    /// Builds the instance's state from its configuration; an `Err` refuses the plugin with
+    /// that message (and `accord check` reports it at the plugin's place in the file).
+    fn new(config: Self::Config) -> Result<Self, String>;
+
+    /// Decides what happens to a request before it is forwarded.
+    fn on_request(&mut self, head: RequestHead) -> Decision;
+
+    /// Judges a response; by default keeps the gateway's classification.
+    fn on_response(&mut self, head: ResponseHead) -> Verdict {
+        let _ = head;
+        Verdict::Keep
+    }
+}
+
+/// Reads a plugin's configuration: the empty string (no `config:`) is `T::default()`; anything
+/// else is JSON for `T`, and an error says which field and why.
+pub fn parse_config<T: serde::de::DeserializeOwned + Default>(config: &str) -> Result<T, String> {
+    if config.trim().is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_str(config).map_err(|e| format!("configuration: {e}"))
+}
+
+#[doc(hidden)]
+pub mod __policy {
+    use std::any::Any;
+    use std::cell::RefCell;
+
+    std::thread_local! {
+        // The instance's state: a component instance runs one call at a time on one thread.
+        static STATE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+    }
+
+    pub fn configure<P: super::Policy>(config: String) -> Result<(), String> {
+        let config = super::parse_config::<P::Config>(&config)?;
+        let state = P::new(config)?;
+        STATE.with_borrow_mut(|s| *s = Some(Box::new(state)));
+        Ok(())
+    }
+
+    pub fn with<P: super::Policy, R>(default: R, f: impl FnOnce(&mut P) -> R) -> R {
+        STATE.with_borrow_mut(|s| match s.as_mut().and_then(|s| s.downcast_mut::<P>()) {
+            Some(state) => f(state),
+            None => default,
+        })
+    }
+}
+
+#[doc(hidden)]
+pub struct PolicyAdapter<P>(core::marker::PhantomData<P>);
+
+impl<P: Policy> bindings::Guest for PolicyAdapter<P> {
+    fn configure(config: String) -> Result<(), String> {
+        __policy::configure::<P>(config)
+    }
+
+    fn on_request(head: RequestHead) -> Decision {
+        // Not configured (the gateway always configures first): let the request through.
+        __policy::with::<P, _>(Decision::Allow, |p| p.on_request(head))
+    }
+
+    fn on_response(head: ResponseHead) -> Verdict {
+        __policy::with::<P, _>(Verdict::Keep, |p| p.on_response(head))
+    }
+}
+
+/// Exports a [`Policy`] as the component's `accord:policy` implementation.
+#[macro_export]
+macro_rules! export_policy {
+    ($policy:ty) => {
+        type __AccordPolicy = $crate::PolicyAdapter<$policy>;
+        $crate::bindings::__export_policy!(__AccordPolicy);
+    };
 }
 
 #[doc(hidden)]

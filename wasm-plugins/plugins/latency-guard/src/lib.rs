@@ -4,51 +4,55 @@
 //!
 //! Configuration (JSON, all optional):
 //! `{"threshold_ms": 300, "min_requests": 10}` — the latency to hold the primary to (default:
-//! the route's latency objective, else 300 ms) and the traffic needed to judge a backend.
+//! 300 ms) and the traffic needed to judge a backend.
+//!
+//! Written with the SDK's [`Policy`]: typed configuration (absent: the defaults) and the
+//! instance's state as a plain struct.
 
-use std::cell::Cell;
+use accord_policy_sdk::{Decision, Policy, RequestHead, export_policy, sla, telemetry};
 
-use accord_policy_sdk::{Decision, Plugin, RequestHead, export_plugin, sla, telemetry};
-
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 struct Config {
-    threshold_ms: Option<f64>,
-    min_requests: Option<f64>,
+    threshold_ms: f64,
+    min_requests: f64,
 }
 
-thread_local! {
-    static THRESHOLD_MS: Cell<Option<f64>> = const { Cell::new(None) };
-    static MIN_REQUESTS: Cell<f64> = const { Cell::new(10.0) };
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            threshold_ms: 300.0,
+            min_requests: 10.0,
+        }
+    }
 }
 
-struct LatencyGuard;
+struct LatencyGuard {
+    threshold_ms: f64,
+    min_requests: f64,
+}
 
-impl Plugin for LatencyGuard {
-    fn configure(config: String) -> Result<(), String> {
-        let config: Config = if config.trim().is_empty() {
-            Config::default()
-        } else {
-            serde_json::from_str(&config)
-                .map_err(|e| format!("latency-guard configuration: {e}"))?
-        };
-        if config.threshold_ms.is_some_and(|t| t <= 0.0) {
+impl Policy for LatencyGuard {
+    type Config = Config;
+
+    fn new(config: Config) -> Result<Self, String> {
+        if config.threshold_ms.is_nan() || config.threshold_ms <= 0.0 {
             return Err("threshold_ms must be above 0".into());
         }
-        THRESHOLD_MS.set(config.threshold_ms);
-        MIN_REQUESTS.set(config.min_requests.unwrap_or(10.0));
-        Ok(())
+        Ok(LatencyGuard {
+            threshold_ms: config.threshold_ms,
+            min_requests: config.min_requests,
+        })
     }
 
-    fn on_request(_head: RequestHead) -> Decision {
+    fn on_request(&mut self, _head: RequestHead) -> Decision {
         let backends = sla::backends();
         let Some(primary) = backends.iter().find(|b| b.position == 0) else {
             return Decision::Allow;
         };
-        let threshold = THRESHOLD_MS.get().unwrap_or(300.0);
-        let min = MIN_REQUESTS.get();
-        let slow =
-            |p99: Option<f64>, requests: f64| requests >= min && p99.is_some_and(|p| p > threshold);
+        let slow = |p99: Option<f64>, requests: f64| {
+            requests >= self.min_requests && p99.is_some_and(|p| p > self.threshold_ms)
+        };
         if !slow(primary.p99_ms, primary.requests) {
             return Decision::Allow;
         }
@@ -67,4 +71,4 @@ impl Plugin for LatencyGuard {
     }
 }
 
-export_plugin!(LatencyGuard);
+export_policy!(LatencyGuard);
