@@ -13,48 +13,87 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// A fixed-bucket latency histogram.
-#[derive(Debug, Default)]
+/// A fixed-bucket latency histogram, Prometheus-style: [`LATENCY_BUCKETS`] by default, or
+/// other bounds ([`LatencyHistogram::with_bounds`], e.g. microsecond buckets for plugin calls).
+#[derive(Debug)]
 pub struct LatencyHistogram {
+    /// Upper bounds in seconds, ascending.
+    bounds: &'static [f64],
     /// Non-cumulative counts; the last slot is `+Inf`.
-    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    sum_micros: AtomicU64,
+    buckets: Box<[AtomicU64]>,
+    sum_nanos: AtomicU64,
     count: AtomicU64,
 }
 
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self::with_bounds(&LATENCY_BUCKETS)
+    }
+}
+
 impl LatencyHistogram {
+    /// A histogram with these upper bounds (seconds, ascending) and `+Inf`.
+    pub fn with_bounds(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_nanos: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
     /// Records one observation.
     pub fn record(&self, latency: Duration) {
         let secs = latency.as_secs_f64();
-        let slot = LATENCY_BUCKETS
+        let slot = self
+            .bounds
             .iter()
             .position(|upper| secs <= *upper)
-            .unwrap_or(LATENCY_BUCKETS.len());
+            .unwrap_or(self.bounds.len());
         self.buckets[slot].fetch_add(1, Relaxed);
-        self.sum_micros
-            .fetch_add(latency.as_micros().min(u64::MAX as u128) as u64, Relaxed);
+        self.sum_nanos.fetch_add(
+            u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX),
+            Relaxed,
+        );
         self.count.fetch_add(1, Relaxed);
     }
 
     /// Cumulative bucket counts paired with their upper bound (`None` is `+Inf`).
     pub fn cumulative(&self) -> Vec<(Option<f64>, u64)> {
         let mut running = 0;
-        let mut out = Vec::with_capacity(self.buckets.len());
-        for (i, bucket) in self.buckets.iter().enumerate() {
-            running += bucket.load(Relaxed);
-            out.push((LATENCY_BUCKETS.get(i).copied(), running));
-        }
-        out
+        self.buckets
+            .iter()
+            .enumerate()
+            .map(|(i, bucket)| {
+                running += bucket.load(Relaxed);
+                (self.bounds.get(i).copied(), running)
+            })
+            .collect()
     }
 
     /// Sum of all observations, in seconds.
     pub fn sum_seconds(&self) -> f64 {
-        self.sum_micros.load(Relaxed) as f64 / 1e6
+        self.sum_nanos.load(Relaxed) as f64 / 1e9
     }
 
     /// Number of observations.
     pub fn count(&self) -> u64 {
         self.count.load(Relaxed)
+    }
+
+    /// The upper bound (seconds) of the bucket holding the `q` quantile; `None` without
+    /// observations or above the last bound.
+    pub fn quantile_bound(&self, q: f64) -> Option<f64> {
+        let cumulative = self.cumulative();
+        let total = cumulative.last().map_or(0, |(_, n)| *n);
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        cumulative
+            .into_iter()
+            .find(|(_, n)| *n >= rank)
+            .and_then(|(bound, _)| bound)
     }
 }
 

@@ -162,65 +162,23 @@ pub const CALL_TIME_BUCKETS: [f64; 14] = [
     1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 1e-1,
 ];
 
-/// A histogram of plugin call times, for `accord_plugin_call_duration_seconds`.
-#[derive(Debug, Default)]
-pub struct CallTimes {
-    /// Non-cumulative counts; the last slot is `+Inf`.
-    buckets: [AtomicU64; CALL_TIME_BUCKETS.len() + 1],
-    sum_nanos: AtomicU64,
-    count: AtomicU64,
+/// Plugin call times, for `accord_plugin_call_duration_seconds`: the gateway's latency
+/// histogram on [`CALL_TIME_BUCKETS`].
+#[derive(Debug)]
+pub struct CallTimes(accord_adapters::stats::LatencyHistogram);
+
+impl Default for CallTimes {
+    fn default() -> Self {
+        Self(accord_adapters::stats::LatencyHistogram::with_bounds(
+            &CALL_TIME_BUCKETS,
+        ))
+    }
 }
 
-impl CallTimes {
-    /// Records one call.
-    pub fn record(&self, took: Duration) {
-        let secs = took.as_secs_f64();
-        let slot = CALL_TIME_BUCKETS
-            .iter()
-            .position(|upper| secs <= *upper)
-            .unwrap_or(CALL_TIME_BUCKETS.len());
-        self.buckets[slot].fetch_add(1, Relaxed);
-        self.sum_nanos
-            .fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Relaxed);
-        self.count.fetch_add(1, Relaxed);
-    }
-
-    /// Cumulative bucket counts paired with their upper bound (`None` is `+Inf`).
-    pub fn cumulative(&self) -> Vec<(Option<f64>, u64)> {
-        let mut running = 0;
-        self.buckets
-            .iter()
-            .enumerate()
-            .map(|(i, bucket)| {
-                running += bucket.load(Relaxed);
-                (CALL_TIME_BUCKETS.get(i).copied(), running)
-            })
-            .collect()
-    }
-
-    /// Sum of all calls, in seconds.
-    pub fn sum_seconds(&self) -> f64 {
-        self.sum_nanos.load(Relaxed) as f64 / 1e9
-    }
-
-    /// Calls recorded.
-    pub fn count(&self) -> u64 {
-        self.count.load(Relaxed)
-    }
-
-    /// The upper bound (seconds) of the bucket holding the `q` quantile; `None` without calls
-    /// or above the last bound.
-    pub fn quantile_bound(&self, q: f64) -> Option<f64> {
-        let cumulative = self.cumulative();
-        let total = cumulative.last().map(|(_, n)| *n).unwrap_or(0);
-        if total == 0 {
-            return None;
-        }
-        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
-        cumulative
-            .into_iter()
-            .find(|(_, n)| *n >= rank)
-            .and_then(|(bound, _)| bound)
+impl std::ops::Deref for CallTimes {
+    type Target = accord_adapters::stats::LatencyHistogram;
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }
 
