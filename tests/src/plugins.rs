@@ -42,25 +42,36 @@ pub fn component(name: &str) -> PathBuf {
 /// generator, a core module linked by clang, then made a component with WASI's preview-1
 /// adapter. Built once per test process.
 pub fn c_component(name: &str) -> PathBuf {
+    c_component_against(name, "wit")
+}
+
+/// The same C plugin built against the frozen `accord:policy@0.1.0` WIT
+/// (`wasm-plugins/wit-0.1.0`): a plugin from before 0.2.0, which the gateway must still load.
+pub fn c_component_v0_1(name: &str) -> PathBuf {
+    c_component_against(name, "wit-0.1.0")
+}
+
+fn c_component_against(name: &str, wit: &str) -> PathBuf {
     static BUILT: Mutex<Vec<(String, Result<PathBuf, String>)>> = Mutex::new(Vec::new());
+    let key = format!("{wit}/{name}");
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, result)) = built.iter().find(|(n, _)| n == name) {
+    if let Some((_, result)) = built.iter().find(|(n, _)| *n == key) {
         return result.clone().unwrap_or_else(|e| panic!("{e}"));
     }
-    let result = build_c(name);
-    built.push((name.to_owned(), result.clone()));
+    let result = build_c(name, wit);
+    built.push((key, result.clone()));
     result.unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn build_c(name: &str) -> Result<PathBuf, String> {
+fn build_c(name: &str, wit: &str) -> Result<PathBuf, String> {
     let source = workspace().join("c").join(name);
-    let out = workspace().join("target/c").join(name);
+    let out = workspace().join("target/c").join(wit).join(name);
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
 
     // 1. Bindings, as `wit-bindgen c wasm-plugins/wit --world policy` writes them.
     let mut resolve = wit_parser::Resolve::default();
     let (package, _) = resolve
-        .push_dir(workspace().join("wit"))
+        .push_dir(workspace().join(wit))
         .map_err(|e| format!("the WIT does not parse: {e:#}"))?;
     let world = resolve
         .select_world(&[package], Some("policy"))
@@ -127,6 +138,7 @@ fn build_c(name: &str) -> Result<PathBuf, String> {
         .map_err(|e| format!("making a component of the C plugin {name}: {e:#}"))?;
     let path = workspace()
         .join("target/c")
+        .join(wit)
         .join(format!("{}.wasm", name.replace('-', "_")));
     std::fs::write(&path, component).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path)

@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use accord_policies::plugin::{
-    BackendStats, CallContext, Decision, Indicator, Isolation, OnError, Plugin, PluginEngine,
-    PluginSpec, RequestHead, ResponseHead, RouteSnapshot, ScriptedSla, SlaState, Verdict,
-    WindowStats,
+    BackendStats, CallContext, Decision, HeaderEdit, Indicator, Isolation, OnError, Plugin,
+    PluginEngine, PluginSpec, RequestHead, ResponseHead, RouteSnapshot, ScriptedSla, SlaState,
+    Verdict, WindowStats,
 };
 use serde::Deserialize;
 
@@ -58,6 +58,7 @@ fn spec(file: &Path, config: String, limits: ToolLimits) -> PluginSpec {
         on_error: OnError::Reject,
         isolation: Isolation::Pooled,
         response_body: usize::MAX,
+        request_body: usize::MAX,
     }
 }
 
@@ -147,7 +148,7 @@ pub async fn check(file: &Path, config: Option<&str>) -> Result<String, String> 
         percentile_micros(&times, 0.5),
         percentile_micros(&times, 0.99)
     );
-    let _ = writeln!(out, "ok: a valid accord:policy@0.1.0 plugin");
+    let _ = writeln!(out, "ok: a valid {} plugin", plugin.version().name());
     Ok(out)
 }
 
@@ -162,6 +163,8 @@ async fn time_calls(
         method: "GET".into(),
         path: "/".into(),
         content_length: None,
+        request_id: "check".into(),
+        client_ip: "127.0.0.1".into(),
     };
     let mut times = Vec::with_capacity(n);
     for _ in 0..n {
@@ -269,6 +272,10 @@ struct CaseRequest {
     path: String,
     query: Option<String>,
     headers: BTreeMap<String, String>,
+    /// What `request.body` returns.
+    body: Option<String>,
+    request_id: String,
+    client_ip: String,
 }
 
 impl Default for CaseRequest {
@@ -278,6 +285,9 @@ impl Default for CaseRequest {
             path: "/".into(),
             query: None,
             headers: BTreeMap::new(),
+            body: None,
+            request_id: "case".into(),
+            client_ip: "127.0.0.1".into(),
         }
     }
 }
@@ -316,6 +326,8 @@ struct CaseWindow {
     window: String,
     #[serde(default)]
     total: Option<f64>,
+    #[serde(default)]
+    valid: Option<f64>,
     #[serde(default)]
     good: f64,
     #[serde(default)]
@@ -370,6 +382,10 @@ struct ExpectDecision {
     reason_contains: Option<String>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    /// Headers of the request the backend would get, after the plugin's changes (`null`:
+    /// absent).
+    #[serde(default)]
+    backend_headers: BTreeMap<String, Option<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -408,9 +424,18 @@ impl VerdictKind {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ExpectVerdict {
+    #[serde(default = "keep")]
     verdict: VerdictKind,
     #[serde(default)]
     reason: Option<String>,
+    /// Headers of the response the client would get, after the plugin's changes (`null`:
+    /// absent).
+    #[serde(default)]
+    client_headers: BTreeMap<String, Option<String>>,
+}
+
+fn keep() -> VerdictKind {
+    VerdictKind::Keep
 }
 
 /// What `accord plugin test` found.
@@ -512,7 +537,7 @@ pub async fn test(file: &Path, cases_path: &Path) -> Result<TestOutcome, String>
 
 /// Runs one case; returns what differed from the expectations.
 /// The windows a route snapshot reports traffic for, and those it reports burn rates for.
-const SNAPSHOT_WINDOWS: [&str; 2] = ["5m", "1h"];
+const SNAPSHOT_WINDOWS: [&str; 7] = ["5m", "30m", "1h", "2h", "6h", "1d", "3d"];
 const BURN_RATE_WINDOWS: [&str; 7] = ["5m", "30m", "1h", "2h", "6h", "1d", "3d"];
 
 /// What the YAML's types cannot say: window names the gateway reports, and a response for
@@ -577,21 +602,37 @@ async fn run_case(plugin: &Plugin, route: &CaseRoute, case: &Case) -> Vec<String
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok()),
+        request_id: case.request.request_id.clone(),
+        client_ip: case.request.client_ip.clone(),
     };
     let call = CallContext {
-        request: Some(parts),
+        request: Some(parts.clone()),
+        request_body: case
+            .request
+            .body
+            .as_ref()
+            .map(|b| bytes::Bytes::from(b.clone())),
         sla: Some(SlaState::Scripted(Arc::new(scripted))),
         backends: backends.into(),
         ..CallContext::default()
     };
-    let (decision, call) = plugin.on_request(&head, call).await;
+    let (decision, mut call) = plugin.on_request(&head, call).await;
     let decision = match decision {
         Ok(decision) => decision,
         Err(e) => return vec![format!("on-request failed: {e}")],
     };
     if let Some(expected) = &case.expect {
         compare_decision(&decision, expected, &mut problems);
+        let mut headers = parts.headers.clone();
+        HeaderEdit::apply_all(&mut call.request_edits, &mut headers);
+        compare_headers(
+            "the backend's request",
+            &headers,
+            &expected.backend_headers,
+            &mut problems,
+        );
     }
+    call.request = None;
 
     if let Some(response) = &case.response {
         run_response(plugin, call, &decision, response, case, &mut problems).await;
@@ -603,7 +644,12 @@ async fn run_case(plugin: &Plugin, route: &CaseRoute, case: &Case) -> Vec<String
 fn scripted_sla(route: &CaseRoute, case: &Case, backends: &[Arc<str>]) -> ScriptedSla {
     ScriptedSla {
         now_ms: case.now_ms,
-        route: case.sla.as_ref().map(|sla| snapshot(&route.id, sla)),
+        route: case.sla.as_ref().map(|sla| {
+            let now_ms = case
+                .now_ms
+                .unwrap_or_else(|| accord_policies::sla::Clock::system().now_ms());
+            snapshot(&route.id, sla, now_ms)
+        }),
         backends: case
             .backends
             .iter()
@@ -663,11 +709,47 @@ async fn run_response(
         latency_ms: response.latency_ms.unwrap_or(10.0),
         class: accord_policies::classify(status, None).into(),
     };
-    let (verdict, _) = plugin.on_response(&head, call).await;
+    let (verdict, mut call) = plugin.on_response(&head, call).await;
     match (verdict, &case.expect_response) {
         (Err(e), _) => problems.push(format!("on-response failed: {e}")),
-        (Ok(verdict), Some(expected)) => compare_verdict(&verdict, expected, problems),
+        (Ok(verdict), Some(expected)) => {
+            compare_verdict(&verdict, expected, problems);
+            let mut headers = (*call.response_headers.take().unwrap_or_default()).clone();
+            HeaderEdit::apply_all(&mut call.response_edits, &mut headers);
+            compare_headers(
+                "the client's response",
+                &headers,
+                &expected.client_headers,
+                problems,
+            );
+        }
         (Ok(_), None) => {}
+    }
+}
+
+/// Compares the headers a message would have after the plugin's changes with the case's
+/// expectations (`None`: the header must be absent).
+fn compare_headers(
+    what: &str,
+    headers: &http::HeaderMap,
+    expected: &BTreeMap<String, Option<String>>,
+    problems: &mut Vec<String>,
+) {
+    for (name, want) in expected {
+        let got: Vec<&str> = headers
+            .get_all(name.as_str())
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let got = (!got.is_empty()).then(|| got.join(", "));
+        if got.as_deref() != want.as_deref() {
+            problems.push(format!(
+                "{what}: expected {name} {}, got {}",
+                want.as_ref()
+                    .map_or("absent".to_owned(), |v| format!("{v:?}")),
+                got.map_or("absent".to_owned(), |v| format!("{v:?}"))
+            ));
+        }
     }
 }
 
@@ -688,9 +770,10 @@ fn request_parts(request: &CaseRequest) -> Result<http::request::Parts, String> 
         .map_err(|e| format!("the request is not valid HTTP: {e}"))
 }
 
-fn snapshot(route: &str, sla: &CaseSla) -> RouteSnapshot {
+fn snapshot(route: &str, sla: &CaseSla, now_ms: i64) -> RouteSnapshot {
     RouteSnapshot {
         route: route.to_owned(),
+        at_ms: now_ms,
         status: sla.status.clone().unwrap_or_else(|| {
             if sla.budget_exhausted {
                 "budget_exhausted".into()
@@ -721,6 +804,7 @@ fn snapshot(route: &str, sla: &CaseSla) -> RouteSnapshot {
                 total: w
                     .total
                     .unwrap_or(w.good + w.bad + w.throttled + w.rejected + w.client_error),
+                valid: w.valid.unwrap_or(w.good + w.bad),
                 good: w.good,
                 bad: w.bad,
                 throttled: w.throttled,

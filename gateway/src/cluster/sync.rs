@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use accord_policies::plugin::shared_rates::SharedRateRegistry;
+use accord_policies::plugin::PluginShares;
+use accord_policies::plugin::state::ValueEntry;
 use accord_policies::sla::engine::BreachEvent;
 use accord_policies::sla::meter::{MINUTES_KEPT, Meter, Minute, Rollup};
 use accord_policies::sla::{RouteSla, SlaEngine};
@@ -31,7 +32,7 @@ const CONCURRENCY: usize = 64;
 pub fn spawn(
     config: &Cluster,
     engine: Arc<SlaEngine>,
-    plugin_rates: Arc<SharedRateRegistry>,
+    plugin_shares: PluginShares,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> (Arc<ClusterStatus>, JoinHandle<()>) {
     let started_ms = engine.clock().now_ms();
@@ -54,7 +55,7 @@ pub fn spawn(
         routes: HashMap::new(),
         events: Events::new(started_ms),
         engine,
-        plugin_rates,
+        plugin_shares,
         published_rates: HashMap::new(),
     };
     let task = tokio::spawn(async move {
@@ -98,8 +99,8 @@ struct Sync {
     written_through: Minute,
     routes: HashMap<Arc<str>, RouteSync>,
     events: Events,
-    /// Plugins' `cluster-rate` counts.
-    plugin_rates: Arc<SharedRateRegistry>,
+    /// Plugins' `cluster-rate` counts and `state`.
+    plugin_shares: PluginShares,
     /// Per plugin, the keys whose rates this replica published last time.
     published_rates: HashMap<String, HashSet<String>>,
 }
@@ -123,7 +124,7 @@ impl Sync {
             Ok(replicas) => self.status.synced(now_ms, replicas),
             Err(error) => {
                 // Fail open: plugins limit on this replica's own counts until Redis is back.
-                for (_, rates) in self.plugin_rates.all() {
+                for (_, rates) in self.plugin_shares.rates.all() {
                     rates.set_remote(HashMap::new());
                 }
                 self.status.failed(now_ms, error)
@@ -167,6 +168,7 @@ impl Sync {
         events.sort_by_key(|e| (e.started_ms, e.id));
         self.engine.events().set_cluster_view(events);
         self.share_plugin_rates(&redis, now_ms).await?;
+        self.share_plugin_state(&redis, now_ms).await?;
         Ok(self.views(&peers, now_ms))
     }
 
@@ -354,7 +356,7 @@ impl Sync {
     async fn share_plugin_rates(&mut self, redis: &Redis, now_ms: i64) -> redis::RedisResult<()> {
         let fresh_ms =
             i64::try_from((self.config.sync_interval * 3).as_millis()).unwrap_or(i64::MAX) + 1000;
-        for (plugin, rates) in self.plugin_rates.all() {
+        for (plugin, rates) in self.plugin_shares.rates.all() {
             let local = rates.take_local();
             let key = format!("{}:{{plugin:{plugin}}}:rates", self.prefix);
             let mut pipe = redis::pipe();
@@ -397,6 +399,86 @@ impl Sync {
                 }
             }
             rates.set_remote(remote);
+        }
+        Ok(())
+    }
+
+    /// Publishes the plugins' state changes since the last sync and takes in everyone's.
+    ///
+    /// One hash per plugin: a value is field `v|key`, written by whichever replica changed it
+    /// (`written-ms expires-ms` then the value, `-` for a deletion; the later write wins when
+    /// read); a counter is a field per replica, `c|key|replica`, with that replica's
+    /// increments (`total expires-ms`), summed when read. Expired fields are removed by the
+    /// replica that reads them.
+    async fn share_plugin_state(&mut self, redis: &Redis, now_ms: i64) -> redis::RedisResult<()> {
+        for (plugin, state) in self.plugin_shares.state.all() {
+            let changes = state.take_changes(now_ms);
+            let key = format!("{}:{{plugin:{plugin}}}:state", self.prefix);
+            let mut pipe = redis::pipe();
+            for (name, entry) in &changes.values {
+                let value = entry
+                    .value
+                    .as_deref()
+                    .map_or("-".to_owned(), |v| format!("={v}"));
+                pipe.hset(
+                    &key,
+                    format!("v|{name}"),
+                    format!("{} {} {value}", entry.written_ms, entry.expires_ms),
+                )
+                .ignore();
+            }
+            for (name, total, expires_ms) in &changes.counters {
+                pipe.hset(
+                    &key,
+                    format!("c|{name}|{}", self.key),
+                    format!("{total} {expires_ms}"),
+                )
+                .ignore();
+            }
+            pipe.expire(&key, 2 * 86_400).ignore().hgetall(&key);
+            let (all,): (HashMap<String, String>,) = redis.query(&pipe).await?;
+            let mut values = Vec::new();
+            let mut counters: HashMap<String, (i64, i64)> = HashMap::new();
+            let mut expired = Vec::new();
+            for (field, text) in all {
+                let mut parts = text.splitn(3, ' ');
+                let (Some(first), Some(second)) = (parts.next(), parts.next()) else {
+                    continue;
+                };
+                let (Ok(first), Ok(expires_ms)) = (first.parse::<i64>(), second.parse::<i64>())
+                else {
+                    continue;
+                };
+                if expires_ms <= now_ms {
+                    expired.push(field);
+                    continue;
+                }
+                if let Some(name) = field.strip_prefix("v|") {
+                    let value = match parts.next() {
+                        Some(v) => v.strip_prefix('=').map(str::to_owned),
+                        None => continue,
+                    };
+                    let entry = ValueEntry {
+                        value,
+                        written_ms: first,
+                        expires_ms,
+                    };
+                    values.push((name.to_owned(), entry));
+                } else if let Some(rest) = field.strip_prefix("c|")
+                    && let Some((name, replica)) = rest.rsplit_once('|')
+                    && replica != self.key
+                {
+                    let counter = counters.entry(name.to_owned()).or_default();
+                    counter.0 = counter.0.saturating_add(first);
+                    counter.1 = counter.1.max(expires_ms);
+                }
+            }
+            if !expired.is_empty() {
+                let mut prune = redis::pipe();
+                prune.hdel(&key, expired).ignore();
+                redis.query::<()>(&prune).await?;
+            }
+            state.merge_remote(values, counters, now_ms);
         }
         Ok(())
     }

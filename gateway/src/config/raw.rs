@@ -1057,10 +1057,16 @@ pub struct RawPlugin {
     #[serde(default)]
     pub isolation: RawIsolation,
     /// Buffer up to this much of each response body for the plugin's `on-response` to read
-    /// (`request.response-body`), e.g. to check that it is well-formed JSON. A longer body is
+    /// (`response.body`), e.g. to check that it is well-formed JSON. A longer body is
     /// streamed unread. Default: none (responses stream straight through).
     #[serde(default)]
     pub response_body: Option<Located<ByteSize>>,
+    /// Read up to this much of each request body before the plugin's `on-request`, for it to
+    /// read (`request.body`), e.g. to validate a JSON body against a schema. A longer body is
+    /// forwarded unread (the plugin sees none). Default: none (request bodies are not read
+    /// before the plugins).
+    #[serde(default)]
+    pub request_body: Option<Located<ByteSize>>,
 }
 
 /// A plugin's limits.

@@ -169,7 +169,7 @@ impl Gateway {
             let (status, task) = crate::cluster::spawn(
                 cluster,
                 sla.clone(),
-                plugins.shared_rates().clone(),
+                plugins.shares().clone(),
                 stop_rx,
             );
             tracing::info!(cluster = %cluster.name, replica = %cluster.replica, "cluster mode: sharing SLA state through redis");

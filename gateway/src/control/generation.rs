@@ -7,8 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use accord_adapters::{Backend, Failover, RetryBudget, RouteBackend};
-use accord_policies::plugin::shared_rates::SharedRateRegistry;
-use accord_policies::plugin::{Plugin, PluginEngine, PluginError};
+use accord_policies::plugin::{Plugin, PluginEngine, PluginError, PluginShares};
 use accord_policies::sla::{RouteSla, SlaEngine};
 
 use crate::config::Config;
@@ -31,6 +30,8 @@ pub struct LiveRoute {
     route_key: RouteKey,
     /// The most response body any plugin of the chain reads (0: none is read).
     response_body_limit: usize,
+    /// The most request body any plugin of the chain reads (0: none is read).
+    request_body_limit: usize,
 }
 
 impl LiveRoute {
@@ -52,6 +53,11 @@ impl LiveRoute {
     /// How much of a response body the route's plugins read (0: none).
     pub fn response_body_limit(&self) -> usize {
         self.response_body_limit
+    }
+
+    /// How much of a request body the route's plugins read (0: none).
+    pub fn request_body_limit(&self) -> usize {
+        self.request_body_limit
     }
 
     /// Retries and failover over the route's backends.
@@ -275,6 +281,11 @@ impl LiveRoute {
                 .map(|p| p.spec().response_body)
                 .max()
                 .unwrap_or(0),
+            request_body_limit: chain
+                .iter()
+                .map(|p| p.spec().request_body)
+                .max()
+                .unwrap_or(0),
             plugins: chain,
             backend_ids: route.backends.iter().map(|b| b.backend.clone()).collect(),
             failover: Failover::new(
@@ -353,7 +364,7 @@ pub struct PluginHost {
     engine: std::sync::Mutex<Option<Arc<PluginEngine>>>,
     base_dir: std::path::PathBuf,
     artifact_dir: Option<std::path::PathBuf>,
-    shared_rates: Arc<SharedRateRegistry>,
+    shares: PluginShares,
 }
 
 impl PluginHost {
@@ -365,13 +376,14 @@ impl PluginHost {
             engine: std::sync::Mutex::new(None),
             base_dir,
             artifact_dir,
-            shared_rates: Arc::default(),
+            shares: PluginShares::default(),
         }
     }
 
-    /// The plugins' `cluster-rate` counts, which the cluster sync shares.
-    pub fn shared_rates(&self) -> &Arc<SharedRateRegistry> {
-        &self.shared_rates
+    /// What plugins share (`cluster-rate` counts, `state`), which the cluster sync shares
+    /// with the other replicas.
+    pub fn shares(&self) -> &PluginShares {
+        &self.shares
     }
 
     fn engine(&self) -> Result<Arc<PluginEngine>, BuildError> {
@@ -381,7 +393,7 @@ impl PluginHost {
         }
         let mut created = PluginEngine::new(512, 256 << 20)
             .map_err(BuildError::Engine)?
-            .with_shared_rates(self.shared_rates.clone());
+            .with_shares(self.shares.clone());
         if let Some(dir) = &self.artifact_dir {
             created = created.with_artifact_dir(dir.clone());
         }

@@ -13,7 +13,9 @@
 //! 3. **Admit** ([`admit`]): the declared body size against the route's `max_body` (413 before
 //!    a byte is read), and the route's error-budget protection (shed, strict).
 //! 4. **Request plugins** ([`plugins`]): the route's Wasm plugins in order — allow, reject
-//!    (the first rejection answers), reroute (the backend to try first).
+//!    (the first rejection answers), reroute (the backend to try first) — and their header
+//!    changes. When a plugin reads the request body (`request_body`), the body is prepared
+//!    (phase 5's body half) before them.
 //! 5. **Prepare** ([`body`]): hop-by-hop headers stripped, forwarding headers added, the
 //!    target made origin-form; the body buffered up to `replay_buffer` (replayable) or streamed
 //!    with `max_body` enforced.
@@ -49,7 +51,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use accord_adapters::backend::{ClientAddr, PathParams};
-use accord_adapters::{BoxError, ResponseBody};
+use accord_adapters::{BoxError, ReplayBody, ResponseBody};
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST};
 use http::{HeaderValue, Request, Response};
@@ -113,8 +115,29 @@ where
         return record.finish_with(refusal);
     }
 
-    // 4. Request plugins.
-    let allowed = match plugins::on_request(route, &mut parts, content_length, &mut record).await {
+    // 4. Request plugins; the body is prepared (5) first when one of them reads it.
+    let reads_body = route.request_body_limit() > 0 && !websocket;
+    let (body, plugin_body) = if reads_body {
+        let body = match prepare_body(route, body, content_length, &record).await {
+            ControlFlow::Continue(body) => body,
+            ControlFlow::Break(refusal) => return record.finish_with(refusal),
+        };
+        let read = match &body {
+            ReplayBody::Buffered(bytes) if bytes.len() <= route.request_body_limit() => {
+                Some(bytes.clone())
+            }
+            _ => None,
+        };
+        (Either::Prepared(body), read)
+    } else {
+        (Either::Pending(body), None)
+    };
+    let facts = plugins::RequestFacts {
+        content_length,
+        body: plugin_body,
+        client: conn.client.ip(),
+    };
+    let allowed = match plugins::on_request(route, &mut parts, facts, &mut record).await {
         ControlFlow::Continue(allowed) => allowed,
         ControlFlow::Break(refusal) => return record.finish_with(refusal),
     };
@@ -123,9 +146,12 @@ where
 
     // 5. Prepare.
     prepare_head(&mut parts, websocket, conn, matched.params, route);
-    let body = match prepare_body(route, body, content_length, &record).await {
-        ControlFlow::Continue(body) => body,
-        ControlFlow::Break(refusal) => return record.finish_with(refusal),
+    let body = match body {
+        Either::Prepared(body) => body,
+        Either::Pending(body) => match prepare_body(route, body, content_length, &record).await {
+            ControlFlow::Continue(body) => body,
+            ControlFlow::Break(refusal) => return record.finish_with(refusal),
+        },
     };
 
     // 6. Forward.
@@ -145,14 +171,21 @@ where
     record.finish_with(response)
 }
 
+/// A request body as the client sends it, or made ready for the tries.
+enum Either<B> {
+    Pending(B),
+    Prepared(ReplayBody),
+}
+
 /// The body made ready for the tries ([`body::prepare`]), or the answer when it cannot be:
-/// 413 past the route's `max_body`, 400 when the client's stream failed.
+/// 413 past the route's `max_body`, 400 when the client's stream failed. A body the route's
+/// plugins read is buffered up to their `request_body` too.
 async fn prepare_body<B>(
     route: &crate::control::generation::LiveRoute,
     body: B,
     content_length: Option<u64>,
     record: &Record,
-) -> ControlFlow<Response<ResponseBody>, accord_adapters::ReplayBody>
+) -> ControlFlow<Response<ResponseBody>, ReplayBody>
 where
     B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
     B::Error: Into<BoxError>,
@@ -161,7 +194,7 @@ where
     let prepared = body::prepare(
         body,
         content_length,
-        limits.replay_buffer,
+        limits.replay_buffer.max(route.request_body_limit() as u64),
         limits.max_body,
         route.stats(),
     )

@@ -3,8 +3,9 @@
 //! **Request plugins** (phase 4, after admission): each plugin of the route, in order, sees the
 //! request head and the live SLA state. The first rejection answers the client at once (counted
 //! as rejected); a reroute names the backend to try first; a failing plugin is skipped or, with
-//! `on_error: reject`, refuses the request with 503 `plugin_failed`. The call context is kept
-//! for the response chain.
+//! `on_error: reject`, refuses the request with 503 `plugin_failed`. A plugin's header changes
+//! apply as soon as its call returns (the next plugin sees them; a failed call's are dropped).
+//! The call context is kept for the response chain.
 
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
@@ -15,7 +16,8 @@ use std::task::{Context, Poll};
 use accord_adapters::body::{empty_body, response_body};
 use accord_adapters::{BackendErrorKind, BoxError, ResponseBody};
 use accord_policies::plugin::{
-    CallContext, Decision, OnError, Rejection, RequestHead, ResponseHead, SlaState, Verdict,
+    CallContext, Decision, HeaderEdit, OnError, Rejection, RequestHead, ResponseHead, SlaState,
+    Verdict,
 };
 use accord_policies::{Class, classify};
 use bytes::{Bytes, BytesMut};
@@ -37,12 +39,22 @@ pub(super) struct Allowed {
     pub(super) call: CallContext,
 }
 
+/// What the request plugins see besides the head.
+pub(super) struct RequestFacts {
+    /// The body the client declared.
+    pub(super) content_length: Option<u64>,
+    /// The body, when the route reads it for its plugins and it fit.
+    pub(super) body: Option<Bytes>,
+    /// The peer that connected.
+    pub(super) client: std::net::IpAddr,
+}
+
 /// Runs the route's plugins on the request head (see the module doc). `Break` carries the
 /// response that refuses the request.
 pub(super) async fn on_request(
     route: &LiveRoute,
     parts: &mut Parts,
-    content_length: Option<u64>,
+    facts: RequestFacts,
     record: &mut Record,
 ) -> ControlFlow<Response<ResponseBody>, Option<Allowed>> {
     if route.plugins().is_empty() {
@@ -52,15 +64,18 @@ pub(super) async fn on_request(
         route: route.id().to_string(),
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
-        content_length,
+        content_length: facts.content_length,
+        request_id: record.request_id.clone(),
+        client_ip: facts.client.to_string(),
     };
     // The request head is lent to the plugins for the calls, not copied.
-    let lent = Arc::new(std::mem::replace(
+    let mut lent = Arc::new(std::mem::replace(
         parts,
         http::Request::new(()).into_parts().0,
     ));
     let mut call = CallContext {
         request: Some(lent.clone()),
+        request_body: facts.body,
         sla: route.sla().cloned().map(SlaState::Live),
         backends: route.backend_ids().clone(),
         ..CallContext::default()
@@ -71,6 +86,17 @@ pub(super) async fn on_request(
     for plugin in route.plugins() {
         let (result, returned) = plugin.on_request(&head, call).await;
         call = returned;
+        if result.is_err() {
+            call.request_edits.clear();
+        }
+        if !call.request_edits.is_empty() {
+            // Lent to no call now: the head can change in place.
+            call.request = None;
+            if let Some(parts) = Arc::get_mut(&mut lent) {
+                HeaderEdit::apply_all(&mut call.request_edits, &mut parts.headers);
+            }
+            call.request = Some(lent.clone());
+        }
         let name = plugin.spec().name.as_str();
         match result {
             Ok(Decision::Allow) => {}
@@ -102,6 +128,7 @@ pub(super) async fn on_request(
         }
     }
     call.request = None;
+    call.request_body = None;
     *parts = Arc::try_unwrap(lent).unwrap_or_else(|shared| (*shared).clone());
     record.annotations = std::mem::take(&mut call.annotations);
     record.annotations.append(&mut decisions);
@@ -175,13 +202,23 @@ pub(super) async fn on_response(
             }
         }
     }
-    let lent = Arc::new(std::mem::take(response.headers_mut()));
+    let mut lent = Arc::new(std::mem::take(response.headers_mut()));
     call.response_headers = Some(lent.clone());
     let mut verdict = None;
     let mut verdicts = Vec::new();
     for plugin in route.plugins().iter().rev() {
         let (result, returned) = plugin.on_response(&head, call).await;
         call = returned;
+        if result.is_err() {
+            call.response_edits.clear();
+        }
+        if !call.response_edits.is_empty() {
+            call.response_headers = None;
+            if let Some(headers) = Arc::get_mut(&mut lent) {
+                HeaderEdit::apply_all(&mut call.response_edits, headers);
+            }
+            call.response_headers = Some(lent.clone());
+        }
         let name = plugin.spec().name.as_str();
         match result {
             Ok(Verdict::Keep) => {}

@@ -7,13 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use super::PluginShares;
 use super::artifacts::{ArtifactCache, ArtifactSource};
-use super::bindings::{Policy, PolicyPre};
 use super::host::{HostState, PluginShared};
-use super::shared_rates::SharedRateRegistry;
+use super::versions::{self, GuestPre, WorldVersion};
 use super::{Breaker, Plugin, PluginError, PluginSpec, PluginStats};
 
 pub(super) const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -23,7 +23,7 @@ pub struct PluginEngine {
     pub(super) engine: Engine,
     linker: Linker<HostState>,
     artifacts: ArtifactCache,
-    shared_rates: Arc<SharedRateRegistry>,
+    shares: PluginShares,
     _ticker: EpochTicker,
 }
 
@@ -67,8 +67,7 @@ impl PluginEngine {
         let engine = Engine::new(&config).map_err(error)?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(error)?;
-        Policy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
-            .map_err(error)?;
+        versions::add_to_linker(&mut linker).map_err(error)?;
         let stop = Arc::new(AtomicBool::new(false));
         let ticking = engine.clone();
         let stopped = stop.clone();
@@ -86,7 +85,7 @@ impl PluginEngine {
             })?;
         Ok(Self {
             artifacts: ArtifactCache::new(&engine, None),
-            shared_rates: Arc::default(),
+            shares: PluginShares::default(),
             engine,
             linker,
             _ticker: EpochTicker { stop },
@@ -100,10 +99,10 @@ impl PluginEngine {
         self
     }
 
-    /// Shares `cluster-rate` counts through `registry` (which the cluster sync reads) instead
-    /// of keeping them to this engine.
-    pub fn with_shared_rates(mut self, registry: Arc<SharedRateRegistry>) -> Self {
-        self.shared_rates = registry;
+    /// Keeps what plugins share (`cluster-rate` counts, `state`) in `shares`, which outlive
+    /// this engine's reloads and which the cluster sync reads, instead of in this engine.
+    pub fn with_shares(mut self, shares: PluginShares) -> Self {
+        self.shares = shares;
         self
     }
 
@@ -164,20 +163,26 @@ impl PluginEngine {
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
             error(format!("it needs imports this gateway does not give (only accord:policy and WASI without files or network): {e:#}"))
         })?;
-        let pre = PolicyPre::new(instance_pre).map_err(|e| {
+        let version = WorldVersion::of(&component, &self.engine);
+        let pre = GuestPre::new(version, instance_pre).map_err(|e| {
             error(format!(
-                "it does not implement the accord:policy world: {e:#}"
+                "it does not implement the {} world: {e:#}",
+                version.name()
             ))
         })?;
         let plugin = Plugin {
             shared: Arc::new(PluginShared {
                 name: spec.name.clone().into(),
                 rates: pingora_limits::rate::Rate::new(Duration::from_secs(1)),
-                cluster_rates: self.shared_rates.plugin(&spec.name),
+                cluster_rates: self.shares.rates.plugin(&spec.name),
+                state: self.shares.state.plugin(&spec.name),
+                request_body: spec.request_body,
+                response_body: spec.response_body,
                 counters: Mutex::new(HashMap::new()),
                 histograms: Mutex::new(HashMap::new()),
             }),
             engine: self.clone(),
+            version,
             pre,
             pool: Mutex::new(Vec::new()),
             stats: PluginStats::default(),

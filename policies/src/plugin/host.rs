@@ -1,9 +1,10 @@
 //! The host side of the interface: each store's state and the imports plugins call (the
-//! request, request-local storage, SLA state, rates, telemetry).
+//! request and response, request-local storage, plugin state, SLA state, rates, telemetry).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora_limits::rate::{PROPORTIONAL_RATE_ESTIMATE_CALC_FN, Rate};
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
@@ -24,8 +25,14 @@ pub struct CallContext {
     pub request: Option<Arc<http::request::Parts>>,
     /// The response head, in `on-response`.
     pub response_headers: Option<Arc<http::HeaderMap>>,
-    /// The response body, in `on-response`, when the plugin asked for it and it fit.
+    /// The response body, in `on-response`, when the route reads it and it fit.
     pub response_body: Option<bytes::Bytes>,
+    /// The request body, when the route reads it for plugins and it fit.
+    pub request_body: Option<bytes::Bytes>,
+    /// Header changes the last call made to the request towards the backend.
+    pub request_edits: Vec<HeaderEdit>,
+    /// Header changes the last call made to the response towards the client.
+    pub response_edits: Vec<HeaderEdit>,
     /// The route's SLA state; none when the route has no objective.
     pub sla: Option<SlaState>,
     /// The route's backend ids, in its order.
@@ -34,6 +41,75 @@ pub struct CallContext {
     pub locals: HashMap<String, String>,
     /// Annotations for the access log.
     pub annotations: Vec<(String, String)>,
+}
+
+/// A plugin's change to a request's or response's headers, validated when it was asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeaderEdit {
+    /// Replace every value.
+    Set(HeaderName, HeaderValue),
+    /// Add a value.
+    Add(HeaderName, HeaderValue),
+    /// Remove every value.
+    Remove(HeaderName),
+}
+
+impl HeaderEdit {
+    /// Applies the changes in order, emptying `edits`.
+    pub fn apply_all(edits: &mut Vec<HeaderEdit>, headers: &mut HeaderMap) {
+        for edit in edits.drain(..) {
+            match edit {
+                HeaderEdit::Set(name, value) => {
+                    headers.insert(name, value);
+                }
+                HeaderEdit::Add(name, value) => {
+                    headers.append(name, value);
+                }
+                HeaderEdit::Remove(name) => {
+                    headers.remove(name);
+                }
+            }
+        }
+    }
+}
+
+/// Headers a plugin may not change: hop-by-hop and framing headers (the gateway owns the
+/// connection and the body's framing), `host` (routing already used it) and the request id.
+const PROTECTED_HEADERS: [&str; 11] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "host",
+    "x-request-id",
+    "proxy-authorization",
+];
+
+/// Most header changes one request or response takes (per plugin call).
+const MAX_EDITS: usize = 64;
+
+fn header_edit(
+    edits: &[HeaderEdit],
+    name: &str,
+    value: Option<&str>,
+) -> Result<(HeaderName, Option<HeaderValue>), String> {
+    let name = HeaderName::try_from(name).map_err(|_| format!("{name:?} is not a header name"))?;
+    if PROTECTED_HEADERS.contains(&name.as_str()) {
+        return Err(format!("the gateway owns the {name} header"));
+    }
+    if edits.len() >= MAX_EDITS {
+        return Err(format!("at most {MAX_EDITS} header changes per call"));
+    }
+    let value = value
+        .map(|v| {
+            HeaderValue::from_str(v).map_err(|_| format!("{v:?} is not a valid value for {name}"))
+        })
+        .transpose()?;
+    Ok((name, value))
 }
 
 /// Where a call's SLA state comes from.
@@ -64,6 +140,12 @@ pub(super) struct PluginShared {
     pub(super) rates: Rate,
     /// Rates shared across a cluster's replicas (`cluster-rate.observe`).
     pub(super) cluster_rates: Arc<super::shared_rates::SharedRates>,
+    /// Key-value state (`state`), shared by the plugin's instances (and the cluster's replicas).
+    pub(super) state: Arc<super::state::PluginState>,
+    /// The request body size the operator lets this plugin read (`request_body`).
+    pub(super) request_body: usize,
+    /// The response body size the operator lets this plugin read (`response_body`).
+    pub(super) response_body: usize,
     pub(super) counters: Mutex<HashMap<String, u64>>,
     pub(super) histograms: Mutex<HashMap<String, PluginHistogram>>,
 }
@@ -147,46 +229,152 @@ impl WasiView for HostState {
 
 impl wit::Host for HostState {}
 
+impl HostState {
+    /// The gateway's clock, as the call sees it (a scripted case's time in `plugin test`).
+    pub(super) fn now_ms(&self) -> i64 {
+        match &self.call.sla {
+            Some(SlaState::Live(route)) => route.clock().now_ms(),
+            Some(SlaState::Scripted(scripted)) if scripted.now_ms.is_some() => {
+                scripted.now_ms.unwrap_or_default()
+            }
+            _ => crate::sla::Clock::system().now_ms(),
+        }
+    }
+}
+
+fn first_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn every_header(headers: &HeaderMap) -> Vec<wit::HttpHeader> {
+    headers
+        .iter()
+        .filter_map(|(k, v)| {
+            Some(wit::HttpHeader {
+                name: k.as_str().to_owned(),
+                value: v.to_str().ok()?.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// A body the plugin may read: what the route buffered, within the plugin's own limit.
+fn readable(body: Option<&bytes::Bytes>, limit: usize) -> Option<Vec<u8>> {
+    body.filter(|b| b.len() <= limit).map(|b| b.to_vec())
+}
+
 impl bindings::accord::policy::request::Host for HostState {
     fn header(&mut self, name: String) -> Option<String> {
-        let request = self.call.request.as_ref()?;
-        request
-            .headers
-            .get(name.as_str())
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
+        first_value(&self.call.request.as_ref()?.headers, &name)
     }
 
     fn headers(&mut self) -> Vec<wit::HttpHeader> {
-        let Some(request) = self.call.request.as_ref() else {
-            return Vec::new();
-        };
-        request
-            .headers
-            .iter()
-            .filter_map(|(k, v)| {
-                Some(wit::HttpHeader {
-                    name: k.as_str().to_owned(),
-                    value: v.to_str().ok()?.to_owned(),
-                })
-            })
-            .collect()
+        self.call
+            .request
+            .as_ref()
+            .map_or_else(Vec::new, |r| every_header(&r.headers))
     }
 
     fn query(&mut self) -> Option<String> {
         self.call.request.as_ref()?.uri.query().map(str::to_owned)
     }
 
-    fn response_body(&mut self) -> Option<Vec<u8>> {
-        self.call.response_body.as_ref().map(|b| b.to_vec())
+    fn body(&mut self) -> Option<Vec<u8>> {
+        readable(self.call.request_body.as_ref(), self.shared.request_body)
     }
 
-    fn response_header(&mut self, name: String) -> Option<String> {
-        let headers = self.call.response_headers.as_ref()?;
-        headers
-            .get(name.as_str())
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
+    fn set_header(&mut self, name: String, value: String) -> Result<(), String> {
+        self.edit_request(&name, Some(&value), HeaderEdit::Set)
+    }
+
+    fn add_header(&mut self, name: String, value: String) -> Result<(), String> {
+        self.edit_request(&name, Some(&value), HeaderEdit::Add)
+    }
+
+    fn remove_header(&mut self, name: String) -> Result<(), String> {
+        self.edit_request(&name, None, |name, _| HeaderEdit::Remove(name))
+    }
+}
+
+impl bindings::accord::policy::response::Host for HostState {
+    fn header(&mut self, name: String) -> Option<String> {
+        first_value(self.call.response_headers.as_ref()?, &name)
+    }
+
+    fn headers(&mut self) -> Vec<wit::HttpHeader> {
+        self.call
+            .response_headers
+            .as_ref()
+            .map_or_else(Vec::new, |h| every_header(h))
+    }
+
+    fn body(&mut self) -> Option<Vec<u8>> {
+        readable(self.call.response_body.as_ref(), self.shared.response_body)
+    }
+
+    fn set_header(&mut self, name: String, value: String) -> Result<(), String> {
+        self.edit_response(&name, Some(&value), HeaderEdit::Set)
+    }
+
+    fn add_header(&mut self, name: String, value: String) -> Result<(), String> {
+        self.edit_response(&name, Some(&value), HeaderEdit::Add)
+    }
+
+    fn remove_header(&mut self, name: String) -> Result<(), String> {
+        self.edit_response(&name, None, |name, _| HeaderEdit::Remove(name))
+    }
+}
+
+impl HostState {
+    fn edit_request(
+        &mut self,
+        name: &str,
+        value: Option<&str>,
+        edit: impl FnOnce(HeaderName, HeaderValue) -> HeaderEdit,
+    ) -> Result<(), String> {
+        if self.call.request.is_none() {
+            return Err("request headers can only be changed in on-request".into());
+        }
+        let (name, value) = header_edit(&self.call.request_edits, name, value)?;
+        let value = value.unwrap_or_else(|| HeaderValue::from_static(""));
+        self.call.request_edits.push(edit(name, value));
+        Ok(())
+    }
+
+    fn edit_response(
+        &mut self,
+        name: &str,
+        value: Option<&str>,
+        edit: impl FnOnce(HeaderName, HeaderValue) -> HeaderEdit,
+    ) -> Result<(), String> {
+        if self.call.response_headers.is_none() {
+            return Err("response headers can only be changed in on-response".into());
+        }
+        let (name, value) = header_edit(&self.call.response_edits, name, value)?;
+        let value = value.unwrap_or_else(|| HeaderValue::from_static(""));
+        self.call.response_edits.push(edit(name, value));
+        Ok(())
+    }
+}
+
+impl bindings::accord::policy::state::Host for HostState {
+    fn get(&mut self, key: String) -> Option<String> {
+        self.shared.state.get(&key, self.now_ms())
+    }
+
+    fn set(&mut self, key: String, value: String, ttl_ms: u64) -> Result<(), String> {
+        self.shared.state.set(&key, &value, ttl_ms, self.now_ms())
+    }
+
+    fn delete(&mut self, key: String) -> bool {
+        self.shared.state.delete(&key, self.now_ms())
+    }
+
+    fn incr(&mut self, key: String, delta: i64, ttl_ms: u64) -> Result<i64, String> {
+        self.shared.state.incr(&key, delta, ttl_ms, self.now_ms())
     }
 }
 
@@ -266,6 +454,7 @@ fn snapshot(sla: &RouteSla) -> wit::RouteSnapshot {
             wit::WindowStats {
                 window: w.window.to_owned(),
                 total: w.total(),
+                valid: w.valid,
                 good: count(Class::Good),
                 bad: count(Class::Bad),
                 throttled: count(Class::Throttled),
@@ -278,6 +467,7 @@ fn snapshot(sla: &RouteSla) -> wit::RouteSnapshot {
         .collect();
     wit::RouteSnapshot {
         route: sla.id().to_string(),
+        at_ms: view.at_ms,
         status: if sla.is_budget_exhausted() {
             "budget_exhausted".into()
         } else if sla.is_paging() {
@@ -320,13 +510,7 @@ impl bindings::accord::policy::cluster_rate::Host for HostState {
 
 impl bindings::accord::policy::clock::Host for HostState {
     fn now_ms(&mut self) -> i64 {
-        match &self.call.sla {
-            Some(SlaState::Live(route)) => route.clock().now_ms(),
-            Some(SlaState::Scripted(scripted)) if scripted.now_ms.is_some() => {
-                scripted.now_ms.unwrap_or_default()
-            }
-            _ => crate::sla::Clock::system().now_ms(),
-        }
+        HostState::now_ms(self)
     }
 }
 

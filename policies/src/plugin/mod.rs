@@ -1,5 +1,5 @@
 //! The WebAssembly plugin host: SLA policy plugins as components of the `accord:policy` world
-//! (`wasm-plugins/wit/policy.wit`), run on wasmtime.
+//! (`wasm-plugins/wit/policy.wit`, 0.2.0; 0.1.0's plugins keep loading), run on wasmtime.
 //!
 //! * One [`PluginEngine`] per gateway: the component model, the pooling allocator, and epoch
 //!   interruption driven by a 1 ms ticker thread, so every call has a deadline.
@@ -28,10 +28,13 @@ mod artifacts;
 mod engine;
 mod host;
 pub mod shared_rates;
+pub mod state;
+mod versions;
 
 pub use artifacts::ArtifactSource;
 pub use engine::PluginEngine;
-pub use host::{CallContext, HostState, PluginHistogram, ScriptedSla, SlaState};
+pub use host::{CallContext, HeaderEdit, HostState, PluginHistogram, ScriptedSla, SlaState};
+pub use versions::WorldVersion;
 
 use engine::EPOCH_TICK;
 use host::{MemoryLimit, PluginShared};
@@ -51,7 +54,7 @@ pub use bindings::accord::policy::types::{
     BackendStats, Decision, HttpHeader, Indicator, OutcomeClass, Rejection, RequestHead,
     ResponseHead, RouteSnapshot, Verdict, WindowStats,
 };
-use bindings::{Policy, PolicyPre};
+use versions::{Guest, GuestPre};
 
 /// How a response's class reads in the plugin interface. A response exists, so its client has
 /// not gone away: [`Class::Cancelled`] never reaches `on-response` (0.1.0 has no such case).
@@ -65,6 +68,16 @@ impl From<crate::Class> for OutcomeClass {
             crate::Class::ClientError | crate::Class::Cancelled => OutcomeClass::ClientError,
         }
     }
+}
+
+/// What plugins keep beyond one engine, by plugin name: their `cluster-rate` counts and their
+/// `state`. Kept across reloads; the cluster sync shares both with the other replicas.
+#[derive(Debug, Default, Clone)]
+pub struct PluginShares {
+    /// `cluster-rate` counts.
+    pub rates: Arc<shared_rates::SharedRateRegistry>,
+    /// Key-value state.
+    pub state: Arc<state::PluginStateRegistry>,
 }
 
 /// What a failing plugin's requests get.
@@ -101,8 +114,11 @@ pub struct PluginSpec {
     /// Instance sharing.
     pub isolation: Isolation,
     /// How much of a response body the gateway buffers for `on-response` to read
-    /// (`request.response-body`); 0 for none. A longer body is streamed unread.
+    /// (`response.body`); 0 for none. A longer body is streamed unread.
     pub response_body: usize,
+    /// How much of a request body the gateway reads before `on-request` (`request.body`); 0
+    /// for none. A longer body is forwarded unread.
+    pub request_body: usize,
 }
 
 /// A plugin failed.
@@ -205,7 +221,8 @@ const BREAKER_COOL_DOWN: Duration = Duration::from_secs(30);
 pub struct Plugin {
     spec: PluginSpec,
     engine: Arc<PluginEngine>,
-    pre: PolicyPre<HostState>,
+    version: WorldVersion,
+    pre: GuestPre,
     pool: Mutex<Vec<Instance>>,
     shared: Arc<PluginShared>,
     stats: PluginStats,
@@ -223,7 +240,7 @@ impl std::fmt::Debug for Plugin {
 
 struct Instance {
     store: Store<HostState>,
-    policy: Policy,
+    policy: Guest,
 }
 
 /// The outcome of calling a plugin.
@@ -233,6 +250,11 @@ impl Plugin {
     /// The plugin's settings.
     pub fn spec(&self) -> &PluginSpec {
         &self.spec
+    }
+
+    /// The version of the world it implements.
+    pub fn version(&self) -> WorldVersion {
+        self.version
     }
 
     /// The plugin's counters.
@@ -299,12 +321,12 @@ impl Plugin {
         store.set_epoch_deadline(self.deadline_ticks());
         let policy = self
             .pre
-            .instantiate_async(&mut store)
+            .instantiate(&mut store)
             .await
             .map_err(|e| error(format!("cannot instantiate: {e:#}")))?;
         self.stats.instantiations.fetch_add(1, Relaxed);
         store.set_epoch_deadline(self.deadline_ticks());
-        match policy.call_configure(&mut store, &self.spec.config).await {
+        match policy.configure(&mut store, &self.spec.config).await {
             Ok(Ok(())) => Ok(Instance { store, policy }),
             Ok(Err(message)) => Err(error(format!(
                 "configure refused its configuration: {message}"
@@ -360,7 +382,7 @@ impl Plugin {
         &self,
         hook: Hook,
         call: CallContext,
-        f: impl AsyncFnOnce(&Policy, &mut Store<HostState>) -> wasmtime::Result<T>,
+        f: impl AsyncFnOnce(&Guest, &mut Store<HostState>) -> wasmtime::Result<T>,
     ) -> (CallResult<T>, CallContext) {
         if self.breaker_open() {
             self.stats.bypassed.fetch_add(1, Relaxed);
@@ -432,8 +454,8 @@ impl Plugin {
             .run(
                 Hook::OnRequest,
                 call,
-                async |policy: &Policy, store: &mut Store<HostState>| {
-                    policy.call_on_request(store, head).await
+                async |policy: &Guest, store: &mut Store<HostState>| {
+                    policy.on_request(store, head).await
                 },
             )
             .await;
@@ -468,13 +490,15 @@ impl Plugin {
             method: "GET".into(),
             path: "/".into(),
             content_length: None,
+            request_id: "canary".into(),
+            client_ip: "127.0.0.1".into(),
         };
         let (result, _) = self
             .run(
                 Hook::Canary,
                 CallContext::default(),
-                async |policy: &Policy, store: &mut Store<HostState>| {
-                    policy.call_on_request(store, &head).await
+                async |policy: &Guest, store: &mut Store<HostState>| {
+                    policy.on_request(store, &head).await
                 },
             )
             .await;
@@ -494,8 +518,8 @@ impl Plugin {
             .run(
                 Hook::OnResponse,
                 call,
-                async |policy: &Policy, store: &mut Store<HostState>| {
-                    policy.call_on_response(store, head).await
+                async |policy: &Guest, store: &mut Store<HostState>| {
+                    policy.on_response(store, head).await
                 },
             )
             .await;

@@ -16,7 +16,7 @@ use arc_swap::ArcSwapOption;
 use serde::{Deserialize, Serialize};
 
 use super::clock::{Clock, UnixMillis, minute_of};
-use super::meter::{Meter, Minute};
+use super::meter::{Aggregate, Meter, Minute};
 use super::objective::{Indicator, Objective, Severity, budget, burn_rate};
 use crate::Class;
 
@@ -357,9 +357,11 @@ pub struct BackendView {
 /// (`sla.route()`) without recomputing windows per call.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RouteView {
+    /// When it was evaluated (the engine's clock); 0 before the first evaluation.
+    pub at_ms: UnixMillis,
     /// Per SLI of the objective.
     pub indicators: Vec<IndicatorView>,
-    /// Recent traffic: the 5m and 1h windows.
+    /// Traffic over each standard window (`5m` … `3d`).
     pub windows: Vec<WindowView>,
 }
 
@@ -381,13 +383,16 @@ pub struct IndicatorView {
 /// Traffic over one window in a [`RouteView`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowView {
-    /// `5m` or `1h`.
+    /// `5m` … `3d`.
     pub window: &'static str,
     /// Requests per class, indexed by [`Class::index`].
     pub by_class: [f64; Class::ALL.len()],
-    /// Median latency, in milliseconds.
+    /// The requests the availability objective counts (good and bad; throttled, rejected,
+    /// client errors and early cancellations are not valid events).
+    pub valid: f64,
+    /// Median latency, in milliseconds (windows up to 1h).
     pub p50_ms: Option<f64>,
-    /// p99 latency, in milliseconds.
+    /// p99 latency, in milliseconds (windows up to 1h).
     pub p99_ms: Option<f64>,
 }
 
@@ -398,8 +403,8 @@ impl WindowView {
     }
 }
 
-/// The windows a [`RouteView`] reports traffic for.
-const VIEW_WINDOWS: [(&str, u64); 2] = [("5m", 300), ("1h", 3600)];
+/// The longest window (seconds) a [`RouteView`] gives latency quantiles for.
+const VIEW_LATENCY_UP_TO: u64 = 3600;
 
 #[derive(Debug, Default)]
 struct BreachState {
@@ -802,6 +807,21 @@ impl RouteSla {
         let slo_counts = self
             .meter
             .window_counts(now, self.objective.window.covered(now_ms));
+        // Each standard window once: its counts serve every SLI's burn rate and the traffic
+        // view; latency quantiles only up to `VIEW_LATENCY_UP_TO` (merging days of histograms
+        // every evaluation would cost more than it tells).
+        let aggregates: Vec<(&'static str, u64, Aggregate)> = super::objective::WINDOWS
+            .iter()
+            .map(|(name, secs)| {
+                let length = Duration::from_secs(*secs);
+                let aggregate = if *secs <= VIEW_LATENCY_UP_TO {
+                    self.meter.window(now, length)
+                } else {
+                    self.meter.window_counts(now, length)
+                };
+                (*name, *secs, aggregate)
+            })
+            .collect();
         let indicators = self
             .objective
             .indicators()
@@ -813,33 +833,37 @@ impl RouteSla {
                     target,
                     attainment: events.ratio(),
                     budget_remaining: budget(events, target).remaining_ratio,
-                    burn_rates: super::objective::WINDOWS
+                    burn_rates: aggregates
                         .iter()
-                        .map(|(name, secs)| {
-                            let counts = self.meter.window_counts(now, Duration::from_secs(*secs));
+                        .map(|(name, _, counts)| {
                             (
                                 *name,
-                                burn_rate(self.objective.events(indicator, &counts), target),
+                                burn_rate(self.objective.events(indicator, counts), target),
                             )
                         })
                         .collect(),
                 }
             })
             .collect();
-        let windows = VIEW_WINDOWS
+        let windows = aggregates
             .iter()
-            .map(|(name, secs)| {
-                let w = self.meter.window(now, Duration::from_secs(*secs));
-                let ms = |q| w.latency.quantile(q).map(|d| d.as_secs_f64() * 1000.0);
+            .map(|(name, secs, w)| {
+                let ms = |q| {
+                    (*secs <= VIEW_LATENCY_UP_TO)
+                        .then(|| w.latency.quantile(q).map(|d| d.as_secs_f64() * 1000.0))
+                        .flatten()
+                };
                 WindowView {
                     window: name,
                     by_class: Class::ALL.map(|class| w.count(class)),
+                    valid: self.objective.events(Indicator::Availability, w).valid,
                     p50_ms: ms(0.5),
                     p99_ms: ms(0.99),
                 }
             })
             .collect();
         RouteView {
+            at_ms: now_ms,
             indicators,
             windows,
         }

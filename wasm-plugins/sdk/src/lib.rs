@@ -81,11 +81,26 @@ pub use bindings::accord::policy::types::{
     ResponseHead, RouteSnapshot, Verdict, WindowStats,
 };
 
-/// The current request, read lazily (each call crosses into the gateway).
+/// The current request, read lazily (each call crosses into the gateway); in `on_request`,
+/// changes to the headers the backend gets.
 pub mod request {
     pub use crate::bindings::accord::policy::request::{
-        header, headers, query, response_body, response_header,
+        add_header, body, header, headers, query, remove_header, set_header,
     };
+}
+
+/// The response (in `on_response`), read lazily; changes to the headers the client gets.
+pub mod response {
+    pub use crate::bindings::accord::policy::response::{
+        add_header, body, header, headers, remove_header, set_header,
+    };
+}
+
+/// Key-value state with expiry, shared by every instance of the plugin and, in cluster mode,
+/// by every replica (another replica's writes arrive within a sync interval): `set` is
+/// last-writer-wins, `incr` adds every replica's increments.
+pub mod state {
+    pub use crate::bindings::accord::policy::state::{delete, get, incr, set};
 }
 
 /// Storage carried from a request's `on_request` to its `on_response`.
@@ -93,9 +108,75 @@ pub mod locals {
     pub use crate::bindings::accord::policy::locals::{get, set};
 }
 
-/// The route's live SLA state.
+/// The route's live SLA state, and helpers for policies that act on it.
 pub mod sla {
     pub use crate::bindings::accord::policy::sla::{backends, route};
+
+    use crate::RouteSnapshot;
+
+    /// Whether the route burns its error budget at `factor` times the sustainable rate or
+    /// faster over **both** `long` and `short` (window names: `5m` … `3d`), for the worst of
+    /// its indicators, with at least `min_valid` valid events in the short window.
+    ///
+    /// **Why both windows, and why valid events: self-lock.** A policy that rejects requests
+    /// while a window burns makes no new valid events (its rejections do not count), so a
+    /// long window alone stays high until the bad events age out of it: an hour of refusals
+    /// for a `1h` window, whatever the backends do meanwhile. The short window empties within
+    /// minutes once traffic stops reaching the backend, so this turns false, requests flow,
+    /// and the burn is judged again on fresh traffic. Use a short window of about a twelfth of
+    /// the long one (the SRE workbook's pairs: 1h/5m, 6h/30m, 3d/6h); let a few requests
+    /// through with [`Probe`] if the decision must never stall.
+    pub fn burning(
+        route: &RouteSnapshot,
+        long: &str,
+        short: &str,
+        factor: f64,
+        min_valid: f64,
+    ) -> bool {
+        let enough = route
+            .windows
+            .iter()
+            .find(|w| w.window == short)
+            .is_some_and(|w| w.valid >= min_valid);
+        let rate = |window: &str| {
+            route
+                .indicators
+                .iter()
+                .filter_map(|i| i.burn_rates.iter().find(|(w, _)| w == window))
+                .map(|(_, rate)| *rate)
+                .fold(0.0_f64, f64::max)
+        };
+        enough && rate(long) >= factor && rate(short) >= factor
+    }
+
+    /// Lets one in every `n` requests a policy would refuse through anyway, so that the SLA
+    /// windows keep seeing valid events (the way out of self-lock; see [`burning`]). Keep one
+    /// per instance, in the policy's state.
+    #[derive(Debug, Clone)]
+    pub struct Probe {
+        every: u32,
+        refused: u32,
+    }
+
+    impl Probe {
+        /// A probe every `every` refusals (at least 1: every request).
+        pub fn every(every: u32) -> Self {
+            Self {
+                every: every.max(1),
+                refused: 0,
+            }
+        }
+
+        /// Call for each request about to be refused: true means let this one through.
+        pub fn let_through(&mut self) -> bool {
+            self.refused += 1;
+            if self.refused >= self.every {
+                self.refused = 0;
+                return true;
+            }
+            false
+        }
+    }
 }
 
 /// Event rates by key, shared by all instances of the plugin (on this gateway).
@@ -238,7 +319,7 @@ impl<P: Policy> bindings::Guest for PolicyAdapter<P> {
     }
 }
 
-/// Exports a [`Policy`] as the component's `accord:policy` implementation.
+/// Exports a [`Policy`] as the component's `accord:policy@0.2.0` implementation.
 #[macro_export]
 macro_rules! export_policy {
     ($policy:ty) => {

@@ -1,4 +1,4 @@
-//! Plugins: their limits (time, memory, response body size), their file, and the spec the
+//! Plugins: their limits (time, memory, request and response body sizes), their file, and the spec the
 //! plugin host is given.
 
 use super::*;
@@ -30,14 +30,19 @@ pub(super) fn check_plugins(
                 "must be between 1MiB and 256MiB",
             );
         }
-        if let Some(size) = &p.response_body
-            && size.value.0 > (16 << 20)
-        {
-            v.error(
-                size,
-                format!("{path}.response_body"),
-                "must be at most 16MiB (the body is held in memory for the plugin)",
-            );
+        for (field, size) in [
+            ("response_body", &p.response_body),
+            ("request_body", &p.request_body),
+        ] {
+            if let Some(size) = size
+                && size.value.0 > (16 << 20)
+            {
+                v.error(
+                    size,
+                    format!("{path}.{field}"),
+                    "must be at most 16MiB (the body is held in memory for the plugin)",
+                );
+            }
         }
         if !p.path.value.ends_with(".wasm") {
             v.error(
@@ -67,6 +72,9 @@ pub(super) fn check_plugins(
                         RawIsolation::Strict => accord_policies::plugin::Isolation::Strict,
                     },
                     response_body: p.response_body.as_ref().map_or(0, |size| {
+                        usize::try_from(size.value.0).unwrap_or(usize::MAX)
+                    }),
+                    request_body: p.request_body.as_ref().map_or(0, |size| {
                         usize::try_from(size.value.0).unwrap_or(usize::MAX)
                     }),
                 },
@@ -106,6 +114,10 @@ mod tests {
         refused(
             &plugin("    response_body: 32MiB\n"),
             "plugins.guard.response_body: must be at most 16MiB",
+        );
+        refused(
+            &plugin("    request_body: 17MiB\n"),
+            "plugins.guard.request_body: must be at most 16MiB",
         );
     }
 

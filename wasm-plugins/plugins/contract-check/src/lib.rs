@@ -2,8 +2,11 @@
 //!
 //! * **Request contract** — violations are refused before the backend sees them: a missing
 //!   required header (400), a body whose `Content-Type` is not allowed (415), a declared body
-//!   longer than allowed (413). Bodies sent without a length are held to the route's
-//!   `max_body` by the gateway.
+//!   longer than allowed (413), a body that is not JSON (400) or does not match the JSON Schema
+//!   (422, with where and why). Bodies sent without a length are held to the route's
+//!   `max_body` by the gateway. The schema check reads the body, so the plugin needs the
+//!   gateway's `request_body` setting; a body longer than that is counted as
+//!   `schema_unchecked` and passes.
 //! * **Response contract** — violations are counted as **bad** against the route's objective
 //!   (the client still gets the response): a status outside the allowed list, a missing
 //!   required header, a body that is not well-formed JSON. The JSON check reads the body, so
@@ -17,7 +20,9 @@
 //!   "request": {
 //!     "required_headers": ["x-api-key"],
 //!     "content_types": ["application/json"],
-//!     "max_body_bytes": 65536
+//!     "max_body_bytes": 65536,
+//!     "json_schema": {"type": "object", "required": ["sku"],
+//!                     "properties": {"sku": {"type": "string"}, "qty": {"type": "integer", "minimum": 1}}}
 //!   },
 //!   "response": {
 //!     "statuses": ["2xx", "404"],
@@ -27,14 +32,15 @@
 //! }
 //! ```
 //!
-//! Statuses are exact (`404`) or classes (`2xx`). The JSON check applies to responses with a
+//! The schema is JSON Schema (drafts 4, 6, 7, 2019-09 and 2020-12, by its `$schema`; 2020-12
+//! when absent), compiled once per instance; references must be local (`#/$defs/…`): the
+//! plugin has no files or network. Statuses are exact (`404`) or classes (`2xx`). The JSON check applies to responses with a
 //! body whose content type is JSON (`application/json`, `*+json`); `json: "always"` applies it
 //! to every response with a body.
 
-use std::cell::RefCell;
-
 use accord_policy_sdk::{
-    Decision, Plugin, RequestHead, ResponseHead, Verdict, export_plugin, request, telemetry,
+    Decision, Policy, RequestHead, ResponseHead, Verdict, export_policy, request, response,
+    telemetry,
 };
 
 #[derive(serde::Deserialize, Default)]
@@ -50,6 +56,7 @@ struct RequestContract {
     required_headers: Vec<String>,
     content_types: Vec<String>,
     max_body_bytes: Option<u64>,
+    json_schema: Option<serde_json::Value>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -117,27 +124,34 @@ impl StatusPattern {
     }
 }
 
-thread_local! {
-    static CONFIG: RefCell<Config> = RefCell::new(Config::default());
+struct ContractCheck {
+    config: Config,
+    /// The request body's schema, compiled.
+    schema: Option<jsonschema::Validator>,
 }
 
-struct ContractCheck;
+/// Schema violations reported to the client, at most.
+const REPORTED_VIOLATIONS: usize = 3;
 
-impl Plugin for ContractCheck {
-    fn configure(config: String) -> Result<(), String> {
-        let config: Config = if config.trim().is_empty() {
-            Config::default()
-        } else {
-            serde_json::from_str(&config)
-                .map_err(|e| format!("contract-check configuration: {e}"))?
-        };
-        CONFIG.set(config);
-        Ok(())
+impl Policy for ContractCheck {
+    type Config = Config;
+
+    fn new(config: Config) -> Result<Self, String> {
+        let schema = config
+            .request
+            .json_schema
+            .as_ref()
+            .map(|schema| {
+                jsonschema::validator_for(schema)
+                    .map_err(|e| format!("request.json_schema is not a valid schema: {e}"))
+            })
+            .transpose()?;
+        Ok(Self { config, schema })
     }
 
-    fn on_request(head: RequestHead) -> Decision {
-        CONFIG.with_borrow(|config| {
-            let contract = &config.request;
+    fn on_request(&mut self, head: RequestHead) -> Decision {
+        {
+            let contract = &self.config.request;
             for name in &contract.required_headers {
                 if request::header(name).is_none() {
                     return violation(
@@ -176,30 +190,33 @@ impl Plugin for ContractCheck {
                     &format!("the body is {len} bytes, the contract allows {max}"),
                 );
             }
+            if let Some(schema) = &self.schema {
+                return check_schema(schema, has_body);
+            }
             Decision::Allow
-        })
+        }
     }
 
-    fn on_response(head: ResponseHead) -> Verdict {
-        CONFIG.with_borrow(|config| {
-            let contract = &config.response;
+    fn on_response(&mut self, head: ResponseHead) -> Verdict {
+        {
+            let contract = &self.config.response;
             if !contract.statuses.is_empty()
                 && !contract.statuses.iter().any(|p| p.matches(head.status))
             {
                 return Verdict::Bad(format!("status_{}", head.status));
             }
             for name in &contract.required_headers {
-                if request::response_header(name).is_none() {
+                if response::header(name).is_none() {
                     return Verdict::Bad(format!("missing_{}", name.to_ascii_lowercase()));
                 }
             }
             if contract.json != JsonCheck::Off && contract.json != JsonCheck::Enabled(false) {
-                let content_type = request::response_header("content-type").unwrap_or_default();
+                let content_type = response::header("content-type").unwrap_or_default();
                 let is_json = media_type_is(&content_type, "application/json")
                     || essence(&content_type).ends_with("+json");
                 let always = matches!(contract.json, JsonCheck::Always(_));
                 if is_json || always {
-                    match request::response_body() {
+                    match response::body() {
                         None => telemetry::counter("json_unchecked", 1),
                         Some(body) if body.is_empty() && !is_json => {}
                         Some(body) => {
@@ -211,8 +228,46 @@ impl Plugin for ContractCheck {
                 }
             }
             Verdict::Keep
-        })
+        }
     }
+}
+
+/// The request body against the schema: 400 when it is not JSON, 422 with the first
+/// violations (where, why) when it does not match.
+fn check_schema(schema: &jsonschema::Validator, has_body: bool) -> Decision {
+    let body = match request::body() {
+        Some(body) if !body.is_empty() || has_body => body,
+        // No body: the schema is about bodies.
+        Some(_) => return Decision::Allow,
+        None if has_body => {
+            // Longer than the gateway's `request_body` for this plugin: not seen.
+            telemetry::counter("schema_unchecked", 1);
+            return Decision::Allow;
+        }
+        None => return Decision::Allow,
+    };
+    let instance: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(value) => value,
+        Err(e) => {
+            return violation(400, "invalid_json", &format!("the body is not JSON: {e}"));
+        }
+    };
+    let errors: Vec<String> = schema
+        .iter_errors(&instance)
+        .take(REPORTED_VIOLATIONS)
+        .map(|e| {
+            let at = e.instance_path().to_string();
+            format!("{}: {e}", if at.is_empty() { "/" } else { &at })
+        })
+        .collect();
+    if errors.is_empty() {
+        return Decision::Allow;
+    }
+    violation(
+        422,
+        "schema",
+        &format!("the body does not match the schema: {}", errors.join("; ")),
+    )
 }
 
 fn violation(status: u16, kind: &str, reason: &str) -> Decision {
@@ -236,4 +291,4 @@ fn media_type_is(content_type: &str, expected: &str) -> bool {
     essence(content_type) == expected.to_ascii_lowercase()
 }
 
-export_plugin!(ContractCheck);
+export_policy!(ContractCheck);

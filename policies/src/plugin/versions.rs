@@ -1,0 +1,325 @@
+//! The versions of the `accord:policy` world a component may implement: the current one
+//! (0.2.0, `wasm-plugins/wit/`) and 0.1.0 (`wasm-plugins/wit-0.1.0/`, frozen), whose plugins
+//! keep loading. 0.1.0's imports are served by the current host's functions, its values
+//! converted at the boundary; a component's version is read from what it imports.
+
+use wasmtime::Store;
+use wasmtime::component::{Component, InstancePre, Linker};
+
+use super::bindings;
+use super::bindings::accord::policy as current;
+use super::host::HostState;
+use current::types as wit;
+
+/// The 0.1.0 world, as its plugins were built against it.
+pub(super) mod v0_1 {
+    #![allow(missing_docs)]
+    wasmtime::component::bindgen!({
+        path: "../wasm-plugins/wit-0.1.0",
+        world: "policy",
+        exports: { default: async },
+    });
+}
+use v0_1::accord::policy as old;
+
+/// Which world a component implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorldVersion {
+    /// `accord:policy@0.2.0`.
+    Current,
+    /// `accord:policy@0.1.0`.
+    V0_1,
+}
+
+impl WorldVersion {
+    /// The version a component was built against: 0.1.0 if it imports any of 0.1.0's
+    /// interfaces.
+    pub fn of(component: &Component, engine: &wasmtime::Engine) -> Self {
+        let old = component
+            .component_type()
+            .imports(engine)
+            .any(|(name, _)| name.starts_with("accord:policy/") && name.ends_with("@0.1.0"));
+        if old {
+            WorldVersion::V0_1
+        } else {
+            WorldVersion::Current
+        }
+    }
+
+    /// As the WIT writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            WorldVersion::Current => "accord:policy@0.2.0",
+            WorldVersion::V0_1 => "accord:policy@0.1.0",
+        }
+    }
+}
+
+/// Adds both worlds' imports to the linker.
+pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime::component::HasSelf;
+    bindings::Policy::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
+    v0_1::Policy::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
+}
+
+/// A component's exports, ready to instantiate.
+pub(super) enum GuestPre {
+    Current(bindings::PolicyPre<HostState>),
+    V0_1(v0_1::PolicyPre<HostState>),
+}
+
+/// An instance's exports.
+pub(super) enum Guest {
+    Current(bindings::Policy),
+    V0_1(v0_1::Policy),
+}
+
+impl GuestPre {
+    pub(super) fn new(
+        version: WorldVersion,
+        pre: InstancePre<HostState>,
+    ) -> wasmtime::Result<Self> {
+        Ok(match version {
+            WorldVersion::Current => GuestPre::Current(bindings::PolicyPre::new(pre)?),
+            WorldVersion::V0_1 => GuestPre::V0_1(v0_1::PolicyPre::new(pre)?),
+        })
+    }
+
+    pub(super) async fn instantiate(
+        &self,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Guest> {
+        Ok(match self {
+            GuestPre::Current(pre) => Guest::Current(pre.instantiate_async(store).await?),
+            GuestPre::V0_1(pre) => Guest::V0_1(pre.instantiate_async(store).await?),
+        })
+    }
+}
+
+impl Guest {
+    pub(super) async fn configure(
+        &self,
+        store: &mut Store<HostState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), String>> {
+        match self {
+            Guest::Current(p) => p.call_configure(store, config).await,
+            Guest::V0_1(p) => p.call_configure(store, config).await,
+        }
+    }
+
+    pub(super) async fn on_request(
+        &self,
+        store: &mut Store<HostState>,
+        head: &wit::RequestHead,
+    ) -> wasmtime::Result<wit::Decision> {
+        match self {
+            Guest::Current(p) => p.call_on_request(store, head).await,
+            Guest::V0_1(p) => {
+                let head = old::types::RequestHead {
+                    route: head.route.clone(),
+                    method: head.method.clone(),
+                    path: head.path.clone(),
+                    content_length: head.content_length,
+                };
+                Ok(match p.call_on_request(store, &head).await? {
+                    old::types::Decision::Allow => wit::Decision::Allow,
+                    old::types::Decision::Reroute(b) => wit::Decision::Reroute(b),
+                    old::types::Decision::Reject(r) => wit::Decision::Reject(wit::Rejection {
+                        status: r.status,
+                        reason: r.reason,
+                        headers: r
+                            .headers
+                            .into_iter()
+                            .map(|h| wit::HttpHeader {
+                                name: h.name,
+                                value: h.value,
+                            })
+                            .collect(),
+                        retry_after_seconds: r.retry_after_seconds,
+                    }),
+                })
+            }
+        }
+    }
+
+    pub(super) async fn on_response(
+        &self,
+        store: &mut Store<HostState>,
+        head: &wit::ResponseHead,
+    ) -> wasmtime::Result<wit::Verdict> {
+        match self {
+            Guest::Current(p) => p.call_on_response(store, head).await,
+            Guest::V0_1(p) => {
+                let head = old::types::ResponseHead {
+                    status: head.status,
+                    backend: head.backend.clone(),
+                    latency_ms: head.latency_ms,
+                    class: match head.class {
+                        wit::OutcomeClass::Good => old::types::OutcomeClass::Good,
+                        wit::OutcomeClass::Bad => old::types::OutcomeClass::Bad,
+                        wit::OutcomeClass::Throttled => old::types::OutcomeClass::Throttled,
+                        wit::OutcomeClass::Rejected => old::types::OutcomeClass::Rejected,
+                        wit::OutcomeClass::ClientError => old::types::OutcomeClass::ClientError,
+                    },
+                };
+                Ok(match p.call_on_response(store, &head).await? {
+                    old::types::Verdict::Keep => wit::Verdict::Keep,
+                    old::types::Verdict::Good(r) => wit::Verdict::Good(r),
+                    old::types::Verdict::Bad(r) => wit::Verdict::Bad(r),
+                })
+            }
+        }
+    }
+}
+
+// === 0.1.0's imports, served by the current host ===
+
+fn old_header(h: wit::HttpHeader) -> old::types::HttpHeader {
+    old::types::HttpHeader {
+        name: h.name,
+        value: h.value,
+    }
+}
+
+impl old::types::Host for HostState {}
+
+impl old::request::Host for HostState {
+    fn header(&mut self, name: String) -> Option<String> {
+        current::request::Host::header(self, name)
+    }
+
+    fn headers(&mut self) -> Vec<old::types::HttpHeader> {
+        current::request::Host::headers(self)
+            .into_iter()
+            .map(old_header)
+            .collect()
+    }
+
+    fn query(&mut self) -> Option<String> {
+        current::request::Host::query(self)
+    }
+
+    fn response_header(&mut self, name: String) -> Option<String> {
+        current::response::Host::header(self, name)
+    }
+
+    fn response_body(&mut self) -> Option<Vec<u8>> {
+        current::response::Host::body(self)
+    }
+}
+
+impl old::locals::Host for HostState {
+    fn get(&mut self, key: String) -> Option<String> {
+        current::locals::Host::get(self, key)
+    }
+
+    fn set(&mut self, key: String, value: String) {
+        current::locals::Host::set(self, key, value)
+    }
+}
+
+impl old::sla::Host for HostState {
+    fn route(&mut self) -> Option<old::types::RouteSnapshot> {
+        let route = current::sla::Host::route(self)?;
+        Some(old::types::RouteSnapshot {
+            route: route.route,
+            status: route.status,
+            paging: route.paging,
+            budget_exhausted: route.budget_exhausted,
+            indicators: route
+                .indicators
+                .into_iter()
+                .map(|i| old::types::Indicator {
+                    name: i.name,
+                    target: i.target,
+                    attainment: i.attainment,
+                    budget_remaining: i.budget_remaining,
+                    burn_rates: i.burn_rates,
+                })
+                .collect(),
+            // 0.1.0 promised the 5m and 1h windows.
+            windows: route
+                .windows
+                .into_iter()
+                .filter(|w| w.window == "5m" || w.window == "1h")
+                .map(|w| old::types::WindowStats {
+                    window: w.window,
+                    total: w.total,
+                    good: w.good,
+                    bad: w.bad,
+                    throttled: w.throttled,
+                    rejected: w.rejected,
+                    client_error: w.client_error,
+                    p50_ms: w.p50_ms,
+                    p99_ms: w.p99_ms,
+                })
+                .collect(),
+        })
+    }
+
+    fn backends(&mut self) -> Vec<old::types::BackendStats> {
+        current::sla::Host::backends(self)
+            .into_iter()
+            .map(|b| old::types::BackendStats {
+                backend: b.backend,
+                position: b.position,
+                breaching: b.breaching,
+                burn_rate: b.burn_rate,
+                requests: b.requests,
+                error_ratio: b.error_ratio,
+                p99_ms: b.p99_ms,
+            })
+            .collect()
+    }
+}
+
+impl old::rate::Host for HostState {
+    fn observe(&mut self, key: String, events: u32) -> f64 {
+        current::rate::Host::observe(self, key, events)
+    }
+
+    fn current(&mut self, key: String) -> f64 {
+        current::rate::Host::current(self, key)
+    }
+}
+
+impl old::cluster_rate::Host for HostState {
+    fn observe(&mut self, key: String, events: u32) -> f64 {
+        current::cluster_rate::Host::observe(self, key, events)
+    }
+
+    fn current(&mut self, key: String) -> f64 {
+        current::cluster_rate::Host::current(self, key)
+    }
+}
+
+impl old::clock::Host for HostState {
+    fn now_ms(&mut self) -> i64 {
+        HostState::now_ms(self)
+    }
+}
+
+impl old::telemetry::Host for HostState {
+    fn log(&mut self, level: old::types::Level, message: String) {
+        let level = match level {
+            old::types::Level::Debug => wit::Level::Debug,
+            old::types::Level::Info => wit::Level::Info,
+            old::types::Level::Warn => wit::Level::Warn,
+            old::types::Level::Error => wit::Level::Error,
+        };
+        current::telemetry::Host::log(self, level, message)
+    }
+
+    fn counter(&mut self, name: String, delta: u64) {
+        current::telemetry::Host::counter(self, name, delta)
+    }
+
+    fn histogram(&mut self, name: String, value: f64) {
+        current::telemetry::Host::histogram(self, name, value)
+    }
+
+    fn annotate(&mut self, key: String, value: String) {
+        current::telemetry::Host::annotate(self, key, value)
+    }
+}
