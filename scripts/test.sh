@@ -7,7 +7,8 @@
 # plugins; Debian's clang, lld, wasi-libc and wasm32 compiler runtime for the C plugin;
 # cargo-lambda (PyPI's prebuilt binary) as a real Lambda Invoke endpoint; the npm packages
 # oauth2-mock-server (the Entra ID tenant) and azurite (Azure Storage) for the Azure tests;
-# Debian's redis-server (and redis-cli) for cluster mode, one server and a Redis Cluster.
+# Debian's redis-server (and redis-cli) for cluster mode, one server and a Redis Cluster;
+# componentize-py (PyPI) and componentize-js (npm) for the Python and JavaScript plugins.
 # Installed when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +45,17 @@ if ! command -v cargo-lambda >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check --no-deps cargo-lambda==1.9.2
 fi
 
+# The Python and JavaScript plugins are built from the WIT by the tests: componentize-py
+# (PyPI) and componentize-js (npm, pinned in wasm-plugins/js/package-lock.json).
+if ! command -v componentize-py >/dev/null 2>&1; then
+  echo "==> installing componentize-py (PyPI) for the Python plugin"
+  python3 -m pip install --quiet --disable-pip-version-check componentize-py==0.25.1
+fi
+if [ ! -x wasm-plugins/js/node_modules/.bin/componentize-js ]; then
+  echo "==> installing componentize-js (npm) for the JavaScript plugin"
+  npm ci --prefix wasm-plugins/js --no-audit --no-fund --silent
+fi
+
 # kubernetes-validate checks the Kubernetes example against the 1.37 schemas, offline.
 if ! command -v kubernetes-validate >/dev/null 2>&1; then
   echo "==> installing kubernetes-validate (PyPI) for the Kubernetes example's test"
@@ -68,6 +80,8 @@ command -v node >/dev/null 2>&1 || { echo "node is missing (the machine image sh
 [ -f /usr/lib/wasm32-wasi/libc.a ] && command -v clang >/dev/null 2>&1 || { echo "clang or wasi-libc is still missing" >&2; exit 1; }
 command -v cargo-lambda >/dev/null 2>&1 || { echo "cargo-lambda is still missing" >&2; exit 1; }
 command -v kubernetes-validate >/dev/null 2>&1 || { echo "kubernetes-validate is still missing" >&2; exit 1; }
+command -v componentize-py >/dev/null 2>&1 || { echo "componentize-py is still missing" >&2; exit 1; }
+[ -x wasm-plugins/js/node_modules/.bin/componentize-js ] || { echo "componentize-js is still missing" >&2; exit 1; }
 
 echo "==> cargo test (workspace, peer tests included)"
 cargo test --workspace -- --include-ignored

@@ -1,5 +1,6 @@
-//! Per-request cost of a plugin call (on-request): the noop plugin (the host's own overhead)
-//! and latency-guard, which reads the route's backends through the SLA host interface.
+//! Per-request cost of a plugin call (on-request): the noop plugin (the host's own overhead),
+//! the Rust reference plugins, the C plugin, and priority-shed in Python and in JavaScript
+//! (which does what budget-guard does: a header, the route's snapshot, a decision).
 //! `cargo bench -p accord-tests --bench plugins` (builds the plugins for wasm32-wasip2).
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ fn spec(name: &str, config: &str) -> PluginSpec {
         on_error: OnError::Allow,
         isolation: Isolation::Pooled,
         response_body: 0,
+        request_body: 0,
     }
 }
 
@@ -60,6 +62,8 @@ fn calls(c: &mut Criterion) {
         method: "GET".into(),
         path: "/bench".into(),
         content_length: None,
+        request_id: "bench".into(),
+        client_ip: "127.0.0.1".into(),
     };
     let c_plugin = accord_tests::plugins::c_component("budget-gate");
     for (name, file, config) in [
@@ -81,6 +85,16 @@ fn calls(c: &mut Criterion) {
             "{\"request\": {\"required_headers\": [\"x-tenant\"]}, \"response\": {\"statuses\": [\"2xx\"], \"json\": true}}",
         ),
         ("budget-gate (C)", c_plugin.clone(), "\"x-priority\""),
+        (
+            "priority-shed (Python)",
+            accord_tests::plugins::python_component("priority-shed"),
+            "",
+        ),
+        (
+            "priority-shed (JavaScript)",
+            accord_tests::plugins::js_component("priority-shed"),
+            "",
+        ),
     ] {
         let plugin = runtime
             .block_on(engine.load(&file, spec(name, config)))

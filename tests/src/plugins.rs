@@ -53,14 +53,7 @@ pub fn c_component_v0_1(name: &str) -> PathBuf {
 
 fn c_component_against(name: &str, wit: &str) -> PathBuf {
     static BUILT: Mutex<Vec<(String, Result<PathBuf, String>)>> = Mutex::new(Vec::new());
-    let key = format!("{wit}/{name}");
-    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, result)) = built.iter().find(|(n, _)| *n == key) {
-        return result.clone().unwrap_or_else(|e| panic!("{e}"));
-    }
-    let result = build_c(name, wit);
-    built.push((key, result.clone()));
-    result.unwrap_or_else(|e| panic!("{e}"))
+    built_once(&BUILT, &format!("{wit}/{name}"), || build_c(name, wit))
 }
 
 fn build_c(name: &str, wit: &str) -> Result<PathBuf, String> {
@@ -142,4 +135,76 @@ fn build_c(name: &str, wit: &str) -> Result<PathBuf, String> {
         .join(format!("{}.wasm", name.replace('-', "_")));
     std::fs::write(&path, component).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path)
+}
+
+/// The component of the Python plugin in `wasm-plugins/python/<name>/` (its `app.py`), built
+/// with PyPI's `componentize-py` from the WIT alone. Built once per test process.
+pub fn python_component(name: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<(String, Result<PathBuf, String>)>> = Mutex::new(Vec::new());
+    built_once(&BUILT, name, || {
+        let out = workspace()
+            .join("target/python")
+            .join(format!("{}.wasm", name.replace('-', "_")));
+        let wit = workspace().join("wit");
+        run_tool(
+            Command::new("componentize-py")
+                .arg("-d")
+                .arg(&wit)
+                .args(["-w", "policy", "componentize", "app", "-o"])
+                .arg(&out)
+                .current_dir(workspace().join("python").join(name)),
+            "componentize-py (./scripts/test.sh installs it from PyPI)",
+        )?;
+        Ok(out)
+    })
+}
+
+/// The component of the JavaScript plugin `wasm-plugins/js/<name>/<name>.js`, built with npm's
+/// `componentize-js` (installed in `wasm-plugins/js` by `npm ci`) from the WIT alone, without
+/// WASI HTTP (the gateway gives none). Built once per test process.
+pub fn js_component(name: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<(String, Result<PathBuf, String>)>> = Mutex::new(Vec::new());
+    built_once(&BUILT, name, || {
+        let out = PathBuf::from("target/js").join(format!("{}.wasm", name.replace('-', "_")));
+        std::fs::create_dir_all(workspace().join("target/js")).map_err(|e| e.to_string())?;
+        let source = PathBuf::from("js").join(name).join(format!("{name}.js"));
+        run_tool(
+            Command::new(workspace().join("js/node_modules/.bin/componentize-js"))
+                .arg(&source)
+                .args(["--wit", "wit", "--world-name", "policy"])
+                .args(["--disable", "http", "fetch-event", "-o"])
+                .arg(&out)
+                .current_dir(workspace()),
+            "componentize-js (./scripts/test.sh installs it: npm ci --prefix wasm-plugins/js)",
+        )?;
+        Ok(workspace().join(out))
+    })
+}
+
+fn built_once(
+    built: &Mutex<Vec<(String, Result<PathBuf, String>)>>,
+    name: &str,
+    build: impl FnOnce() -> Result<PathBuf, String>,
+) -> PathBuf {
+    let mut built = built.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, result)) = built.iter().find(|(n, _)| n == name) {
+        return result.clone().unwrap_or_else(|e| panic!("{e}"));
+    }
+    let result = build();
+    built.push((name.to_owned(), result.clone()));
+    result.unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn run_tool(command: &mut Command, what: &str) -> Result<(), String> {
+    let output = command
+        .output()
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{what} failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(())
 }

@@ -25,6 +25,7 @@ fn spec(name: &str, isolation: Isolation) -> PluginSpec {
         on_error: OnError::Allow,
         isolation,
         response_body: 0,
+        request_body: 0,
     }
 }
 
@@ -48,6 +49,8 @@ async fn ask(plugin: &Plugin, misbehave: Option<&str>) -> CallResult<Decision> {
         method: "GET".into(),
         path: "/".into(),
         content_length: None,
+        request_id: "test".into(),
+        client_ip: "127.0.0.1".into(),
     };
     plugin.on_request(&head, call).await.0
 }
@@ -259,4 +262,76 @@ async fn a_plugin_written_in_c_loads_and_refuses_a_bad_configuration() {
         message.contains("expected a header name as a JSON string"),
         "{message}"
     );
+}
+
+#[tokio::test]
+#[ignore = "builds the C plugin with clang and wasi-libc: run ./scripts/test.sh"]
+async fn a_plugin_built_against_0_1_0_still_loads_and_sees_what_0_1_0_promised() {
+    use accord_policies::plugin::{
+        Indicator, RouteSnapshot, ScriptedSla, SlaState, WindowStats, WorldVersion,
+    };
+    let engine = engine();
+    let old = accord_tests::plugins::c_component_v0_1("budget-gate");
+    let current = accord_tests::plugins::c_component("budget-gate");
+    let exhausted = || {
+        let window = |name: &str| WindowStats {
+            window: name.into(),
+            total: 100.0,
+            valid: 100.0,
+            good: 50.0,
+            bad: 50.0,
+            throttled: 0.0,
+            rejected: 0.0,
+            client_error: 0.0,
+            p50_ms: None,
+            p99_ms: None,
+        };
+        SlaState::Scripted(Arc::new(ScriptedSla {
+            now_ms: None,
+            route: Some(RouteSnapshot {
+                route: "r".into(),
+                at_ms: 0,
+                status: "budget_exhausted".into(),
+                paging: true,
+                budget_exhausted: true,
+                indicators: vec![Indicator {
+                    name: "availability".into(),
+                    target: 0.999,
+                    attainment: 0.5,
+                    budget_remaining: -10.0,
+                    burn_rates: vec![("5m".into(), 500.0)],
+                }],
+                windows: ["5m", "30m", "1h", "2h", "6h", "1d", "3d"]
+                    .map(window)
+                    .to_vec(),
+            }),
+            backends: Vec::new(),
+        }))
+    };
+    for (file, version) in [(old, WorldVersion::V0_1), (current, WorldVersion::Current)] {
+        let plugin = engine
+            .load(&file, spec("budget-gate", Isolation::Pooled))
+            .await
+            .unwrap();
+        assert_eq!(plugin.version(), version);
+        let (parts, ()) = http::Request::get("/x").body(()).unwrap().into_parts();
+        let call = CallContext {
+            request: Some(Arc::new(parts)),
+            sla: Some(exhausted()),
+            ..CallContext::default()
+        };
+        let head = RequestHead {
+            route: "r".into(),
+            method: "GET".into(),
+            path: "/".into(),
+            content_length: None,
+            request_id: "test".into(),
+            client_ip: "127.0.0.1".into(),
+        };
+        let decision = plugin.on_request(&head, call).await.0.unwrap();
+        assert!(
+            matches!(&decision, Decision::Reject(r) if r.status == 503),
+            "{version:?}: {decision:?}"
+        );
+    }
 }

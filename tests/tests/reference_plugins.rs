@@ -416,3 +416,116 @@ async fn plugin_decisions_and_their_reasons_are_in_the_access_log() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+#[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
+async fn contract_check_validates_request_bodies_against_a_json_schema() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let bodies = seen.clone();
+    let app = Upstream::start(move |request| {
+        bodies.lock().unwrap().push(request.body.clone());
+        async move { json_response(200, &serde_json::json!({"ok": true})) }
+    })
+    .await;
+    let contract = plugin(
+        "contract",
+        "contract-check",
+        "    request_body: 1KiB\n    config:\n      request:\n        json_schema: {type: object, required: [sku], properties: {sku: {type: string}, qty: {type: integer, minimum: 1}}}\n",
+    );
+    let gateway = TestGateway::start(&gateway_yaml(&contract, app.addr, "contract")).await;
+
+    // A body that matches is read by the plugin and still reaches the backend whole.
+    let valid = r#"{"sku": "A-1", "qty": 2}"#;
+    let ok = send(request("POST", &gateway.url("/orders"), valid)).await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(seen.lock().unwrap().as_slice(), [Bytes::from(valid)]);
+
+    // Breaking the schema: 422 with where and why; the backend never sees it.
+    let broken = send(request("POST", &gateway.url("/orders"), r#"{"qty": 0}"#)).await;
+    assert_eq!(broken.status, 422);
+    let message = broken.json()["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("\"sku\" is a required property"),
+        "{message}"
+    );
+    assert!(
+        message.contains("/qty: 0 is less than the minimum of 1"),
+        "{message}"
+    );
+    let not_json = send(request("POST", &gateway.url("/orders"), "sku=A-1")).await;
+    assert_eq!(not_json.status, 400);
+    assert!(
+        not_json.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("not JSON")
+    );
+
+    // A body longer than `request_body` is not read: it passes, counted as unchecked.
+    let long = format!(r#"{{"qty": 0, "pad": "{}"}}"#, "x".repeat(2000));
+    assert_eq!(
+        send(request("POST", &gateway.url("/orders"), long))
+            .await
+            .status,
+        200
+    );
+    // A request without a body is not a schema violation.
+    assert_eq!(
+        send(request("GET", &gateway.url("/orders"), ""))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(seen.lock().unwrap().len(), 3);
+}
+
+#[tokio::test]
+#[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
+async fn idempotency_refuses_a_repeated_key_and_changes_headers_both_ways() {
+    let marks = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = marks.clone();
+    let app = Upstream::start(move |request| {
+        let mark = request
+            .headers
+            .get("x-idempotency")
+            .map(|v| v.to_str().unwrap().to_owned());
+        seen.lock().unwrap().push(mark);
+        async move { respond(201, "created") }
+    })
+    .await;
+    let guard = plugin("idem", "idempotency", "    config: {ttl_ms: 600000}\n");
+    let gateway = TestGateway::start(&gateway_yaml(&guard, app.addr, "idem")).await;
+    let post = |key: &str, id: &str| {
+        with_header(
+            with_header(
+                request("POST", &gateway.url("/pay"), "{}"),
+                "idempotency-key",
+                key,
+            ),
+            "x-request-id",
+            id,
+        )
+    };
+
+    let first = send(post("k-1", "req-first")).await;
+    assert_eq!(first.status, 201);
+    assert_eq!(
+        first.headers["x-idempotency-key"], "k-1",
+        "set for the client"
+    );
+    let repeat = send(post("k-1", "req-again")).await;
+    assert_eq!(repeat.status, 409);
+    assert!(
+        repeat.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("already used by request req-first"),
+        "the head carries the request id"
+    );
+    assert_eq!(send(post("k-2", "req-other")).await.status, 201);
+    // The backend saw each first use, marked by the plugin; never the repeat.
+    assert_eq!(
+        marks.lock().unwrap().as_slice(),
+        [Some("first".to_owned()), Some("first".to_owned())]
+    );
+}

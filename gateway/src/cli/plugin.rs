@@ -166,10 +166,19 @@ async fn time_calls(
         request_id: "check".into(),
         client_ip: "127.0.0.1".into(),
     };
+    let (request, ()) = http::Request::get("/")
+        .body(())
+        .unwrap_or_default()
+        .into_parts();
+    let request = Arc::new(request);
     let mut times = Vec::with_capacity(n);
     for _ in 0..n {
         let started = tokio::time::Instant::now();
-        let _ = plugin.on_request(&head, CallContext::default()).await;
+        let call = CallContext {
+            request: Some(request.clone()),
+            ..CallContext::default()
+        };
+        let _ = plugin.on_request(&head, call).await;
         times.push(started.elapsed());
     }
     times

@@ -493,10 +493,19 @@ impl Plugin {
             request_id: "canary".into(),
             client_ip: "127.0.0.1".into(),
         };
+        // A plain `GET /` with no headers and no SLA state: what the plugin must cope with.
+        let (request, ()) = http::Request::get("/")
+            .body(())
+            .unwrap_or_default()
+            .into_parts();
+        let call = CallContext {
+            request: Some(Arc::new(request)),
+            ..CallContext::default()
+        };
         let (result, _) = self
             .run(
                 Hook::Canary,
-                CallContext::default(),
+                call,
                 async |policy: &Guest, store: &mut Store<HostState>| {
                     policy.on_request(store, &head).await
                 },
