@@ -470,6 +470,53 @@ async fn a_tenant_quota_holds_across_replicas() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs redis-server and the wasm32-wasip2 plugins: ./scripts/test.sh"]
+async fn plugin_state_is_shared_by_every_replica() {
+    let redis = RedisServer::start().await;
+    let app = healthy("app").await;
+    let component = accord_tests::plugins::component("idempotency");
+    let yaml = |name: &'static str| {
+        let (url, component, app) = (redis.url(), component.clone(), app.addr);
+        move |addr: SocketAddr, admin: SocketAddr| {
+            format!(
+                "listeners: [{{address: \"{addr}\"}}]\nadmin: {{address: \"{admin}\"}}\nsla_history: {{enabled: false}}\nlog: {{access_log: false}}\n\
+                 cluster: {{name: idem, redis: \"{url}\", replica: {name}, sync_interval: {}ms}}\n\
+                 plugins:\n  idem:\n    path: {}\n\
+                 backends:\n  app: {{http: {{addresses: [\"{app}\"]}}}}\n\
+                 routes:\n  - id: pay\n    match: {{path: {{prefix: /}}}}\n    backends: [{{backend: app}}]\n    plugins: [idem]\n",
+                SYNC.as_millis(),
+                component.display()
+            )
+        }
+    };
+    let a = AccordProcess::start(yaml("a")).await;
+    let b = AccordProcess::start(yaml("b")).await;
+    let post = |replica: SocketAddr, key: &str| {
+        let request = http::Request::post(format!("http://{replica}/"))
+            .header("idempotency-key", key)
+            .header("x-request-id", format!("first-{key}"))
+            .body(http_body_util::Full::default())
+            .expect("request");
+        accord_tests::send(request)
+    };
+    assert_eq!(post(a.addr, "k-1").await.status, 200);
+    // Within a sync interval or two, replica b knows the key a recorded.
+    tokio::time::sleep(SYNC * 4).await;
+    let repeat = post(b.addr, "k-1").await;
+    assert_eq!(repeat.status, 409, "{}", repeat.text());
+    assert!(repeat.text().contains("already used by request first-k-1"));
+    // And the other way round.
+    assert_eq!(post(b.addr, "k-2").await.status, 200);
+    tokio::time::sleep(SYNC * 4).await;
+    assert_eq!(post(a.addr, "k-2").await.status, 409);
+    assert_eq!(
+        post(a.addr, "k-3").await.status,
+        200,
+        "a new key goes through"
+    );
+}
+
 /// Three free consecutive loopback ports; the first.
 fn three_free_ports() -> u16 {
     loop {

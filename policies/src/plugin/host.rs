@@ -556,3 +556,60 @@ impl bindings::accord::policy::telemetry::Host for HostState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_changes_are_validated_and_applied_in_order() {
+        let mut edits = Vec::new();
+        for (name, value) in [("x-a", Some("1")), ("x-b", Some("2"))] {
+            let (name, value) = header_edit(&edits, name, value).unwrap();
+            edits.push(HeaderEdit::Add(name, value.unwrap()));
+        }
+        let (name, _) = header_edit(&edits, "x-b", None).unwrap();
+        edits.push(HeaderEdit::Remove(name));
+        let (name, value) = header_edit(&edits, "X-A", Some("3")).unwrap();
+        edits.push(HeaderEdit::Set(name, value.unwrap()));
+        let mut headers = HeaderMap::new();
+        headers.insert("x-a", HeaderValue::from_static("0"));
+        HeaderEdit::apply_all(&mut edits, &mut headers);
+        assert!(edits.is_empty());
+        assert_eq!(headers.get_all("x-a").iter().count(), 1, "set replaces");
+        assert_eq!(headers["x-a"], "3");
+        assert!(!headers.contains_key("x-b"));
+    }
+
+    #[test]
+    fn the_gateways_own_headers_and_invalid_ones_are_refused() {
+        for name in [
+            "Connection",
+            "content-length",
+            "transfer-encoding",
+            "host",
+            "x-request-id",
+        ] {
+            let error = header_edit(&[], name, Some("x")).unwrap_err();
+            assert!(error.contains("the gateway owns"), "{name}: {error}");
+        }
+        assert!(
+            header_edit(&[], "bad header", Some("x"))
+                .unwrap_err()
+                .contains("not a header name")
+        );
+        assert!(
+            header_edit(&[], "x-ok", Some("line\nbreak"))
+                .unwrap_err()
+                .contains("not a valid value")
+        );
+        let full: Vec<HeaderEdit> = (0..MAX_EDITS)
+            .map(|_| HeaderEdit::Remove(HeaderName::from_static("x-a")))
+            .collect();
+        assert!(
+            header_edit(&full, "x-a", None)
+                .unwrap_err()
+                .contains("at most 64")
+        );
+    }
+}

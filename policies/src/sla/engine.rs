@@ -1122,6 +1122,32 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_plugins_view_has_its_time_and_every_window_with_valid_events() {
+        let (engine, route) = engine_with(Enforcement::default());
+        engine.tick();
+        minute_of_traffic(&engine, &route, 90, 10, 0).await;
+        for _ in 0..20 {
+            route.record(Class::Rejected, Duration::from_millis(1), false);
+        }
+        tokio::time::advance(Duration::from_secs(60)).await;
+        engine.tick();
+        let view = route.view();
+        assert_eq!(view.at_ms, engine.clock().now_ms());
+        let names: Vec<&str> = view.windows.iter().map(|w| w.window).collect();
+        assert_eq!(names, ["5m", "30m", "1h", "2h", "6h", "1d", "3d"]);
+        for w in &view.windows {
+            assert_eq!(w.total(), 120.0, "{}", w.window);
+            assert_eq!(
+                w.valid, 100.0,
+                "{}: rejections are not valid events",
+                w.window
+            );
+        }
+        assert!(view.windows[0].p99_ms.is_some());
+        assert!(view.windows[4].p99_ms.is_none(), "no quantiles past 1h");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_slightly_lower_error_rate_does_not_page() {
         let (engine, route) = engine_with(Enforcement::default());
         engine.tick();
