@@ -53,6 +53,24 @@ pub enum Standing {
     },
 }
 
+/// A canary's share of a route's traffic (the SLA engine's canary release), read per request.
+pub trait CanaryShare: Send + Sync + std::fmt::Debug {
+    /// 0 (none) to 1 (all of it).
+    fn share(&self) -> f64;
+}
+
+/// How a route sends traffic to its canary backend.
+#[derive(Debug, Clone)]
+pub struct CanaryRouting {
+    /// The canary backend's id.
+    pub backend: Arc<str>,
+    /// Its share now.
+    pub share: Arc<dyn CanaryShare>,
+    /// Sticky assignment: a key's hash decides (the same client, the same version, while the
+    /// share does not shrink); without one, each request is drawn at random.
+    pub sticky: Option<crate::http::HashKey>,
+}
+
 /// The outcomes that may be retried.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryOn {
@@ -110,6 +128,8 @@ pub struct Failover {
     retry: RetryPolicy,
     budget: Arc<RetryBudget>,
     per_try_timeout: Option<Duration>,
+    /// The canary backend's index and how it gets traffic.
+    canary: Option<(usize, CanaryRouting)>,
 }
 
 /// What one forwarded request came to.
@@ -208,7 +228,20 @@ impl Failover {
             retry,
             budget,
             per_try_timeout,
+            canary: None,
         }
+    }
+
+    /// Makes one of the backends a canary: it is tried first by its share of requests, and
+    /// never otherwise (the other backends, in their usual order, take the rest and serve a
+    /// canary request's retries).
+    pub fn with_canary(mut self, routing: CanaryRouting) -> Self {
+        self.canary = self
+            .backends
+            .iter()
+            .position(|b| **b.backend.id() == *routing.backend)
+            .map(|index| (index, routing));
+        self
     }
 
     /// The route's backends in priority order.
@@ -235,7 +268,7 @@ impl Failover {
         observer: &dyn TryObserver,
     ) -> Forwarded {
         let _in_flight = self.budget.start_request();
-        let (order, steered) = self.try_order_preferring(preferred);
+        let (order, steered) = self.try_order_preferring(preferred, &parts);
         let idempotent = is_idempotent(&parts.method);
         let mut tries = 0u32;
         let mut last: Option<(Result<GatewayResponse, BackendError>, Arc<Backend>)> = None;
@@ -340,8 +373,9 @@ impl Failover {
 
     /// [`Failover::try_order`] with `preferred` (a plugin's reroute) moved first when it is a
     /// candidate; a preference is not steering.
-    fn try_order_preferring(&self, preferred: Option<&str>) -> (Vec<usize>, bool) {
+    fn try_order_preferring(&self, preferred: Option<&str>, parts: &Parts) -> (Vec<usize>, bool) {
         let (mut order, steered) = self.try_order();
+        self.canary_first(&mut order, parts);
         if let Some(id) = preferred
             && let Some(position) = order
                 .iter()
@@ -361,11 +395,13 @@ impl Failover {
     /// goes first for its probe share of requests. When no backend is available at all, all of
     /// them are tried in priority order (better to try than to refuse outright).
     fn try_order(&self) -> (Vec<usize>, bool) {
-        let available: Vec<usize> = (0..self.backends.len())
+        let canary = self.canary.as_ref().map(|(index, _)| *index);
+        let baseline = || (0..self.backends.len()).filter(|&i| Some(i) != canary);
+        let available: Vec<usize> = baseline()
             .filter(|&i| self.backends[i].backend.is_available())
             .collect();
         let candidates = if available.is_empty() {
-            (0..self.backends.len()).collect()
+            baseline().collect()
         } else {
             available
         };
@@ -391,6 +427,34 @@ impl Failover {
             && nominal_first
                 .is_some_and(|n| self.backends[n].priority < self.backends[preferred[0]].priority);
         (preferred, steered)
+    }
+
+    /// Puts the canary first for its share of requests (drawn at random, or by the sticky
+    /// key's hash); a request it does not draw never goes to it.
+    fn canary_first(&self, order: &mut Vec<usize>, parts: &Parts) {
+        let Some((index, routing)) = &self.canary else {
+            return;
+        };
+        let share = routing.share.share();
+        if share <= 0.0 {
+            return;
+        }
+        let draw = routing
+            .sticky
+            .as_ref()
+            .and_then(|key| {
+                let client = parts
+                    .extensions
+                    .get::<crate::backend::ClientAddr>()
+                    .map(|c| c.0);
+                crate::http::hash_key(key, &parts.headers, client)
+            })
+            .map_or_else(fastrand::f64, |hash| {
+                (hash >> 11) as f64 / (1u64 << 53) as f64
+            });
+        if draw < share {
+            order.insert(0, *index);
+        }
     }
 
     /// Moves a weighted pick among the leading backends of equal priority to the front.

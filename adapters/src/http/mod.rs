@@ -18,6 +18,7 @@ use http::{HeaderValue, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+pub(crate) use balancer::hash_key;
 pub use balancer::{BalancerPolicy, Endpoint, HashKey};
 pub use health::HealthCheck;
 
@@ -30,7 +31,7 @@ use crate::error::{BackendError, BackendErrorKind, BoxError};
 use crate::outlier::{FailureEffect, OutlierPolicy};
 use crate::stats::BackendStats;
 use crate::tls::{ClientTls, client_config};
-use balancer::{EndpointSet, hash_key};
+use balancer::EndpointSet;
 use connector::Connector;
 
 /// One configured address of an HTTP backend: an IP or a DNS name, a port and a weight.

@@ -215,7 +215,7 @@ impl PriorityRule {
 }
 
 /// A route's reference to a backend.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteBackendRef {
     /// Backend id.
     pub backend: Arc<str>,
@@ -223,6 +223,17 @@ pub struct RouteBackendRef {
     pub priority: u32,
     /// Share within a priority.
     pub weight: u32,
+    /// Set when this backend is the route's canary.
+    pub canary: Option<CanaryConfig>,
+}
+
+/// A canary release of one of a route's backends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanaryConfig {
+    /// Steps, timing and judgement.
+    pub spec: accord_policies::sla::canary::CanarySpec,
+    /// Sticky assignment key.
+    pub sticky: Option<accord_adapters::http::HashKey>,
 }
 
 /// Request matching conditions.

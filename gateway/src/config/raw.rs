@@ -797,10 +797,72 @@ pub struct RawRouteBackend {
     /// Share among backends of equal priority.
     #[serde(default = "default_weight")]
     pub weight: Located<u32>,
+    /// Makes this backend the route's canary: it gets a share of the route's traffic that grows
+    /// step by step while it complies with the route's objective, and none once it breaches.
+    /// At most one per route; the route needs an `slo`.
+    #[serde(default)]
+    pub canary: Option<Located<RawCanary>>,
 }
 
 fn default_weight() -> Located<u32> {
     Located::unlocated(1)
+}
+
+/// A canary release of one backend of a route.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCanary {
+    /// Its share of the route's traffic at each step, increasing, the last `100%`:
+    /// `[1%, 5%, 25%, 50%, 100%]`.
+    pub steps: Located<Vec<Located<Percent>>>,
+    /// Compliant time needed at a step before the next (default 5m).
+    #[serde(default = "default_step_for")]
+    pub step_for: Located<ConfigDuration>,
+    /// Canary requests needed at a step before it can be judged compliant (default 200).
+    #[serde(default = "default_min_requests")]
+    pub min_requests: Located<u64>,
+    /// `baseline` (default): judged against the route's other backends over the same
+    /// minutes; `objective`: against the route's objective.
+    #[serde(default)]
+    pub compare: RawCompare,
+    /// `rollback` (default): share 0 at once; `pause`: keep the step's share, stop advancing.
+    #[serde(default)]
+    pub on_breach: RawOnBreach,
+    /// Sticky assignment: the same key goes to the same version while the share does not
+    /// shrink (`{header: x-user}`, `{cookie: session}`, `{client_address: true}`). Default: each
+    /// request is drawn at random.
+    #[serde(default)]
+    pub sticky: Option<Located<RawHashKey>>,
+}
+
+fn default_step_for() -> Located<ConfigDuration> {
+    Located::unlocated(ConfigDuration(std::time::Duration::from_secs(300)))
+}
+
+fn default_min_requests() -> Located<u64> {
+    Located::unlocated(200)
+}
+
+/// What a canary is judged against.
+#[derive(Debug, Default, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawCompare {
+    /// The route's other backends over the same minutes.
+    #[default]
+    Baseline,
+    /// The route's objective.
+    Objective,
+}
+
+/// What a canary's breach does.
+#[derive(Debug, Default, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawOnBreach {
+    /// Share 0 at once.
+    #[default]
+    Rollback,
+    /// Keep the step's share, stop advancing.
+    Pause,
 }
 
 /// Retries.

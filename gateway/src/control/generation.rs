@@ -264,6 +264,25 @@ impl LiveRoute {
                 })
             })
             .collect();
+        // The canary (kept across reloads by the SLA engine while its backend and steps hold).
+        let canary = route_sla.as_ref().and_then(|sla| {
+            let (index, config) = route
+                .backends
+                .iter()
+                .enumerate()
+                .find_map(|(i, b)| b.canary.as_ref().map(|c| (i, c)))?;
+            let canary = sla.set_canary(Some((index, config.spec.clone())))?;
+            Some(accord_adapters::failover::CanaryRouting {
+                backend: route.backends[index].backend.clone(),
+                share: canary,
+                sticky: config.sticky.clone(),
+            })
+        });
+        if canary.is_none()
+            && let Some(sla) = &route_sla
+        {
+            sla.set_canary(None);
+        }
         let chain: Vec<Arc<Plugin>> = route
             .plugins
             .iter()
@@ -288,12 +307,18 @@ impl LiveRoute {
                 .unwrap_or(0),
             plugins: chain,
             backend_ids: route.backends.iter().map(|b| b.backend.clone()).collect(),
-            failover: Failover::new(
-                route_backends,
-                route.retry.clone(),
-                RetryBudget::new(route.retry_budget),
-                route.per_try_timeout,
-            ),
+            failover: {
+                let failover = Failover::new(
+                    route_backends,
+                    route.retry.clone(),
+                    RetryBudget::new(route.retry_budget),
+                    route.per_try_timeout,
+                );
+                match canary {
+                    Some(routing) => failover.with_canary(routing),
+                    None => failover,
+                }
+            },
             stats: registry.route(&route.id),
             sla: route_sla,
             config: route.clone(),

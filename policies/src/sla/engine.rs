@@ -15,6 +15,7 @@ use accord_adapters::{Standing, Steering};
 use arc_swap::ArcSwapOption;
 use serde::{Deserialize, Serialize};
 
+use super::canary::{Canary, CanarySpec, CanaryState, Command, OnBreach, Transition};
 use super::clock::{Clock, UnixMillis, minute_of};
 use super::meter::{Aggregate, Meter, Minute};
 use super::objective::{Indicator, Objective, Severity, budget, burn_rate};
@@ -94,6 +95,8 @@ pub enum EventKind {
     BurnRateAlert,
     /// The error budget ran out.
     BudgetExhausted,
+    /// A canary breached the route's objective or its baseline.
+    CanaryBreach,
 }
 
 /// What the gateway did about it.
@@ -108,6 +111,10 @@ pub enum Action {
     Reject,
     /// Only reported (no enforcement configured for it).
     Alert,
+    /// A canary's share went to 0.
+    Rollback,
+    /// A canary stopped advancing.
+    Pause,
 }
 
 /// The measurement that opened an event.
@@ -511,9 +518,90 @@ pub struct RouteSla {
     budget_event: ArcSwapOption<BreachEvent>,
     events: Arc<EventLog>,
     view: arc_swap::ArcSwap<RouteView>,
+    canary: ArcSwapOption<Canary>,
 }
 
 impl RouteSla {
+    /// The route's canary, if one of its backends is released as one.
+    pub fn canary(&self) -> Option<Arc<Canary>> {
+        self.canary.load_full()
+    }
+
+    /// Makes the backend at `backend` (an index in the route's order) the route's canary, or
+    /// removes the canary (`None`). A canary of the same backend keeps its state (its step and
+    /// timeline) across reloads, unless its steps changed so that its step no longer exists.
+    pub fn set_canary(&self, canary: Option<(usize, CanarySpec)>) -> Option<Arc<Canary>> {
+        let Some((backend, spec)) = canary else {
+            self.canary.store(None);
+            return None;
+        };
+        let Some(id) = self.backends.get(backend).map(|b| b.id.clone()) else {
+            self.canary.store(None);
+            return None;
+        };
+        if let Some(existing) = self.canary.load_full()
+            && existing.backend() == backend
+            && *existing.spec() == spec
+        {
+            return Some(existing);
+        }
+        let fresh = Arc::new(Canary::new(spec, backend, &id, self.clock.now_ms()));
+        if let Some(existing) = self.canary.load_full()
+            && existing.backend() == backend
+        {
+            fresh.restore(existing.state());
+        }
+        self.canary.store(Some(fresh.clone()));
+        Some(fresh)
+    }
+
+    /// An operator's command to the route's canary (through the admin API).
+    pub fn command_canary(&self, command: Command) -> Result<CanaryState, String> {
+        let canary = self
+            .canary()
+            .ok_or_else(|| format!("route {} has no canary", self.id))?;
+        canary.command(command, self.clock.now_ms())
+    }
+
+    /// One canary evaluation: its counts over the step so far against the other backends'.
+    fn evaluate_canary(&self, now: Minute, now_ms: UnixMillis) {
+        let Some(canary) = self.canary() else { return };
+        let window = canary.step_window(now_ms);
+        let mut candidate = Aggregate::default();
+        let mut baseline = Aggregate::default();
+        for (i, backend) in self.backends.iter().enumerate() {
+            let counts = backend.meter.window_counts(now, window);
+            if i == canary.backend() {
+                candidate = counts;
+            } else {
+                baseline.add_aggregate(&counts);
+            }
+        }
+        if let Some(Transition::Breached(comparison, on_breach)) =
+            canary.evaluate(&self.objective, &candidate, &baseline, now_ms)
+        {
+            let backend = &self.backends[canary.backend()].id;
+            let event = self.events.open(
+                &self.id,
+                Some(backend),
+                EventKind::CanaryBreach,
+                None,
+                match on_breach {
+                    OnBreach::Rollback => Action::Rollback,
+                    OnBreach::Pause => Action::Pause,
+                },
+                Trigger {
+                    indicator: comparison.indicator,
+                    measured: comparison.canary_bad_ratio,
+                    limit: comparison.limit,
+                    window_seconds: window.as_secs(),
+                },
+                now_ms,
+            );
+            event.end(now_ms);
+        }
+    }
+
     /// The route's SLA state as of the last evaluation (every few seconds; empty before the
     /// first one).
     pub fn view(&self) -> Arc<RouteView> {
@@ -640,6 +728,7 @@ impl RouteSla {
         for backend in &self.backends {
             self.judge_backend(backend, now, now_ms);
         }
+        self.evaluate_canary(now, now_ms);
         self.evaluate_alerts(now, now_ms);
         self.evaluate_budget(now, now_ms);
         self.view.store(Arc::new(self.compute_view(now, now_ms)));
@@ -971,7 +1060,20 @@ impl SlaEngine {
             budget_event: ArcSwapOption::empty(),
             view: arc_swap::ArcSwap::from_pointee(RouteView::default()),
             events: self.events.clone(),
+            canary: ArcSwapOption::empty(),
         });
+        // The canary belongs to the backends: a new state for changed settings keeps it.
+        if let Some(old) = previous.as_ref().and_then(|p| p.canary())
+            && let Some(index) = route
+                .backends
+                .iter()
+                .position(|b| *b.id == *old.state().backend)
+        {
+            route.set_canary(Some((index, old.spec().clone())));
+            if let Some(canary) = route.canary() {
+                canary.restore(old.state());
+            }
+        }
         routes.insert(id.clone(), route.clone());
         route
     }

@@ -85,7 +85,7 @@ impl Aggregate {
     }
 
     /// Adds another aggregate's counts (not its latencies).
-    fn add_aggregate(&mut self, other: &Aggregate) {
+    pub fn add_aggregate(&mut self, other: &Aggregate) {
         for (mine, theirs) in self.by_class.iter_mut().zip(other.by_class) {
             *mine += theirs;
         }

@@ -1,8 +1,10 @@
 //! The SLA engine: every request's outcome is metered against its route's objective; the
 //! engine derives attainment, error budgets, burn rates and alerts from those meters, steers
 //! traffic away from backends that breach the objective, sheds or rejects when the budget is
-//! burning, and keeps a log of every breach and what was done about it.
+//! burning, runs SLO-guarded canary releases, and keeps a log of every breach and what was done
+//! about it.
 
+pub mod canary;
 pub mod clock;
 pub mod engine;
 pub mod histogram;

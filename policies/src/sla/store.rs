@@ -35,6 +35,8 @@ pub struct Loaded {
     pub rollups: usize,
     /// Events restored.
     pub events: usize,
+    /// Canaries restored (mid-step, where they were).
+    pub canaries: usize,
 }
 
 /// The SQLite store.
@@ -62,6 +64,10 @@ CREATE TABLE IF NOT EXISTS rollups (
     PRIMARY KEY (route, backend, resolution, start)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS rollups_by_start ON rollups (resolution, start);
+CREATE TABLE IF NOT EXISTS canaries (
+    route TEXT PRIMARY KEY,
+    state TEXT NOT NULL              -- the canary's state, JSON
+);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     route TEXT NOT NULL, backend TEXT, kind TEXT NOT NULL, severity TEXT, action TEXT NOT NULL,
@@ -132,6 +138,7 @@ impl Store {
             }
         }
         loaded.events = self.load_events(&conn, engine).map_err(|e| self.error(e))?;
+        loaded.canaries = load_canaries(&conn, engine).map_err(|e| self.error(e))?;
         *self
             .flushed_through
             .lock()
@@ -207,6 +214,16 @@ impl Store {
                         .map_err(|e| self.error(e))?;
                 }
                 rows += minutes.len() + hours.len();
+            }
+        }
+        for route in engine.routes() {
+            if let Some(canary) = route.canary() {
+                let state = serde_json::to_string(&canary.state()).unwrap_or_default();
+                tx.execute(
+                    "INSERT OR REPLACE INTO canaries (route, state) VALUES (?1, ?2)",
+                    params![route.id().as_ref(), state],
+                )
+                .map_err(|e| self.error(e))?;
             }
         }
         for event in engine.events().list(None) {
@@ -363,11 +380,33 @@ fn decode_histogram(bytes: &[u8]) -> Histogram {
     Histogram { bins }
 }
 
+/// Restores each route's canary where it was, if the route still has that canary.
+fn load_canaries(conn: &Connection, engine: &SlaEngine) -> rusqlite::Result<usize> {
+    let mut statement = conn.prepare("SELECT route, state FROM canaries")?;
+    let rows = statement.query_map([], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+    })?;
+    let mut restored = 0;
+    for row in rows {
+        let (route, state) = row?;
+        let (Some(route), Ok(state)) = (engine.get(&route), serde_json::from_str(&state)) else {
+            continue;
+        };
+        if let Some(canary) = route.canary()
+            && canary.restore(state)
+        {
+            restored += 1;
+        }
+    }
+    Ok(restored)
+}
+
 fn kind_name(kind: EventKind) -> &'static str {
     match kind {
         EventKind::BackendBreach => "backend_breach",
         EventKind::BurnRateAlert => "burn_rate_alert",
         EventKind::BudgetExhausted => "budget_exhausted",
+        EventKind::CanaryBreach => "canary_breach",
     }
 }
 
@@ -375,6 +414,7 @@ fn parse_kind(text: &str) -> EventKind {
     match text {
         "burn_rate_alert" => EventKind::BurnRateAlert,
         "budget_exhausted" => EventKind::BudgetExhausted,
+        "canary_breach" => EventKind::CanaryBreach,
         _ => EventKind::BackendBreach,
     }
 }
@@ -400,6 +440,8 @@ fn action_name(action: Action) -> &'static str {
         Action::Shed => "shed",
         Action::Reject => "reject",
         Action::Alert => "alert",
+        Action::Rollback => "rollback",
+        Action::Pause => "pause",
     }
 }
 
@@ -408,6 +450,8 @@ fn parse_action(text: &str) -> Action {
         "reroute" => Action::Reroute,
         "shed" => Action::Shed,
         "reject" => Action::Reject,
+        "rollback" => Action::Rollback,
+        "pause" => Action::Pause,
         _ => Action::Alert,
     }
 }

@@ -127,14 +127,148 @@ fn check_backend_refs(
                 "weight must be at least 1",
             );
         }
+        let canary = entry
+            .canary
+            .as_ref()
+            .and_then(|canary| check_canary(v, canary, &format!("{path}.backends[{i}].canary")));
         refs.push(RouteBackendRef {
             backend: Arc::from(name.as_str()),
             priority: entry.priority.unwrap_or(i as u32),
             weight: entry.weight.value.max(1),
+            canary,
         });
+    }
+    let canaries: Vec<usize> = (0..raw.backends.value.len())
+        .filter(|&i| raw.backends.value[i].canary.is_some())
+        .collect();
+    if let Some(&first) = canaries.first() {
+        let at = |i: usize| format!("{path}.backends[{i}].canary");
+        if let Some(&second) = canaries.get(1) {
+            if let Some(c) = raw.backends.value[second].canary.as_ref() {
+                v.error(c, at(second), "a route has at most one canary");
+            }
+        } else if raw.slo.is_none() {
+            if let Some(c) = raw.backends.value[first].canary.as_ref() {
+                v.error(
+                    c,
+                    at(first),
+                    "a canary is judged on the route's objective: give the route an slo",
+                );
+            }
+        } else if raw.backends.value.len() < 2 {
+            if let Some(c) = raw.backends.value[first].canary.as_ref() {
+                v.error(
+                    c,
+                    at(first),
+                    "a canary needs another backend to take the rest of the traffic",
+                );
+            }
+        }
     }
 
     refs
+}
+
+/// A canary's steps, timing, judgement and sticky key.
+fn check_canary(v: &mut Validator<'_>, raw: &Located<RawCanary>, at: &str) -> Option<CanaryConfig> {
+    use accord_policies::sla::canary::{CanarySpec, Compare, OnBreach};
+    let c = &raw.value;
+    let errors_before = v.errors.len();
+    let steps: Vec<f64> = c.steps.value.iter().map(|s| s.value.0).collect();
+    if steps.is_empty() {
+        v.error(
+            &c.steps,
+            format!("{at}.steps"),
+            "at least one step is required (the last 100%)",
+        );
+    }
+    for (i, step) in c.steps.value.iter().enumerate() {
+        if step.value.0 <= 0.0 {
+            v.error(
+                step,
+                format!("{at}.steps[{i}]"),
+                "a step's share must be above 0%",
+            );
+        } else if i > 0 && step.value.0 <= steps[i - 1] {
+            v.error(
+                step,
+                format!("{at}.steps[{i}]"),
+                format!(
+                    "steps must increase: {} after {}",
+                    step.value,
+                    c.steps.value[i - 1].value
+                ),
+            );
+        }
+    }
+    if let Some(last) = c.steps.value.last()
+        && last.value.0 < 1.0
+    {
+        v.error(last, format!("{at}.steps[{}]", c.steps.value.len() - 1), format!("the last step must be 100% (it is {}): a canary that passes every step takes all the traffic", last.value));
+    }
+    let step_for = c.step_for.value.0;
+    if step_for < Duration::from_secs(1) || step_for > Duration::from_secs(7 * 86_400) {
+        v.error(
+            &c.step_for,
+            format!("{at}.step_for"),
+            "must be between 1s and 7d",
+        );
+    }
+    if c.min_requests.value == 0 {
+        v.error(
+            &c.min_requests,
+            format!("{at}.min_requests"),
+            "must be at least 1 (too little traffic must never promote)",
+        );
+    }
+    let sticky = c.sticky.as_ref().and_then(|key| {
+        let at = format!("{at}.sticky");
+        match (
+            &key.value.header,
+            &key.value.cookie,
+            key.value.client_address,
+        ) {
+            (Some(header), None, false) => match HeaderName::try_from(header.as_str()) {
+                Ok(name) => Some(accord_adapters::http::HashKey::Header(name)),
+                Err(_) => {
+                    v.error(
+                        key,
+                        format!("{at}.header"),
+                        format!("invalid header name {header:?}"),
+                    );
+                    None
+                }
+            },
+            (None, Some(cookie), false) => {
+                Some(accord_adapters::http::HashKey::Cookie(cookie.clone()))
+            }
+            (None, None, true) => Some(accord_adapters::http::HashKey::ClientAddress),
+            _ => {
+                v.error(
+                    key,
+                    at,
+                    "set exactly one of header, cookie or client_address",
+                );
+                None
+            }
+        }
+    });
+    (v.errors.len() == errors_before).then(|| CanaryConfig {
+        spec: CanarySpec {
+            steps,
+            step_for,
+            min_requests: c.min_requests.value,
+            compare: match c.compare {
+                RawCompare::Baseline => Compare::Baseline,
+                RawCompare::Objective => Compare::Objective,
+            },
+            on_breach: match c.on_breach {
+                RawOnBreach::Rollback => OnBreach::Rollback,
+                RawOnBreach::Pause => OnBreach::Pause,
+            },
+        },
+        sticky,
+    })
 }
 
 /// What is retried: named conditions and 4xx/5xx statuses.
