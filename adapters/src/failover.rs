@@ -739,6 +739,93 @@ mod tests {
         assert_eq!(stats.tries.load(Ordering::SeqCst), 1);
     }
 
+    #[derive(Debug)]
+    struct Share(std::sync::atomic::AtomicU64);
+
+    impl CanaryShare for Share {
+        fn share(&self) -> f64 {
+            f64::from_bits(self.0.load(Ordering::SeqCst))
+        }
+    }
+
+    fn with_canary(
+        share: f64,
+        sticky: Option<crate::http::HashKey>,
+    ) -> (Failover, Arc<Share>, Arc<AtomicU32>, Arc<AtomicU32>) {
+        let (stable, stable_calls) = scripted("v1", ok);
+        let (canary, canary_calls) = scripted("v2", ok);
+        let share = Arc::new(Share(std::sync::atomic::AtomicU64::new(share.to_bits())));
+        let route = failover(vec![(stable, 0), (canary, 1)], 1).with_canary(CanaryRouting {
+            backend: Arc::from("v2"),
+            share: share.clone(),
+            sticky,
+        });
+        (route, share, stable_calls, canary_calls)
+    }
+
+    #[tokio::test]
+    async fn a_canary_gets_its_share_and_nothing_more() {
+        let (route, share, stable, canary) = with_canary(0.2, None);
+        for _ in 0..2000 {
+            let forwarded = route
+                .forward(request(Method::GET), ReplayBody::Buffered(Bytes::new()), far_deadline())
+                .await;
+            assert!(!forwarded.steered, "a canary pick is not steering");
+        }
+        let picked = f64::from(canary.load(Ordering::SeqCst));
+        // 20% of 2,000: 400, with a standard deviation of ~18; 5 sigma either way.
+        assert!((310.0..=490.0).contains(&picked), "{picked}");
+        assert_eq!(stable.load(Ordering::SeqCst) + canary.load(Ordering::SeqCst), 2000);
+        // Rolled back: never tried, even though it is a backend of the route.
+        share.0.store(0f64.to_bits(), Ordering::SeqCst);
+        canary.store(0, Ordering::SeqCst);
+        for _ in 0..200 {
+            route
+                .forward(request(Method::GET), ReplayBody::Buffered(Bytes::new()), far_deadline())
+                .await;
+        }
+        assert_eq!(canary.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_sticky_canary_sends_the_same_key_to_the_same_version() {
+        let key = crate::http::HashKey::Header(http::HeaderName::from_static("x-user"));
+        let (route, _share, _stable, canary) = with_canary(0.5, Some(key));
+        let mut canary_users = 0;
+        for user in 0..100 {
+            let mut seen = Vec::new();
+            for _ in 0..5 {
+                let before = canary.load(Ordering::SeqCst);
+                let mut parts = request(Method::GET);
+                parts.headers.insert("x-user", http::HeaderValue::from(user));
+                route
+                    .forward(parts, ReplayBody::Buffered(Bytes::new()), far_deadline())
+                    .await;
+                seen.push(canary.load(Ordering::SeqCst) > before);
+            }
+            assert!(seen.iter().all(|s| *s == seen[0]), "user {user}: {seen:?}");
+            canary_users += usize::from(seen[0]);
+        }
+        assert!((25..=75).contains(&canary_users), "{canary_users} of 100 users");
+    }
+
+    #[tokio::test]
+    async fn a_failing_canary_request_is_retried_on_the_stable_version() {
+        let (stable, stable_calls) = scripted("v1", ok);
+        let (canary, canary_calls) = scripted("v2", refused);
+        let route = failover(vec![(stable, 0), (canary, 1)], 1).with_canary(CanaryRouting {
+            backend: Arc::from("v2"),
+            share: Arc::new(Share(std::sync::atomic::AtomicU64::new(1f64.to_bits()))),
+            sticky: None,
+        });
+        let forwarded = route
+            .forward(request(Method::GET), ReplayBody::Buffered(Bytes::new()), far_deadline())
+            .await;
+        assert_eq!(forwarded.result.unwrap().status(), 200);
+        assert_eq!(canary_calls.load(Ordering::SeqCst), 1);
+        assert_eq!(stable_calls.load(Ordering::SeqCst), 1);
+    }
+
     #[tokio::test]
     async fn a_post_is_not_retried_on_a_status_but_a_get_is() {
         let (primary, _) = scripted("primary", unavailable);

@@ -1249,6 +1249,80 @@ mod tests {
         assert!(view.windows[4].p99_ms.is_none(), "no quantiles past 1h");
     }
 
+    fn canary_spec() -> CanarySpec {
+        CanarySpec {
+            steps: vec![0.1, 0.5, 1.0],
+            step_for: Duration::from_secs(120),
+            min_requests: 50,
+            compare: super::super::canary::Compare::Objective,
+            on_breach: OnBreach::Rollback,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_canary_advances_on_its_own_traffic_and_a_reload_keeps_its_step() {
+        let (engine, route) = engine_with(Enforcement::default());
+        let canary = route.set_canary(Some((1, canary_spec()))).unwrap();
+        engine.tick();
+        assert_eq!(canary.share(), 0.1);
+        // Two minutes of compliant canary traffic: the next step.
+        minute_of_traffic(&engine, &route, 100, 0, 1).await;
+        assert_eq!(canary.share(), 0.1, "one minute is not step_for");
+        minute_of_traffic(&engine, &route, 100, 0, 1).await;
+        assert_eq!(canary.share(), 0.5);
+        // Traffic on the stable backend only: the canary holds (too little traffic).
+        for _ in 0..3 {
+            minute_of_traffic(&engine, &route, 1000, 0, 0).await;
+        }
+        assert_eq!(canary.share(), 0.5);
+        assert_eq!(
+            canary.state().last[0].verdict,
+            super::super::canary::Verdict::TooLittleTraffic
+        );
+
+        // A reload with the same canary keeps it; one whose objective changed carries it over.
+        let same = route.set_canary(Some((1, canary_spec()))).unwrap();
+        assert!(Arc::ptr_eq(&same, &canary));
+        let reloaded = engine.route(
+            &Arc::from("orders"),
+            Objective::availability(0.99, Duration::from_secs(30 * 86_400)),
+            Enforcement::default(),
+            &[Arc::from("primary"), Arc::from("secondary")],
+        );
+        let carried = reloaded.set_canary(Some((1, canary_spec()))).unwrap();
+        assert_eq!(carried.share(), 0.5);
+        assert_eq!(carried.state().step, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_canary_is_rolled_back_within_one_evaluation_and_the_event_says_why() {
+        let (engine, route) = engine_with(Enforcement::default());
+        let canary = route.set_canary(Some((1, canary_spec()))).unwrap();
+        engine.tick();
+        for _ in 0..95 {
+            route.record_try(1, Class::Good, Duration::from_millis(20));
+        }
+        for _ in 0..5 {
+            route.record_try(1, Class::Bad, Duration::from_millis(20));
+        }
+        tokio::time::advance(EVALUATION_INTERVAL).await;
+        engine.tick();
+        assert_eq!(canary.share(), 0.0);
+        let event = engine
+            .events()
+            .list(Some("orders"))
+            .into_iter()
+            .find(|e| e.kind == EventKind::CanaryBreach)
+            .unwrap();
+        assert_eq!(event.action, Action::Rollback);
+        assert_eq!(event.backend.as_deref(), Some("secondary"));
+        assert!((event.trigger.measured - 0.05).abs() < 1e-9);
+        assert!((event.trigger.limit - 0.001).abs() < 1e-9);
+        assert!(route.command_canary(Command::Abort).is_err(), "already rolled back");
+        route.command_canary(Command::Resume).unwrap();
+        assert_eq!(canary.share(), 0.1);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_slightly_lower_error_rate_does_not_page() {
         let (engine, route) = engine_with(Enforcement::default());

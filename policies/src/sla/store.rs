@@ -465,6 +465,49 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    #[test]
+    fn a_canary_restarts_where_it_was_mid_step() {
+        let dir = std::env::temp_dir().join(format!("accord-canary-{}", fastrand::u64(..)));
+        let path = dir.join("sla.db");
+        let spec = crate::sla::canary::CanarySpec {
+            steps: vec![0.1, 0.5, 1.0],
+            step_for: Duration::from_secs(300),
+            min_requests: 10,
+            compare: crate::sla::canary::Compare::Objective,
+            on_breach: crate::sla::canary::OnBreach::Rollback,
+        };
+        let start = 1_767_225_600_000;
+        {
+            let engine = SlaEngine::new(Clock::starting_at(start));
+            let route = engine.route(
+                &Arc::from("orders"),
+                Objective::availability(0.999, Duration::from_secs(86_400)),
+                Enforcement::default(),
+                &[Arc::from("v1"), Arc::from("v2")],
+            );
+            let canary = route.set_canary(Some((1, spec.clone()))).unwrap();
+            canary
+                .command(crate::sla::canary::Command::Promote, start + 1000)
+                .unwrap();
+            let store = Store::open(&path).unwrap();
+            store.flush(&engine).unwrap();
+        }
+        let engine = SlaEngine::new(Clock::starting_at(start + 60_000));
+        let route = engine.route(
+            &Arc::from("orders"),
+            Objective::availability(0.999, Duration::from_secs(86_400)),
+            Enforcement::default(),
+            &[Arc::from("v1"), Arc::from("v2")],
+        );
+        let canary = route.set_canary(Some((1, spec))).unwrap();
+        assert_eq!(canary.share(), 0.1, "before the load: a fresh canary");
+        let loaded = Store::open(&path).unwrap().load(&engine).unwrap();
+        assert_eq!(loaded.canaries, 1);
+        assert_eq!(canary.share(), 0.5);
+        assert_eq!(canary.state().step_started_ms, start + 1000, "mid-step, as it was");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     fn engine(start_ms: i64) -> (SlaEngine, Arc<super::super::RouteSla>) {
         let engine = SlaEngine::new(Clock::starting_at(start_ms));
         let window = Duration::from_secs(30 * 86_400);
