@@ -768,20 +768,31 @@ mod tests {
         let (route, share, stable, canary) = with_canary(0.2, None);
         for _ in 0..2000 {
             let forwarded = route
-                .forward(request(Method::GET), ReplayBody::Buffered(Bytes::new()), far_deadline())
+                .forward(
+                    request(Method::GET),
+                    ReplayBody::Buffered(Bytes::new()),
+                    far_deadline(),
+                )
                 .await;
             assert!(!forwarded.steered, "a canary pick is not steering");
         }
         let picked = f64::from(canary.load(Ordering::SeqCst));
         // 20% of 2,000: 400, with a standard deviation of ~18; 5 sigma either way.
         assert!((310.0..=490.0).contains(&picked), "{picked}");
-        assert_eq!(stable.load(Ordering::SeqCst) + canary.load(Ordering::SeqCst), 2000);
+        assert_eq!(
+            stable.load(Ordering::SeqCst) + canary.load(Ordering::SeqCst),
+            2000
+        );
         // Rolled back: never tried, even though it is a backend of the route.
         share.0.store(0f64.to_bits(), Ordering::SeqCst);
         canary.store(0, Ordering::SeqCst);
         for _ in 0..200 {
             route
-                .forward(request(Method::GET), ReplayBody::Buffered(Bytes::new()), far_deadline())
+                .forward(
+                    request(Method::GET),
+                    ReplayBody::Buffered(Bytes::new()),
+                    far_deadline(),
+                )
                 .await;
         }
         assert_eq!(canary.load(Ordering::SeqCst), 0);
@@ -797,7 +808,9 @@ mod tests {
             for _ in 0..5 {
                 let before = canary.load(Ordering::SeqCst);
                 let mut parts = request(Method::GET);
-                parts.headers.insert("x-user", http::HeaderValue::from(user));
+                parts
+                    .headers
+                    .insert("x-user", http::HeaderValue::from(user));
                 route
                     .forward(parts, ReplayBody::Buffered(Bytes::new()), far_deadline())
                     .await;
@@ -806,7 +819,10 @@ mod tests {
             assert!(seen.iter().all(|s| *s == seen[0]), "user {user}: {seen:?}");
             canary_users += usize::from(seen[0]);
         }
-        assert!((25..=75).contains(&canary_users), "{canary_users} of 100 users");
+        assert!(
+            (25..=75).contains(&canary_users),
+            "{canary_users} of 100 users"
+        );
     }
 
     #[tokio::test]
@@ -819,7 +835,11 @@ mod tests {
             sticky: None,
         });
         let forwarded = route
-            .forward(request(Method::GET), ReplayBody::Buffered(Bytes::new()), far_deadline())
+            .forward(
+                request(Method::GET),
+                ReplayBody::Buffered(Bytes::new()),
+                far_deadline(),
+            )
             .await;
         assert_eq!(forwarded.result.unwrap().status(), 200);
         assert_eq!(canary_calls.load(Ordering::SeqCst), 1);

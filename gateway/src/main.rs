@@ -84,6 +84,42 @@ enum Command {
         #[arg(long, value_enum, default_value_t = accord::cli::report::ReportFormat::Table)]
         format: accord::cli::report::ReportFormat,
     },
+    /// Show or drive a route's canary release (through the admin API): `status`, `promote` (to
+    /// the next step now), `pause`, `resume`, `abort` (share 0).
+    Canary {
+        /// What to do.
+        #[arg(value_enum)]
+        action: CanaryAction,
+        /// The route.
+        #[arg(long)]
+        route: String,
+        /// The configuration file, to find the admin API and its token.
+        #[arg(short, long, default_value = "accord.yaml")]
+        config: PathBuf,
+        /// The admin API address (overrides the configuration's).
+        #[arg(long)]
+        admin: Option<String>,
+    },
+    /// The release gate, for CI/CD: exits 0 when a release of the route may go ahead, 1 with
+    /// every reason when not (budget below the floor, a page alert, a canary in progress or
+    /// rolled back within the hour).
+    Gate {
+        /// The route.
+        #[arg(long)]
+        route: String,
+        /// The least error budget left a release needs, e.g. `25%`.
+        #[arg(long, default_value = "0%")]
+        min_budget: String,
+        /// Print the verdict as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The configuration file, to find the admin API and its token.
+        #[arg(short, long, default_value = "accord.yaml")]
+        config: PathBuf,
+        /// The admin API address (overrides the configuration's).
+        #[arg(long)]
+        admin: Option<String>,
+    },
     /// WebAssembly policy plugin tools.
     Plugin {
         #[command(subcommand)]
@@ -155,6 +191,15 @@ enum PluginCommand {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum CanaryAction {
+    Status,
+    Promote,
+    Pause,
+    Resume,
+    Abort,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Text,
     Json,
@@ -196,6 +241,30 @@ fn main() -> ExitCode {
             Ok(())
         })()),
         Command::Plugin { command } => plugin(command),
+        Command::Canary {
+            action,
+            route,
+            config,
+            admin,
+        } => report(
+            runtime(Some(1)).and_then(|rt| rt.block_on(canary(action, route, config, admin))),
+        ),
+        Command::Gate {
+            route,
+            min_budget,
+            json,
+            config,
+            admin,
+        } => match runtime(Some(1))
+            .and_then(|rt| rt.block_on(gate(route, min_budget, json, config, admin)))
+        {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("accord: {e:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::Errors => {
             print!("{}", accord::proxy::errors::markdown_table());
             ExitCode::SUCCESS
@@ -299,43 +368,76 @@ async fn sla_report(
     window: String,
     format: accord::cli::report::ReportFormat,
 ) -> anyhow::Result<()> {
-    // The admin address and token come from the configuration when it is there.
-    let loaded = config::load(&config, &ProcessEnvironment).ok();
-    let address = match (&admin, &loaded) {
-        (Some(address), _) => address.clone(),
-        (None, Some(config)) => config.admin.address.to_string(),
-        (None, None) => "127.0.0.1:9901".to_owned(),
-    };
-    let token = loaded
-        .as_ref()
-        .and_then(|c| c.admin.token.as_ref())
-        .map(|t| t.expose().to_owned());
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let mut request = http::Request::get(format!("http://{address}/sla"));
-    if let Some(token) = token {
-        request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
-    }
-    let response = client
-        .request(request.body(http_body_util::Empty::new())?)
-        .await
-        .with_context(|| format!("cannot reach the admin API at {address} (is the gateway running? --admin sets the address)"))?;
-    let status = response.status();
-    let body = http_body_util::BodyExt::collect(response.into_body())
-        .await?
-        .to_bytes();
+    let client = accord::cli::admin_client::AdminClient::new(&config, admin);
+    let (status, document) = client.call(http::Method::GET, "/sla").await?;
     if !status.is_success() {
-        anyhow::bail!(
-            "the admin API at {address} answered {status}: {}",
-            String::from_utf8_lossy(&body)
-        );
+        anyhow::bail!("the admin API answered {status}: {document}");
     }
-    let document: serde_json::Value =
-        serde_json::from_slice(&body).context("the admin API's /sla is not JSON")?;
     let text = accord::cli::report::render(&document, route.as_deref(), &window, format)
         .map_err(anyhow::Error::msg)?;
     print!("{text}");
     Ok(())
+}
+
+/// `accord canary ACTION --route R`: prints the canary after the action; an action that does
+/// not apply (409) is an error that says why.
+async fn canary(
+    action: CanaryAction,
+    route: String,
+    config: PathBuf,
+    admin: Option<String>,
+) -> anyhow::Result<()> {
+    let client = accord::cli::admin_client::AdminClient::new(&config, admin);
+    let (method, path) = match action {
+        CanaryAction::Status => (http::Method::GET, format!("/canary/{route}")),
+        CanaryAction::Promote => (http::Method::POST, format!("/canary/{route}/promote")),
+        CanaryAction::Pause => (http::Method::POST, format!("/canary/{route}/pause")),
+        CanaryAction::Resume => (http::Method::POST, format!("/canary/{route}/resume")),
+        CanaryAction::Abort => (http::Method::POST, format!("/canary/{route}/abort")),
+    };
+    let (status, body) = client.call(method, &path).await?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "{}",
+            body["message"]
+                .as_str()
+                .map_or_else(|| body.to_string(), str::to_owned)
+        );
+    }
+    print!("{}", accord::cli::canary::render_canary(&route, &body));
+    Ok(())
+}
+
+/// `accord gate --route R --min-budget 25%`: whether a release may go ahead.
+async fn gate(
+    route: String,
+    min_budget: String,
+    json: bool,
+    config: PathBuf,
+    admin: Option<String>,
+) -> anyhow::Result<bool> {
+    let client = accord::cli::admin_client::AdminClient::new(&config, admin);
+    let floor = min_budget.replace('%', "%25");
+    let (status, body) = client
+        .call(
+            http::Method::GET,
+            &format!("/sla/routes/{route}/gate?min_budget={floor}"),
+        )
+        .await?;
+    if !(status.is_success() || status == http::StatusCode::CONFLICT) {
+        anyhow::bail!(
+            "{}",
+            body["message"]
+                .as_str()
+                .map_or_else(|| body.to_string(), str::to_owned)
+        );
+    }
+    if json {
+        println!("{body:#}");
+    } else {
+        print!("{}", accord::cli::canary::render_gate(&body));
+    }
+    Ok(body["allow"].as_bool().unwrap_or(false))
 }
 
 fn check(path: &std::path::Path, format: Format, skip_plugins: bool) -> ExitCode {

@@ -10,6 +10,9 @@
 //! | `GET /sla` | every route's SLA report (JSON; schema in `docs/sla-report.md`), and the cluster's status in cluster mode |
 //! | `GET /sla/routes/{id}` | one route's SLA report |
 //! | `GET /sla/routes/{id}/history?minutes=120` | minute-by-minute history for charts (≤ 360 minutes) |
+//! | `GET /sla/routes/{id}/gate?min_budget=25%` | the release gate: 200 `{"allow": true, …}`, or 409 with every reason |
+//! | `GET /canary/{route}` | the route's canary: phase, share, step, last comparison, timeline |
+//! | `POST /canary/{route}/promote\|pause\|resume\|abort` | drive it (409 with why when the command does not apply) |
 //! | `GET /dashboard` | the SLA dashboard (HTML, assets embedded) |
 //!
 //! `POST` endpoints need `Authorization: Bearer <token>` when a token is configured; every
@@ -96,6 +99,9 @@ async fn respond(
         (Method::GET, path) if path.starts_with("/sla/routes/") => {
             sla_route(gateway.sla(), sla_route_path(path), request.uri().query())
         }
+        (method @ (Method::GET | Method::POST), path) if path.starts_with("/canary/") => {
+            canary(gateway.sla(), &method, path)
+        }
         (Method::GET, "/config") => json(StatusCode::OK, &generation.config().effective),
         (Method::POST, "/reload") => reload(gateway).await,
         (_, "/healthz" | "/readyz" | "/metrics" | "/config" | "/reload") => {
@@ -181,6 +187,7 @@ fn sla_route(
                 None => no_slo(id),
             }
         }
+        SlaRoutePath::Gate(id) => gate(engine, id, query),
         SlaRoutePath::Report(id) => match sla::report(engine, id) {
             Some(report) => json(
                 StatusCode::OK,
@@ -218,6 +225,89 @@ async fn reload(gateway: &impl AdminState) -> Response<ResponseBody> {
     json(StatusCode::UNPROCESSABLE_ENTITY, &body)
 }
 
+/// `GET /canary/{route}` (the canary's report) and `POST /canary/{route}/{command}`.
+fn canary(
+    engine: &accord_policies::sla::SlaEngine,
+    method: &Method,
+    path: &str,
+) -> Response<ResponseBody> {
+    use accord_policies::sla::canary::Command;
+    let rest = path.strip_prefix("/canary/").unwrap_or_default();
+    let (id, command) = match (method, rest.rsplit_once('/')) {
+        (&Method::POST, Some((id, command))) => (id, Some(command)),
+        (&Method::GET, _) => (rest, None),
+        _ => {
+            return ErrorCode::NotFound.response(
+                "POST /canary/{route}/promote|pause|resume|abort drives a canary",
+                "-",
+            );
+        }
+    };
+    let Some(canary) = engine.get(id).and_then(|route| route.canary()) else {
+        return ErrorCode::NotFound.response(&format!("route {id:?} has no canary"), "-");
+    };
+    let Some(command) = command else {
+        return json(
+            StatusCode::OK,
+            &serde_json::to_value(canary.report()).unwrap_or_default(),
+        );
+    };
+    let Some(parsed) = Command::parse(command) else {
+        return ErrorCode::NotFound.response(
+            &format!("no canary command {command:?}: promote, pause, resume or abort"),
+            "-",
+        );
+    };
+    match canary.command(parsed, engine.clock().now_ms()) {
+        Ok(_) => {
+            tracing::info!(route = %id, backend = %canary.state().backend, command, share = canary.share(), "canary: operator command");
+            json(
+                StatusCode::OK,
+                &serde_json::to_value(canary.report()).unwrap_or_default(),
+            )
+        }
+        Err(why) => json(
+            StatusCode::CONFLICT,
+            &serde_json::json!({ "code": "canary_conflict", "message": why, "canary": canary.report() }),
+        ),
+    }
+}
+
+/// `GET /sla/routes/{id}/gate?min_budget=25%`: 200 when a release may go ahead, 409 with every
+/// reason when not, 400 for a floor that is not a percentage.
+fn gate(
+    engine: &accord_policies::sla::SlaEngine,
+    id: &str,
+    query: Option<&str>,
+) -> Response<ResponseBody> {
+    let Some(route) = engine.get(id) else {
+        return no_slo(id);
+    };
+    let floor = query
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("min_budget=")))
+        .map(|v| v.replace("%25", "%"));
+    let min_budget = match floor
+        .as_deref()
+        .map(str::parse::<crate::config::types::Percent>)
+    {
+        None => 0.0,
+        Some(Ok(percent)) => percent.0,
+        Some(Err(why)) => {
+            return json(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({ "code": "invalid_request", "message": format!("min_budget: {why}") }),
+            );
+        }
+    };
+    let verdict = accord_policies::sla::gate::gate(&route, min_budget);
+    let status = if verdict.allow {
+        StatusCode::OK
+    } else {
+        StatusCode::CONFLICT
+    };
+    json(status, &serde_json::to_value(verdict).unwrap_or_default())
+}
+
 /// What a path under `/sla/routes/` asks for.
 #[derive(Debug, PartialEq, Eq)]
 enum SlaRoutePath<'a> {
@@ -225,14 +315,19 @@ enum SlaRoutePath<'a> {
     Report(&'a str),
     /// `/sla/routes/{id}/history`.
     History(&'a str),
+    /// `/sla/routes/{id}/gate`.
+    Gate(&'a str),
 }
 
 /// Splits a path under `/sla/routes/` without slicing by index: `/sla/routes/history` is the
 /// report of a route called `history` (it once panicked, the prefix and suffix overlapping).
 fn sla_route_path(path: &str) -> SlaRoutePath<'_> {
     let rest = path.strip_prefix("/sla/routes/").unwrap_or(path);
-    match rest.strip_suffix("/history") {
-        Some(id) => SlaRoutePath::History(id),
+    if let Some(id) = rest.strip_suffix("/history") {
+        return SlaRoutePath::History(id);
+    }
+    match rest.strip_suffix("/gate") {
+        Some(id) => SlaRoutePath::Gate(id),
         None => SlaRoutePath::Report(rest),
     }
 }

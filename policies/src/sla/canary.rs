@@ -432,6 +432,57 @@ impl Canary {
     }
 }
 
+/// A canary as reports show it: its settings, where it stands, the last comparison and the
+/// timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct CanaryReport {
+    /// The canary backend.
+    pub backend: String,
+    /// `progressing`, `paused`, `rolled_back` or `promoted`.
+    pub phase: Phase,
+    /// Its share of the route's traffic now.
+    pub share: f64,
+    /// The current step (0-based) and every step's share.
+    pub step: usize,
+    /// Every step's share.
+    pub steps: Vec<f64>,
+    /// When the current step started.
+    pub step_started_ms: UnixMillis,
+    /// Compliant time needed at a step, in seconds.
+    pub step_for_seconds: u64,
+    /// Canary requests needed at a step.
+    pub min_requests: u64,
+    /// `baseline` or `objective`.
+    pub compare: Compare,
+    /// `rollback` or `pause`.
+    pub on_breach: OnBreach,
+    /// The last evaluation's comparison, per SLI.
+    pub last: Vec<Comparison>,
+    /// What happened, oldest first.
+    pub timeline: Vec<TimelineEntry>,
+}
+
+impl Canary {
+    /// The canary as reports show it.
+    pub fn report(&self) -> CanaryReport {
+        let state = self.state();
+        CanaryReport {
+            backend: state.backend,
+            phase: state.phase,
+            share: self.share(),
+            step: state.step,
+            steps: self.spec.steps.clone(),
+            step_started_ms: state.step_started_ms,
+            step_for_seconds: self.spec.step_for.as_secs(),
+            min_requests: self.spec.min_requests,
+            compare: self.spec.compare,
+            on_breach: self.spec.on_breach,
+            last: state.last,
+            timeline: state.timeline,
+        }
+    }
+}
+
 impl accord_adapters::failover::CanaryShare for Canary {
     fn share(&self) -> f64 {
         Canary::share(self)

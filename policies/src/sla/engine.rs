@@ -522,6 +522,11 @@ pub struct RouteSla {
 }
 
 impl RouteSla {
+    /// The event log this route writes to.
+    pub fn events(&self) -> &Arc<EventLog> {
+        &self.events
+    }
+
     /// The route's canary, if one of its backends is released as one.
     pub fn canary(&self) -> Option<Arc<Canary>> {
         self.canary.load_full()
@@ -1318,7 +1323,10 @@ mod tests {
         assert_eq!(event.backend.as_deref(), Some("secondary"));
         assert!((event.trigger.measured - 0.05).abs() < 1e-9);
         assert!((event.trigger.limit - 0.001).abs() < 1e-9);
-        assert!(route.command_canary(Command::Abort).is_err(), "already rolled back");
+        assert!(
+            route.command_canary(Command::Abort).is_err(),
+            "already rolled back"
+        );
         route.command_canary(Command::Resume).unwrap();
         assert_eq!(canary.share(), 0.1);
     }

@@ -7,6 +7,7 @@
 pub mod canary;
 pub mod clock;
 pub mod engine;
+pub mod gate;
 pub mod histogram;
 pub mod meter;
 pub mod objective;

@@ -49,6 +49,9 @@ pub struct RouteReport {
     pub actions: ActionsReport,
     /// The route's breach events, oldest first.
     pub events: Vec<Arc<BreachEvent>>,
+    /// The route's canary release, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<super::canary::CanaryReport>,
 }
 
 /// The objective as configured.
@@ -279,6 +282,7 @@ impl RouteReport {
                 rejected: route.actions().rejected.load(Relaxed),
             },
             events,
+            canary: route.canary().map(|c| c.report()),
         }
     }
 

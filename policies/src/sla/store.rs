@@ -504,7 +504,11 @@ mod tests {
         let loaded = Store::open(&path).unwrap().load(&engine).unwrap();
         assert_eq!(loaded.canaries, 1);
         assert_eq!(canary.share(), 0.5);
-        assert_eq!(canary.state().step_started_ms, start + 1000, "mid-step, as it was");
+        assert_eq!(
+            canary.state().step_started_ms,
+            start + 1000,
+            "mid-step, as it was"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -138,32 +138,31 @@ fn check_backend_refs(
             canary,
         });
     }
-    let canaries: Vec<usize> = (0..raw.backends.value.len())
-        .filter(|&i| raw.backends.value[i].canary.is_some())
+    // At most one canary, on a route with an objective and another backend.
+    let canaries: Vec<(usize, &Located<RawCanary>)> = raw
+        .backends
+        .value
+        .iter()
+        .enumerate()
+        .filter_map(|(i, b)| b.canary.as_ref().map(|c| (i, c)))
         .collect();
-    if let Some(&first) = canaries.first() {
-        let at = |i: usize| format!("{path}.backends[{i}].canary");
-        if let Some(&second) = canaries.get(1) {
-            if let Some(c) = raw.backends.value[second].canary.as_ref() {
-                v.error(c, at(second), "a route has at most one canary");
-            }
-        } else if raw.slo.is_none() {
-            if let Some(c) = raw.backends.value[first].canary.as_ref() {
-                v.error(
-                    c,
-                    at(first),
-                    "a canary is judged on the route's objective: give the route an slo",
-                );
-            }
-        } else if raw.backends.value.len() < 2 {
-            if let Some(c) = raw.backends.value[first].canary.as_ref() {
-                v.error(
-                    c,
-                    at(first),
-                    "a canary needs another backend to take the rest of the traffic",
-                );
-            }
-        }
+    let problem = match canaries.as_slice() {
+        [] => None,
+        [_, (second, c), ..] => Some((*second, *c, "a route has at most one canary")),
+        [(first, c)] if raw.slo.is_none() => Some((
+            *first,
+            *c,
+            "a canary is judged on the route's objective: give the route an slo",
+        )),
+        [(first, c)] if raw.backends.value.len() < 2 => Some((
+            *first,
+            *c,
+            "a canary needs another backend to take the rest of the traffic",
+        )),
+        [_] => None,
+    };
+    if let Some((i, c, message)) = problem {
+        v.error(c, format!("{path}.backends[{i}].canary"), message);
     }
 
     refs
@@ -503,6 +502,62 @@ mod tests {
         let twice = config("", "", "")
             + "  - id: r\n    match: {path: {prefix: /b}}\n    backends: [{backend: app}]\n";
         refused(&twice, "routes[1].id: duplicate route id \"r\"");
+    }
+
+    /// A route with backends `app` and `v2`, `v2` a canary with `canary` (flow YAML), and
+    /// `route` (more of the route).
+    fn with_canary(canary: &str, route: &str) -> String {
+        config(
+            "",
+            "  v2:\n    http:\n      addresses: [\"127.0.0.1:2\"]\n",
+            route,
+        )
+        .replace(
+            "[{backend: app}]",
+            &format!("[{{backend: app}}, {{backend: v2, canary: {canary}}}]"),
+        )
+    }
+
+    #[test]
+    fn a_canary_steps_up_to_100_percent_on_a_route_with_an_objective() {
+        let slo = "    slo: {availability: 99.9%}\n";
+        let ok = check(&with_canary("{steps: [1%, 5%, 100%], step_for: 2m, compare: objective, on_breach: pause, sticky: {header: x-user}}", slo)).unwrap();
+        let canary = ok.routes[0].backends[1].canary.as_ref().unwrap();
+        assert_eq!(canary.spec.steps, [0.01, 0.05, 1.0]);
+        assert_eq!(canary.spec.step_for, std::time::Duration::from_secs(120));
+        assert_eq!(canary.spec.min_requests, 200, "the default");
+        refused(
+            &with_canary("{steps: [5%, 1%, 100%]}", slo),
+            "routes[0].backends[1].canary.steps[1]: steps must increase: 1% after 5%",
+        );
+        refused(
+            &with_canary("{steps: [1%, 50%]}", slo),
+            "routes[0].backends[1].canary.steps[1]: the last step must be 100% (it is 50%)",
+        );
+        refused(
+            &with_canary("{steps: [0%, 100%]}", slo),
+            "routes[0].backends[1].canary.steps[0]: a step's share must be above 0%",
+        );
+        refused(
+            &with_canary("{steps: [100%], step_for: 0s}", slo),
+            "routes[0].backends[1].canary.step_for: must be between 1s and 7d",
+        );
+        refused(
+            &with_canary("{steps: [100%], min_requests: 0}", slo),
+            "routes[0].backends[1].canary.min_requests: must be at least 1",
+        );
+        refused(
+            &with_canary("{steps: [100%], sticky: {header: x, cookie: y}}", slo),
+            "routes[0].backends[1].canary.sticky: set exactly one of header, cookie or client_address",
+        );
+        refused(
+            &with_canary("{steps: [100%]}", ""),
+            "routes[0].backends[1].canary: a canary is judged on the route's objective: give the route an slo",
+        );
+        refused(
+            &with_canary("{steps: [100%], compare: vibes}", slo),
+            "unknown variant `vibes`",
+        );
     }
 
     #[test]
