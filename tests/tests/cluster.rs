@@ -517,6 +517,67 @@ async fn plugin_state_is_shared_by_every_replica() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs redis-server: ./scripts/test.sh"]
+async fn every_replica_sends_the_canary_the_same_share() {
+    let redis = RedisServer::start().await;
+    let v1 = healthy("v1").await;
+    let v2 = healthy("v2").await;
+    let token = std::env::temp_dir().join(format!("accord-cluster-token-{}", std::process::id()));
+    std::fs::write(&token, "cluster-token").unwrap();
+    let yaml = |name: &'static str| {
+        let (url, v1, v2, token) = (redis.url(), v1.addr, v2.addr, token.clone());
+        move |addr: SocketAddr, admin: SocketAddr| {
+            format!(
+                "listeners: [{{address: \"{addr}\"}}]\nadmin: {{address: \"{admin}\", token_file: \"{}\"}}\nsla_history: {{enabled: false}}\nlog: {{access_log: false}}\n\
+                 cluster: {{name: canary, redis: \"{url}\", replica: {name}, sync_interval: {}ms}}\n\
+                 backends:\n  v1: {{http: {{addresses: [\"{v1}\"]}}}}\n  v2: {{http: {{addresses: [\"{v2}\"]}}}}\n\
+                 routes:\n  - id: orders\n    match: {{path: {{prefix: /}}}}\n    backends: [{{backend: v1}}, {{backend: v2, canary: {{steps: [5%, 50%, 100%], step_for: 1h}}}}]\n    slo: {{availability: 99.9%}}\n",
+                token.display(),
+                SYNC.as_millis(),
+            )
+        }
+    };
+    let a = AccordProcess::start(yaml("a")).await;
+    let b = AccordProcess::start(yaml("b")).await;
+    let drive = |replica: &AccordProcess, command: &str| {
+        let request =
+            http::Request::post(format!("http://{}/canary/orders/{command}", replica.admin))
+                .header("authorization", "Bearer cluster-token")
+                .body(http_body_util::Full::default())
+                .expect("request");
+        accord_tests::send(request)
+    };
+    let share = |replica: &AccordProcess| {
+        let url = format!("http://{}/canary/orders", replica.admin);
+        async move { get(&url).await.json()["share"].as_f64().unwrap() }
+    };
+    assert_eq!(share(&b).await, 0.05);
+    // An operator promotes through replica a: b sends the canary 50% within a sync or two.
+    assert_eq!(drive(&a, "promote").await.status, 200);
+    tokio::time::sleep(SYNC * 4).await;
+    assert_eq!(share(&b).await, 0.5);
+    // And aborts through b: a stops sending it anything.
+    assert_eq!(drive(&b, "abort").await.status, 200);
+    tokio::time::sleep(SYNC * 4).await;
+    assert_eq!(share(&a).await, 0.0);
+    let timeline = get(&format!("http://{}/canary/orders", a.admin))
+        .await
+        .json()["timeline"]
+        .clone();
+    let whats: Vec<&str> = timeline
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(whats, ["started", "advanced", "aborted"]);
+    // A replica started now takes the cluster's state, not a fresh canary.
+    let c = AccordProcess::start(yaml("c")).await;
+    tokio::time::sleep(SYNC * 4).await;
+    assert_eq!(share(&c).await, 0.0);
+}
+
 /// Three free consecutive loopback ports; the first.
 fn three_free_ports() -> u16 {
     loop {

@@ -17,7 +17,8 @@ pub struct AdminClient {
 
 impl AdminClient {
     /// The admin API of the configuration at `config` (when it can be read), or at `admin`;
-    /// `127.0.0.1:9901` when neither says.
+    /// `127.0.0.1:9901` when neither says. The token is the configuration's, or else the
+    /// `ACCORD_ADMIN_TOKEN` environment variable's.
     pub fn new(config: &Path, admin: Option<String>) -> Self {
         let loaded = config::load(config, &ProcessEnvironment).ok();
         let address = match (admin, &loaded) {
@@ -28,7 +29,12 @@ impl AdminClient {
         let token = loaded
             .as_ref()
             .and_then(|c| c.admin.token.as_ref())
-            .map(|t| t.expose().to_owned());
+            .map(|t| t.expose().to_owned())
+            .or_else(|| {
+                std::env::var("ACCORD_ADMIN_TOKEN")
+                    .ok()
+                    .filter(|t| !t.is_empty())
+            });
         Self { address, token }
     }
 

@@ -38,6 +38,11 @@ impl RouteKeys {
         format!("{}:live", self.base)
     }
 
+    /// The route's canary state (JSON), shared by every replica.
+    pub fn canary(&self) -> String {
+        format!("{}:canary", self.base)
+    }
+
     /// Minutes written through, per replica.
     pub fn through(&self) -> String {
         format!("{}:through", self.base)

@@ -57,6 +57,7 @@ pub fn spawn(
         engine,
         plugin_shares,
         published_rates: HashMap::new(),
+        canary_script: redis::Script::new(CANARY_CAS),
     };
     let task = tokio::spawn(async move {
         let mut ticker = tokio::time::interval(sync.config.sync_interval);
@@ -103,7 +104,26 @@ struct Sync {
     plugin_shares: PluginShares,
     /// Per plugin, the keys whose rates this replica published last time.
     published_rates: HashMap<String, HashSet<String>>,
+    /// Compare-and-set of a route's canary state.
+    canary_script: redis::Script,
 }
+
+/// How long a canary's shared state outlives the last replica that wrote it.
+const CANARY_TTL: Duration = Duration::from_secs(30 * 86_400);
+
+/// Sets KEYS[1] to ARGV[2] unless it holds a state of the same backend (ARGV[3]) with a
+/// version at least ARGV[1]; returns what the key holds afterwards.
+const CANARY_CAS: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held then
+  local ok, state = pcall(cjson.decode, held)
+  if ok and state.backend == ARGV[3] and tonumber(state.version) >= tonumber(ARGV[1]) then
+    return held
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[4])
+return ARGV[2]
+";
 
 /// A peer from the registry, as this sync sees it.
 struct Peer {
@@ -169,6 +189,7 @@ impl Sync {
         self.engine.events().set_cluster_view(events);
         self.share_plugin_rates(&redis, now_ms).await?;
         self.share_plugin_state(&redis, now_ms).await?;
+        self.share_canaries(&redis).await?;
         Ok(self.views(&peers, now_ms))
     }
 
@@ -399,6 +420,47 @@ impl Sync {
                 }
             }
             rates.set_remote(remote);
+        }
+        Ok(())
+    }
+
+    /// Shares each route's canary state, so that every replica sends the canary the same
+    /// share: Redis holds the cluster's state, and a replica's is written only when it is newer
+    /// (a higher version: it advanced, rolled back, or an operator drove it here) or about
+    /// another backend (a new canary); otherwise the replica adopts what Redis holds. Two
+    /// replicas that change it in the same sync interval: the first write wins, and the other
+    /// adopts it (and judges again at its next evaluation).
+    async fn share_canaries(&mut self, redis: &Redis) -> redis::RedisResult<()> {
+        for route in self.engine.routes() {
+            let Some(canary) = route.canary() else {
+                continue;
+            };
+            let state = canary.state();
+            let key = RouteKeys::new(&self.prefix, route.id()).canary();
+            let mut call = self.canary_script.prepare_invoke();
+            call.key(&key)
+                .arg(state.version)
+                .arg(serde_json::to_string(&state).unwrap_or_default())
+                .arg(&state.backend)
+                .arg(CANARY_TTL.as_secs());
+            let held: String = redis.invoke(&call).await?;
+            match serde_json::from_str::<accord_policies::sla::canary::CanaryState>(&held) {
+                Ok(mut cluster) => {
+                    // The last comparison is each replica's own (judged every evaluation).
+                    cluster.last = state.last;
+                    if cluster.version != state.version
+                        || cluster.timeline != state.timeline
+                        || cluster.phase != state.phase
+                    {
+                        if canary.restore(cluster) {
+                            tracing::info!(route = %route.id(), share = canary.share(), "cluster: canary state from another replica");
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(route = %route.id(), error = %e, "cluster: the canary state in redis is not readable; keeping this replica's")
+                }
+            }
         }
         Ok(())
     }
