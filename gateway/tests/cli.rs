@@ -86,6 +86,7 @@ fn every_shipped_example_is_valid() {
             .current_dir(&root)
             .env("ACCORD_AZURE_SECRET", "example-secret")
             .env("ORDERS_FUNCTION_KEY", "example-key")
+            .env("ACCORD_ADMIN_TOKEN", "example-token")
             .output()
             .unwrap();
         assert!(

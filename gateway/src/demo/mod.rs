@@ -49,6 +49,9 @@ impl Environment for DemoEnvironment {
         match name {
             "ACCORD_DEMO_ACCESS_KEY_ID" => Some("AKIDACCORDDEMO".into()),
             "ACCORD_DEMO_SECRET_ACCESS_KEY" => Some("accord-demo-secret".into()),
+            // The admin token for POST endpoints (reload, canary commands), printed in the
+            // banner: a demo on loopback, not a secret.
+            "ACCORD_DEMO_ADMIN_TOKEN" => Some("demo".into()),
             _ => ProcessEnvironment.var(name),
         }
     }
@@ -77,6 +80,7 @@ struct Services {
     catalog: [std::net::SocketAddr; 3],
     quotes_lambda: std::net::SocketAddr,
     quotes_dc: std::net::SocketAddr,
+    checkout: [std::net::SocketAddr; 2],
 }
 
 /// Runs the demo until Ctrl-C or the duration passes.
@@ -178,6 +182,8 @@ impl Services {
             .replace("${CATALOG_C}", &self.catalog[2].to_string())
             .replace("${QUOTES_LAMBDA}", &self.quotes_lambda.to_string())
             .replace("${QUOTES_DC}", &self.quotes_dc.to_string())
+            .replace("${CHECKOUT_V1}", &self.checkout[0].to_string())
+            .replace("${CHECKOUT_V2}", &self.checkout[1].to_string())
     }
 }
 
@@ -273,7 +279,33 @@ async fn spawn_services() -> anyhow::Result<Services> {
     )
     .await?;
 
+    // Checkout: v1 steady; v2, the canary, as good for a minute, then failing a third of its
+    // requests for 40s (the script repeats, for a canary resumed later).
+    let checkout_v1 = upstream::spawn(
+        "checkout-v1",
+        vec![Phase {
+            duration: Duration::from_secs(60),
+            behaviour: steady(25, 10, 0.0),
+        }],
+    )
+    .await?;
+    let checkout_v2 = upstream::spawn(
+        "checkout-v2",
+        vec![
+            Phase {
+                duration: Duration::from_secs(60),
+                behaviour: steady(20, 10, 0.0),
+            },
+            Phase {
+                duration: Duration::from_secs(40),
+                behaviour: steady(20, 10, 0.33),
+            },
+        ],
+    )
+    .await?;
+
     Ok(Services {
+        checkout: [checkout_v1, checkout_v2],
         orders_primary: primary,
         orders_secondary: secondary,
         catalog: [catalog_a, catalog_b, catalog_c],
@@ -316,7 +348,21 @@ fn print_banner(base: &str, admin: std::net::SocketAddr) {
     println!(
         "10s, every minute; those requests fail over to quotes-dc, and the SLA report counts the"
     );
-    println!("function's tries as throttled and bad. Ctrl-C stops.");
+    println!("function's tries as throttled and bad.");
+    println!();
+    println!(
+        "POST /checkout releases checkout-v2 as a canary: 10%, 50%, then all of the traffic while"
+    );
+    println!(
+        "it is no worse than checkout-v1. After a minute it turns faulty and is rolled back; the"
+    );
+    println!(
+        "dashboard shows its steps and timeline; drive it with the admin token \"demo\":"
+    );
+    println!("  accord canary status --route checkout --admin {admin}");
+    println!("  ACCORD_ADMIN_TOKEN=demo accord canary resume --route checkout --admin {admin}");
+    println!("  accord gate --route checkout --min-budget 25% --admin {admin}");
+    println!("Ctrl-C stops.");
     println!();
 }
 
@@ -407,7 +453,12 @@ async fn generate_traffic(bases: Vec<String>, rps: u32) {
     let mut ticker = tokio::time::interval(Duration::from_secs(1) / rps.max(1));
     for base in bases.iter().cycle() {
         ticker.tick().await;
-        let (method, path, body) = match fastrand::u8(0..12) {
+        let (method, path, body) = match fastrand::u8(0..15) {
+            12..=14 => (
+                "POST",
+                "/checkout".to_owned(),
+                RequestBody::full(bytes::Bytes::from_static(b"{\"cart\":7}")),
+            ),
             10..=11 => (
                 "GET",
                 format!(

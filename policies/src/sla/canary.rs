@@ -182,7 +182,8 @@ pub enum Command {
     Promote,
     /// Hold the current step.
     Pause,
-    /// Progress again from the current step (after a pause or a rollback, the step restarts).
+    /// Progress again: a paused canary from its step (restarted), a rolled-back one from the
+    /// first step.
     Resume,
     /// Share 0.
     Abort,
@@ -401,8 +402,16 @@ impl Canary {
                     phase_name(phase)
                 ));
             }
-            (Command::Resume, Phase::Paused | Phase::RolledBack) => {
+            (Command::Resume, Phase::Paused) => {
                 state.phase = Phase::Progressing;
+                state.step_started_ms = now_ms;
+                "resumed"
+            }
+            // A rolled-back canary starts over from the first step: its share was 0, and
+            // whatever made it breach has to earn its way back up.
+            (Command::Resume, Phase::RolledBack) => {
+                state.phase = Phase::Progressing;
+                state.step = 0;
                 state.step_started_ms = now_ms;
                 "resumed"
             }
@@ -753,7 +762,7 @@ mod tests {
                 .contains("resume it first")
         );
         canary.command(Command::Resume, 7).unwrap();
-        assert_eq!(canary.share(), 0.05, "back at the step it was aborted at");
+        assert_eq!(canary.share(), 0.01, "a rolled-back canary starts over");
         let by: Vec<String> = canary
             .state()
             .timeline
