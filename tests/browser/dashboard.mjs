@@ -53,6 +53,15 @@ try {
       const state = find(r.route, `backend-${b.backend}`);
       if (!state || state.text !== b.state) fail(`${r.route}: backend ${b.backend} ${state?.text} vs ${b.state}`);
     }
+    if (r.canary) {
+      const phase = find(r.route, "canary-phase");
+      if (!phase || phase.text.replace(" ", "_") !== r.canary.phase) fail(`${r.route}: canary ${phase?.text} vs ${r.canary.phase}`);
+      const share = find(r.route, "canary-share");
+      if (!share || share.text !== `${Math.round(r.canary.share * 100)}% of the traffic`) fail(`${r.route}: canary share ${share?.text} vs ${r.canary.share}`);
+      const entries = shown.filter(s => s.route === r.route && s.field === "canary-entry").length;
+      if (entries !== r.canary.timeline.length) fail(`${r.route}: ${entries} canary entries vs ${r.canary.timeline.length}`);
+      checked += 3;
+    }
     const events = shown.filter(s => s.route === r.route && s.field === "event").length;
     if (events !== r.events.length) fail(`${r.route}: ${events} events shown vs ${r.events.length}`);
     checked += 2 + r.backends.length;

@@ -36,9 +36,10 @@ async fn the_dashboard_shows_the_same_numbers_as_the_sla_report() {
     })
     .await;
     let secondary = Upstream::fixed("secondary", 200).await;
+    let next = Upstream::fixed("next", 200).await;
     let yaml = format!(
-        "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nlog:\n  access_log: false\nbackends:\n  primary:\n    http:\n      addresses: [\"{}\"]\n      outlier: {{consecutive_failures: 1000000}}\n  secondary:\n    http:\n      addresses: [\"{}\"]\nroutes:\n  - id: checkout\n    match: {{path: {{prefix: /}}}}\n    backends:\n      - backend: primary\n      - backend: secondary\n    slo:\n      availability: 99%\n      latency: {{threshold: 250ms, target: 95%}}\n      enforcement: {{breach_window: 2m, min_requests: 10, probe: 10%, recovery: 1m}}\n",
-        primary.addr, secondary.addr
+        "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nlog:\n  access_log: false\nbackends:\n  primary:\n    http:\n      addresses: [\"{}\"]\n      outlier: {{consecutive_failures: 1000000}}\n  secondary:\n    http:\n      addresses: [\"{}\"]\n  next:\n    http:\n      addresses: [\"{}\"]\nroutes:\n  - id: checkout\n    match: {{path: {{prefix: /}}}}\n    backends:\n      - backend: primary\n      - backend: secondary\n      - backend: next\n        canary: {{steps: [10%, 100%], step_for: 1h, compare: objective}}\n    slo:\n      availability: 99%\n      latency: {{threshold: 250ms, target: 95%}}\n      enforcement: {{breach_window: 2m, min_requests: 10, probe: 10%, recovery: 1m}}\n",
+        primary.addr, secondary.addr, next.addr
     );
     let gateway = TestGateway::start(&yaml).await;
     let sla = gateway.running.gateway.sla().clone();
@@ -62,6 +63,15 @@ async fn the_dashboard_shows_the_same_numbers_as_the_sla_report() {
         sla.clock().advance(Duration::from_secs(60));
         sla.tick();
     }
+    // An operator pauses the canary: its timeline has two entries to show.
+    let paused = gateway
+        .running
+        .gateway
+        .sla()
+        .get("checkout")
+        .unwrap()
+        .command_canary(accord_policies::sla::canary::Command::Pause);
+    assert!(paused.is_ok());
     let report = get(&gateway.admin_url("/sla/routes/checkout")).await.json();
     let events = report["events"].as_array().unwrap();
     assert!(

@@ -356,9 +356,7 @@ fn print_banner(base: &str, admin: std::net::SocketAddr) {
     println!(
         "it is no worse than checkout-v1. After a minute it turns faulty and is rolled back; the"
     );
-    println!(
-        "dashboard shows its steps and timeline; drive it with the admin token \"demo\":"
-    );
+    println!("dashboard shows its steps and timeline; drive it with the admin token \"demo\":");
     println!("  accord canary status --route checkout --admin {admin}");
     println!("  ACCORD_ADMIN_TOKEN=demo accord canary resume --route checkout --admin {admin}");
     println!("  accord gate --route checkout --min-budget 25% --admin {admin}");
