@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! SLO-guarded canary releases end to end, through the `accord` binary: a healthy canary steps
 //! up to all the traffic, a failing one is rolled back within one evaluation having served no
 //! more than its step's share, operators drive it with `accord canary`, and `accord gate`

@@ -448,13 +448,11 @@ impl Sync {
                 Ok(mut cluster) => {
                     // The last comparison is each replica's own (judged every evaluation).
                     cluster.last = state.last;
-                    if cluster.version != state.version
+                    let differs = cluster.version != state.version
                         || cluster.timeline != state.timeline
-                        || cluster.phase != state.phase
-                    {
-                        if canary.restore(cluster) {
-                            tracing::info!(route = %route.id(), share = canary.share(), "cluster: canary state from another replica");
-                        }
+                        || cluster.phase != state.phase;
+                    if differs && canary.restore(cluster) {
+                        tracing::info!(route = %route.id(), share = canary.share(), "cluster: canary state from another replica");
                     }
                 }
                 Err(e) => {
