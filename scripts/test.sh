@@ -8,7 +8,8 @@
 # cargo-lambda (PyPI's prebuilt binary) as a real Lambda Invoke endpoint; the npm packages
 # oauth2-mock-server (the Entra ID tenant) and azurite (Azure Storage) for the Azure tests;
 # Debian's redis-server (and redis-cli) for cluster mode, one server and a Redis Cluster;
-# componentize-py (PyPI) and componentize-js (npm) for the Python and JavaScript plugins.
+# componentize-py (PyPI) and componentize-js (npm) for the Python and JavaScript plugins;
+# Debian's prometheus (with promtool) and prometheus-alertmanager for the rules and alerts.
 # Installed when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,8 @@ missing=()
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/redis-server ] && [ -x /usr/bin/redis-cli ] || missing+=(redis-server)
+[ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ] || missing+=(prometheus)
+[ -x /usr/bin/prometheus-alertmanager ] || missing+=(prometheus-alertmanager)
 command -v clang >/dev/null 2>&1 || missing+=(clang)
 command -v wasm-ld >/dev/null 2>&1 || missing+=(lld)
 [ -f /usr/lib/wasm32-wasi/libc.a ] || missing+=(wasi-libc)
@@ -76,6 +79,8 @@ fi
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || { echo "nginx is still missing" >&2; exit 1; }
 [ -x /usr/bin/chromium ] || { echo "chromium is still missing" >&2; exit 1; }
 [ -x /usr/bin/redis-server ] && [ -x /usr/bin/redis-cli ] || { echo "redis-server is still missing" >&2; exit 1; }
+[ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ] || { echo "prometheus is still missing" >&2; exit 1; }
+[ -x /usr/bin/prometheus-alertmanager ] || { echo "prometheus-alertmanager is still missing" >&2; exit 1; }
 command -v node >/dev/null 2>&1 || { echo "node is missing (the machine image ships Node 20)" >&2; exit 1; }
 [ -f /usr/lib/wasm32-wasi/libc.a ] && command -v clang >/dev/null 2>&1 || { echo "clang or wasi-libc is still missing" >&2; exit 1; }
 command -v cargo-lambda >/dev/null 2>&1 || { echo "cargo-lambda is still missing" >&2; exit 1; }

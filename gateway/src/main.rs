@@ -157,6 +157,16 @@ enum Command {
 
 #[derive(Subcommand)]
 enum SloCommand {
+    /// Write Prometheus recording and multi-window multi-burn-rate alerting rules for every
+    /// SLO (Sloth-compatible series, from `accord_sla_events_total`).
+    Rules {
+        /// The configuration file.
+        #[arg(short, long, default_value = "accord.yaml")]
+        config: PathBuf,
+        /// Write to this file instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Write the routes' objectives as OpenSLO v1 `SLO` documents.
     Export {
         /// The configuration file.
@@ -227,6 +237,19 @@ fn main() -> ExitCode {
             runtime(Some(1))
                 .and_then(|rt| rt.block_on(sla_report(config, admin, route, window, format))),
         ),
+        Command::Slo {
+            command: SloCommand::Rules { config, output },
+        } => report((|| {
+            let config = config::load(&config, &ProcessEnvironment)
+                .map_err(|e| anyhow::anyhow!("invalid configuration\n{}", e.render()))?;
+            let text = accord::cli::slo_rules::rules(&config).map_err(anyhow::Error::msg)?;
+            match output {
+                Some(path) => std::fs::write(&path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+                None => print!("{text}"),
+            }
+            Ok(())
+        })()),
         Command::Slo {
             command: SloCommand::Export { config, output },
         } => report((|| {

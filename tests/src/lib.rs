@@ -8,6 +8,7 @@ pub mod azure;
 pub mod nginx;
 pub mod pki;
 pub mod plugins;
+pub mod prometheus;
 pub mod redis;
 pub mod upstream;
 

@@ -85,7 +85,11 @@ async fn respond(
         (Method::GET, "/metrics") => {
             let mut page = exposition::Exposition::new();
             metrics::render(&mut page, &generation, gateway.registry());
-            sla::render_metrics(&mut page, gateway.sla());
+            sla::render_metrics(
+                &mut page,
+                gateway.sla(),
+                generation.config().admin.sloth_series,
+            );
             if let Some(cluster) = gateway.cluster() {
                 metrics::render_cluster(&mut page, cluster);
             }

@@ -80,10 +80,48 @@ type Sample = (Vec<(&'static str, String)>, f64);
 
 /// Appends the SLA series to a Prometheus text exposition: Accord's `accord_sla_*`, then the
 /// series Sloth's recording rules produce.
-pub fn render_metrics(page: &mut Exposition, engine: &SlaEngine) {
+pub fn render_metrics(page: &mut Exposition, engine: &SlaEngine, sloth: bool) {
     let reports = reports(engine);
+    event_counters(page, engine);
     accord_series(page, &reports);
-    sloth_series(page, &reports);
+    if sloth {
+        sloth_series(page, &reports);
+    }
+}
+
+/// `accord_sla_events_total{route, indicator, outcome}`: this replica's valid events of each
+/// SLI since it started, good or bad, as the SLA engine classifies them — the counters that
+/// `accord slo rules` computes error ratios from in Prometheus (`rate()` over any window; sum
+/// over replicas).
+fn event_counters(page: &mut Exposition, engine: &SlaEngine) {
+    let mut family = page.family(
+        "accord_sla_events_total",
+        Kind::Counter,
+        "Valid events of an SLI since the gateway started, by outcome (good or bad).",
+    );
+    for route in engine.routes() {
+        let totals = route.meter().totals();
+        for (indicator, _) in route.objective().indicators() {
+            let events = route.objective().events(indicator, &totals);
+            let name = indicator_name(indicator);
+            family.sample(
+                &[
+                    ("route", route.id()),
+                    ("indicator", name),
+                    ("outcome", "good"),
+                ],
+                events.good,
+            );
+            family.sample(
+                &[
+                    ("route", route.id()),
+                    ("indicator", name),
+                    ("outcome", "bad"),
+                ],
+                events.bad(),
+            );
+        }
+    }
 }
 
 fn accord_series(page: &mut Exposition, reports: &[RouteReport]) {

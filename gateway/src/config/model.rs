@@ -92,6 +92,8 @@ pub struct Admin {
     pub address: SocketAddr,
     /// Bearer token for protected endpoints.
     pub token: Option<Secret>,
+    /// Whether `/metrics` carries Accord's own Sloth-compatible `slo:*` series.
+    pub sloth_series: bool,
 }
 
 /// Client-facing limits.

@@ -90,6 +90,15 @@ pub struct RawAdmin {
     /// File holding that token.
     #[serde(default)]
     pub token_file: Option<Located<String>>,
+    /// Whether `/metrics` carries the Sloth-compatible `slo:*` series Accord computes itself
+    /// (default true). Set it to false when Prometheus computes them from the rules `accord slo
+    /// rules` writes, so that each series has one source.
+    #[serde(default = "default_true")]
+    pub sloth_series: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl Default for RawAdmin {
@@ -98,6 +107,7 @@ impl Default for RawAdmin {
             address: default_admin_address(),
             token_env: None,
             token_file: None,
+            sloth_series: true,
         }
     }
 }

@@ -120,6 +120,9 @@ pub struct Meter {
     live: Live,
     history: Mutex<History>,
     peers: Mutex<Peers>,
+    /// Everything this meter sealed since it was made (never trimmed): with the live counters,
+    /// the monotonic totals Prometheus' `rate()` needs.
+    sealed_totals: Mutex<Rollup>,
 }
 
 /// What the other replicas of a cluster metered: their sealed minutes (summed), and their
@@ -141,7 +144,23 @@ impl Meter {
                 history: History::new(keep_hours),
                 live: Vec::new(),
             }),
+            sealed_totals: Mutex::new(Rollup::default()),
         }
+    }
+
+    /// This replica's counts since the meter was made, sealed and live, without latencies:
+    /// monotonic (counters for Prometheus; a reload that changes the objective starts a new
+    /// meter, which `rate()` reads as a counter reset).
+    pub fn totals(&self) -> Aggregate {
+        let sealed = self.sealed_totals.lock().unwrap_or_else(|p| p.into_inner());
+        let mut totals = Aggregate::default();
+        totals.add_counts(&sealed, 1.0);
+        for (total, live) in totals.by_class.iter_mut().zip(&self.live.by_class) {
+            *total += live.load(Relaxed) as f64;
+        }
+        totals.within_threshold += self.live.within_threshold.load(Relaxed) as f64;
+        totals.cancelled_slow += self.live.cancelled_slow.load(Relaxed) as f64;
+        totals
     }
 
     /// Records one finished request. Lock-free.
@@ -167,6 +186,8 @@ impl Meter {
     /// Moves the live counters into the history as minute `minute`. Requests recorded while
     /// sealing land in this minute or the next, never nowhere.
     pub fn seal(&self, minute: Minute) -> Rollup {
+        // Held while the live counters move, so that `totals` never sees them in neither place.
+        let mut totals = self.sealed_totals.lock().unwrap_or_else(|p| p.into_inner());
         let mut rollup = Rollup::default();
         for (out, live) in rollup.by_class.iter_mut().zip(&self.live.by_class) {
             *out = live.swap(0, Relaxed);
@@ -174,6 +195,12 @@ impl Meter {
         rollup.within_threshold = self.live.within_threshold.swap(0, Relaxed);
         rollup.cancelled_slow = self.live.cancelled_slow.swap(0, Relaxed);
         rollup.latency = self.live.latency.drain();
+        for (total, count) in totals.by_class.iter_mut().zip(rollup.by_class) {
+            *total += count;
+        }
+        totals.within_threshold += rollup.within_threshold;
+        totals.cancelled_slow += rollup.cancelled_slow;
+        drop(totals);
         self.history().add(minute, &rollup);
         rollup
     }

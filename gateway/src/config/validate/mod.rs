@@ -179,6 +179,7 @@ pub fn validate(raw: &RawConfig, env: &dyn Environment) -> Result<Config, Config
         admin: Admin {
             address: admin_address,
             token,
+            sloth_series: raw.admin.sloth_series,
         },
         limits,
         log,
