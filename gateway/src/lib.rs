@@ -6,6 +6,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod control;
+pub mod notify;
 pub mod proxy;
 pub mod stats;
 pub mod telemetry;

@@ -12,8 +12,9 @@ async fn check_lists_imports_and_exports_and_runs_configure() {
         .await
         .unwrap();
     for line in [
-        "accord:policy/sla@0.1.0",
-        "accord:policy/request@0.1.0",
+        "accord:policy/sla@0.2.0",
+        "accord:policy/request@0.2.0",
+        "ok: a valid accord:policy@0.2.0 plugin",
         "on-request",
         "on-response",
         "configure: ok",
@@ -119,7 +120,7 @@ async fn case_files_check_windows_allow_response_only_cases_and_speak_the_users_
     .await
     .unwrap_err();
     assert!(
-        error.contains("cases[0].sla.windows[0].window: \"10m\" is not a window the snapshot reports (it has 5m, 1h)"),
+        error.contains("cases[0].sla.windows[0].window: \"10m\" is not a window the snapshot reports (it has 5m, 30m, 1h, 2h, 6h, 1d, 3d)"),
         "{error}"
     );
     let error = run("cases:

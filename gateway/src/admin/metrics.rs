@@ -28,6 +28,41 @@ pub fn render(page: &mut Exposition, generation: &Generation, registry: &Registr
     plugins(page, generation.plugins());
 }
 
+/// The notifier's series: webhook deliveries by result, the outbox, Alertmanager sends.
+pub fn render_notifications(page: &mut Exposition, stats: &crate::notify::NotifyStats) {
+    page.family(
+        "accord_notifications_total",
+        Kind::Counter,
+        "Notification attempts by receiver type and result (a failed webhook attempt is retried; dropped: given up after max_age).",
+    )
+    .sample(
+        &[("receiver", "webhook"), ("result", "delivered")],
+        stats.delivered.load(Relaxed),
+    )
+    .sample(
+        &[("receiver", "webhook"), ("result", "failed")],
+        stats.failed_attempts.load(Relaxed),
+    )
+    .sample(
+        &[("receiver", "webhook"), ("result", "dropped")],
+        stats.dropped.load(Relaxed),
+    )
+    .sample(
+        &[("receiver", "alertmanager"), ("result", "delivered")],
+        stats.alertmanager_sent.load(Relaxed),
+    )
+    .sample(
+        &[("receiver", "alertmanager"), ("result", "failed")],
+        stats.alertmanager_failed.load(Relaxed),
+    );
+    page.family(
+        "accord_notifications_pending",
+        Kind::Gauge,
+        "Webhook deliveries waiting in the outbox.",
+    )
+    .sample(&[], stats.pending.load(Relaxed));
+}
+
 /// Cluster mode's own series. Every `accord_*` counter stays this replica's (sum them over
 /// replicas); the SLA series (`accord_sla_*`, `slo:*`) are the cluster's, the same on every
 /// replica (take `max()` over replicas, never `sum()`).

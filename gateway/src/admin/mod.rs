@@ -52,6 +52,8 @@ pub trait AdminState: Send + Sync + 'static {
     fn is_draining(&self) -> bool;
     /// The cluster, in cluster mode.
     fn cluster(&self) -> Option<&crate::cluster::ClusterStatus>;
+    /// The notifier's counters, when notifications are configured.
+    fn notifications(&self) -> Option<&crate::notify::NotifyStats>;
     /// Reads the configuration again and swaps it in.
     fn reload(&self)
     -> impl std::future::Future<Output = Result<ReloadReport, ReloadError>> + Send;
@@ -92,6 +94,9 @@ async fn respond(
             );
             if let Some(cluster) = gateway.cluster() {
                 metrics::render_cluster(&mut page, cluster);
+            }
+            if let Some(notifications) = gateway.notifications() {
+                metrics::render_notifications(&mut page, notifications);
             }
             text(StatusCode::OK, &page.finish(), "text/plain; version=0.0.4")
         }

@@ -28,6 +28,8 @@ pub struct Config {
     pub sla_history: SlaHistory,
     /// Cluster mode, when configured.
     pub cluster: Option<Cluster>,
+    /// Where SLA events are pushed, when configured.
+    pub notifications: Option<Notifications>,
     /// Backends by id, in file order.
     pub backends: Vec<(Arc<str>, BackendConfig)>,
     /// Plugins by id.
@@ -227,6 +229,39 @@ pub struct RouteBackendRef {
     pub weight: u32,
     /// Set when this backend is the route's canary.
     pub canary: Option<CanaryConfig>,
+}
+
+/// Where the SLA engine's events are pushed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notifications {
+    /// An Alertmanager.
+    pub alertmanager: Option<AlertmanagerTarget>,
+    /// Webhook receivers.
+    pub webhooks: Vec<WebhookTarget>,
+    /// The outbox's SQLite file.
+    pub outbox: PathBuf,
+    /// How long a webhook delivery is retried.
+    pub max_age: Duration,
+}
+
+/// An Alertmanager (API v2).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertmanagerTarget {
+    /// Base URL.
+    pub url: http::Uri,
+    /// How often firing alerts are sent again.
+    pub resend_interval: Duration,
+}
+
+/// A webhook receiver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookTarget {
+    /// Where to POST.
+    pub url: http::Uri,
+    /// The HMAC-SHA256 key.
+    pub secret: Option<Secret>,
+    /// Event kinds sent (all when empty).
+    pub kinds: Vec<accord_policies::sla::engine::EventKind>,
 }
 
 /// A canary release of one of a route's backends.

@@ -31,6 +31,9 @@ pub struct RawConfig {
     /// rates, breach verdicts, events) through Redis. Without it, each gateway is on its own.
     #[serde(default)]
     pub cluster: Option<Located<RawCluster>>,
+    /// Where the SLA engine's events are pushed: Alertmanager and webhooks.
+    #[serde(default)]
+    pub notifications: Option<Located<RawNotifications>>,
     /// Named backends that routes send traffic to.
     #[serde(default)]
     pub backends: BTreeMap<String, Located<RawBackend>>,
@@ -816,6 +819,67 @@ pub struct RawRouteBackend {
 
 fn default_weight() -> Located<u32> {
     Located::unlocated(1)
+}
+
+/// Notifications of the SLA engine's events (burn-rate alerts, backend breaches, exhausted
+/// budgets, canary breaches): when they fire and when they resolve.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotifications {
+    /// An Alertmanager (API v2), sent every firing event each `resend_interval` and each
+    /// resolved one for 15 minutes, with Sloth's alert labels.
+    #[serde(default)]
+    pub alertmanager: Option<Located<RawAlertmanager>>,
+    /// Webhooks: each event's firing and resolution as signed JSON, retried with backoff from
+    /// a durable outbox until delivered.
+    #[serde(default)]
+    pub webhooks: Vec<Located<RawWebhook>>,
+    /// The outbox's SQLite file (relative to the configuration; default
+    /// `accord-outbox.db` next to it).
+    #[serde(default)]
+    pub outbox: Option<Located<String>>,
+    /// How long a webhook delivery is retried before it is dropped (and logged); default 24h.
+    #[serde(default = "default_max_age")]
+    pub max_age: Located<ConfigDuration>,
+}
+
+fn default_max_age() -> Located<ConfigDuration> {
+    Located::unlocated(ConfigDuration(std::time::Duration::from_secs(86_400)))
+}
+
+/// An Alertmanager.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlertmanager {
+    /// Its base URL, e.g. `http://alertmanager:9093`.
+    pub url: Located<String>,
+    /// How often firing alerts are sent again (Alertmanager resolves an alert it stops
+    /// hearing about); default 1m.
+    #[serde(default = "default_resend")]
+    pub resend_interval: Located<ConfigDuration>,
+}
+
+fn default_resend() -> Located<ConfigDuration> {
+    Located::unlocated(ConfigDuration(std::time::Duration::from_secs(60)))
+}
+
+/// A webhook receiver.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    /// Where events are POSTed (`http://` or `https://`).
+    pub url: Located<String>,
+    /// Environment variable holding the HMAC-SHA256 key: each body is signed in
+    /// `x-accord-signature-256: sha256=<hex>`.
+    #[serde(default)]
+    pub secret_env: Option<Located<String>>,
+    /// File holding that key.
+    #[serde(default)]
+    pub secret_file: Option<Located<String>>,
+    /// Event kinds to send (`burn_rate_alert`, `backend_breach`, `budget_exhausted`,
+    /// `canary_breach`); default all.
+    #[serde(default)]
+    pub kinds: Vec<Located<String>>,
 }
 
 /// A canary release of one backend of a route.

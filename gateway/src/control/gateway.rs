@@ -103,6 +103,10 @@ impl AdminState for Gateway {
         self.cluster.as_deref()
     }
 
+    fn notifications(&self) -> Option<&crate::notify::NotifyStats> {
+        self.notifications.as_deref()
+    }
+
     async fn reload(&self) -> Result<ReloadReport, ReloadError> {
         Gateway::reload(self).await
     }
@@ -115,6 +119,7 @@ pub struct Gateway {
     sla: Arc<SlaEngine>,
     store: Option<Arc<Store>>,
     cluster: Option<Arc<ClusterStatus>>,
+    notifications: Option<Arc<crate::notify::NotifyStats>>,
     plugins: PluginHost,
     source: ConfigSource,
     env: Arc<dyn Environment + Send + Sync>,
@@ -136,6 +141,7 @@ pub struct Running {
     admin_task: JoinHandle<()>,
     sla_task: JoinHandle<()>,
     cluster_task: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    notify_task: Option<(watch::Sender<bool>, JoinHandle<()>)>,
 }
 
 impl Gateway {
@@ -179,12 +185,29 @@ impl Gateway {
             Some((status, task)) => (Some(status), Some(task)),
             None => (None, None),
         };
+        let (notifications, notify_task) = match generation.config().notifications.clone() {
+            Some(notify) => {
+                let (stop, stop_rx) = watch::channel(false);
+                let outbox = source.base_dir().join(&notify.outbox);
+                // In a cluster, every replica sends the cluster's events under one name, so
+                // that receivers can drop the duplicates by id.
+                let name = cluster_config
+                    .as_ref()
+                    .map_or_else(|| "accord".to_owned(), |c| c.name.clone());
+                let (stats, task) =
+                    crate::notify::spawn(notify, outbox, sla.clone(), name, stop_rx)?;
+                tracing::info!("notifications: sending SLA events");
+                (Some(stats), Some((stop, task)))
+            }
+            None => (None, None),
+        };
         let gateway = Arc::new(Gateway {
             generation: ArcSwap::from_pointee(generation),
             registry,
             sla: sla.clone(),
             store: store.clone(),
             cluster,
+            notifications,
             plugins,
             source,
             env,
@@ -222,6 +245,7 @@ impl Gateway {
             admin_task,
             sla_task,
             cluster_task,
+            notify_task,
         })
     }
 
@@ -368,6 +392,11 @@ impl Running {
         }
         // One last sync, so that the cluster keeps everything this replica served.
         if let Some((stop, task)) = self.cluster_task {
+            let _ = stop.send(true);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+        }
+        // One last round: what is still undelivered stays in the outbox for the next start.
+        if let Some((stop, task)) = self.notify_task {
             let _ = stop.send(true);
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
         }

@@ -25,6 +25,7 @@ use http::{HeaderName, HeaderValue, Method};
 
 mod backends;
 mod cluster;
+mod notifications;
 mod plugins;
 mod routes;
 mod slo;
@@ -157,6 +158,7 @@ pub fn validate(raw: &RawConfig, env: &dyn Environment) -> Result<Config, Config
     let routes = routes::check_routes(&mut v, raw);
     let sla_history = check_sla_history(&mut v, raw);
     let cluster = cluster::check_cluster(&mut v, raw);
+    let notifications = notifications::check_notifications(&mut v, raw);
     let log = Log {
         format: match raw.log.format {
             RawLogFormat::Text => LogFormat::Text,
@@ -185,6 +187,7 @@ pub fn validate(raw: &RawConfig, env: &dyn Environment) -> Result<Config, Config
         log,
         sla_history,
         cluster,
+        notifications,
         backends,
         plugins,
         plugin_cache: raw

@@ -1,0 +1,154 @@
+//! Notifications: the Alertmanager and webhook URLs, webhook secrets and event kinds, the
+//! outbox file and how long deliveries are retried.
+
+use super::*;
+
+/// The `notifications` section, when there is one.
+pub(super) fn check_notifications(v: &mut Validator<'_>, raw: &RawConfig) -> Option<Notifications> {
+    let section = raw.notifications.as_ref()?;
+    let n = &section.value;
+    let errors_before = v.errors.len();
+    let alertmanager = n.alertmanager.as_ref().and_then(|am| {
+        let url = check_url(v, &am.value.url, "notifications.alertmanager.url")?;
+        let resend = am.value.resend_interval.value.0;
+        if resend < Duration::from_secs(1) || resend > Duration::from_secs(3600) {
+            v.error(
+                &am.value.resend_interval,
+                "notifications.alertmanager.resend_interval",
+                "must be between 1s and 1h",
+            );
+        }
+        Some(AlertmanagerTarget {
+            url,
+            resend_interval: resend,
+        })
+    });
+    let mut webhooks = Vec::new();
+    for (i, hook) in n.webhooks.iter().enumerate() {
+        let path = format!("notifications.webhooks[{i}]");
+        let url = check_url(v, &hook.value.url, &format!("{path}.url"));
+        let secret = v.secret(
+            hook.value.secret_env.as_ref(),
+            hook.value.secret_file.as_ref(),
+            &format!("{path}.secret"),
+        );
+        let mut kinds = Vec::new();
+        for (k, kind) in hook.value.kinds.iter().enumerate() {
+            match event_kind(&kind.value) {
+                Some(parsed) => kinds.push(parsed),
+                None => v.error(
+                    kind,
+                    format!("{path}.kinds[{k}]"),
+                    format!(
+                        "unknown event kind {:?}: use burn_rate_alert, backend_breach, budget_exhausted or canary_breach",
+                        kind.value
+                    ),
+                ),
+            }
+        }
+        if let Some(url) = url {
+            webhooks.push(WebhookTarget { url, secret, kinds });
+        }
+    }
+    if alertmanager.is_none() && webhooks.is_empty() && v.errors.len() == errors_before {
+        v.error(
+            section,
+            "notifications",
+            "set an alertmanager or at least one webhook",
+        );
+    }
+    let max_age = n.max_age.value.0;
+    if max_age < Duration::from_secs(60) || max_age > Duration::from_secs(7 * 86_400) {
+        v.error(
+            &n.max_age,
+            "notifications.max_age",
+            "must be between 1m and 7d",
+        );
+    }
+    (v.errors.len() == errors_before).then(|| Notifications {
+        alertmanager,
+        webhooks,
+        outbox: PathBuf::from(
+            n.outbox
+                .as_ref()
+                .map_or("accord-outbox.db", |o| o.value.as_str()),
+        ),
+        max_age,
+    })
+}
+
+fn event_kind(name: &str) -> Option<accord_policies::sla::engine::EventKind> {
+    use accord_policies::sla::engine::EventKind;
+    match name {
+        "burn_rate_alert" => Some(EventKind::BurnRateAlert),
+        "backend_breach" => Some(EventKind::BackendBreach),
+        "budget_exhausted" => Some(EventKind::BudgetExhausted),
+        "canary_breach" => Some(EventKind::CanaryBreach),
+        _ => None,
+    }
+}
+
+/// An `http://` or `https://` URL with a host.
+fn check_url(v: &mut Validator<'_>, at: &Located<String>, path: &str) -> Option<http::Uri> {
+    match at.value.parse::<http::Uri>() {
+        Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {
+            Some(uri)
+        }
+        _ => {
+            v.error(
+                at,
+                path,
+                format!(
+                    "{:?} is not an http:// or https:// URL with a host",
+                    at.value
+                ),
+            );
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixture::{check, config, refused};
+
+    #[test]
+    fn targets_are_urls_and_kinds_are_event_kinds() {
+        let ok = check(&config(
+            "notifications:\n  alertmanager: {url: \"http://127.0.0.1:9093\"}\n  webhooks:\n    - {url: \"https://hooks.example.com/accord\", kinds: [burn_rate_alert, canary_breach]}\n",
+            "",
+            "",
+        ))
+        .unwrap();
+        let n = ok.notifications.unwrap();
+        assert_eq!(
+            n.alertmanager.unwrap().resend_interval,
+            std::time::Duration::from_secs(60)
+        );
+        assert_eq!(n.webhooks[0].kinds.len(), 2);
+        refused(
+            &config("notifications:\n  webhooks: [{url: \"ftp://x\"}]\n", "", ""),
+            "notifications.webhooks[0].url: \"ftp://x\" is not an http:// or https:// URL with a host",
+        );
+        refused(
+            &config(
+                "notifications:\n  webhooks: [{url: \"http://x\", kinds: [outage]}]\n",
+                "",
+                "",
+            ),
+            "notifications.webhooks[0].kinds[0]: unknown event kind \"outage\"",
+        );
+        refused(
+            &config(
+                "notifications:\n  webhooks: [{url: \"http://x\", secret_env: ACCORD_NO_SUCH_VARIABLE}]\n",
+                "",
+                "",
+            ),
+            "notifications.webhooks[0].secret_env: environment variable ACCORD_NO_SUCH_VARIABLE is not set",
+        );
+        refused(
+            &config("notifications: {}\n", "", ""),
+            "notifications: set an alertmanager or at least one webhook",
+        );
+    }
+}
