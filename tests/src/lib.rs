@@ -3,6 +3,7 @@
 //! upstreams (well-behaved or broken on purpose), an HTTP client, and real peers (nginx).
 #![forbid(unsafe_code)]
 
+pub mod alertmanager;
 pub mod aws;
 pub mod azure;
 pub mod nginx;

@@ -132,7 +132,8 @@ impl Notifier {
             .filter(|e| e.ended_ms.load(Relaxed) == 0)
             .map(|e| e.id)
             .collect();
-        let due = now_ms - self.last_alertmanager_ms >= resend_ms || open != self.last_open;
+        let due =
+            now_ms.saturating_sub(self.last_alertmanager_ms) >= resend_ms || open != self.last_open;
         if !due {
             return;
         }
