@@ -87,6 +87,7 @@ fn every_shipped_example_is_valid() {
             .env("ACCORD_AZURE_SECRET", "example-secret")
             .env("ORDERS_FUNCTION_KEY", "example-key")
             .env("ACCORD_ADMIN_TOKEN", "example-token")
+            .env("ACCORD_WEBHOOK_SECRET", "example-secret")
             .output()
             .unwrap();
         assert!(
