@@ -10,5 +10,6 @@ pub mod notify;
 pub mod proxy;
 pub mod stats;
 pub mod telemetry;
+pub mod traces;
 
 pub use control::{ConfigSource, Gateway, Running};

@@ -7,6 +7,7 @@ pub mod alertmanager;
 pub mod aws;
 pub mod azure;
 pub mod nginx;
+pub mod otlp;
 pub mod pki;
 pub mod plugins;
 pub mod prometheus;

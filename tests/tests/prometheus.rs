@@ -21,7 +21,7 @@ async fn prometheus_computes_the_same_burn_rates_and_fires_the_same_alert() {
     let counter = count.clone();
     let app = Upstream::start(move |_| {
         let n = counter.fetch_add(1, Ordering::SeqCst);
-        async move { respond(if n % 2 == 0 { 500 } else { 200 }, "app") }
+        async move { respond(if n.is_multiple_of(2) { 500 } else { 200 }, "app") }
     })
     .await;
     let yaml = move |addr: SocketAddr, admin: SocketAddr| {

@@ -28,6 +28,23 @@ pub fn render(page: &mut Exposition, generation: &Generation, registry: &Registr
     plugins(page, generation.plugins());
 }
 
+/// The trace exporter's series.
+pub fn render_traces(page: &mut Exposition, stats: &crate::traces::TraceStats) {
+    page.family(
+        "accord_traces_kept_total",
+        Kind::Counter,
+        "Requests whose trace was kept (always-keep classes, slow, the client's sampled flag, or the ratio).",
+    )
+    .sample(&[], stats.kept.load(Relaxed));
+    page.family(
+        "accord_traces_spans_total",
+        Kind::Counter,
+        "Spans by result: exported to the collector, or dropped (queue full, collector refused).",
+    )
+    .sample(&[("result", "exported")], stats.exported.load(Relaxed))
+    .sample(&[("result", "dropped")], stats.dropped.load(Relaxed));
+}
+
 /// The notifier's series: webhook deliveries by result, the outbox, Alertmanager sends.
 pub fn render_notifications(page: &mut Exposition, stats: &crate::notify::NotifyStats) {
     page.family(

@@ -95,6 +95,9 @@ async fn respond(
             if let Some(cluster) = gateway.cluster() {
                 metrics::render_cluster(&mut page, cluster);
             }
+            if let Some(tracer) = generation.tracer() {
+                metrics::render_traces(&mut page, tracer.stats());
+            }
             if let Some(notifications) = gateway.notifications() {
                 metrics::render_notifications(&mut page, notifications);
             }

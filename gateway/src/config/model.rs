@@ -30,6 +30,8 @@ pub struct Config {
     pub cluster: Option<Cluster>,
     /// Where SLA events are pushed, when configured.
     pub notifications: Option<Notifications>,
+    /// OpenTelemetry traces, when configured.
+    pub traces: Option<Traces>,
     /// Backends by id, in file order.
     pub backends: Vec<(Arc<str>, BackendConfig)>,
     /// Plugins by id.
@@ -229,6 +231,23 @@ pub struct RouteBackendRef {
     pub weight: u32,
     /// Set when this backend is the route's canary.
     pub canary: Option<CanaryConfig>,
+}
+
+/// OpenTelemetry traces.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Traces {
+    /// The collector.
+    pub endpoint: http::Uri,
+    /// gRPC (true) or HTTP/protobuf.
+    pub grpc: bool,
+    /// Share of ordinary requests kept.
+    pub sample_ratio: f64,
+    /// Classes always kept (by [`accord_policies::Class`] name), and whether slow requests are.
+    pub always_keep: Vec<accord_policies::Class>,
+    /// Keep requests slower than their route's latency threshold.
+    pub keep_slow: bool,
+    /// `service.name`.
+    pub service_name: String,
 }
 
 /// Where the SLA engine's events are pushed.

@@ -34,6 +34,9 @@ pub struct RawConfig {
     /// Where the SLA engine's events are pushed: Alertmanager and webhooks.
     #[serde(default)]
     pub notifications: Option<Located<RawNotifications>>,
+    /// OpenTelemetry traces of the requests, exported over OTLP.
+    #[serde(default)]
+    pub traces: Option<Located<RawTraces>>,
     /// Named backends that routes send traffic to.
     #[serde(default)]
     pub backends: BTreeMap<String, Located<RawBackend>>,
@@ -819,6 +822,57 @@ pub struct RawRouteBackend {
 
 fn default_weight() -> Located<u32> {
     Located::unlocated(1)
+}
+
+/// OpenTelemetry traces: a server span per request and a client span per backend try,
+/// continuing the client's W3C `traceparent`, exported over OTLP off the request path.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTraces {
+    /// The collector: `http://collector:4318` for `http/protobuf` (spans are POSTed to
+    /// `/v1/traces`), `http://collector:4317` for `grpc` (h2c).
+    pub endpoint: Located<String>,
+    /// `http/protobuf` (default) or `grpc`.
+    #[serde(default)]
+    pub protocol: RawOtlpProtocol,
+    /// Share of ordinary requests kept (decided by the trace id, so every gateway keeps the
+    /// same traces); default 1%.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: Located<Percent>,
+    /// Requests always kept, whatever the ratio, decided when the request ends: `bad`,
+    /// `throttled`, `cancelled`, `rejected` (shed or rejected), `slow` (over the route's latency
+    /// threshold). Default: all of them.
+    #[serde(default = "default_always_keep")]
+    pub always_keep: Vec<Located<String>>,
+    /// `service.name` of the spans; default `accord`.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+}
+
+fn default_sample_ratio() -> Located<Percent> {
+    Located::unlocated(Percent(0.01))
+}
+
+fn default_always_keep() -> Vec<Located<String>> {
+    ["bad", "throttled", "cancelled", "rejected", "slow"]
+        .map(|s| Located::unlocated(s.to_owned()))
+        .to_vec()
+}
+
+fn default_service_name() -> String {
+    "accord".to_owned()
+}
+
+/// How spans are sent.
+#[derive(Debug, Default, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum RawOtlpProtocol {
+    /// Protobuf over HTTP/1.1.
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    /// gRPC (HTTP/2 without TLS).
+    #[serde(rename = "grpc")]
+    Grpc,
 }
 
 /// Notifications of the SLA engine's events (burn-rate alerts, backend breaches, exhausted

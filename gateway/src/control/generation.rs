@@ -102,6 +102,9 @@ pub struct Generation {
     backend_configs: HashMap<Arc<str>, BackendConfig>,
     /// Loaded plugins, with the settings and file hash they were loaded from.
     plugins: Vec<LoadedPlugin>,
+    /// The tracer, when `traces` is configured (one per generation: a reload applies new
+    /// settings, and the old exporter sends what it holds and ends with its generation).
+    tracer: Option<Arc<crate::traces::Tracer>>,
 }
 
 /// A plugin as loaded into a generation.
@@ -185,6 +188,12 @@ impl Generation {
             .iter()
             .map(|route| LiveRoute::new(route, &by_id, &loaded, registry, sla))
             .collect();
+        // A generation that serves keeps the previous tracer when the settings are the same.
+        let tracer = match (&config.traces, previous.and_then(|p| p.tracer.as_ref())) {
+            (None, _) => None,
+            (Some(traces), Some(old)) if old.config() == traces => Some(old.clone()),
+            (Some(traces), _) => Some(crate::traces::Tracer::start(traces.clone())),
+        };
         Ok(Self {
             config,
             router,
@@ -192,7 +201,13 @@ impl Generation {
             backends,
             backend_configs,
             plugins: loaded,
+            tracer,
         })
+    }
+
+    /// The tracer, when traces are configured.
+    pub fn tracer(&self) -> Option<&Arc<crate::traces::Tracer>> {
+        self.tracer.as_ref()
     }
 
     /// The loaded plugins.

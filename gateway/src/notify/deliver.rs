@@ -1,4 +1,4 @@
-//! One HTTP POST to a notification receiver (`http://` or `https://`, verified against the
+//! One HTTP POST to a notification receiver (or an OTLP collector) (`http://` or `https://`, verified against the
 //! public web roots), on a connection of its own: notifications are few, and a receiver that
 //! hangs must not hold anything else up.
 
@@ -13,15 +13,30 @@ use tokio::net::TcpStream;
 /// How long one delivery may take, connection included.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// POSTs `body` with `headers` to `url`; `Ok(status)` when the receiver answered 2xx.
+/// POSTs the JSON `body` with `headers` to `url`; `Ok(status)` when the receiver answered 2xx.
 pub async fn post(url: &Uri, headers: &[(&str, String)], body: Bytes) -> Result<u16, String> {
-    match tokio::time::timeout(TIMEOUT, post_inner(url, headers, body)).await {
+    post_as(url, "application/json", headers, body).await
+}
+
+/// POSTs `body` of `content_type` to `url`; `Ok(status)` when the receiver answered 2xx.
+pub async fn post_as(
+    url: &Uri,
+    content_type: &str,
+    headers: &[(&str, String)],
+    body: Bytes,
+) -> Result<u16, String> {
+    match tokio::time::timeout(TIMEOUT, post_inner(url, content_type, headers, body)).await {
         Ok(result) => result,
         Err(_) => Err(format!("no answer within {TIMEOUT:?}")),
     }
 }
 
-async fn post_inner(url: &Uri, headers: &[(&str, String)], body: Bytes) -> Result<u16, String> {
+async fn post_inner(
+    url: &Uri,
+    content_type: &str,
+    headers: &[(&str, String)],
+    body: Bytes,
+) -> Result<u16, String> {
     let host = url.host().ok_or("the URL has no host")?.to_owned();
     let https = url.scheme_str() == Some("https");
     let port = url.port_u16().unwrap_or(if https { 443 } else { 80 });
@@ -33,7 +48,7 @@ async fn post_inner(url: &Uri, headers: &[(&str, String)], body: Bytes) -> Resul
             http::header::HOST,
             url.authority().map_or(host.clone(), |a| a.to_string()),
         )
-        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::CONTENT_TYPE, content_type)
         .header(
             http::header::USER_AGENT,
             concat!("accord/", env!("CARGO_PKG_VERSION")),

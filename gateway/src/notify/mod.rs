@@ -15,7 +15,7 @@
 //!   until delivered or `max_age` old. Delivery is at least once: the body's `id` (the same
 //!   from every replica of a cluster) lets a receiver drop duplicates.
 
-mod deliver;
+pub(crate) mod deliver;
 pub mod outbox;
 
 use std::collections::HashSet;

@@ -94,6 +94,11 @@ where
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
     let mut record = Record::new(&parts, conn.client, request_id, started, access_log);
+    if let Some(tracer) = generation.tracer() {
+        record.trace = Some(Box::new(
+            tracer.begin(parts.headers.get(headers::TRACEPARENT)),
+        ));
+    }
 
     // 2. Route.
     let Some(matched) = generation.router().route(&parts) else {
@@ -146,6 +151,12 @@ where
 
     // 5. Prepare.
     prepare_head(&mut parts, websocket, conn, matched.params, route);
+    if let Some(trace) = &record.trace {
+        // The backend's spans join the trace under this request's server span.
+        parts
+            .headers
+            .insert(headers::TRACEPARENT, trace.traceparent());
+    }
     let body = match body {
         Either::Prepared(body) => body,
         Either::Pending(body) => match prepare_body(route, body, content_length, &record).await {

@@ -60,6 +60,8 @@ pub(super) struct Record {
     pub(super) defer_answered: bool,
     /// The answered try waiting for the plugins' verdict: backend index, class, latency.
     answered_try: std::sync::Mutex<Option<(usize, Class, std::time::Duration)>>,
+    /// The request's trace, when traces are configured.
+    pub(super) trace: Option<Box<crate::traces::RequestTrace>>,
     /// Counters and the access log have been written.
     completed: bool,
 }
@@ -96,6 +98,7 @@ impl Record {
             try_in_flight: std::sync::Mutex::new(None),
             defer_answered: false,
             answered_try: std::sync::Mutex::new(None),
+            trace: None,
             completed: false,
         }
     }
@@ -151,6 +154,32 @@ impl Record {
             stats.duration.record(duration);
             stats.bytes_out.fetch_add(self.bytes_out, Relaxed);
         }
+        if let Some(trace) = &self.trace {
+            let threshold = self
+                .sla
+                .as_ref()
+                .and_then(|s| s.objective().latency.as_ref().map(|l| l.threshold));
+            trace.finish(crate::traces::RequestOutcome {
+                method: self.method.as_str(),
+                path: &self.path,
+                route: self.route.as_ref().map(|r| &*r.id),
+                backend: self.backend.as_deref(),
+                status: self.status.as_u16(),
+                class,
+                plugins: annotations(&self.annotations),
+                sla_action: if self.steered {
+                    Some("reroute")
+                } else if self.class == Some(Class::Rejected) {
+                    Some("reject")
+                } else {
+                    None
+                },
+                request_id: &self.request_id,
+                client: self.client.ip(),
+                slow: threshold.is_some_and(|t| duration > t),
+                duration,
+            });
+        }
         if self.access_log {
             tracing::info!(
                 target: "accord::access",
@@ -201,6 +230,21 @@ impl accord_adapters::TryObserver for Record {
     fn try_ended(&self, attempt: accord_adapters::failover::Attempt<'_>) {
         let id = attempt.backend.id();
         *self.try_in_flight.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
+        if let Some(trace) = &self.trace {
+            let (result, status) = match attempt.result {
+                TryResult::Answered(status) => (status.as_u16().to_string(), Some(status.as_u16())),
+                TryResult::Failed(kind) => (format!("{kind:?}").to_lowercase(), None),
+                TryResult::Cancelled => ("cancelled".to_owned(), None),
+            };
+            trace.record_try(crate::traces::TrySpan {
+                backend: id.clone(),
+                provider: attempt.backend.provider().as_str(),
+                result,
+                status,
+                latency: attempt.latency,
+                ended: std::time::SystemTime::now(),
+            });
+        }
         let Some(sla) = &self.sla else { return };
         let class = match attempt.result {
             TryResult::Answered(status) => classify(status, None),

@@ -159,6 +159,7 @@ pub fn validate(raw: &RawConfig, env: &dyn Environment) -> Result<Config, Config
     let sla_history = check_sla_history(&mut v, raw);
     let cluster = cluster::check_cluster(&mut v, raw);
     let notifications = notifications::check_notifications(&mut v, raw);
+    let traces = notifications::check_traces(&mut v, raw);
     let log = Log {
         format: match raw.log.format {
             RawLogFormat::Text => LogFormat::Text,
@@ -188,6 +189,7 @@ pub fn validate(raw: &RawConfig, env: &dyn Environment) -> Result<Config, Config
         sla_history,
         cluster,
         notifications,
+        traces,
         backends,
         plugins,
         plugin_cache: raw

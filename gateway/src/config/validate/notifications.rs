@@ -1,5 +1,5 @@
-//! Notifications: the Alertmanager and webhook URLs, webhook secrets and event kinds, the
-//! outbox file and how long deliveries are retried.
+//! Notifications and traces: the Alertmanager and webhook URLs, webhook secrets and event kinds,
+//! the outbox file and how long deliveries are retried; the OTLP collector and what is kept.
 
 use super::*;
 
@@ -88,6 +88,52 @@ fn event_kind(name: &str) -> Option<accord_policies::sla::engine::EventKind> {
     }
 }
 
+/// The `traces` section, when there is one.
+pub(super) fn check_traces(v: &mut Validator<'_>, raw: &RawConfig) -> Option<Traces> {
+    use accord_policies::Class;
+    let section = raw.traces.as_ref()?;
+    let t = &section.value;
+    let errors_before = v.errors.len();
+    let endpoint = check_url(v, &t.endpoint, "traces.endpoint");
+    if let Some(uri) = &endpoint
+        && t.protocol == RawOtlpProtocol::Grpc
+        && uri.scheme_str() == Some("https")
+    {
+        v.error(
+            &t.endpoint,
+            "traces.endpoint",
+            "grpc is sent without TLS (h2c): use http:// (or protocol: http/protobuf)",
+        );
+    }
+    let mut always_keep = Vec::new();
+    let mut keep_slow = false;
+    for (i, what) in t.always_keep.iter().enumerate() {
+        match what.value.as_str() {
+            "bad" => always_keep.push(Class::Bad),
+            "throttled" => always_keep.push(Class::Throttled),
+            "cancelled" => always_keep.push(Class::Cancelled),
+            "rejected" => always_keep.push(Class::Rejected),
+            "slow" => keep_slow = true,
+            other => v.error(
+                what,
+                format!("traces.always_keep[{i}]"),
+                format!("unknown {other:?}: use bad, throttled, cancelled, rejected or slow"),
+            ),
+        }
+    }
+    if t.service_name.trim().is_empty() {
+        v.error(section, "traces.service_name", "must not be empty");
+    }
+    (v.errors.len() == errors_before).then(|| Traces {
+        endpoint: endpoint.unwrap_or_default(),
+        grpc: t.protocol == RawOtlpProtocol::Grpc,
+        sample_ratio: t.sample_ratio.value.0,
+        always_keep,
+        keep_slow,
+        service_name: t.service_name.clone(),
+    })
+}
+
 /// An `http://` or `https://` URL with a host.
 fn check_url(v: &mut Validator<'_>, at: &Located<String>, path: &str) -> Option<http::Uri> {
     match at.value.parse::<http::Uri>() {
@@ -149,6 +195,44 @@ mod tests {
         refused(
             &config("notifications: {}\n", "", ""),
             "notifications: set an alertmanager or at least one webhook",
+        );
+    }
+
+    #[test]
+    fn traces_name_a_collector_and_what_is_always_kept() {
+        let ok = check(&config(
+            "traces: {endpoint: \"http://127.0.0.1:4318\"}\n",
+            "",
+            "",
+        ))
+        .unwrap();
+        let traces = ok.traces.unwrap();
+        assert_eq!(traces.sample_ratio, 0.01);
+        assert_eq!(traces.always_keep.len(), 4);
+        assert!(traces.keep_slow);
+        refused(
+            &config(
+                "traces: {endpoint: \"http://x:4317\", always_keep: [errors]}\n",
+                "",
+                "",
+            ),
+            "traces.always_keep[0]: unknown \"errors\"",
+        );
+        refused(
+            &config(
+                "traces: {endpoint: \"https://x:4317\", protocol: grpc}\n",
+                "",
+                "",
+            ),
+            "traces.endpoint: grpc is sent without TLS (h2c)",
+        );
+        refused(
+            &config(
+                "traces: {endpoint: \"http://x\", sample_ratio: 150%}\n",
+                "",
+                "",
+            ),
+            "invalid percentage",
         );
     }
 }
