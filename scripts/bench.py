@@ -211,6 +211,8 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "target/bench/e2e.json"))
     ap.add_argument("--cluster", action="store_true", help="also measure a gateway in cluster mode "
                     "(a local redis-server, sync every second) on the SLO route, in the same rounds")
+    ap.add_argument("--traces", action="store_true", help="also measure gateways exporting OpenTelemetry "
+                    "traces (OTLP over HTTP to the nginx upstream) at 1%% and 100%% sampling, on the SLO route")
     ap.add_argument("--baseline", help="another accord binary (an earlier commit's release build) "
                     "measured in the same rounds, for before/after ratios")
     args = ap.parse_args()
@@ -266,6 +268,15 @@ def main():
                  "--threads", "1"], stderr=subprocess.DEVNULL)
             procs.append(cluster_gateway)
             proxies.append(("cluster+slo", cluster_port, "/metered/", cluster_gateway.pid))
+        if args.traces:
+            for label, ratio in (("traces-1%", "1%"), ("traces-100%", "100%")):
+                port, admin = free_port(), free_port()
+                traced = subprocess.Popen(
+                    [accord, "run", "-c", accord_config(work, label, port, admin, upstream_port,
+                                                        f"traces: {{endpoint: \"http://127.0.0.1:{upstream_port}\", sample_ratio: {ratio}}}\n"),
+                     "--threads", "1"], stderr=subprocess.DEVNULL)
+                procs.append(traced)
+                proxies.append((f"{label}+slo", port, "/metered/", traced.pid))
         for _, port, _, _ in proxies:
             wait_port(port)
 
@@ -310,6 +321,9 @@ def main():
                 base = name.replace("accord", "base")
                 if name in by_proxy and base in by_proxy:
                     ratios[f"{w} {name} over baseline"] = by_proxy[name]["cpu_us_per_request"] / by_proxy[base]["cpu_us_per_request"]
+            for label in ("traces-1%+slo", "traces-100%+slo"):
+                if label in by_proxy:
+                    ratios[f"{w} {label} / off"] = by_proxy[label]["cpu_us_per_request"] / by_proxy["accord+slo"]["cpu_us_per_request"]
             if "cluster+slo" in by_proxy:
                 ratios[f"{w} cluster on / off"] = by_proxy["cluster+slo"]["cpu_us_per_request"] / by_proxy["accord+slo"]["cpu_us_per_request"]
         report = {"rounds": args.rounds, "duration_s": args.duration, "median": summary, "ratios": ratios,
