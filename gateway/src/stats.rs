@@ -28,6 +28,55 @@ pub struct RouteStats {
     pub bytes_in: AtomicU64,
     /// Response bytes sent to clients.
     pub bytes_out: AtomicU64,
+    /// Kept traces' requests, for the duration histogram's exemplars.
+    pub exemplars: Exemplars,
+}
+
+/// The latest requests whose trace was kept (trace id, seconds, when), from which each bucket of
+/// the duration histogram takes its exemplar: the latest that fell in it.
+#[derive(Debug, Default)]
+pub struct Exemplars(Mutex<std::collections::VecDeque<(String, f64, f64)>>);
+
+/// Exemplars kept per route.
+const EXEMPLARS: usize = 64;
+
+impl Exemplars {
+    /// A kept trace's request took `seconds`, ending at `timestamp` (seconds since the epoch).
+    pub fn record(&self, trace_id: String, seconds: f64, timestamp: f64) {
+        let mut latest = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if latest.len() >= EXEMPLARS {
+            latest.pop_front();
+        }
+        latest.push_back((trace_id, seconds, timestamp));
+    }
+
+    /// One exemplar per bucket of `bounds` (upper bounds, `None` for `+Inf`), or none.
+    pub fn per_bucket(
+        &self,
+        bounds: &[Option<f64>],
+    ) -> Vec<Option<crate::admin::exposition::Exemplar>> {
+        let latest = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lower = f64::NEG_INFINITY;
+        bounds
+            .iter()
+            .map(|upper| {
+                let upper_value = upper.unwrap_or(f64::INFINITY);
+                let found = latest
+                    .iter()
+                    .rev()
+                    .find(|(_, v, _)| *v > lower && *v <= upper_value)
+                    .map(
+                        |(trace_id, value, timestamp)| crate::admin::exposition::Exemplar {
+                            trace_id: trace_id.clone(),
+                            value: *value,
+                            timestamp: *timestamp,
+                        },
+                    );
+                lower = upper_value;
+                found
+            })
+            .collect()
+    }
 }
 
 /// Counters of the whole gateway.

@@ -1,6 +1,7 @@
-//! The Prometheus text exposition format (version 0.0.4), written one family at a time: one
-//! small writer instead of `writeln!` calls spread over every series. Label values are escaped
-//! here, so no caller can produce a malformed line.
+//! The Prometheus text exposition format (version 0.0.4), or OpenMetrics 1.0 when the scraper
+//! asks for it (then histograms carry exemplars: the trace id of a kept request in the
+//! bucket), written one family at a time: one small writer instead of `writeln!` calls spread
+//! over every series. Label values are escaped here, so no caller can produce a malformed line.
 
 use std::fmt::{Display, Write as _};
 
@@ -29,6 +30,21 @@ impl Kind {
 #[derive(Debug, Default)]
 pub struct Exposition {
     out: String,
+    openmetrics: bool,
+}
+
+/// OpenMetrics' content type.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// An exemplar: the trace of one request in a histogram bucket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exemplar {
+    /// Its trace id (hex).
+    pub trace_id: String,
+    /// Its value (seconds).
+    pub value: f64,
+    /// When (seconds since the epoch).
+    pub timestamp: f64,
 }
 
 impl Exposition {
@@ -36,24 +52,42 @@ impl Exposition {
     pub fn new() -> Self {
         Self {
             out: String::with_capacity(16 * 1024),
+            openmetrics: false,
         }
     }
 
-    /// Starts a family: its `# HELP` and `# TYPE` lines; its samples follow.
+    /// An empty page in OpenMetrics' format.
+    pub fn openmetrics() -> Self {
+        Self {
+            out: String::with_capacity(16 * 1024),
+            openmetrics: true,
+        }
+    }
+
+    /// Starts a family: its `# HELP` and `# TYPE` lines; its samples follow. (OpenMetrics
+    /// names a counter family without its samples' `_total`.)
     pub fn family<'a>(&'a mut self, name: &'a str, kind: Kind, help: &str) -> Family<'a> {
+        let family_name = match kind {
+            Kind::Counter if self.openmetrics => name.strip_suffix("_total").unwrap_or(name),
+            _ => name,
+        };
         let _ = writeln!(
             self.out,
-            "# HELP {name} {help}\n# TYPE {name} {}",
+            "# HELP {family_name} {help}\n# TYPE {family_name} {}",
             kind.as_str()
         );
         Family {
             out: &mut self.out,
             name,
+            openmetrics: self.openmetrics,
         }
     }
 
     /// The text.
-    pub fn finish(self) -> String {
+    pub fn finish(mut self) -> String {
+        if self.openmetrics {
+            self.out.push_str("# EOF\n");
+        }
         self.out
     }
 }
@@ -63,6 +97,7 @@ impl Exposition {
 pub struct Family<'a> {
     out: &'a mut String,
     name: &'a str,
+    openmetrics: bool,
 }
 
 impl Family<'_> {
@@ -81,9 +116,34 @@ impl Family<'_> {
         sum: impl Display,
         count: u64,
     ) -> &mut Self {
-        for (upper, n) in buckets {
+        self.histogram_with_exemplars(labels, buckets, &[], sum, count)
+    }
+
+    /// A histogram whose buckets may carry an exemplar each (written in OpenMetrics only).
+    pub fn histogram_with_exemplars(
+        &mut self,
+        labels: &[(&str, &str)],
+        buckets: impl IntoIterator<Item = (Option<f64>, u64)>,
+        exemplars: &[Option<Exemplar>],
+        sum: impl Display,
+        count: u64,
+    ) -> &mut Self {
+        for (i, (upper, n)) in buckets.into_iter().enumerate() {
             let le = upper.map_or_else(|| "+Inf".to_owned(), |u| u.to_string());
             write_sample(self.out, self.name, "_bucket", labels, Some(&le), n);
+            if self.openmetrics
+                && let Some(Some(exemplar)) = exemplars.get(i)
+            {
+                // `… 5 # {trace_id="…"} 0.067 1767225600.123`, on the bucket's line.
+                self.out.pop();
+                let _ = writeln!(
+                    self.out,
+                    " # {{trace_id=\"{}\"}} {} {:.3}",
+                    escape(&exemplar.trace_id),
+                    exemplar.value,
+                    exemplar.timestamp
+                );
+            }
         }
         write_sample(self.out, self.name, "_sum", labels, None, sum);
         write_sample(self.out, self.name, "_count", labels, None, count);
@@ -132,6 +192,34 @@ pub fn escape(value: &str) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn openmetrics_names_counters_without_total_carries_exemplars_and_ends_with_eof() {
+        let mut page = Exposition::openmetrics();
+        page.family("accord_x_total", Kind::Counter, "Xs.")
+            .sample(&[], 3);
+        let exemplar = Exemplar {
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            value: 0.067,
+            timestamp: 1_767_225_600.5,
+        };
+        page.family("accord_y_seconds", Kind::Histogram, "Ys.")
+            .histogram_with_exemplars(
+                &[],
+                [(Some(0.1), 1), (None, 1)],
+                &[Some(exemplar), None],
+                0.067,
+                1,
+            );
+        assert_eq!(
+            page.finish(),
+            "# HELP accord_x Xs.\n# TYPE accord_x counter\naccord_x_total 3\n\
+             # HELP accord_y_seconds Ys.\n# TYPE accord_y_seconds histogram\n\
+             accord_y_seconds_bucket{le=\"0.1\"} 1 # {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"} 0.067 1767225600.500\n\
+             accord_y_seconds_bucket{le=\"+Inf\"} 1\n\
+             accord_y_seconds_sum 0.067\naccord_y_seconds_count 1\n# EOF\n"
+        );
+    }
 
     #[test]
     fn families_samples_and_histograms_are_written_in_the_text_format() {

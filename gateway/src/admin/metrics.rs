@@ -225,7 +225,16 @@ fn routes(page: &mut Exposition, generation: &Generation) {
         "Request duration, until the response body ended.",
     );
     for (route, stats) in &routes {
-        latency(&mut family, &[("route", route)], &stats.duration);
+        let buckets = stats.duration.cumulative();
+        let bounds: Vec<Option<f64>> = buckets.iter().map(|(b, _)| *b).collect();
+        let exemplars = stats.exemplars.per_bucket(&bounds);
+        family.histogram_with_exemplars(
+            &[("route", route)],
+            buckets,
+            &exemplars,
+            stats.duration.sum_seconds(),
+            stats.duration.count(),
+        );
     }
     let series: [Series<RouteStats>; 5] = [
         (

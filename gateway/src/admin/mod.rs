@@ -85,7 +85,18 @@ async fn respond(
         (Method::GET, "/healthz") => text(StatusCode::OK, "ok\n", "text/plain"),
         (Method::GET, "/readyz") => readiness(gateway, &generation),
         (Method::GET, "/metrics") => {
-            let mut page = exposition::Exposition::new();
+            // OpenMetrics (with exemplars) when the scraper asks for it, as Prometheus does with
+            // `--enable-feature=exemplar-storage`.
+            let openmetrics = request
+                .headers()
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("application/openmetrics-text"));
+            let mut page = if openmetrics {
+                exposition::Exposition::openmetrics()
+            } else {
+                exposition::Exposition::new()
+            };
             metrics::render(&mut page, &generation, gateway.registry());
             sla::render_metrics(
                 &mut page,
@@ -101,7 +112,12 @@ async fn respond(
             if let Some(notifications) = gateway.notifications() {
                 metrics::render_notifications(&mut page, notifications);
             }
-            text(StatusCode::OK, &page.finish(), "text/plain; version=0.0.4")
+            let content_type = if openmetrics {
+                exposition::OPENMETRICS
+            } else {
+                "text/plain; version=0.0.4"
+            };
+            text(StatusCode::OK, &page.finish(), content_type)
         }
         (Method::GET, "/dashboard") => dashboard(),
         (Method::GET, "/sla") => json(

@@ -159,7 +159,7 @@ impl Record {
                 .sla
                 .as_ref()
                 .and_then(|s| s.objective().latency.as_ref().map(|l| l.threshold));
-            trace.finish(crate::traces::RequestOutcome {
+            let kept = trace.finish(crate::traces::RequestOutcome {
                 method: self.method.as_str(),
                 path: &self.path,
                 route: self.route.as_ref().map(|r| &*r.id),
@@ -179,6 +179,15 @@ impl Record {
                 slow: threshold.is_some_and(|t| duration > t),
                 duration,
             });
+            if let (Some(trace_id), Some(route)) = (kept, &self.route) {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                route
+                    .stats
+                    .exemplars
+                    .record(trace_id, duration.as_secs_f64(), now);
+            }
         }
         if self.access_log {
             tracing::info!(

@@ -185,10 +185,11 @@ impl RequestTrace {
             || self.ratio_sampled()
     }
 
-    /// The request ended: builds and queues its spans if the trace is kept.
-    pub fn finish(&self, outcome: RequestOutcome<'_>) {
+    /// The request ended: builds and queues its spans if the trace is kept, and returns its
+    /// trace id (hex) then, for the duration histogram's exemplars.
+    pub fn finish(&self, outcome: RequestOutcome<'_>) -> Option<String> {
         if !self.keep(&outcome) {
-            return;
+            return None;
         }
         self.tracer.stats.kept.fetch_add(1, Relaxed);
         let end = self.start + outcome.duration;
@@ -284,6 +285,7 @@ impl RequestTrace {
                 self.tracer.stats.dropped.fetch_add(1, Relaxed);
             }
         }
+        Some(hex(&self.trace_id))
     }
 }
 
