@@ -63,18 +63,20 @@ async fn a_spent_budget_reaches_alertmanager_and_a_signed_webhook_as_it_fires_an
         async move { respond(status, "app") }
     })
     .await;
+    let standby = Upstream::fixed("standby", 200).await;
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("webhook-secret");
     std::fs::write(&secret, "s3cret").unwrap();
     let gateway = TestGateway::start(&format!(
         "listeners: [{{address: 127.0.0.1:0}}]\nadmin: {{address: 127.0.0.1:0}}\nlog: {{access_log: false}}\nsla_history: {{enabled: false}}\n\
          notifications:\n  alertmanager: {{url: \"http://127.0.0.1:{}\", resend_interval: 1s}}\n  webhooks:\n    - {{url: \"http://{}/hook\", secret_file: \"{}\", kinds: [budget_exhausted]}}\n\
-         backends:\n  app: {{http: {{addresses: [\"{}\"]}}}}\n\
-         routes:\n  - id: orders\n    match: {{path: {{prefix: /}}}}\n    backends: [{{backend: app}}]\n    retry: {{retries: 0}}\n    slo: {{availability: 99%, window: 1h}}\n",
+         backends:\n  app: {{http: {{addresses: [\"{}\"], outlier: {{consecutive_failures: 100000}}}}}}\n  standby: {{http: {{addresses: [\"{}\"]}}}}\n\
+         routes:\n  - id: orders\n    match: {{path: {{prefix: /}}}}\n    backends: [{{backend: app}}, {{backend: standby}}]\n    retry: {{retries: 0}}\n    slo: {{availability: 99%, window: 1h, enforcement: {{breach_window: 1m, min_requests: 10}}}}\n",
         alertmanager.port,
         receiver.addr,
         secret.display(),
-        app.addr
+        app.addr,
+        standby.addr
     ))
     .await;
     let sla = gateway.running.gateway.sla().clone();
@@ -130,6 +132,15 @@ async fn a_spent_budget_reaches_alertmanager_and_a_signed_webhook_as_it_fires_an
     assert_eq!(alert["labels"]["sloth_id"], "orders-availability");
     assert_eq!(alert["labels"]["sloth_severity"], "page");
     assert_eq!(alert["status"]["state"], "active");
+    // The backend that breached is an alert of its own, labelled with the backend.
+    let breach = alertmanager
+        .alerts()
+        .await
+        .into_iter()
+        .find(|a| a["labels"]["alertname"] == "AccordBackendBreach")
+        .expect("the backend breach reached alertmanager");
+    assert_eq!(breach["labels"]["backend"], "app");
+    assert_eq!(breach["labels"]["sloth_severity"], "ticket");
     let routed = |status: &str| {
         received.lock().unwrap().iter().any(|(path, _, body)| {
             path == "/am"
