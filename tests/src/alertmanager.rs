@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 /// A running Alertmanager.
 pub struct Alertmanager {
@@ -52,18 +51,7 @@ impl Alertmanager {
             child,
             _dir: dir,
         };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let listening = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
-            if listening && crate::get(&alertmanager.url("/-/ready")).await.status == 200 {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "alertmanager did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        crate::wait_ready(port, "/-/ready", "alertmanager").await;
         alertmanager
     }
 

@@ -185,6 +185,23 @@ pub fn dead_address() -> SocketAddr {
     listener.local_addr().expect("addr")
 }
 
+/// Waits until a peer on 127.0.0.1:`port` answers 200 on `path` (up to 30 s), or panics
+/// naming `what`.
+pub async fn wait_ready(port: u16, path: &str, what: &str) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let listening = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        if listening && get(&format!("http://127.0.0.1:{port}{path}")).await.status == 200 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not become ready"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// Whether peer tests must fail rather than skip when a peer is missing (`CI=true`).
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")

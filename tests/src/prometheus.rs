@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 fn binary(name: &str) -> PathBuf {
     let path = PathBuf::from("/usr/bin").join(name);
@@ -85,23 +84,7 @@ impl Prometheus {
             child,
             _dir: dir,
         };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let listening = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
-            if listening
-                && crate::get(&format!("http://127.0.0.1:{port}/-/ready"))
-                    .await
-                    .status
-                    == 200
-            {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "prometheus did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        crate::wait_ready(port, "/-/ready", "prometheus").await;
         prometheus
     }
 

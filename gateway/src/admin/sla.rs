@@ -68,13 +68,6 @@ fn severity_name(severity: accord_policies::sla::Severity) -> &'static str {
     }
 }
 
-fn indicator_name(indicator: accord_policies::sla::objective::Indicator) -> &'static str {
-    match indicator {
-        accord_policies::sla::objective::Indicator::Availability => "availability",
-        accord_policies::sla::objective::Indicator::Latency => "latency",
-    }
-}
-
 /// One sample's extra labels (after `route` and `indicator`) and value.
 type Sample = (Vec<(&'static str, String)>, f64);
 
@@ -103,7 +96,7 @@ fn event_counters(page: &mut Exposition, engine: &SlaEngine) {
         let totals = route.meter().totals();
         for (indicator, _) in route.objective().indicators() {
             let events = route.objective().events(indicator, &totals);
-            let name = indicator_name(indicator);
+            let name = indicator.as_str();
             family.sample(
                 &[
                     ("route", route.id()),
@@ -186,10 +179,8 @@ fn accord_series(page: &mut Exposition, reports: &[RouteReport]) {
         for r in reports {
             for i in &r.indicators {
                 for (extra, value) in samples(i) {
-                    let mut labels = vec![
-                        ("route", &*r.route),
-                        ("indicator", indicator_name(i.indicator)),
-                    ];
+                    let mut labels =
+                        vec![("route", &*r.route), ("indicator", i.indicator.as_str())];
                     labels.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
                     family.sample(&labels, value);
                 }
@@ -258,7 +249,7 @@ fn sloth_series(page: &mut Exposition, reports: &[RouteReport]) {
         .flat_map(|r| {
             r.indicators
                 .iter()
-                .map(move |i| (format!("{}-{}", r.route, indicator_name(i.indicator)), r, i))
+                .map(move |i| (format!("{}-{}", r.route, i.indicator.as_str()), r, i))
         })
         .collect();
     let ids =
@@ -266,7 +257,7 @@ fn sloth_series(page: &mut Exposition, reports: &[RouteReport]) {
             [
                 ("sloth_id", id.to_owned()),
                 ("sloth_service", r.route.to_string()),
-                ("sloth_slo", indicator_name(i.indicator).to_owned()),
+                ("sloth_slo", i.indicator.as_str().to_owned()),
             ]
         };
     let mut windows: Vec<&str> = Vec::new();

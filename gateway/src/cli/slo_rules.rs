@@ -60,13 +60,6 @@ pub fn rules(config: &Config) -> Result<String, String> {
     Ok(out)
 }
 
-fn sli_name(indicator: Indicator) -> &'static str {
-    match indicator {
-        Indicator::Availability => "availability",
-        Indicator::Latency => "latency",
-    }
-}
-
 /// The SLO window as Prometheus can compute it: rolling, 30 days for a calendar month.
 fn period(objective: &Objective) -> Duration {
     match objective.window {
@@ -93,7 +86,7 @@ fn write_slo(
     indicator: Indicator,
     target: f64,
 ) {
-    let sli = sli_name(indicator);
+    let sli = indicator.as_str();
     let id = format!("{route}-{sli}");
     let budget = 1.0 - target;
     let period = period(objective);

@@ -26,7 +26,6 @@ use std::time::Duration;
 use accord_policies::sla::Severity;
 use accord_policies::sla::SlaEngine;
 use accord_policies::sla::engine::{BreachEvent, EventKind};
-use accord_policies::sla::objective::Indicator;
 use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -289,22 +288,6 @@ enum Outcome {
     Expired,
 }
 
-fn indicator_name(indicator: Indicator) -> &'static str {
-    match indicator {
-        Indicator::Availability => "availability",
-        Indicator::Latency => "latency",
-    }
-}
-
-fn kind_name(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::BackendBreach => "backend_breach",
-        EventKind::BurnRateAlert => "burn_rate_alert",
-        EventKind::BudgetExhausted => "budget_exhausted",
-        EventKind::CanaryBreach => "canary_breach",
-    }
-}
-
 /// The alert's name and severity: burn-rate alerts as the rules `accord slo rules` writes name
 /// them; an exhausted budget pages; breaches make tickets (the gateway already acted on them).
 fn alert_identity(event: &BreachEvent) -> (&'static str, &'static str) {
@@ -330,7 +313,7 @@ fn alertmanager_alert(
     source: &str,
 ) -> serde_json::Value {
     let (name, severity) = alert_identity(event);
-    let sli = indicator_name(event.trigger.indicator);
+    let sli = event.trigger.indicator.as_str();
     let ended = event.ended_ms.load(Relaxed) as i64;
     let mut labels = serde_json::json!({
         "alertname": name,
@@ -339,7 +322,7 @@ fn alertmanager_alert(
         "sloth_slo": sli,
         "sloth_severity": severity,
         "route": &*event.route,
-        "kind": kind_name(event.kind),
+        "kind": event.kind.as_str(),
         "accord": source,
     });
     if let Some(backend) = &event.backend {
@@ -359,7 +342,7 @@ fn alertmanager_alert(
 /// A sentence for people.
 fn summary(event: &BreachEvent) -> String {
     let t = &event.trigger;
-    let sli = indicator_name(t.indicator);
+    let sli = t.indicator.as_str();
     let window =
         accord_policies::sla::objective::format_duration(Duration::from_secs(t.window_seconds));
     match event.kind {
@@ -397,7 +380,7 @@ fn webhook_body(event: &BreachEvent, state: &str, id: &str, source: &str, now_ms
         "source": source,
         "state": state,
         "event_id": event.id,
-        "kind": kind_name(event.kind),
+        "kind": event.kind.as_str(),
         "route": &*event.route,
         "backend": event.backend.as_deref(),
         "severity": alert_identity(event).1,

@@ -70,6 +70,40 @@ impl From<crate::Class> for OutcomeClass {
     }
 }
 
+/// Something each plugin has one of, by plugin name, made on first use and kept as long as
+/// the registry (across reloads).
+#[derive(Debug)]
+pub struct ByPlugin<T> {
+    by_plugin: Mutex<HashMap<String, Arc<T>>>,
+}
+
+impl<T> Default for ByPlugin<T> {
+    fn default() -> Self {
+        Self {
+            by_plugin: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<T: Default> ByPlugin<T> {
+    /// Plugin `name`'s, made on first use.
+    pub fn plugin(&self, name: &str) -> Arc<T> {
+        let mut by_plugin = self.by_plugin.lock().unwrap_or_else(|p| p.into_inner());
+        by_plugin.entry(name.to_owned()).or_default().clone()
+    }
+
+    /// Every plugin's, by name.
+    pub fn all(&self) -> Vec<(String, Arc<T>)> {
+        let by_plugin = self.by_plugin.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<_> = by_plugin
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+}
+
 /// What plugins keep beyond one engine, by plugin name: their `cluster-rate` counts and their
 /// `state`. Kept across reloads; the cluster sync shares both with the other replicas.
 #[derive(Debug, Default, Clone)]

@@ -12,7 +12,7 @@
 //! then the limit; with steady traffic, the others' part is at most one interval old.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use pingora_limits::rate::{PROPORTIONAL_RATE_ESTIMATE_CALC_FN, Rate};
@@ -88,29 +88,7 @@ impl SharedRates {
 
 /// Every plugin's shared rates, by plugin name: kept across reloads (a reloaded plugin keeps
 /// its counts), and read by the cluster sync.
-#[derive(Debug, Default)]
-pub struct SharedRateRegistry {
-    by_plugin: Mutex<HashMap<String, Arc<SharedRates>>>,
-}
-
-impl SharedRateRegistry {
-    /// The shared rates of plugin `name`, created on first use.
-    pub fn plugin(&self, name: &str) -> Arc<SharedRates> {
-        let mut by_plugin = self.by_plugin.lock().unwrap_or_else(|p| p.into_inner());
-        by_plugin.entry(name.to_owned()).or_default().clone()
-    }
-
-    /// Every plugin's, by name.
-    pub fn all(&self) -> Vec<(String, Arc<SharedRates>)> {
-        let by_plugin = self.by_plugin.lock().unwrap_or_else(|p| p.into_inner());
-        let mut all: Vec<_> = by_plugin
-            .iter()
-            .map(|(name, rates)| (name.clone(), rates.clone()))
-            .collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        all
-    }
-}
+pub type SharedRateRegistry = super::ByPlugin<SharedRates>;
 
 #[cfg(test)]
 mod tests {

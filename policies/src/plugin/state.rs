@@ -9,7 +9,7 @@
 //! late. Expiry reads the gateway's clock (a test's paused clock included).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 /// Keys a plugin may hold (values and counters each).
 pub const MAX_KEYS: usize = 100_000;
@@ -236,29 +236,7 @@ impl PluginState {
 }
 
 /// Every plugin's state, by plugin name: kept across reloads, and read by the cluster sync.
-#[derive(Debug, Default)]
-pub struct PluginStateRegistry {
-    by_plugin: Mutex<HashMap<String, Arc<PluginState>>>,
-}
-
-impl PluginStateRegistry {
-    /// Plugin `name`'s state, created on first use.
-    pub fn plugin(&self, name: &str) -> Arc<PluginState> {
-        let mut by_plugin = self.by_plugin.lock().unwrap_or_else(|p| p.into_inner());
-        by_plugin.entry(name.to_owned()).or_default().clone()
-    }
-
-    /// Every plugin's, by name.
-    pub fn all(&self) -> Vec<(String, Arc<PluginState>)> {
-        let by_plugin = self.by_plugin.lock().unwrap_or_else(|p| p.into_inner());
-        let mut all: Vec<_> = by_plugin
-            .iter()
-            .map(|(name, state)| (name.clone(), state.clone()))
-            .collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        all
-    }
-}
+pub type PluginStateRegistry = super::ByPlugin<PluginState>;
 
 #[cfg(test)]
 mod tests {

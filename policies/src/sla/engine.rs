@@ -99,6 +99,31 @@ pub enum EventKind {
     CanaryBreach,
 }
 
+impl EventKind {
+    /// Every kind.
+    pub const ALL: [EventKind; 4] = [
+        EventKind::BackendBreach,
+        EventKind::BurnRateAlert,
+        EventKind::BudgetExhausted,
+        EventKind::CanaryBreach,
+    ];
+
+    /// As reports, storage and notifications name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::BackendBreach => "backend_breach",
+            EventKind::BurnRateAlert => "burn_rate_alert",
+            EventKind::BudgetExhausted => "budget_exhausted",
+            EventKind::CanaryBreach => "canary_breach",
+        }
+    }
+
+    /// The kind named `name`.
+    pub fn from_name(name: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
 /// What the gateway did about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

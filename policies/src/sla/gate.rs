@@ -45,7 +45,7 @@ pub fn gate(route: &RouteSla, min_budget: f64) -> GateVerdict {
         if indicator.budget_remaining < min_budget {
             reasons.push(format!(
                 "the {} error budget has {:.1}% left, below the {:.1}% floor",
-                indicator_name(indicator.indicator),
+                indicator.indicator.as_str(),
                 indicator.budget_remaining * 100.0,
                 min_budget * 100.0
             ));
@@ -63,7 +63,7 @@ pub fn gate(route: &RouteSla, min_budget: f64) -> GateVerdict {
             .map(|e| {
                 format!(
                     "{} burning {:.1}x over {}",
-                    indicator_name(e.trigger.indicator),
+                    e.trigger.indicator.as_str(),
                     e.trigger.measured,
                     super::objective::format_duration(std::time::Duration::from_secs(
                         e.trigger.window_seconds
@@ -101,7 +101,7 @@ pub fn gate(route: &RouteSla, min_budget: f64) -> GateVerdict {
                 .map(|c| {
                     format!(
                         ": {} {:.2}% bad against {:.2}%",
-                        indicator_name(c.indicator),
+                        c.indicator.as_str(),
                         c.canary_bad_ratio * 100.0,
                         c.limit * 100.0
                     )
@@ -120,13 +120,6 @@ pub fn gate(route: &RouteSla, min_budget: f64) -> GateVerdict {
         budget_remaining: if least.is_finite() { least } else { 1.0 },
         reasons,
         at_ms: now_ms,
-    }
-}
-
-fn indicator_name(indicator: super::objective::Indicator) -> &'static str {
-    match indicator {
-        super::objective::Indicator::Availability => "availability",
-        super::objective::Indicator::Latency => "latency",
     }
 }
 

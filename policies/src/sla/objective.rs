@@ -237,6 +237,16 @@ pub enum Indicator {
     Latency,
 }
 
+impl Indicator {
+    /// As reports, labels and rules name it: `availability` or `latency`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Indicator::Availability => "availability",
+            Indicator::Latency => "latency",
+        }
+    }
+}
+
 /// Good and valid events of one SLI over one window.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Events {

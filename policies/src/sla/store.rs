@@ -402,21 +402,11 @@ fn load_canaries(conn: &Connection, engine: &SlaEngine) -> rusqlite::Result<usiz
 }
 
 fn kind_name(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::BackendBreach => "backend_breach",
-        EventKind::BurnRateAlert => "burn_rate_alert",
-        EventKind::BudgetExhausted => "budget_exhausted",
-        EventKind::CanaryBreach => "canary_breach",
-    }
+    kind.as_str()
 }
 
 fn parse_kind(text: &str) -> EventKind {
-    match text {
-        "burn_rate_alert" => EventKind::BurnRateAlert,
-        "budget_exhausted" => EventKind::BudgetExhausted,
-        "canary_breach" => EventKind::CanaryBreach,
-        _ => EventKind::BackendBreach,
-    }
+    EventKind::from_name(text).unwrap_or(EventKind::BackendBreach)
 }
 
 fn severity_name(severity: Severity) -> &'static str {

@@ -34,7 +34,7 @@ pub(super) fn check_notifications(v: &mut Validator<'_>, raw: &RawConfig) -> Opt
         );
         let mut kinds = Vec::new();
         for (k, kind) in hook.value.kinds.iter().enumerate() {
-            match event_kind(&kind.value) {
+            match accord_policies::sla::engine::EventKind::from_name(&kind.value) {
                 Some(parsed) => kinds.push(parsed),
                 None => v.error(
                     kind,
@@ -75,17 +75,6 @@ pub(super) fn check_notifications(v: &mut Validator<'_>, raw: &RawConfig) -> Opt
         ),
         max_age,
     })
-}
-
-fn event_kind(name: &str) -> Option<accord_policies::sla::engine::EventKind> {
-    use accord_policies::sla::engine::EventKind;
-    match name {
-        "burn_rate_alert" => Some(EventKind::BurnRateAlert),
-        "backend_breach" => Some(EventKind::BackendBreach),
-        "budget_exhausted" => Some(EventKind::BudgetExhausted),
-        "canary_breach" => Some(EventKind::CanaryBreach),
-        _ => None,
-    }
 }
 
 /// The `traces` section, when there is one.
