@@ -166,7 +166,7 @@ impl Record {
                 backend: self.backend.as_deref(),
                 status: self.status.as_u16(),
                 class,
-                plugins: annotations(&self.annotations),
+                plugins: &self.annotations,
                 sla_action: if self.steered {
                     Some("reroute")
                 } else if self.class == Some(Class::Rejected) {
@@ -240,16 +240,10 @@ impl accord_adapters::TryObserver for Record {
         let id = attempt.backend.id();
         *self.try_in_flight.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
         if let Some(trace) = &self.trace {
-            let (result, status) = match attempt.result {
-                TryResult::Answered(status) => (status.as_u16().to_string(), Some(status.as_u16())),
-                TryResult::Failed(kind) => (format!("{kind:?}").to_lowercase(), None),
-                TryResult::Cancelled => ("cancelled".to_owned(), None),
-            };
             trace.record_try(crate::traces::TrySpan {
                 backend: id.clone(),
                 provider: attempt.backend.provider().as_str(),
-                result,
-                status,
+                result: attempt.result,
                 latency: attempt.latency,
                 ended: std::time::SystemTime::now(),
             });

@@ -110,10 +110,8 @@ pub struct TrySpan {
     pub backend: Arc<str>,
     /// Its provider (`http`, `lambda`, `azure`).
     pub provider: &'static str,
-    /// `200`, or the failure (`connect`, `timeout`, …), or `cancelled`.
-    pub result: String,
-    /// The status it answered with, if it did.
-    pub status: Option<u16>,
+    /// How it ended (its status, the failure, or cancelled).
+    pub result: accord_adapters::TryResult,
     /// How long it took.
     pub latency: Duration,
     /// When it ended.
@@ -135,8 +133,9 @@ pub struct RequestOutcome<'a> {
     pub status: u16,
     /// How it counts.
     pub class: Class,
-    /// The plugins' decisions and annotations, as in the access log.
-    pub plugins: String,
+    /// The plugins' decisions and annotations, as in the access log (joined only for a kept
+    /// trace).
+    pub plugins: &'a [(String, String)],
     /// What SLA enforcement did to it (`reroute`, `shed`, `reject`), if anything.
     pub sla_action: Option<&'static str>,
     /// The request id.
@@ -157,7 +156,13 @@ impl RequestTrace {
         } else {
             "00"
         };
-        let value = format!("00-{}-{}-{flags}", hex(&self.trace_id), hex(&self.span_id));
+        let mut value = String::with_capacity(55);
+        value.push_str("00-");
+        push_hex(&mut value, &self.trace_id);
+        value.push('-');
+        push_hex(&mut value, &self.span_id);
+        value.push('-');
+        value.push_str(flags);
         HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static(""))
     }
 
@@ -209,7 +214,12 @@ impl RequestTrace {
             attributes.push(attr("accord.backend", backend));
         }
         if !outcome.plugins.is_empty() {
-            attributes.push(attr("accord.plugins", &outcome.plugins));
+            let joined: Vec<String> = outcome
+                .plugins
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            attributes.push(attr("accord.plugins", &joined.join(";")));
         }
         if let Some(action) = outcome.sla_action {
             attributes.push(attr("accord.sla.action", action));
@@ -246,16 +256,25 @@ impl RequestTrace {
         }];
         for (n, t) in tries.iter().enumerate() {
             let start = t.ended.checked_sub(t.latency).unwrap_or(t.ended);
+            let (result, answered) = match t.result {
+                accord_adapters::TryResult::Answered(status) => {
+                    (status.as_u16().to_string(), Some(status.as_u16()))
+                }
+                accord_adapters::TryResult::Failed(kind) => {
+                    (format!("{kind:?}").to_lowercase(), None)
+                }
+                accord_adapters::TryResult::Cancelled => ("cancelled".to_owned(), None),
+            };
             let mut attributes = vec![
                 attr("accord.backend", &t.backend),
                 attr("accord.provider", t.provider),
                 int_attr("accord.retry", n as i64),
-                attr("accord.try.result", &t.result),
+                attr("accord.try.result", &result),
             ];
-            if let Some(status) = t.status {
-                attributes.push(int_attr("http.response.status_code", i64::from(status)));
+            if let Some(code) = answered {
+                attributes.push(int_attr("http.response.status_code", i64::from(code)));
             }
-            let failed = t.status.is_none_or(|s| s >= 500);
+            let failed = answered.is_none_or(|s| s >= 500);
             spans.push(Span {
                 trace_id: self.trace_id.to_vec(),
                 span_id: random_bytes::<8>().to_vec(),
@@ -271,11 +290,7 @@ impl RequestTrace {
                     } else {
                         status::StatusCode::Unset
                     } as i32,
-                    message: if failed {
-                        t.result.clone()
-                    } else {
-                        String::new()
-                    },
+                    message: if failed { result } else { String::new() },
                 }),
                 ..Span::default()
             });
@@ -317,8 +332,9 @@ fn nanos(t: SystemTime) -> u64 {
 fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     loop {
-        for b in &mut bytes {
-            *b = fastrand::u8(..);
+        for chunk in bytes.chunks_mut(8) {
+            let random = fastrand::u64(..).to_le_bytes();
+            chunk.copy_from_slice(&random[..chunk.len()]);
         }
         // All-zero ids are invalid.
         if bytes.iter().any(|b| *b != 0) {
@@ -328,7 +344,17 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut out, bytes);
+    out
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
 }
 
 /// `00-<32 hex>-<16 hex>-<2 hex>` → (trace id, parent span id, flags); none when invalid.
