@@ -261,7 +261,7 @@ impl Failover {
     /// a try in flight when this future is dropped).
     pub async fn forward_preferring(
         &self,
-        parts: Parts,
+        mut parts: Parts,
         mut body: ReplayBody,
         deadline: Instant,
         preferred: Option<&str>,
@@ -295,7 +295,15 @@ impl Failover {
                 break;
             };
             let backend = self.backends[index].backend.clone();
-            let request = http::Request::from_parts(parts.clone(), try_body);
+            // The head is copied for a try only when another try could follow it: the last
+            // possible one (the retry policy's, or a body that cannot be sent again) takes it.
+            let last_possible = tries >= self.retry.retries || !body.can_replay();
+            let head = if last_possible {
+                std::mem::replace(&mut parts, http::Request::new(()).into_parts().0)
+            } else {
+                parts.clone()
+            };
+            let request = http::Request::from_parts(head, try_body);
             tries += 1;
             let result = self.try_once(&backend, request, deadline, observer).await;
             let done = match &result {
