@@ -15,7 +15,6 @@
 //!   until delivered or `max_age` old. Delivery is at least once: the body's `id` (the same
 //!   from every replica of a cluster) lets a receiver drop duplicates.
 
-pub(crate) mod deliver;
 pub mod outbox;
 
 use std::collections::HashSet;
@@ -154,7 +153,7 @@ impl Notifier {
         );
         let body = Bytes::from(serde_json::to_vec(&alerts).unwrap_or_default());
         let result = match url.parse() {
-            Ok(uri) => deliver::post(&uri, &[], body).await,
+            Ok(uri) => crate::outbound::post(&uri, &[], body).await,
             Err(e) => Err(format!("{url}: {e}")),
         };
         match result {
@@ -231,7 +230,7 @@ impl Notifier {
             } else {
                 match (hook, pending.url.parse::<http::Uri>()) {
                     (Some(hook), Ok(uri)) => {
-                        match deliver::post(
+                        match crate::outbound::post(
                             &uri,
                             &signature_headers(hook, &pending),
                             Bytes::from(pending.body.clone()),
@@ -422,8 +421,7 @@ fn signature_headers(
 pub fn sign(secret: &str, body: &[u8]) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
     let tag = ring::hmac::sign(&key, body);
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256={hex}")
+    format!("sha256={}", crate::hex::encode(tag.as_ref()))
 }
 
 #[cfg(test)]

@@ -110,15 +110,11 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> String {
     {
         return id.to_owned();
     }
-    // 32 hex digits, written directly (`format!` costs more than the rest of this function).
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut hex = [0u8; 32];
-    let random = (u128::from(fastrand::u64(..)) << 64) | u128::from(fastrand::u64(..));
-    for (i, digit) in hex.iter_mut().enumerate() {
-        *digit = DIGITS[((random >> (124 - 4 * i)) & 0xf) as usize];
-    }
-    let id = String::from_utf8_lossy(&hex).into_owned();
-    if let Ok(value) = HeaderValue::from_bytes(&hex) {
+    let mut random = [0u8; 16];
+    random[..8].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+    random[8..].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+    let id = crate::hex::encode(&random);
+    if let Ok(value) = HeaderValue::from_str(&id) {
         headers.insert(REQUEST_ID, value);
     }
     id

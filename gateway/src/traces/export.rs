@@ -91,14 +91,11 @@ async fn send(config: &Traces, spans: Vec<Span>, stats: &TraceStats) {
             config.endpoint.to_string().trim_end_matches('/')
         );
         match url.parse() {
-            Ok(uri) => crate::notify::deliver::post_as(
-                &uri,
-                "application/x-protobuf",
-                &[],
-                Bytes::from(message),
-            )
-            .await
-            .map(|_| ()),
+            Ok(uri) => {
+                crate::outbound::post_as(&uri, "application/x-protobuf", &[], Bytes::from(message))
+                    .await
+                    .map(|_| ())
+            }
             Err(e) => Err(format!("{url}: {e}")),
         }
     };

@@ -158,9 +158,9 @@ impl RequestTrace {
         };
         let mut value = String::with_capacity(55);
         value.push_str("00-");
-        push_hex(&mut value, &self.trace_id);
+        crate::hex::push(&mut value, &self.trace_id);
         value.push('-');
-        push_hex(&mut value, &self.span_id);
+        crate::hex::push(&mut value, &self.span_id);
         value.push('-');
         value.push_str(flags);
         HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static(""))
@@ -300,7 +300,7 @@ impl RequestTrace {
                 self.tracer.stats.dropped.fetch_add(1, Relaxed);
             }
         }
-        Some(hex(&self.trace_id))
+        Some(crate::hex::encode(&self.trace_id))
     }
 }
 
@@ -343,20 +343,6 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    push_hex(&mut out, bytes);
-    out
-}
-
-fn push_hex(out: &mut String, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-}
-
 /// `00-<32 hex>-<16 hex>-<2 hex>` → (trace id, parent span id, flags); none when invalid.
 fn parse_traceparent(value: &str) -> Option<([u8; 16], [u8; 8], u8)> {
     let mut parts = value.trim().split('-');
@@ -395,8 +381,11 @@ mod tests {
     fn a_traceparent_is_read_strictly() {
         let (trace, span, flags) =
             parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
-        assert_eq!(hex(&trace), "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(hex(&span), "00f067aa0ba902b7");
+        assert_eq!(
+            crate::hex::encode(&trace),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(crate::hex::encode(&span), "00f067aa0ba902b7");
         assert_eq!(flags, 1);
         for bad in [
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",

@@ -1,6 +1,7 @@
-//! One HTTP POST to a notification receiver (or an OTLP collector) (`http://` or `https://`, verified against the
-//! public web roots), on a connection of its own: notifications are few, and a receiver that
-//! hangs must not hold anything else up.
+//! One HTTP POST to a receiver outside the data plane (a notification receiver, an OTLP
+//! collector), over `http://` or `https://` verified against the public web roots, on a
+//! connection of its own: such posts are few, and a receiver that hangs must not hold anything
+//! else up.
 
 use std::time::Duration;
 
