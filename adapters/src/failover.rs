@@ -756,12 +756,15 @@ mod tests {
         }
     }
 
+    /// A route of `v1` and `v2`, `v2` a canary answering with `outcome`; the share, and how
+    /// often each was called.
     fn with_canary(
         share: f64,
         sticky: Option<crate::http::HashKey>,
+        outcome: fn() -> Result<GatewayResponse, BackendError>,
     ) -> (Failover, Arc<Share>, Arc<AtomicU32>, Arc<AtomicU32>) {
         let (stable, stable_calls) = scripted("v1", ok);
-        let (canary, canary_calls) = scripted("v2", ok);
+        let (canary, canary_calls) = scripted("v2", outcome);
         let share = Arc::new(Share(std::sync::atomic::AtomicU64::new(share.to_bits())));
         let route = failover(vec![(stable, 0), (canary, 1)], 1).with_canary(CanaryRouting {
             backend: Arc::from("v2"),
@@ -773,7 +776,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_canary_gets_its_share_and_nothing_more() {
-        let (route, share, stable, canary) = with_canary(0.2, None);
+        let (route, share, stable, canary) = with_canary(0.2, None, ok);
         for _ in 0..2000 {
             let forwarded = route
                 .forward(
@@ -809,7 +812,7 @@ mod tests {
     #[tokio::test]
     async fn a_sticky_canary_sends_the_same_key_to_the_same_version() {
         let key = crate::http::HashKey::Header(http::HeaderName::from_static("x-user"));
-        let (route, _share, _stable, canary) = with_canary(0.5, Some(key));
+        let (route, _share, _stable, canary) = with_canary(0.5, Some(key), ok);
         let mut canary_users = 0;
         for user in 0..100 {
             let mut seen = Vec::new();
@@ -835,13 +838,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_canary_request_is_retried_on_the_stable_version() {
-        let (stable, stable_calls) = scripted("v1", ok);
-        let (canary, canary_calls) = scripted("v2", refused);
-        let route = failover(vec![(stable, 0), (canary, 1)], 1).with_canary(CanaryRouting {
-            backend: Arc::from("v2"),
-            share: Arc::new(Share(std::sync::atomic::AtomicU64::new(1f64.to_bits()))),
-            sticky: None,
-        });
+        let (route, _share, stable_calls, canary_calls) = with_canary(1.0, None, refused);
         let forwarded = route
             .forward(
                 request(Method::GET),

@@ -34,6 +34,15 @@ async fn load(file: &str, spec: PluginSpec) -> Result<Plugin, PluginError> {
 }
 
 async fn ask(plugin: &Plugin, misbehave: Option<&str>) -> CallResult<Decision> {
+    ask_with(plugin, misbehave, None).await
+}
+
+/// `on-request` for `GET /x` on a route of backends `a` and `b`, with `sla` as its SLA state.
+async fn ask_with(
+    plugin: &Plugin,
+    misbehave: Option<&str>,
+    sla: Option<accord_policies::plugin::SlaState>,
+) -> CallResult<Decision> {
     let mut builder = http::Request::get("/x");
     if let Some(how) = misbehave {
         builder = builder.header("x-misbehave", how);
@@ -42,6 +51,7 @@ async fn ask(plugin: &Plugin, misbehave: Option<&str>) -> CallResult<Decision> {
     let call = CallContext {
         request: Some(Arc::new(parts)),
         backends: Arc::from([Arc::from("a"), Arc::from("b")]),
+        sla,
         ..CallContext::default()
     };
     let head = RequestHead {
@@ -314,21 +324,7 @@ async fn a_plugin_built_against_0_1_0_still_loads_and_sees_what_0_1_0_promised()
             .await
             .unwrap();
         assert_eq!(plugin.version(), version);
-        let (parts, ()) = http::Request::get("/x").body(()).unwrap().into_parts();
-        let call = CallContext {
-            request: Some(Arc::new(parts)),
-            sla: Some(exhausted()),
-            ..CallContext::default()
-        };
-        let head = RequestHead {
-            route: "r".into(),
-            method: "GET".into(),
-            path: "/".into(),
-            content_length: None,
-            request_id: "test".into(),
-            client_ip: "127.0.0.1".into(),
-        };
-        let decision = plugin.on_request(&head, call).await.0.unwrap();
+        let decision = ask_with(&plugin, None, Some(exhausted())).await.unwrap();
         assert!(
             matches!(&decision, Decision::Reject(r) if r.status == 503),
             "{version:?}: {decision:?}"

@@ -133,9 +133,9 @@ where
             }
             _ => None,
         };
-        (Either::Prepared(body), read)
+        (ClientBody::Prepared(body), read)
     } else {
-        (Either::Pending(body), None)
+        (ClientBody::Unread(body), None)
     };
     let facts = plugins::RequestFacts {
         content_length,
@@ -158,11 +158,13 @@ where
             .insert(headers::TRACEPARENT, trace.traceparent());
     }
     let body = match body {
-        Either::Prepared(body) => body,
-        Either::Pending(body) => match prepare_body(route, body, content_length, &record).await {
-            ControlFlow::Continue(body) => body,
-            ControlFlow::Break(refusal) => return record.finish_with(refusal),
-        },
+        ClientBody::Prepared(body) => body,
+        ClientBody::Unread(body) => {
+            match prepare_body(route, body, content_length, &record).await {
+                ControlFlow::Continue(body) => body,
+                ControlFlow::Break(refusal) => return record.finish_with(refusal),
+            }
+        }
     };
 
     // 6. Forward.
@@ -183,8 +185,8 @@ where
 }
 
 /// A request body as the client sends it, or made ready for the tries.
-enum Either<B> {
-    Pending(B),
+enum ClientBody<B> {
+    Unread(B),
     Prepared(ReplayBody),
 }
 
