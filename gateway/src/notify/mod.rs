@@ -74,6 +74,7 @@ pub fn spawn(
         stats: stats.clone(),
         last_alertmanager_ms: i64::MIN,
         last_open: HashSet::new(),
+        queued: HashSet::new(),
     };
     let task = tokio::spawn(async move {
         let mut ticker = tokio::time::interval(Duration::from_secs(1));
@@ -101,6 +102,9 @@ struct Notifier {
     last_alertmanager_ms: i64,
     /// Events open at the last Alertmanager send: a change is sent at once.
     last_open: HashSet<u64>,
+    /// Outbox keys this process has queued (or found queued), so that each round writes only
+    /// what is new; the outbox's own `queued` table covers restarts.
+    queued: HashSet<String>,
 }
 
 impl Notifier {
@@ -172,9 +176,14 @@ impl Notifier {
 
     // === Webhooks ===
 
-    async fn queue_webhooks(&self, events: &[Arc<BreachEvent>], now_ms: i64) -> Result<(), String> {
+    async fn queue_webhooks(
+        &mut self,
+        events: &[Arc<BreachEvent>],
+        now_ms: i64,
+    ) -> Result<(), String> {
         let max_age_ms = self.config.max_age.as_millis() as i64;
         let mut queue: Vec<(String, String, String)> = Vec::new();
+        let mut current = HashSet::new();
         for event in events {
             let ended = event.ended_ms.load(Relaxed) as i64;
             let last_change = if ended == 0 { event.started_ms } else { ended };
@@ -192,11 +201,18 @@ impl Notifier {
                 for state in states {
                     let id = format!("{}-{}-{state}", self.source, event.id);
                     let key = format!("{i}|{}|{id}", hook.url);
+                    current.insert(key.clone());
+                    if self.queued.contains(&key) {
+                        continue;
+                    }
                     let body = webhook_body(event, state, &id, &self.source, now_ms);
                     queue.push((key, hook.url.to_string(), body));
                 }
             }
         }
+        // Keys of events that aged out are not needed any more.
+        self.queued.retain(|k| current.contains(k));
+        let keys: Vec<String> = queue.iter().map(|(key, _, _)| key.clone()).collect();
         let outbox = self.outbox.clone();
         tokio::task::spawn_blocking(move || {
             for (key, url, body) in queue {
@@ -205,7 +221,10 @@ impl Notifier {
             outbox.forget_before(now_ms - 2 * max_age_ms)
         })
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())??;
+        // Only once they are in the outbox: a failed write is tried again next round.
+        self.queued.extend(keys);
+        Ok(())
     }
 
     async fn deliver_webhooks(&self, now_ms: i64) {
