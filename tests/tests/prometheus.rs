@@ -109,10 +109,21 @@ async fn prometheus_computes_the_same_burn_rates_and_fires_the_same_alert() {
         .unwrap()["value"]
         .as_f64()
         .unwrap();
-    let prometheus_5m = prometheus
-        .value("slo:current_burn_rate:ratio{sloth_id=\"orders-availability\"}")
-        .await
-        .expect("the burn rate is recorded");
+    // Rule groups evaluate independently: the meta group records the burn rate from the SLI
+    // group's series at its own next evaluation (every second).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let prometheus_5m = loop {
+        let value = prometheus
+            .value("slo:current_burn_rate:ratio{sloth_id=\"orders-availability\"}")
+            .await;
+        match value {
+            Some(value) => break value,
+            None if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            None => panic!("the burn rate is not recorded within 10 s"),
+        }
+    };
     assert!((accord_5m - 50.0).abs() < 2.0, "accord {accord_5m}");
     assert!(
         (prometheus_5m - accord_5m).abs() / accord_5m < 0.05,
