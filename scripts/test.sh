@@ -48,16 +48,24 @@ if ! command -v cargo-lambda >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check --no-deps cargo-lambda==1.9.2
 fi
 
+# npm packages are installed from their lock files, and again whenever a lock file changes
+# (a copy of the lock installed last sits in node_modules).
+npm_ci() {
+  local dir="$1" what="$2"
+  if ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.accord-installed-lock"; then
+    echo "==> installing $what (npm)"
+    npm ci --prefix "$dir" --no-audit --no-fund --silent
+    cp "$dir/package-lock.json" "$dir/node_modules/.accord-installed-lock"
+  fi
+}
+
 # The Python and JavaScript plugins are built from the WIT by the tests: componentize-py
 # (PyPI) and componentize-js (npm, pinned in wasm-plugins/js/package-lock.json).
 if ! command -v componentize-py >/dev/null 2>&1; then
   echo "==> installing componentize-py (PyPI) for the Python plugin"
   python3 -m pip install --quiet --disable-pip-version-check componentize-py==0.25.1
 fi
-if [ ! -x wasm-plugins/js/node_modules/.bin/componentize-js ]; then
-  echo "==> installing componentize-js (npm) for the JavaScript plugin"
-  npm ci --prefix wasm-plugins/js --no-audit --no-fund --silent
-fi
+npm_ci wasm-plugins/js "componentize-js for the JavaScript plugin"
 
 # kubernetes-validate checks the Kubernetes example against the 1.37 schemas, offline.
 if ! command -v kubernetes-validate >/dev/null 2>&1; then
@@ -65,15 +73,9 @@ if ! command -v kubernetes-validate >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
 fi
 
-if [ ! -d tests/azure/node_modules/oauth2-mock-server ] || [ ! -x tests/azure/node_modules/.bin/azurite-blob ]; then
-  echo "==> installing oauth2-mock-server and azurite (npm) for the Azure tests"
-  npm ci --prefix tests/azure --no-audit --no-fund --silent
-fi
+npm_ci tests/azure "oauth2-mock-server and azurite for the Azure tests"
 
-if [ ! -d tests/browser/node_modules/playwright-core ]; then
-  echo "==> installing playwright-core (npm) for the dashboard test"
-  npm ci --prefix tests/browser --no-audit --no-fund --silent
-fi
+npm_ci tests/browser "playwright-core for the dashboard test"
 
 # Every peer must be there now: with CI=true a missing peer is a failure, never a skip.
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || { echo "nginx is still missing" >&2; exit 1; }
