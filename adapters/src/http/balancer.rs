@@ -4,12 +4,9 @@ use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
 
-use http::HeaderName;
-use hyper_util::client::legacy::Client;
-
-use super::connector::Connector;
-use crate::body::RequestBody;
+use super::pool::EndpointClient;
 use crate::outlier::OutlierDetector;
+use http::HeaderName;
 
 /// How a backend spreads tries over its endpoints.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -54,14 +51,14 @@ pub struct Endpoint {
     /// Requests in flight to this endpoint.
     pub(crate) in_flight: AtomicUsize,
     /// The endpoint's own connection pool.
-    pub(crate) client: Client<Connector, RequestBody>,
+    pub(crate) client: EndpointClient,
 }
 
 impl Endpoint {
     pub(crate) fn new(
         addr: SocketAddr,
         weight: u32,
-        client: Client<Connector, RequestBody>,
+        client: EndpointClient,
     ) -> Result<Self, http::uri::InvalidUri> {
         Ok(Self {
             client,
@@ -218,6 +215,7 @@ fn gcd(a: u32, b: u32) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::pool::Http1Pool;
     use super::*;
     use std::collections::HashMap;
     use std::sync::Arc;
@@ -225,12 +223,13 @@ mod tests {
     fn set(weights: &[u32]) -> EndpointSet {
         let endpoint = |i: usize, weight: u32| {
             let addr = SocketAddr::from(([10, 0, 0, i as u8 + 1], 80));
-            let connector = Connector {
+            let connector = super::super::connector::Connector {
                 addr,
                 tls: None,
                 connect_timeout: std::time::Duration::from_secs(1),
             };
-            let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+            let pool = Http1Pool::new(connector, 1, std::time::Duration::from_secs(1));
+            let client = EndpointClient::Http1(Arc::new(pool));
             Arc::new(Endpoint::new(addr, weight, client).unwrap())
         };
         EndpointSet::new(

@@ -5,6 +5,7 @@
 mod balancer;
 mod connector;
 mod health;
+mod pool;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,13 +27,14 @@ use crate::backend::{
     Availability, Backend, BackendFuture, BackgroundTasks, ClientAddr, EndpointCounts,
     GatewayRequest, GatewayResponse, Provider,
 };
-use crate::body::{BodyTooLarge, RequestBody, response_body};
-use crate::error::{BackendError, BackendErrorKind, BoxError};
+use crate::body::BodyTooLarge;
+use crate::error::{BackendError, BackendErrorKind};
 use crate::outlier::{FailureEffect, OutlierPolicy};
 use crate::stats::BackendStats;
 use crate::tls::{ClientTls, client_config};
 use balancer::EndpointSet;
 use connector::Connector;
+use pool::{ClientError, EndpointClient, Http1Pool};
 
 /// One configured address of an HTTP backend: an IP or a DNS name, a port and a weight.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,8 +113,8 @@ impl HttpBackendConfig {
 /// The live state shared by the service, the health checker and the resolver.
 struct Shared {
     id: Arc<str>,
-    /// How each endpoint's client is made (pool settings, protocol).
-    client_builder: hyper_util::client::legacy::Builder,
+    /// How each endpoint's HTTP/2 client is made (pool settings).
+    http2: hyper_util::client::legacy::Builder,
     /// TLS for every endpoint's connector.
     tls: Option<(
         tokio_rustls::TlsConnector,
@@ -138,12 +140,20 @@ impl Availability for Shared {
 
 impl Shared {
     /// A client (with its own pool) whose connections all go to `addr`.
-    fn client_for(&self, addr: SocketAddr) -> Client<Connector, RequestBody> {
-        self.client_builder.build(Connector {
+    fn client_for(&self, addr: SocketAddr) -> EndpointClient {
+        let connector = Connector {
             addr,
             tls: self.tls.clone(),
             connect_timeout: self.config.connect_timeout,
-        })
+        };
+        match self.config.protocol {
+            UpstreamProtocol::Http1 => EndpointClient::Http1(Arc::new(Http1Pool::new(
+                connector,
+                self.config.pool_max_idle_per_endpoint,
+                self.config.pool_idle_timeout,
+            ))),
+            UpstreamProtocol::Http2 => EndpointClient::Http2(self.http2.build(connector)),
+        }
     }
 }
 
@@ -203,7 +213,7 @@ pub(crate) async fn build_service(
         .pool_max_idle_per_host(config.pool_max_idle_per_endpoint)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
-        .http2_only(config.protocol == UpstreamProtocol::Http2);
+        .http2_only(true);
 
     let host_rewrite = match &config.host_rewrite {
         None => None,
@@ -219,7 +229,7 @@ pub(crate) async fn build_service(
     };
     let shared = Arc::new(Shared {
         id: id.into(),
-        client_builder: builder,
+        http2: builder,
         tls,
         endpoints: ArcSwap::from_pointee(EndpointSet::default()),
         cursor: AtomicUsize::new(0),
@@ -250,6 +260,23 @@ pub(crate) async fn build_service(
     };
     if let Some(check) = shared.config.health_check.clone() {
         tasks.push(tokio::spawn(health::run(shared.clone(), check)).abort_handle());
+    }
+    if shared.config.protocol == UpstreamProtocol::Http1 {
+        let reaper = shared.clone();
+        tasks.push(
+            tokio::spawn(async move {
+                let period = (reaper.config.pool_idle_timeout / 2).max(Duration::from_secs(1));
+                let mut ticker = tokio::time::interval(period);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticker.tick().await;
+                    for endpoint in &reaper.endpoints.load().endpoints {
+                        endpoint.client.reap_idle();
+                    }
+                }
+            })
+            .abort_handle(),
+        );
     }
     Ok((service, shared, tasks))
 }
@@ -346,36 +373,39 @@ impl tower::Service<GatewayRequest> for HttpService {
             if let Some(host) = &shared.host_rewrite {
                 request.headers_mut().insert(HOST, host.clone());
             }
-            // The URI's authority is the host the upstream should see: it becomes HTTP/2's
-            // `:authority` (HTTP/1.1 sends the `Host` header and an origin-form target). The
-            // endpoint's client connects to the endpoint whatever the authority says.
+            // HTTP/1.1 sends the `Host` header and an origin-form target; HTTP/2 sends the
+            // host as `:authority`, from the URI (RFC 9113 §8.3.1), and no `Host`. Either way
+            // the endpoint's client connects to the endpoint whatever the host says.
             let authority = request
                 .headers()
                 .get(HOST)
                 .and_then(|h| h.to_str().ok())
                 .and_then(|h| h.parse::<http::uri::Authority>().ok())
+                .or_else(|| request.uri().authority().cloned())
                 .unwrap_or_else(|| endpoint.authority.clone());
             let path = request
                 .uri()
                 .path_and_query()
                 .cloned()
                 .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-            let uri = Uri::builder()
-                .scheme(shared.scheme.clone())
-                .authority(authority)
-                .path_and_query(path)
-                .build()
-                .map_err(|e| {
-                    BackendError::new(BackendErrorKind::Config, "cannot build upstream URI")
-                        .with_source(e)
-                })?;
-            *request.uri_mut() = uri;
             match shared.config.protocol {
-                UpstreamProtocol::Http1 => *request.version_mut() = Version::HTTP_11,
+                UpstreamProtocol::Http1 => {
+                    *request.version_mut() = Version::HTTP_11;
+                    pool::ensure_host(&mut request, &authority);
+                    *request.uri_mut() = Uri::from(path);
+                }
                 UpstreamProtocol::Http2 => {
                     *request.version_mut() = Version::HTTP_2;
-                    // RFC 9113 §8.3.1: the authority travels as `:authority`, not as `Host`.
                     request.headers_mut().remove(HOST);
+                    *request.uri_mut() = Uri::builder()
+                        .scheme(shared.scheme.clone())
+                        .authority(authority)
+                        .path_and_query(path)
+                        .build()
+                        .map_err(|e| {
+                            BackendError::new(BackendErrorKind::Config, "cannot build upstream URI")
+                                .with_source(e)
+                        })?;
                 }
             }
 
@@ -392,7 +422,7 @@ impl tower::Service<GatewayRequest> for HttpService {
                     } else {
                         endpoint.outlier.record_success();
                     }
-                    Ok(response.map(response_body))
+                    Ok(response)
                 }
                 Err(error) => {
                     let error = classify(&shared.id, endpoint.addr, error);
@@ -439,13 +469,9 @@ fn tls_auth_refused(err: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// Turns a client error into a classified backend error.
-fn classify(
-    backend: &str,
-    addr: SocketAddr,
-    error: hyper_util::client::legacy::Error,
-) -> BackendError {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&error);
-    let mut kind = if error.is_connect() {
+fn classify(backend: &str, addr: SocketAddr, error: ClientError) -> BackendError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*error.source);
+    let mut kind = if error.connect {
         BackendErrorKind::Connect
     } else {
         BackendErrorKind::Reset
@@ -464,7 +490,7 @@ fn classify(
                 kind = BackendErrorKind::InvalidResponse;
             } else if hyper_error.is_user()
                 && std::error::Error::source(hyper_error).is_some()
-                && !error.is_connect()
+                && !error.connect
             {
                 // An error raised by the request body: the client's upload failed.
                 kind = BackendErrorKind::ClientBody;
@@ -484,5 +510,5 @@ fn classify(
         BackendErrorKind::ClientBody => "the client's request body failed".to_owned(),
         _ => format!("backend {backend}: connection to {addr} failed before a complete response"),
     };
-    BackendError::new(kind, message).with_source(BoxError::from(error))
+    BackendError::new(kind, message).with_source(error.source)
 }

@@ -1,0 +1,620 @@
+//! The upstream client of one endpoint.
+//!
+//! HTTP/1.1 connections are pooled here and driven inline: the task of the request that holds a
+//! connection polls it, first while the request is written and the response head read, then
+//! from the response body as the client reads it. No task per connection, no channel hop per
+//! request, no wake-up of another task. When the body ends the connection goes back to the
+//! idle list (most recently used first); a connection the upstream closed while idle is found
+//! closed at checkout and dropped, and a request that could not be written on a reused
+//! connection is sent again on another. Idle connections past the idle timeout are dropped at
+//! checkout and by the backend's reaper.
+//!
+//! Protocol upgrades (WebSocket) take a connection of their own, spawned so that it outlives
+//! the request; HTTP/2 multiplexes many requests over one connection and keeps hyper-util's
+//! pooled client, whose connection task is what HTTP/2 needs.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONNECTION, HOST};
+use http::{HeaderValue, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::client::legacy::Client;
+use tokio::time::Instant;
+use tower::Service;
+
+use super::connector::{Connector, UpstreamIo};
+use crate::body::{RequestBody, ResponseBody, response_body};
+use crate::error::BoxError;
+
+/// Why a request to an endpoint failed.
+#[derive(Debug)]
+pub(crate) struct ClientError {
+    /// Whether no connection could be opened (nothing was sent).
+    pub(crate) connect: bool,
+    pub(crate) source: BoxError,
+}
+
+impl ClientError {
+    fn connect(source: BoxError) -> Self {
+        Self {
+            connect: true,
+            source,
+        }
+    }
+
+    fn request(source: impl Into<BoxError>) -> Self {
+        Self {
+            connect: false,
+            source: source.into(),
+        }
+    }
+}
+
+/// The client of one endpoint, for the backend's protocol.
+pub(crate) enum EndpointClient {
+    Http1(Arc<Http1Pool>),
+    Http2(Client<Connector, RequestBody>),
+}
+
+impl std::fmt::Debug for EndpointClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Http1(pool) => f
+                .debug_struct("Http1")
+                .field("idle", &pool.idle_count())
+                .finish(),
+            Self::Http2(_) => f.write_str("Http2"),
+        }
+    }
+}
+
+impl EndpointClient {
+    /// Sends `request` (origin-form URI and a `Host` header for HTTP/1.1, absolute URI for
+    /// HTTP/2) and returns the response head; the body streams from the upstream as it is read.
+    pub(crate) async fn request(
+        &self,
+        request: Request<RequestBody>,
+    ) -> Result<Response<ResponseBody>, ClientError> {
+        match self {
+            Self::Http1(pool) => pool.request(request).await,
+            Self::Http2(client) => match client.request(request).await {
+                Ok(response) => Ok(response.map(response_body)),
+                Err(error) => Err(ClientError {
+                    connect: error.is_connect(),
+                    source: error.into(),
+                }),
+            },
+        }
+    }
+
+    /// Drops idle connections past the idle timeout.
+    pub(crate) fn reap_idle(&self) {
+        if let Self::Http1(pool) = self {
+            pool.reap();
+        }
+    }
+}
+
+/// An HTTP/1.1 connection: the handle requests are sent through, and the connection state
+/// machine that does the I/O when polled (`None` once it has finished).
+struct Conn {
+    sender: http1::SendRequest<RequestBody>,
+    driver: Option<http1::Connection<UpstreamIo, RequestBody>>,
+}
+
+impl Conn {
+    /// Lets the connection do whatever I/O is ready. Returns whether it is still open.
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        if let Some(driver) = &mut self.driver {
+            match Pin::new(driver).poll(cx) {
+                Poll::Pending => return true,
+                Poll::Ready(result) => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, "upstream connection closed with an error");
+                    }
+                    self.driver = None;
+                }
+            }
+        }
+        false
+    }
+
+    /// Whether a new request can be sent now (after the connection was given a chance to
+    /// notice that the upstream closed it).
+    fn is_reusable(&mut self) -> bool {
+        self.drive(&mut Context::from_waker(Waker::noop())) && self.sender.is_ready()
+    }
+}
+
+/// An idle connection and when it became idle.
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+/// The HTTP/1.1 connections of one endpoint.
+pub(crate) struct Http1Pool {
+    connector: Connector,
+    handshake: http1::Builder,
+    idle: Mutex<Vec<Idle>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+impl Http1Pool {
+    pub(crate) fn new(connector: Connector, max_idle: usize, idle_timeout: Duration) -> Self {
+        Self {
+            connector,
+            handshake: http1::Builder::new(),
+            idle: Mutex::new(Vec::new()),
+            max_idle,
+            idle_timeout,
+        }
+    }
+
+    fn idle_count(&self) -> usize {
+        self.idle.lock().map(|idle| idle.len()).unwrap_or(0)
+    }
+
+    async fn request(
+        self: &Arc<Self>,
+        mut request: Request<RequestBody>,
+    ) -> Result<Response<ResponseBody>, ClientError> {
+        origin_form(&mut request);
+        if wants_upgrade(&request) {
+            return self.request_upgrade(request).await;
+        }
+        loop {
+            let (mut conn, reused) = match self.checkout() {
+                Some(conn) => (conn, true),
+                None => (self.connect().await?, false),
+            };
+            let sent = conn.sender.try_send_request(request);
+            match exchange(&mut conn, sent).await {
+                Ok(response) => {
+                    let pool = Arc::downgrade(self);
+                    return Ok(response.map(|body| {
+                        response_body(PooledBody {
+                            body,
+                            conn: Some(conn),
+                            pool,
+                            complete: false,
+                        })
+                    }));
+                }
+                Err(mut error) => match error.take_message() {
+                    // Not written: the upstream closed the idle connection as it was taken.
+                    Some(unsent) if reused => request = unsent,
+                    _ => return Err(ClientError::request(error.into_error())),
+                },
+            }
+        }
+    }
+
+    /// A request that asks to switch protocols gets a connection of its own, driven by a task
+    /// so that the upgraded stream outlives the request.
+    async fn request_upgrade(
+        &self,
+        request: Request<RequestBody>,
+    ) -> Result<Response<ResponseBody>, ClientError> {
+        let io = self.open().await?;
+        let (mut sender, connection) = self
+            .handshake
+            .handshake(io)
+            .await
+            .map_err(|e| ClientError::connect(e.into()))?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(%error, "upgraded upstream connection closed with an error");
+            }
+        });
+        match sender.send_request(request).await {
+            Ok(response) => Ok(response.map(response_body)),
+            Err(error) => Err(ClientError::request(error)),
+        }
+    }
+
+    /// The most recently used idle connection that is still open.
+    fn checkout(&self) -> Option<Conn> {
+        let now = Instant::now();
+        loop {
+            let idle = self.idle.lock().ok()?.pop()?;
+            let mut conn = idle.conn;
+            if now.duration_since(idle.since) < self.idle_timeout && conn.is_reusable() {
+                return Some(conn);
+            }
+        }
+    }
+
+    async fn open(&self) -> Result<UpstreamIo, ClientError> {
+        self.connector
+            .clone()
+            .call(http::Uri::default())
+            .await
+            .map_err(ClientError::connect)
+    }
+
+    async fn connect(&self) -> Result<Conn, ClientError> {
+        let io = self.open().await?;
+        let (sender, driver) = self
+            .handshake
+            .handshake(io)
+            .await
+            .map_err(|e| ClientError::connect(e.into()))?;
+        Ok(Conn {
+            sender,
+            driver: Some(driver),
+        })
+    }
+
+    /// Takes a connection back after a complete exchange, if it can carry another request.
+    fn put(&self, mut conn: Conn) {
+        if !conn.is_reusable() {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < self.max_idle
+        {
+            idle.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Drops the idle connections past the idle timeout (the oldest are first in the list).
+    pub(crate) fn reap(&self) {
+        let now = Instant::now();
+        let expired: Vec<Idle> = match self.idle.lock() {
+            Ok(mut idle) => {
+                let keep_from = idle
+                    .iter()
+                    .position(|i| now.duration_since(i.since) < self.idle_timeout)
+                    .unwrap_or(idle.len());
+                idle.drain(..keep_from).collect()
+            }
+            Err(_) => return,
+        };
+        // Closed outside the lock.
+        drop(expired);
+    }
+}
+
+/// Whether the request asks the upstream to switch protocols (`Connection: upgrade`).
+fn wants_upgrade(request: &Request<RequestBody>) -> bool {
+    request
+        .headers()
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Writes the request and reads the response head, driving the connection from this task.
+async fn exchange<F>(conn: &mut Conn, sent: F) -> F::Output
+where
+    F: Future,
+{
+    let mut sent = std::pin::pin!(sent);
+    std::future::poll_fn(|cx| {
+        // I/O first, so that a response it completes is seen by the poll below.
+        conn.drive(cx);
+        sent.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// A response body read from a pooled connection, which it drives and gives back to the pool
+/// once the body is complete. A body dropped before its end closes the connection.
+struct PooledBody {
+    body: Incoming,
+    conn: Option<Conn>,
+    pool: Weak<Http1Pool>,
+    complete: bool,
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        if let Some(conn) = &mut this.conn {
+            conn.drive(cx);
+        }
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(None) = frame {
+            this.complete = true;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        if !(self.complete || self.body.is_end_stream()) {
+            return;
+        }
+        if let (Some(conn), Some(pool)) = (self.conn.take(), self.pool.upgrade()) {
+            pool.put(conn);
+        }
+    }
+}
+
+/// The `Host` header an HTTP/1.1 request needs, from the authority when the client sent none.
+pub(crate) fn ensure_host(request: &mut Request<RequestBody>, authority: &http::uri::Authority) {
+    if !request.headers().contains_key(HOST)
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        request.headers_mut().insert(HOST, host);
+    }
+}
+
+/// An absolute URI becomes a `Host` header (unless there is one) and an origin-form target:
+/// `http://a:8080/p?q` is sent as `/p?q` with `Host: a:8080`.
+fn origin_form(request: &mut Request<RequestBody>) {
+    let Some(authority) = request.uri().authority().cloned() else {
+        return;
+    };
+    ensure_host(request, &authority);
+    let path = request
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    *request.uri_mut() = http::Uri::from(path);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// What a scripted upstream does for the n-th request on a connection: the bytes it
+    /// answers with, and whether it closes the connection after them.
+    type Script = fn(usize) -> (String, bool);
+
+    /// A raw TCP upstream that follows a script and counts connections opened and closed.
+    struct Upstream {
+        addr: std::net::SocketAddr,
+        accepted: Arc<AtomicUsize>,
+        closed: Arc<AtomicUsize>,
+    }
+
+    impl Upstream {
+        async fn start(script: Script) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (accepted, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+            let counts = (accepted.clone(), closed.clone());
+            tokio::spawn(async move {
+                loop {
+                    let (mut socket, _) = listener.accept().await.unwrap();
+                    counts.0.fetch_add(1, SeqCst);
+                    let closed = counts.1.clone();
+                    tokio::spawn(async move {
+                        let mut head = Vec::new();
+                        let mut served = 0;
+                        let mut buf = [0u8; 1024];
+                        loop {
+                            match socket.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => head.extend_from_slice(&buf[..n]),
+                            }
+                            while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                                head.drain(..end + 4);
+                                let (reply, close) = script(served);
+                                served += 1;
+                                if socket.write_all(reply.as_bytes()).await.is_err() || close {
+                                    drop(socket);
+                                    closed.fetch_add(1, SeqCst);
+                                    return;
+                                }
+                            }
+                        }
+                        closed.fetch_add(1, SeqCst);
+                    });
+                }
+            });
+            Self {
+                addr,
+                accepted,
+                closed,
+            }
+        }
+
+        fn pool(&self, idle_timeout: Duration) -> Arc<Http1Pool> {
+            let connector = Connector {
+                addr: self.addr,
+                tls: None,
+                connect_timeout: Duration::from_secs(2),
+            };
+            Arc::new(Http1Pool::new(connector, 8, idle_timeout))
+        }
+    }
+
+    fn ok(_: usize) -> (String, bool) {
+        (
+            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".into(),
+            false,
+        )
+    }
+
+    /// Sends a GET and reads the whole answer: status and body.
+    async fn get(pool: &Arc<Http1Pool>) -> (u16, String) {
+        let request = Request::get("/")
+            .header(HOST, "upstream.test")
+            .body(RequestBody::empty())
+            .unwrap();
+        let response = pool.request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    async fn until(count: &AtomicUsize, value: usize) {
+        while count.load(SeqCst) < value {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn sequential_requests_reuse_one_connection() {
+        let upstream = Upstream::start(ok).await;
+        let pool = upstream.pool(Duration::from_secs(90));
+        for _ in 0..5 {
+            assert_eq!(get(&pool).await, (200, "ok".into()));
+        }
+        assert_eq!(upstream.accepted.load(SeqCst), 1);
+        assert_eq!(pool.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_while_idle_is_replaced() {
+        // Closes after each answer without saying so, as an upstream's idle timeout does.
+        let upstream = Upstream::start(|_| (ok(0).0, true)).await;
+        let pool = upstream.pool(Duration::from_secs(90));
+        assert_eq!(get(&pool).await, (200, "ok".into()));
+        until(&upstream.closed, 1).await;
+        assert_eq!(get(&pool).await, (200, "ok".into()));
+        assert_eq!(upstream.accepted.load(SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn connection_close_from_the_upstream_is_honoured() {
+        let upstream = Upstream::start(|_| {
+            (
+                "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok".into(),
+                true,
+            )
+        })
+        .await;
+        let pool = upstream.pool(Duration::from_secs(90));
+        assert_eq!(get(&pool).await, (200, "ok".into()));
+        assert_eq!(pool.idle_count(), 0, "a closing connection is not pooled");
+        assert_eq!(get(&pool).await, (200, "ok".into()));
+        assert_eq!(upstream.accepted.load(SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn informational_responses_are_passed_over() {
+        let upstream = Upstream::start(|_| {
+            (
+                "HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n\
+                 HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                    .into(),
+                false,
+            )
+        })
+        .await;
+        let pool = upstream.pool(Duration::from_secs(90));
+        assert_eq!(get(&pool).await, (200, "ok".into()));
+        assert_eq!(get(&pool).await, (200, "ok".into()));
+        assert_eq!(upstream.accepted.load(SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_before_its_end_closes_its_connection() {
+        let upstream = Upstream::start(|served| {
+            if served == 0 {
+                let body = "x".repeat(200_000);
+                (
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    ),
+                    false,
+                )
+            } else {
+                ok(served)
+            }
+        })
+        .await;
+        let pool = upstream.pool(Duration::from_secs(90));
+        let request = Request::get("/")
+            .header(HOST, "upstream.test")
+            .body(RequestBody::empty())
+            .unwrap();
+        let response = pool.request(request).await.unwrap();
+        drop(response);
+        assert_eq!(pool.idle_count(), 0);
+        until(&upstream.closed, 1).await;
+        // The next request opens a new connection, whose first answer is the long one again.
+        let (status, body) = get(&pool).await;
+        assert_eq!((status, body.len()), (200, 200_000));
+        assert_eq!(upstream.accepted.load(SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_past_the_idle_timeout_are_closed() {
+        let upstream = Upstream::start(ok).await;
+        let pool = upstream.pool(Duration::from_secs(30));
+        assert_eq!(get(&pool).await, (200, "ok".into()));
+        assert_eq!(pool.idle_count(), 1);
+
+        tokio::time::pause();
+        tokio::time::advance(Duration::from_secs(29)).await;
+        pool.reap();
+        assert_eq!(pool.idle_count(), 1, "not idle for long enough yet");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        pool.reap();
+        assert_eq!(pool.idle_count(), 0);
+        tokio::time::resume();
+        until(&upstream.closed, 1).await;
+
+        assert_eq!(get(&pool).await, (200, "ok".into()));
+        assert_eq!(upstream.accepted.load(SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_upstream_that_never_answers_is_not_pooled() {
+        // Half an answer, then the connection closes: the error reaches the caller.
+        let upstream = Upstream::start(|_| ("HTTP/1.1 200 OK\r\ncontent-len".into(), true)).await;
+        let pool = upstream.pool(Duration::from_secs(90));
+        let request = Request::get("/")
+            .header(HOST, "upstream.test")
+            .body(RequestBody::empty())
+            .unwrap();
+        let error = pool.request(request).await.unwrap_err();
+        assert!(!error.connect);
+        assert_eq!(pool.idle_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_absolute_uri_is_sent_in_origin_form_with_its_host() {
+        let upstream = Upstream::start(ok).await;
+        let pool = upstream.pool(Duration::from_secs(90));
+        let mut request = Request::get(format!("http://{}/health?deep=1", upstream.addr))
+            .body(RequestBody::empty())
+            .unwrap();
+        origin_form(&mut request);
+        assert_eq!(request.uri(), "/health?deep=1");
+        assert_eq!(request.headers()[HOST], upstream.addr.to_string().as_str());
+        let response = pool.request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+}
