@@ -152,7 +152,7 @@ impl Shared {
                 self.config.pool_max_idle_per_endpoint,
                 self.config.pool_idle_timeout,
             ))),
-            UpstreamProtocol::Http2 => EndpointClient::Http2(self.http2.build(connector)),
+            UpstreamProtocol::Http2 => EndpointClient::Http2(Box::new(self.http2.build(connector))),
         }
     }
 }

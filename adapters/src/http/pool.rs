@@ -60,7 +60,7 @@ impl ClientError {
 /// The client of one endpoint, for the backend's protocol.
 pub(crate) enum EndpointClient {
     Http1(Arc<Http1Pool>),
-    Http2(Client<Connector, RequestBody>),
+    Http2(Box<Client<Connector, RequestBody>>),
 }
 
 impl std::fmt::Debug for EndpointClient {
