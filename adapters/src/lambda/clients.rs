@@ -89,7 +89,7 @@ async fn sdk_config(
     credentials: &LambdaCredentials,
     region: Option<&str>,
 ) -> Result<SdkConfig, String> {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(https_client());
     if let Some(region) = region {
         loader = loader.region(Region::new(region.to_owned()));
     }
@@ -140,6 +140,15 @@ async fn sdk_config(
             Ok(loader.credentials_provider(provider).load().await)
         }
     }
+}
+
+/// The SDK's HTTPS client (Lambda, STS, IMDS and the other credential sources): rustls with
+/// ring and the system's roots.
+fn https_client() -> aws_sdk_lambda::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
 }
 
 /// Points the loader at other profile files. The loader still takes these under deprecated
