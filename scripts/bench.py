@@ -213,11 +213,13 @@ def main():
                     "(a local redis-server, sync every second) on the SLO route, in the same rounds")
     ap.add_argument("--traces", action="store_true", help="also measure gateways exporting OpenTelemetry "
                     "traces (OTLP over HTTP to the nginx upstream) at 1%% and 100%% sampling, on the SLO route")
+    ap.add_argument("--profile", default="release", help="the cargo profile whose accord binary is measured: "
+                    "release (what `cargo run --release` builds) or dist (fat LTO, what ships)")
     ap.add_argument("--baseline", help="another accord binary (an earlier commit's release build) "
                     "measured in the same rounds, for before/after ratios")
     args = ap.parse_args()
 
-    accord = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release/accord")
+    accord = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), args.profile, "accord")
     if not os.path.exists(accord):
         sys.exit(f"{accord} is missing: run scripts/bench.sh (it builds it)")
     work = tempfile.mkdtemp(prefix="accord-bench-")

@@ -70,8 +70,9 @@ def main():
     ap.add_argument("--route", default="/")
     ap.add_argument("--requests", type=int, default=4000)
     ap.add_argument("--baseline")
+    ap.add_argument("--profile", default="release", help="release or dist: which build of accord")
     args = ap.parse_args()
-    accord = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release/accord")
+    accord = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), args.profile, "accord")
     work = tempfile.mkdtemp(prefix="accord-instructions-")
     upstream_port = free_port()
     procs = [start_nginx(work, "upstream", f"""server {{ listen 127.0.0.1:{upstream_port};

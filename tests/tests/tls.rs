@@ -149,3 +149,69 @@ async fn an_upstream_requiring_mutual_tls_is_reached_with_the_private_ca_and_sni
         "an auth failure is not retried"
     );
 }
+
+/// An HTTPS upstream speaking HTTP/1.1 and HTTP/2 (chosen by ALPN) that answers with the
+/// version and the number of the TLS connection the request came on.
+async fn counting_https_upstream(pki: &Pki) -> std::net::SocketAddr {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut config = pki.server_config();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            let number = connections.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(
+                    move |request: http::Request<hyper::body::Incoming>| async move {
+                        let body = format!("{:?} connection {number}", request.version());
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from(body),
+                        )))
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn https_upstreams_keep_one_connection_alive_over_http1_and_speak_http2_by_alpn() {
+    let pki = Pki::new();
+    let upstream = counting_https_upstream(&pki).await;
+    let config = |protocol: &str| {
+        format!(
+            "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nlog:\n  access_log: false\nbackends:\n  secure:\n    http:\n      addresses: [\"{upstream}\"]\n      protocol: {protocol}\n      tls: {{ca_file: {}, server_name: upstream.test}}\nroutes:\n  - id: secure\n    match: {{path: {{prefix: /}}}}\n    backends: [{{backend: secure}}]\n",
+            pki.ca.display()
+        )
+    };
+    let http1 = TestGateway::start(&config("http1")).await;
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        let reply = get(&http1.url("/")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        answers.push(reply.text());
+    }
+    assert!(
+        answers.iter().all(|a| a == "HTTP/1.1 connection 1"),
+        "five requests over one kept-alive TLS connection: {answers:?}"
+    );
+
+    let http2 = TestGateway::start(&config("http2")).await;
+    let reply = get(&http2.url("/")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.text(), "HTTP/2.0 connection 2");
+}
