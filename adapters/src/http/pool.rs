@@ -133,9 +133,11 @@ impl Conn {
     }
 }
 
-/// An idle connection and when it became idle.
+/// An idle connection and when it became idle. Connections are boxed: hyper's connection
+/// state is large, and a connection moves from the idle list to a request, into its response
+/// body and back on every request.
 struct Idle {
-    conn: Conn,
+    conn: Box<Conn>,
     since: Instant,
 }
 
@@ -168,13 +170,15 @@ impl Http1Pool {
         mut request: Request<RequestBody>,
     ) -> Result<Response<ResponseBody>, ClientError> {
         origin_form(&mut request);
+        // The rare paths are boxed: a request's future is moved as it is built, so its size
+        // is paid on every request.
         if wants_upgrade(&request) {
-            return self.request_upgrade(request).await;
+            return Box::pin(self.request_upgrade(request)).await;
         }
         loop {
             let (mut conn, reused) = match self.checkout() {
                 Some(conn) => (conn, true),
-                None => (self.connect().await?, false),
+                None => (Box::pin(self.connect()).await?, false),
             };
             let sent = conn.sender.try_send_request(request);
             match exchange(&mut conn, sent).await {
@@ -222,7 +226,7 @@ impl Http1Pool {
     }
 
     /// The most recently used idle connection that is still open.
-    fn checkout(&self) -> Option<Conn> {
+    fn checkout(&self) -> Option<Box<Conn>> {
         let now = Instant::now();
         loop {
             let idle = self.idle.lock().ok()?.pop()?;
@@ -241,21 +245,21 @@ impl Http1Pool {
             .map_err(ClientError::connect)
     }
 
-    async fn connect(&self) -> Result<Conn, ClientError> {
+    async fn connect(&self) -> Result<Box<Conn>, ClientError> {
         let io = self.open().await?;
         let (sender, driver) = self
             .handshake
             .handshake(io)
             .await
             .map_err(|e| ClientError::connect(e.into()))?;
-        Ok(Conn {
+        Ok(Box::new(Conn {
             sender,
             driver: Some(driver),
-        })
+        }))
     }
 
     /// Takes a connection back after a complete exchange, if it can carry another request.
-    fn put(&self, mut conn: Conn) {
+    fn put(&self, mut conn: Box<Conn>) {
         if !conn.is_reusable() {
             return;
         }
@@ -316,7 +320,7 @@ where
 /// once the body is complete. A body dropped before its end closes the connection.
 struct PooledBody {
     body: Incoming,
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     pool: Weak<Http1Pool>,
     complete: bool,
 }
