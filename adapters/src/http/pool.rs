@@ -468,13 +468,16 @@ mod tests {
         )
     }
 
-    /// Sends a GET and reads the whole answer: status and body.
-    async fn get(pool: &Arc<Http1Pool>) -> (u16, String) {
-        let request = Request::get("/")
+    fn get_request() -> Request<RequestBody> {
+        Request::get("/")
             .header(HOST, "upstream.test")
             .body(RequestBody::empty())
-            .unwrap();
-        let response = pool.request(request).await.unwrap();
+            .unwrap()
+    }
+
+    /// Sends a GET and reads the whole answer: status and body.
+    async fn get(pool: &Arc<Http1Pool>) -> (u16, String) {
+        let response = pool.request(get_request()).await.unwrap();
         let status = response.status().as_u16();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8(body.to_vec()).unwrap())
@@ -559,11 +562,7 @@ mod tests {
         })
         .await;
         let pool = upstream.pool(Duration::from_secs(90));
-        let request = Request::get("/")
-            .header(HOST, "upstream.test")
-            .body(RequestBody::empty())
-            .unwrap();
-        let response = pool.request(request).await.unwrap();
+        let response = pool.request(get_request()).await.unwrap();
         drop(response);
         assert_eq!(pool.idle_count(), 0);
         until(&upstream.closed, 1).await;
@@ -599,11 +598,7 @@ mod tests {
         // Half an answer, then the connection closes: the error reaches the caller.
         let upstream = Upstream::start(|_| ("HTTP/1.1 200 OK\r\ncontent-len".into(), true)).await;
         let pool = upstream.pool(Duration::from_secs(90));
-        let request = Request::get("/")
-            .header(HOST, "upstream.test")
-            .body(RequestBody::empty())
-            .unwrap();
-        let error = pool.request(request).await.unwrap_err();
+        let error = pool.request(get_request()).await.unwrap_err();
         assert!(!error.connect);
         assert_eq!(pool.idle_count(), 0);
     }
