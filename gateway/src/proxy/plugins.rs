@@ -51,6 +51,10 @@ pub(super) struct RequestFacts {
 
 /// Runs the route's plugins on the request head (see the module doc). `Break` carries the
 /// response that refuses the request.
+///
+/// The calls' future (a few KiB: wasmtime's async calls) is boxed, so that the request
+/// pipeline's own future stays small on routes without plugins: a future is moved as it is
+/// built, and its size is paid on every request.
 pub(super) async fn on_request(
     route: &LiveRoute,
     parts: &mut Parts,
@@ -60,6 +64,15 @@ pub(super) async fn on_request(
     if route.plugins().is_empty() {
         return ControlFlow::Continue(None);
     }
+    Box::pin(call_on_request(route, parts, facts, record)).await
+}
+
+async fn call_on_request(
+    route: &LiveRoute,
+    parts: &mut Parts,
+    facts: RequestFacts,
+    record: &mut Record,
+) -> ControlFlow<Response<ResponseBody>, Option<Allowed>> {
     let head = RequestHead {
         route: route.id().to_string(),
         method: parts.method.to_string(),
@@ -169,8 +182,18 @@ fn rejection_response(
 
 /// **Response plugins** (phase 8, once the response head is known, before it is sent): the
 /// route's plugins see it in reverse order; a reclassification decides how the request counts
-/// against the route's objective (the client still gets the backend's response).
+/// against the route's objective (the client still gets the backend's response). Boxed, as
+/// [`on_request`] is.
 pub(super) async fn on_response(
+    route: &LiveRoute,
+    call: CallContext,
+    response: &mut Response<ResponseBody>,
+    record: &mut Record,
+) {
+    Box::pin(call_on_response(route, call, response, record)).await;
+}
+
+async fn call_on_response(
     route: &LiveRoute,
     mut call: CallContext,
     response: &mut Response<ResponseBody>,
