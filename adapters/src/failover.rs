@@ -642,6 +642,17 @@ mod tests {
         Instant::now() + Duration::from_secs(60)
     }
 
+    /// Forwards a request without a body, far from its deadline.
+    async fn forward_empty(route: &Failover, method: Method) -> Forwarded {
+        route
+            .forward(
+                request(method),
+                ReplayBody::Buffered(Bytes::new()),
+                far_deadline(),
+            )
+            .await
+    }
+
     #[tokio::test]
     async fn a_post_fails_over_when_the_primary_refuses_connections() {
         let (primary, primary_calls) = scripted("primary", refused);
@@ -778,13 +789,7 @@ mod tests {
     async fn a_canary_gets_its_share_and_nothing_more() {
         let (route, share, stable, canary) = with_canary(0.2, None, ok);
         for _ in 0..2000 {
-            let forwarded = route
-                .forward(
-                    request(Method::GET),
-                    ReplayBody::Buffered(Bytes::new()),
-                    far_deadline(),
-                )
-                .await;
+            let forwarded = forward_empty(&route, Method::GET).await;
             assert!(!forwarded.steered, "a canary pick is not steering");
         }
         let picked = f64::from(canary.load(Ordering::SeqCst));
@@ -798,13 +803,7 @@ mod tests {
         share.0.store(0f64.to_bits(), Ordering::SeqCst);
         canary.store(0, Ordering::SeqCst);
         for _ in 0..200 {
-            route
-                .forward(
-                    request(Method::GET),
-                    ReplayBody::Buffered(Bytes::new()),
-                    far_deadline(),
-                )
-                .await;
+            forward_empty(&route, Method::GET).await;
         }
         assert_eq!(canary.load(Ordering::SeqCst), 0);
     }
@@ -839,13 +838,7 @@ mod tests {
     #[tokio::test]
     async fn a_failing_canary_request_is_retried_on_the_stable_version() {
         let (route, _share, stable_calls, canary_calls) = with_canary(1.0, None, refused);
-        let forwarded = route
-            .forward(
-                request(Method::GET),
-                ReplayBody::Buffered(Bytes::new()),
-                far_deadline(),
-            )
-            .await;
+        let forwarded = forward_empty(&route, Method::GET).await;
         assert_eq!(forwarded.result.unwrap().status(), 200);
         assert_eq!(canary_calls.load(Ordering::SeqCst), 1);
         assert_eq!(stable_calls.load(Ordering::SeqCst), 1);
@@ -856,22 +849,10 @@ mod tests {
         let (primary, _) = scripted("primary", unavailable);
         let (secondary, secondary_calls) = scripted("secondary", ok);
         let route = failover(vec![(primary, 0), (secondary, 1)], 2);
-        let post = route
-            .forward(
-                request(Method::POST),
-                ReplayBody::Buffered(Bytes::new()),
-                far_deadline(),
-            )
-            .await;
+        let post = forward_empty(&route, Method::POST).await;
         assert_eq!(post.result.unwrap().status(), 503);
         assert_eq!(secondary_calls.load(Ordering::SeqCst), 0);
-        let get = route
-            .forward(
-                request(Method::GET),
-                ReplayBody::Buffered(Bytes::new()),
-                far_deadline(),
-            )
-            .await;
+        let get = forward_empty(&route, Method::GET).await;
         assert_eq!(get.result.unwrap().status(), 200);
     }
 
@@ -886,13 +867,7 @@ mod tests {
         let (primary, _) = scripted("primary", throttled);
         let (secondary, secondary_calls) = scripted("secondary", ok);
         let route = failover(vec![(primary, 0), (secondary, 1)], 2);
-        let forwarded = route
-            .forward(
-                request(Method::POST),
-                ReplayBody::Buffered(Bytes::new()),
-                far_deadline(),
-            )
-            .await;
+        let forwarded = forward_empty(&route, Method::POST).await;
         assert_eq!(forwarded.result.unwrap().status(), 200);
         assert_eq!(secondary_calls.load(Ordering::SeqCst), 1);
     }
@@ -936,13 +911,7 @@ mod tests {
             (primary.clone(), avoid(5.0)),
             (secondary.clone(), Standing::Use),
         ]);
-        let forwarded = route
-            .forward(
-                request(Method::GET),
-                ReplayBody::Buffered(Bytes::new()),
-                far_deadline(),
-            )
-            .await;
+        let forwarded = forward_empty(&route, Method::GET).await;
         assert_eq!(forwarded.backend.unwrap().id().as_ref(), "secondary");
         assert!(forwarded.steered);
         assert_eq!(
@@ -954,13 +923,7 @@ mod tests {
         );
 
         let route = steered(vec![(primary, avoid(5.0)), (secondary, avoid(2.0))]);
-        let forwarded = route
-            .forward(
-                request(Method::GET),
-                ReplayBody::Buffered(Bytes::new()),
-                far_deadline(),
-            )
-            .await;
+        let forwarded = forward_empty(&route, Method::GET).await;
         assert_eq!(
             forwarded.backend.unwrap().id().as_ref(),
             "secondary",
@@ -983,13 +946,7 @@ mod tests {
             (secondary, Standing::Use),
         ]);
         for _ in 0..400 {
-            route
-                .forward(
-                    request(Method::GET),
-                    ReplayBody::Buffered(Bytes::new()),
-                    far_deadline(),
-                )
-                .await;
+            forward_empty(&route, Method::GET).await;
         }
         let probes = primary_calls.load(Ordering::SeqCst);
         assert!(
@@ -1019,13 +976,7 @@ mod tests {
     async fn retries_stop_after_the_configured_count() {
         let (only, calls) = scripted("only", unavailable);
         let route = failover(vec![(only, 0)], 3);
-        let forwarded = route
-            .forward(
-                request(Method::GET),
-                ReplayBody::Buffered(Bytes::new()),
-                far_deadline(),
-            )
-            .await;
+        let forwarded = forward_empty(&route, Method::GET).await;
         assert_eq!(forwarded.result.unwrap().status(), 503);
         assert_eq!(calls.load(Ordering::SeqCst), 4);
     }

@@ -144,7 +144,7 @@ struct Idle {
 /// The HTTP/1.1 connections of one endpoint.
 pub(crate) struct Http1Pool {
     connector: Connector,
-    handshake: http1::Builder,
+    http1: http1::Builder,
     idle: Mutex<Vec<Idle>>,
     max_idle: usize,
     idle_timeout: Duration,
@@ -154,7 +154,7 @@ impl Http1Pool {
     pub(crate) fn new(connector: Connector, max_idle: usize, idle_timeout: Duration) -> Self {
         Self {
             connector,
-            handshake: http1::Builder::new(),
+            http1: http1::Builder::new(),
             idle: Mutex::new(Vec::new()),
             max_idle,
             idle_timeout,
@@ -208,12 +208,7 @@ impl Http1Pool {
         &self,
         request: Request<RequestBody>,
     ) -> Result<Response<ResponseBody>, ClientError> {
-        let io = self.open().await?;
-        let (mut sender, connection) = self
-            .handshake
-            .handshake(io)
-            .await
-            .map_err(|e| ClientError::connect(e.into()))?;
+        let (mut sender, connection) = self.handshake().await?;
         tokio::spawn(async move {
             if let Err(error) = connection.with_upgrades().await {
                 tracing::debug!(%error, "upgraded upstream connection closed with an error");
@@ -237,21 +232,30 @@ impl Http1Pool {
         }
     }
 
-    async fn open(&self) -> Result<UpstreamIo, ClientError> {
-        self.connector
+    /// A new connection (TCP, TLS when the backend uses it) and its HTTP/1.1 handshake.
+    async fn handshake(
+        &self,
+    ) -> Result<
+        (
+            http1::SendRequest<RequestBody>,
+            http1::Connection<UpstreamIo, RequestBody>,
+        ),
+        ClientError,
+    > {
+        let io = self
+            .connector
             .clone()
             .call(http::Uri::default())
             .await
-            .map_err(ClientError::connect)
+            .map_err(ClientError::connect)?;
+        self.http1
+            .handshake(io)
+            .await
+            .map_err(|e| ClientError::connect(e.into()))
     }
 
     async fn connect(&self) -> Result<Box<Conn>, ClientError> {
-        let io = self.open().await?;
-        let (sender, driver) = self
-            .handshake
-            .handshake(io)
-            .await
-            .map_err(|e| ClientError::connect(e.into()))?;
+        let (sender, driver) = self.handshake().await?;
         Ok(Box::new(Conn {
             sender,
             driver: Some(driver),
