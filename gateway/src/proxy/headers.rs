@@ -16,8 +16,10 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+const HOP_BY_HOP_COUNT: usize = 8;
+
 /// Headers that describe one connection and must not be forwarded.
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -31,16 +33,29 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Removes hop-by-hop headers, including any named in `Connection`. With `keep_upgrade`, a
 /// WebSocket handshake keeps `Connection: upgrade` and `Upgrade`, which the upstream needs.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Most messages carry none: one pass over their few headers instead of eight lookups.
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    // One pass over the message's few headers finds which hop-by-hop ones it carries; most
+    // carry none, or only `Connection: keep-alive`.
+    let mut present = [false; HOP_BY_HOP_COUNT];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        }
+    }
+    if !present.contains(&true) {
         return;
     }
+    // Other headers `Connection` names. Its usual tokens (`close`, `keep-alive`) name none
+    // the message carries, so looking them up first (without allocating a name) leaves the
+    // list empty for nearly every message.
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|name| headers.contains_key(*name))
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+        .filter(|name| name != HOST && !HOP_BY_HOP.contains(name))
         .collect();
     let upgrade = keep_upgrade
         .then(|| headers.get(UPGRADE).cloned())
@@ -51,10 +66,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         })
     });
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        if name != HOST {
-            headers.remove(name);
-        }
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
+        headers.remove(name);
+    }
+    for name in &named {
+        headers.remove(name);
     }
     if trailers {
         // `TE: trailers` is allowed through (gRPC needs it).
@@ -81,22 +97,35 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
             .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// Adds `X-Forwarded-For` (appended), `X-Forwarded-Proto` and `X-Forwarded-Host`.
-pub fn add_forwarded(
-    headers: &mut HeaderMap,
-    client: IpAddr,
-    scheme: &'static str,
-    host: Option<&str>,
-) {
-    let forwarded_for = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {client}"),
-        None => client.to_string(),
+/// The client's address as an `X-Forwarded-For` value, made once per connection. (An address
+/// is digits, dots and colons, always a valid value; `unknown` is RFC 7239's word otherwise.)
+pub fn forwarded_for(client: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&client.to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// Adds `X-Forwarded-For` (appended to the client's own), `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` (the request's `Host`). `client` is [`forwarded_for`]'s value.
+pub fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue, scheme: &'static str) {
+    let forwarded_for = match headers
+        .get(X_FORWARDED_FOR)
+        .filter(|v| v.to_str().is_ok())
+        .map(HeaderValue::as_bytes)
+    {
+        Some(existing) => {
+            let mut appended = Vec::with_capacity(existing.len() + 2 + client.len());
+            appended.extend_from_slice(existing);
+            appended.extend_from_slice(b", ");
+            appended.extend_from_slice(client.as_bytes());
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(appended)).ok()
+        }
+        None => Some(client.clone()),
     };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+    if let Some(value) = forwarded_for {
         headers.insert(X_FORWARDED_FOR, value);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
-    if let Some(host) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+    if let Some(host) = headers.get(HOST).filter(|h| h.to_str().is_ok()).cloned() {
         headers.insert(X_FORWARDED_HOST, host);
     }
 }
@@ -145,6 +174,22 @@ mod tests {
     }
 
     #[test]
+    fn connection_cannot_name_host() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONNECTION, "Close, Keep-Alive, host".parse().unwrap());
+        headers.insert(HOST, "example.com".parse().unwrap());
+        headers.insert("close", "named by Connection, so removed".parse().unwrap());
+        strip_hop_by_hop(&mut headers, false);
+        assert_eq!(headers.get(HOST).unwrap(), "example.com");
+        assert_eq!(headers.len(), 1, "{headers:?}");
+
+        let mut clean = HeaderMap::new();
+        clean.insert(HOST, "example.com".parse().unwrap());
+        strip_hop_by_hop(&mut clean, false);
+        assert_eq!(clean.len(), 1);
+    }
+
+    #[test]
     fn websocket_handshakes_keep_their_upgrade_headers() {
         let mut headers = HeaderMap::new();
         headers.insert(CONNECTION, "keep-alive, Upgrade".parse().unwrap());
@@ -159,11 +204,11 @@ mod tests {
     fn forwarded_for_is_appended() {
         let mut headers = HeaderMap::new();
         headers.insert(X_FORWARDED_FOR, "203.0.113.7".parse().unwrap());
+        headers.insert(HOST, "api.example.com".parse().unwrap());
         add_forwarded(
             &mut headers,
-            "10.1.2.3".parse().unwrap(),
+            &forwarded_for("10.1.2.3".parse().unwrap()),
             "https",
-            Some("api.example.com"),
         );
         assert_eq!(
             headers.get(X_FORWARDED_FOR).unwrap(),

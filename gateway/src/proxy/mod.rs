@@ -65,12 +65,26 @@ use crate::control::generation::Generation;
 use crate::stats::Registry;
 
 /// What the listener knows about the connection a request came on.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Connection {
     /// The client's address.
     pub client: SocketAddr,
     /// `http` or `https`.
     pub scheme: &'static str,
+    /// The client's address as an `X-Forwarded-For` value: formatted once per connection,
+    /// not per request.
+    forwarded_for: HeaderValue,
+}
+
+impl Connection {
+    /// A connection from `client` over `scheme` (`http` or `https`).
+    pub fn new(client: SocketAddr, scheme: &'static str) -> Connection {
+        Connection {
+            client,
+            scheme,
+            forwarded_for: headers::forwarded_for(client.ip()),
+        }
+    }
 }
 
 /// Takes one client request through the pipeline (see the module doc) to its response head;
@@ -150,7 +164,7 @@ where
     record.defer_answered = allowed.is_some();
 
     // 5. Prepare.
-    prepare_head(&mut parts, websocket, conn, matched.params, route);
+    prepare_head(&mut parts, websocket, &conn, matched.params, route);
     if let Some(trace) = &record.trace {
         // The backend's spans join the trace under this request's server span.
         parts
@@ -253,22 +267,12 @@ fn declared_length(parts: &http::request::Parts) -> Option<u64> {
 fn prepare_head(
     parts: &mut http::request::Parts,
     websocket: bool,
-    conn: Connection,
+    conn: &Connection,
     params: Vec<(String, String)>,
     route: &crate::control::generation::LiveRoute,
 ) {
     headers::strip_hop_by_hop(&mut parts.headers, websocket);
-    let host = parts
-        .headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned);
-    headers::add_forwarded(
-        &mut parts.headers,
-        conn.client.ip(),
-        conn.scheme,
-        host.as_deref(),
-    );
+    headers::add_forwarded(&mut parts.headers, &conn.forwarded_for, conn.scheme);
     parts.extensions.insert(ClientAddr(conn.client));
     parts.extensions.insert(PathParams(params));
     parts.extensions.insert(route.route_key().clone());
@@ -320,10 +324,7 @@ mod tests {
             &self,
             request: Request<Full<Bytes>>,
         ) -> impl std::future::Future<Output = Response<ResponseBody>> + use<> {
-            let conn = Connection {
-                client: "127.0.0.1:50000".parse().unwrap(),
-                scheme: "http",
-            };
+            let conn = Connection::new("127.0.0.1:50000".parse().unwrap(), "http");
             handle(
                 self.generation.clone(),
                 self.registry.clone(),

@@ -123,11 +123,11 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let active = stats.clone().map(OpenConnection::new);
-        let conn = Connection { client, scheme };
+        let conn = Connection::new(client, scheme);
         let handler = handler.clone();
         let service = hyper::service::service_fn(move |request| {
-            let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler(request, conn).await) }
+            let response = handler(request, conn.clone());
+            async move { Ok::<_, Infallible>(response.await) }
         });
         let builder = builder.clone();
         let watcher = graceful.watcher();
