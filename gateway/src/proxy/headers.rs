@@ -18,8 +18,9 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 
 const HOP_BY_HOP_COUNT: usize = 8;
 
-/// Headers that describe one connection and must not be forwarded.
-const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
+/// Headers that describe one connection and must not be forwarded. (A `static`: a `const`
+/// array of names would be built and dropped at every use.)
+static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -44,18 +45,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if !present.contains(&true) {
         return;
     }
-    // Other headers `Connection` names. Its usual tokens (`close`, `keep-alive`) name none
-    // the message carries, so looking them up first (without allocating a name) leaves the
-    // list empty for nearly every message.
+    // Other headers `Connection` names. Its usual tokens name hop-by-hop headers (`keep-alive`,
+    // `upgrade`) or none the message carries (`close`), so the list stays empty, without a
+    // name allocated, for nearly every message.
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
+        .filter(|t| {
+            !HOP_BY_HOP
+                .iter()
+                .any(|h| t.eq_ignore_ascii_case(h.as_str()))
+        })
         .filter(|name| headers.contains_key(*name))
         .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-        .filter(|name| name != HOST && !HOP_BY_HOP.contains(name))
+        .filter(|name| name != HOST)
         .collect();
     let upgrade = keep_upgrade
         .then(|| headers.get(UPGRADE).cloned())

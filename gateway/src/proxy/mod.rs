@@ -274,7 +274,11 @@ fn prepare_head(
     headers::strip_hop_by_hop(&mut parts.headers, websocket);
     headers::add_forwarded(&mut parts.headers, &conn.forwarded_for, conn.scheme);
     parts.extensions.insert(ClientAddr(conn.client));
-    parts.extensions.insert(PathParams(params));
+    if !params.is_empty() {
+        // Read only by event mappings, and only when there are some: an empty entry would be
+        // one more allocation to clone and drop with the head of every try.
+        parts.extensions.insert(PathParams(params));
+    }
     parts.extensions.insert(route.route_key().clone());
     if let Some(path) = parts.uri.path_and_query().cloned() {
         parts.uri = http::Uri::from(path);
