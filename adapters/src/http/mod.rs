@@ -376,13 +376,15 @@ impl tower::Service<GatewayRequest> for HttpService {
             // HTTP/1.1 sends the `Host` header and an origin-form target; HTTP/2 sends the
             // host as `:authority`, from the URI (RFC 9113 §8.3.1), and no `Host`. Either way
             // the endpoint's client connects to the endpoint whatever the host says.
-            let authority = request
-                .headers()
-                .get(HOST)
-                .and_then(|h| h.to_str().ok())
-                .and_then(|h| h.parse::<http::uri::Authority>().ok())
-                .or_else(|| request.uri().authority().cloned())
-                .unwrap_or_else(|| endpoint.authority.clone());
+            let authority = |request: &GatewayRequest| {
+                request
+                    .headers()
+                    .get(HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .and_then(|h| h.parse::<http::uri::Authority>().ok())
+                    .or_else(|| request.uri().authority().cloned())
+                    .unwrap_or_else(|| endpoint.authority.clone())
+            };
             let path = request
                 .uri()
                 .path_and_query()
@@ -391,11 +393,15 @@ impl tower::Service<GatewayRequest> for HttpService {
             match shared.config.protocol {
                 UpstreamProtocol::Http1 => {
                     *request.version_mut() = Version::HTTP_11;
-                    pool::ensure_host(&mut request, &authority);
+                    if !request.headers().contains_key(HOST) {
+                        let authority = authority(&request);
+                        pool::ensure_host(&mut request, &authority);
+                    }
                     *request.uri_mut() = Uri::from(path);
                 }
                 UpstreamProtocol::Http2 => {
                     *request.version_mut() = Version::HTTP_2;
+                    let authority = authority(&request);
                     request.headers_mut().remove(HOST);
                     *request.uri_mut() = Uri::builder()
                         .scheme(shared.scheme.clone())
