@@ -240,7 +240,7 @@ where
 /// Keeps or generates the request id, and takes `Host` from the target's authority: an
 /// absolute-form target (or HTTP/2's `:authority`) names the host, and a `Host` header that
 /// says otherwise is replaced (RFC 9112 §3.2.2), so routing and the upstream see one host.
-fn identify<B>(request: &mut Request<B>) -> String {
+fn identify<B>(request: &mut Request<B>) -> (String, HeaderValue) {
     let request_id = headers::ensure_request_id(request.headers_mut());
     if let Some(authority) = request
         .uri()

@@ -15,7 +15,7 @@ use accord_adapters::{BackendErrorKind, BoxError, ResponseBody, TryResult};
 use accord_policies::sla::RouteSla;
 use accord_policies::{Class, classify};
 use bytes::Bytes;
-use http::{Response, StatusCode};
+use http::{HeaderValue, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
@@ -36,9 +36,12 @@ pub(super) struct Record {
     pub(super) route: Option<RouteRecord>,
     pub(super) backend: Option<Arc<str>>,
     pub(super) method: http::Method,
-    pub(super) path: String,
+    /// The request's target as the client sent it (its path is logged; kept, not copied).
+    pub(super) uri: http::Uri,
     pub(super) client: SocketAddr,
     pub(super) request_id: String,
+    /// The same id as the header value the response carries.
+    pub(super) request_id_header: HeaderValue,
     pub(super) started: Instant,
     pub(super) tries: u32,
     pub(super) failure: Option<BackendErrorKind>,
@@ -74,7 +77,7 @@ impl Record {
     pub(super) fn new(
         parts: &http::request::Parts,
         client: SocketAddr,
-        request_id: String,
+        (request_id, request_id_header): (String, HeaderValue),
         started: Instant,
         access_log: bool,
     ) -> Record {
@@ -82,9 +85,10 @@ impl Record {
             route: None,
             backend: None,
             method: parts.method.clone(),
-            path: parts.uri.path().to_owned(),
+            uri: parts.uri.clone(),
             client,
             request_id,
+            request_id_header,
             started,
             tries: 0,
             failure: None,
@@ -161,7 +165,7 @@ impl Record {
                 .and_then(|s| s.objective().latency.as_ref().map(|l| l.threshold));
             let kept = trace.finish(crate::traces::RequestOutcome {
                 method: self.method.as_str(),
-                path: &self.path,
+                path: self.uri.path(),
                 route: self.route.as_ref().map(|r| &*r.id),
                 backend: self.backend.as_deref(),
                 status: self.status.as_u16(),
@@ -195,7 +199,7 @@ impl Record {
                 request_id = %self.request_id,
                 client = %self.client.ip(),
                 method = %self.method,
-                path = %self.path,
+                path = %self.uri.path(),
                 route = self.route.as_ref().map_or("-", |r| &*r.id),
                 backend = self.backend.as_deref().unwrap_or("-"),
                 status = self.status.as_u16(),

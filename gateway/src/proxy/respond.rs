@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use accord_adapters::{BackendErrorKind, Forwarded, ReplayBody, ResponseBody};
 use http::request::Parts;
-use http::{HeaderValue, Response, StatusCode};
+use http::{Response, StatusCode};
 
 use super::errors::ErrorCode;
 use super::headers;
@@ -68,9 +68,9 @@ pub(super) fn respond(
             } else {
                 headers::strip_hop_by_hop(response.headers_mut(), false);
             }
-            if let Ok(id) = HeaderValue::from_str(&record.request_id) {
-                response.headers_mut().insert(headers::REQUEST_ID, id);
-            }
+            response
+                .headers_mut()
+                .insert(headers::REQUEST_ID, record.request_id_header.clone());
             response
         }
         Err(error) => {

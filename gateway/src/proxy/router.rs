@@ -109,9 +109,10 @@ impl Router {
 
     /// Finds the route for a request.
     pub fn route(&self, request: &Parts) -> Option<Matched> {
-        let host = request_host(request);
         let path = request.uri.path();
-        if let Some(host) = host.as_deref() {
+        // The host is read (and lower-cased) only when some route names one.
+        let by_host = !self.exact_hosts.is_empty() || !self.suffix_hosts.is_empty();
+        if let Some(host) = by_host.then(|| request_host(request)).flatten().as_deref() {
             if let Some(found) = self
                 .exact_hosts
                 .get(host)
