@@ -121,6 +121,10 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Backend indices in the order a request tries them: inline for routes of up to four
+/// backends, so working the order out allocates nothing per request.
+type TryOrder = smallvec::SmallVec<[usize; 4]>;
+
 /// The route-level forwarding service: failover, retries, the retry budget and timeouts.
 #[derive(Debug)]
 pub struct Failover {
@@ -381,7 +385,7 @@ impl Failover {
 
     /// [`Failover::try_order`] with `preferred` (a plugin's reroute) moved first when it is a
     /// candidate; a preference is not steering.
-    fn try_order_preferring(&self, preferred: Option<&str>, parts: &Parts) -> (Vec<usize>, bool) {
+    fn try_order_preferring(&self, preferred: Option<&str>, parts: &Parts) -> (TryOrder, bool) {
         let (mut order, steered) = self.try_order();
         self.canary_first(&mut order, parts);
         if let Some(id) = preferred
@@ -402,10 +406,10 @@ impl Failover {
     /// (so when every backend is avoided, the least bad one serves). An avoided backend still
     /// goes first for its probe share of requests. When no backend is available at all, all of
     /// them are tried in priority order (better to try than to refuse outright).
-    fn try_order(&self) -> (Vec<usize>, bool) {
+    fn try_order(&self) -> (TryOrder, bool) {
         let canary = self.canary.as_ref().map(|(index, _)| *index);
         let baseline = || (0..self.backends.len()).filter(|&i| Some(i) != canary);
-        let available: Vec<usize> = baseline()
+        let available: TryOrder = baseline()
             .filter(|&i| self.backends[i].backend.is_available())
             .collect();
         let candidates = if available.is_empty() {
@@ -414,7 +418,7 @@ impl Failover {
             available
         };
         let nominal_first = candidates.first().copied();
-        let mut preferred = Vec::with_capacity(candidates.len());
+        let mut preferred = TryOrder::new();
         let mut avoided: Vec<(usize, f64)> = Vec::new();
         for i in candidates {
             match self.backends[i].steering.as_ref().map(|s| s.standing()) {
@@ -439,7 +443,7 @@ impl Failover {
 
     /// Puts the canary first for its share of requests (drawn at random, or by the sticky
     /// key's hash); a request it does not draw never goes to it.
-    fn canary_first(&self, order: &mut Vec<usize>, parts: &Parts) {
+    fn canary_first(&self, order: &mut TryOrder, parts: &Parts) {
         let Some((index, routing)) = &self.canary else {
             return;
         };
