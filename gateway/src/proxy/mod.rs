@@ -71,9 +71,9 @@ pub struct Connection {
     pub client: SocketAddr,
     /// `http` or `https`.
     pub scheme: &'static str,
-    /// The client's address as an `X-Forwarded-For` value: formatted once per connection,
-    /// not per request.
-    forwarded_for: HeaderValue,
+    /// The client's IP address as text, formatted once per connection, not per request: the
+    /// `X-Forwarded-For` value and the plugins' `client-ip`.
+    client_ip: HeaderValue,
 }
 
 impl Connection {
@@ -82,7 +82,7 @@ impl Connection {
         Connection {
             client,
             scheme,
-            forwarded_for: headers::forwarded_for(client.ip()),
+            client_ip: headers::forwarded_for(client.ip()),
         }
     }
 }
@@ -154,7 +154,7 @@ where
     let facts = plugins::RequestFacts {
         content_length,
         body: plugin_body,
-        client: conn.client.ip(),
+        client_ip: &conn.client_ip,
     };
     let allowed = match plugins::on_request(route, &mut parts, facts, &mut record).await {
         ControlFlow::Continue(allowed) => allowed,
@@ -272,7 +272,7 @@ fn prepare_head(
     route: &crate::control::generation::LiveRoute,
 ) {
     headers::strip_hop_by_hop(&mut parts.headers, websocket);
-    headers::add_forwarded(&mut parts.headers, &conn.forwarded_for, conn.scheme);
+    headers::add_forwarded(&mut parts.headers, &conn.client_ip, conn.scheme);
     parts.extensions.insert(ClientAddr(conn.client));
     if !params.is_empty() {
         // Read only by event mappings, and only when there are some: an empty entry would be

@@ -40,13 +40,13 @@ pub(super) struct Allowed {
 }
 
 /// What the request plugins see besides the head.
-pub(super) struct RequestFacts {
+pub(super) struct RequestFacts<'a> {
     /// The body the client declared.
     pub(super) content_length: Option<u64>,
     /// The body, when the route reads it for its plugins and it fit.
     pub(super) body: Option<Bytes>,
-    /// The peer that connected.
-    pub(super) client: std::net::IpAddr,
+    /// The peer that connected: its IP address as text.
+    pub(super) client_ip: &'a http::HeaderValue,
 }
 
 /// Runs the route's plugins on the request head (see the module doc). `Break` carries the
@@ -58,7 +58,7 @@ pub(super) struct RequestFacts {
 pub(super) async fn on_request(
     route: &LiveRoute,
     parts: &mut Parts,
-    facts: RequestFacts,
+    facts: RequestFacts<'_>,
     record: &mut Record,
 ) -> ControlFlow<Response<ResponseBody>, Option<Allowed>> {
     if route.plugins().is_empty() {
@@ -70,7 +70,7 @@ pub(super) async fn on_request(
 async fn call_on_request(
     route: &LiveRoute,
     parts: &mut Parts,
-    facts: RequestFacts,
+    facts: RequestFacts<'_>,
     record: &mut Record,
 ) -> ControlFlow<Response<ResponseBody>, Option<Allowed>> {
     let head = RequestHead {
@@ -79,7 +79,7 @@ async fn call_on_request(
         path: parts.uri.path().to_owned(),
         content_length: facts.content_length,
         request_id: record.request_id.clone(),
-        client_ip: facts.client.to_string(),
+        client_ip: facts.client_ip.to_str().unwrap_or_default().to_owned(),
     };
     // The request head is lent to the plugins for the calls, not copied.
     let mut lent = Arc::new(std::mem::replace(
