@@ -37,7 +37,7 @@ pub(super) fn admit(
             let message = format!("{} (route {})", code.spec().meaning, route.id());
             return ControlFlow::Break(code.response_with_retry_after(
                 &message,
-                &record.request_id,
+                record.request_id(),
                 retry_after,
             ));
         }
@@ -54,5 +54,5 @@ pub(super) fn body_too_large(route: &LiveRoute, record: &Record) -> Response<Res
         "the request body exceeds this route's limit of {} bytes",
         route.config().max_body
     );
-    ErrorCode::BodyTooLarge.response(&message, &record.request_id)
+    ErrorCode::BodyTooLarge.response(&message, record.request_id())
 }

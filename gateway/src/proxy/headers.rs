@@ -137,23 +137,23 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue, scheme: &'st
 }
 
 /// The request's id: the client's `x-request-id` when it is sane, otherwise a new random one
-/// (which is also set on the request); as text and as the header value.
-pub fn ensure_request_id(headers: &mut HeaderMap) -> (String, HeaderValue) {
+/// (which is also set on the request).
+pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     if let Some(value) = headers.get(REQUEST_ID)
-        && let Ok(id) = value.to_str()
-        && !id.is_empty()
-        && id.len() <= 128
+        && value
+            .to_str()
+            .is_ok_and(|id| !id.is_empty() && id.len() <= 128)
     {
-        return (id.to_owned(), value.clone());
+        return value.clone();
     }
     let mut random = [0u8; 16];
     random[..8].copy_from_slice(&fastrand::u64(..).to_le_bytes());
     random[8..].copy_from_slice(&fastrand::u64(..).to_le_bytes());
-    let id = crate::hex::encode(&random);
-    let value = HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(id.as_bytes()))
-        .unwrap_or_else(|_| HeaderValue::from_static("-"));
+    let id = bytes::Bytes::from(crate::hex::encode(&random));
+    let value =
+        HeaderValue::from_maybe_shared(id).unwrap_or_else(|_| HeaderValue::from_static("-"));
     headers.insert(REQUEST_ID, value.clone());
-    (id, value)
+    value
 }
 
 #[cfg(test)]
@@ -229,17 +229,17 @@ mod tests {
     fn request_ids_are_kept_or_generated() {
         let mut headers = HeaderMap::new();
         headers.insert(REQUEST_ID, "abc".parse().unwrap());
-        assert_eq!(ensure_request_id(&mut headers).0, "abc");
+        assert_eq!(ensure_request_id(&mut headers), "abc");
         let mut empty = HeaderMap::new();
-        let (id, value) = ensure_request_id(&mut empty);
-        assert_eq!(value, id.as_str());
+        let value = ensure_request_id(&mut empty);
+        let id = value.to_str().unwrap();
         assert_eq!(id.len(), 32);
         assert!(
             id.bytes()
                 .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
             "{id}"
         );
-        assert_eq!(empty.get(REQUEST_ID).unwrap(), id.as_str());
-        assert_ne!(ensure_request_id(&mut HeaderMap::new()).0, id, "random");
+        assert_eq!(empty.get(REQUEST_ID).unwrap(), id);
+        assert_ne!(ensure_request_id(&mut HeaderMap::new()), id, "random");
     }
 }

@@ -118,7 +118,7 @@ where
     let Some(matched) = generation.router().route(&parts) else {
         registry.gateway.unrouted_requests.fetch_add(1, Relaxed);
         let response =
-            ErrorCode::NoRoute.response("no route matches this request", &record.request_id);
+            ErrorCode::NoRoute.response("no route matches this request", record.request_id());
         return record.finish_with(response);
     };
     let route = &generation.routes()[matched.route];
@@ -230,9 +230,9 @@ where
         Ok(body) => ControlFlow::Continue(body),
         Err(PrepareError::TooLarge) => ControlFlow::Break(admit::body_too_large(route, record)),
         Err(PrepareError::Client(e)) => {
-            tracing::debug!(request_id = %record.request_id, error = %e, "client body failed");
+            tracing::debug!(request_id = %record.request_id(), error = %e, "client body failed");
             let message = "the request body could not be read from the client";
-            ControlFlow::Break(ErrorCode::ClientBodyError.response(message, &record.request_id))
+            ControlFlow::Break(ErrorCode::ClientBodyError.response(message, record.request_id()))
         }
     }
 }
@@ -240,7 +240,7 @@ where
 /// Keeps or generates the request id, and takes `Host` from the target's authority: an
 /// absolute-form target (or HTTP/2's `:authority`) names the host, and a `Host` header that
 /// says otherwise is replaced (RFC 9112 §3.2.2), so routing and the upstream see one host.
-fn identify<B>(request: &mut Request<B>) -> (String, HeaderValue) {
+fn identify<B>(request: &mut Request<B>) -> HeaderValue {
     let request_id = headers::ensure_request_id(request.headers_mut());
     if let Some(authority) = request
         .uri()

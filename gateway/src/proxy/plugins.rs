@@ -78,7 +78,7 @@ async fn call_on_request(
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
         content_length: facts.content_length,
-        request_id: record.request_id.clone(),
+        request_id: record.request_id().to_owned(),
         client_ip: facts.client_ip.to_str().unwrap_or_default().to_owned(),
     };
     // The request head is lent to the plugins for the calls, not copied.
@@ -122,19 +122,19 @@ async fn call_on_request(
                     name,
                     &format!("reject {} {}", rejection.status, rejection.reason),
                 ));
-                refusal = Some(rejection_response(&rejection, name, &record.request_id));
+                refusal = Some(rejection_response(&rejection, name, record.request_id()));
                 break;
             }
             Err(error) => {
                 decisions.push(decision(name, "failed"));
-                tracing::warn!(request_id = %record.request_id, route = %route.id(), error = %error, "plugin failed");
+                tracing::warn!(request_id = %record.request_id(), route = %route.id(), error = %error, "plugin failed");
                 if plugin.spec().on_error == OnError::Reject {
                     let message = format!(
                         "{} (plugin {})",
                         ErrorCode::PluginFailed.spec().meaning,
                         plugin.spec().name
                     );
-                    refusal = Some(ErrorCode::PluginFailed.response(&message, &record.request_id));
+                    refusal = Some(ErrorCode::PluginFailed.response(&message, record.request_id()));
                     break;
                 }
             }
@@ -213,14 +213,14 @@ async fn call_on_response(
             Err(error) => {
                 // The backend broke off while the body was being read: the client gets a 502
                 // instead of a truncated body, and the request counts as failed.
-                tracing::warn!(request_id = %record.request_id, route = %route.id(), error = %error, "the response body failed while plugins read it");
+                tracing::warn!(request_id = %record.request_id(), route = %route.id(), error = %error, "the response body failed while plugins read it");
                 record.failure = Some(BackendErrorKind::Reset);
                 let message = format!(
                     "{} (route {})",
                     ErrorCode::UpstreamReset.spec().meaning,
                     route.id()
                 );
-                *response = ErrorCode::UpstreamReset.response(&message, &record.request_id);
+                *response = ErrorCode::UpstreamReset.response(&message, record.request_id());
                 return;
             }
         }
@@ -255,7 +255,7 @@ async fn call_on_response(
             }
             Err(error) => {
                 verdicts.push(decision(name, "failed"));
-                tracing::warn!(request_id = %record.request_id, route = %route.id(), error = %error, "plugin failed on the response");
+                tracing::warn!(request_id = %record.request_id(), route = %route.id(), error = %error, "plugin failed on the response");
                 if plugin.spec().on_error == OnError::Reject {
                     verdict = Some(Class::Bad);
                 }

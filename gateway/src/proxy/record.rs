@@ -39,9 +39,8 @@ pub(super) struct Record {
     /// The request's target as the client sent it (its path is logged; kept, not copied).
     pub(super) uri: http::Uri,
     pub(super) client: SocketAddr,
-    pub(super) request_id: String,
-    /// The same id as the header value the response carries.
-    pub(super) request_id_header: HeaderValue,
+    /// The request's id, as the header value the request and the response carry.
+    request_id: HeaderValue,
     pub(super) started: Instant,
     pub(super) tries: u32,
     pub(super) failure: Option<BackendErrorKind>,
@@ -73,11 +72,21 @@ pub(super) struct Record {
 const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 impl Record {
+    /// The request's id (`x-request-id`).
+    pub(super) fn request_id(&self) -> &str {
+        self.request_id.to_str().unwrap_or_default()
+    }
+
+    /// The request's id as the header value the response carries.
+    pub(super) fn request_id_header(&self) -> &HeaderValue {
+        &self.request_id
+    }
+
     /// A new record of a request that arrived at `started`.
     pub(super) fn new(
         parts: &http::request::Parts,
         client: SocketAddr,
-        (request_id, request_id_header): (String, HeaderValue),
+        request_id: HeaderValue,
         started: Instant,
         access_log: bool,
     ) -> Record {
@@ -88,7 +97,6 @@ impl Record {
             uri: parts.uri.clone(),
             client,
             request_id,
-            request_id_header,
             started,
             tries: 0,
             failure: None,
@@ -178,7 +186,7 @@ impl Record {
                 } else {
                     None
                 },
-                request_id: &self.request_id,
+                request_id: self.request_id(),
                 client: self.client.ip(),
                 slow: threshold.is_some_and(|t| duration > t),
                 duration,
@@ -196,7 +204,7 @@ impl Record {
         if self.access_log {
             tracing::info!(
                 target: "accord::access",
-                request_id = %self.request_id,
+                request_id = %self.request_id(),
                 client = %self.client.ip(),
                 method = %self.method,
                 path = %self.uri.path(),

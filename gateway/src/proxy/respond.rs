@@ -63,20 +63,20 @@ pub(super) fn respond(
                 tunnel(
                     client_upgrade,
                     hyper::upgrade::on(&mut response),
-                    record.request_id.clone(),
+                    record.request_id().to_owned(),
                 );
             } else {
                 headers::strip_hop_by_hop(response.headers_mut(), false);
             }
             response
                 .headers_mut()
-                .insert(headers::REQUEST_ID, record.request_id_header.clone());
+                .insert(headers::REQUEST_ID, record.request_id_header().clone());
             response
         }
         Err(error) => {
             let code = ErrorCode::for_backend_error(&error);
             tracing::warn!(
-                request_id = %record.request_id,
+                request_id = %record.request_id(),
                 route = %route.id(),
                 backend = record.backend.as_deref().unwrap_or("-"),
                 kind = error.kind().as_str(),
@@ -88,7 +88,7 @@ pub(super) fn respond(
                 return super::admit::body_too_large(route, record);
             }
             let message = format!("{} (route {})", code.spec().meaning, route.id());
-            code.response_with_retry_after(&message, &record.request_id, error.retry_after())
+            code.response_with_retry_after(&message, record.request_id(), error.retry_after())
         }
     }
 }
