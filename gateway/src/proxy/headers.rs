@@ -103,15 +103,16 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
             .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// The client's address as an `X-Forwarded-For` value, made once per connection. (An address
-/// is digits, dots and colons, always a valid value; `unknown` is RFC 7239's word otherwise.)
-pub fn forwarded_for(client: IpAddr) -> HeaderValue {
+/// The client's IP address as a header value, made once per connection: what
+/// `X-Forwarded-For` appends and the plugins see as `client-ip`. (An address is digits, dots
+/// and colons, always a valid value; `unknown` is RFC 7239's word otherwise.)
+pub fn client_ip_value(client: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&client.to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Adds `X-Forwarded-For` (appended to the client's own), `X-Forwarded-Proto` and
-/// `X-Forwarded-Host` (the request's `Host`). `client` is [`forwarded_for`]'s value.
+/// `X-Forwarded-Host` (the request's `Host`). `client` is [`client_ip_value`]'s.
 pub fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue, scheme: &'static str) {
     let forwarded_for = match headers
         .get(X_FORWARDED_FOR)
@@ -214,7 +215,7 @@ mod tests {
         headers.insert(HOST, "api.example.com".parse().unwrap());
         add_forwarded(
             &mut headers,
-            &forwarded_for("10.1.2.3".parse().unwrap()),
+            &client_ip_value("10.1.2.3".parse().unwrap()),
             "https",
         );
         assert_eq!(

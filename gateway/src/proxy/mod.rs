@@ -82,7 +82,7 @@ impl Connection {
         Connection {
             client,
             scheme,
-            client_ip: headers::forwarded_for(client.ip()),
+            client_ip: headers::client_ip_value(client.ip()),
         }
     }
 }
