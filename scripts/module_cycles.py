@@ -13,7 +13,7 @@ import os
 import re
 import sys
 
-CRATES = ("gateway", "adapters", "policies", "tests")
+CRATES = ("gateway", "gateway/config-file", "adapters", "policies", "tests")
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 

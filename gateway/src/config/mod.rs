@@ -1,12 +1,13 @@
 //! Configuration: the YAML file model ([`raw`]), its checked value types ([`types`]), pure
 //! validation with located errors ([`validate()`]), and the internal model the gateway is built
-//! from ([`model`]).
+//! from ([`model`]). The file's format (model, value types, parser, schema) is the
+//! `accord-config-file` crate, re-exported here.
 
 pub mod error;
 pub mod model;
-pub mod raw;
-pub mod types;
 pub mod validate;
+
+pub use accord_config_file::{raw, types};
 
 use std::path::Path;
 
@@ -18,7 +19,7 @@ pub use validate::{Environment, ProcessEnvironment, validate};
 /// Parses YAML text into the file model. A syntax or type error stops parsing, so this reports
 /// one error; [`validate()`] then reports every remaining one.
 pub fn parse(source: &str) -> Result<RawConfig, ConfigErrors> {
-    serde_saphyr::from_str::<RawConfig>(source).map_err(|error| {
+    accord_config_file::parse(source).map_err(|error| {
         let (line, column) = error.location().map_or((0, 0), |l| (l.line(), l.column()));
         let message = bare_message(&error.without_snippet().to_string());
         ConfigErrors::new(vec![ConfigError::new(
@@ -68,5 +69,5 @@ pub fn load(path: &Path, env: &dyn Environment) -> Result<Config, ConfigErrors> 
 
 /// The JSON Schema of the configuration file, for editors.
 pub fn json_schema() -> serde_json::Value {
-    serde_json::to_value(schemars::schema_for!(RawConfig)).unwrap_or_default()
+    accord_config_file::json_schema()
 }

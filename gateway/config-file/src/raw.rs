@@ -1,13 +1,13 @@
 //! The configuration file's model: what `accord.yaml` may contain, field by field. This is the
-//! public schema (`accord schema` prints it); [`super::validate`] turns it into the internal
-//! [`super::model::Config`]. Every struct rejects unknown fields.
+//! public schema (`accord schema` prints it); the gateway's `accord::config::validate` turns it into
+//! the model it runs from. Every struct rejects unknown fields.
 
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::types::{ByteSize, ConfigDuration, Id, Located, Percent};
+use crate::types::{ByteSize, ConfigDuration, Id, Located, Percent};
 
 /// An Accord configuration file.
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
