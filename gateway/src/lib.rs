@@ -6,6 +6,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod control;
+pub mod demo;
 pub mod hex;
 pub mod notify;
 pub mod outbound;

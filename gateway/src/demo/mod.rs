@@ -14,8 +14,8 @@ use anyhow::Context as _;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use accord::config::{self, Environment, ProcessEnvironment};
-use accord::{ConfigSource, Gateway};
+use crate::config::{self, Environment, ProcessEnvironment};
+use crate::{ConfigSource, Gateway};
 use upstream::{Behaviour, Phase};
 
 /// The demo's configuration template.
@@ -102,7 +102,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         let config = config::from_str(&text, &DemoEnvironment)
             .map_err(|e| anyhow::anyhow!("demo configuration: {e}"))?;
         if replica == 0 {
-            accord::telemetry::init(&config.log);
+            crate::telemetry::init(&config.log);
         }
         running.push(
             Gateway::start(config, ConfigSource::Text(text), Arc::new(DemoEnvironment)).await?,
@@ -366,7 +366,7 @@ fn print_banner(base: &str, admin: std::net::SocketAddr) {
 
 fn print_summary(gateway: &Gateway) {
     gateway.sla().tick();
-    for report in accord::admin::sla::reports(gateway.sla()) {
+    for report in crate::admin::sla::reports(gateway.sla()) {
         let budget = report
             .indicators
             .iter()
