@@ -231,30 +231,18 @@ pub fn main() -> ExitCode {
         ),
         Command::Slo {
             command: SloCommand::Rules { config, output },
-        } => report((|| {
-            let config = config::load(&config, &ProcessEnvironment)
-                .map_err(|e| anyhow::anyhow!("invalid configuration\n{}", e.render()))?;
-            let text = crate::cli::slo_rules::rules(&config).map_err(anyhow::Error::msg)?;
-            match output {
-                Some(path) => std::fs::write(&path, text)
-                    .with_context(|| format!("cannot write {}", path.display()))?,
-                None => print!("{text}"),
-            }
-            Ok(())
-        })()),
+        } => report(write_slo_document(
+            &config,
+            output,
+            crate::cli::slo_rules::rules,
+        )),
         Command::Slo {
             command: SloCommand::Export { config, output },
-        } => report((|| {
-            let config = config::load(&config, &ProcessEnvironment)
-                .map_err(|e| anyhow::anyhow!("invalid configuration\n{}", e.render()))?;
-            let text = crate::cli::openslo::export(&config).map_err(anyhow::Error::msg)?;
-            match output {
-                Some(path) => std::fs::write(&path, text)
-                    .with_context(|| format!("cannot write {}", path.display()))?,
-                None => print!("{text}"),
-            }
-            Ok(())
-        })()),
+        } => report(write_slo_document(
+            &config,
+            output,
+            crate::cli::openslo::export,
+        )),
         Command::Plugin { command } => plugin(command),
         Command::Canary {
             action,
@@ -353,6 +341,24 @@ fn plugin(command: PluginCommand) -> ExitCode {
             }
         }
     }
+}
+
+/// `slo rules` and `slo export`: loads the configuration, renders a document from its SLOs and
+/// writes it to `output` (standard output without one).
+fn write_slo_document(
+    config: &std::path::Path,
+    output: Option<PathBuf>,
+    render: fn(&config::Config) -> Result<String, String>,
+) -> anyhow::Result<()> {
+    let config = config::load(config, &ProcessEnvironment)
+        .map_err(|e| anyhow::anyhow!("invalid configuration\n{}", e.render()))?;
+    let text = render(&config).map_err(anyhow::Error::msg)?;
+    match output {
+        Some(path) => std::fs::write(&path, text)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(())
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {
