@@ -3,6 +3,7 @@
 //! ejection.
 
 mod balancer;
+mod codec;
 mod connector;
 mod health;
 mod pool;
@@ -33,6 +34,7 @@ use crate::outlier::{FailureEffect, OutlierPolicy};
 use crate::stats::BackendStats;
 use crate::tls::{ClientTls, client_config};
 use balancer::EndpointSet;
+use codec::Http1Error;
 use connector::Connector;
 use pool::{ClientError, EndpointClient, Http1Pool};
 
@@ -490,6 +492,11 @@ fn classify(backend: &str, addr: SocketAddr, error: ClientError) -> BackendError
         if err.is::<BodyTooLarge>() {
             kind = BackendErrorKind::BodyTooLarge;
             break;
+        }
+        match err.downcast_ref::<Http1Error>() {
+            Some(Http1Error::InvalidResponse(_)) => kind = BackendErrorKind::InvalidResponse,
+            Some(Http1Error::ClientBody(_)) => kind = BackendErrorKind::ClientBody,
+            _ => {}
         }
         if let Some(hyper_error) = err.downcast_ref::<hyper::Error>() {
             if hyper_error.is_parse() || hyper_error.is_parse_status() {

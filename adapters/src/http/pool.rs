@@ -1,36 +1,31 @@
 //! The upstream client of one endpoint.
 //!
-//! HTTP/1.1 connections are pooled here and driven inline: the task of the request that holds a
-//! connection polls it, first while the request is written and the response head read, then
-//! from the response body as the client reads it. No task per connection, no channel hop per
-//! request, no wake-up of another task. When the body ends the connection goes back to the
-//! idle list (most recently used first); a connection the upstream closed while idle is found
-//! closed at checkout and dropped, and a request that could not be written on a reused
-//! connection is sent again on another. Idle connections past the idle timeout are dropped at
-//! checkout and by the backend's reaper.
+//! HTTP/1.1 connections are pooled here and driven inline, with Accord's own codec
+//! ([`super::codec`]): the task of the request that holds a connection writes the request and
+//! reads the response head, then the response body reads the rest as the client reads it. No
+//! task per connection, no channel hop per request, no wake-up of another task. When the body
+//! ends the connection goes back to the idle list (most recently used first); a connection the
+//! upstream closed while idle is found closed at checkout and dropped, and a request that could
+//! not be written on a reused connection is sent again on another. Idle connections past the
+//! idle timeout are dropped at checkout and by the backend's reaper.
 //!
-//! Protocol upgrades (WebSocket) take a connection of their own, spawned so that it outlives
-//! the request; HTTP/2 multiplexes many requests over one connection and keeps hyper-util's
-//! pooled client, whose connection task is what HTTP/2 needs.
+//! Protocol upgrades (WebSocket) take a hyper connection of their own, spawned so that it
+//! outlives the request; HTTP/2 multiplexes many requests over one connection and keeps
+//! hyper-util's pooled client, whose connection task is what HTTP/2 needs.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{CONNECTION, HOST};
 use http::{HeaderValue, Request, Response};
-use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::Client;
 use tokio::time::Instant;
 use tower::Service;
 
-use super::connector::{Connector, UpstreamIo};
-use crate::body::{RequestBody, ResponseBody, response_body};
+use super::codec::{Connection, ConnectionPool, Received, receive};
+use super::connector::Connector;
+use crate::body::{RequestBody, ResponseBody, full_body, response_body};
 use crate::error::BoxError;
 
 /// Why a request to an endpoint failed.
@@ -102,49 +97,16 @@ impl EndpointClient {
     }
 }
 
-/// An HTTP/1.1 connection: the handle requests are sent through, and the connection state
-/// machine that does the I/O when polled (`None` once it has finished).
-struct Conn {
-    sender: http1::SendRequest<RequestBody>,
-    driver: Option<http1::Connection<UpstreamIo, RequestBody>>,
-}
-
-impl Conn {
-    /// Lets the connection do whatever I/O is ready. Returns whether it is still open.
-    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        if let Some(driver) = &mut self.driver {
-            match Pin::new(driver).poll(cx) {
-                Poll::Pending => return true,
-                Poll::Ready(result) => {
-                    if let Err(error) = result {
-                        tracing::debug!(%error, "upstream connection closed with an error");
-                    }
-                    self.driver = None;
-                }
-            }
-        }
-        false
-    }
-
-    /// Whether a new request can be sent now (after the connection was given a chance to
-    /// notice that the upstream closed it).
-    fn is_reusable(&mut self) -> bool {
-        self.drive(&mut Context::from_waker(Waker::noop())) && self.sender.is_ready()
-    }
-}
-
-/// An idle connection and when it became idle. Connections are boxed: hyper's connection
-/// state is large, and a connection moves from the idle list to a request, into its response
-/// body and back on every request.
+/// An idle connection and when it became idle. Connections are boxed: one moves from the idle
+/// list to a request, into its response body and back on every request.
 struct Idle {
-    conn: Box<Conn>,
+    conn: Box<Connection>,
     since: Instant,
 }
 
 /// The HTTP/1.1 connections of one endpoint.
 pub(crate) struct Http1Pool {
     connector: Connector,
-    http1: http1::Builder,
     idle: Mutex<Vec<Idle>>,
     max_idle: usize,
     idle_timeout: Duration,
@@ -154,7 +116,6 @@ impl Http1Pool {
     pub(crate) fn new(connector: Connector, max_idle: usize, idle_timeout: Duration) -> Self {
         Self {
             connector,
-            http1: http1::Builder::new(),
             idle: Mutex::new(Vec::new()),
             max_idle,
             idle_timeout,
@@ -180,35 +141,38 @@ impl Http1Pool {
                 Some(conn) => (conn, true),
                 None => (Box::pin(self.connect()).await?, false),
             };
-            let sent = conn.sender.try_send_request(request);
-            match exchange(&mut conn, sent).await {
-                Ok(response) => {
-                    let pool = Arc::downgrade(self);
-                    return Ok(response.map(|body| {
-                        response_body(PooledBody {
-                            body,
-                            conn: Some(conn),
-                            pool,
-                            complete: false,
-                        })
-                    }));
+            match conn.send(request).await {
+                Ok(head) => {
+                    let pool: Weak<dyn ConnectionPool> = Arc::downgrade(self) as _;
+                    return Ok(match receive(conn, head, pool) {
+                        Received::Whole(parts, bytes) => {
+                            Response::from_parts(parts, full_body(bytes))
+                        }
+                        Received::Streaming(parts, body) => {
+                            Response::from_parts(parts, response_body(body))
+                        }
+                    });
                 }
-                Err(mut error) => match error.take_message() {
+                Err(error) => match error.unsent {
                     // Not written: the upstream closed the idle connection as it was taken.
                     Some(unsent) if reused => request = unsent,
-                    _ => return Err(ClientError::request(error.into_error())),
+                    _ => return Err(ClientError::request(error.error)),
                 },
             }
         }
     }
 
-    /// A request that asks to switch protocols gets a connection of its own, driven by a task
-    /// so that the upgraded stream outlives the request.
+    /// A request that asks to switch protocols gets a hyper connection of its own, driven by a
+    /// task so that the upgraded stream outlives the request.
     async fn request_upgrade(
         &self,
         request: Request<RequestBody>,
     ) -> Result<Response<ResponseBody>, ClientError> {
-        let (mut sender, connection) = self.handshake().await?;
+        let io = self.open().await?;
+        let (mut sender, connection) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| ClientError::connect(e.into()))?;
         tokio::spawn(async move {
             if let Err(error) = connection.with_upgrades().await {
                 tracing::debug!(%error, "upgraded upstream connection closed with an error");
@@ -221,7 +185,7 @@ impl Http1Pool {
     }
 
     /// The most recently used idle connection that is still open.
-    fn checkout(&self) -> Option<Box<Conn>> {
+    fn checkout(&self) -> Option<Box<Connection>> {
         let now = Instant::now();
         loop {
             let idle = self.idle.lock().ok()?.pop()?;
@@ -232,49 +196,17 @@ impl Http1Pool {
         }
     }
 
-    /// A new connection (TCP, TLS when the backend uses it) and its HTTP/1.1 handshake.
-    async fn handshake(
-        &self,
-    ) -> Result<
-        (
-            http1::SendRequest<RequestBody>,
-            http1::Connection<UpstreamIo, RequestBody>,
-        ),
-        ClientError,
-    > {
-        let io = self
-            .connector
+    /// A new connection: TCP, and TLS when the backend uses it.
+    async fn open(&self) -> Result<super::connector::UpstreamIo, ClientError> {
+        self.connector
             .clone()
             .call(http::Uri::default())
             .await
-            .map_err(ClientError::connect)?;
-        self.http1
-            .handshake(io)
-            .await
-            .map_err(|e| ClientError::connect(e.into()))
+            .map_err(ClientError::connect)
     }
 
-    async fn connect(&self) -> Result<Box<Conn>, ClientError> {
-        let (sender, driver) = self.handshake().await?;
-        Ok(Box::new(Conn {
-            sender,
-            driver: Some(driver),
-        }))
-    }
-
-    /// Takes a connection back after a complete exchange, if it can carry another request.
-    fn put(&self, mut conn: Box<Conn>) {
-        if !conn.is_reusable() {
-            return;
-        }
-        if let Ok(mut idle) = self.idle.lock()
-            && idle.len() < self.max_idle
-        {
-            idle.push(Idle {
-                conn,
-                since: Instant::now(),
-            });
-        }
+    async fn connect(&self) -> Result<Box<Connection>, ClientError> {
+        Ok(Box::new(Connection::new(self.open().await?)))
     }
 
     /// Drops the idle connections past the idle timeout (the oldest are first in the list).
@@ -295,6 +227,23 @@ impl Http1Pool {
     }
 }
 
+impl ConnectionPool for Http1Pool {
+    /// Takes a connection back after a complete exchange, if it can carry another request.
+    fn put(&self, mut conn: Box<Connection>) {
+        if !conn.is_reusable() {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < self.max_idle
+        {
+            idle.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
 /// Whether the request asks the upstream to switch protocols (`Connection: upgrade`).
 fn wants_upgrade(request: &Request<RequestBody>) -> bool {
     request
@@ -304,68 +253,6 @@ fn wants_upgrade(request: &Request<RequestBody>) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
-}
-
-/// Writes the request and reads the response head, driving the connection from this task.
-async fn exchange<F>(conn: &mut Conn, sent: F) -> F::Output
-where
-    F: Future,
-{
-    let mut sent = std::pin::pin!(sent);
-    std::future::poll_fn(|cx| {
-        // I/O first, so that a response it completes is seen by the poll below.
-        conn.drive(cx);
-        sent.as_mut().poll(cx)
-    })
-    .await
-}
-
-/// A response body read from a pooled connection, which it drives and gives back to the pool
-/// once the body is complete. A body dropped before its end closes the connection.
-struct PooledBody {
-    body: Incoming,
-    conn: Option<Box<Conn>>,
-    pool: Weak<Http1Pool>,
-    complete: bool,
-}
-
-impl Body for PooledBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        if let Some(conn) = &mut this.conn {
-            conn.drive(cx);
-        }
-        let frame = Pin::new(&mut this.body).poll_frame(cx);
-        if let Poll::Ready(None) = frame {
-            this.complete = true;
-        }
-        frame
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for PooledBody {
-    fn drop(&mut self) {
-        if !(self.complete || self.body.is_end_stream()) {
-            return;
-        }
-        if let (Some(conn), Some(pool)) = (self.conn.take(), self.pool.upgrade()) {
-            pool.put(conn);
-        }
-    }
 }
 
 /// The `Host` header an HTTP/1.1 request needs, from the authority when the client sent none.

@@ -1,0 +1,1121 @@
+//! Accord's HTTP/1.1 client codec: one exchange at a time on a pooled upstream connection, in
+//! the task of the request that holds the connection.
+//!
+//! The request head is encoded into a buffer the connection keeps and written together with a
+//! buffered body in one vectored write; a streamed body follows with the framing it needs
+//! (`Content-Length` when known, chunked otherwise). The response head is parsed with
+//! `httparse` straight from the connection's read buffer, its header values share that buffer,
+//! and informational (1xx) answers are passed over. The response body is framed by RFC 9112
+//! §6.3: no body (`HEAD`, 204, 304), `Content-Length`, chunked, or the end of the connection.
+//! A response whose body is already in the read buffer gives its connection back before the
+//! response is returned.
+//!
+//! A connection can carry another request when the response ended cleanly with nothing left
+//! unread, the request was written in full, and neither side asked to close it. An upstream that
+//! answers before it has read the whole request body is answered, and its connection closed.
+
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::Weak;
+use std::task::{Context, Poll, Waker, ready};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use smallvec::SmallVec;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::connector::UpstreamIo;
+use crate::body::RequestBody;
+use crate::error::BoxError;
+
+/// The largest response head accepted (status line and header fields).
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// The most header fields a response head may carry (hyper's limit too).
+const MAX_HEADERS: usize = 100;
+/// The most trailer fields after a chunked body.
+const MAX_TRAILERS: usize = 32;
+/// What a read asks for when nothing says how much is coming: one page, enough for a typical
+/// response head with a small body. Bodies of known length read up to [`MAX_READ`] at once.
+const READ_SIZE: usize = 4 * 1024;
+const MAX_READ: usize = 64 * 1024;
+/// The longest chunk-size line accepted (the size in hex, and any chunk extensions).
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Http1Error {
+    /// The upstream's answer is not valid HTTP/1.1.
+    #[error("invalid response: {0}")]
+    InvalidResponse(String),
+    /// The client's request body failed while it was being sent.
+    #[error("the request body failed")]
+    ClientBody(#[source] BoxError),
+    /// The request cannot be sent as HTTP/1.1.
+    #[error("invalid request: {0}")]
+    InvalidRequest(&'static str),
+    /// The upstream closed the connection before the response was complete.
+    #[error("the upstream closed the connection before the response was complete")]
+    Closed,
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl Http1Error {
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::InvalidResponse(message.into())
+    }
+}
+
+/// A failed exchange, and the request when none of it was written (it can be sent again on
+/// another connection).
+pub(crate) struct SendError {
+    pub(crate) unsent: Option<Request<RequestBody>>,
+    pub(crate) error: Http1Error,
+}
+
+/// How a message body is delimited on the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body.
+    Empty,
+    /// This many bytes are left.
+    Length(u64),
+    Chunked(Chunk),
+    /// Until the upstream closes the connection (responses only).
+    UntilClose,
+}
+
+/// Where a chunked body decoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// At a chunk-size line.
+    Size,
+    /// Inside a chunk, with this many bytes left.
+    Data(u64),
+    /// At the CRLF that ends a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer fields, then an empty line.
+    Trailers,
+}
+
+/// A response head and how its body is framed.
+pub(crate) struct ResponseHead {
+    pub(crate) parts: http::response::Parts,
+    framing: Framing,
+}
+
+/// Where a connection's responses go when their bodies are complete.
+pub(crate) trait ConnectionPool: Send + Sync {
+    /// Takes back a connection whose exchange is complete.
+    fn put(&self, conn: Box<Connection>);
+}
+
+/// An HTTP/1.1 connection to an upstream.
+pub(crate) struct Connection {
+    io: UpstreamIo,
+    /// Bytes read and not yet consumed; response header values and body chunks are split
+    /// off it without a copy.
+    read: BytesMut,
+    /// Where request heads are encoded (its allocation is reused once a head is written).
+    head: BytesMut,
+    /// Cleared when the connection must not carry another request.
+    reusable: bool,
+}
+
+impl Connection {
+    pub(crate) fn new(io: UpstreamIo) -> Self {
+        Self {
+            io,
+            read: BytesMut::new(),
+            head: BytesMut::new(),
+            reusable: true,
+        }
+    }
+
+    /// Whether the connection can carry a new request: open, with nothing unread. An upstream
+    /// that closed the connection while it was idle is noticed here, without blocking.
+    pub(crate) fn is_reusable(&mut self) -> bool {
+        if !self.reusable || !self.read.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut probe);
+        let mut cx = Context::from_waker(Waker::noop());
+        // Ready means end of stream, an error, or bytes nobody asked for: none can be reused.
+        Pin::new(&mut self.io)
+            .poll_read(&mut cx, &mut buf)
+            .is_pending()
+    }
+
+    /// Sends `request` (origin-form target, `Host` set) and reads the response head. The body
+    /// is read by [`ResponseBody::new`]'s body, which owns the connection until it ends.
+    pub(crate) async fn send(
+        &mut self,
+        request: Request<RequestBody>,
+    ) -> Result<ResponseHead, SendError> {
+        let body_framing = match self.encode_head(&request) {
+            Ok(framing) => framing,
+            Err(error) => {
+                return Err(SendError {
+                    unsent: Some(request),
+                    error,
+                });
+            }
+        };
+        let mut out: SmallVec<[Bytes; 3]> = SmallVec::new();
+        out.push(self.head.split().freeze());
+        // A buffered body goes out with the head; the request stays whole until a byte is
+        // written, so that it can be sent again elsewhere.
+        if let Some(bytes) = request.body().as_bytes() {
+            out.push(bytes.clone());
+        }
+        let head_only = request.body().as_bytes().is_none() && !request.body().is_end_stream();
+        let method = request.method().clone();
+        let mut written = false;
+        let sent = std::future::poll_fn(|cx| {
+            let result = ready!(poll_write_all(&mut self.io, cx, &mut out, &mut written));
+            Poll::Ready(result)
+        })
+        .await;
+        if let Err(error) = sent {
+            self.reusable = false;
+            return Err(SendError {
+                unsent: (!written).then_some(request),
+                error: error.into(),
+            });
+        }
+        let streamed = head_only.then(|| request.into_body());
+        self.exchange(streamed, body_framing, &method)
+            .await
+            .map_err(|error| {
+                self.reusable = false;
+                SendError {
+                    unsent: None,
+                    error,
+                }
+            })
+    }
+
+    /// Streams the rest of the request body, if any, while reading the response head.
+    async fn exchange(
+        &mut self,
+        mut body: Option<RequestBody>,
+        mut framing: Framing,
+        method: &Method,
+    ) -> Result<ResponseHead, Http1Error> {
+        let mut out: SmallVec<[Bytes; 3]> = SmallVec::new();
+        let mut written = true;
+        std::future::poll_fn(|cx| {
+            while let Some(stream) = &mut body {
+                if !out.is_empty() {
+                    match poll_write_all(&mut self.io, cx, &mut out, &mut written) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(error)) => return Poll::Ready(Err(error.into())),
+                        Poll::Pending => break,
+                    }
+                }
+                if framing == Framing::Empty {
+                    body = None;
+                    break;
+                }
+                match Pin::new(stream).poll_frame(cx) {
+                    Poll::Pending => break,
+                    Poll::Ready(frame) => encode_body_frame(frame, &mut framing, &mut out)?,
+                }
+            }
+            let head = ready!(self.poll_response_head(cx, method))?;
+            if body.is_some() {
+                // Answered before the request was complete: the rest is never sent, so the
+                // connection is in no state for another request.
+                self.reusable = false;
+            }
+            Poll::Ready(Ok(head))
+        })
+        .await
+    }
+
+    /// Encodes the request line and header fields, with the body framing the request needs.
+    fn encode_head(&mut self, request: &Request<RequestBody>) -> Result<Framing, Http1Error> {
+        let head = &mut self.head;
+        head.reserve(256);
+        let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        head.put_slice(request.method().as_str().as_bytes());
+        head.put_u8(b' ');
+        head.put_slice(target.as_bytes());
+        head.put_slice(b" HTTP/1.1\r\n");
+        for (name, value) in request.headers() {
+            head.put_slice(name.as_str().as_bytes());
+            head.put_slice(b": ");
+            head.put_slice(value.as_bytes());
+            head.put_slice(b"\r\n");
+        }
+        let body = request.body();
+        let framing = match request.headers().get(CONTENT_LENGTH) {
+            Some(value) => Framing::Length(
+                parse_length(value).ok_or(Http1Error::InvalidRequest("invalid content-length"))?,
+            ),
+            None if body.is_end_stream() => {
+                // RFC 9110 §8.6: a method whose requests usually carry a body says "none".
+                let expects_body = matches!(
+                    *request.method(),
+                    Method::POST | Method::PUT | Method::PATCH
+                );
+                if expects_body {
+                    head.put_slice(b"content-length: 0\r\n");
+                }
+                Framing::Empty
+            }
+            None => match body.size_hint().exact() {
+                Some(length) => {
+                    head.put_slice(b"content-length: ");
+                    put_decimal(head, length);
+                    head.put_slice(b"\r\n");
+                    Framing::Length(length)
+                }
+                None => {
+                    head.put_slice(b"transfer-encoding: chunked\r\n");
+                    Framing::Chunked(Chunk::Size)
+                }
+            },
+        };
+        head.put_slice(b"\r\n");
+        // A buffered body is written with the head, in full.
+        Ok(match (framing, body.as_bytes()) {
+            (Framing::Length(0), None) => Framing::Empty,
+            (Framing::Length(length), Some(bytes)) if length == bytes.len() as u64 => {
+                Framing::Empty
+            }
+            (Framing::Length(_), Some(_)) => {
+                return Err(Http1Error::InvalidRequest(
+                    "content-length does not match the body",
+                ));
+            }
+            (framing, _) => framing,
+        })
+    }
+
+    /// Reads until a final response head is complete, passing over 1xx answers.
+    fn poll_response_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        method: &Method,
+    ) -> Poll<Result<ResponseHead, Http1Error>> {
+        loop {
+            if !self.read.is_empty() {
+                match self.parse_response_head(method)? {
+                    Parsed::Final(head) => return Poll::Ready(Ok(head)),
+                    Parsed::Informational => continue,
+                    Parsed::Partial if self.read.len() >= MAX_HEAD_BYTES => {
+                        return Poll::Ready(Err(Http1Error::invalid(format!(
+                            "response head larger than {} KiB",
+                            MAX_HEAD_BYTES / 1024
+                        ))));
+                    }
+                    Parsed::Partial => {}
+                }
+            }
+            if ready!(self.poll_fill(cx, READ_SIZE))? == 0 {
+                return Poll::Ready(Err(Http1Error::Closed));
+            }
+        }
+    }
+
+    fn parse_response_head(&mut self, method: &Method) -> Result<Parsed, Http1Error> {
+        // Offsets into the buffer of each field's name and value: the parsed fields borrow the
+        // buffer, which is split off (without moving its bytes) once they are known.
+        let mut fields = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+        let (len, code, version, count) =
+            {
+                let mut headers =
+                    [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+                let mut response = httparse::Response::new(&mut []);
+                let len = match httparse::ParserConfig::default()
+                    .parse_response_with_uninit_headers(&mut response, &self.read, &mut headers)
+                {
+                    Ok(httparse::Status::Complete(len)) => len,
+                    Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+                    Err(error) => return Err(Http1Error::invalid(error.to_string())),
+                };
+                let base = self.read.as_ptr() as usize;
+                let offset = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
+                for (field, header) in fields.iter_mut().zip(response.headers.iter()) {
+                    let name = offset(header.name.as_bytes());
+                    let value = offset(header.value);
+                    *field = (
+                        name,
+                        name + header.name.len() as u32,
+                        value,
+                        value + header.value.len() as u32,
+                    );
+                }
+                let code = response.code.unwrap_or(0);
+                let version = match response.version {
+                    Some(0) => Version::HTTP_10,
+                    _ => Version::HTTP_11,
+                };
+                (len, code, version, response.headers.len())
+            };
+        let head = self.read.split_to(len).freeze();
+        if (100..200).contains(&code) && code != 101 {
+            return Ok(Parsed::Informational);
+        }
+        let status = StatusCode::from_u16(code)
+            .map_err(|_| Http1Error::invalid(format!("status code {code}")))?;
+        let mut headers = HeaderMap::with_capacity(count);
+        for &(name_start, name_end, value_start, value_end) in &fields[..count] {
+            let name = HeaderName::from_bytes(&head[name_start as usize..name_end as usize])
+                .map_err(|_| Http1Error::invalid("header name"))?;
+            let value = HeaderValue::from_maybe_shared(
+                head.slice(value_start as usize..value_end as usize),
+            )
+            .map_err(|_| Http1Error::invalid("header value"))?;
+            headers.append(name, value);
+        }
+
+        let mut keep_alive = match version {
+            Version::HTTP_10 => has_token(&headers, CONNECTION, "keep-alive"),
+            _ => !has_token(&headers, CONNECTION, "close"),
+        };
+        let framing = if *method == Method::HEAD || matches!(code, 101 | 204 | 304) {
+            keep_alive &= code != 101;
+            Framing::Empty
+        } else if headers.contains_key(TRANSFER_ENCODING) {
+            // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, which is dropped so
+            // that it cannot frame the body again downstream; such a message ends its
+            // connection.
+            if headers.remove(CONTENT_LENGTH).is_some() {
+                keep_alive = false;
+            }
+            if last_token_is(&headers, TRANSFER_ENCODING, "chunked") {
+                Framing::Chunked(Chunk::Size)
+            } else {
+                Framing::UntilClose
+            }
+        } else if let Some(value) = headers.get(CONTENT_LENGTH) {
+            let length = parse_length(value)
+                .or_else(|| same_lengths(&headers))
+                .ok_or_else(|| Http1Error::invalid("content-length"))?;
+            Framing::Length(length)
+        } else {
+            Framing::UntilClose
+        };
+        if framing == Framing::UntilClose || !keep_alive {
+            self.reusable = false;
+        }
+
+        let mut parts = http::Response::new(()).into_parts().0;
+        parts.status = status;
+        parts.version = version;
+        parts.headers = headers;
+        Ok(Parsed::Final(ResponseHead { parts, framing }))
+    }
+
+    /// Reads into the buffer, asking for at least `want` bytes of room. `Ok(0)` is the end of
+    /// the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        self.read.reserve(want);
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
+    }
+}
+
+enum Parsed {
+    Final(ResponseHead),
+    Informational,
+    Partial,
+}
+
+/// Writes `out` in full (vectored), then flushes. `written` is set once any byte is written.
+fn poll_write_all(
+    io: &mut UpstreamIo,
+    cx: &mut Context<'_>,
+    out: &mut SmallVec<[Bytes; 3]>,
+    written: &mut bool,
+) -> Poll<io::Result<()>> {
+    while !out.is_empty() {
+        let mut n = {
+            let slices: SmallVec<[IoSlice<'_>; 3]> = out.iter().map(|b| IoSlice::new(b)).collect();
+            ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices))?
+        };
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        *written = true;
+        while n > 0 {
+            if n >= out[0].len() {
+                n -= out[0].len();
+                out.remove(0);
+            } else {
+                out[0].advance(n);
+                n = 0;
+            }
+        }
+    }
+    Pin::new(io).poll_flush(cx)
+}
+
+/// Queues one frame of a streamed request body for writing, in the request's framing.
+fn encode_body_frame(
+    frame: Option<Result<Frame<Bytes>, BoxError>>,
+    framing: &mut Framing,
+    out: &mut SmallVec<[Bytes; 3]>,
+) -> Result<(), Http1Error> {
+    match (frame, *framing) {
+        (Some(Err(error)), _) => Err(Http1Error::ClientBody(error)),
+        (Some(Ok(frame)), Framing::Length(left)) => {
+            if let Ok(data) = frame.into_data()
+                && !data.is_empty()
+            {
+                let len = data.len() as u64;
+                if len > left {
+                    return Err(Http1Error::InvalidRequest(
+                        "the request body is longer than its content-length",
+                    ));
+                }
+                *framing = if len == left {
+                    Framing::Empty
+                } else {
+                    Framing::Length(left - len)
+                };
+                out.push(data);
+            }
+            Ok(())
+        }
+        (Some(Ok(frame)), Framing::Chunked(_)) => {
+            match frame.into_data() {
+                Ok(data) if !data.is_empty() => {
+                    out.push(Bytes::from(format!("{:x}\r\n", data.len())));
+                    out.push(data);
+                    out.push(Bytes::from_static(b"\r\n"));
+                }
+                Ok(_) => {}
+                Err(frame) => {
+                    // Trailers end the body.
+                    let mut last = BytesMut::from(&b"0\r\n"[..]);
+                    if let Ok(trailers) = frame.into_trailers() {
+                        for (name, value) in &trailers {
+                            last.put_slice(name.as_str().as_bytes());
+                            last.put_slice(b": ");
+                            last.put_slice(value.as_bytes());
+                            last.put_slice(b"\r\n");
+                        }
+                    }
+                    last.put_slice(b"\r\n");
+                    out.push(last.freeze());
+                    *framing = Framing::Empty;
+                }
+            }
+            Ok(())
+        }
+        (None, Framing::Chunked(_)) => {
+            out.push(Bytes::from_static(b"0\r\n\r\n"));
+            *framing = Framing::Empty;
+            Ok(())
+        }
+        (None, Framing::Length(_)) => Err(Http1Error::InvalidRequest(
+            "the request body is shorter than its content-length",
+        )),
+        (_, Framing::Empty | Framing::UntilClose) => {
+            *framing = Framing::Empty;
+            Ok(())
+        }
+    }
+}
+
+/// A response body read from its connection, which it gives back to the pool at its end. A
+/// body dropped before its end closes the connection.
+pub(crate) struct ResponseBody {
+    conn: Option<Box<Connection>>,
+    framing: Framing,
+    pool: Weak<dyn ConnectionPool>,
+}
+
+/// A response from a connection the exchange is done with. A body already in the read buffer
+/// (or none) gives the connection back at once.
+pub(crate) enum Received {
+    /// The whole body; the connection is back in the pool (or closed).
+    Whole(http::response::Parts, Bytes),
+    /// The body streams from the connection.
+    Streaming(http::response::Parts, ResponseBody),
+}
+
+/// The response an exchange received: its body whole when the read buffer already holds it
+/// (the connection then goes back to the pool at once), or streaming from the connection.
+pub(crate) fn receive(
+    mut conn: Box<Connection>,
+    head: ResponseHead,
+    pool: Weak<dyn ConnectionPool>,
+) -> Received {
+    let ResponseHead { parts, framing } = head;
+    let whole = match framing {
+        Framing::Empty => Some(Bytes::new()),
+        Framing::Length(length) if length <= conn.read.len() as u64 => {
+            Some(conn.read.split_to(length as usize).freeze())
+        }
+        _ => None,
+    };
+    match whole {
+        Some(bytes) => {
+            if let Some(pool) = pool.upgrade() {
+                pool.put(conn);
+            }
+            Received::Whole(parts, bytes)
+        }
+        None => Received::Streaming(
+            parts,
+            ResponseBody {
+                conn: Some(conn),
+                framing,
+                pool,
+            },
+        ),
+    }
+}
+
+impl ResponseBody {
+    /// The body is complete: its connection goes back to the pool.
+    fn finish(&mut self) {
+        self.framing = Framing::Empty;
+        if let (Some(conn), Some(pool)) = (self.conn.take(), self.pool.upgrade()) {
+            pool.put(conn);
+        }
+    }
+
+    /// The next frame, once the buffer holds something of it.
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Frame<Bytes>>, Http1Error>> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(Ok(None));
+            };
+            match self.framing {
+                Framing::Empty => {
+                    self.finish();
+                    return Poll::Ready(Ok(None));
+                }
+                Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) => {
+                    if conn.read.is_empty() {
+                        let want = left.clamp(1, MAX_READ as u64) as usize;
+                        if ready!(conn.poll_fill(cx, want))? == 0 {
+                            return Poll::Ready(Err(Http1Error::Closed));
+                        }
+                    }
+                    let take = left.min(conn.read.len() as u64);
+                    let data = conn.read.split_to(take as usize).freeze();
+                    let left = left - take;
+                    match self.framing {
+                        Framing::Length(_) if left == 0 => self.finish(),
+                        Framing::Length(_) => self.framing = Framing::Length(left),
+                        _ if left == 0 => self.framing = Framing::Chunked(Chunk::DataEnd),
+                        _ => self.framing = Framing::Chunked(Chunk::Data(left)),
+                    }
+                    return Poll::Ready(Ok(Some(Frame::data(data))));
+                }
+                Framing::UntilClose => {
+                    if conn.read.is_empty() && ready!(conn.poll_fill(cx, MAX_READ / 4))? == 0 {
+                        // The end of the connection is the end of the body.
+                        self.conn = None;
+                        self.framing = Framing::Empty;
+                        return Poll::Ready(Ok(None));
+                    }
+                    let data = conn.read.split().freeze();
+                    return Poll::Ready(Ok(Some(Frame::data(data))));
+                }
+                Framing::Chunked(Chunk::Size) => match httparse::parse_chunk_size(&conn.read) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        conn.read.advance(used);
+                        self.framing = Framing::Chunked(if size == 0 {
+                            Chunk::Trailers
+                        } else {
+                            Chunk::Data(size)
+                        });
+                    }
+                    Ok(httparse::Status::Partial) if conn.read.len() < MAX_CHUNK_LINE => {
+                        if ready!(conn.poll_fill(cx, READ_SIZE))? == 0 {
+                            return Poll::Ready(Err(Http1Error::Closed));
+                        }
+                    }
+                    _ => return Poll::Ready(Err(Http1Error::invalid("chunk size"))),
+                },
+                Framing::Chunked(Chunk::DataEnd) => {
+                    if conn.read.len() < 2 {
+                        if ready!(conn.poll_fill(cx, READ_SIZE))? == 0 {
+                            return Poll::Ready(Err(Http1Error::Closed));
+                        }
+                        continue;
+                    }
+                    if &conn.read[..2] != b"\r\n" {
+                        return Poll::Ready(Err(Http1Error::invalid(
+                            "chunk data not ended by CRLF",
+                        )));
+                    }
+                    conn.read.advance(2);
+                    self.framing = Framing::Chunked(Chunk::Size);
+                }
+                Framing::Chunked(Chunk::Trailers) => {
+                    let mut fields = [httparse::EMPTY_HEADER; MAX_TRAILERS];
+                    match httparse::parse_headers(&conn.read, &mut fields) {
+                        Ok(httparse::Status::Complete((used, fields))) => {
+                            let mut trailers = HeaderMap::new();
+                            for field in fields {
+                                if let (Ok(name), Ok(value)) = (
+                                    HeaderName::from_bytes(field.name.as_bytes()),
+                                    HeaderValue::from_bytes(field.value),
+                                ) {
+                                    trailers.append(name, value);
+                                }
+                            }
+                            conn.read.advance(used);
+                            self.finish();
+                            if trailers.is_empty() {
+                                return Poll::Ready(Ok(None));
+                            }
+                            return Poll::Ready(Ok(Some(Frame::trailers(trailers))));
+                        }
+                        Ok(httparse::Status::Partial) if conn.read.len() < MAX_HEAD_BYTES => {
+                            if ready!(conn.poll_fill(cx, READ_SIZE))? == 0 {
+                                return Poll::Ready(Err(Http1Error::Closed));
+                            }
+                        }
+                        _ => return Poll::Ready(Err(Http1Error::invalid("trailer fields"))),
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Http1Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Http1Error>>> {
+        match ready!(self.poll_next(cx)) {
+            Ok(frame) => Poll::Ready(frame.map(Ok)),
+            Err(error) => {
+                // The connection is in an unknown state: closed.
+                self.conn = None;
+                self.framing = Framing::Empty;
+                Poll::Ready(Some(Err(error)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.conn.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(left) => SizeHint::with_exact(left),
+            Framing::Empty => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// A `Content-Length` value: digits only (RFC 9110 §8.6).
+fn parse_length(value: &HeaderValue) -> Option<u64> {
+    let bytes = value.as_bytes();
+    if bytes.is_empty() || bytes.len() > 19 || !bytes.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+/// The length when several `Content-Length` values (fields or a list) all agree, as RFC 9110
+/// §8.6 allows a recipient to accept.
+fn same_lengths(headers: &HeaderMap) -> Option<u64> {
+    let mut lengths = headers
+        .get_all(CONTENT_LENGTH)
+        .iter()
+        .flat_map(|v| v.to_str().ok().into_iter().flat_map(|v| v.split(',')))
+        .map(|v| v.trim().parse::<u64>().ok());
+    let first = lengths.next()??;
+    lengths.all(|l| l == Some(first)).then_some(first)
+}
+
+/// Whether a comma-separated header carries `token` (case-insensitive).
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Whether the last token of a comma-separated header is `token` (case-insensitive).
+fn last_token_is(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Appends `n` in decimal, without going through `fmt`.
+fn put_decimal(buf: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.put_slice(&digits[at..]);
+}
+
+impl AsyncRead for UpstreamIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io.inner_mut()).poll_read(cx, buf),
+            Self::Tls(io) => Pin::new(io.inner_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io.inner_mut()).poll_write(cx, buf),
+            Self::Tls(io) => Pin::new(io.inner_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io.inner_mut()).poll_write_vectored(cx, bufs),
+            Self::Tls(io) => Pin::new(io.inner_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(io) => io.inner().is_write_vectored(),
+            Self::Tls(io) => io.inner().is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io.inner_mut()).poll_flush(cx),
+            Self::Tls(io) => Pin::new(io.inner_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io.inner_mut()).poll_shutdown(cx),
+            Self::Tls(io) => Pin::new(io.inner_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper_util::rt::TokioIo;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// A pool that keeps what it is given.
+    #[derive(Default)]
+    struct Kept(Mutex<Vec<Box<Connection>>>);
+
+    impl ConnectionPool for Kept {
+        fn put(&self, mut conn: Box<Connection>) {
+            if conn.is_reusable() {
+                self.0.lock().unwrap().push(conn);
+            }
+        }
+    }
+
+    impl Kept {
+        fn count(&self) -> usize {
+            self.0.lock().unwrap().len()
+        }
+    }
+
+    /// A connection to a raw upstream socket the test drives.
+    async fn connected() -> (Connection, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (upstream, _) = listener.accept().await.unwrap();
+        (
+            Connection::new(UpstreamIo::Plain(TokioIo::new(client))),
+            upstream,
+        )
+    }
+
+    /// Reads from the upstream side until `end` has arrived; returns all bytes read.
+    async fn read_until(upstream: &mut TcpStream, end: &[u8]) -> String {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !seen.ends_with(end) {
+            let n = upstream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8(seen).unwrap()
+    }
+
+    fn get(path: &str) -> Request<RequestBody> {
+        Request::get(path)
+            .header("host", "up.test")
+            .body(RequestBody::empty())
+            .unwrap()
+    }
+
+    /// Sends `request`, answers it with `answer` (closing after it when `close`), and returns
+    /// what the upstream read, the status, the body, its trailers and the pool.
+    async fn exchange(
+        request: Request<RequestBody>,
+        request_end: &'static [u8],
+        answer: &'static str,
+        close: bool,
+    ) -> (
+        String,
+        u16,
+        Result<(Bytes, Option<HeaderMap>), Http1Error>,
+        Arc<Kept>,
+    ) {
+        let (mut conn, mut upstream) = connected().await;
+        let upstream_side = tokio::spawn(async move {
+            let seen = read_until(&mut upstream, request_end).await;
+            upstream.write_all(answer.as_bytes()).await.unwrap();
+            if !close {
+                // Kept open until the test ends, as an upstream's keep-alive does.
+                tokio::spawn(async move {
+                    let _ = upstream.read(&mut [0u8; 16]).await;
+                });
+            }
+            seen
+        });
+        let head = conn.send(request).await.map_err(|e| e.error).unwrap();
+        let seen = upstream_side.await.unwrap();
+        let kept = Arc::new(Kept::default());
+        let pool: Weak<dyn ConnectionPool> = Arc::downgrade(&kept) as _;
+        let (status, body) = match receive(Box::new(conn), head, pool) {
+            Received::Whole(parts, bytes) => (parts.status, Ok((bytes, None))),
+            Received::Streaming(parts, body) => {
+                let body = body.collect().await.map(|c| {
+                    let trailers = c.trailers().cloned();
+                    (c.to_bytes(), trailers)
+                });
+                (parts.status, body)
+            }
+        };
+        (seen, status.as_u16(), body, kept)
+    }
+
+    #[tokio::test]
+    async fn a_small_answer_is_read_whole_and_its_connection_pooled_at_once() {
+        let (seen, status, body, kept) = exchange(
+            get("/a?b=1"),
+            b"\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nServer: t\r\n\r\nok",
+            false,
+        )
+        .await;
+        assert_eq!(seen, "GET /a?b=1 HTTP/1.1\r\nhost: up.test\r\n\r\n");
+        assert_eq!((status, body.unwrap().0), (200, Bytes::from("ok")));
+        assert_eq!(kept.count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_chunked_answer_is_decoded_with_its_trailers() {
+        let (_, status, body, kept) = exchange(
+            get("/"),
+            b"\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+             5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-checksum: 7\r\n\r\n",
+            false,
+        )
+        .await;
+        let (bytes, trailers) = body.unwrap();
+        assert_eq!((status, bytes), (200, Bytes::from("hello world")));
+        assert_eq!(trailers.unwrap()["x-checksum"], "7");
+        assert_eq!(kept.count(), 1, "a chunked body ends cleanly: pooled");
+    }
+
+    #[tokio::test]
+    async fn an_answer_without_length_ends_with_its_connection() {
+        let (_, status, body, kept) = exchange(
+            get("/"),
+            b"\r\n\r\n",
+            "HTTP/1.1 200 OK\r\n\r\nuntil close",
+            true,
+        )
+        .await;
+        assert_eq!((status, body.unwrap().0), (200, Bytes::from("until close")));
+        assert_eq!(kept.count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_short_is_an_error() {
+        let (_, _, body, kept) = exchange(
+            get("/"),
+            b"\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc",
+            true,
+        )
+        .await;
+        assert!(matches!(body, Err(Http1Error::Closed)), "{body:?}");
+        assert_eq!(kept.count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_head_answer_has_no_body_whatever_its_length_says() {
+        let request = Request::head("/")
+            .header("host", "up.test")
+            .body(RequestBody::empty())
+            .unwrap();
+        let (_, status, body, kept) = exchange(
+            request,
+            b"\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n",
+            false,
+        )
+        .await;
+        assert_eq!((status, body.unwrap().0), (200, Bytes::new()));
+        assert_eq!(kept.count(), 1);
+    }
+
+    #[tokio::test]
+    async fn transfer_encoding_overrides_content_length_and_ends_the_connection() {
+        let (conn, mut upstream) = connected().await;
+        let mut conn = Box::new(conn);
+        tokio::spawn(async move {
+            read_until(&mut upstream, b"\r\n\r\n").await;
+            upstream
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\ntransfer-encoding: chunked\r\n\r\n\
+                      2\r\nok\r\n0\r\n\r\n",
+                )
+                .await
+                .unwrap();
+            let _ = upstream.read(&mut [0u8; 16]).await;
+        });
+        let head = conn.send(get("/")).await.map_err(|e| e.error).unwrap();
+        assert!(!head.parts.headers.contains_key(CONTENT_LENGTH));
+        assert!(!conn.reusable);
+    }
+
+    #[tokio::test]
+    async fn a_buffered_body_goes_out_with_its_length() {
+        let request = Request::post("/up")
+            .header("host", "up.test")
+            .body(RequestBody::full(Bytes::from("hello")))
+            .unwrap();
+        let (seen, status, _, _) = exchange(
+            request,
+            b"hello",
+            "HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n",
+            false,
+        )
+        .await;
+        assert_eq!(
+            seen,
+            "POST /up HTTP/1.1\r\nhost: up.test\r\ncontent-length: 5\r\n\r\nhello"
+        );
+        assert_eq!(status, 201);
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_of_unknown_length_is_sent_chunked() {
+        let frames = futures_util::stream::iter([
+            Ok::<_, BoxError>(Frame::data(Bytes::from("abc"))),
+            Ok(Frame::data(Bytes::from("de"))),
+        ]);
+        let request = Request::post("/up")
+            .header("host", "up.test")
+            .body(RequestBody::stream(StreamBody::new(frames)))
+            .unwrap();
+        let (seen, status, _, kept) = exchange(
+            request,
+            b"0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+            false,
+        )
+        .await;
+        assert_eq!(
+            seen,
+            "POST /up HTTP/1.1\r\nhost: up.test\r\ntransfer-encoding: chunked\r\n\r\n\
+             3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+        );
+        assert_eq!(status, 200);
+        assert_eq!(kept.count(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_answer_before_the_request_body_ends_is_returned_and_the_connection_closed() {
+        // A body that never ends: the upstream refuses it after the head.
+        let request = Request::post("/up")
+            .header("host", "up.test")
+            .header("content-length", "1000000")
+            .body(RequestBody::stream(StreamBody::new(
+                futures_util::stream::pending::<Result<Frame<Bytes>, BoxError>>(),
+            )))
+            .unwrap();
+        let (seen, status, body, kept) = exchange(
+            request,
+            b"\r\n\r\n",
+            "HTTP/1.1 413 Content Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            true,
+        )
+        .await;
+        assert!(seen.contains("content-length: 1000000\r\n"), "{seen}");
+        assert_eq!((status, body.unwrap().0), (413, Bytes::new()));
+        assert_eq!(kept.count(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_answer_is_an_invalid_response() {
+        let (mut conn, mut upstream) = connected().await;
+        tokio::spawn(async move {
+            read_until(&mut upstream, b"\r\n\r\n").await;
+            upstream
+                .write_all(b"HTTP/1.1 2x0 OK\r\n\r\n")
+                .await
+                .unwrap();
+        });
+        let error = conn
+            .send(get("/"))
+            .await
+            .map_err(|e| e.error)
+            .err()
+            .unwrap();
+        assert!(matches!(error, Http1Error::InvalidResponse(_)), "{error:?}");
+    }
+}
