@@ -151,7 +151,7 @@ impl Connection {
     }
 
     /// Sends `request` (origin-form target, `Host` set) and reads the response head. The body
-    /// is read by [`ResponseBody::new`]'s body, which owns the connection until it ends.
+    /// is read by [`receive`]'s body, which owns the connection until it ends.
     pub(crate) async fn send(
         &mut self,
         request: Request<RequestBody>,
@@ -159,8 +159,10 @@ impl Connection {
         let body_framing = match self.encode_head(&request) {
             Ok(framing) => framing,
             Err(error) => {
+                // Not sendable on any connection: not offered to another.
+                self.head.clear();
                 return Err(SendError {
-                    unsent: Some(request),
+                    unsent: None,
                     error,
                 });
             }
@@ -175,11 +177,9 @@ impl Connection {
         let head_only = request.body().as_bytes().is_none() && !request.body().is_end_stream();
         let method = request.method().clone();
         let mut written = false;
-        let sent = std::future::poll_fn(|cx| {
-            let result = ready!(poll_write_all(&mut self.io, cx, &mut out, &mut written));
-            Poll::Ready(result)
-        })
-        .await;
+        let sent =
+            std::future::poll_fn(|cx| poll_write_all(&mut self.io, cx, &mut out, &mut written))
+                .await;
         if let Err(error) = sent {
             self.reusable = false;
             return Err(SendError {
@@ -849,12 +849,12 @@ mod tests {
 
     /// A pool that keeps what it is given.
     #[derive(Default)]
-    struct Kept(Mutex<Vec<Box<Connection>>>);
+    struct Kept(Mutex<Vec<Connection>>);
 
     impl ConnectionPool for Kept {
         fn put(&self, mut conn: Box<Connection>) {
             if conn.is_reusable() {
-                self.0.lock().unwrap().push(conn);
+                self.0.lock().unwrap().push(*conn);
             }
         }
     }
