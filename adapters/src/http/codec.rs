@@ -59,7 +59,8 @@ pub(crate) enum Http1Error {
     /// The upstream closed the connection before the response was complete.
     #[error("the upstream closed the connection before the response was complete")]
     Closed,
-    #[error(transparent)]
+    /// Reading or writing the connection failed (TLS alerts arrive here too).
+    #[error("upstream connection: {0}")]
     Io(#[from] io::Error),
 }
 
