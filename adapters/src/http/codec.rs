@@ -365,7 +365,11 @@ impl Connection {
         }
         let status = StatusCode::from_u16(code)
             .map_err(|_| Http1Error::invalid(format!("status code {code}")))?;
+        // The fields that frame the message are noted as they go by, not looked up after.
         let mut headers = HeaderMap::with_capacity(count);
+        let (mut close, mut keep_alive_token) = (false, false);
+        let mut transfer_encoding = false;
+        let mut length: Option<Option<u64>> = None;
         for &(name_start, name_end, value_start, value_end) in &fields[..count] {
             let name = HeaderName::from_bytes(&head[name_start as usize..name_end as usize])
                 .map_err(|_| Http1Error::invalid("header name"))?;
@@ -373,17 +377,28 @@ impl Connection {
                 head.slice(value_start as usize..value_end as usize),
             )
             .map_err(|_| Http1Error::invalid("header value"))?;
+            if name == CONNECTION {
+                for token in value.as_bytes().split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    close |= token.eq_ignore_ascii_case(b"close");
+                    keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
+            } else if name == TRANSFER_ENCODING {
+                transfer_encoding = true;
+            } else if name == CONTENT_LENGTH {
+                length = Some(merge_lengths(length, &value));
+            }
             headers.append(name, value);
         }
 
         let mut keep_alive = match version {
-            Version::HTTP_10 => has_token(&headers, CONNECTION, "keep-alive"),
-            _ => !has_token(&headers, CONNECTION, "close"),
+            Version::HTTP_10 => keep_alive_token && !close,
+            _ => !close,
         };
         let framing = if *method == Method::HEAD || matches!(code, 101 | 204 | 304) {
             keep_alive &= code != 101;
             Framing::Empty
-        } else if headers.contains_key(TRANSFER_ENCODING) {
+        } else if transfer_encoding {
             // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, which is dropped so
             // that it cannot frame the body again downstream; such a message ends its
             // connection.
@@ -395,11 +410,8 @@ impl Connection {
             } else {
                 Framing::UntilClose
             }
-        } else if let Some(value) = headers.get(CONTENT_LENGTH) {
-            let length = parse_length(value)
-                .or_else(|| same_lengths(&headers))
-                .ok_or_else(|| Http1Error::invalid("content-length"))?;
-            Framing::Length(length)
+        } else if let Some(length) = length {
+            Framing::Length(length.ok_or_else(|| Http1Error::invalid("content-length"))?)
         } else {
             Framing::UntilClose
         };
@@ -731,26 +743,23 @@ fn parse_length(value: &HeaderValue) -> Option<u64> {
     std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
-/// The length when several `Content-Length` values (fields or a list) all agree, as RFC 9110
-/// §8.6 allows a recipient to accept.
-fn same_lengths(headers: &HeaderMap) -> Option<u64> {
-    let mut lengths = headers
-        .get_all(CONTENT_LENGTH)
-        .iter()
-        .flat_map(|v| v.to_str().ok().into_iter().flat_map(|v| v.split(',')))
-        .map(|v| v.trim().parse::<u64>().ok());
-    let first = lengths.next()??;
-    lengths.all(|l| l == Some(first)).then_some(first)
-}
-
-/// Whether a comma-separated header carries `token` (case-insensitive).
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+/// The length so far after one more `Content-Length` field: each field may be a list, and all
+/// values must agree (RFC 9110 §8.6); `None` once any is invalid or differs.
+fn merge_lengths(so_far: Option<Option<u64>>, value: &HeaderValue) -> Option<u64> {
+    let mut merged = so_far.unwrap_or(None);
+    let first = so_far.is_none();
+    for (i, item) in value.as_bytes().split(|&b| b == b',').enumerate() {
+        let item = item.trim_ascii();
+        let parsed = (!item.is_empty() && item.len() <= 19 && item.iter().all(u8::is_ascii_digit))
+            .then(|| std::str::from_utf8(item).ok()?.parse::<u64>().ok())
+            .flatten()?;
+        if first && i == 0 {
+            merged = Some(parsed);
+        } else if merged != Some(parsed) {
+            return None;
+        }
+    }
+    merged
 }
 
 /// Whether the last token of a comma-separated header is `token` (case-insensitive).
@@ -1099,6 +1108,36 @@ mod tests {
         assert!(seen.contains("content-length: 1000000\r\n"), "{seen}");
         assert_eq!((status, body.unwrap().0), (413, Bytes::new()));
         assert_eq!(kept.count(), 0);
+    }
+
+    #[tokio::test]
+    async fn content_lengths_that_agree_frame_the_body_and_others_are_invalid() {
+        let (_, status, body, _) = exchange(
+            get("/"),
+            b"\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 2, 2\r\ncontent-length: 2\r\n\r\nok",
+            false,
+        )
+        .await;
+        assert_eq!((status, body.unwrap().0), (200, Bytes::from("ok")));
+
+        for conflicting in [
+            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok",
+            "HTTP/1.1 200 OK\r\ncontent-length: +2\r\n\r\nok",
+        ] {
+            let (mut conn, mut upstream) = connected().await;
+            tokio::spawn(async move {
+                read_until(&mut upstream, b"\r\n\r\n").await;
+                upstream.write_all(conflicting.as_bytes()).await.unwrap();
+            });
+            let error = conn
+                .send(get("/"))
+                .await
+                .map_err(|e| e.error)
+                .err()
+                .unwrap();
+            assert!(matches!(error, Http1Error::InvalidResponse(_)), "{error:?}");
+        }
     }
 
     #[tokio::test]
