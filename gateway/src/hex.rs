@@ -5,18 +5,34 @@ const DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// Appends `bytes` to `out` as lower-case hex.
 pub fn push(out: &mut String, bytes: &[u8]) {
-    out.reserve(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    // Digits are written into a sized buffer, not pushed one `char` at a time (a capacity
+    // check each).
+    let mut digits = [0u8; 64];
+    for chunk in bytes.chunks(digits.len() / 2) {
+        let written = &mut digits[..chunk.len() * 2];
+        write_digits(written, chunk);
+        out.push_str(std::str::from_utf8(written).unwrap_or_default());
     }
 }
 
 /// `bytes` as lower-case hex.
 pub fn encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    push(&mut out, bytes);
+    String::from_utf8(encode_to_vec(bytes)).unwrap_or_default()
+}
+
+/// `bytes` as lower-case hex ASCII (for a header value, which takes bytes).
+pub fn encode_to_vec(bytes: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; bytes.len() * 2];
+    write_digits(&mut out, bytes);
     out
+}
+
+/// Fills `out` (two bytes per byte of `bytes`) with the digits.
+fn write_digits(out: &mut [u8], bytes: &[u8]) {
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
+    }
 }
 
 #[cfg(test)]
@@ -25,5 +41,11 @@ mod tests {
     fn bytes_become_two_lower_case_digits_each() {
         assert_eq!(super::encode(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
         assert_eq!(super::encode(&[]), "");
+        let long: Vec<u8> = (0..=255).collect();
+        let mut pushed = String::from("x");
+        super::push(&mut pushed, &long);
+        assert_eq!(pushed.len(), 1 + 512);
+        assert_eq!(pushed.strip_prefix('x'), Some(super::encode(&long).as_str()));
+        assert!(pushed.ends_with("fdfeff"));
     }
 }

@@ -150,7 +150,7 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     let mut random = [0u8; 16];
     random[..8].copy_from_slice(&fastrand::u64(..).to_le_bytes());
     random[8..].copy_from_slice(&fastrand::u64(..).to_le_bytes());
-    let id = bytes::Bytes::from(crate::hex::encode(&random));
+    let id = bytes::Bytes::from(crate::hex::encode_to_vec(&random));
     let value =
         HeaderValue::from_maybe_shared(id).unwrap_or_else(|_| HeaderValue::from_static("-"));
     headers.insert(REQUEST_ID, value.clone());
