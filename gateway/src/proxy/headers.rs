@@ -31,6 +31,9 @@ static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     UPGRADE,
 ];
 
+/// The lengths of the [`HOP_BY_HOP`] names.
+const HOP_BY_HOP_LENGTHS: [usize; HOP_BY_HOP_COUNT] = [10, 10, 16, 18, 19, 2, 17, 7];
+
 /// Removes hop-by-hop headers, including any named in `Connection`. With `keep_upgrade`, a
 /// WebSocket handshake keeps `Connection: upgrade` and `Upgrade`, which the upstream needs.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
@@ -38,7 +41,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // carry none, or only `Connection: keep-alive`.
     let mut present = [false; HOP_BY_HOP_COUNT];
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+        // Compared in full only when the length matches one of theirs: most names are
+        // compared with none.
+        let name = name.as_str();
+        if !HOP_BY_HOP_LENGTHS.contains(&name.len()) {
+            continue;
+        }
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h.as_str() == name) {
             present[i] = true;
         }
     }
@@ -160,6 +169,13 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hop_by_hop_lengths_are_those_of_the_names() {
+        for (name, length) in HOP_BY_HOP.iter().zip(HOP_BY_HOP_LENGTHS) {
+            assert_eq!(name.as_str().len(), length, "{name}");
+        }
+    }
 
     #[test]
     fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
