@@ -45,7 +45,10 @@ mod tests {
         let mut pushed = String::from("x");
         super::push(&mut pushed, &long);
         assert_eq!(pushed.len(), 1 + 512);
-        assert_eq!(pushed.strip_prefix('x'), Some(super::encode(&long).as_str()));
+        assert_eq!(
+            pushed.strip_prefix('x'),
+            Some(super::encode(&long).as_str())
+        );
         assert!(pushed.ends_with("fdfeff"));
     }
 }

@@ -13,6 +13,7 @@ use http::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -140,6 +141,65 @@ impl hyper::rt::Write for UpstreamIo {
         match self {
             Self::Plain(io) => io.is_write_vectored(),
             Self::Tls(io) => io.is_write_vectored(),
+        }
+    }
+}
+
+// The same connection for Accord's own HTTP/1.1 codec, which uses tokio's I/O traits.
+impl AsyncRead for UpstreamIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io.inner_mut()).poll_read(cx, buf),
+            Self::Tls(io) => Pin::new(io.inner_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io.inner_mut()).poll_write(cx, buf),
+            Self::Tls(io) => Pin::new(io.inner_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io.inner_mut()).poll_write_vectored(cx, bufs),
+            Self::Tls(io) => Pin::new(io.inner_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(io) => io.inner().is_write_vectored(),
+            Self::Tls(io) => io.inner().is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io.inner_mut()).poll_flush(cx),
+            Self::Tls(io) => Pin::new(io.inner_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io.inner_mut()).poll_shutdown(cx),
+            Self::Tls(io) => Pin::new(io.inner_mut()).poll_shutdown(cx),
         }
     }
 }
