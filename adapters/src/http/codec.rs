@@ -849,6 +849,19 @@ mod tests {
             .unwrap()
     }
 
+    /// Sends a GET, answers it with `answer` and keeps the connection open: the connection and
+    /// what reading the response head gave.
+    async fn head_of(answer: &'static str) -> (Connection, Result<ResponseHead, Http1Error>) {
+        let (mut conn, mut upstream) = connected().await;
+        tokio::spawn(async move {
+            read_until(&mut upstream, b"\r\n\r\n").await;
+            upstream.write_all(answer.as_bytes()).await.unwrap();
+            let _ = upstream.read(&mut [0u8; 16]).await;
+        });
+        let head = conn.send(get("/")).await.map_err(|e| e.error);
+        (conn, head)
+    }
+
     /// Sends `request`, answers it with `answer` (closing after it when `close`), and returns
     /// what the upstream read, the status, the body, its trailers and the pool.
     async fn exchange(
@@ -966,20 +979,12 @@ mod tests {
 
     #[tokio::test]
     async fn transfer_encoding_overrides_content_length_and_ends_the_connection() {
-        let (conn, mut upstream) = connected().await;
-        let mut conn = Box::new(conn);
-        tokio::spawn(async move {
-            read_until(&mut upstream, b"\r\n\r\n").await;
-            upstream
-                .write_all(
-                    b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\ntransfer-encoding: chunked\r\n\r\n\
-                      2\r\nok\r\n0\r\n\r\n",
-                )
-                .await
-                .unwrap();
-            let _ = upstream.read(&mut [0u8; 16]).await;
-        });
-        let head = conn.send(get("/")).await.map_err(|e| e.error).unwrap();
+        let (conn, head) = head_of(
+            "HTTP/1.1 200 OK\r\ncontent-length: 100\r\ntransfer-encoding: chunked\r\n\r\n\
+             2\r\nok\r\n0\r\n\r\n",
+        )
+        .await;
+        let head = head.unwrap();
         assert!(!head.parts.headers.contains_key(CONTENT_LENGTH));
         assert!(!conn.reusable);
     }
@@ -1067,37 +1072,14 @@ mod tests {
             "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok",
             "HTTP/1.1 200 OK\r\ncontent-length: +2\r\n\r\nok",
         ] {
-            let (mut conn, mut upstream) = connected().await;
-            tokio::spawn(async move {
-                read_until(&mut upstream, b"\r\n\r\n").await;
-                upstream.write_all(conflicting.as_bytes()).await.unwrap();
-            });
-            let error = conn
-                .send(get("/"))
-                .await
-                .map_err(|e| e.error)
-                .err()
-                .unwrap();
+            let error = head_of(conflicting).await.1.err().unwrap();
             assert!(matches!(error, Http1Error::InvalidResponse(_)), "{error:?}");
         }
     }
 
     #[tokio::test]
     async fn an_invalid_answer_is_an_invalid_response() {
-        let (mut conn, mut upstream) = connected().await;
-        tokio::spawn(async move {
-            read_until(&mut upstream, b"\r\n\r\n").await;
-            upstream
-                .write_all(b"HTTP/1.1 2x0 OK\r\n\r\n")
-                .await
-                .unwrap();
-        });
-        let error = conn
-            .send(get("/"))
-            .await
-            .map_err(|e| e.error)
-            .err()
-            .unwrap();
+        let error = head_of("HTTP/1.1 2x0 OK\r\n\r\n").await.1.err().unwrap();
         assert!(matches!(error, Http1Error::InvalidResponse(_)), "{error:?}");
     }
 }
