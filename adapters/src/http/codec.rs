@@ -793,7 +793,6 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use http_body_util::{BodyExt, StreamBody};
-    use hyper_util::rt::TokioIo;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
@@ -824,10 +823,7 @@ mod tests {
             .await
             .unwrap();
         let (upstream, _) = listener.accept().await.unwrap();
-        (
-            Connection::new(UpstreamIo::Plain(TokioIo::new(client))),
-            upstream,
-        )
+        (Connection::new(UpstreamIo::Plain(client)), upstream)
     }
 
     /// Reads from the upstream side until `end` has arrived; returns all bytes read.

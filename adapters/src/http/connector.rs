@@ -29,16 +29,17 @@ pub(crate) struct Connector {
     pub(crate) connect_timeout: Duration,
 }
 
-/// A connection to an upstream, plain or TLS.
+/// A connection to an upstream, plain or TLS, with tokio's I/O traits (what Accord's HTTP/1.1
+/// codec uses); hyper's clients get it wrapped in a [`TokioIo`].
 pub(crate) enum UpstreamIo {
-    Plain(TokioIo<TcpStream>),
-    Tls(TokioIo<Box<TlsStream<TcpStream>>>),
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 impl tower::Service<Uri> for Connector {
-    type Response = UpstreamIo;
+    type Response = TokioIo<UpstreamIo>;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<UpstreamIo, BoxError>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
@@ -61,10 +62,10 @@ impl tower::Service<Uri> for Connector {
                 })??;
             tcp.set_nodelay(true)?;
             match this.tls {
-                None => Ok(UpstreamIo::Plain(TokioIo::new(tcp))),
+                None => Ok(TokioIo::new(UpstreamIo::Plain(tcp))),
                 Some((connector, name)) => {
                     let tls = connector.connect(name, tcp).await?;
-                    Ok(UpstreamIo::Tls(TokioIo::new(Box::new(tls))))
+                    Ok(TokioIo::new(UpstreamIo::Tls(Box::new(tls))))
                 }
             }
         })
@@ -76,7 +77,7 @@ impl Connection for UpstreamIo {
         match self {
             Self::Plain(_) => Connected::new(),
             Self::Tls(io) => {
-                let (_, session) = io.inner().get_ref();
+                let (_, session) = io.get_ref();
                 if session.alpn_protocol() == Some(b"h2") {
                     Connected::new().negotiated_h2()
                 } else {
@@ -87,11 +88,11 @@ impl Connection for UpstreamIo {
     }
 }
 
-impl hyper::rt::Read for UpstreamIo {
+impl AsyncRead for UpstreamIo {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
+        buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(io) => Pin::new(io).poll_read(cx, buf),
@@ -100,7 +101,7 @@ impl hyper::rt::Read for UpstreamIo {
     }
 }
 
-impl hyper::rt::Write for UpstreamIo {
+impl AsyncWrite for UpstreamIo {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -109,20 +110,6 @@ impl hyper::rt::Write for UpstreamIo {
         match self.get_mut() {
             Self::Plain(io) => Pin::new(io).poll_write(cx, buf),
             Self::Tls(io) => Pin::new(io).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(io) => Pin::new(io).poll_flush(cx),
-            Self::Tls(io) => Pin::new(io).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(io) => Pin::new(io).poll_shutdown(cx),
-            Self::Tls(io) => Pin::new(io).poll_shutdown(cx),
         }
     }
 
@@ -143,63 +130,18 @@ impl hyper::rt::Write for UpstreamIo {
             Self::Tls(io) => io.is_write_vectored(),
         }
     }
-}
-
-// The same connection for Accord's own HTTP/1.1 codec, which uses tokio's I/O traits.
-impl AsyncRead for UpstreamIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(io) => Pin::new(io.inner_mut()).poll_read(cx, buf),
-            Self::Tls(io) => Pin::new(io.inner_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for UpstreamIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(io) => Pin::new(io.inner_mut()).poll_write(cx, buf),
-            Self::Tls(io) => Pin::new(io.inner_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(io) => Pin::new(io.inner_mut()).poll_write_vectored(cx, bufs),
-            Self::Tls(io) => Pin::new(io.inner_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Plain(io) => io.inner().is_write_vectored(),
-            Self::Tls(io) => io.inner().is_write_vectored(),
-        }
-    }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Self::Plain(io) => Pin::new(io.inner_mut()).poll_flush(cx),
-            Self::Tls(io) => Pin::new(io.inner_mut()).poll_flush(cx),
+            Self::Plain(io) => Pin::new(io).poll_flush(cx),
+            Self::Tls(io) => Pin::new(io).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Self::Plain(io) => Pin::new(io.inner_mut()).poll_shutdown(cx),
-            Self::Tls(io) => Pin::new(io.inner_mut()).poll_shutdown(cx),
+            Self::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            Self::Tls(io) => Pin::new(io).poll_shutdown(cx),
         }
     }
 }

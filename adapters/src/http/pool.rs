@@ -20,6 +20,7 @@ use http::header::{CONNECTION, HOST};
 use http::{HeaderValue, Request, Response};
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tower::Service;
 
@@ -170,7 +171,7 @@ impl Http1Pool {
     ) -> Result<Response<ResponseBody>, ClientError> {
         let io = self.open().await?;
         let (mut sender, connection) = http1::Builder::new()
-            .handshake(io)
+            .handshake(TokioIo::new(io))
             .await
             .map_err(|e| ClientError::connect(e.into()))?;
         tokio::spawn(async move {
@@ -202,6 +203,7 @@ impl Http1Pool {
             .clone()
             .call(http::Uri::default())
             .await
+            .map(TokioIo::into_inner)
             .map_err(ClientError::connect)
     }
 
