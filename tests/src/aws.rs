@@ -516,11 +516,57 @@ pub struct CargoLambda {
     /// Where it listens.
     pub addr: SocketAddr,
     _child: tokio::process::Child,
+    /// Filled with cargo's error when the emulator fails to build a function: an invocation
+    /// then waits for ever, so the warm-up watches this too.
+    build_error: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 /// The functions' workspace.
 pub fn functions_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("lambda-functions")
+}
+
+/// Copies the emulator's output to the test's standard error, and sends cargo's messages from its
+/// first `error` on once the function's build command fails (cargo writes the compiler's messages
+/// to standard error; cargo-lambda reports the failed command on standard output).
+fn watch_build_errors(
+    stdout: tokio::process::ChildStdout,
+    stderr: tokio::process::ChildStderr,
+) -> tokio::sync::watch::Receiver<Option<String>> {
+    let (lines_sender, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    forward_lines(stdout, false, lines_sender.clone());
+    forward_lines(stderr, true, lines_sender);
+    let (sender, receiver) = tokio::sync::watch::channel(None);
+    tokio::spawn(async move {
+        let mut error = String::new();
+        while let Some((from_stderr, line)) = lines.recv().await {
+            eprintln!("{line}");
+            if from_stderr && (line.starts_with("error") || !error.is_empty()) {
+                error.push_str(&line);
+                error.push('\n');
+            } else if !from_stderr && line.contains("command exited") && !error.is_empty() {
+                sender.send_replace(Some(std::mem::take(&mut error)));
+            }
+        }
+    });
+    receiver
+}
+
+/// Sends each line `output` writes, tagged with `from_stderr`.
+fn forward_lines(
+    output: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    from_stderr: bool,
+    lines: tokio::sync::mpsc::UnboundedSender<(bool, String)>,
+) {
+    use tokio::io::AsyncBufReadExt;
+    tokio::spawn(async move {
+        let mut reader = tokio::io::BufReader::new(output).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            if lines.send((from_stderr, line)).is_err() {
+                return;
+            }
+        }
+    });
 }
 
 /// The `cargo-lambda` binary: `$CARGO_LAMBDA`, else on `PATH`, else where pip puts scripts.
@@ -573,8 +619,8 @@ impl CargoLambda {
             .env_remove("CARGO_TARGET_DIR")
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| {
@@ -583,10 +629,14 @@ impl CargoLambda {
                     binary.display()
                 )
             });
+        let mut child = child;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let emulator = CargoLambda {
             addr,
             _child: child,
+            build_error: watch_build_errors(stdout, stderr),
         };
         emulator.warm_up(function).await;
         emulator
@@ -600,8 +650,6 @@ impl CargoLambda {
     /// Invokes the function once, directly, until it answers: the emulator compiles it on the
     /// first invocation.
     async fn warm_up(&self, function: &str) {
-        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .build_http::<Full<Bytes>>();
         let event = serde_json::json!({
             "version": "2.0", "routeKey": "$default", "rawPath": "/warm-up", "rawQueryString": "",
             "headers": {}, "isBase64Encoded": false,
@@ -612,6 +660,30 @@ impl CargoLambda {
                     "sourceIp": "127.0.0.1", "userAgent": "accord-tests"}}
         });
         let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+        let mut build_error = self.build_error.clone();
+        let failed_build = async move {
+            let error = build_error
+                .wait_for(Option::is_some)
+                .await
+                .map(|error| error.clone().unwrap_or_default());
+            error.unwrap_or_else(|_| "cargo lambda watch exited".to_owned())
+        };
+        tokio::select! {
+            () = self.invoke_until_answered(function, &event, deadline) => {}
+            error = failed_build => {
+                panic!("cargo lambda watch could not build {function}:\n{error}")
+            }
+        }
+    }
+
+    async fn invoke_until_answered(
+        &self,
+        function: &str,
+        event: &serde_json::Value,
+        deadline: tokio::time::Instant,
+    ) {
+        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .build_http::<Full<Bytes>>();
         loop {
             let request = http::Request::post(format!(
                 "{}/2015-03-31/functions/{function}/invocations",
