@@ -131,6 +131,17 @@ fn the_readme_lists_every_error_code() {
 /// finish before the process exits.
 #[tokio::test]
 async fn run_reloads_on_sighup_and_drains_on_sigterm() {
+    reloads_on_sighup_and_drains_on_sigterm(&[]).await;
+}
+
+/// The same on one thread, which runs tokio's single-threaded scheduler: the signals, the
+/// reload's work and the drain share the thread that serves.
+#[tokio::test]
+async fn run_on_one_thread_reloads_on_sighup_and_drains_on_sigterm() {
+    reloads_on_sighup_and_drains_on_sigterm(&["--threads", "1"]).await;
+}
+
+async fn reloads_on_sighup_and_drains_on_sigterm(run_args: &[&str]) {
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream_addr = upstream.local_addr().unwrap();
     tokio::spawn(async move {
@@ -170,6 +181,7 @@ async fn run_reloads_on_sighup_and_drains_on_sigterm() {
     let mut child = tokio::process::Command::new(ACCORD)
         .args(["run", "-c"])
         .arg(&config_path)
+        .args(run_args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)

@@ -28,7 +28,7 @@ enum Command {
         /// The configuration file.
         #[arg(short, long, default_value = "accord.yaml")]
         config: PathBuf,
-        /// Worker threads (default: one per CPU).
+        /// Worker threads (default: one per CPU; 1 runs the single-threaded scheduler).
         #[arg(long)]
         threads: Option<usize>,
         /// Reload when the configuration file changes (checked every second; sees in-place
@@ -371,11 +371,18 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// `--threads 1` gets tokio's single-threaded scheduler: one worker has nobody to steal work
+/// from or to wake, and that scheduler does not keep the books for it.
 fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = threads {
-        builder.worker_threads(threads.max(1));
-    }
+    let mut builder = match threads {
+        Some(0 | 1) => tokio::runtime::Builder::new_current_thread(),
+        Some(threads) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     builder
         .enable_all()
         .build()
