@@ -128,6 +128,23 @@ async fn a_trap_an_endless_loop_and_a_memory_bomb_are_contained() {
     assert!(matches!(ask(&plugin, None).await.unwrap(), Decision::Allow));
 }
 
+/// The epoch ticker sleeps after a second without plugin calls; the first call after that
+/// wakes it, so an endless loop still ends at its time limit.
+#[tokio::test]
+#[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
+async fn an_endless_loop_after_an_idle_spell_still_ends_at_its_time_limit() {
+    let plugin = load("misbehave", spec("misbehave", Isolation::Pooled))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let message = ask(&plugin, Some("loop")).await.unwrap_err().to_string();
+    assert!(
+        message.contains("exceeded its time limit of 50ms"),
+        "{message}"
+    );
+    assert!(matches!(ask(&plugin, None).await.unwrap(), Decision::Allow));
+}
+
 #[tokio::test]
 #[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
 async fn invalid_outputs_are_refused() {

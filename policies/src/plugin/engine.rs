@@ -1,9 +1,8 @@
 //! The shared wasmtime engine: configuration, the linker with the host's imports, the epoch
-//! ticker that gives calls their deadlines, and loading (compile, link, configure).
+//! ticker that gives calls their deadlines (`epoch.rs`), and loading (compile, link, configure).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,11 +11,10 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use super::PluginShares;
 use super::artifacts::{ArtifactCache, ArtifactSource};
+use super::epoch::{EpochTicker, IDLE_AFTER};
 use super::host::{HostState, PluginShared};
 use super::versions::{self, GuestPre, WorldVersion};
 use super::{Breaker, Plugin, PluginError, PluginSpec, PluginStats};
-
-pub(super) const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// The shared wasmtime engine and linker.
 pub struct PluginEngine {
@@ -24,23 +22,12 @@ pub struct PluginEngine {
     linker: Linker<HostState>,
     artifacts: ArtifactCache,
     shares: PluginShares,
-    _ticker: EpochTicker,
+    pub(super) ticker: EpochTicker,
 }
 
 impl std::fmt::Debug for PluginEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PluginEngine").finish_non_exhaustive()
-    }
-}
-
-/// Increments the engine's epoch every millisecond until dropped.
-struct EpochTicker {
-    stop: Arc<AtomicBool>,
-}
-
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        self.stop.store(true, Relaxed);
     }
 }
 
@@ -68,27 +55,20 @@ impl PluginEngine {
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(error)?;
         versions::add_to_linker(&mut linker).map_err(error)?;
-        let stop = Arc::new(AtomicBool::new(false));
         let ticking = engine.clone();
-        let stopped = stop.clone();
-        std::thread::Builder::new()
-            .name("accord-plugin-epoch".into())
-            .spawn(move || {
-                while !stopped.load(Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    ticking.increment_epoch();
+        let ticker =
+            EpochTicker::start(IDLE_AFTER, move || ticking.increment_epoch()).map_err(|e| {
+                PluginError::Load {
+                    plugin: "(engine)".into(),
+                    message: format!("cannot start the epoch ticker: {e}"),
                 }
-            })
-            .map_err(|e| PluginError::Load {
-                plugin: "(engine)".into(),
-                message: format!("cannot start the epoch ticker: {e}"),
             })?;
         Ok(Self {
             artifacts: ArtifactCache::new(&engine, None),
             shares: PluginShares::default(),
             engine,
             linker,
-            _ticker: EpochTicker { stop },
+            ticker,
         })
     }
 
@@ -192,7 +172,9 @@ impl PluginEngine {
         };
         // Instantiate and configure one instance now: a plugin that cannot start is refused
         // here, not on the first request.
+        let running = self.ticker.running();
         let instance = plugin.instantiate().await?;
+        drop(running);
         plugin.give_back(instance);
         Ok(plugin)
     }

@@ -2,7 +2,8 @@
 //! (`wasm-plugins/wit/policy.wit`, 0.2.0; 0.1.0's plugins keep loading), run on wasmtime.
 //!
 //! * One [`PluginEngine`] per gateway: the component model, the pooling allocator, and epoch
-//!   interruption driven by a 1 ms ticker thread, so every call has a deadline.
+//!   interruption driven by a 1 ms ticker thread, so every call has a deadline (the thread
+//!   parks while no plugin code runs).
 //! * A [`Plugin`] is one loaded and configured component. In `pooled` isolation it keeps
 //!   long-lived instances, checked out for one call at a time (never across the upstream
 //!   request); in `strict` isolation every request gets a fresh instance. Each store has a
@@ -26,6 +27,7 @@ use wasmtime_wasi::WasiCtx;
 
 mod artifacts;
 mod engine;
+mod epoch;
 mod host;
 pub mod shared_rates;
 pub mod state;
@@ -36,7 +38,7 @@ pub use engine::PluginEngine;
 pub use host::{CallContext, HeaderEdit, HostState, PluginHistogram, ScriptedSla, SlaState};
 pub use versions::WorldVersion;
 
-use engine::EPOCH_TICK;
+use epoch::EPOCH_TICK;
 use host::{MemoryLimit, PluginShared};
 
 mod bindings {
@@ -427,6 +429,7 @@ impl Plugin {
                 call,
             );
         }
+        let _running = self.engine.ticker.running();
         let mut instance = match self.checkout().await {
             Ok(instance) => instance,
             Err(e) => {
