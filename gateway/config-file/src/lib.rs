@@ -4,8 +4,8 @@
 //!
 //! A crate of its own because deserializing this model is most of the code the compiler
 //! generates for configuration (every struct's visitor, instantiated for the YAML parser): here
-//! it builds in parallel with the rest of the gateway, and at -O1 (the release profile), since it
-//! runs only at start and on reload.
+//! it builds in parallel with the rest of the gateway, and for size (the release profile), since
+//! it runs only at start and on reload.
 #![forbid(unsafe_code)]
 
 pub mod raw;
