@@ -14,7 +14,7 @@ while [ ! -d "$probe" ]; do probe="$(dirname "$probe")"; done
 free_gib=$(( $(df -Pk "$probe" | awk 'NR == 2 { print $4 }') / 1024 / 1024 ))
 if [ "$free_gib" -lt "$need_gib" ]; then
   echo "only ${free_gib} GiB free on the disk of $dir; the build and the suite need ${need_gib} GiB" >&2
-  echo "(a debug build of the workspace with its tests takes about 20 GiB; free space, or set ACCORD_MIN_FREE_GIB)" >&2
+  echo "(a cold CI build of the workspace, its tests and the plugins takes about 6 GiB, and incremental caches more; free space, or set ACCORD_MIN_FREE_GIB)" >&2
   exit 1
 fi
 echo "==> ${free_gib} GiB free for $dir"

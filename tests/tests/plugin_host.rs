@@ -65,6 +65,22 @@ async fn ask_with(
     plugin.on_request(&head, call).await.0
 }
 
+/// The test plugin that misbehaves as its request's `x-misbehave` says, pooled.
+async fn misbehave() -> Plugin {
+    load("misbehave", spec("misbehave", Isolation::Pooled))
+        .await
+        .unwrap()
+}
+
+/// Asks `plugin` to loop for ever: the call fails at its time limit of 50 ms.
+async fn an_endless_loop_ends_at_the_time_limit(plugin: &Plugin) {
+    let message = ask(plugin, Some("loop")).await.unwrap_err().to_string();
+    assert!(
+        message.contains("exceeded its time limit of 50ms"),
+        "{message}"
+    );
+}
+
 #[tokio::test]
 #[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
 async fn pooled_instances_are_reused_and_strict_ones_are_not() {
@@ -93,16 +109,10 @@ async fn pooled_instances_are_reused_and_strict_ones_are_not() {
 #[tokio::test]
 #[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
 async fn a_trap_an_endless_loop_and_a_memory_bomb_are_contained() {
-    let plugin = load("misbehave", spec("misbehave", Isolation::Pooled))
-        .await
-        .unwrap();
+    let plugin = misbehave().await;
     let message = ask(&plugin, Some("trap")).await.unwrap_err().to_string();
     assert!(message.contains("trapped"), "{message}");
-    let message = ask(&plugin, Some("loop")).await.unwrap_err().to_string();
-    assert!(
-        message.contains("exceeded its time limit of 50ms"),
-        "{message}"
-    );
+    an_endless_loop_ends_at_the_time_limit(&plugin).await;
 
     // Each failure discarded its instance; the plugin still serves.
     let instantiations = plugin.stats().instantiations.load(Relaxed);
@@ -133,24 +143,16 @@ async fn a_trap_an_endless_loop_and_a_memory_bomb_are_contained() {
 #[tokio::test]
 #[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
 async fn an_endless_loop_after_an_idle_spell_still_ends_at_its_time_limit() {
-    let plugin = load("misbehave", spec("misbehave", Isolation::Pooled))
-        .await
-        .unwrap();
+    let plugin = misbehave().await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let message = ask(&plugin, Some("loop")).await.unwrap_err().to_string();
-    assert!(
-        message.contains("exceeded its time limit of 50ms"),
-        "{message}"
-    );
+    an_endless_loop_ends_at_the_time_limit(&plugin).await;
     assert!(matches!(ask(&plugin, None).await.unwrap(), Decision::Allow));
 }
 
 #[tokio::test]
 #[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
 async fn invalid_outputs_are_refused() {
-    let plugin = load("misbehave", spec("misbehave", Isolation::Pooled))
-        .await
-        .unwrap();
+    let plugin = misbehave().await;
     let message = ask(&plugin, Some("status")).await.unwrap_err().to_string();
     assert!(message.contains("status 999"), "{message}");
     let message = ask(&plugin, Some("reroute")).await.unwrap_err().to_string();
@@ -160,9 +162,7 @@ async fn invalid_outputs_are_refused() {
 #[tokio::test]
 #[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
 async fn a_plugin_that_keeps_failing_is_bypassed() {
-    let plugin = load("misbehave", spec("misbehave", Isolation::Pooled))
-        .await
-        .unwrap();
+    let plugin = misbehave().await;
     for _ in 0..5 {
         assert!(matches!(
             ask(&plugin, Some("trap")).await,
