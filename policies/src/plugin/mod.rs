@@ -3,7 +3,7 @@
 //!
 //! * One [`PluginEngine`] per gateway: the component model, the pooling allocator, and epoch
 //!   interruption driven by a 1 ms ticker thread, so every call has a deadline (the thread
-//!   parks while no plugin code runs).
+//!   parks after a second without plugin calls, and the next call wakes it).
 //! * A [`Plugin`] is one loaded and configured component. In `pooled` isolation it keeps
 //!   long-lived instances, checked out for one call at a time (never across the upstream
 //!   request); in `strict` isolation every request gets a fresh instance. Each store has a
