@@ -3,11 +3,16 @@
 //! every backend shares.
 //!
 //! An adapter implements `Service<GatewayRequest, Response = GatewayResponse, Error =
-//! BackendError>` and says whether it can take traffic ([`Availability`]). [`Backend::new`] wraps
-//! it in the shared layers, outermost first:
+//! BackendError, Future = BackendFuture>` and says whether it can take traffic
+//! ([`Availability`]). [`Backend::call`] wraps every try the same way:
 //!
-//! 1. [`TryStatsLayer`]: counts tries, statuses, errors and latency in the backend's [`BackendStats`];
-//! 2. [`TryTimeoutLayer`]: bounds the try by the [`TryDeadline`] the caller put on the request.
+//! 1. it counts the try, its status or error and its latency in the backend's [`BackendStats`]
+//!    (a try dropped unfinished is counted as cancelled);
+//! 2. it bounds the try by the deadline the caller gives.
+//!
+//! Both are one `async` block around the adapter's future, not tower layers of their own: a
+//! layer boxes its future, so the two layers and the type-erased service cost four allocations
+//! and four moves of the future per try, for what is a timer and a few counters.
 //!
 //! Retries, the retry budget and failover sit above, in the failover module, because they span
 //! several backends of a route.
@@ -20,8 +25,7 @@ use std::time::Duration;
 
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
-use tower::util::BoxCloneSyncService;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Service, ServiceExt};
 
 use crate::body::{RequestBody, ResponseBody};
 use crate::error::{BackendError, BackendErrorKind};
@@ -31,9 +35,7 @@ use crate::stats::{BackendStats, InFlight};
 pub type GatewayRequest = http::Request<RequestBody>;
 /// A backend's answer.
 pub type GatewayResponse = http::Response<ResponseBody>;
-/// Any backend, type-erased, with the shared layers applied.
-pub type BackendService = BoxCloneSyncService<GatewayRequest, GatewayResponse, BackendError>;
-/// The future a backend returns.
+/// The future an adapter returns.
 pub type BackendFuture =
     Pin<Box<dyn Future<Output = Result<GatewayResponse, BackendError>> + Send + 'static>>;
 
@@ -125,10 +127,6 @@ impl Provider {
     }
 }
 
-/// The deadline of the current try, set on the request's extensions by the caller.
-#[derive(Clone, Copy, Debug)]
-pub struct TryDeadline(pub Instant);
-
 /// Background work that belongs to a backend (health checks, DNS refresh): aborted when the
 /// backend is dropped, i.e. once a reload has replaced it and the last request using it is done.
 #[derive(Debug, Default)]
@@ -153,7 +151,7 @@ impl Drop for BackgroundTasks {
 pub struct Backend {
     id: Arc<str>,
     provider: Provider,
-    service: BackendService,
+    service: Box<dyn Adapter>,
     availability: Arc<dyn Availability>,
     stats: Arc<BackendStats>,
     _tasks: BackgroundTasks,
@@ -169,7 +167,7 @@ impl std::fmt::Debug for Backend {
 }
 
 impl Backend {
-    /// Wraps an adapter's service in the shared layers.
+    /// A backend served by an adapter's `service`.
     pub fn new<S>(
         id: impl Into<Arc<str>>,
         provider: Provider,
@@ -179,21 +177,20 @@ impl Backend {
         tasks: BackgroundTasks,
     ) -> Self
     where
-        S: Service<GatewayRequest, Response = GatewayResponse, Error = BackendError>
-            + Clone
+        S: Service<
+                GatewayRequest,
+                Response = GatewayResponse,
+                Error = BackendError,
+                Future = BackendFuture,
+            > + Clone
             + Send
             + Sync
             + 'static,
-        S::Future: Send + 'static,
     {
-        let service = tower::ServiceBuilder::new()
-            .layer(TryStatsLayer::new(stats.clone()))
-            .layer(TryTimeoutLayer)
-            .service(service);
         Self {
             id: id.into(),
             provider,
-            service: BoxCloneSyncService::new(service),
+            service: Box::new(service),
             availability,
             stats,
             _tasks: tasks,
@@ -225,55 +222,20 @@ impl Backend {
         self.availability.endpoint_counts()
     }
 
-    /// Sends one try to the backend.
+    /// Sends one try to the backend, given up with a timeout error at `deadline`, and counts
+    /// it in the backend's [`BackendStats`] however it ends.
     pub fn call(
         &self,
         request: GatewayRequest,
+        deadline: Option<Instant>,
     ) -> impl Future<Output = Result<GatewayResponse, BackendError>> + Send + 'static {
-        self.service.clone().oneshot(request)
-    }
-}
-
-// === impl TryTimeoutLayer ===
-
-/// Bounds each try by the [`TryDeadline`] on the request, if any.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TryTimeoutLayer;
-
-impl<S> Layer<S> for TryTimeoutLayer {
-    type Service = TryTimeout<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        TryTimeout { inner }
-    }
-}
-
-/// See [`TryTimeoutLayer`].
-#[derive(Clone, Debug)]
-pub struct TryTimeout<S> {
-    inner: S,
-}
-
-impl<S> Service<GatewayRequest> for TryTimeout<S>
-where
-    S: Service<GatewayRequest, Response = GatewayResponse, Error = BackendError>,
-    S::Future: Send + 'static,
-{
-    type Response = GatewayResponse;
-    type Error = BackendError;
-    type Future = BackendFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BackendError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: GatewayRequest) -> Self::Future {
-        let deadline = request.extensions().get::<TryDeadline>().copied();
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            match deadline {
+        let in_flight = InFlight::start(self.stats.clone());
+        let started = Instant::now();
+        let future = self.service.send(request);
+        async move {
+            let result = match deadline {
                 None => future.await,
-                Some(TryDeadline(deadline)) => tokio::time::timeout_at(deadline, future)
+                Some(deadline) => tokio::time::timeout_at(deadline, future)
                     .await
                     .unwrap_or_else(|_| {
                         Err(BackendError::new(
@@ -281,70 +243,44 @@ where
                             "the backend did not answer before the try's deadline",
                         ))
                     }),
-            }
-        })
-    }
-}
-
-// === impl TryStatsLayer ===
-
-/// Records every try in the backend's [`BackendStats`].
-#[derive(Clone, Debug)]
-pub struct TryStatsLayer {
-    stats: Arc<BackendStats>,
-}
-
-impl TryStatsLayer {
-    /// Records into `stats`.
-    pub fn new(stats: Arc<BackendStats>) -> Self {
-        Self { stats }
-    }
-}
-
-impl<S> Layer<S> for TryStatsLayer {
-    type Service = TryStats<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        TryStats {
-            inner,
-            stats: self.stats.clone(),
-        }
-    }
-}
-
-/// See [`TryStatsLayer`].
-#[derive(Clone, Debug)]
-pub struct TryStats<S> {
-    inner: S,
-    stats: Arc<BackendStats>,
-}
-
-impl<S> Service<GatewayRequest> for TryStats<S>
-where
-    S: Service<GatewayRequest, Response = GatewayResponse, Error = BackendError>,
-    S::Future: Send + 'static,
-{
-    type Response = GatewayResponse;
-    type Error = BackendError;
-    type Future = BackendFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BackendError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: GatewayRequest) -> Self::Future {
-        let in_flight = InFlight::start(self.stats.clone());
-        let started = Instant::now();
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            let result = future.await;
+            };
             let stats = in_flight.finish();
             match &result {
                 Ok(response) => stats.record_response(response.status(), started.elapsed()),
                 Err(error) => stats.record_error(error.kind()),
             }
             result
-        })
+        }
+    }
+}
+
+/// An adapter's service with its type erased, called through a shared reference: each call
+/// takes its own copy, as `oneshot` would (an adapter's service is a handle on shared state).
+trait Adapter: Send + Sync + 'static {
+    fn send(&self, request: GatewayRequest) -> BackendFuture;
+}
+
+impl<S> Adapter for S
+where
+    S: Service<
+            GatewayRequest,
+            Response = GatewayResponse,
+            Error = BackendError,
+            Future = BackendFuture,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    fn send(&self, request: GatewayRequest) -> BackendFuture {
+        let mut service = self.clone();
+        // Every adapter is ready at once; one that is not yet is driven to readiness by
+        // `oneshot` inside the try, which costs a second box.
+        match service.poll_ready(&mut Context::from_waker(std::task::Waker::noop())) {
+            Poll::Ready(Ok(())) => Service::call(&mut service, request),
+            Poll::Ready(Err(error)) => Box::pin(std::future::ready(Err(error))),
+            Poll::Pending => Box::pin(service.oneshot(request)),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use http::Method;
 use http::request::Parts;
 use tokio::time::Instant;
 
-use crate::backend::{Backend, GatewayRequest, GatewayResponse, TryDeadline};
+use crate::backend::{Backend, GatewayRequest, GatewayResponse};
 use crate::body::ReplayBody;
 use crate::error::{BackendError, BackendErrorKind};
 use crate::retry_budget::{RetryBudget, RetryGuard};
@@ -361,21 +361,21 @@ impl Failover {
     async fn try_once(
         &self,
         backend: &Arc<Backend>,
-        mut request: GatewayRequest,
+        request: GatewayRequest,
         deadline: Instant,
         observer: &dyn TryObserver,
     ) -> Result<GatewayResponse, BackendError> {
+        let started = Instant::now();
         let try_deadline = self
             .per_try_timeout
-            .map_or(deadline, |t| deadline.min(Instant::now() + t));
-        request.extensions_mut().insert(TryDeadline(try_deadline));
+            .map_or(deadline, |t| deadline.min(started + t));
         let in_flight = TryInFlight {
             backend,
-            started: Instant::now(),
+            started,
             observer,
             ended: false,
         };
-        let result = backend.call(request).await;
+        let result = backend.call(request, Some(try_deadline)).await;
         in_flight.end(match &result {
             Ok(response) => TryResult::Answered(response.status()),
             Err(error) => TryResult::Failed(error.kind()),
@@ -554,7 +554,9 @@ fn is_idempotent(method: &Method) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{AlwaysAvailable, BackgroundTasks, GatewayRequest, Provider};
+    use crate::backend::{
+        AlwaysAvailable, BackendFuture, BackgroundTasks, GatewayRequest, Provider,
+    };
     use crate::body::{RequestBody, full_body};
     use crate::retry_budget::RetryBudgetPolicy;
     use crate::stats::BackendStats;
@@ -568,9 +570,9 @@ mod tests {
     ) -> (Arc<Backend>, Arc<AtomicU32>) {
         let calls = Arc::new(AtomicU32::new(0));
         let counter = calls.clone();
-        let service = tower::service_fn(move |_req: GatewayRequest| {
+        let service = tower::service_fn(move |_req: GatewayRequest| -> BackendFuture {
             counter.fetch_add(1, Ordering::SeqCst);
-            async move { outcome() }
+            Box::pin(async move { outcome() })
         });
         let backend = Backend::new(
             id,
@@ -730,9 +732,11 @@ mod tests {
             }
         }
         let stats = Arc::new(BackendStats::default());
-        let service = tower::service_fn(|_req: GatewayRequest| async {
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            ok()
+        let service = tower::service_fn(|_req: GatewayRequest| -> BackendFuture {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                ok()
+            })
         });
         let slow = Arc::new(Backend::new(
             "slow",

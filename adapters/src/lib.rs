@@ -21,7 +21,7 @@ pub mod secret;
 pub mod stats;
 pub mod tls;
 
-pub use backend::{Backend, BackendService, GatewayRequest, GatewayResponse, Provider};
+pub use backend::{Backend, GatewayRequest, GatewayResponse, Provider};
 pub use body::{ReplayBody, RequestBody, ResponseBody};
 pub use error::{BackendError, BackendErrorKind, BoxError, Fault};
 pub use failover::{
