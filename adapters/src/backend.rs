@@ -59,13 +59,22 @@ pub trait Availability: Send + Sync + 'static {
     fn endpoint_counts(&self) -> EndpointCounts;
 }
 
-/// The address of the client that sent the request, set on the request's extensions by the
-/// gateway (used by client-address hashing and by event mappings that carry a source IP).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClientAddr(pub std::net::SocketAddr);
+/// What the gateway knows of a request beyond its head, set on the request's extensions once
+/// for all its tries. One value rather than one extension each: a try's copy of the head clones
+/// every extension into a box of its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestContext {
+    /// The address of the client that sent the request (client-address hashing, and event
+    /// mappings that carry a source IP).
+    pub client: std::net::SocketAddr,
+    /// The matched route as API Gateway names it.
+    pub route_key: RouteKey,
+    /// The matched route's template parameters.
+    pub path_params: PathParams,
+}
 
-/// Template parameters of the matched route (`("id", "42")` for `/users/{id}`), set on the
-/// request's extensions by the gateway for adapters that map them (Lambda's `pathParameters`).
+/// Template parameters of the matched route (`("id", "42")` for `/users/{id}`), read by
+/// adapters that map them (Lambda's `pathParameters`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PathParams(pub Vec<(String, String)>);
 

@@ -457,8 +457,8 @@ impl Failover {
             .and_then(|key| {
                 let client = parts
                     .extensions
-                    .get::<crate::backend::ClientAddr>()
-                    .map(|c| c.0);
+                    .get::<crate::backend::RequestContext>()
+                    .map(|c| c.client);
                 crate::http::hash_key(key, &parts.headers, client)
             })
             .map_or_else(fastrand::f64, |hash| {

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use accord_adapters::Secret;
-use accord_adapters::backend::{ClientAddr, PathParams};
+use accord_adapters::backend::{PathParams, RequestContext, RouteKey};
 use accord_adapters::body::RequestBody;
 use accord_adapters::lambda::{
     Invocation, LambdaBackendConfig, LambdaCredentials, PayloadFormat, event, response,
@@ -60,14 +60,13 @@ fn request(body: &'static str) -> http::Request<RequestBody> {
         .header("cookie", "session=abc; theme=dark")
         .body(RequestBody::full(Bytes::from_static(body.as_bytes())))
         .unwrap_or_else(|e| panic!("{e}"));
-    request.extensions_mut().insert(ClientAddr(
-        "198.51.100.7:40000"
+    request.extensions_mut().insert(RequestContext {
+        client: "198.51.100.7:40000"
             .parse()
             .unwrap_or_else(|e| panic!("{e}")),
-    ));
-    request
-        .extensions_mut()
-        .insert(PathParams(vec![("id".into(), "42".into())]));
+        route_key: RouteKey("POST /orders/{id}".into()),
+        path_params: PathParams(vec![("id".into(), "42".into())]),
+    });
     request
 }
 

@@ -25,8 +25,8 @@ pub use balancer::{BalancerPolicy, Endpoint, HashKey};
 pub use health::HealthCheck;
 
 use crate::backend::{
-    Availability, Backend, BackendFuture, BackgroundTasks, ClientAddr, EndpointCounts,
-    GatewayRequest, GatewayResponse, Provider,
+    Availability, Backend, BackendFuture, BackgroundTasks, EndpointCounts, GatewayRequest,
+    GatewayResponse, Provider, RequestContext,
 };
 use crate::body::BodyTooLarge;
 use crate::error::{BackendError, BackendErrorKind};
@@ -359,7 +359,10 @@ impl tower::Service<GatewayRequest> for HttpService {
                 BalancerPolicy::ConsistentHash(key) => hash_key(
                     key,
                     request.headers(),
-                    request.extensions().get::<ClientAddr>().map(|c| c.0),
+                    request
+                        .extensions()
+                        .get::<RequestContext>()
+                        .map(|c| c.client),
                 ),
                 _ => None,
             };

@@ -9,7 +9,7 @@ use http::request::Parts;
 use serde_json::{Map, Value, json};
 
 use super::PayloadFormat;
-use crate::backend::{ClientAddr, PathParams, RouteKey};
+use crate::backend::RequestContext;
 
 /// The event for a request, as JSON bytes.
 pub fn build(parts: &Parts, body: &[u8], format: PayloadFormat, stage: &str) -> Vec<u8> {
@@ -47,12 +47,12 @@ fn common<'a>(parts: &'a Parts, body: &[u8]) -> Common<'a> {
             .to_owned()
     };
     let now = jiff::Timestamp::now();
-    let path_parameters = parts
-        .extensions
-        .get::<PathParams>()
-        .filter(|p| !p.0.is_empty())
+    let context = parts.extensions.get::<RequestContext>();
+    let path_parameters = context
+        .map(|c| &c.path_params.0)
+        .filter(|p| !p.is_empty())
         .map(|p| {
-            p.0.iter()
+            p.iter()
                 .map(|(k, v)| (k.clone(), Value::String(v.clone())))
                 .collect()
         });
@@ -65,17 +65,12 @@ fn common<'a>(parts: &'a Parts, body: &[u8]) -> Common<'a> {
             http::Version::HTTP_2 => "HTTP/2.0",
             _ => "HTTP/1.1",
         },
-        source_ip: parts
-            .extensions
-            .get::<ClientAddr>()
-            .map(|c| c.0.ip().to_string())
+        source_ip: context
+            .map(|c| c.client.ip().to_string())
             .unwrap_or_else(|| "127.0.0.1".into()),
         user_agent: header("user-agent"),
         request_id: header("x-request-id"),
-        route_key: parts
-            .extensions
-            .get::<RouteKey>()
-            .map_or_else(|| "$default".to_owned(), |k| k.0.to_string()),
+        route_key: context.map_or_else(|| "$default".to_owned(), |c| c.route_key.0.to_string()),
         path_parameters,
         time: now
             .to_zoned(jiff::tz::TimeZone::UTC)
@@ -312,6 +307,7 @@ fn v1(parts: &Parts, body: &[u8], stage: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::{PathParams, RouteKey};
 
     fn parts(request: http::Request<()>) -> Parts {
         request.into_parts().0
@@ -335,11 +331,11 @@ mod tests {
                 .body(())
                 .unwrap(),
         );
-        p.extensions
-            .insert(PathParams(vec![("id".into(), "42".into())]));
-        p.extensions.insert(RouteKey("POST /orders/{id}".into()));
-        p.extensions
-            .insert(ClientAddr("198.51.100.7:5000".parse().unwrap()));
+        p.extensions.insert(RequestContext {
+            client: "198.51.100.7:5000".parse().unwrap(),
+            route_key: RouteKey("POST /orders/{id}".into()),
+            path_params: PathParams(vec![("id".into(), "42".into())]),
+        });
         let e = event(&p, br#"{"n":1}"#, PayloadFormat::V2);
         assert_eq!(e["version"], "2.0");
         assert_eq!(e["routeKey"], "POST /orders/{id}");

@@ -50,7 +50,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use accord_adapters::backend::{ClientAddr, PathParams};
+use accord_adapters::backend::{PathParams, RequestContext};
 use accord_adapters::{BoxError, ReplayBody, ResponseBody};
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST};
@@ -273,13 +273,11 @@ fn prepare_head(
 ) {
     headers::strip_hop_by_hop(&mut parts.headers, websocket);
     headers::add_forwarded(&mut parts.headers, &conn.client_ip, conn.scheme);
-    parts.extensions.insert(ClientAddr(conn.client));
-    if !params.is_empty() {
-        // Read only by event mappings, and only when there are some: an empty entry would be
-        // one more allocation to clone and drop with the head of every try.
-        parts.extensions.insert(PathParams(params));
-    }
-    parts.extensions.insert(route.route_key().clone());
+    parts.extensions.insert(RequestContext {
+        client: conn.client,
+        route_key: route.route_key().clone(),
+        path_params: PathParams(params),
+    });
     if let Some(path) = parts.uri.path_and_query().cloned() {
         parts.uri = http::Uri::from(path);
     }
