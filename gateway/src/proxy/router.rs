@@ -6,11 +6,14 @@
 //! methods and headers match. Lookups cost a few hash probes per path segment, independent of
 //! the number of routes.
 
-use std::collections::HashMap;
-
 use http::request::Parts;
 
 use crate::config::model::{HostMatch, PathMatch, Route, RouteMatch};
+
+/// The tables' maps: foldhash, not SipHash. Their keys come from the configuration; a client
+/// only looks names up, and a lookup cannot make the map's collisions worse, so the hash need
+/// not resist chosen keys. A request hashes its host and up to one key per path segment.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Routes indexed for lookup.
 #[derive(Debug, Default)]
