@@ -3,8 +3,8 @@
 //! every backend shares.
 //!
 //! An adapter implements `Service<GatewayRequest, Response = GatewayResponse, Error =
-//! BackendError, Future = BackendFuture>` and says whether it can take traffic
-//! ([`Availability`]). [`Backend::call`] wraps every try the same way:
+//! BackendError, Future = BackendFuture>` (an [`AdapterService`]) and says whether it can take
+//! traffic ([`Availability`]). [`Backend::call`] wraps every try the same way:
 //!
 //! 1. it counts the try, its status or error and its latency in the backend's [`BackendStats`]
 //!    (a try dropped unfinished is counted as cancelled);
@@ -177,25 +177,14 @@ impl std::fmt::Debug for Backend {
 
 impl Backend {
     /// A backend served by an adapter's `service`.
-    pub fn new<S>(
+    pub fn new<S: AdapterService>(
         id: impl Into<Arc<str>>,
         provider: Provider,
         service: S,
         availability: Arc<dyn Availability>,
         stats: Arc<BackendStats>,
         tasks: BackgroundTasks,
-    ) -> Self
-    where
-        S: Service<
-                GatewayRequest,
-                Response = GatewayResponse,
-                Error = BackendError,
-                Future = BackendFuture,
-            > + Clone
-            + Send
-            + Sync
-            + 'static,
-    {
+    ) -> Self {
         Self {
             id: id.into(),
             provider,
@@ -263,14 +252,22 @@ impl Backend {
     }
 }
 
-/// An adapter's service with its type erased, called through a shared reference: each call
-/// takes its own copy, as `oneshot` would (an adapter's service is a handle on shared state).
-trait Adapter: Send + Sync + 'static {
-    fn send(&self, request: GatewayRequest) -> BackendFuture;
+/// What an adapter implements: a tower service from a request to a response, as cheap to clone
+/// as a handle.
+pub trait AdapterService:
+    Service<
+        GatewayRequest,
+        Response = GatewayResponse,
+        Error = BackendError,
+        Future = BackendFuture,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
 }
 
-impl<S> Adapter for S
-where
+impl<S> AdapterService for S where
     S: Service<
             GatewayRequest,
             Response = GatewayResponse,
@@ -279,8 +276,17 @@ where
         > + Clone
         + Send
         + Sync
-        + 'static,
+        + 'static
 {
+}
+
+/// An adapter's service with its type erased, called through a shared reference: each call
+/// takes its own copy, as `oneshot` would (an adapter's service is a handle on shared state).
+trait Adapter: Send + Sync + 'static {
+    fn send(&self, request: GatewayRequest) -> BackendFuture;
+}
+
+impl<S: AdapterService> Adapter for S {
     fn send(&self, request: GatewayRequest) -> BackendFuture {
         let mut service = self.clone();
         // Every adapter is ready at once; one that is not yet is driven to readiness by
