@@ -303,3 +303,101 @@ impl<S: AdapterService> Adapter for S {
 pub fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::SeqCst;
+
+    use super::*;
+    use crate::body::full_body;
+    use crate::stats::ERROR_KINDS;
+
+    /// A backend whose every try answers 200 after `delay`.
+    fn answering_after(delay: Duration) -> (Backend, Arc<BackendStats>) {
+        let stats = Arc::new(BackendStats::default());
+        let service = tower::service_fn(move |_request: GatewayRequest| -> BackendFuture {
+            Box::pin(async move {
+                tokio::time::sleep(delay).await;
+                Ok(http::Response::new(full_body("ok")))
+            })
+        });
+        let backend = Backend::new(
+            "b",
+            Provider::Http,
+            service,
+            Arc::new(AlwaysAvailable),
+            stats.clone(),
+            BackgroundTasks::default(),
+        );
+        (backend, stats)
+    }
+
+    fn request() -> GatewayRequest {
+        http::Request::new(RequestBody::full(bytes::Bytes::new()))
+    }
+
+    fn errors(stats: &BackendStats, kind: BackendErrorKind) -> u64 {
+        let i = ERROR_KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or_default();
+        stats.errors_by_kind[i].load(SeqCst)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_is_counted_with_its_class_and_latency() {
+        let (backend, stats) = answering_after(Duration::from_millis(30));
+        let response = backend.call(request(), None).await;
+        assert_eq!(
+            response.map(|r| r.status()).ok(),
+            Some(http::StatusCode::OK)
+        );
+        assert_eq!(stats.tries.load(SeqCst), 1);
+        assert_eq!(stats.responses_by_class[1].load(SeqCst), 1, "2xx");
+        assert_eq!(stats.latency.count(), 1);
+        assert_eq!(stats.in_flight.load(SeqCst), 0);
+        assert_eq!(stats.cancelled.load(SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_try_past_its_deadline_fails_as_a_timeout_and_is_counted_so() {
+        let (backend, stats) = answering_after(Duration::from_secs(5));
+        let deadline = Instant::now() + Duration::from_millis(100);
+        let result = backend.call(request(), Some(deadline)).await;
+        assert_eq!(
+            result.err().map(|e| e.kind()),
+            Some(BackendErrorKind::Timeout)
+        );
+        assert_eq!(
+            Instant::now(),
+            deadline,
+            "given up at the deadline, not later"
+        );
+        assert_eq!(errors(&stats, BackendErrorKind::Timeout), 1);
+        assert_eq!(
+            stats
+                .responses_by_class
+                .iter()
+                .map(|c| c.load(SeqCst))
+                .sum::<u64>(),
+            0
+        );
+        assert_eq!(stats.in_flight.load(SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_try_dropped_unfinished_is_counted_as_cancelled() {
+        let (backend, stats) = answering_after(Duration::from_secs(5));
+        let try_ = backend.call(request(), None);
+        assert_eq!(
+            stats.in_flight.load(SeqCst),
+            1,
+            "in flight from the call on"
+        );
+        let gave_up = tokio::time::timeout(Duration::from_millis(10), try_).await;
+        assert!(gave_up.is_err());
+        assert_eq!(stats.cancelled.load(SeqCst), 1);
+        assert_eq!(stats.in_flight.load(SeqCst), 0, "the gauge does not leak");
+        assert_eq!(stats.latency.count(), 0);
+    }
+}
