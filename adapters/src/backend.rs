@@ -1,6 +1,6 @@
 //! The `Backend`: one upstream target of a route (an on-prem HTTP service, a Lambda function, an
-//! Azure service), seen by the rest of the gateway as a tower [`Service`] wrapped in the layers
-//! every backend shares.
+//! Azure service): an adapter's tower [`Service`], called one try at a time through
+//! [`Backend::call`], which does for every backend what a try needs besides the adapter.
 //!
 //! An adapter implements `Service<GatewayRequest, Response = GatewayResponse, Error =
 //! BackendError, Future = BackendFuture>` (an [`AdapterService`]) and says whether it can take
