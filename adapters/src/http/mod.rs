@@ -390,11 +390,13 @@ impl tower::Service<GatewayRequest> for HttpService {
                     .or_else(|| request.uri().authority().cloned())
                     .unwrap_or_else(|| endpoint.authority.clone())
             };
-            let path = request
-                .uri()
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+            let path = |request: &GatewayRequest| {
+                request
+                    .uri()
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"))
+            };
             match shared.config.protocol {
                 UpstreamProtocol::Http1 => {
                     *request.version_mut() = Version::HTTP_11;
@@ -402,9 +404,16 @@ impl tower::Service<GatewayRequest> for HttpService {
                         let authority = authority(&request);
                         pool::ensure_host(&mut request, &authority);
                     }
-                    *request.uri_mut() = Uri::from(path);
+                    // The gateway sends an origin-form target already; only another caller's
+                    // absolute one is rebuilt.
+                    let uri = request.uri();
+                    if uri.scheme().is_some() || uri.authority().is_some() || uri.path().is_empty()
+                    {
+                        *request.uri_mut() = Uri::from(path(&request));
+                    }
                 }
                 UpstreamProtocol::Http2 => {
+                    let path = path(&request);
                     *request.version_mut() = Version::HTTP_2;
                     let authority = authority(&request);
                     request.headers_mut().remove(HOST);
