@@ -29,18 +29,14 @@ pub fn push(out: &mut String, bytes: &[u8]) {
 
 /// `bytes` as lower-case hex.
 pub fn encode(bytes: &[u8]) -> String {
-    String::from_utf8(encode_to_vec(bytes)).unwrap_or_default()
-}
-
-/// `bytes` as lower-case hex ASCII (for a header value, which takes bytes).
-pub fn encode_to_vec(bytes: &[u8]) -> Vec<u8> {
     let mut out = vec![0u8; bytes.len() * 2];
     write_digits(&mut out, bytes);
-    out
+    String::from_utf8(out).unwrap_or_default()
 }
 
-/// Fills `out` (two bytes per byte of `bytes`) with the digits.
-fn write_digits(out: &mut [u8], bytes: &[u8]) {
+/// Fills `out` (two bytes per byte of `bytes`) with the digits: request ids are written into a
+/// buffer of their own.
+pub fn write_digits(out: &mut [u8], bytes: &[u8]) {
     for (pair, b) in out.as_chunks_mut::<2>().0.iter_mut().zip(bytes) {
         *pair = PAIRS[usize::from(*b)];
     }

@@ -135,22 +135,28 @@ pub fn client_ip_value(client: IpAddr) -> HeaderValue {
 /// Adds `X-Forwarded-For` (appended to the client's own), `X-Forwarded-Proto` and
 /// `X-Forwarded-Host` (the request's `Host`). `client` is [`client_ip_value`]'s.
 pub fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue, scheme: &'static str) {
-    let forwarded_for = match headers
-        .get(X_FORWARDED_FOR)
-        .filter(|v| v.to_str().is_ok())
-        .map(HeaderValue::as_bytes)
-    {
-        Some(existing) => {
-            let mut appended = Vec::with_capacity(existing.len() + 2 + client.len());
-            appended.extend_from_slice(existing);
-            appended.extend_from_slice(b", ");
-            appended.extend_from_slice(client.as_bytes());
-            HeaderValue::from_maybe_shared(bytes::Bytes::from(appended)).ok()
+    // One lookup, through the entry, to read and then set `X-Forwarded-For`.
+    match headers.entry(X_FORWARDED_FOR) {
+        http::header::Entry::Vacant(entry) => {
+            entry.insert(client.clone());
         }
-        None => Some(client.clone()),
-    };
-    if let Some(value) = forwarded_for {
-        headers.insert(X_FORWARDED_FOR, value);
+        http::header::Entry::Occupied(mut entry) => {
+            let appended = entry
+                .get()
+                .to_str()
+                .ok()
+                .map(|existing| {
+                    let mut appended = Vec::with_capacity(existing.len() + 2 + client.len());
+                    appended.extend_from_slice(existing.as_bytes());
+                    appended.extend_from_slice(b", ");
+                    appended.extend_from_slice(client.as_bytes());
+                    appended
+                })
+                .and_then(|v| HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok());
+            // A value that is not text (or a list that would not be) is replaced by the client's
+            // address alone, as before.
+            entry.insert(appended.unwrap_or_else(|| client.clone()));
+        }
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
     if let Some(host) = headers.get(HOST).filter(|h| h.to_str().is_ok()).cloned() {
@@ -161,21 +167,41 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue, scheme: &'st
 /// The request's id: the client's `x-request-id` when it is sane, otherwise a new random one
 /// (which is also set on the request).
 pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(value) = headers.get(REQUEST_ID)
-        && value
-            .to_str()
-            .is_ok_and(|id| !id.is_empty() && id.len() <= 128)
-    {
-        return value.clone();
+    // One lookup, through the entry, whether the client sent an id or not.
+    let entry = match headers.entry(REQUEST_ID) {
+        http::header::Entry::Occupied(entry)
+            if entry
+                .get()
+                .to_str()
+                .is_ok_and(|id| !id.is_empty() && id.len() <= 128) =>
+        {
+            return entry.get().clone();
+        }
+        entry => entry,
+    };
+    let value = new_request_id();
+    match entry {
+        http::header::Entry::Occupied(mut entry) => {
+            entry.insert(value.clone());
+        }
+        http::header::Entry::Vacant(entry) => {
+            entry.insert(value.clone());
+        }
     }
+    value
+}
+
+/// 128 random bits as 32 hex digits. The digits live in one allocation with their reference
+/// count (`Bytes::from_owner`): a `Bytes` made from a `Vec` allocates a second time at its first
+/// clone, and the id is cloned for the response.
+fn new_request_id() -> HeaderValue {
     let mut random = [0u8; 16];
     random[..8].copy_from_slice(&fastrand::u64(..).to_le_bytes());
     random[8..].copy_from_slice(&fastrand::u64(..).to_le_bytes());
-    let id = bytes::Bytes::from(crate::hex::encode_to_vec(&random));
-    let value =
-        HeaderValue::from_maybe_shared(id).unwrap_or_else(|_| HeaderValue::from_static("-"));
-    headers.insert(REQUEST_ID, value.clone());
-    value
+    let mut digits = [0u8; 32];
+    crate::hex::write_digits(&mut digits, &random);
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(digits))
+        .unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 #[cfg(test)]
@@ -255,6 +281,18 @@ mod tests {
         );
         assert_eq!(headers.get(X_FORWARDED_PROTO).unwrap(), "https");
         assert_eq!(headers.get(X_FORWARDED_HOST).unwrap(), "api.example.com");
+
+        let mut first_hop = HeaderMap::new();
+        add_forwarded(
+            &mut first_hop,
+            &client_ip_value("10.1.2.3".parse().unwrap()),
+            "http",
+        );
+        assert_eq!(first_hop.get(X_FORWARDED_FOR).unwrap(), "10.1.2.3");
+        assert!(
+            first_hop.get(X_FORWARDED_HOST).is_none(),
+            "no Host, no X-Forwarded-Host"
+        );
     }
 
     #[test]
@@ -273,5 +311,14 @@ mod tests {
         );
         assert_eq!(empty.get(REQUEST_ID).unwrap(), id);
         assert_ne!(ensure_request_id(&mut HeaderMap::new()), id, "random");
+
+        let mut too_long = HeaderMap::new();
+        too_long.insert(REQUEST_ID, "x".repeat(129).parse().unwrap());
+        let replaced = ensure_request_id(&mut too_long);
+        assert_eq!(replaced.len(), 32, "a new id, not the client's");
+        assert_eq!(
+            too_long.get_all(REQUEST_ID).iter().collect::<Vec<_>>(),
+            [&replaced]
+        );
     }
 }
