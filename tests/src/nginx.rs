@@ -13,6 +13,8 @@ pub struct Nginx {
     /// Its document root (tests may put files there).
     pub root: PathBuf,
     child: Child,
+    /// Master and workers are gone (killed and the master reaped).
+    killed: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -72,6 +74,7 @@ impl Nginx {
                     addr,
                     root,
                     child,
+                    killed: false,
                     _dir: dir,
                 };
             }
@@ -111,16 +114,20 @@ impl Nginx {
     /// Kills nginx at once, master and workers (`kill -9`), as a crashing upstream dies: open
     /// connections are reset, new ones refused.
     pub fn kill(&mut self) {
+        if self.killed {
+            return;
+        }
+        // The master first: killed while it lives, a worker is replaced by a new one, which
+        // the master's death then orphans. The workers are listed before, while it lives.
         let master = self.child.id();
-        let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+        let workers = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
             .unwrap_or_default();
-        for pid in children
-            .split_whitespace()
-            .chain([master.to_string().as_str()])
-        {
+        let master = master.to_string();
+        for pid in std::iter::once(master.as_str()).chain(workers.split_whitespace()) {
             let _ = Command::new("kill").args(["-KILL", pid]).status();
         }
         let _ = self.child.wait();
+        self.killed = true;
     }
 }
 
@@ -137,8 +144,9 @@ fn running_as_root() -> bool {
 }
 
 impl Drop for Nginx {
+    /// Master and workers both: killing the master alone leaves its worker running, orphaned,
+    /// after the test (every suite run left about thirty behind).
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
