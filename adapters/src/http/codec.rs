@@ -378,8 +378,7 @@ impl Connection {
             )
             .map_err(|_| Http1Error::invalid("header value"))?;
             if name == CONNECTION {
-                for token in value.as_bytes().split(|&b| b == b',') {
-                    let token = token.trim_ascii();
+                for token in super::header_list::value_tokens(value.as_bytes()) {
                     close |= token.eq_ignore_ascii_case(b"close");
                     keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
                 }

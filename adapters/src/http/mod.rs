@@ -5,6 +5,7 @@
 mod balancer;
 mod codec;
 mod connector;
+pub mod header_list;
 mod health;
 mod pool;
 

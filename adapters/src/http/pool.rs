@@ -248,13 +248,7 @@ impl ConnectionPool for Http1Pool {
 
 /// Whether the request asks the upstream to switch protocols (`Connection: upgrade`).
 fn wants_upgrade(request: &Request<RequestBody>) -> bool {
-    request
-        .headers()
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+    super::header_list::has_token(request.headers(), &CONNECTION, b"upgrade")
 }
 
 /// The `Host` header an HTTP/1.1 request needs, from the authority when the client sent none.

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use accord_adapters::http::header_list;
 use http::header::{CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -61,38 +62,29 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
     // Other headers `Connection` names. Its usual tokens name hop-by-hop headers (`keep-alive`,
     // `upgrade`) or none the message carries (`close`), so the list stays empty, without a
-    // name allocated, for nearly every message. The tokens are read as bytes: a plain loop,
-    // where an iterator chain over `to_str` cost more than the rest of this function.
+    // name allocated, for nearly every message. The tokens are read as bytes (an iterator
+    // chain over `to_str` cost more than the rest of this function).
     let mut named: Vec<HeaderName> = Vec::new();
     if present[CONNECTION_AT] {
-        for value in &headers.get_all(CONNECTION) {
-            for token in value.as_bytes().split(|b| *b == b',') {
-                let token = token.trim_ascii();
-                if token.is_empty()
-                    || HOP_BY_HOP
-                        .iter()
-                        .any(|h| token.eq_ignore_ascii_case(h.as_str().as_bytes()))
-                {
-                    continue;
-                }
-                if let Ok(name) = HeaderName::from_bytes(token)
-                    && name != HOST
-                    && headers.contains_key(&name)
-                {
-                    named.push(name);
-                }
+        for token in header_list::tokens(headers, &CONNECTION) {
+            if HOP_BY_HOP
+                .iter()
+                .any(|h| token.eq_ignore_ascii_case(h.as_str().as_bytes()))
+            {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token)
+                && name != HOST
+                && headers.contains_key(&name)
+            {
+                named.push(name);
             }
         }
     }
     let upgrade = (keep_upgrade && present[UPGRADE_AT])
         .then(|| headers.get(UPGRADE).cloned())
         .flatten();
-    let trailers = present[TE_AT]
-        && headers.get_all(TE).iter().any(|v| {
-            v.as_bytes()
-                .split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
-        });
+    let trailers = present[TE_AT] && header_list::has_token(headers, &TE, b"trailers");
     for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(name);
     }
@@ -111,13 +103,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 
 /// Whether the request asks to switch to WebSocket.
 pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
-    let connection_upgrade = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    connection_upgrade
+    header_list::has_token(headers, &CONNECTION, b"upgrade")
         && headers
             .get(UPGRADE)
             .and_then(|v| v.to_str().ok())
