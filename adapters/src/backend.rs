@@ -3,8 +3,8 @@
 //! [`Backend::call`], which does for every backend what a try needs besides the adapter.
 //!
 //! An adapter implements `Service<GatewayRequest, Response = GatewayResponse, Error =
-//! BackendError, Future = BackendFuture>` (an [`AdapterService`]) and says whether it can take
-//! traffic ([`Availability`]). [`Backend::call`] wraps every try the same way:
+//! BackendError, Future = BackendFuture>` (which makes it an [`Adapter`]) and says whether it can
+//! take traffic ([`Availability`]). [`Backend::call`] wraps every try the same way:
 //!
 //! 1. it counts the try, its status or error and its latency in the backend's [`BackendStats`]
 //!    (a try dropped unfinished is counted as cancelled);
@@ -177,10 +177,10 @@ impl std::fmt::Debug for Backend {
 
 impl Backend {
     /// A backend served by an adapter's `service`.
-    pub fn new<S: AdapterService>(
+    pub fn new(
         id: impl Into<Arc<str>>,
         provider: Provider,
-        service: S,
+        service: impl Adapter,
         availability: Arc<dyn Availability>,
         stats: Arc<BackendStats>,
         tasks: BackgroundTasks,
@@ -252,22 +252,16 @@ impl Backend {
     }
 }
 
-/// What an adapter implements: a tower service from a request to a response, as cheap to clone
-/// as a handle.
-pub trait AdapterService:
-    Service<
-        GatewayRequest,
-        Response = GatewayResponse,
-        Error = BackendError,
-        Future = BackendFuture,
-    > + Clone
-    + Send
-    + Sync
-    + 'static
-{
+/// A backend's adapter: every tower service from a [`GatewayRequest`] to a [`GatewayResponse`]
+/// that is as cheap to clone as a handle on shared state, with its type erased, so that a
+/// [`Backend`] calls it through a shared reference.
+pub trait Adapter: Send + Sync + 'static {
+    /// Starts one try on a copy of the service, as `oneshot` would.
+    fn send(&self, request: GatewayRequest) -> BackendFuture;
 }
 
-impl<S> AdapterService for S where
+impl<S> Adapter for S
+where
     S: Service<
             GatewayRequest,
             Response = GatewayResponse,
@@ -276,17 +270,8 @@ impl<S> AdapterService for S where
         > + Clone
         + Send
         + Sync
-        + 'static
+        + 'static,
 {
-}
-
-/// An adapter's service with its type erased, called through a shared reference: each call
-/// takes its own copy, as `oneshot` would (an adapter's service is a handle on shared state).
-trait Adapter: Send + Sync + 'static {
-    fn send(&self, request: GatewayRequest) -> BackendFuture;
-}
-
-impl<S: AdapterService> Adapter for S {
     fn send(&self, request: GatewayRequest) -> BackendFuture {
         let mut service = self.clone();
         // Every adapter is ready at once; one that is not yet is driven to readiness by
