@@ -14,20 +14,24 @@
 //! unread, the request was written in full, and neither side asked to close it. An upstream that
 //! answers before it has read the whole request body is answered, and its connection closed.
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Weak;
 use std::task::{Context, Poll, Waker, ready};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Version};
+use http::{HeaderMap, Method, Request, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use smallvec::SmallVec;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 
 use super::connector::UpstreamIo;
+use super::wire::{
+    Chunk, Decoded, FieldAt, Framing, FramingError, READ_SIZE, last_token_is, merge_lengths,
+    parse_length, poll_write_all, put_decimal,
+};
 use crate::body::RequestBody;
 use crate::error::BoxError;
 
@@ -35,14 +39,6 @@ use crate::error::BoxError;
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// The most header fields a response head may carry (hyper's limit too).
 const MAX_HEADERS: usize = 100;
-/// The most trailer fields after a chunked body.
-const MAX_TRAILERS: usize = 32;
-/// What a read asks for when nothing says how much is coming: one page, enough for a typical
-/// response head with a small body. Bodies of known length read up to [`MAX_READ`] at once.
-const READ_SIZE: usize = 4 * 1024;
-const MAX_READ: usize = 64 * 1024;
-/// The longest chunk-size line accepted (the size in hex, and any chunk extensions).
-const MAX_CHUNK_LINE: usize = 4 * 1024;
 
 /// Why an exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +64,10 @@ impl Http1Error {
     fn invalid(message: impl Into<String>) -> Self {
         Self::InvalidResponse(message.into())
     }
+
+    fn framing(error: FramingError) -> Self {
+        Self::InvalidResponse(error.0.to_owned())
+    }
 }
 
 /// A failed exchange, and the request when none of it was written (it can be sent again on
@@ -75,31 +75,6 @@ impl Http1Error {
 pub(crate) struct SendError {
     pub(crate) unsent: Option<Request<RequestBody>>,
     pub(crate) error: Http1Error,
-}
-
-/// How a message body is delimited on the connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    /// No body.
-    Empty,
-    /// This many bytes are left.
-    Length(u64),
-    Chunked(Chunk),
-    /// Until the upstream closes the connection (responses only).
-    UntilClose,
-}
-
-/// Where a chunked body decoder is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    /// At a chunk-size line.
-    Size,
-    /// Inside a chunk, with this many bytes left.
-    Data(u64),
-    /// At the CRLF that ends a chunk's data.
-    DataEnd,
-    /// After the last chunk: trailer fields, then an empty line.
-    Trailers,
 }
 
 /// A response head and how its body is framed.
@@ -224,7 +199,12 @@ impl Connection {
                 }
                 match Pin::new(stream).poll_frame(cx) {
                     Poll::Pending => break,
-                    Poll::Ready(frame) => encode_body_frame(frame, &mut framing, &mut out)?,
+                    Poll::Ready(Some(Err(error))) => {
+                        return Poll::Ready(Err(Http1Error::ClientBody(error)));
+                    }
+                    Poll::Ready(frame) => framing
+                        .encode(frame.and_then(Result::ok), &mut out)
+                        .map_err(|e| Http1Error::InvalidRequest(e.0))?,
                 }
             }
             let head = ready!(self.poll_response_head(cx, method))?;
@@ -327,7 +307,7 @@ impl Connection {
     fn parse_response_head(&mut self, method: &Method) -> Result<Parsed, Http1Error> {
         // Offsets into the buffer of each field's name and value: the parsed fields borrow the
         // buffer, which is split off (without moving its bytes) once they are known.
-        let mut fields = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+        let mut fields = [FieldAt::default(); MAX_HEADERS];
         let (len, code, version, count) =
             {
                 let mut headers =
@@ -340,17 +320,9 @@ impl Connection {
                     Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
                     Err(error) => return Err(Http1Error::invalid(error.to_string())),
                 };
-                let base = self.read.as_ptr() as usize;
-                let offset = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
+                let base = self.read.as_ptr();
                 for (field, header) in fields.iter_mut().zip(response.headers.iter()) {
-                    let name = offset(header.name.as_bytes());
-                    let value = offset(header.value);
-                    *field = (
-                        name,
-                        name + header.name.len() as u32,
-                        value,
-                        value + header.value.len() as u32,
-                    );
+                    *field = FieldAt::of(header, base);
                 }
                 let code = response.code.unwrap_or(0);
                 let version = match response.version {
@@ -370,13 +342,8 @@ impl Connection {
         let (mut close, mut keep_alive_token) = (false, false);
         let mut transfer_encoding = false;
         let mut length: Option<Option<u64>> = None;
-        for &(name_start, name_end, value_start, value_end) in &fields[..count] {
-            let name = HeaderName::from_bytes(&head[name_start as usize..name_end as usize])
-                .map_err(|_| Http1Error::invalid("header name"))?;
-            let value = HeaderValue::from_maybe_shared(
-                head.slice(value_start as usize..value_end as usize),
-            )
-            .map_err(|_| Http1Error::invalid("header value"))?;
+        for field in &fields[..count] {
+            let (name, value) = field.field(&head).map_err(Http1Error::framing)?;
             if name == CONNECTION {
                 for token in super::header_list::value_tokens(value.as_bytes()) {
                     close |= token.eq_ignore_ascii_case(b"close");
@@ -437,103 +404,6 @@ enum Parsed {
     Final(ResponseHead),
     Informational,
     Partial,
-}
-
-/// Writes `out` in full (vectored), then flushes. `written` is set once any byte is written.
-fn poll_write_all(
-    io: &mut UpstreamIo,
-    cx: &mut Context<'_>,
-    out: &mut SmallVec<[Bytes; 3]>,
-    written: &mut bool,
-) -> Poll<io::Result<()>> {
-    while !out.is_empty() {
-        let mut n = {
-            let slices: SmallVec<[IoSlice<'_>; 3]> = out.iter().map(|b| IoSlice::new(b)).collect();
-            ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices))?
-        };
-        if n == 0 {
-            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-        }
-        *written = true;
-        while n > 0 {
-            if n >= out[0].len() {
-                n -= out[0].len();
-                out.remove(0);
-            } else {
-                out[0].advance(n);
-                n = 0;
-            }
-        }
-    }
-    Pin::new(io).poll_flush(cx)
-}
-
-/// Queues one frame of a streamed request body for writing, in the request's framing.
-fn encode_body_frame(
-    frame: Option<Result<Frame<Bytes>, BoxError>>,
-    framing: &mut Framing,
-    out: &mut SmallVec<[Bytes; 3]>,
-) -> Result<(), Http1Error> {
-    match (frame, *framing) {
-        (Some(Err(error)), _) => Err(Http1Error::ClientBody(error)),
-        (Some(Ok(frame)), Framing::Length(left)) => {
-            if let Ok(data) = frame.into_data()
-                && !data.is_empty()
-            {
-                let len = data.len() as u64;
-                if len > left {
-                    return Err(Http1Error::InvalidRequest(
-                        "the request body is longer than its content-length",
-                    ));
-                }
-                *framing = if len == left {
-                    Framing::Empty
-                } else {
-                    Framing::Length(left - len)
-                };
-                out.push(data);
-            }
-            Ok(())
-        }
-        (Some(Ok(frame)), Framing::Chunked(_)) => {
-            match frame.into_data() {
-                Ok(data) if !data.is_empty() => {
-                    out.push(Bytes::from(format!("{:x}\r\n", data.len())));
-                    out.push(data);
-                    out.push(Bytes::from_static(b"\r\n"));
-                }
-                Ok(_) => {}
-                Err(frame) => {
-                    // Trailers end the body.
-                    let mut last = BytesMut::from(&b"0\r\n"[..]);
-                    if let Ok(trailers) = frame.into_trailers() {
-                        for (name, value) in &trailers {
-                            last.put_slice(name.as_str().as_bytes());
-                            last.put_slice(b": ");
-                            last.put_slice(value.as_bytes());
-                            last.put_slice(b"\r\n");
-                        }
-                    }
-                    last.put_slice(b"\r\n");
-                    out.push(last.freeze());
-                    *framing = Framing::Empty;
-                }
-            }
-            Ok(())
-        }
-        (None, Framing::Chunked(_)) => {
-            out.push(Bytes::from_static(b"0\r\n\r\n"));
-            *framing = Framing::Empty;
-            Ok(())
-        }
-        (None, Framing::Length(_)) => Err(Http1Error::InvalidRequest(
-            "the request body is shorter than its content-length",
-        )),
-        (_, Framing::Empty | Framing::UntilClose) => {
-            *framing = Framing::Empty;
-            Ok(())
-        }
-    }
 }
 
 /// A response body read from its connection, which it gives back to the pool at its end. A
@@ -604,96 +474,30 @@ impl ResponseBody {
             let Some(conn) = self.conn.as_mut() else {
                 return Poll::Ready(Ok(None));
             };
-            match self.framing {
-                Framing::Empty => {
+            match self
+                .framing
+                .decode(&mut conn.read)
+                .map_err(Http1Error::framing)?
+            {
+                Decoded::Frame(frame) => {
+                    if self.framing.is_done() {
+                        self.finish();
+                    }
+                    return Poll::Ready(Ok(Some(frame)));
+                }
+                Decoded::End => {
                     self.finish();
                     return Poll::Ready(Ok(None));
                 }
-                Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) => {
-                    if conn.read.is_empty() {
-                        let want = left.clamp(1, MAX_READ as u64) as usize;
-                        if ready!(conn.poll_fill(cx, want))? == 0 {
-                            return Poll::Ready(Err(Http1Error::Closed));
+                Decoded::Fill(want) => {
+                    if ready!(conn.poll_fill(cx, want))? == 0 {
+                        if self.framing == Framing::UntilClose {
+                            // The end of the connection is the end of the body.
+                            self.conn = None;
+                            self.framing = Framing::Empty;
+                            return Poll::Ready(Ok(None));
                         }
-                    }
-                    let take = left.min(conn.read.len() as u64);
-                    let data = conn.read.split_to(take as usize).freeze();
-                    let left = left - take;
-                    match self.framing {
-                        Framing::Length(_) if left == 0 => self.finish(),
-                        Framing::Length(_) => self.framing = Framing::Length(left),
-                        _ if left == 0 => self.framing = Framing::Chunked(Chunk::DataEnd),
-                        _ => self.framing = Framing::Chunked(Chunk::Data(left)),
-                    }
-                    return Poll::Ready(Ok(Some(Frame::data(data))));
-                }
-                Framing::UntilClose => {
-                    if conn.read.is_empty() && ready!(conn.poll_fill(cx, MAX_READ / 4))? == 0 {
-                        // The end of the connection is the end of the body.
-                        self.conn = None;
-                        self.framing = Framing::Empty;
-                        return Poll::Ready(Ok(None));
-                    }
-                    let data = conn.read.split().freeze();
-                    return Poll::Ready(Ok(Some(Frame::data(data))));
-                }
-                Framing::Chunked(Chunk::Size) => match httparse::parse_chunk_size(&conn.read) {
-                    Ok(httparse::Status::Complete((used, size))) => {
-                        conn.read.advance(used);
-                        self.framing = Framing::Chunked(if size == 0 {
-                            Chunk::Trailers
-                        } else {
-                            Chunk::Data(size)
-                        });
-                    }
-                    Ok(httparse::Status::Partial) if conn.read.len() < MAX_CHUNK_LINE => {
-                        if ready!(conn.poll_fill(cx, READ_SIZE))? == 0 {
-                            return Poll::Ready(Err(Http1Error::Closed));
-                        }
-                    }
-                    _ => return Poll::Ready(Err(Http1Error::invalid("chunk size"))),
-                },
-                Framing::Chunked(Chunk::DataEnd) => {
-                    if conn.read.len() < 2 {
-                        if ready!(conn.poll_fill(cx, READ_SIZE))? == 0 {
-                            return Poll::Ready(Err(Http1Error::Closed));
-                        }
-                        continue;
-                    }
-                    if &conn.read[..2] != b"\r\n" {
-                        return Poll::Ready(Err(Http1Error::invalid(
-                            "chunk data not ended by CRLF",
-                        )));
-                    }
-                    conn.read.advance(2);
-                    self.framing = Framing::Chunked(Chunk::Size);
-                }
-                Framing::Chunked(Chunk::Trailers) => {
-                    let mut fields = [httparse::EMPTY_HEADER; MAX_TRAILERS];
-                    match httparse::parse_headers(&conn.read, &mut fields) {
-                        Ok(httparse::Status::Complete((used, fields))) => {
-                            let mut trailers = HeaderMap::new();
-                            for field in fields {
-                                if let (Ok(name), Ok(value)) = (
-                                    HeaderName::from_bytes(field.name.as_bytes()),
-                                    HeaderValue::from_bytes(field.value),
-                                ) {
-                                    trailers.append(name, value);
-                                }
-                            }
-                            conn.read.advance(used);
-                            self.finish();
-                            if trailers.is_empty() {
-                                return Poll::Ready(Ok(None));
-                            }
-                            return Poll::Ready(Ok(Some(Frame::trailers(trailers))));
-                        }
-                        Ok(httparse::Status::Partial) if conn.read.len() < MAX_HEAD_BYTES => {
-                            if ready!(conn.poll_fill(cx, READ_SIZE))? == 0 {
-                                return Poll::Ready(Err(Http1Error::Closed));
-                            }
-                        }
-                        _ => return Poll::Ready(Err(Http1Error::invalid("trailer fields"))),
+                        return Poll::Ready(Err(Http1Error::Closed));
                     }
                 }
             }
@@ -731,60 +535,6 @@ impl Body for ResponseBody {
             _ => SizeHint::default(),
         }
     }
-}
-
-/// A `Content-Length` value: digits only (RFC 9110 §8.6).
-fn parse_length(value: &HeaderValue) -> Option<u64> {
-    let bytes = value.as_bytes();
-    if bytes.is_empty() || bytes.len() > 19 || !bytes.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(bytes).ok()?.parse().ok()
-}
-
-/// The length so far after one more `Content-Length` field: each field may be a list, and all
-/// values must agree (RFC 9110 §8.6); `None` once any is invalid or differs.
-fn merge_lengths(so_far: Option<Option<u64>>, value: &HeaderValue) -> Option<u64> {
-    let mut merged = so_far.unwrap_or(None);
-    let first = so_far.is_none();
-    for (i, item) in value.as_bytes().split(|&b| b == b',').enumerate() {
-        let item = item.trim_ascii();
-        let parsed = (!item.is_empty() && item.len() <= 19 && item.iter().all(u8::is_ascii_digit))
-            .then(|| std::str::from_utf8(item).ok()?.parse::<u64>().ok())
-            .flatten()?;
-        if first && i == 0 {
-            merged = Some(parsed);
-        } else if merged != Some(parsed) {
-            return None;
-        }
-    }
-    merged
-}
-
-/// Whether the last token of a comma-separated header is `token` (case-insensitive).
-fn last_token_is(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .next_back()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case(token))
-}
-
-/// Appends `n` in decimal, without going through `fmt`.
-fn put_decimal(buf: &mut BytesMut, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    buf.put_slice(&digits[at..]);
 }
 
 #[cfg(test)]

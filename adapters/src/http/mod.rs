@@ -8,6 +8,7 @@ mod connector;
 pub mod header_list;
 mod health;
 mod pool;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

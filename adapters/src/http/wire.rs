@@ -1,0 +1,437 @@
+//! HTTP/1.1 on the wire, for both of the gateway's sides: the upstream codec (requests out,
+//! responses in) and the listener's server (requests in, responses out).
+//!
+//! A message body is delimited by its [`Framing`] (RFC 9112 §6): none, `Content-Length`,
+//! chunked, or the end of the connection. [`Framing::decode`] splits the next frame off a read
+//! buffer without copying it; [`Framing::encode`] queues a frame for a vectored write in the
+//! framing the head declared; [`poll_write_all`] writes such a queue.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use http_body::Frame;
+use smallvec::SmallVec;
+use tokio::io::AsyncWrite;
+
+/// What a read asks for when nothing says how much is coming: one page, enough for a typical
+/// head with a small body. Bodies of known length read up to [`MAX_READ`] at once.
+pub const READ_SIZE: usize = 4 * 1024;
+/// The most a body read asks for at once.
+pub const MAX_READ: usize = 64 * 1024;
+/// The longest chunk-size line accepted (the size in hex, and any chunk extensions).
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+/// The most trailer fields after a chunked body.
+const MAX_TRAILERS: usize = 32;
+/// The largest trailer section accepted.
+const MAX_TRAILER_BYTES: usize = 64 * 1024;
+
+/// How a message body is delimited on the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body, or no more of it.
+    Empty,
+    /// This many bytes are left.
+    Length(u64),
+    /// Chunked transfer coding, at this point of it.
+    Chunked(Chunk),
+    /// Until the sender closes the connection (responses only).
+    UntilClose,
+}
+
+/// Where a chunked body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunk {
+    /// At a chunk-size line.
+    Size,
+    /// Inside a chunk, with this many bytes left.
+    Data(u64),
+    /// At the CRLF that ends a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer fields, then an empty line.
+    Trailers,
+}
+
+/// What [`Framing::decode`] found in the buffer.
+#[derive(Debug)]
+pub enum Decoded {
+    /// The next frame, split off the buffer.
+    Frame(Frame<Bytes>),
+    /// The body is complete.
+    End,
+    /// More bytes are needed: read, with room for about this many. A read that finds the end
+    /// of the stream ends an [`Framing::UntilClose`] body, and cuts short any other.
+    Fill(usize),
+}
+
+/// A body that breaks its framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FramingError(pub &'static str);
+
+impl Framing {
+    /// Whether the body is complete.
+    pub fn is_done(self) -> bool {
+        self == Framing::Empty
+    }
+
+    /// Takes the next frame of the body off `read` (see [`Decoded`]); the framing moves on.
+    pub fn decode(&mut self, read: &mut BytesMut) -> Result<Decoded, FramingError> {
+        loop {
+            match *self {
+                Framing::Empty => return Ok(Decoded::End),
+                Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) => {
+                    if read.is_empty() {
+                        return Ok(Decoded::Fill(left.clamp(1, MAX_READ as u64) as usize));
+                    }
+                    let take = left.min(read.len() as u64);
+                    let data = read.split_to(take as usize).freeze();
+                    let left = left - take;
+                    *self = match *self {
+                        Framing::Length(_) if left == 0 => Framing::Empty,
+                        Framing::Length(_) => Framing::Length(left),
+                        _ if left == 0 => Framing::Chunked(Chunk::DataEnd),
+                        _ => Framing::Chunked(Chunk::Data(left)),
+                    };
+                    return Ok(Decoded::Frame(Frame::data(data)));
+                }
+                Framing::UntilClose => {
+                    if read.is_empty() {
+                        return Ok(Decoded::Fill(MAX_READ / 4));
+                    }
+                    return Ok(Decoded::Frame(Frame::data(read.split().freeze())));
+                }
+                Framing::Chunked(Chunk::Size) => match httparse::parse_chunk_size(read) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        read.advance(used);
+                        *self = Framing::Chunked(if size == 0 {
+                            Chunk::Trailers
+                        } else {
+                            Chunk::Data(size)
+                        });
+                    }
+                    Ok(httparse::Status::Partial) if read.len() < MAX_CHUNK_LINE => {
+                        return Ok(Decoded::Fill(READ_SIZE));
+                    }
+                    _ => return Err(FramingError("invalid chunk size")),
+                },
+                Framing::Chunked(Chunk::DataEnd) => {
+                    if read.len() < 2 {
+                        return Ok(Decoded::Fill(READ_SIZE));
+                    }
+                    if &read[..2] != b"\r\n" {
+                        return Err(FramingError("chunk data not ended by CRLF"));
+                    }
+                    read.advance(2);
+                    *self = Framing::Chunked(Chunk::Size);
+                }
+                Framing::Chunked(Chunk::Trailers) => {
+                    let mut fields = [httparse::EMPTY_HEADER; MAX_TRAILERS];
+                    return match httparse::parse_headers(read, &mut fields) {
+                        Ok(httparse::Status::Complete((used, fields))) => {
+                            let mut trailers = HeaderMap::new();
+                            for field in fields {
+                                if let (Ok(name), Ok(value)) = (
+                                    HeaderName::from_bytes(field.name.as_bytes()),
+                                    HeaderValue::from_bytes(field.value),
+                                ) {
+                                    trailers.append(name, value);
+                                }
+                            }
+                            read.advance(used);
+                            *self = Framing::Empty;
+                            Ok(if trailers.is_empty() {
+                                Decoded::End
+                            } else {
+                                Decoded::Frame(Frame::trailers(trailers))
+                            })
+                        }
+                        Ok(httparse::Status::Partial) if read.len() < MAX_TRAILER_BYTES => {
+                            Ok(Decoded::Fill(READ_SIZE))
+                        }
+                        _ => Err(FramingError("invalid trailer fields")),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Queues one frame of an outgoing body in this framing; `None` is the body's end. A
+    /// body that does not match its declared length is refused.
+    pub fn encode(
+        &mut self,
+        frame: Option<Frame<Bytes>>,
+        out: &mut SmallVec<[Bytes; 3]>,
+    ) -> Result<(), FramingError> {
+        match (frame, *self) {
+            (Some(frame), Framing::Length(left)) => {
+                if let Ok(data) = frame.into_data()
+                    && !data.is_empty()
+                {
+                    let len = data.len() as u64;
+                    if len > left {
+                        return Err(FramingError("the body is longer than its content-length"));
+                    }
+                    *self = if len == left {
+                        Framing::Empty
+                    } else {
+                        Framing::Length(left - len)
+                    };
+                    out.push(data);
+                }
+                Ok(())
+            }
+            (Some(frame), Framing::Chunked(_)) => {
+                match frame.into_data() {
+                    Ok(data) if !data.is_empty() => {
+                        let mut size = BytesMut::with_capacity(20);
+                        put_hex(&mut size, data.len() as u64);
+                        size.put_slice(b"\r\n");
+                        out.push(size.freeze());
+                        out.push(data);
+                        out.push(Bytes::from_static(b"\r\n"));
+                    }
+                    Ok(_) => {}
+                    Err(frame) => {
+                        // Trailers end the body.
+                        let mut last = BytesMut::from(&b"0\r\n"[..]);
+                        if let Ok(trailers) = frame.into_trailers() {
+                            for (name, value) in &trailers {
+                                last.put_slice(name.as_str().as_bytes());
+                                last.put_slice(b": ");
+                                last.put_slice(value.as_bytes());
+                                last.put_slice(b"\r\n");
+                            }
+                        }
+                        last.put_slice(b"\r\n");
+                        out.push(last.freeze());
+                        *self = Framing::Empty;
+                    }
+                }
+                Ok(())
+            }
+            (None, Framing::Chunked(_)) => {
+                out.push(Bytes::from_static(b"0\r\n\r\n"));
+                *self = Framing::Empty;
+                Ok(())
+            }
+            (None, Framing::Length(_)) => {
+                Err(FramingError("the body is shorter than its content-length"))
+            }
+            (Some(frame), Framing::UntilClose) => {
+                if let Ok(data) = frame.into_data() {
+                    out.push(data);
+                }
+                Ok(())
+            }
+            (None, Framing::UntilClose) | (_, Framing::Empty) => {
+                *self = Framing::Empty;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Writes `out` in full (vectored), then flushes. `written` is set once any byte is written.
+pub fn poll_write_all<W: AsyncWrite + Unpin + ?Sized>(
+    io: &mut W,
+    cx: &mut Context<'_>,
+    out: &mut SmallVec<[Bytes; 3]>,
+    written: &mut bool,
+) -> Poll<io::Result<()>> {
+    while !out.is_empty() {
+        let mut n = {
+            let slices: SmallVec<[IoSlice<'_>; 3]> = out.iter().map(|b| IoSlice::new(b)).collect();
+            ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices))?
+        };
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        *written = true;
+        while n > 0 {
+            if n >= out[0].len() {
+                n -= out[0].len();
+                out.remove(0);
+            } else {
+                out[0].advance(n);
+                n = 0;
+            }
+        }
+    }
+    Pin::new(io).poll_flush(cx)
+}
+
+/// The offsets of a parsed header field's name and value in the buffer it was parsed from:
+/// the parser's fields borrow the buffer, which is split off (without moving its bytes) once
+/// they are known, and each value then shares it.
+#[derive(Clone, Copy, Default)]
+pub struct FieldAt {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+impl FieldAt {
+    /// Where `field` lies in the buffer that starts at `base`.
+    pub fn of(field: &httparse::Header<'_>, base: *const u8) -> FieldAt {
+        let at = |s: &[u8]| (s.as_ptr() as usize - base as usize) as u32;
+        let name = at(field.name.as_bytes());
+        let value = at(field.value);
+        FieldAt {
+            name: (name, name + field.name.len() as u32),
+            value: (value, value + field.value.len() as u32),
+        }
+    }
+
+    /// The field, its value sharing `head`.
+    pub fn field(self, head: &Bytes) -> Result<(HeaderName, HeaderValue), FramingError> {
+        let name = HeaderName::from_bytes(&head[self.name.0 as usize..self.name.1 as usize])
+            .map_err(|_| FramingError("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(
+            head.slice(self.value.0 as usize..self.value.1 as usize),
+        )
+        .map_err(|_| FramingError("invalid header value"))?;
+        Ok((name, value))
+    }
+}
+
+/// A `Content-Length` value: digits only (RFC 9110 §8.6).
+pub fn parse_length(value: &HeaderValue) -> Option<u64> {
+    let bytes = value.as_bytes();
+    if bytes.is_empty() || bytes.len() > 19 || !bytes.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+/// The length so far after one more `Content-Length` field: each field may be a list, and all
+/// values must agree (RFC 9110 §8.6); `None` once any is invalid or differs.
+pub fn merge_lengths(so_far: Option<Option<u64>>, value: &HeaderValue) -> Option<u64> {
+    let mut merged = so_far.unwrap_or(None);
+    let first = so_far.is_none();
+    for (i, item) in value.as_bytes().split(|&b| b == b',').enumerate() {
+        let item = item.trim_ascii();
+        let parsed = (!item.is_empty() && item.len() <= 19 && item.iter().all(u8::is_ascii_digit))
+            .then(|| std::str::from_utf8(item).ok()?.parse::<u64>().ok())
+            .flatten()?;
+        if first && i == 0 {
+            merged = Some(parsed);
+        } else if merged != Some(parsed) {
+            return None;
+        }
+    }
+    merged
+}
+
+/// Whether the last token of a comma-separated header is `token` (case-insensitive).
+pub fn last_token_is(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    super::header_list::tokens(headers, &name)
+        .last()
+        .is_some_and(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Appends `n` in decimal, without going through `fmt`.
+pub fn put_decimal(buf: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.put_slice(&digits[at..]);
+}
+
+/// Appends `n` in lower-case hexadecimal (a chunk size).
+fn put_hex(buf: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 16];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b"0123456789abcdef"[(n & 15) as usize];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.put_slice(&digits[at..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(framing: &mut Framing, input: &[u8]) -> Result<(Vec<u8>, bool), FramingError> {
+        let mut read = BytesMut::from(input);
+        let mut body = Vec::new();
+        loop {
+            match framing.decode(&mut read)? {
+                Decoded::Frame(frame) => {
+                    if let Ok(data) = frame.into_data() {
+                        body.extend_from_slice(&data);
+                    }
+                }
+                Decoded::End => return Ok((body, true)),
+                Decoded::Fill(_) => return Ok((body, false)),
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_decode_and_stop_at_their_end() {
+        let mut framing = Framing::Chunked(Chunk::Size);
+        let (body, done) = decode_all(
+            &mut framing,
+            b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\nNEXT",
+        )
+        .unwrap();
+        assert_eq!(body, b"hello world");
+        assert!(done && framing.is_done());
+        let mut framing = Framing::Chunked(Chunk::Size);
+        assert_eq!(
+            decode_all(&mut framing, b"FFFFFFFFFFFFFFFFFFFF\r\nhello").unwrap_err(),
+            FramingError("invalid chunk size")
+        );
+        let mut framing = Framing::Chunked(Chunk::Size);
+        assert!(decode_all(&mut framing, b"5\r\nhelloXX").is_err());
+    }
+
+    #[test]
+    fn a_length_body_takes_only_its_length() {
+        let mut framing = Framing::Length(5);
+        let mut read = BytesMut::from(&b"helloGET /"[..]);
+        let Decoded::Frame(frame) = framing.decode(&mut read).unwrap() else {
+            panic!("a frame")
+        };
+        assert_eq!(frame.into_data().unwrap(), "hello");
+        assert!(framing.is_done());
+        assert_eq!(&read[..], b"GET /");
+    }
+
+    #[test]
+    fn encoding_frames_the_body_as_declared() {
+        let mut out = SmallVec::new();
+        let mut chunked = Framing::Chunked(Chunk::Size);
+        chunked
+            .encode(Some(Frame::data(Bytes::from(vec![b'x'; 26]))), &mut out)
+            .unwrap();
+        chunked.encode(None, &mut out).unwrap();
+        let wire: Vec<u8> = out.iter().flat_map(|b| b.to_vec()).collect();
+        assert_eq!(
+            wire,
+            [&b"1a\r\n"[..], &[b'x'; 26], b"\r\n0\r\n\r\n"].concat()
+        );
+        let mut length = Framing::Length(3);
+        assert!(
+            length
+                .encode(Some(Frame::data(Bytes::from_static(b"four"))), &mut out)
+                .is_err()
+        );
+        let mut length = Framing::Length(3);
+        assert!(length.encode(None, &mut out).is_err());
+    }
+}
