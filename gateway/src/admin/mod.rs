@@ -28,12 +28,11 @@ use accord_adapters::ResponseBody;
 use accord_adapters::body::full_body;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use crate::control::generation::Generation;
 use crate::control::reload::{ReloadError, ReloadReport};
 use crate::proxy::errors::ErrorCode;
-use crate::proxy::server::Handler;
+use crate::proxy::server::{ClientBody, Handler};
 use crate::stats::Registry;
 
 /// The dashboard page: one file, its styles and script inline, nothing fetched from elsewhere.
@@ -70,7 +69,7 @@ pub fn handler<S: AdminState>(gateway: Arc<S>, loopback: bool) -> Handler {
 async fn respond(
     gateway: &impl AdminState,
     loopback: bool,
-    request: Request<Incoming>,
+    request: Request<ClientBody>,
 ) -> Response<ResponseBody> {
     let generation = gateway.generation();
     let method = request.method().clone();

@@ -105,7 +105,11 @@ where
     let started = Instant::now();
     let request_id = identify(&mut request);
     let websocket = headers::is_websocket_upgrade(request.headers());
-    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
+    let client_upgrade = if websocket {
+        request.extensions_mut().remove::<server::ClientUpgrade>()
+    } else {
+        None
+    };
     let (mut parts, body) = request.into_parts();
     let mut record = Record::new(&parts, conn.client, request_id, started, access_log);
     if let Some(tracer) = generation.tracer() {

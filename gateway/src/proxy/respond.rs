@@ -18,6 +18,7 @@ use http::{Response, StatusCode};
 use super::errors::ErrorCode;
 use super::headers;
 use super::record::Record;
+use super::server::ClientUpgrade;
 use crate::control::generation::LiveRoute;
 
 /// Sends the request to the route's backends; the outcome is noted on the record.
@@ -52,7 +53,7 @@ pub(super) async fn forward(
 pub(super) fn respond(
     route: &LiveRoute,
     result: Result<accord_adapters::GatewayResponse, accord_adapters::BackendError>,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    client_upgrade: Option<ClientUpgrade>,
     record: &mut Record,
 ) -> Response<ResponseBody> {
     match result {
@@ -94,20 +95,19 @@ pub(super) fn respond(
 }
 
 /// Splices the client's and the backend's upgraded connections together.
-fn tunnel(
-    client: hyper::upgrade::OnUpgrade,
-    upstream: hyper::upgrade::OnUpgrade,
-    request_id: String,
-) {
+fn tunnel(client: ClientUpgrade, upstream: hyper::upgrade::OnUpgrade, request_id: String) {
     tokio::spawn(async move {
-        let (client, upstream) = match tokio::try_join!(client, upstream) {
-            Ok(pair) => pair,
-            Err(e) => {
+        let (mut client, upstream) = match tokio::join!(client.upgraded(), upstream) {
+            (Ok(client), Ok(upstream)) => (client, upstream),
+            (Err(e), _) => {
+                tracing::debug!(%request_id, error = %e, "upgrade failed");
+                return;
+            }
+            (_, Err(e)) => {
                 tracing::debug!(%request_id, error = %e, "upgrade failed");
                 return;
             }
         };
-        let mut client = hyper_util::rt::TokioIo::new(client);
         let mut upstream = hyper_util::rt::TokioIo::new(upstream);
         if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
             tracing::debug!(%request_id, error = %e, "tunnel closed with an error");

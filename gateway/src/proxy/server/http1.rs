@@ -1,0 +1,811 @@
+//! The listener's HTTP/1.1 server: one client connection, its requests in turn, in the
+//! connection's own task.
+//!
+//! A request head is parsed with `httparse` straight from the connection's read buffer, and its
+//! header values share that buffer. The handler's future is polled by this task, which
+//! meanwhile watches the connection: a client that closes it (or resets it) before its answer
+//! drops the future, which records the request as cancelled. The response head is encoded into
+//! a buffer the connection keeps and written with the first part of the body in one vectored
+//! write.
+//!
+//! A request body owns the connection's read side while it is read, and gives it back at its
+//! end: a request without a body costs no channel and no lock. The rest of the behaviour is
+//! what hyper's server does, which this replaces for HTTP/1 (HTTP/2 stays on hyper):
+//!
+//! - **Framing** (RFC 9112 §6): `Transfer-Encoding` must end in `chunked` and wins over
+//!   `Content-Length`, which is removed, and the connection then closes after the response;
+//!   `Content-Length` fields must agree; an HTTP/1.0 request may not be chunked. Anything
+//!   else ambiguous is refused with 400, and the connection closed.
+//! - **Limits**: a head larger than the limit gets 431; a head that does not arrive within the
+//!   header read timeout (counted from when the connection starts waiting for it, so an idle
+//!   keep-alive connection is closed too) closes the connection.
+//! - **Keep-alive**: HTTP/1.1 unless `Connection: close`, HTTP/1.0 with `keep-alive`; not
+//!   after a response whose request body was left unread, nor once the listener shuts down.
+//! - `Expect: 100-continue` is answered when the handler first reads the body.
+//! - **Upgrades**: a request asking for one carries a [`ClientUpgrade`]; after a `101` response
+//!   it resolves to the connection ([`Upgraded`]), bytes already read included.
+//! - Responses get a `Date` when they have none, and are framed by `Content-Length` when the
+//!   length is known, chunked otherwise (HTTP/1.0: until the connection closes).
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, SystemTime};
+
+use accord_adapters::ResponseBody;
+use accord_adapters::http::header_list::value_tokens;
+use accord_adapters::http::wire::{
+    Chunk, Decoded, FieldAt, Framing, FramingError, READ_SIZE, merge_lengths, parse_length,
+    poll_write_all, put_decimal,
+};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use smallvec::SmallVec;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+
+use super::{ClientBody, Handler};
+use crate::proxy::Connection;
+
+/// The most header fields a request head may carry (hyper's limit too).
+const MAX_HEADERS: usize = 100;
+
+/// The read side of a client connection: the stream and the bytes read and not yet used.
+pub(super) struct Reader {
+    io: Box<dyn AsyncRead + Send + Sync + Unpin>,
+    buf: BytesMut,
+}
+
+/// The write side of a client connection.
+pub(super) type Writer = Box<dyn AsyncWrite + Send + Sync + Unpin>;
+
+impl Reader {
+    /// A reader of `io`, with `buf` already read from it.
+    pub(super) fn new(io: Box<dyn AsyncRead + Send + Sync + Unpin>, buf: BytesMut) -> Box<Self> {
+        Box::new(Reader { io, buf })
+    }
+
+    /// Reads into the buffer, with room for at least `want` bytes. `Ok(0)` is the end of the
+    /// stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        self.buf.reserve(want);
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+}
+
+/// The settings one connection is served with.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Settings {
+    /// The largest request head.
+    pub(super) max_head: usize,
+    /// Time to receive a request head, counted from when the connection waits for it.
+    pub(super) header_read_timeout: Duration,
+}
+
+/// Why a request head is refused.
+#[derive(Debug, PartialEq, Eq)]
+struct Refusal(StatusCode, &'static str);
+
+/// A parsed request head and what the connection needs to know of it.
+struct Head {
+    request: Request<()>,
+    framing: Framing,
+    /// The client lets the connection carry another request.
+    keep_alive: bool,
+    expects_continue: bool,
+    wants_upgrade: bool,
+}
+
+/// Serves the HTTP/1.1 requests of one connection until it ends, its head read timeout
+/// passes, or `shutdown` turns true while it is idle.
+pub(super) async fn serve(
+    reader: Box<Reader>,
+    mut writer: Writer,
+    conn: Connection,
+    handler: Handler,
+    settings: Settings,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut reader = Some(reader);
+    let mut head_buf = BytesMut::new();
+    let timer = tokio::time::sleep(settings.header_read_timeout);
+    tokio::pin!(timer);
+    loop {
+        // Read a request head.
+        let Some(mut current) = reader.take() else {
+            return;
+        };
+        let deadline = Instant::now() + settings.header_read_timeout;
+        let head = loop {
+            if !current.buf.is_empty() {
+                match parse_head(&mut current.buf, settings.max_head) {
+                    Ok(Some(head)) => break head,
+                    Ok(None) => {}
+                    Err(Refusal(status, why)) => {
+                        tracing::debug!(client = %conn.client, %status, why, "request refused");
+                        refuse(&mut writer, status).await;
+                        return;
+                    }
+                }
+            }
+            let idle = current.buf.is_empty();
+            tokio::select! {
+                biased;
+                read = poll_fn(|cx| current.poll_fill(cx, READ_SIZE)) => match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                },
+                () = &mut timer => {
+                    if Instant::now() >= deadline {
+                        tracing::debug!(client = %conn.client, "no request head within the header read timeout");
+                        return;
+                    }
+                    timer.as_mut().reset(deadline);
+                }
+                _ = shutdown.wait_for(|stop| *stop), if idle => return,
+            }
+        };
+
+        // Hand it to the handler, the body reading from the connection.
+        let Head {
+            request,
+            framing,
+            keep_alive,
+            expects_continue,
+            wants_upgrade,
+        } = head;
+        let method_is_head = request.method() == Method::HEAD;
+        let version = request.version();
+        let (mut returned, mut continue_asked, body) = if framing.is_done() {
+            reader = Some(current);
+            (None, None, RequestBody::empty())
+        } else {
+            let (back, returned) = oneshot::channel();
+            let (asked, continue_asked) = if expects_continue {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            } else {
+                (None, None)
+            };
+            let body = RequestBody {
+                reader: Some(current),
+                framing,
+                back: Some(back),
+                continue_asked: asked,
+            };
+            (Some(returned), continue_asked, body)
+        };
+        let mut request = request.map(|()| ClientBody::Http1(body));
+        let upgrade = wants_upgrade.then(|| {
+            let (tx, rx) = oneshot::channel();
+            request
+                .extensions_mut()
+                .insert(ClientUpgrade(Arc::new(Mutex::new(Some(rx)))));
+            tx
+        });
+        let mut future = handler(request, conn.clone());
+
+        // Poll it, watching the client: the body's reader coming back, `100 Continue` asked
+        // for, the client closing.
+        let mut continuing: SmallVec<[Bytes; 3]> = SmallVec::new();
+        let response = poll_fn(|cx| {
+            if let Poll::Ready(response) = future.as_mut().poll(cx) {
+                return Poll::Ready(Some(response));
+            }
+            if let Some(rx) = &mut returned
+                && let Poll::Ready(back) = Pin::new(rx).poll(cx)
+            {
+                reader = back.ok();
+                returned = None;
+            }
+            if let Some(rx) = &mut continue_asked
+                && let Poll::Ready(asked) = Pin::new(rx).poll(cx)
+            {
+                continue_asked = None;
+                if asked.is_ok() {
+                    continuing.push(Bytes::from_static(b"HTTP/1.1 100 Continue\r\n\r\n"));
+                }
+            }
+            if !continuing.is_empty() {
+                match poll_write_all(&mut writer, cx, &mut continuing, &mut false) {
+                    Poll::Ready(Err(_)) => return Poll::Ready(None),
+                    Poll::Ready(Ok(())) | Poll::Pending => {}
+                }
+            }
+            if let Some(watched) = &mut reader {
+                // Bytes that arrive are kept (a pipelined request); the end of the stream, or
+                // an error, means the client is gone.
+                while watched.buf.len() < settings.max_head {
+                    match watched.poll_fill(cx, READ_SIZE) {
+                        Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
+                        Poll::Ready(Ok(_)) => {}
+                        Poll::Pending => break,
+                    }
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        drop(future);
+        if !continuing.is_empty()
+            && poll_fn(|cx| poll_write_all(&mut writer, cx, &mut continuing, &mut false))
+                .await
+                .is_err()
+        {
+            return;
+        }
+        let Some(response) = response else {
+            tracing::debug!(client = %conn.client, "the client closed the connection before its answer");
+            return;
+        };
+
+        // Write the response.
+        let status = response.status();
+        let upgrading = status == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some();
+        let keep_alive = keep_alive && !*shutdown.borrow() && !upgrading;
+        let written = write_response(
+            &mut writer,
+            &mut head_buf,
+            response,
+            method_is_head,
+            version,
+            keep_alive,
+        )
+        .await;
+        let keep_alive = match written {
+            Ok(keep_alive) => keep_alive,
+            Err(e) => {
+                tracing::debug!(client = %conn.client, error = %e, "writing the response failed");
+                return;
+            }
+        };
+        if let Some(mut rx) = returned.take() {
+            // The body came back if the handler read it to its end; if not, what is left of
+            // it stands between this response and the next request.
+            reader = rx.try_recv().ok();
+        }
+        if upgrading {
+            if let (Some(upgrade), Some(reader)) = (upgrade, reader.take()) {
+                let _ = upgrade.send(Upgraded { reader, writer });
+            }
+            return;
+        }
+        if !keep_alive || *shutdown.borrow() {
+            let _ = poll_fn(|cx| Pin::new(&mut writer).poll_shutdown(cx)).await;
+            return;
+        }
+    }
+}
+
+/// Parses a request head off the front of `buf`: `None` until it is complete.
+fn parse_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refusal> {
+    let too_large = Refusal(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "head too large",
+    );
+    let mut fields = [FieldAt::default(); MAX_HEADERS];
+    let (len, method, target, version, count) = {
+        let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+            &mut request,
+            buf,
+            &mut headers,
+        ) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if buf.len() >= max_head => return Err(too_large),
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => return Err(too_large),
+            Err(_) => {
+                return Err(Refusal(StatusCode::BAD_REQUEST, "malformed request head"));
+            }
+        };
+        if len > max_head {
+            return Err(too_large);
+        }
+        let method = Method::from_bytes(request.method.unwrap_or_default().as_bytes())
+            .map_err(|_| Refusal(StatusCode::BAD_REQUEST, "invalid method"))?;
+        let base = buf.as_ptr();
+        let path = request.path.unwrap_or_default();
+        let at = path.as_ptr() as usize - base as usize;
+        for (field, header) in fields.iter_mut().zip(request.headers.iter()) {
+            *field = FieldAt::of(header, base);
+        }
+        let version = match request.version {
+            Some(0) => Version::HTTP_10,
+            _ => Version::HTTP_11,
+        };
+        (
+            len,
+            method,
+            at..at + path.len(),
+            version,
+            request.headers.len(),
+        )
+    };
+    let head = buf.split_to(len).freeze();
+    let uri = Uri::from_maybe_shared(head.slice(target))
+        .map_err(|_| Refusal(StatusCode::BAD_REQUEST, "invalid request target"))?;
+
+    // The fields that frame the message are noted as they go by, not looked up after.
+    let mut headers = HeaderMap::with_capacity(count);
+    let (mut close, mut keep_alive_token, mut upgrade_token) = (false, false, false);
+    let (mut transfer_encoding, mut expects_continue, mut upgrade) = (false, false, false);
+    let mut length: Option<Option<u64>> = None;
+    for field in &fields[..count] {
+        let (name, value) = field
+            .field(&head)
+            .map_err(|FramingError(why)| Refusal(StatusCode::BAD_REQUEST, why))?;
+        if name == CONNECTION {
+            for token in value_tokens(value.as_bytes()) {
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                upgrade_token |= token.eq_ignore_ascii_case(b"upgrade");
+            }
+        } else if name == TRANSFER_ENCODING {
+            transfer_encoding = true;
+        } else if name == CONTENT_LENGTH {
+            length = Some(merge_lengths(length, &value));
+        } else if name == EXPECT {
+            expects_continue = value.as_bytes().eq_ignore_ascii_case(b"100-continue");
+        } else if name == UPGRADE {
+            upgrade = true;
+        }
+        headers.append(name, value);
+    }
+
+    let mut keep_alive = match version {
+        Version::HTTP_10 => keep_alive_token && !close,
+        _ => !close,
+    };
+    let framing = if transfer_encoding {
+        if version == Version::HTTP_10 {
+            return Err(Refusal(
+                StatusCode::BAD_REQUEST,
+                "transfer-encoding in an HTTP/1.0 request",
+            ));
+        }
+        let chunked = accord_adapters::http::header_list::tokens(&headers, &TRANSFER_ENCODING)
+            .last()
+            .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+        if !chunked {
+            return Err(Refusal(
+                StatusCode::BAD_REQUEST,
+                "transfer-encoding does not end in chunked",
+            ));
+        }
+        // Transfer-Encoding wins; the Content-Length is removed so that it cannot frame the
+        // body again upstream, and such a request ends its connection (RFC 9112 §6.3).
+        if headers.remove(CONTENT_LENGTH).is_some() {
+            keep_alive = false;
+        }
+        Framing::Chunked(Chunk::Size)
+    } else {
+        match length {
+            None | Some(Some(0)) => Framing::Empty,
+            Some(Some(length)) => Framing::Length(length),
+            Some(None) => {
+                return Err(Refusal(StatusCode::BAD_REQUEST, "invalid content-length"));
+            }
+        }
+    };
+
+    let mut request = Request::new(());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    *request.headers_mut() = headers;
+    Ok(Some(Head {
+        request,
+        framing,
+        keep_alive,
+        expects_continue: expects_continue && version == Version::HTTP_11,
+        wants_upgrade: upgrade && upgrade_token,
+    }))
+}
+
+/// Answers a request head that cannot be served, and ends the connection.
+async fn refuse(writer: &mut Writer, status: StatusCode) {
+    let mut head = BytesMut::with_capacity(128);
+    head.put_slice(b"HTTP/1.1 ");
+    head.put_slice(status.as_str().as_bytes());
+    head.put_u8(b' ');
+    head.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    head.put_slice(b"\r\ncontent-length: 0\r\nconnection: close\r\ndate: ");
+    head.put_slice(date().as_bytes());
+    head.put_slice(b"\r\n\r\n");
+    let mut out: SmallVec<[Bytes; 3]> = SmallVec::new();
+    out.push(head.freeze());
+    let _ = poll_fn(|cx| poll_write_all(writer, cx, &mut out, &mut false)).await;
+    let _ = poll_fn(|cx| Pin::new(&mut *writer).poll_shutdown(cx)).await;
+}
+
+/// Writes `response` in full. Returns whether the connection may carry another request:
+/// `keep_alive` unless the body had to be delimited by the connection's end.
+async fn write_response(
+    writer: &mut Writer,
+    head: &mut BytesMut,
+    response: Response<ResponseBody>,
+    method_is_head: bool,
+    version: Version,
+    mut keep_alive: bool,
+) -> io::Result<bool> {
+    let (parts, mut body) = response.into_parts();
+    let status = parts.status;
+    let mut headers = parts.headers;
+    head.reserve(256);
+    if status == StatusCode::OK {
+        head.put_slice(b"HTTP/1.1 200 OK\r\n");
+    } else {
+        head.put_slice(b"HTTP/1.1 ");
+        head.put_slice(status.as_str().as_bytes());
+        head.put_u8(b' ');
+        head.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+        head.put_slice(b"\r\n");
+    }
+    // The body's framing is the server's to choose.
+    headers.remove(TRANSFER_ENCODING);
+    let bodiless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let declared = headers.get(CONTENT_LENGTH).map(parse_length);
+    let mut framing = if bodiless {
+        headers.remove(CONTENT_LENGTH);
+        Framing::Empty
+    } else {
+        match declared {
+            Some(Some(length)) => Framing::Length(length),
+            Some(None) => {
+                headers.remove(CONTENT_LENGTH);
+                framing_for(body.size_hint(), version, head)
+            }
+            None => framing_for(body.size_hint(), version, head),
+        }
+    };
+    if framing == Framing::UntilClose {
+        keep_alive = false;
+    }
+    for (name, value) in &headers {
+        head.put_slice(name.as_str().as_bytes());
+        head.put_slice(b": ");
+        head.put_slice(value.as_bytes());
+        head.put_slice(b"\r\n");
+    }
+    if !headers.contains_key(DATE) {
+        head.put_slice(b"date: ");
+        head.put_slice(date().as_bytes());
+        head.put_slice(b"\r\n");
+    }
+    if status != StatusCode::SWITCHING_PROTOCOLS {
+        match (keep_alive, version) {
+            (false, _) => head.put_slice(b"connection: close\r\n"),
+            (true, Version::HTTP_10) => head.put_slice(b"connection: keep-alive\r\n"),
+            (true, _) => {}
+        }
+    }
+    head.put_slice(b"\r\n");
+    if method_is_head {
+        framing = Framing::Empty;
+    }
+
+    let mut out: SmallVec<[Bytes; 3]> = SmallVec::new();
+    out.push(head.split().freeze());
+    let mut written = false;
+    poll_fn(|cx| {
+        loop {
+            // The head goes out with the first frame, when it is ready.
+            while out.len() <= 1 && !framing.is_done() {
+                match Pin::new(&mut body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => framing.encode(Some(frame), &mut out),
+                    Poll::Ready(None) => framing.encode(None, &mut out),
+                    Poll::Ready(Some(Err(e))) => {
+                        return Poll::Ready(Err(io::Error::other(e)));
+                    }
+                    Poll::Pending => break,
+                }
+                .map_err(io::Error::other)?;
+                if framing == Framing::UntilClose && out.len() > 1 {
+                    break;
+                }
+            }
+            if out.is_empty() {
+                return if framing.is_done() {
+                    Poll::Ready(Ok(()))
+                } else {
+                    Poll::Pending
+                };
+            }
+            ready!(poll_write_all(writer, cx, &mut out, &mut written))?;
+            if framing.is_done() {
+                return Poll::Ready(Ok(()));
+            }
+        }
+    })
+    .await?;
+    Ok(keep_alive)
+}
+
+/// The framing of a body with no `Content-Length`, declared in `head`.
+fn framing_for(hint: SizeHint, version: Version, head: &mut BytesMut) -> Framing {
+    match hint.exact() {
+        Some(length) => {
+            head.put_slice(b"content-length: ");
+            put_decimal(head, length);
+            head.put_slice(b"\r\n");
+            if length == 0 {
+                Framing::Empty
+            } else {
+                Framing::Length(length)
+            }
+        }
+        None if version == Version::HTTP_10 => Framing::UntilClose,
+        None => {
+            head.put_slice(b"transfer-encoding: chunked\r\n");
+            Framing::Chunked(Chunk::Size)
+        }
+    }
+}
+
+/// The `Date` value of now, formatted once a second.
+fn date() -> HeaderValue {
+    thread_local! {
+        static CACHED: std::cell::RefCell<(u64, HeaderValue)> =
+            const { std::cell::RefCell::new((0, HeaderValue::from_static(""))) };
+    }
+    let now = SystemTime::now();
+    let second = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    CACHED.with_borrow_mut(|(at, value)| {
+        if *at != second {
+            *at = second;
+            *value = HeaderValue::from_str(&httpdate::fmt_http_date(now))
+                .unwrap_or_else(|_| HeaderValue::from_static(""));
+        }
+        value.clone()
+    })
+}
+
+/// The body of a request read from an HTTP/1.1 connection. It owns the connection's read side
+/// until its end, when it gives it back; a body dropped before its end leaves the connection
+/// to close after its response.
+pub struct RequestBody {
+    reader: Option<Box<Reader>>,
+    framing: Framing,
+    back: Option<oneshot::Sender<Box<Reader>>>,
+    /// Tells the connection to send `100 Continue`, at the first read.
+    continue_asked: Option<oneshot::Sender<()>>,
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestBodyError {
+    /// The body breaks its framing.
+    #[error("invalid request body: {0}")]
+    Framing(#[from] FramingError),
+    /// The client closed the connection before the body was complete.
+    #[error("the client closed the connection before the request body was complete")]
+    Closed,
+    /// Reading the connection failed.
+    #[error("reading the request body: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl RequestBody {
+    fn empty() -> RequestBody {
+        RequestBody {
+            reader: None,
+            framing: Framing::Empty,
+            back: None,
+            continue_asked: None,
+        }
+    }
+
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Frame<Bytes>>, RequestBodyError>> {
+        if let Some(asked) = self.continue_asked.take() {
+            let _ = asked.send(());
+        }
+        loop {
+            let Some(reader) = self.reader.as_mut() else {
+                return Poll::Ready(Ok(None));
+            };
+            match self.framing.decode(&mut reader.buf)? {
+                Decoded::Frame(frame) => {
+                    if self.framing.is_done() {
+                        self.give_back();
+                    }
+                    return Poll::Ready(Ok(Some(frame)));
+                }
+                Decoded::End => {
+                    self.give_back();
+                    return Poll::Ready(Ok(None));
+                }
+                Decoded::Fill(want) => {
+                    if ready!(reader.poll_fill(cx, want))? == 0 {
+                        return Poll::Ready(Err(RequestBodyError::Closed));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The body is complete: the connection can read the next request.
+    fn give_back(&mut self) {
+        self.framing = Framing::Empty;
+        if let (Some(reader), Some(back)) = (self.reader.take(), self.back.take()) {
+            let _ = back.send(reader);
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = RequestBodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
+        match ready!(self.poll_next(cx)) {
+            Ok(frame) => Poll::Ready(frame.map(Ok)),
+            Err(error) => {
+                // The connection is in an unknown state: it closes after the response.
+                self.reader = None;
+                self.back = None;
+                self.framing = Framing::Empty;
+                Poll::Ready(Some(Err(error)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.framing.is_done()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(left) => SizeHint::with_exact(left),
+            Framing::Empty => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// The connection of a request that asked for an upgrade, once its `101` response is written:
+/// a request extension (extensions are `Clone`; the first to ask gets the connection).
+#[derive(Clone)]
+pub struct ClientUpgrade(Arc<Mutex<Option<oneshot::Receiver<Upgraded>>>>);
+
+impl ClientUpgrade {
+    /// The connection, once the `101` response is written; an error if the request was
+    /// answered otherwise, or the connection ended first.
+    pub async fn upgraded(self) -> io::Result<Upgraded> {
+        let receiver = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let upgraded = match receiver {
+            Some(receiver) => receiver.await.ok(),
+            None => None,
+        };
+        upgraded.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the client connection was not upgraded",
+            )
+        })
+    }
+}
+
+/// An upgraded client connection: the bytes already read from it come first.
+pub struct Upgraded {
+    reader: Box<Reader>,
+    writer: Writer,
+}
+
+impl AsyncRead for Upgraded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let reader = &mut self.reader;
+        if !reader.buf.is_empty() {
+            let n = reader.buf.len().min(buf.remaining());
+            buf.put_slice(&reader.buf[..n]);
+            reader.buf.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut reader.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.writer).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.writer).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.writer).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::header::HOST;
+
+    use super::*;
+
+    fn parse(raw: &str) -> Result<Option<Head>, Refusal> {
+        parse_head(&mut BytesMut::from(raw), 8192)
+    }
+
+    #[test]
+    fn a_head_is_parsed_with_its_framing() {
+        let head = parse("POST /a?b=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.request.method(), Method::POST);
+        assert_eq!(head.request.uri(), "/a?b=1");
+        assert_eq!(head.request.headers()[HOST], "x");
+        assert_eq!(head.framing, Framing::Length(5));
+        assert!(head.keep_alive);
+        assert!(parse("GET / HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());
+        let old = parse("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert!(!old.keep_alive);
+        assert_eq!(old.framing, Framing::Empty);
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused_or_ends_the_connection() {
+        let bad = StatusCode::BAD_REQUEST;
+        for raw in [
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: xchunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding : chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n",
+            "GET / HTTP/1.1\r\nX: a\0b\r\n\r\n",
+        ] {
+            assert_eq!(parse(raw).err().map(|r| r.0), Some(bad), "{raw:?}");
+        }
+        let both =
+            parse("POST / HTTP/1.1\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .unwrap()
+                .unwrap();
+        assert_eq!(both.framing, Framing::Chunked(Chunk::Size));
+        assert!(both.request.headers().get(CONTENT_LENGTH).is_none());
+        assert!(!both.keep_alive);
+    }
+
+    #[test]
+    fn a_head_over_the_limit_gets_431() {
+        let huge = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
+        assert_eq!(
+            parse(&huge).err().map(|r| r.0),
+            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        );
+        let partial = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(9000));
+        assert_eq!(
+            parse(&partial).err().map(|r| r.0),
+            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        );
+    }
+}
