@@ -248,7 +248,15 @@ pub(super) async fn serve(
         // Write the response.
         let status = response.status();
         let upgrading = status == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some();
-        let keep_alive = keep_alive && !*shutdown.borrow() && !upgrading;
+        let mut keep_alive = keep_alive && !*shutdown.borrow() && !upgrading;
+        if let Some(mut rx) = returned.take() {
+            match rx.try_recv() {
+                Ok(back) => reader = Some(back),
+                // The body was not read to its end: what is left of it stands between this
+                // response and the next request, so the connection closes after it.
+                Err(_) => keep_alive = false,
+            }
+        }
         let written = write_response(
             &mut writer,
             &mut head_buf,
@@ -265,11 +273,6 @@ pub(super) async fn serve(
                 return;
             }
         };
-        if let Some(mut rx) = returned.take() {
-            // The body came back if the handler read it to its end; if not, what is left of
-            // it stands between this response and the next request.
-            reader = rx.try_recv().ok();
-        }
         if upgrading {
             if let (Some(upgrade), Some(reader)) = (upgrade, reader.take()) {
                 let _ = upgrade.send(Upgraded { reader, writer });
@@ -807,5 +810,259 @@ mod tests {
             parse(&partial).err().map(|r| r.0),
             Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
         );
+    }
+
+    // The connection loop, driven through a real socket.
+
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use accord_adapters::body::{full_body, response_body};
+    use http_body_util::{BodyExt, StreamBody};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    const SETTINGS: Settings = Settings {
+        max_head: 8192,
+        header_read_timeout: Duration::from_secs(5),
+    };
+
+    /// A client connected to `serve` running `handler`; the sender shuts the listener down.
+    async fn connect<F, Fut>(handler: F) -> (TcpStream, watch::Sender<bool>)
+    where
+        F: Fn(Request<ClientBody>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<ResponseBody>> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, peer): (TcpStream, SocketAddr) = listener.accept().await.unwrap();
+        let handler: Handler = Arc::new(move |request, _conn| Box::pin(handler(request)));
+        let (stop, shutdown) = watch::channel(false);
+        let (read, write) = stream.into_split();
+        tokio::spawn(serve(
+            Reader::new(Box::new(read), BytesMut::new()),
+            Box::new(write),
+            Connection::new(peer, "http"),
+            handler,
+            SETTINGS,
+            shutdown,
+        ));
+        (client, stop)
+    }
+
+    /// Echoes the method, target and body.
+    async fn echo(request: Request<ClientBody>) -> Response<ResponseBody> {
+        let line = format!("{} {} ", request.method(), request.uri());
+        let body = request.into_body().collect().await.unwrap().to_bytes();
+        Response::new(full_body([line.as_bytes(), &body].concat()))
+    }
+
+    /// Everything the server sends until it closes the connection.
+    async fn read_to_close(client: &mut TcpStream) -> String {
+        let mut seen = Vec::new();
+        tokio::time::timeout(Duration::from_secs(60), client.read_to_end(&mut seen))
+            .await
+            .expect("the server closes the connection")
+            .unwrap();
+        String::from_utf8(seen).unwrap()
+    }
+
+    /// Reads until `count` responses (ending in `end`) have arrived.
+    async fn read_until(client: &mut TcpStream, end: &str, count: usize) -> String {
+        let mut seen = String::new();
+        let mut buf = [0u8; 4096];
+        while seen.matches(end).count() < count {
+            let n = client.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed after {seen:?}");
+            seen.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn requests_follow_each_other_and_pipelined_ones_are_answered_in_order() {
+        let (mut client, _stop) = connect(echo).await;
+        client
+            .write_all(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nPOST /two HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+            .await
+            .unwrap();
+        let seen = read_until(&mut client, "\r\n\r\n", 2).await;
+        let seen = if seen.ends_with("POST /two abc") {
+            seen
+        } else {
+            seen + &read_until(&mut client, "abc", 1).await
+        };
+        assert!(seen.starts_with("HTTP/1.1 200 OK\r\n"), "{seen}");
+        let first = seen.find("GET /one ").unwrap();
+        assert!(first < seen.find("POST /two abc").unwrap(), "{seen}");
+        assert!(seen.contains("content-length: 9\r\n") && seen.contains("date: "));
+        assert!(!seen.contains("connection: close"));
+        // A chunked body on the same connection, then `Connection: close`.
+        client
+            .write_all(b"POST /three HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+            .await
+            .unwrap();
+        let last = read_to_close(&mut client).await;
+        assert!(last.ends_with("\r\n\r\nPOST /three abcde"), "{last}");
+        assert!(last.contains("connection: close\r\n"), "{last}");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_goes_away_cancels_its_request() {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let flag = dropped.clone();
+        let (mut client, _stop) = connect(move |_request| {
+            struct Guard(Arc<AtomicBool>);
+            impl Drop for Guard {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::SeqCst);
+                }
+            }
+            let guard = Guard(flag.clone());
+            async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+                Response::new(full_body("never"))
+            }
+        })
+        .await;
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!dropped.load(Ordering::SeqCst));
+        drop(client);
+        for _ in 0..100 {
+            if dropped.load(Ordering::SeqCst) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the handler's future outlived its client");
+    }
+
+    #[tokio::test]
+    async fn continue_is_sent_when_the_body_is_read_and_an_unread_body_closes_the_connection() {
+        let (mut client, _stop) = connect(|request: Request<ClientBody>| async move {
+            if request.uri() == "/refuse" {
+                let mut response = Response::new(full_body("no"));
+                *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+                return response;
+            }
+            echo(request).await
+        })
+        .await;
+        client
+            .write_all(b"PUT /take HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+            .await
+            .unwrap();
+        let interim = read_until(&mut client, "\r\n\r\n", 1).await;
+        assert_eq!(interim, "HTTP/1.1 100 Continue\r\n\r\n");
+        client.write_all(b"ok").await.unwrap();
+        let answer = read_until(&mut client, "PUT /take ok", 1).await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        // Answered without reading the body: no `100 Continue`, and the connection ends.
+        client
+            .write_all(b"PUT /refuse HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+            .await
+            .unwrap();
+        let refused = read_to_close(&mut client).await;
+        assert!(
+            refused.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
+            "{refused}"
+        );
+        assert!(refused.contains("connection: close\r\n"), "{refused}");
+        assert!(!refused.contains("100 Continue"), "{refused}");
+    }
+
+    #[tokio::test]
+    async fn bodies_of_unknown_length_are_chunked_or_end_the_connection_and_head_gets_none() {
+        let streamed = || {
+            let frames = futures_util::stream::iter(
+                ["ab", "cd"]
+                    .map(|s| Ok::<_, accord_adapters::BoxError>(Frame::data(Bytes::from(s)))),
+            );
+            Response::new(response_body(StreamBody::new(frames)))
+        };
+        let (mut client, _stop) = connect(move |_request| {
+            let response = streamed();
+            async move { response }
+        })
+        .await;
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let chunked = read_until(&mut client, "0\r\n\r\n", 1).await;
+        assert!(
+            chunked.contains("transfer-encoding: chunked\r\n"),
+            "{chunked}"
+        );
+        assert!(
+            chunked.ends_with("\r\n\r\n2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n"),
+            "{chunked}"
+        );
+        client.write_all(b"HEAD / HTTP/1.1\r\n\r\n").await.unwrap();
+        let head = read_until(&mut client, "\r\n\r\n", 1).await;
+        assert!(
+            head.starts_with("HTTP/1.1 200 OK\r\n") && head.ends_with("\r\n\r\n"),
+            "{head}"
+        );
+        client.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+        let old = read_to_close(&mut client).await;
+        assert!(old.contains("connection: close\r\n"), "{old}");
+        assert!(old.ends_with("\r\n\r\nabcd"), "{old}");
+        assert!(!old.contains("transfer-encoding"), "{old}");
+    }
+
+    #[tokio::test]
+    async fn an_upgraded_connection_carries_the_bytes_that_followed_the_request() {
+        let (mut client, _stop) = connect(|mut request: Request<ClientBody>| async move {
+            let upgrade = request.extensions_mut().remove::<ClientUpgrade>().unwrap();
+            tokio::spawn(async move {
+                let mut upgraded = upgrade.upgraded().await.unwrap();
+                let mut first = [0u8; 5];
+                upgraded.read_exact(&mut first).await.unwrap();
+                upgraded.write_all(&first).await.unwrap();
+            });
+            let mut response = Response::new(accord_adapters::body::empty_body());
+            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            response
+                .headers_mut()
+                .insert(UPGRADE, HeaderValue::from_static("echo"));
+            response
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+            response
+        })
+        .await;
+        client
+            .write_all(b"GET / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\nhel")
+            .await
+            .unwrap();
+        let head = read_until(&mut client, "\r\n\r\n", 1).await;
+        assert!(
+            head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+            "{head}"
+        );
+        client.write_all(b"lo").await.unwrap();
+        let echoed = read_until(&mut client, "hello", 1).await;
+        assert_eq!(echoed, "hello");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_closes_at_the_header_timeout_or_at_shutdown() {
+        let (mut client, _stop) = connect(echo).await;
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let _ = read_until(&mut client, "GET / ", 1).await;
+        let before = Instant::now();
+        let rest = read_to_close(&mut client).await;
+        assert_eq!(rest, "");
+        assert!(before.elapsed() >= SETTINGS.header_read_timeout);
+
+        let (mut client, stop) = connect(echo).await;
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let _ = read_until(&mut client, "GET / ", 1).await;
+        let before = Instant::now();
+        stop.send_replace(true);
+        assert_eq!(read_to_close(&mut client).await, "");
+        assert!(before.elapsed() < SETTINGS.header_read_timeout);
     }
 }
