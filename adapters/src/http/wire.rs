@@ -217,6 +217,10 @@ impl Framing {
                 *self = Framing::Empty;
                 Ok(())
             }
+            (None, Framing::Length(0)) => {
+                *self = Framing::Empty;
+                Ok(())
+            }
             (None, Framing::Length(_)) => {
                 Err(FramingError("the body is shorter than its content-length"))
             }
@@ -433,5 +437,7 @@ mod tests {
         );
         let mut length = Framing::Length(3);
         assert!(length.encode(None, &mut out).is_err());
+        let mut nothing = Framing::Length(0);
+        assert!(nothing.encode(None, &mut out).is_ok() && nothing.is_done());
     }
 }

@@ -392,6 +392,7 @@ fn parse_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refus
     } else {
         match length {
             None | Some(Some(0)) => Framing::Empty,
+            Some(Some(0)) => Framing::Empty,
             Some(Some(length)) => Framing::Length(length),
             Some(None) => {
                 return Err(Refusal(StatusCode::BAD_REQUEST, "invalid content-length"));
@@ -463,6 +464,7 @@ async fn write_response(
         Framing::Empty
     } else {
         match declared {
+            Some(Some(0)) => Framing::Empty,
             Some(Some(length)) => Framing::Length(length),
             Some(None) => {
                 headers.remove(CONTENT_LENGTH);
@@ -973,6 +975,34 @@ mod tests {
         );
         assert!(refused.contains("connection: close\r\n"), "{refused}");
         assert!(!refused.contains("100 Continue"), "{refused}");
+    }
+
+    #[tokio::test]
+    async fn a_declared_empty_body_ends_with_its_head() {
+        let (mut client, _stop) = connect(|request: Request<ClientBody>| async move {
+            let mut response = Response::new(accord_adapters::body::empty_body());
+            *response.status_mut() = StatusCode::CREATED;
+            response
+                .headers_mut()
+                .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+            response.headers_mut().insert(
+                "x-path",
+                HeaderValue::from_str(request.uri().path()).unwrap(),
+            );
+            response
+        })
+        .await;
+        client
+            .write_all(b"PUT /a HTTP/1.1\r\nContent-Length: 0\r\n\r\nPUT /b HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let seen = read_until(&mut client, "\r\n\r\n", 2).await;
+        assert_eq!(
+            seen.matches("HTTP/1.1 201 Created\r\n").count(),
+            2,
+            "{seen}"
+        );
+        assert!(seen.contains("x-path: /b\r\n"), "{seen}");
     }
 
     #[tokio::test]
