@@ -392,7 +392,6 @@ fn parse_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refus
     } else {
         match length {
             None | Some(Some(0)) => Framing::Empty,
-            Some(Some(0)) => Framing::Empty,
             Some(Some(length)) => Framing::Length(length),
             Some(None) => {
                 return Err(Refusal(StatusCode::BAD_REQUEST, "invalid content-length"));
