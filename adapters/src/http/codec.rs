@@ -338,7 +338,8 @@ impl Connection {
         let status = StatusCode::from_u16(code)
             .map_err(|_| Http1Error::invalid(format!("status code {code}")))?;
         // The fields that frame the message are noted as they go by, not looked up after.
-        let mut headers = HeaderMap::with_capacity(count);
+        // Room for the response's `x-request-id`, so that adding it does not grow the map.
+        let mut headers = HeaderMap::with_capacity(count + 1);
         let (mut close, mut keep_alive_token) = (false, false);
         let mut transfer_encoding = false;
         let mut length: Option<Option<u64>> = None;

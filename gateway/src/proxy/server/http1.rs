@@ -55,6 +55,8 @@ use crate::proxy::Connection;
 
 /// The most header fields a request head may carry (hyper's limit too).
 const MAX_HEADERS: usize = 100;
+/// The most header fields the gateway adds to a request before it is forwarded.
+const ADDED_BY_GATEWAY: usize = 6;
 
 /// The read side of a client connection: the stream and the bytes read and not yet used.
 pub(super) struct Reader {
@@ -337,7 +339,9 @@ fn parse_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refus
         .map_err(|_| Refusal(StatusCode::BAD_REQUEST, "invalid request target"))?;
 
     // The fields that frame the message are noted as they go by, not looked up after.
-    let mut headers = HeaderMap::with_capacity(count);
+    // Room for what the gateway adds (`x-request-id`, the forwarding headers, `traceparent`,
+    // `Host`), so that adding them does not grow the map.
+    let mut headers = HeaderMap::with_capacity(count + ADDED_BY_GATEWAY);
     let (mut close, mut keep_alive_token, mut upgrade_token) = (false, false, false);
     let (mut transfer_encoding, mut expects_continue, mut upgrade) = (false, false, false);
     let mut length: Option<Option<u64>> = None;
