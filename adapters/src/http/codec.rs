@@ -10,6 +10,10 @@
 //! A response whose body is already in the read buffer gives its connection back before the
 //! response is returned.
 //!
+//! `Connection` fields that only say `close` or `keep-alive`, and `Keep-Alive`, are read by the
+//! codec and left out of the response head: they are about this connection, and the gateway
+//! would only remove them again (except from a `101`, whose `Connection: upgrade` goes on).
+//!
 //! A connection can carry another request when the response ended cleanly with nothing left
 //! unread, the request was written in full, and neither side asked to close it. An upstream that
 //! answers before it has read the whole request body is answered, and its connection closed.
@@ -22,7 +26,7 @@ use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, Method, Request, StatusCode, Version};
+use http::{HeaderMap, HeaderName, Method, Request, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use smallvec::SmallVec;
 use tokio::io::{AsyncRead, ReadBuf};
@@ -37,6 +41,8 @@ use crate::error::BoxError;
 
 /// The largest response head accepted (status line and header fields).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// `Keep-Alive` (RFC 9112 §9.3 names it only as a legacy field).
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// The most header fields a response head may carry (hyper's limit too).
 const MAX_HEADERS: usize = 100;
 
@@ -346,10 +352,21 @@ impl Connection {
         for field in &fields[..count] {
             let (name, value) = field.field(&head).map_err(Http1Error::framing)?;
             if name == CONNECTION {
+                let mut other = false;
                 for token in super::header_list::value_tokens(value.as_bytes()) {
-                    close |= token.eq_ignore_ascii_case(b"close");
-                    keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                    let is_close = token.eq_ignore_ascii_case(b"close");
+                    let is_keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
+                    close |= is_close;
+                    keep_alive_token |= is_keep_alive;
+                    other |= !is_close && !is_keep_alive;
                 }
+                // A field that only manages this connection is the codec's, not the
+                // response's (an upgrade's, or one naming other fields, goes on).
+                if !other && code != 101 {
+                    continue;
+                }
+            } else if name == KEEP_ALIVE && code != 101 {
+                continue;
             } else if name == TRANSFER_ENCODING {
                 transfer_encoding = true;
             } else if name == CONTENT_LENGTH {
@@ -662,6 +679,37 @@ mod tests {
         assert_eq!(seen, "GET /a?b=1 HTTP/1.1\r\nhost: up.test\r\n\r\n");
         assert_eq!((status, body.unwrap().0), (200, Bytes::from("ok")));
         assert_eq!(kept.count(), 1);
+    }
+
+    #[tokio::test]
+    async fn fields_about_the_connection_stay_with_the_codec() {
+        async fn head_of(answer: &'static str) -> HeaderMap {
+            let (mut conn, mut upstream) = connected().await;
+            tokio::spawn(async move {
+                read_until(&mut upstream, b"\r\n\r\n").await;
+                upstream.write_all(answer.as_bytes()).await.unwrap();
+                let _ = upstream.read(&mut [0u8; 16]).await;
+            });
+            let head = conn.send(get("/")).await.map_err(|e| e.error).unwrap();
+            head.parts.headers
+        }
+        let managed = head_of(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nServer: t\r\ncontent-length: 0\r\n\r\n",
+        )
+        .await;
+        assert!(!managed.contains_key(CONNECTION) && !managed.contains_key("keep-alive"));
+        assert_eq!(managed["server"], "t");
+        // One naming another field goes on, for the gateway to remove both.
+        let naming = head_of(
+            "HTTP/1.1 200 OK\r\nConnection: close, x-trace\r\nx-trace: 1\r\ncontent-length: 0\r\n\r\n",
+        )
+        .await;
+        assert_eq!(naming[CONNECTION], "close, x-trace");
+        let upgraded = head_of(
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .await;
+        assert_eq!(upgraded[CONNECTION], "upgrade");
     }
 
     #[tokio::test]
