@@ -60,8 +60,9 @@ pub trait Availability: Send + Sync + 'static {
 }
 
 /// What the gateway knows of a request beyond its head, set on the request's extensions once
-/// for all its tries. One value rather than one extension each: a try's copy of the head clones
-/// every extension into a box of its own.
+/// for all its tries, when one of the route's backends reads it ([`Backend::reading_context`])
+/// or its canary is sticky. One value rather than one extension each: a try's copy of the head
+/// clones every extension into a box of its own.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestContext {
     /// The address of the client that sent the request (client-address hashing, and event
@@ -160,6 +161,8 @@ impl Drop for BackgroundTasks {
 pub struct Backend {
     id: Arc<str>,
     provider: Provider,
+    /// Whether its adapter reads the request's [`RequestContext`].
+    reads_context: bool,
     service: Box<dyn Adapter>,
     availability: Arc<dyn Availability>,
     stats: Arc<BackendStats>,
@@ -188,11 +191,24 @@ impl Backend {
         Self {
             id: id.into(),
             provider,
+            reads_context: false,
             service: Box::new(service),
             availability,
             stats,
             _tasks: tasks,
         }
+    }
+
+    /// Declares that the adapter reads the request's [`RequestContext`] (the client address,
+    /// the route key, the template parameters): only then does the gateway set it.
+    pub fn reading_context(mut self) -> Self {
+        self.reads_context = true;
+        self
+    }
+
+    /// Whether the adapter reads the request's [`RequestContext`].
+    pub fn reads_context(&self) -> bool {
+        self.reads_context
     }
 
     /// The backend's id from the configuration.

@@ -248,6 +248,15 @@ impl Failover {
         self
     }
 
+    /// Whether a try reads the request's [`RequestContext`](crate::backend::RequestContext): a
+    /// canary sticky by client address does, and so does any backend that says it does.
+    pub fn reads_context(&self) -> bool {
+        let sticky_by_client = self.canary.as_ref().is_some_and(|(_, canary)| {
+            matches!(canary.sticky, Some(crate::http::HashKey::ClientAddress))
+        });
+        sticky_by_client || self.backends.iter().any(|b| b.backend.reads_context())
+    }
+
     /// The route's backends in priority order.
     pub fn backends(&self) -> &[RouteBackend] {
         &self.backends
@@ -791,6 +800,23 @@ mod tests {
             sticky,
         });
         (route, share, stable_calls, canary_calls)
+    }
+
+    #[test]
+    fn the_request_context_is_read_only_by_backends_that_say_so_and_sticky_canaries() {
+        let (plain, _) = scripted("plain", ok);
+        assert!(!failover(vec![(plain.clone(), 0)], 1).reads_context());
+        let (hashing, _) = scripted("hashing", ok);
+        let hashing = Arc::new(Arc::into_inner(hashing).unwrap().reading_context());
+        assert!(failover(vec![(plain, 0), (hashing, 1)], 1).reads_context());
+        assert!(!with_canary(0.2, None, ok).0.reads_context());
+        let by_cookie = crate::http::HashKey::Cookie("session".into());
+        assert!(!with_canary(0.2, Some(by_cookie), ok).0.reads_context());
+        assert!(
+            with_canary(0.2, Some(crate::http::HashKey::ClientAddress), ok)
+                .0
+                .reads_context()
+        );
     }
 
     #[tokio::test]

@@ -151,6 +151,7 @@ pub async fn build(
     let service = LambdaService {
         shared: shared.clone(),
     };
+    // The event carries the source IP, the route key and the path parameters.
     Ok(Backend::new(
         id,
         Provider::Lambda,
@@ -158,7 +159,8 @@ pub async fn build(
         shared,
         stats,
         BackgroundTasks::default(),
-    ))
+    )
+    .reading_context())
 }
 
 struct Shared {

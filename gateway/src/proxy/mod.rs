@@ -266,8 +266,8 @@ fn declared_length(parts: &http::request::Parts) -> Option<u64> {
 }
 
 /// Readies the request head for the upstream: hop-by-hop headers out, forwarding headers in,
-/// what adapters read (client address, template parameters, route key) on its extensions, and
-/// an origin-form target.
+/// what adapters read (client address, template parameters, route key) on its extensions when
+/// they read it, and an origin-form target.
 fn prepare_head(
     parts: &mut http::request::Parts,
     websocket: bool,
@@ -277,12 +277,18 @@ fn prepare_head(
 ) {
     headers::strip_hop_by_hop(&mut parts.headers, websocket);
     headers::add_forwarded(&mut parts.headers, &conn.client_ip, conn.scheme);
-    parts.extensions.insert(RequestContext {
-        client: conn.client,
-        route_key: route.route_key().clone(),
-        path_params: PathParams(params),
-    });
-    if let Some(path) = parts.uri.path_and_query().cloned() {
+    // Only for routes that read it: an extension costs an allocation, and another in each
+    // try's copy of the head.
+    if route.failover().reads_context() {
+        parts.extensions.insert(RequestContext {
+            client: conn.client,
+            route_key: route.route_key().clone(),
+            path_params: PathParams(params),
+        });
+    }
+    if parts.uri.scheme().is_some()
+        && let Some(path) = parts.uri.path_and_query().cloned()
+    {
         parts.uri = http::Uri::from(path);
     }
 }
