@@ -74,8 +74,8 @@ async fn call_on_request(
     record: &mut Record,
 ) -> ControlFlow<Response<ResponseBody>, Option<Allowed>> {
     let head = RequestHead {
-        route: route.id().to_string(),
-        method: parts.method.to_string(),
+        route: String::from(&**route.id()),
+        method: parts.method.as_str().to_owned(),
         path: parts.uri.path().to_owned(),
         content_length: facts.content_length,
         request_id: record.request_id().to_owned(),
@@ -202,7 +202,7 @@ async fn call_on_response(
     let class = classify(response.status(), None);
     let head = ResponseHead {
         status: response.status().as_u16(),
-        backend: record.backend.as_ref().map(|b| b.to_string()),
+        backend: record.backend.as_deref().map(String::from),
         latency_ms: record.started.elapsed().as_secs_f64() * 1000.0,
         class: class.into(),
     };

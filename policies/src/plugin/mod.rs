@@ -382,7 +382,9 @@ impl Plugin {
                 return Ok(instance);
             }
         }
-        self.instantiate().await
+        // Boxed: instantiating is the exception, and its future (about 2 KiB) would otherwise
+        // be part of every call's.
+        Box::pin(self.instantiate()).await
     }
 
     fn give_back(&self, instance: Instance) {
