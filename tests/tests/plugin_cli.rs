@@ -14,14 +14,23 @@ async fn check_lists_imports_and_exports_and_runs_configure() {
     for line in [
         "accord:policy/sla@0.2.0",
         "accord:policy/request@0.2.0",
-        "ok: a valid accord:policy@0.2.0 plugin",
+        "ok: a valid accord:policy@0.2.0 (request-policy) plugin",
         "on-request",
-        "on-response",
         "configure: ok",
         "canary on-request: ok",
     ] {
         assert!(report.contains(line), "{line} missing from:\n{report}");
     }
+    // Exported with `export_request_plugin!`: no `on-response`.
+    assert!(!report.contains("on-response"), "{report}");
+    let judging = plugin::check(&component("contract-check"), None)
+        .await
+        .unwrap();
+    assert!(
+        judging.contains("ok: a valid accord:policy@0.2.0 plugin")
+            && judging.contains("  on-response"),
+        "{judging}"
+    );
     assert!(
         report.contains("(WASI: linked, nothing granted)"),
         "{report}"

@@ -108,6 +108,34 @@ async fn pooled_instances_are_reused_and_strict_ones_are_not() {
 
 #[tokio::test]
 #[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
+async fn a_request_policy_plugin_is_not_called_for_responses() {
+    use accord_policies::plugin::{OutcomeClass, ResponseHead, Verdict, WorldVersion};
+    let head = ResponseHead {
+        status: 200,
+        backend: Some("a".into()),
+        latency_ms: 1.0,
+        class: OutcomeClass::Good,
+    };
+    // `noop` is exported with `export_request_plugin!`: it has no `on-response`.
+    let noop = load("noop", spec("noop", Isolation::Pooled)).await.unwrap();
+    assert_eq!(noop.version(), WorldVersion::RequestOnly);
+    assert!(!noop.judges_responses());
+    assert!(matches!(ask(&noop, None).await.unwrap(), Decision::Allow));
+    let (verdict, _) = noop.on_response(&head, CallContext::default()).await;
+    assert!(matches!(verdict, Ok(Verdict::Keep)));
+    assert_eq!(noop.stats().calls.load(Relaxed), 1, "on-request only");
+    // A `policy` plugin is called for both.
+    let misbehave = misbehave().await;
+    assert_eq!(misbehave.version(), WorldVersion::Current);
+    assert!(misbehave.judges_responses());
+    ask(&misbehave, None).await.unwrap();
+    let (verdict, _) = misbehave.on_response(&head, CallContext::default()).await;
+    assert!(verdict.is_ok());
+    assert_eq!(misbehave.stats().calls.load(Relaxed), 2);
+}
+
+#[tokio::test]
+#[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
 async fn a_trap_an_endless_loop_and_a_memory_bomb_are_contained() {
     let plugin = misbehave().await;
     let message = ask(&plugin, Some("trap")).await.unwrap_err().to_string();

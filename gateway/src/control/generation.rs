@@ -30,6 +30,9 @@ pub struct LiveRoute {
     route_key: RouteKey,
     /// The most response body any plugin of the chain reads (0: none is read).
     response_body_limit: usize,
+    /// Whether any plugin of the chain has `on-response`: if none has, the response chain is
+    /// skipped.
+    judges_responses: bool,
     /// The most request body any plugin of the chain reads (0: none is read).
     request_body_limit: usize,
 }
@@ -48,6 +51,11 @@ impl LiveRoute {
     /// The route as API Gateway would name it (`routeKey`).
     pub fn route_key(&self) -> &RouteKey {
         &self.route_key
+    }
+
+    /// Whether any of the route's plugins judges responses (has `on-response`).
+    pub fn judges_responses(&self) -> bool {
+        self.judges_responses
     }
 
     /// How much of a response body the route's plugins read (0: none).
@@ -310,8 +318,10 @@ impl LiveRoute {
             .collect();
         LiveRoute {
             route_key: route_key(&route.matcher),
+            judges_responses: chain.iter().any(|p| p.judges_responses()),
             response_body_limit: chain
                 .iter()
+                .filter(|p| p.judges_responses())
                 .map(|p| p.spec().response_body)
                 .max()
                 .unwrap_or(0),

@@ -23,8 +23,9 @@
 //!    retry policy and retry budget; each try is metered against its backend as it ends.
 //! 7. **Respond** ([`respond`]): the backend's response (hop-by-hop headers stripped, request
 //!    id added, WebSocket tunnelled), or a JSON error.
-//! 8. **Response plugins** ([`plugins`]): the route's plugins in reverse order see the
-//!    response head (and, if the operator allows, its body) and may reclassify it.
+//! 8. **Response plugins** ([`plugins`]): the route's plugins that have `on-response`, in
+//!    reverse order, see the response head (and, if the operator allows, its body) and may
+//!    reclassify it. A route whose plugins are all `request-policy` ones skips this phase.
 //! 9. **Record** ([`record`]): when the response body ends, or is dropped, the route's counters,
 //!    its SLA meter and the access-log line are written, exactly once.
 //!
@@ -165,7 +166,7 @@ where
         ControlFlow::Break(refusal) => return record.finish_with(refusal),
     };
     // The response plugins may reclassify the answer: its backend is metered after them.
-    record.defer_answered = allowed.is_some();
+    record.defer_answered = allowed.is_some() && route.judges_responses();
 
     // 5. Prepare.
     prepare_head(&mut parts, websocket, &conn, matched.params, route);
@@ -194,7 +195,10 @@ where
     let mut response = respond::respond(route, forwarded.result, client_upgrade, &mut record);
 
     // 8. Response plugins.
-    if succeeded && let Some(allowed) = allowed {
+    if succeeded
+        && route.judges_responses()
+        && let Some(allowed) = allowed
+    {
         plugins::on_response(route, allowed.call, &mut response, &mut record).await;
     }
 

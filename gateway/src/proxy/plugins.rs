@@ -181,7 +181,7 @@ fn rejection_response(
 }
 
 /// **Response plugins** (phase 8, once the response head is known, before it is sent): the
-/// route's plugins see it in reverse order; a reclassification decides how the request counts
+/// route's plugins that have `on-response` see it in reverse order; a reclassification decides how the request counts
 /// against the route's objective (the client still gets the backend's response). Boxed, as
 /// [`on_request`] is.
 pub(super) async fn on_response(
@@ -229,7 +229,12 @@ async fn call_on_response(
     call.response_headers = Some(lent.clone());
     let mut verdict = None;
     let mut verdicts = Vec::new();
-    for plugin in route.plugins().iter().rev() {
+    for plugin in route
+        .plugins()
+        .iter()
+        .rev()
+        .filter(|p| p.judges_responses())
+    {
         let (result, returned) = plugin.on_response(&head, call).await;
         call = returned;
         if result.is_err() {

@@ -293,6 +293,11 @@ impl Plugin {
         self.version
     }
 
+    /// Whether it has `on-response` (a `request-policy` plugin has not).
+    pub fn judges_responses(&self) -> bool {
+        self.version.judges_responses()
+    }
+
     /// The plugin's counters.
     pub fn stats(&self) -> &PluginStats {
         &self.stats
@@ -556,12 +561,15 @@ impl Plugin {
         })
     }
 
-    /// Calls `on-response`.
+    /// Calls `on-response`; a plugin without one keeps the class, with no call.
     pub async fn on_response(
         &self,
         head: &ResponseHead,
         call: CallContext,
     ) -> (CallResult<Verdict>, CallContext) {
+        if !self.judges_responses() {
+            return (Ok(Verdict::Keep), call);
+        }
         let (result, call) = self
             .run(
                 Hook::OnResponse,

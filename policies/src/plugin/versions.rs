@@ -1,7 +1,8 @@
-//! The versions of the `accord:policy` world a component may implement: the current one
-//! (0.2.0, `wasm-plugins/wit/`) and 0.1.0 (`wasm-plugins/wit-0.1.0/`, frozen), whose plugins
-//! keep loading. 0.1.0's imports are served by the current host's functions, its values
-//! converted at the boundary; a component's version is read from what it imports.
+//! The worlds a component may implement: the current `policy` (0.2.0, `wasm-plugins/wit/`), its
+//! `request-policy` (the same without `on-response`), and 0.1.0's `policy`
+//! (`wasm-plugins/wit-0.1.0/`, frozen), whose plugins keep loading. 0.1.0's imports are served by
+//! the current host's functions, its values converted at the boundary. A component's version is
+//! read from what it imports, and `request-policy` from its having no `on-response` export.
 
 use wasmtime::Store;
 use wasmtime::component::{Component, InstancePre, Linker};
@@ -22,11 +23,36 @@ pub(super) mod v0_1 {
 }
 use v0_1::accord::policy as old;
 
+/// 0.2.0's `request-policy` world: only its exports are generated here, its imports and types
+/// being `policy`'s.
+pub(super) mod request_only {
+    #![allow(missing_docs)]
+    wasmtime::component::bindgen!({
+        path: "../wasm-plugins/wit",
+        world: "request-policy",
+        exports: { default: async },
+        with: {
+            "accord:policy/types": crate::plugin::bindings::accord::policy::types,
+            "accord:policy/request": crate::plugin::bindings::accord::policy::request,
+            "accord:policy/response": crate::plugin::bindings::accord::policy::response,
+            "accord:policy/locals": crate::plugin::bindings::accord::policy::locals,
+            "accord:policy/state": crate::plugin::bindings::accord::policy::state,
+            "accord:policy/sla": crate::plugin::bindings::accord::policy::sla,
+            "accord:policy/rate": crate::plugin::bindings::accord::policy::rate,
+            "accord:policy/cluster-rate": crate::plugin::bindings::accord::policy::cluster_rate,
+            "accord:policy/clock": crate::plugin::bindings::accord::policy::clock,
+            "accord:policy/telemetry": crate::plugin::bindings::accord::policy::telemetry,
+        },
+    });
+}
+
 /// Which world a component implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorldVersion {
     /// `accord:policy@0.2.0`.
     Current,
+    /// `accord:policy@0.2.0`'s `request-policy`: no `on-response`.
+    RequestOnly,
     /// `accord:policy@0.1.0`.
     V0_1,
 }
@@ -35,21 +61,29 @@ impl WorldVersion {
     /// The version a component was built against: 0.1.0 if it imports any of 0.1.0's
     /// interfaces.
     pub fn of(component: &Component, engine: &wasmtime::Engine) -> Self {
-        let old = component
-            .component_type()
+        let kind = component.component_type();
+        let old = kind
             .imports(engine)
             .any(|(name, _)| name.starts_with("accord:policy/") && name.ends_with("@0.1.0"));
         if old {
             WorldVersion::V0_1
-        } else {
+        } else if kind.exports(engine).any(|(name, _)| name == "on-response") {
             WorldVersion::Current
+        } else {
+            WorldVersion::RequestOnly
         }
+    }
+
+    /// Whether the world has `on-response`.
+    pub fn judges_responses(self) -> bool {
+        self != WorldVersion::RequestOnly
     }
 
     /// As the WIT writes it.
     pub fn name(self) -> &'static str {
         match self {
             WorldVersion::Current => "accord:policy@0.2.0",
+            WorldVersion::RequestOnly => "accord:policy@0.2.0 (request-policy)",
             WorldVersion::V0_1 => "accord:policy@0.1.0",
         }
     }
@@ -65,12 +99,14 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 /// A component's exports, ready to instantiate.
 pub(super) enum GuestPre {
     Current(bindings::PolicyPre<HostState>),
+    RequestOnly(request_only::RequestPolicyPre<HostState>),
     V0_1(v0_1::PolicyPre<HostState>),
 }
 
 /// An instance's exports.
 pub(super) enum Guest {
     Current(bindings::Policy),
+    RequestOnly(request_only::RequestPolicy),
     V0_1(v0_1::Policy),
 }
 
@@ -81,6 +117,9 @@ impl GuestPre {
     ) -> wasmtime::Result<Self> {
         Ok(match version {
             WorldVersion::Current => GuestPre::Current(bindings::PolicyPre::new(pre)?),
+            WorldVersion::RequestOnly => {
+                GuestPre::RequestOnly(request_only::RequestPolicyPre::new(pre)?)
+            }
             WorldVersion::V0_1 => GuestPre::V0_1(v0_1::PolicyPre::new(pre)?),
         })
     }
@@ -91,6 +130,7 @@ impl GuestPre {
     ) -> wasmtime::Result<Guest> {
         Ok(match self {
             GuestPre::Current(pre) => Guest::Current(pre.instantiate_async(store).await?),
+            GuestPre::RequestOnly(pre) => Guest::RequestOnly(pre.instantiate_async(store).await?),
             GuestPre::V0_1(pre) => Guest::V0_1(pre.instantiate_async(store).await?),
         })
     }
@@ -104,6 +144,7 @@ impl Guest {
     ) -> wasmtime::Result<Result<(), String>> {
         match self {
             Guest::Current(p) => p.call_configure(store, config).await,
+            Guest::RequestOnly(p) => p.call_configure(store, config).await,
             Guest::V0_1(p) => p.call_configure(store, config).await,
         }
     }
@@ -115,6 +156,7 @@ impl Guest {
     ) -> wasmtime::Result<wit::Decision> {
         match self {
             Guest::Current(p) => p.call_on_request(store, head).await,
+            Guest::RequestOnly(p) => p.call_on_request(store, head).await,
             Guest::V0_1(p) => {
                 let head = old::types::RequestHead {
                     route: head.route.clone(),
@@ -150,6 +192,8 @@ impl Guest {
     ) -> wasmtime::Result<wit::Verdict> {
         match self {
             Guest::Current(p) => p.call_on_response(store, head).await,
+            // Not called (the plugin does not judge responses); as if it kept the class.
+            Guest::RequestOnly(_) => Ok(wit::Verdict::Keep),
             Guest::V0_1(p) => {
                 let head = old::types::ResponseHead {
                     status: head.status,

@@ -23,6 +23,12 @@
 //! gateway loads. `configure` and `on_response` have defaults (accept any configuration; keep
 //! the gateway's classification).
 //!
+//! A plugin that only checks requests, as `Hello` does, is better exported with
+//! [`export_request_plugin!`] (or [`export_request_policy!`]): the component then implements
+//! the `request-policy` world, which has no `on-response`, and the gateway does not call it
+//! once the request is forwarded. On a route whose plugins are all of this kind, that halves
+//! what the plugins cost per request.
+//!
 //! A plugin with settings and state implements [`Policy`] instead: its `Config` is read from
 //! the `config:` the operator writes (absent: `Config::default()`), and the value `new` builds
 //! from it lives as long as the instance, given to every call:
@@ -70,6 +76,31 @@ pub mod bindings {
         export_macro_name: "__export_policy",
         default_bindings_module: "accord_policy_sdk::bindings",
         runtime_path: "accord_policy_sdk::__wit_bindgen::rt",
+    });
+}
+
+/// The `request-policy` world's exports (its imports and types are `policy`'s, above).
+#[doc(hidden)]
+pub mod request_bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "request-policy",
+        pub_export_macro: true,
+        export_macro_name: "__export_request_policy",
+        default_bindings_module: "accord_policy_sdk::request_bindings",
+        runtime_path: "accord_policy_sdk::__wit_bindgen::rt",
+        with: {
+            "accord:policy/types@0.2.0": crate::bindings::accord::policy::types,
+            "accord:policy/request@0.2.0": crate::bindings::accord::policy::request,
+            "accord:policy/response@0.2.0": crate::bindings::accord::policy::response,
+            "accord:policy/locals@0.2.0": crate::bindings::accord::policy::locals,
+            "accord:policy/state@0.2.0": crate::bindings::accord::policy::state,
+            "accord:policy/sla@0.2.0": crate::bindings::accord::policy::sla,
+            "accord:policy/rate@0.2.0": crate::bindings::accord::policy::rate,
+            "accord:policy/cluster-rate@0.2.0": crate::bindings::accord::policy::cluster_rate,
+            "accord:policy/clock@0.2.0": crate::bindings::accord::policy::clock,
+            "accord:policy/telemetry@0.2.0": crate::bindings::accord::policy::telemetry,
+        },
     });
 }
 
@@ -319,12 +350,34 @@ impl<P: Policy> bindings::Guest for PolicyAdapter<P> {
     }
 }
 
+impl<P: Policy> request_bindings::Guest for PolicyAdapter<P> {
+    fn configure(config: String) -> Result<(), String> {
+        __policy::configure::<P>(config)
+    }
+
+    fn on_request(head: RequestHead) -> Decision {
+        __policy::with::<P, _>(Decision::Allow, |p| p.on_request(head))
+    }
+}
+
 /// Exports a [`Policy`] as the component's `accord:policy@0.2.0` implementation.
 #[macro_export]
 macro_rules! export_policy {
     ($policy:ty) => {
         type __AccordPolicy = $crate::PolicyAdapter<$policy>;
         $crate::bindings::__export_policy!(__AccordPolicy);
+    };
+}
+
+/// Exports a [`Policy`] that only checks requests, as an `accord:policy@0.2.0`
+/// `request-policy` component: it has no `on-response` (its `on_response`, if written, is
+/// never called), and the gateway skips the response chain of a route whose plugins are all
+/// of this kind.
+#[macro_export]
+macro_rules! export_request_policy {
+    ($policy:ty) => {
+        type __AccordPolicy = $crate::PolicyAdapter<$policy>;
+        $crate::request_bindings::__export_request_policy!(__AccordPolicy);
     };
 }
 
@@ -345,11 +398,33 @@ impl<P: Plugin> bindings::Guest for Adapter<P> {
     }
 }
 
+impl<P: Plugin> request_bindings::Guest for Adapter<P> {
+    fn configure(config: String) -> Result<(), String> {
+        P::configure(config)
+    }
+
+    fn on_request(head: RequestHead) -> Decision {
+        P::on_request(head)
+    }
+}
+
 /// Exports a [`Plugin`] as the component's `accord:policy` implementation.
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
         type __AccordPlugin = $crate::Adapter<$plugin>;
         $crate::bindings::__export_policy!(__AccordPlugin);
+    };
+}
+
+/// Exports a [`Plugin`] that only checks requests, as an `accord:policy@0.2.0`
+/// `request-policy` component: it has no `on-response` (its `on_response`, if written, is
+/// never called), and the gateway skips the response chain of a route whose plugins are all
+/// of this kind. A plugin that keeps the default `on_response` should be exported this way.
+#[macro_export]
+macro_rules! export_request_plugin {
+    ($plugin:ty) => {
+        type __AccordPlugin = $crate::Adapter<$plugin>;
+        $crate::request_bindings::__export_request_policy!(__AccordPlugin);
     };
 }

@@ -27,7 +27,8 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use accord_policy_sdk::{
-    Decision, HttpHeader, Plugin, Rejection, RequestHead, export_plugin, request, sla, telemetry,
+    Decision, HttpHeader, Plugin, Rejection, RequestHead, export_request_plugin, request, sla,
+    telemetry,
 };
 
 #[derive(serde::Deserialize)]
@@ -150,4 +151,4 @@ fn shed(config: &Config, tier: &str, reason: String) -> Decision {
     })
 }
 
-export_plugin!(BudgetGuard);
+export_request_plugin!(BudgetGuard);

@@ -9,7 +9,7 @@
 //! Written with the SDK's [`Policy`]: typed configuration (absent: the defaults) and the
 //! instance's state as a plain struct.
 
-use accord_policy_sdk::{Decision, Policy, RequestHead, export_policy, sla, telemetry};
+use accord_policy_sdk::{Decision, Policy, RequestHead, export_request_policy, sla, telemetry};
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -71,4 +71,4 @@ impl Policy for LatencyGuard {
     }
 }
 
-export_policy!(LatencyGuard);
+export_request_policy!(LatencyGuard);

@@ -1,6 +1,6 @@
 //! Allows every request and keeps every classification: the baseline for plugin overhead.
 
-use accord_policy_sdk::{Decision, Plugin, RequestHead, export_plugin};
+use accord_policy_sdk::{Decision, Plugin, RequestHead, export_request_plugin};
 
 struct Noop;
 
@@ -10,4 +10,4 @@ impl Plugin for Noop {
     }
 }
 
-export_plugin!(Noop);
+export_request_plugin!(Noop);

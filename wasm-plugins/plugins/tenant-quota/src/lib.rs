@@ -25,8 +25,8 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use accord_policy_sdk::{
-    Decision, HttpHeader, Plugin, Rejection, RequestHead, cluster_rate, export_plugin, request,
-    telemetry,
+    Decision, HttpHeader, Plugin, Rejection, RequestHead, cluster_rate, export_request_plugin,
+    request, telemetry,
 };
 
 #[derive(serde::Deserialize)]
@@ -147,4 +147,4 @@ impl Plugin for TenantQuota {
     }
 }
 
-export_plugin!(TenantQuota);
+export_request_plugin!(TenantQuota);
