@@ -13,7 +13,7 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::Frame;
-use smallvec::SmallVec;
+use smallvec::{Array, SmallVec};
 use tokio::io::AsyncWrite;
 
 /// What a read asks for when nothing says how much is coming: one page, enough for a typical
@@ -160,10 +160,10 @@ impl Framing {
 
     /// Queues one frame of an outgoing body in this framing; `None` is the body's end. A
     /// body that does not match its declared length is refused.
-    pub fn encode(
+    pub fn encode<A: Array<Item = Bytes>>(
         &mut self,
         frame: Option<Frame<Bytes>>,
-        out: &mut SmallVec<[Bytes; 3]>,
+        out: &mut SmallVec<A>,
     ) -> Result<(), FramingError> {
         match (frame, *self) {
             (Some(frame), Framing::Length(left)) => {
@@ -239,15 +239,15 @@ impl Framing {
 }
 
 /// Writes `out` in full (vectored), then flushes. `written` is set once any byte is written.
-pub fn poll_write_all<W: AsyncWrite + Unpin + ?Sized>(
+pub fn poll_write_all<W: AsyncWrite + Unpin + ?Sized, A: Array<Item = Bytes>>(
     io: &mut W,
     cx: &mut Context<'_>,
-    out: &mut SmallVec<[Bytes; 3]>,
+    out: &mut SmallVec<A>,
     written: &mut bool,
 ) -> Poll<io::Result<()>> {
     while !out.is_empty() {
         let mut n = {
-            let slices: SmallVec<[IoSlice<'_>; 3]> = out.iter().map(|b| IoSlice::new(b)).collect();
+            let slices: SmallVec<[IoSlice<'_>; 8]> = out.iter().map(|b| IoSlice::new(b)).collect();
             ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices))?
         };
         if n == 0 {
@@ -418,7 +418,7 @@ mod tests {
 
     #[test]
     fn encoding_frames_the_body_as_declared() {
-        let mut out = SmallVec::new();
+        let mut out: SmallVec<[Bytes; 3]> = SmallVec::new();
         let mut chunked = Framing::Chunked(Chunk::Size);
         chunked
             .encode(Some(Frame::data(Bytes::from(vec![b'x'; 26]))), &mut out)

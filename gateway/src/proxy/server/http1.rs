@@ -57,6 +57,8 @@ use crate::proxy::Connection;
 const MAX_HEADERS: usize = 100;
 /// The most header fields the gateway adds to a request before it is forwarded.
 const ADDED_BY_GATEWAY: usize = 6;
+/// The most response body bytes gathered into one write.
+const GATHER: usize = 64 * 1024;
 
 /// The read side of a client connection: the stream and the bytes read and not yet used.
 pub(super) struct Reader {
@@ -502,15 +504,20 @@ async fn write_response(
         framing = Framing::Empty;
     }
 
-    let mut out: SmallVec<[Bytes; 3]> = SmallVec::new();
+    let mut out: SmallVec<[Bytes; 8]> = SmallVec::new();
     out.push(head.split().freeze());
+    let mut queued = 0;
     let mut written = false;
     poll_fn(|cx| {
         loop {
-            // The head goes out with the first frame, when it is ready.
-            while out.len() <= 1 && !framing.is_done() {
+            // What the body has ready goes out in one write with the head (a frame at most 3
+            // slices when chunked), up to `GATHER` bytes.
+            while !framing.is_done() && out.len() + 3 <= out.inline_size() && queued < GATHER {
                 match Pin::new(&mut body).poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) => framing.encode(Some(frame), &mut out),
+                    Poll::Ready(Some(Ok(frame))) => {
+                        queued += frame.data_ref().map_or(0, Bytes::len);
+                        framing.encode(Some(frame), &mut out)
+                    }
                     Poll::Ready(None) => framing.encode(None, &mut out),
                     Poll::Ready(Some(Err(e))) => {
                         return Poll::Ready(Err(io::Error::other(e)));
@@ -518,9 +525,6 @@ async fn write_response(
                     Poll::Pending => break,
                 }
                 .map_err(io::Error::other)?;
-                if framing == Framing::UntilClose && out.len() > 1 {
-                    break;
-                }
             }
             if out.is_empty() {
                 return if framing.is_done() {
@@ -530,6 +534,7 @@ async fn write_response(
                 };
             }
             ready!(poll_write_all(writer, cx, &mut out, &mut written))?;
+            queued = 0;
             if framing.is_done() {
                 return Poll::Ready(Ok(()));
             }
