@@ -30,7 +30,7 @@
 //!    its SLA meter and the access-log line are written, exactly once.
 //!
 //! **Cancellation.** If the client goes away (reset, HTTP/2 `RST_STREAM`, a closed connection)
-//! before its response head, hyper drops this future at whatever await it reached — a plugin
+//! before its response head, the server drops this future at whatever await it reached — a plugin
 //! call, reading the body, a try. Nothing is skipped: the record is written by its `Drop` as
 //! class `cancelled` with status 499 and the time the client waited, the try in flight is
 //! metered against its backend as cancelled, the upstream call is dropped with it, and every

@@ -1,7 +1,7 @@
 //! **Record** (the last phase, however the request ends): the route's counters, its SLA meter,
 //! each backend's meter (one entry per try, as the try ends) and the access-log line, written
 //! exactly once. The record travels with the response body and is written when the body ends
-//! or is dropped; if the client goes away before its response head, hyper drops the request's
+//! or is dropped; if the client goes away before its response head, the server drops the request's
 //! future wherever it waits, and the record, dropped with it, writes itself as cancelled (499).
 
 use std::net::SocketAddr;
@@ -29,7 +29,7 @@ pub(super) struct RouteRecord {
 
 /// What is known about a request so far; written to counters and the access log exactly once:
 /// when the response body has been sent, or dropped, or — if the client goes away before its
-/// response head (reset, HTTP/2 `RST_STREAM`, closed connection) and hyper drops the request's
+/// response head (reset, HTTP/2 `RST_STREAM`, closed connection) and the server drops the request's
 /// future at whatever await it had reached — when the record itself is dropped. Such a request
 /// is logged with status 499 (nginx's convention) and counted as [`Class::Cancelled`].
 pub(super) struct Record {

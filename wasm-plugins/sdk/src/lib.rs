@@ -81,6 +81,7 @@ pub mod bindings {
 
 /// The `request-policy` world's exports (its imports and types are `policy`'s, above).
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)] // generated code
 pub mod request_bindings {
     wit_bindgen::generate!({
         path: "../wit",
