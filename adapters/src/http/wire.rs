@@ -12,7 +12,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
-use http_body::Frame;
+use http_body::{Frame, SizeHint};
 use smallvec::{Array, SmallVec};
 use tokio::io::AsyncWrite;
 
@@ -75,6 +75,15 @@ impl Framing {
     /// Whether the body is complete.
     pub fn is_done(self) -> bool {
         self == Framing::Empty
+    }
+
+    /// What is known of the rest of the body's length.
+    pub fn size_hint(self) -> SizeHint {
+        match self {
+            Framing::Length(left) => SizeHint::with_exact(left),
+            Framing::Empty => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
     }
 
     /// Takes the next frame of the body off `read` (see [`Decoded`]); the framing moves on.

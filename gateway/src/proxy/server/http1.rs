@@ -23,7 +23,7 @@
 //!   after a response whose request body was left unread, nor once the listener shuts down.
 //! - `Expect: 100-continue` is answered when the handler first reads the body.
 //! - **Upgrades**: a request asking for one carries a [`ClientUpgrade`]; after a `101` response
-//!   it resolves to the connection ([`Upgraded`]), bytes already read included.
+//!   it resolves to the connection ([`ClientStream`]), bytes already read included.
 //! - Responses get a `Date` when they have none, and are framed by `Content-Length` when the
 //!   length is known, chunked otherwise (HTTP/1.0: until the connection closes).
 
@@ -80,6 +80,16 @@ impl Reader {
     fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
         self.buf.reserve(want);
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+
+    /// Reads more into the buffer; `Ok(0)` is the end of the stream.
+    pub(super) async fn fill(&mut self) -> io::Result<usize> {
+        poll_fn(|cx| self.poll_fill(cx, READ_SIZE)).await
+    }
+
+    /// What was read and not yet used.
+    pub(super) fn buffered(&self) -> &[u8] {
+        &self.buf
     }
 }
 
@@ -279,7 +289,7 @@ pub(super) async fn serve(
         };
         if upgrading {
             if let (Some(upgrade), Some(reader)) = (upgrade, reader.take()) {
-                let _ = upgrade.send(Upgraded { reader, writer });
+                let _ = upgrade.send(ClientStream::new(reader, writer));
             }
             return;
         }
@@ -685,23 +695,19 @@ impl Body for RequestBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.framing {
-            Framing::Length(left) => SizeHint::with_exact(left),
-            Framing::Empty => SizeHint::with_exact(0),
-            _ => SizeHint::default(),
-        }
+        self.framing.size_hint()
     }
 }
 
 /// The connection of a request that asked for an upgrade, once its `101` response is written:
 /// a request extension (extensions are `Clone`; the first to ask gets the connection).
 #[derive(Clone)]
-pub struct ClientUpgrade(Arc<Mutex<Option<oneshot::Receiver<Upgraded>>>>);
+pub struct ClientUpgrade(Arc<Mutex<Option<oneshot::Receiver<ClientStream>>>>);
 
 impl ClientUpgrade {
     /// The connection, once the `101` response is written; an error if the request was
     /// answered otherwise, or the connection ended first.
-    pub async fn upgraded(self) -> io::Result<Upgraded> {
+    pub async fn upgraded(self) -> io::Result<ClientStream> {
         let receiver = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
         let upgraded = match receiver {
             Some(receiver) => receiver.await.ok(),
@@ -716,13 +722,20 @@ impl ClientUpgrade {
     }
 }
 
-/// An upgraded client connection: the bytes already read from it come first.
-pub struct Upgraded {
+/// A client connection with the bytes already read from it in front: an upgraded connection,
+/// or one found to speak HTTP/2 by its preface.
+pub struct ClientStream {
     reader: Box<Reader>,
     writer: Writer,
 }
 
-impl AsyncRead for Upgraded {
+impl ClientStream {
+    pub(super) fn new(reader: Box<Reader>, writer: Writer) -> Self {
+        ClientStream { reader, writer }
+    }
+}
+
+impl AsyncRead for ClientStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -739,13 +752,25 @@ impl AsyncRead for Upgraded {
     }
 }
 
-impl AsyncWrite for Upgraded {
+impl AsyncWrite for ClientStream {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.writer).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.writer).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.writer.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

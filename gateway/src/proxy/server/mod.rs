@@ -15,19 +15,19 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 
 use accord_adapters::{BoxError, ResponseBody};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
-pub use self::http1::{ClientUpgrade, RequestBody as Http1Body, RequestBodyError, Upgraded};
+pub use self::http1::{ClientStream, ClientUpgrade, RequestBody as Http1Body, RequestBodyError};
 
 use crate::config::model::Limits;
 use crate::proxy::Connection;
@@ -222,15 +222,15 @@ impl Served {
         let client = self.conn.client;
         let timeout = self.settings.header_read_timeout;
         let Some(acceptor) = tls else {
-            let mut stream = stream;
-            let mut first = BytesMut::with_capacity(4096);
-            match tokio::time::timeout(timeout, sniff_preface(&mut stream, &mut first)).await {
-                Ok(Ok(true)) => self.serve_http2(Rewind::new(stream, first)).await,
-                Ok(Ok(false)) => {
-                    let (read, write) = stream.into_split();
-                    self.serve_http1(http1::Reader::new(Box::new(read), first), Box::new(write))
+            let (read, write) = stream.into_split();
+            let mut reader = http1::Reader::new(Box::new(read), BytesMut::new());
+            let writer: http1::Writer = Box::new(write);
+            match tokio::time::timeout(timeout, sniff_preface(&mut reader)).await {
+                Ok(Ok(true)) => {
+                    self.serve_http2(http1::ClientStream::new(reader, writer))
                         .await;
                 }
+                Ok(Ok(false)) => self.serve_http1(reader, writer).await,
                 Ok(Err(_)) | Err(_) => {}
             }
             return;
@@ -280,76 +280,19 @@ impl Served {
     }
 }
 
-/// Reads until the first bytes tell whether they are the HTTP/2 preface. `false` is HTTP/1;
-/// what was read stays in `first`.
-async fn sniff_preface(stream: &mut TcpStream, first: &mut BytesMut) -> io::Result<bool> {
+/// Reads until the first bytes tell whether they are the HTTP/2 preface (`false`: HTTP/1);
+/// what was read stays in the reader's buffer.
+async fn sniff_preface(reader: &mut http1::Reader) -> io::Result<bool> {
     loop {
+        let first = reader.buffered();
         if first.len() >= PREFACE.len() {
             return Ok(first.starts_with(PREFACE));
         }
         if !PREFACE.starts_with(first) {
             return Ok(false);
         }
-        if stream.read_buf(first).await? == 0 {
+        if reader.fill().await? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-    }
-}
-
-/// A stream with bytes already read from it put back in front.
-struct Rewind<S> {
-    first: BytesMut,
-    stream: S,
-}
-
-impl<S> Rewind<S> {
-    fn new(stream: S, first: BytesMut) -> Self {
-        Rewind { first, stream }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.first.is_empty() {
-            let n = self.first.len().min(buf.remaining());
-            buf.put_slice(&self.first[..n]);
-            self.first.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
