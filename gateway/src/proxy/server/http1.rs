@@ -263,13 +263,16 @@ pub(super) async fn serve(
         let status = response.status();
         let upgrading = status == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some();
         let mut keep_alive = keep_alive && !*shutdown.borrow() && !upgrading;
-        if let Some(mut rx) = returned.take() {
-            match rx.try_recv() {
-                Ok(back) => reader = Some(back),
-                // The body was not read to its end: what is left of it stands between this
-                // response and the next request, so the connection closes after it.
-                Err(_) => keep_alive = false,
-            }
+        if let Some(mut rx) = returned.take()
+            && let Ok(back) = rx.try_recv()
+        {
+            reader = Some(back);
+        }
+        if reader.is_none() {
+            // The body was not read to its end (or was dropped unread): what is left of it
+            // stands between this response and the next request, so the connection closes
+            // after it.
+            keep_alive = false;
         }
         let written = write_response(
             &mut writer,
@@ -1008,6 +1011,23 @@ mod tests {
         );
         assert!(refused.contains("connection: close\r\n"), "{refused}");
         assert!(!refused.contains("100 Continue"), "{refused}");
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_unread_before_the_answer_closes_the_connection_and_says_so() {
+        let (mut client, _stop) = connect(|request: Request<ClientBody>| async move {
+            drop(request);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Response::new(full_body("later"))
+        })
+        .await;
+        client
+            .write_all(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nab")
+            .await
+            .unwrap();
+        let answer = read_to_close(&mut client).await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(answer.contains("connection: close\r\n"), "{answer}");
     }
 
     #[tokio::test]
