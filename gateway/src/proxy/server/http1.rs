@@ -124,12 +124,19 @@ pub(super) async fn serve(
     conn: Connection,
     handler: Handler,
     settings: Settings,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let mut reader = Some(reader);
     let mut head_buf = BytesMut::new();
     let timer = tokio::time::sleep(settings.header_read_timeout);
     tokio::pin!(timer);
+    // One wait for the shutdown per connection, not one per request: it stays registered
+    // while requests are served, and is polled only while the connection is idle.
+    let mut stop = shutdown.clone();
+    let stopping = async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
+    tokio::pin!(stopping);
     loop {
         // Read a request head.
         let Some(mut current) = reader.take() else {
@@ -162,7 +169,7 @@ pub(super) async fn serve(
                     }
                     timer.as_mut().reset(deadline);
                 }
-                _ = shutdown.wait_for(|stop| *stop), if idle => return,
+                () = &mut stopping, if idle => return,
             }
         };
 
