@@ -199,10 +199,10 @@ impl Backend {
         }
     }
 
-    /// Declares that the adapter reads the request's [`RequestContext`] (the client address,
-    /// the route key, the template parameters): only then does the gateway set it.
-    pub fn reading_context(mut self) -> Self {
-        self.reads_context = true;
+    /// Declares whether the adapter reads the request's [`RequestContext`] (the client
+    /// address, the route key, the template parameters): only then does the gateway set it.
+    pub fn reading_context(mut self, reads: bool) -> Self {
+        self.reads_context = reads;
         self
     }
 

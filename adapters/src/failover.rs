@@ -807,7 +807,7 @@ mod tests {
         let (plain, _) = scripted("plain", ok);
         assert!(!failover(vec![(plain.clone(), 0)], 1).reads_context());
         let (hashing, _) = scripted("hashing", ok);
-        let hashing = Arc::new(Arc::into_inner(hashing).unwrap().reading_context());
+        let hashing = Arc::new(Arc::into_inner(hashing).unwrap().reading_context(true));
         assert!(failover(vec![(plain, 0), (hashing, 1)], 1).reads_context());
         assert!(!with_canary(0.2, None, ok).0.reads_context());
         let by_cookie = crate::http::HashKey::Cookie("session".into());

@@ -135,10 +135,6 @@ pub async fn build(
     };
     let (inner, availability, tasks) =
         crate::http::build_service(id, config.http.clone(), stats.clone()).await?;
-    let hashing = matches!(
-        config.http.balancer,
-        crate::http::BalancerPolicy::ConsistentHash(crate::http::HashKey::ClientAddress)
-    );
     let host = HeaderValue::from_str(&config.host)
         .map_err(|_| BuildError::new(id, format!("invalid host {:?}", config.host)))?;
     let service = AzureLayerService {
@@ -150,13 +146,10 @@ pub async fn build(
             auth,
         }),
     };
-    let backend = Backend::new(id, Provider::Azure, service, availability, stats, tasks);
-    // Its HTTP client's hashing may key on the client's address.
-    Ok(if hashing {
-        backend.reading_context()
-    } else {
-        backend
-    })
+    Ok(
+        Backend::new(id, Provider::Azure, service, availability, stats, tasks)
+            .reading_context(config.http.balancer.reads_client_address()),
+    )
 }
 
 enum Auth {

@@ -22,6 +22,14 @@ pub enum BalancerPolicy {
     ConsistentHash(HashKey),
 }
 
+impl BalancerPolicy {
+    /// Whether picking an endpoint reads the client's address (the request's
+    /// [`RequestContext`](crate::backend::RequestContext)).
+    pub fn reads_client_address(&self) -> bool {
+        matches!(self, BalancerPolicy::ConsistentHash(HashKey::ClientAddress))
+    }
+}
+
 /// What consistent hashing hashes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HashKey {

@@ -175,18 +175,12 @@ pub async fn build(
     config: HttpBackendConfig,
     stats: Arc<BackendStats>,
 ) -> Result<Backend, BuildError> {
-    // Hashing may key on the client's address.
-    let hashing = matches!(
-        config.balancer,
-        BalancerPolicy::ConsistentHash(HashKey::ClientAddress)
-    );
+    let reads_context = config.balancer.reads_client_address();
     let (service, availability, tasks) = build_service(id, config, stats.clone()).await?;
-    let backend = Backend::new(id, Provider::Http, service, availability, stats, tasks);
-    Ok(if hashing {
-        backend.reading_context()
-    } else {
-        backend
-    })
+    Ok(
+        Backend::new(id, Provider::Http, service, availability, stats, tasks)
+            .reading_context(reads_context),
+    )
 }
 
 /// The HTTP client service of a backend, its availability and its background tasks, for

@@ -160,7 +160,7 @@ pub async fn build(
         stats,
         BackgroundTasks::default(),
     )
-    .reading_context())
+    .reading_context(true))
 }
 
 struct Shared {
