@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http::request::Parts;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
@@ -31,8 +32,93 @@ use crate::body::{RequestBody, ResponseBody};
 use crate::error::{BackendError, BackendErrorKind};
 use crate::stats::{BackendStats, InFlight};
 
-/// A request on its way to a backend.
-pub type GatewayRequest = http::Request<RequestBody>;
+/// One try's request on its way to a backend: the head the route prepared, shared by all the
+/// request's tries, and this try's body.
+///
+/// The head is lent, not copied: most tries send it as it is (an HTTP/1.1 upstream encodes it
+/// straight from the shared one), so a request that may be retried no longer pays a copy of its
+/// headers per try. An adapter that changes the head (a `Host` rewrite, a cloud credential)
+/// changes its own copy, made by [`GatewayRequest::head_mut`] on the first change.
+pub struct GatewayRequest {
+    head: Arc<Parts>,
+    body: RequestBody,
+}
+
+impl GatewayRequest {
+    /// A try of the request whose head is `head`, with `body`.
+    pub fn new(head: Arc<Parts>, body: RequestBody) -> GatewayRequest {
+        GatewayRequest { head, body }
+    }
+
+    /// The request head.
+    pub fn head(&self) -> &Parts {
+        &self.head
+    }
+
+    /// The request head to change: this try's own copy, made now if the head is still shared.
+    pub fn head_mut(&mut self) -> &mut Parts {
+        Arc::make_mut(&mut self.head)
+    }
+
+    /// The request method.
+    pub fn method(&self) -> &http::Method {
+        &self.head.method
+    }
+
+    /// The request target.
+    pub fn uri(&self) -> &http::Uri {
+        &self.head.uri
+    }
+
+    /// The request headers.
+    pub fn headers(&self) -> &http::HeaderMap {
+        &self.head.headers
+    }
+
+    /// The request extensions.
+    pub fn extensions(&self) -> &http::Extensions {
+        &self.head.extensions
+    }
+
+    /// The request target, to change (see [`GatewayRequest::head_mut`]).
+    pub fn uri_mut(&mut self) -> &mut http::Uri {
+        &mut self.head_mut().uri
+    }
+
+    /// The request headers, to change (see [`GatewayRequest::head_mut`]).
+    pub fn headers_mut(&mut self) -> &mut http::HeaderMap {
+        &mut self.head_mut().headers
+    }
+
+    /// This try's body.
+    pub fn body(&self) -> &RequestBody {
+        &self.body
+    }
+
+    /// The shared head and the body.
+    pub fn into_parts(self) -> (Arc<Parts>, RequestBody) {
+        (self.head, self.body)
+    }
+
+    /// This try's body alone.
+    pub fn into_body(self) -> RequestBody {
+        self.body
+    }
+
+    /// An `http` request, for a client that takes one (hyper's): the head is copied only if
+    /// another try still shares it.
+    pub fn into_request(self) -> http::Request<RequestBody> {
+        http::Request::from_parts(Arc::unwrap_or_clone(self.head), self.body)
+    }
+}
+
+impl From<http::Request<RequestBody>> for GatewayRequest {
+    fn from(request: http::Request<RequestBody>) -> GatewayRequest {
+        let (head, body) = request.into_parts();
+        GatewayRequest::new(Arc::new(head), body)
+    }
+}
+
 /// A backend's answer.
 pub type GatewayResponse = http::Response<ResponseBody>;
 /// The future an adapter returns.
@@ -334,7 +420,26 @@ mod tests {
     }
 
     fn request() -> GatewayRequest {
-        http::Request::new(RequestBody::full(bytes::Bytes::new()))
+        http::Request::new(RequestBody::full(bytes::Bytes::new())).into()
+    }
+
+    #[test]
+    fn a_lent_head_is_copied_only_when_a_try_changes_it() {
+        let head = Arc::new(http::Request::get("/x").body(()).unwrap().into_parts().0);
+        let reading = GatewayRequest::new(head.clone(), RequestBody::empty());
+        assert!(
+            std::ptr::eq(reading.head(), &*head),
+            "reading borrows the shared head"
+        );
+        let mut changing = GatewayRequest::new(head.clone(), RequestBody::empty());
+        changing
+            .headers_mut()
+            .insert("x-changed", http::HeaderValue::from_static("1"));
+        assert!(!head.headers.contains_key("x-changed"));
+        assert_eq!(changing.headers()["x-changed"], "1");
+        drop(reading);
+        let request = GatewayRequest::new(head, RequestBody::empty()).into_request();
+        assert_eq!(request.uri(), "/x");
     }
 
     fn errors(stats: &BackendStats, kind: BackendErrorKind) -> u64 {

@@ -264,8 +264,13 @@ impl Failover {
 
     /// Forwards a request, trying backends until one answers acceptably, the retry policy or
     /// budget says stop, or `deadline` passes.
-    pub async fn forward(&self, parts: Parts, body: ReplayBody, deadline: Instant) -> Forwarded {
-        self.forward_preferring(parts, body, deadline, None, &())
+    pub async fn forward(
+        &self,
+        head: Arc<Parts>,
+        body: ReplayBody,
+        deadline: Instant,
+    ) -> Forwarded {
+        self.forward_preferring(head, body, deadline, None, &())
             .await
     }
 
@@ -274,15 +279,16 @@ impl Failover {
     /// a try in flight when this future is dropped).
     pub async fn forward_preferring(
         &self,
-        mut parts: Parts,
+        head: Arc<Parts>,
         mut body: ReplayBody,
         deadline: Instant,
         preferred: Option<&str>,
         observer: &dyn TryObserver,
     ) -> Forwarded {
         let _in_flight = self.budget.start_request();
-        let (order, steered) = self.try_order_preferring(preferred, &parts);
-        let idempotent = is_idempotent(&parts.method);
+        let (order, steered) = self.try_order_preferring(preferred, &head);
+        let idempotent = is_idempotent(&head.method);
+        let mut head = Some(head);
         let mut tries = 0u32;
         let mut last: Option<(Result<GatewayResponse, BackendError>, Arc<Backend>)> = None;
         let mut budget_exhausted = false;
@@ -308,15 +314,18 @@ impl Failover {
                 break;
             };
             let backend = self.backends[index].backend.clone();
-            // The head is copied for a try only when another try could follow it: the last
-            // possible one (the retry policy's, or a body that cannot be sent again) takes it.
+            // Every try is lent the one head; the last possible one (the retry policy's, or a
+            // body that cannot be sent again) is given it, so that an adapter that changes it
+            // does not copy it.
             let last_possible = tries >= self.retry.retries || !body.can_replay();
-            let head = if last_possible {
-                std::mem::replace(&mut parts, http::Request::new(()).into_parts().0)
+            let Some(lent) = (if last_possible {
+                head.take()
             } else {
-                parts.clone()
+                head.clone()
+            }) else {
+                break;
             };
-            let request = http::Request::from_parts(head, try_body);
+            let request = GatewayRequest::new(lent, try_body);
             tries += 1;
             let result = self.try_once(&backend, request, deadline, observer).await;
             let done = match &result {
@@ -611,14 +620,16 @@ mod tests {
         Ok(response)
     }
 
-    fn request(method: Method) -> Parts {
-        http::Request::builder()
-            .method(method)
-            .uri("/x")
-            .body(())
-            .unwrap()
-            .into_parts()
-            .0
+    fn request(method: Method) -> Arc<Parts> {
+        Arc::new(
+            http::Request::builder()
+                .method(method)
+                .uri("/x")
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0,
+        )
     }
 
     fn failover(backends: Vec<(Arc<Backend>, u32)>, retries: u32) -> Failover {
@@ -682,6 +693,53 @@ mod tests {
         assert_eq!(forwarded.tries, 2);
         assert_eq!(primary_calls.load(Ordering::SeqCst), 1);
         assert_eq!(secondary_calls.load(Ordering::SeqCst), 1);
+    }
+
+    /// Every try is lent the one prepared head: a try that changes it (a `Host` rewrite, a
+    /// credential) changes its own copy, so the next try sees the head as the route prepared
+    /// it, and the caller's head is untouched.
+    #[tokio::test]
+    async fn a_change_one_try_makes_to_the_head_stays_with_that_try() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let rewriting = |id: &str, seen: Arc<std::sync::Mutex<Vec<Option<String>>>>| {
+            let service = tower::service_fn(move |mut req: GatewayRequest| -> BackendFuture {
+                let stamp = req
+                    .headers()
+                    .get("x-stamp")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                seen.lock().unwrap().push(stamp);
+                req.headers_mut()
+                    .insert("x-stamp", http::HeaderValue::from_static("changed"));
+                Box::pin(async move { unavailable() })
+            });
+            Arc::new(Backend::new(
+                id,
+                Provider::Http,
+                service,
+                Arc::new(AlwaysAvailable),
+                Arc::new(BackendStats::default()),
+                BackgroundTasks::default(),
+            ))
+        };
+        let route = failover(
+            vec![
+                (rewriting("a", seen.clone()), 0),
+                (rewriting("b", seen.clone()), 1),
+            ],
+            2,
+        );
+        let mut head = request(Method::GET);
+        Arc::make_mut(&mut head)
+            .headers
+            .insert("x-stamp", http::HeaderValue::from_static("prepared"));
+        let kept = head.clone();
+        let forwarded = route
+            .forward(head, ReplayBody::Buffered(Bytes::new()), far_deadline())
+            .await;
+        assert_eq!(forwarded.tries, 3);
+        let prepared = Some("prepared".to_owned());
+        assert_eq!(*seen.lock().unwrap(), vec![prepared.clone(); 3]);
+        assert_eq!(kept.headers["x-stamp"], "prepared");
     }
 
     /// With no retry budget at all, a request that never reached the primary still moves to
@@ -852,7 +910,7 @@ mod tests {
             for _ in 0..5 {
                 let before = canary.load(Ordering::SeqCst);
                 let mut parts = request(Method::GET);
-                parts
+                Arc::make_mut(&mut parts)
                     .headers
                     .insert("x-user", http::HeaderValue::from(user));
                 route

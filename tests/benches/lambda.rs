@@ -119,7 +119,7 @@ fn lambda(c: &mut Criterion) {
         "lambda invoke: whole try against an instant endpoint",
         |b| {
             b.iter(|| {
-                let response = runtime.block_on(backend.call(request(body), None));
+                let response = runtime.block_on(backend.call(request(body).into(), None));
                 std::hint::black_box(response.map(|r| r.status()).ok())
             })
         },

@@ -26,7 +26,7 @@ use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, Method, Request, StatusCode, Version};
+use http::{HeaderMap, HeaderName, Method, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use smallvec::SmallVec;
 use tokio::io::{AsyncRead, ReadBuf};
@@ -36,6 +36,7 @@ use super::wire::{
     Chunk, Decoded, FieldAt, Framing, FramingError, READ_SIZE, last_token_is, merge_lengths,
     parse_length, poll_write_all, put_decimal,
 };
+use crate::backend::GatewayRequest;
 use crate::body::RequestBody;
 use crate::error::BoxError;
 
@@ -79,7 +80,7 @@ impl Http1Error {
 /// A failed exchange, and the request when none of it was written (it can be sent again on
 /// another connection).
 pub(crate) struct SendError {
-    pub(crate) unsent: Option<Request<RequestBody>>,
+    pub(crate) unsent: Option<GatewayRequest>,
     pub(crate) error: Http1Error,
 }
 
@@ -136,7 +137,7 @@ impl Connection {
     /// is read by [`receive`]'s body, which owns the connection until it ends.
     pub(crate) async fn send(
         &mut self,
-        request: Request<RequestBody>,
+        request: GatewayRequest,
     ) -> Result<ResponseHead, SendError> {
         let body_framing = match self.encode_head(&request) {
             Ok(framing) => framing,
@@ -225,7 +226,7 @@ impl Connection {
     }
 
     /// Encodes the request line and header fields, with the body framing the request needs.
-    fn encode_head(&mut self, request: &Request<RequestBody>) -> Result<Framing, Http1Error> {
+    fn encode_head(&mut self, request: &GatewayRequest) -> Result<Framing, Http1Error> {
         let head = &mut self.head;
         head.reserve(256);
         let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -555,6 +556,7 @@ impl Body for ResponseBody {
 mod tests {
     use std::sync::{Arc, Mutex};
 
+    use http::Request;
     use http_body_util::{BodyExt, StreamBody};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
@@ -601,11 +603,12 @@ mod tests {
         String::from_utf8(seen).unwrap()
     }
 
-    fn get(path: &str) -> Request<RequestBody> {
+    fn get(path: &str) -> GatewayRequest {
         Request::get(path)
             .header("host", "up.test")
             .body(RequestBody::empty())
             .unwrap()
+            .into()
     }
 
     /// Sends a GET, answers it with `answer` and keeps the connection open: the connection and
@@ -624,7 +627,7 @@ mod tests {
     /// Sends `request`, answers it with `answer` (closing after it when `close`), and returns
     /// what the upstream read, the status, the body, its trailers and the pool.
     async fn exchange(
-        request: Request<RequestBody>,
+        request: impl Into<GatewayRequest>,
         request_end: &'static [u8],
         answer: &'static str,
         close: bool,
@@ -646,7 +649,11 @@ mod tests {
             }
             seen
         });
-        let head = conn.send(request).await.map_err(|e| e.error).unwrap();
+        let head = conn
+            .send(request.into())
+            .await
+            .map_err(|e| e.error)
+            .unwrap();
         let seen = upstream_side.await.unwrap();
         let kept = Arc::new(Kept::default());
         let pool: Weak<dyn ConnectionPool> = Arc::downgrade(&kept) as _;

@@ -62,7 +62,7 @@ async fn probe(shared: &Shared, check: &HealthCheck, endpoint: &Endpoint) -> boo
         .header(http::header::USER_AGENT, "accord-health-check")
         .body(RequestBody::empty());
     let Ok(request) = request else { return false };
-    match tokio::time::timeout(check.timeout, endpoint.client.request(request)).await {
+    match tokio::time::timeout(check.timeout, endpoint.client.request(request.into())).await {
         Ok(Ok(response)) => {
             let ok = response.status().is_success() || response.status().is_redirection();
             // Drain the body so the connection goes back to the pool.

@@ -398,7 +398,10 @@ impl tower::Service<GatewayRequest> for HttpService {
             };
             match shared.config.protocol {
                 UpstreamProtocol::Http1 => {
-                    *request.version_mut() = Version::HTTP_11;
+                    // Changed only when it differs: a change copies the lent head.
+                    if request.head().version != Version::HTTP_11 {
+                        request.head_mut().version = Version::HTTP_11;
+                    }
                     if !request.headers().contains_key(HOST) {
                         let authority = authority(&request);
                         pool::ensure_host(&mut request, &authority);
@@ -413,10 +416,11 @@ impl tower::Service<GatewayRequest> for HttpService {
                 }
                 UpstreamProtocol::Http2 => {
                     let path = path(&request);
-                    *request.version_mut() = Version::HTTP_2;
                     let authority = authority(&request);
-                    request.headers_mut().remove(HOST);
-                    *request.uri_mut() = Uri::builder()
+                    let head = request.head_mut();
+                    head.version = Version::HTTP_2;
+                    head.headers.remove(HOST);
+                    head.uri = Uri::builder()
                         .scheme(shared.scheme.clone())
                         .authority(authority)
                         .path_and_query(path)

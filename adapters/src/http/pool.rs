@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use http::header::{CONNECTION, HOST};
-use http::{HeaderValue, Request, Response};
+use http::{HeaderValue, Response};
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioIo;
@@ -26,6 +26,7 @@ use tower::Service;
 
 use super::codec::{Connection, ConnectionPool, Received, receive};
 use super::connector::Connector;
+use crate::backend::GatewayRequest;
 use crate::body::{RequestBody, ResponseBody, full_body, response_body};
 use crate::error::BoxError;
 
@@ -76,11 +77,11 @@ impl EndpointClient {
     /// HTTP/2) and returns the response head; the body streams from the upstream as it is read.
     pub(crate) async fn request(
         &self,
-        request: Request<RequestBody>,
+        request: GatewayRequest,
     ) -> Result<Response<ResponseBody>, ClientError> {
         match self {
             Self::Http1(pool) => pool.request(request).await,
-            Self::Http2(client) => match client.request(request).await {
+            Self::Http2(client) => match client.request(request.into_request()).await {
                 Ok(response) => Ok(response.map(response_body)),
                 Err(error) => Err(ClientError {
                     connect: error.is_connect(),
@@ -129,7 +130,7 @@ impl Http1Pool {
 
     async fn request(
         self: &Arc<Self>,
-        mut request: Request<RequestBody>,
+        mut request: GatewayRequest,
     ) -> Result<Response<ResponseBody>, ClientError> {
         origin_form(&mut request);
         // The rare paths are boxed: a request's future is moved as it is built, so its size
@@ -167,7 +168,7 @@ impl Http1Pool {
     /// task so that the upgraded stream outlives the request.
     async fn request_upgrade(
         &self,
-        request: Request<RequestBody>,
+        request: GatewayRequest,
     ) -> Result<Response<ResponseBody>, ClientError> {
         let io = self.open().await?;
         let (mut sender, connection) = http1::Builder::new()
@@ -179,7 +180,7 @@ impl Http1Pool {
                 tracing::debug!(%error, "upgraded upstream connection closed with an error");
             }
         });
-        match sender.send_request(request).await {
+        match sender.send_request(request.into_request()).await {
             Ok(response) => Ok(response.map(response_body)),
             Err(error) => Err(ClientError::request(error)),
         }
@@ -247,12 +248,12 @@ impl ConnectionPool for Http1Pool {
 }
 
 /// Whether the request asks the upstream to switch protocols (`Connection: upgrade`).
-fn wants_upgrade(request: &Request<RequestBody>) -> bool {
+fn wants_upgrade(request: &GatewayRequest) -> bool {
     super::header_list::has_token(request.headers(), &CONNECTION, b"upgrade")
 }
 
 /// The `Host` header an HTTP/1.1 request needs, from the authority when the client sent none.
-pub(crate) fn ensure_host(request: &mut Request<RequestBody>, authority: &http::uri::Authority) {
+pub(crate) fn ensure_host(request: &mut GatewayRequest, authority: &http::uri::Authority) {
     if !request.headers().contains_key(HOST)
         && let Ok(host) = HeaderValue::from_str(authority.as_str())
     {
@@ -262,7 +263,7 @@ pub(crate) fn ensure_host(request: &mut Request<RequestBody>, authority: &http::
 
 /// An absolute URI becomes a `Host` header (unless there is one) and an origin-form target:
 /// `http://a:8080/p?q` is sent as `/p?q` with `Host: a:8080`.
-fn origin_form(request: &mut Request<RequestBody>) {
+fn origin_form(request: &mut GatewayRequest) {
     let Some(authority) = request.uri().authority().cloned() else {
         return;
     };
@@ -279,6 +280,7 @@ fn origin_form(request: &mut Request<RequestBody>) {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
+    use http::Request;
     use http_body_util::BodyExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
@@ -355,11 +357,12 @@ mod tests {
         )
     }
 
-    fn get_request() -> Request<RequestBody> {
+    fn get_request() -> GatewayRequest {
         Request::get("/")
             .header(HOST, "upstream.test")
             .body(RequestBody::empty())
             .unwrap()
+            .into()
     }
 
     /// Sends a GET and reads the whole answer: status and body.
@@ -494,9 +497,11 @@ mod tests {
     async fn an_absolute_uri_is_sent_in_origin_form_with_its_host() {
         let upstream = Upstream::start(ok).await;
         let pool = upstream.pool(Duration::from_secs(90));
-        let mut request = Request::get(format!("http://{}/health?deep=1", upstream.addr))
-            .body(RequestBody::empty())
-            .unwrap();
+        let mut request: GatewayRequest =
+            Request::get(format!("http://{}/health?deep=1", upstream.addr))
+                .body(RequestBody::empty())
+                .unwrap()
+                .into();
         origin_form(&mut request);
         assert_eq!(request.uri(), "/health?deep=1");
         assert_eq!(request.headers()[HOST], upstream.addr.to_string().as_str());

@@ -188,7 +188,9 @@ where
 
     // 6. Forward.
     let preferred = allowed.as_ref().and_then(|a| a.preferred.as_deref());
-    let forwarded = respond::forward(route, parts, body, preferred, &mut record).await;
+    // The prepared head is lent to every try, not copied for each.
+    let head = Arc::new(parts);
+    let forwarded = respond::forward(route, head, body, preferred, &mut record).await;
 
     // 7. Respond.
     let succeeded = forwarded.result.is_ok();

@@ -9,6 +9,7 @@
 //! id added (a WebSocket handshake the backend accepted is tunnelled both ways); a failure
 //! becomes a JSON error from [`super::errors`], with `Retry-After` when the backend gave one.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use accord_adapters::{BackendErrorKind, Forwarded, ReplayBody, ResponseBody};
@@ -24,7 +25,7 @@ use crate::control::generation::LiveRoute;
 /// Sends the request to the route's backends; the outcome is noted on the record.
 pub(super) async fn forward(
     route: &LiveRoute,
-    parts: Parts,
+    head: Arc<Parts>,
     body: ReplayBody,
     preferred: Option<&str>,
     record: &mut Record,
@@ -32,7 +33,7 @@ pub(super) async fn forward(
     let deadline = record.started + route.config().timeout;
     let forwarded = route
         .failover()
-        .forward_preferring(parts, body, deadline, preferred, &*record)
+        .forward_preferring(head, body, deadline, preferred, &*record)
         .await;
     record.tries = forwarded.tries;
     record.backend = forwarded.backend.as_ref().map(|b| b.id().clone());
