@@ -30,54 +30,113 @@ use tower::{Service, ServiceExt};
 
 use crate::body::{RequestBody, ResponseBody};
 use crate::error::{BackendError, BackendErrorKind};
+use crate::forwarding::Forwarding;
 use crate::stats::{BackendStats, InFlight};
+
+/// A request head as the route prepared it for its tries: the head, and the forwarding headers
+/// that are added where it leaves the gateway (see [`crate::forwarding`]).
+#[derive(Clone)]
+pub struct PreparedHead {
+    parts: Parts,
+    forwarding: Option<Forwarding>,
+}
+
+impl PreparedHead {
+    /// `parts` with `forwarding` still to add.
+    pub fn new(parts: Parts, forwarding: Option<Forwarding>) -> PreparedHead {
+        PreparedHead { parts, forwarding }
+    }
+
+    /// The head.
+    pub fn parts(&self) -> &Parts {
+        &self.parts
+    }
+
+    /// The head, to change.
+    pub fn parts_mut(&mut self) -> &mut Parts {
+        &mut self.parts
+    }
+
+    /// The forwarding headers not yet added to the head.
+    pub fn forwarding(&self) -> Option<&Forwarding> {
+        self.forwarding.as_ref()
+    }
+
+    /// Adds the forwarding headers to the head now.
+    pub fn apply_forwarding(&mut self) {
+        if let Some(forwarding) = self.forwarding.take() {
+            forwarding.apply(&mut self.parts.headers);
+        }
+    }
+}
+
+impl From<Parts> for PreparedHead {
+    fn from(parts: Parts) -> PreparedHead {
+        PreparedHead::new(parts, None)
+    }
+}
 
 /// One try's request on its way to a backend: the head the route prepared, shared by all the
 /// request's tries, and this try's body.
 ///
-/// The head is lent, not copied: most tries send it as it is (an HTTP/1.1 upstream encodes it
-/// straight from the shared one), so a request that may be retried no longer pays a copy of its
-/// headers per try. An adapter that changes the head (a `Host` rewrite, a cloud credential)
-/// changes its own copy, made by [`GatewayRequest::head_mut`] on the first change.
+/// The head is lent, not copied: most tries send it as it is (an HTTP/1.1 upstream encodes it,
+/// forwarding headers included, straight from the shared one), so a request that may be retried
+/// does not pay a copy of its headers per try. An adapter that changes the head (a `Host`
+/// rewrite, a cloud credential) changes its own copy, made by [`GatewayRequest::head_mut`] on the
+/// first change.
 pub struct GatewayRequest {
-    head: Arc<Parts>,
+    head: Arc<PreparedHead>,
     body: RequestBody,
 }
 
 impl GatewayRequest {
     /// A try of the request whose head is `head`, with `body`.
-    pub fn new(head: Arc<Parts>, body: RequestBody) -> GatewayRequest {
+    pub fn new(head: Arc<PreparedHead>, body: RequestBody) -> GatewayRequest {
         GatewayRequest { head, body }
     }
 
     /// The request head.
     pub fn head(&self) -> &Parts {
-        &self.head
+        &self.head.parts
     }
 
     /// The request head to change: this try's own copy, made now if the head is still shared.
     pub fn head_mut(&mut self) -> &mut Parts {
-        Arc::make_mut(&mut self.head)
+        &mut Arc::make_mut(&mut self.head).parts
+    }
+
+    /// The forwarding headers not yet added to the head: an HTTP/1.1 upstream's encoder
+    /// writes them with it.
+    pub fn forwarding(&self) -> Option<&Forwarding> {
+        self.head.forwarding()
+    }
+
+    /// Adds the forwarding headers to the head now (this try's copy of it), for a reader of
+    /// the head that needs them there.
+    pub fn apply_forwarding(&mut self) {
+        if self.head.forwarding.is_some() {
+            Arc::make_mut(&mut self.head).apply_forwarding();
+        }
     }
 
     /// The request method.
     pub fn method(&self) -> &http::Method {
-        &self.head.method
+        &self.head.parts.method
     }
 
     /// The request target.
     pub fn uri(&self) -> &http::Uri {
-        &self.head.uri
+        &self.head.parts.uri
     }
 
     /// The request headers.
     pub fn headers(&self) -> &http::HeaderMap {
-        &self.head.headers
+        &self.head.parts.headers
     }
 
     /// The request extensions.
     pub fn extensions(&self) -> &http::Extensions {
-        &self.head.extensions
+        &self.head.parts.extensions
     }
 
     /// The request target, to change (see [`GatewayRequest::head_mut`]).
@@ -95,9 +154,11 @@ impl GatewayRequest {
         &self.body
     }
 
-    /// The shared head and the body.
-    pub fn into_parts(self) -> (Arc<Parts>, RequestBody) {
-        (self.head, self.body)
+    /// The head as it goes upstream (its forwarding headers added; copied only if another try
+    /// still shares it) and the body.
+    pub fn into_parts(mut self) -> (Parts, RequestBody) {
+        self.apply_forwarding();
+        (Arc::unwrap_or_clone(self.head).parts, self.body)
     }
 
     /// This try's body alone.
@@ -105,17 +166,17 @@ impl GatewayRequest {
         self.body
     }
 
-    /// An `http` request, for a client that takes one (hyper's): the head is copied only if
-    /// another try still shares it.
+    /// An `http` request as it goes upstream, for a client that takes one (hyper's).
     pub fn into_request(self) -> http::Request<RequestBody> {
-        http::Request::from_parts(Arc::unwrap_or_clone(self.head), self.body)
+        let (head, body) = self.into_parts();
+        http::Request::from_parts(head, body)
     }
 }
 
 impl From<http::Request<RequestBody>> for GatewayRequest {
     fn from(request: http::Request<RequestBody>) -> GatewayRequest {
         let (head, body) = request.into_parts();
-        GatewayRequest::new(Arc::new(head), body)
+        GatewayRequest::new(Arc::new(head.into()), body)
     }
 }
 
@@ -425,17 +486,18 @@ mod tests {
 
     #[test]
     fn a_lent_head_is_copied_only_when_a_try_changes_it() {
-        let head = Arc::new(http::Request::get("/x").body(()).unwrap().into_parts().0);
+        let parts = http::Request::get("/x").body(()).unwrap().into_parts().0;
+        let head = Arc::new(PreparedHead::from(parts));
         let reading = GatewayRequest::new(head.clone(), RequestBody::empty());
         assert!(
-            std::ptr::eq(reading.head(), &*head),
+            std::ptr::eq(reading.head(), head.parts()),
             "reading borrows the shared head"
         );
         let mut changing = GatewayRequest::new(head.clone(), RequestBody::empty());
         changing
             .headers_mut()
             .insert("x-changed", http::HeaderValue::from_static("1"));
-        assert!(!head.headers.contains_key("x-changed"));
+        assert!(!head.parts().headers.contains_key("x-changed"));
         assert_eq!(changing.headers()["x-changed"], "1");
         drop(reading);
         let request = GatewayRequest::new(head, RequestBody::empty()).into_request();

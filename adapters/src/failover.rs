@@ -13,9 +13,10 @@ use http::Method;
 use http::request::Parts;
 use tokio::time::Instant;
 
-use crate::backend::{Backend, GatewayRequest, GatewayResponse};
+use crate::backend::{Backend, GatewayRequest, GatewayResponse, PreparedHead};
 use crate::body::ReplayBody;
 use crate::error::{BackendError, BackendErrorKind};
+use crate::forwarding::Forwarding;
 use crate::retry_budget::{RetryBudget, RetryGuard};
 
 /// One backend as a route uses it.
@@ -257,6 +258,13 @@ impl Failover {
         sticky_by_client || self.backends.iter().any(|b| b.backend.reads_context())
     }
 
+    /// Whether the canary's sticky key is one of the forwarding headers.
+    fn sticky_on_forwarding(&self) -> bool {
+        self.canary.as_ref().is_some_and(|(_, canary)| {
+            matches!(&canary.sticky, Some(crate::http::HashKey::Header(name)) if Forwarding::names(name))
+        })
+    }
+
     /// The route's backends in priority order.
     pub fn backends(&self) -> &[RouteBackend] {
         &self.backends
@@ -266,7 +274,7 @@ impl Failover {
     /// budget says stop, or `deadline` passes.
     pub async fn forward(
         &self,
-        head: Arc<Parts>,
+        head: Arc<PreparedHead>,
         body: ReplayBody,
         deadline: Instant,
     ) -> Forwarded {
@@ -279,15 +287,19 @@ impl Failover {
     /// a try in flight when this future is dropped).
     pub async fn forward_preferring(
         &self,
-        head: Arc<Parts>,
+        mut head: Arc<PreparedHead>,
         mut body: ReplayBody,
         deadline: Instant,
         preferred: Option<&str>,
         observer: &dyn TryObserver,
     ) -> Forwarded {
+        if head.forwarding().is_some() && self.sticky_on_forwarding() {
+            // The canary's key is one of the forwarding headers: they go in the head now.
+            Arc::make_mut(&mut head).apply_forwarding();
+        }
         let _in_flight = self.budget.start_request();
-        let (order, steered) = self.try_order_preferring(preferred, &head);
-        let idempotent = is_idempotent(&head.method);
+        let (order, steered) = self.try_order_preferring(preferred, head.parts());
+        let idempotent = is_idempotent(&head.parts().method);
         let mut head = Some(head);
         let mut tries = 0u32;
         let mut last: Option<(Result<GatewayResponse, BackendError>, Arc<Backend>)> = None;
@@ -620,7 +632,7 @@ mod tests {
         Ok(response)
     }
 
-    fn request(method: Method) -> Arc<Parts> {
+    fn request(method: Method) -> Arc<PreparedHead> {
         Arc::new(
             http::Request::builder()
                 .method(method)
@@ -628,7 +640,8 @@ mod tests {
                 .body(())
                 .unwrap()
                 .into_parts()
-                .0,
+                .0
+                .into(),
         )
     }
 
@@ -730,6 +743,7 @@ mod tests {
         );
         let mut head = request(Method::GET);
         Arc::make_mut(&mut head)
+            .parts_mut()
             .headers
             .insert("x-stamp", http::HeaderValue::from_static("prepared"));
         let kept = head.clone();
@@ -739,7 +753,7 @@ mod tests {
         assert_eq!(forwarded.tries, 3);
         let prepared = Some("prepared".to_owned());
         assert_eq!(*seen.lock().unwrap(), vec![prepared.clone(); 3]);
-        assert_eq!(kept.headers["x-stamp"], "prepared");
+        assert_eq!(kept.parts().headers["x-stamp"], "prepared");
     }
 
     /// With no retry budget at all, a request that never reached the primary still moves to
@@ -900,6 +914,32 @@ mod tests {
         assert_eq!(canary.load(Ordering::SeqCst), 0);
     }
 
+    /// A canary sticky on `X-Forwarded-For` hashes the list with the client's address in it,
+    /// as a backend would see it: each client keeps its version.
+    #[tokio::test]
+    async fn a_canary_sticky_on_a_forwarding_header_hashes_it_with_the_client_in_it() {
+        let key = crate::http::HashKey::Header(crate::forwarding::X_FORWARDED_FOR);
+        let (route, _share, _stable, canary) = with_canary(0.5, Some(key), ok);
+        let mut canary_clients = 0;
+        for client in 0..100u8 {
+            let address = http::HeaderValue::from_str(&format!("10.0.0.{client}")).unwrap();
+            let mut seen = Vec::new();
+            for _ in 0..5 {
+                let before = canary.load(Ordering::SeqCst);
+                let parts = Arc::unwrap_or_clone(request(Method::GET)).parts().clone();
+                let forwarding = Forwarding::new(address.clone(), "http", &parts.headers);
+                let head = Arc::new(PreparedHead::new(parts, Some(forwarding)));
+                route
+                    .forward(head, ReplayBody::Buffered(Bytes::new()), far_deadline())
+                    .await;
+                seen.push(canary.load(Ordering::SeqCst) > before);
+            }
+            assert!(seen.iter().all(|s| *s == seen[0]), "{client}: {seen:?}");
+            canary_clients += usize::from(seen[0]);
+        }
+        assert!((25..=75).contains(&canary_clients), "{canary_clients}");
+    }
+
     #[tokio::test]
     async fn a_sticky_canary_sends_the_same_key_to_the_same_version() {
         let key = crate::http::HashKey::Header(http::HeaderName::from_static("x-user"));
@@ -911,6 +951,7 @@ mod tests {
                 let before = canary.load(Ordering::SeqCst);
                 let mut parts = request(Method::GET);
                 Arc::make_mut(&mut parts)
+                    .parts_mut()
                     .headers
                     .insert("x-user", http::HeaderValue::from(user));
                 route

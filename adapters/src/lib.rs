@@ -13,6 +13,7 @@ pub mod backend;
 pub mod body;
 pub mod error;
 pub mod failover;
+pub mod forwarding;
 pub mod http;
 pub mod lambda;
 pub mod outlier;
@@ -21,7 +22,7 @@ pub mod secret;
 pub mod stats;
 pub mod tls;
 
-pub use backend::{Backend, GatewayRequest, GatewayResponse, Provider};
+pub use backend::{Backend, GatewayRequest, GatewayResponse, PreparedHead, Provider};
 pub use body::{ReplayBody, RequestBody, ResponseBody};
 pub use error::{BackendError, BackendErrorKind, BoxError, Fault};
 pub use failover::{

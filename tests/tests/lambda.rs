@@ -173,6 +173,11 @@ async fn a_real_lambda_http_function_gets_the_request_in_both_payload_formats() 
             &["two"]
         };
         assert_eq!(multi, expected, "{version}: {seen}");
+        // The forwarding headers are in the event as in any upstream request.
+        let forwarded_for = values(&seen["headers"]["x-forwarded-for"]);
+        assert_eq!(forwarded_for, ["127.0.0.1"], "{version}: {seen}");
+        let forwarded_proto = values(&seen["headers"]["x-forwarded-proto"]);
+        assert_eq!(forwarded_proto, ["http"], "{version}: {seen}");
         let cookie = seen["headers"]["cookie"].to_string();
         assert!(
             cookie.contains("a=1") && cookie.contains("b=2"),

@@ -338,4 +338,44 @@ async fn an_http2_upstream_is_spoken_to_with_prior_knowledge() {
         seen["headers"].get("host").is_none(),
         "and not as a conflicting Host header"
     );
+    // The forwarding headers travel over HTTP/2 too.
+    assert_eq!(seen["headers"]["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen["headers"]["x-forwarded-proto"], "http");
+    assert_eq!(seen["headers"]["x-forwarded-host"], "api.example.com");
+}
+
+/// Consistent hashing on `X-Forwarded-For` hashes the list the upstream receives, the client's
+/// address appended: each client list keeps its endpoint.
+#[tokio::test]
+async fn consistent_hashing_on_forwarded_for_sees_the_forwarded_list() {
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let yaml = format!(
+        "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nlog:\n  access_log: false\nbackends:\n  app:\n    http:\n      addresses: [\"{}\", \"{}\"]\n      balancer: {{consistent_hash: {{header: x-forwarded-for}}}}\nroutes:\n  - id: app\n    match: {{path: {{prefix: /}}}}\n    backends: [{{backend: app}}]\n",
+        a.addr, b.addr
+    );
+    let gateway = TestGateway::start(&yaml).await;
+    // None sent (the list is the client's address alone), and lists sent by the client.
+    for list in ["", "203.0.113.1", "203.0.113.2", "198.51.100.7"] {
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            let mut request = request("GET", &gateway.url("/hashed"), "");
+            if !list.is_empty() {
+                request
+                    .headers_mut()
+                    .insert("x-forwarded-for", list.parse().unwrap());
+            }
+            let reply = send(request).await;
+            assert_eq!(reply.status, 200);
+            let json = reply.json();
+            let forwarded = if list.is_empty() {
+                "127.0.0.1".to_owned()
+            } else {
+                format!("{list}, 127.0.0.1")
+            };
+            assert_eq!(json["headers"]["x-forwarded-for"], forwarded.as_str());
+            seen.push(json["service"].as_str().unwrap().to_owned());
+        }
+        assert!(seen.iter().all(|s| *s == seen[0]), "{list}: {seen:?}");
+    }
 }

@@ -39,6 +39,7 @@ use super::wire::{
 use crate::backend::GatewayRequest;
 use crate::body::RequestBody;
 use crate::error::BoxError;
+use crate::forwarding::put_field;
 
 /// The largest response head accepted (status line and header fields).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -234,11 +235,13 @@ impl Connection {
         head.put_u8(b' ');
         head.put_slice(target.as_bytes());
         head.put_slice(b" HTTP/1.1\r\n");
-        for (name, value) in request.headers() {
-            head.put_slice(name.as_str().as_bytes());
-            head.put_slice(b": ");
-            head.put_slice(value.as_bytes());
-            head.put_slice(b"\r\n");
+        match request.forwarding() {
+            Some(forwarding) => forwarding.encode_with(request.headers(), head),
+            None => {
+                for (name, value) in request.headers() {
+                    put_field(head, name, value);
+                }
+            }
         }
         let body = request.body();
         let framing = match request.headers().get(CONTENT_LENGTH) {

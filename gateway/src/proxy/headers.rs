@@ -1,5 +1,6 @@
 //! Header rules at the proxy boundary (RFC 9110 §7.6.1): hop-by-hop headers are removed in both
-//! directions, forwarding headers are added, and every request carries an `x-request-id`.
+//! directions and every request carries an `x-request-id`. (The forwarding headers are
+//! [`accord_adapters::forwarding`]'s: the tries add them where the head leaves the gateway.)
 
 use std::net::IpAddr;
 
@@ -11,9 +12,6 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// W3C trace context; forwarded unchanged.
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -118,38 +116,6 @@ pub fn client_ip_value(client: IpAddr) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
-/// Adds `X-Forwarded-For` (appended to the client's own), `X-Forwarded-Proto` and
-/// `X-Forwarded-Host` (the request's `Host`). `client` is [`client_ip_value`]'s.
-pub fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue, scheme: &'static str) {
-    // One lookup, through the entry, to read and then set `X-Forwarded-For`.
-    match headers.entry(X_FORWARDED_FOR) {
-        http::header::Entry::Vacant(entry) => {
-            entry.insert(client.clone());
-        }
-        http::header::Entry::Occupied(mut entry) => {
-            let appended = entry
-                .get()
-                .to_str()
-                .ok()
-                .map(|existing| {
-                    let mut appended = Vec::with_capacity(existing.len() + 2 + client.len());
-                    appended.extend_from_slice(existing.as_bytes());
-                    appended.extend_from_slice(b", ");
-                    appended.extend_from_slice(client.as_bytes());
-                    appended
-                })
-                .and_then(|v| HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok());
-            // A value that is not text (or a list that would not be) is replaced by the client's
-            // address alone, as before.
-            entry.insert(appended.unwrap_or_else(|| client.clone()));
-        }
-    }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
-    if let Some(host) = headers.get(HOST).filter(|h| h.to_str().is_ok()).cloned() {
-        headers.insert(X_FORWARDED_HOST, host);
-    }
-}
-
 /// The request's id: the client's `x-request-id` when it is sane, otherwise a new random one
 /// (which is also set on the request).
 pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
@@ -249,36 +215,6 @@ mod tests {
         strip_hop_by_hop(&mut headers, true);
         assert_eq!(headers.get(CONNECTION).unwrap(), "upgrade");
         assert_eq!(headers.get(UPGRADE).unwrap(), "websocket");
-    }
-
-    #[test]
-    fn forwarded_for_is_appended() {
-        let mut headers = HeaderMap::new();
-        headers.insert(X_FORWARDED_FOR, "203.0.113.7".parse().unwrap());
-        headers.insert(HOST, "api.example.com".parse().unwrap());
-        add_forwarded(
-            &mut headers,
-            &client_ip_value("10.1.2.3".parse().unwrap()),
-            "https",
-        );
-        assert_eq!(
-            headers.get(X_FORWARDED_FOR).unwrap(),
-            "203.0.113.7, 10.1.2.3"
-        );
-        assert_eq!(headers.get(X_FORWARDED_PROTO).unwrap(), "https");
-        assert_eq!(headers.get(X_FORWARDED_HOST).unwrap(), "api.example.com");
-
-        let mut first_hop = HeaderMap::new();
-        add_forwarded(
-            &mut first_hop,
-            &client_ip_value("10.1.2.3".parse().unwrap()),
-            "http",
-        );
-        assert_eq!(first_hop.get(X_FORWARDED_FOR).unwrap(), "10.1.2.3");
-        assert!(
-            first_hop.get(X_FORWARDED_HOST).is_none(),
-            "no Host, no X-Forwarded-Host"
-        );
     }
 
     #[test]

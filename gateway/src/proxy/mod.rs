@@ -16,9 +16,10 @@
 //!    (the first rejection answers), reroute (the backend to try first) — and their header
 //!    changes. When a plugin reads the request body (`request_body`), the body is prepared
 //!    (phase 5's body half) before them.
-//! 5. **Prepare** ([`body`]): hop-by-hop headers stripped, forwarding headers added, the
-//!    target made origin-form; the body buffered up to `replay_buffer` (replayable) or streamed
-//!    with `max_body` enforced.
+//! 5. **Prepare** ([`body`]): hop-by-hop headers stripped, the forwarding headers decided
+//!    (each try adds them where the head leaves the gateway), the target made origin-form;
+//!    the body buffered up to `replay_buffer` (replayable) or streamed with `max_body`
+//!    enforced.
 //! 6. **Forward** ([`respond`]): the route's failover tries its backends under the deadline,
 //!    retry policy and retry budget; each try is metered against its backend as it ends.
 //! 7. **Respond** ([`respond`]): the backend's response (hop-by-hop headers stripped, request
@@ -52,7 +53,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use accord_adapters::backend::{PathParams, RequestContext};
-use accord_adapters::{BoxError, ReplayBody, ResponseBody};
+use accord_adapters::forwarding::Forwarding;
+use accord_adapters::{BoxError, PreparedHead, ReplayBody, ResponseBody};
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST};
 use http::{HeaderValue, Request, Response};
@@ -169,7 +171,7 @@ where
     record.defer_answered = allowed.is_some() && route.judges_responses();
 
     // 5. Prepare.
-    prepare_head(&mut parts, websocket, &conn, matched.params, route);
+    let forwarding = prepare_head(&mut parts, websocket, &conn, matched.params, route);
     if let Some(trace) = &record.trace {
         // The backend's spans join the trace under this request's server span.
         parts
@@ -189,7 +191,7 @@ where
     // 6. Forward.
     let preferred = allowed.as_ref().and_then(|a| a.preferred.as_deref());
     // The prepared head is lent to every try, not copied for each.
-    let head = Arc::new(parts);
+    let head = Arc::new(PreparedHead::new(parts, Some(forwarding)));
     let forwarded = respond::forward(route, head, body, preferred, &mut record).await;
 
     // 7. Respond.
@@ -271,18 +273,19 @@ fn declared_length(parts: &http::request::Parts) -> Option<u64> {
         .and_then(|v| v.parse::<u64>().ok())
 }
 
-/// Readies the request head for the upstream: hop-by-hop headers out, forwarding headers in,
-/// what adapters read (client address, template parameters, route key) on its extensions when
-/// they read it, and an origin-form target.
+/// Readies the request head for the upstream: hop-by-hop headers out, what adapters read
+/// (client address, template parameters, route key) on its extensions when they read it, and an
+/// origin-form target. Returns the forwarding headers, which the tries add where the head
+/// leaves the gateway.
 fn prepare_head(
     parts: &mut http::request::Parts,
     websocket: bool,
     conn: &Connection,
     params: Vec<(String, String)>,
     route: &crate::control::generation::LiveRoute,
-) {
+) -> Forwarding {
     headers::strip_hop_by_hop(&mut parts.headers, websocket);
-    headers::add_forwarded(&mut parts.headers, &conn.client_ip, conn.scheme);
+    let forwarding = Forwarding::new(conn.client_ip.clone(), conn.scheme, &parts.headers);
     // Only for routes that read it: an extension costs an allocation, and another in each
     // try's copy of the head.
     if route.failover().reads_context() {
@@ -297,6 +300,7 @@ fn prepare_head(
     {
         parts.uri = http::Uri::from(path);
     }
+    forwarding
 }
 
 #[cfg(test)]

@@ -12,8 +12,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use accord_adapters::{BackendErrorKind, Forwarded, ReplayBody, ResponseBody};
-use http::request::Parts;
+use accord_adapters::{BackendErrorKind, Forwarded, PreparedHead, ReplayBody, ResponseBody};
 use http::{Response, StatusCode};
 
 use super::errors::ErrorCode;
@@ -25,7 +24,7 @@ use crate::control::generation::LiveRoute;
 /// Sends the request to the route's backends; the outcome is noted on the record.
 pub(super) async fn forward(
     route: &LiveRoute,
-    head: Arc<Parts>,
+    head: Arc<PreparedHead>,
     body: ReplayBody,
     preferred: Option<&str>,
     record: &mut Record,

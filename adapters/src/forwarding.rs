@@ -1,0 +1,220 @@
+//! The forwarding headers a request gains on its way upstream: `X-Forwarded-For` (the client's
+//! address appended to the list the client sent), `X-Forwarded-Proto` (the scheme the client
+//! used) and `X-Forwarded-Host` (the `Host` the client asked for), each replacing what the client
+//! sent under that name but the first.
+//!
+//! The route decides them once per request ([`Forwarding`]) and every try carries them beside
+//! the lent head. They are written where the head leaves the gateway: an HTTP/1.1 upstream's
+//! encoder writes them as it writes the head, so the head's header map is not changed for them
+//! (three insertions into it cost more than the rest of preparing the head); the adapters that
+//! hand a head on to another client (HTTP/2, a WebSocket handshake, Lambda's event) add them to
+//! their copy with [`Forwarding::apply`]. Both give the same fields.
+
+use bytes::{BufMut, BytesMut};
+use http::header::HOST;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// `X-Forwarded-For`.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The forwarding headers of one request.
+#[derive(Clone, Debug)]
+pub struct Forwarding {
+    /// The client's IP address.
+    client: HeaderValue,
+    /// `http` or `https`.
+    proto: &'static str,
+    /// The `Host` the client sent (after the target's authority, if any, replaced it), taken
+    /// before a backend rewrites it.
+    host: Option<HeaderValue>,
+}
+
+impl Forwarding {
+    /// The forwarding headers of a request from `client` (its IP address as a header value)
+    /// over `proto`, with the head's `headers` as the client sent them.
+    pub fn new(client: HeaderValue, proto: &'static str, headers: &HeaderMap) -> Forwarding {
+        Forwarding {
+            client,
+            proto,
+            host: headers.get(HOST).filter(|h| h.to_str().is_ok()).cloned(),
+        }
+    }
+
+    /// Whether `name` is one of the three headers.
+    pub fn names(name: &HeaderName) -> bool {
+        *name == X_FORWARDED_FOR || *name == X_FORWARDED_PROTO || *name == X_FORWARDED_HOST
+    }
+
+    /// Adds the headers to `headers`, for a client that is handed a header map.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        let forwarded_for = self.forwarded_for(headers);
+        headers.insert(X_FORWARDED_FOR, forwarded_for);
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(self.proto));
+        match &self.host {
+            Some(host) => {
+                headers.insert(X_FORWARDED_HOST, host.clone());
+            }
+            None => {
+                headers.remove(X_FORWARDED_HOST);
+            }
+        }
+    }
+
+    /// Writes the header fields of `headers` as HTTP/1.1 fields, with the forwarding headers in
+    /// place of the client's: the same fields as [`Forwarding::apply`] and then writing them.
+    pub fn encode_with(&self, headers: &HeaderMap, out: &mut BytesMut) {
+        let mut forwarded_for_written = false;
+        for (name, value) in headers {
+            // Compared by length first: most names are not compared at all.
+            let len = name.as_str().len();
+            if matches!(len, 15..=17) && Forwarding::names(name) {
+                if *name == X_FORWARDED_FOR && !forwarded_for_written {
+                    forwarded_for_written = true;
+                    put_field(out, &X_FORWARDED_FOR, &self.forwarded_for(headers));
+                }
+                continue;
+            }
+            put_field(out, name, value);
+        }
+        if !forwarded_for_written {
+            put_field(out, &X_FORWARDED_FOR, &self.client);
+        }
+        put_field(
+            out,
+            &X_FORWARDED_PROTO,
+            &HeaderValue::from_static(self.proto),
+        );
+        if let Some(host) = &self.host {
+            put_field(out, &X_FORWARDED_HOST, host);
+        }
+    }
+
+    /// The client's `X-Forwarded-For` list (every field of it, in order) with the client's
+    /// address appended; the address alone when there is none, or when one is not text.
+    fn forwarded_for(&self, headers: &HeaderMap) -> HeaderValue {
+        let mut sent = headers.get_all(X_FORWARDED_FOR).iter().peekable();
+        if sent.peek().is_none() {
+            return self.client.clone();
+        }
+        let mut list = Vec::with_capacity(64);
+        for value in sent {
+            if value.to_str().is_err() {
+                return self.client.clone();
+            }
+            list.extend_from_slice(value.as_bytes());
+            list.extend_from_slice(b", ");
+        }
+        list.extend_from_slice(self.client.as_bytes());
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(list))
+            .unwrap_or_else(|_| self.client.clone())
+    }
+}
+
+/// Writes one `name: value` field line.
+#[inline]
+pub(crate) fn put_field(out: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
+    out.put_slice(name.as_str().as_bytes());
+    out.put_slice(b": ");
+    out.put_slice(value.as_bytes());
+    out.put_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn client() -> HeaderValue {
+        HeaderValue::from_static("10.0.0.7")
+    }
+
+    /// The fields [`Forwarding::encode_with`] writes, parsed back.
+    fn encoded(forwarding: &Forwarding, headers: &HeaderMap) -> HeaderMap {
+        let mut out = BytesMut::new();
+        forwarding.encode_with(headers, &mut out);
+        let mut fields = [httparse::EMPTY_HEADER; 16];
+        let mut text = out.to_vec();
+        text.extend_from_slice(b"\r\n");
+        let parsed = httparse::parse_headers(&text, &mut fields)
+            .unwrap()
+            .unwrap();
+        let mut map = HeaderMap::new();
+        for field in parsed.1 {
+            map.append(
+                HeaderName::from_bytes(field.name.as_bytes()).unwrap(),
+                HeaderValue::from_bytes(field.value).unwrap(),
+            );
+        }
+        map
+    }
+
+    /// Both ways of adding the headers give the same fields.
+    fn both(forwarding: &Forwarding, headers: &HeaderMap) -> HeaderMap {
+        let mut applied = headers.clone();
+        forwarding.apply(&mut applied);
+        assert_eq!(encoded(forwarding, headers), applied);
+        applied
+    }
+
+    #[test]
+    fn forwarded_for_is_appended_and_the_others_replaced() {
+        let mut headers = HeaderMap::new();
+        headers.insert(HOST, "api.example.com".parse().unwrap());
+        headers.append(X_FORWARDED_FOR, "203.0.113.9".parse().unwrap());
+        headers.append(X_FORWARDED_FOR, "198.51.100.2".parse().unwrap());
+        headers.insert(X_FORWARDED_PROTO, "gopher".parse().unwrap());
+        headers.insert(X_FORWARDED_HOST, "spoofed.example".parse().unwrap());
+        headers.insert("x-kept", "1".parse().unwrap());
+        let forwarding = Forwarding::new(client(), "https", &headers);
+        let sent = both(&forwarding, &headers);
+        assert_eq!(
+            sent.get_all(X_FORWARDED_FOR).iter().collect::<Vec<_>>(),
+            ["203.0.113.9, 198.51.100.2, 10.0.0.7"]
+        );
+        assert_eq!(sent[X_FORWARDED_PROTO], "https");
+        assert_eq!(sent[X_FORWARDED_HOST], "api.example.com");
+        assert_eq!(sent["x-kept"], "1");
+        assert_eq!(sent.len(), 5);
+    }
+
+    #[test]
+    fn a_request_without_them_gets_them() {
+        let mut headers = HeaderMap::new();
+        headers.insert(HOST, "api.example.com".parse().unwrap());
+        let forwarding = Forwarding::new(client(), "http", &headers);
+        let sent = both(&forwarding, &headers);
+        assert_eq!(sent[X_FORWARDED_FOR], "10.0.0.7");
+        assert_eq!(sent[X_FORWARDED_PROTO], "http");
+        assert_eq!(sent[X_FORWARDED_HOST], "api.example.com");
+    }
+
+    #[test]
+    fn the_host_is_the_clients_not_a_rewritten_one() {
+        let mut headers = HeaderMap::new();
+        headers.insert(HOST, "api.example.com".parse().unwrap());
+        let forwarding = Forwarding::new(client(), "http", &headers);
+        headers.insert(HOST, "internal.backend".parse().unwrap());
+        let sent = both(&forwarding, &headers);
+        assert_eq!(sent[HOST], "internal.backend");
+        assert_eq!(sent[X_FORWARDED_HOST], "api.example.com");
+    }
+
+    #[test]
+    fn a_list_that_is_not_text_is_replaced_by_the_address() {
+        let mut headers = HeaderMap::new();
+        headers.insert(X_FORWARDED_FOR, HeaderValue::from_bytes(b"\xff").unwrap());
+        headers.insert(X_FORWARDED_HOST, "spoofed.example".parse().unwrap());
+        let forwarding = Forwarding::new(client(), "http", &headers);
+        let sent = both(&forwarding, &headers);
+        assert_eq!(sent[X_FORWARDED_FOR], "10.0.0.7");
+        assert!(
+            !sent.contains_key(X_FORWARDED_HOST),
+            "no Host, none forwarded"
+        );
+    }
+}
