@@ -10,7 +10,7 @@
 //! hand a head on to another client (HTTP/2, a WebSocket handshake, Lambda's event) add them to
 //! their copy with [`Forwarding::apply`]. Both give the same fields.
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use http::header::HOST;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -117,10 +117,12 @@ impl Forwarding {
 /// Writes one `name: value` field line.
 #[inline]
 pub(crate) fn put_field(out: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
-    out.put_slice(name.as_str().as_bytes());
-    out.put_slice(b": ");
-    out.put_slice(value.as_bytes());
-    out.put_slice(b"\r\n");
+    let (name, value) = (name.as_str().as_bytes(), value.as_bytes());
+    out.reserve(name.len() + value.len() + 4);
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]

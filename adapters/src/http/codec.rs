@@ -229,7 +229,7 @@ impl Connection {
     /// Encodes the request line and header fields, with the body framing the request needs.
     fn encode_head(&mut self, request: &GatewayRequest) -> Result<Framing, Http1Error> {
         let head = &mut self.head;
-        head.reserve(256);
+        head.reserve(512);
         let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
         head.put_slice(request.method().as_str().as_bytes());
         head.put_u8(b' ');

@@ -93,121 +93,129 @@ impl Connection {
 /// Takes one client request through the pipeline (see the module doc) to its response head;
 /// the record is written when the response body ends. Generic over the request body so that
 /// tests can drive it in-process.
-pub async fn handle<B>(
+///
+/// An `async` block rather than an `async fn`: the function's arguments would be kept twice in
+/// its future (as arguments and as the locals they are moved to), and the future is moved into
+/// its box on every request.
+pub fn handle<B>(
     generation: Arc<Generation>,
     registry: Arc<Registry>,
     access_log: bool,
     mut request: Request<B>,
     conn: Connection,
-) -> Response<ResponseBody>
+) -> impl Future<Output = Response<ResponseBody>> + Send + 'static
 where
     B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    // 1. Identify.
-    let started = Instant::now();
-    let request_id = identify(&mut request);
-    let websocket = headers::is_websocket_upgrade(request.headers());
-    let client_upgrade = if websocket {
-        request.extensions_mut().remove::<server::ClientUpgrade>()
-    } else {
-        None
-    };
-    let (mut parts, body) = request.into_parts();
-    let mut record = Record::new(&parts, conn.client, request_id, started, access_log);
-    if let Some(tracer) = generation.tracer() {
-        record.trace = Some(Box::new(
-            tracer.begin(parts.headers.get(headers::TRACEPARENT)),
-        ));
-    }
-
-    // 2. Route.
-    let Some(matched) = generation.router().route(&parts) else {
-        registry.gateway.unrouted_requests.fetch_add(1, Relaxed);
-        let response =
-            ErrorCode::NoRoute.response("no route matches this request", record.request_id());
-        return record.finish_with(response);
-    };
-    let route = &generation.routes()[matched.route];
-    record.route = Some(RouteRecord {
-        id: route.id().clone(),
-        stats: route.stats().clone(),
-    });
-    route.stats().active.fetch_add(1, Relaxed);
-
-    // 3. Admit.
-    let content_length = declared_length(&parts);
-    if let ControlFlow::Break(refusal) = admit::admit(route, &parts, content_length, &mut record) {
-        return record.finish_with(refusal);
-    }
-
-    // 4. Request plugins; the body is prepared (5) first when one of them reads it.
-    let reads_body = route.request_body_limit() > 0 && !websocket;
-    let (body, plugin_body) = if reads_body {
-        let body = match prepare_body(route, body, content_length, &record).await {
-            ControlFlow::Continue(body) => body,
-            ControlFlow::Break(refusal) => return record.finish_with(refusal),
+    async move {
+        // 1. Identify.
+        let started = Instant::now();
+        let request_id = identify(&mut request);
+        let websocket = headers::is_websocket_upgrade(request.headers());
+        let client_upgrade = if websocket {
+            request.extensions_mut().remove::<server::ClientUpgrade>()
+        } else {
+            None
         };
-        let read = match &body {
-            ReplayBody::Buffered(bytes) if bytes.len() <= route.request_body_limit() => {
-                Some(bytes.clone())
-            }
-            _ => None,
-        };
-        (ClientBody::Prepared(body), read)
-    } else {
-        (ClientBody::Unread(body), None)
-    };
-    let facts = plugins::RequestFacts {
-        content_length,
-        body: plugin_body,
-        client_ip: &conn.client_ip,
-    };
-    let allowed = match plugins::on_request(route, &mut parts, facts, &mut record).await {
-        ControlFlow::Continue(allowed) => allowed,
-        ControlFlow::Break(refusal) => return record.finish_with(refusal),
-    };
-    // The response plugins may reclassify the answer: its backend is metered after them.
-    record.defer_answered = allowed.is_some() && route.judges_responses();
+        let (mut parts, body) = request.into_parts();
+        let mut record = Record::new(&parts, conn.client, request_id, started, access_log);
+        if let Some(tracer) = generation.tracer() {
+            record.trace = Some(Box::new(
+                tracer.begin(parts.headers.get(headers::TRACEPARENT)),
+            ));
+        }
 
-    // 5. Prepare.
-    let forwarding = prepare_head(&mut parts, websocket, &conn, matched.params, route);
-    if let Some(trace) = &record.trace {
-        // The backend's spans join the trace under this request's server span.
-        parts
-            .headers
-            .insert(headers::TRACEPARENT, trace.traceparent());
-    }
-    let body = match body {
-        ClientBody::Prepared(body) => body,
-        ClientBody::Unread(body) => {
-            match prepare_body(route, body, content_length, &record).await {
+        // 2. Route.
+        let Some(matched) = generation.router().route(&parts) else {
+            registry.gateway.unrouted_requests.fetch_add(1, Relaxed);
+            let response =
+                ErrorCode::NoRoute.response("no route matches this request", record.request_id());
+            return record.finish_with(response);
+        };
+        let route = &generation.routes()[matched.route];
+        record.route = Some(RouteRecord {
+            id: route.id().clone(),
+            stats: route.stats().clone(),
+        });
+        route.stats().active.fetch_add(1, Relaxed);
+
+        // 3. Admit.
+        let content_length = declared_length(&parts);
+        if let ControlFlow::Break(refusal) =
+            admit::admit(route, &parts, content_length, &mut record)
+        {
+            return record.finish_with(refusal);
+        }
+
+        // 4. Request plugins; the body is prepared (5) first when one of them reads it.
+        let reads_body = route.request_body_limit() > 0 && !websocket;
+        let (body, plugin_body) = if reads_body {
+            let body = match prepare_body(route, body, content_length, &record).await {
                 ControlFlow::Continue(body) => body,
                 ControlFlow::Break(refusal) => return record.finish_with(refusal),
-            }
+            };
+            let read = match &body {
+                ReplayBody::Buffered(bytes) if bytes.len() <= route.request_body_limit() => {
+                    Some(bytes.clone())
+                }
+                _ => None,
+            };
+            (ClientBody::Prepared(body), read)
+        } else {
+            (ClientBody::Unread(body), None)
+        };
+        let facts = plugins::RequestFacts {
+            content_length,
+            body: plugin_body,
+            client_ip: &conn.client_ip,
+        };
+        let allowed = match plugins::on_request(route, &mut parts, facts, &mut record).await {
+            ControlFlow::Continue(allowed) => allowed,
+            ControlFlow::Break(refusal) => return record.finish_with(refusal),
+        };
+        // The response plugins may reclassify the answer: its backend is metered after them.
+        record.defer_answered = allowed.is_some() && route.judges_responses();
+
+        // 5. Prepare.
+        let forwarding = prepare_head(&mut parts, websocket, &conn, matched.params, route);
+        if let Some(trace) = &record.trace {
+            // The backend's spans join the trace under this request's server span.
+            parts
+                .headers
+                .insert(headers::TRACEPARENT, trace.traceparent());
         }
-    };
+        let body = match body {
+            ClientBody::Prepared(body) => body,
+            ClientBody::Unread(body) => {
+                match prepare_body(route, body, content_length, &record).await {
+                    ControlFlow::Continue(body) => body,
+                    ControlFlow::Break(refusal) => return record.finish_with(refusal),
+                }
+            }
+        };
 
-    // 6. Forward.
-    let preferred = allowed.as_ref().and_then(|a| a.preferred.as_deref());
-    // The prepared head is lent to every try, not copied for each.
-    let head = Arc::new(PreparedHead::new(parts, Some(forwarding)));
-    let forwarded = respond::forward(route, head, body, preferred, &mut record).await;
+        // 6. Forward.
+        let preferred = allowed.as_ref().and_then(|a| a.preferred.as_deref());
+        // The prepared head is lent to every try, not copied for each.
+        let head = Arc::new(PreparedHead::new(parts, Some(forwarding)));
+        let forwarded = respond::forward(route, head, body, preferred, &mut record).await;
 
-    // 7. Respond.
-    let succeeded = forwarded.result.is_ok();
-    let mut response = respond::respond(route, forwarded.result, client_upgrade, &mut record);
+        // 7. Respond.
+        let succeeded = forwarded.result.is_ok();
+        let mut response = respond::respond(route, forwarded.result, client_upgrade, &mut record);
 
-    // 8. Response plugins.
-    if succeeded
-        && route.judges_responses()
-        && let Some(allowed) = allowed
-    {
-        plugins::on_response(route, allowed.call, &mut response, &mut record).await;
+        // 8. Response plugins.
+        if succeeded
+            && route.judges_responses()
+            && let Some(allowed) = allowed
+        {
+            plugins::on_response(route, allowed.call, &mut response, &mut record).await;
+        }
+
+        // 9. Record (when the body ends).
+        record.finish_with(response)
     }
-
-    // 9. Record (when the body ends).
-    record.finish_with(response)
 }
 
 /// A request body as the client sends it, or made ready for the tries.

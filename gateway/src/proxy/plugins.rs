@@ -60,7 +60,7 @@ pub(super) async fn on_request(
     parts: &mut Parts,
     facts: RequestFacts<'_>,
     record: &mut Record,
-) -> ControlFlow<Response<ResponseBody>, Option<Allowed>> {
+) -> ControlFlow<Response<ResponseBody>, Option<Box<Allowed>>> {
     if route.plugins().is_empty() {
         return ControlFlow::Continue(None);
     }
@@ -72,7 +72,7 @@ async fn call_on_request(
     parts: &mut Parts,
     facts: RequestFacts<'_>,
     record: &mut Record,
-) -> ControlFlow<Response<ResponseBody>, Option<Allowed>> {
+) -> ControlFlow<Response<ResponseBody>, Option<Box<Allowed>>> {
     let head = RequestHead {
         route: String::from(&**route.id()),
         method: parts.method.as_str().to_owned(),
@@ -150,7 +150,7 @@ async fn call_on_request(
             record.class = Some(Class::Rejected);
             ControlFlow::Break(response)
         }
-        None => ControlFlow::Continue(Some(Allowed { preferred, call })),
+        None => ControlFlow::Continue(Some(Box::new(Allowed { preferred, call }))),
     }
 }
 
