@@ -33,8 +33,8 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 use super::connector::UpstreamIo;
 use super::wire::{
-    Chunk, Decoded, FieldAt, Framing, FramingError, READ_SIZE, last_token_is, merge_lengths,
-    parse_length, poll_write_all, put_decimal,
+    Chunk, Decoded, FieldAt, Framing, FramingError, NameCache, READ_SIZE, last_token_is,
+    merge_lengths, parse_length, poll_write_all, put_decimal,
 };
 use crate::backend::GatewayRequest;
 use crate::body::RequestBody;
@@ -107,6 +107,8 @@ pub(crate) struct Connection {
     head: BytesMut,
     /// Cleared when the connection must not carry another request.
     reusable: bool,
+    /// The response header names the upstream has sent.
+    names: NameCache,
 }
 
 impl Connection {
@@ -116,13 +118,21 @@ impl Connection {
             read: BytesMut::new(),
             head: BytesMut::new(),
             reusable: true,
+            names: NameCache::default(),
         }
     }
 
-    /// Whether the connection can carry a new request: open, with nothing unread. An upstream
-    /// that closed the connection while it was idle is noticed here, without blocking.
-    pub(crate) fn is_reusable(&mut self) -> bool {
-        if !self.reusable || !self.read.is_empty() {
+    /// Whether the exchange left the connection able to carry another request: kept alive,
+    /// with nothing unread.
+    pub(crate) fn is_reusable(&self) -> bool {
+        self.reusable && self.read.is_empty()
+    }
+
+    /// Whether the connection can carry a new request now: reusable and still open. An
+    /// upstream that closed the connection while it was idle is noticed here, without
+    /// blocking.
+    pub(crate) fn is_open(&mut self) -> bool {
+        if !self.is_reusable() {
             return false;
         }
         let mut probe = [0u8; 1];
@@ -353,8 +363,10 @@ impl Connection {
         let (mut close, mut keep_alive_token) = (false, false);
         let mut transfer_encoding = false;
         let mut length: Option<Option<u64>> = None;
-        for field in &fields[..count] {
-            let (name, value) = field.field(&head).map_err(Http1Error::framing)?;
+        for (index, field) in fields[..count].iter().enumerate() {
+            let (name, value) = field
+                .field(&head, index, &mut self.names)
+                .map_err(Http1Error::framing)?;
             if name == CONNECTION {
                 let mut other = false;
                 for token in super::header_list::value_tokens(value.as_bytes()) {
@@ -572,7 +584,7 @@ mod tests {
 
     impl ConnectionPool for Kept {
         fn put(&self, mut conn: Box<Connection>) {
-            if conn.is_reusable() {
+            if conn.is_open() {
                 self.0.lock().unwrap().push(*conn);
             }
         }

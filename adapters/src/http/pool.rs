@@ -192,7 +192,7 @@ impl Http1Pool {
         loop {
             let idle = self.idle.lock().ok()?.pop()?;
             let mut conn = idle.conn;
-            if now.duration_since(idle.since) < self.idle_timeout && conn.is_reusable() {
+            if now.duration_since(idle.since) < self.idle_timeout && conn.is_open() {
                 return Some(conn);
             }
         }
@@ -232,7 +232,9 @@ impl Http1Pool {
 
 impl ConnectionPool for Http1Pool {
     /// Takes a connection back after a complete exchange, if it can carry another request.
-    fn put(&self, mut conn: Box<Connection>) {
+    /// Whether the upstream has closed it since is asked when it is taken out again: asking
+    /// here too would cost a poll of the socket per request.
+    fn put(&self, conn: Box<Connection>) {
         if !conn.is_reusable() {
             return;
         }

@@ -297,15 +297,49 @@ impl FieldAt {
         }
     }
 
-    /// The field, its value sharing `head`.
-    pub fn field(self, head: &Bytes) -> Result<(HeaderName, HeaderValue), FramingError> {
-        let name = HeaderName::from_bytes(&head[self.name.0 as usize..self.name.1 as usize])
-            .map_err(|_| FramingError("invalid header name"))?;
+    /// The `index`-th field of a head, its value sharing `head` and its name from `names`.
+    pub fn field(
+        self,
+        head: &Bytes,
+        index: usize,
+        names: &mut NameCache,
+    ) -> Result<(HeaderName, HeaderValue), FramingError> {
+        let name = names.name(index, &head[self.name.0 as usize..self.name.1 as usize])?;
         let value = HeaderValue::from_maybe_shared(
             head.slice(self.value.0 as usize..self.value.1 as usize),
         )
         .map_err(|_| FramingError("invalid header value"))?;
         Ok((name, value))
+    }
+}
+
+/// The header names one connection's peer has sent, by their bytes as sent. A peer sends the
+/// same names, in the same order, on message after message: a name found here is not parsed
+/// again (`HeaderName::from_bytes` lowercases and looks up every name), and the `index`-th
+/// field's name is looked for where the previous message had it first.
+#[derive(Default)]
+pub struct NameCache {
+    names: Vec<(Box<[u8]>, HeaderName)>,
+}
+
+impl NameCache {
+    /// The most names kept: a peer that sends more names than this, or new ones on every
+    /// message, has the rest parsed each time.
+    const CAPACITY: usize = 24;
+
+    /// The header name `raw`, the `index`-th of its head.
+    pub fn name(&mut self, index: usize, raw: &[u8]) -> Result<HeaderName, FramingError> {
+        if let Some((_, name)) = self.names.get(index).filter(|(seen, _)| **seen == *raw) {
+            return Ok(name.clone());
+        }
+        if let Some((_, name)) = self.names.iter().find(|(seen, _)| **seen == *raw) {
+            return Ok(name.clone());
+        }
+        let name = HeaderName::from_bytes(raw).map_err(|_| FramingError("invalid header name"))?;
+        if self.names.len() < Self::CAPACITY {
+            self.names.push((raw.into(), name.clone()));
+        }
+        Ok(name)
     }
 }
 
@@ -377,6 +411,27 @@ fn put_hex(buf: &mut BytesMut, mut n: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cached_name_is_the_name_parsed() {
+        let mut names = NameCache::default();
+        let sent = ["Content-Type", "X-Custom", "content-type", "Date"];
+        for _ in 0..3 {
+            for (index, raw) in sent.iter().enumerate() {
+                let name = names.name(index, raw.as_bytes()).unwrap();
+                assert_eq!(name, HeaderName::from_bytes(raw.as_bytes()).unwrap());
+            }
+        }
+        // In another order, and past the cache's capacity.
+        for i in 0..(NameCache::CAPACITY * 2) {
+            let raw = format!("X-Name-{i}");
+            let name = names.name(0, raw.as_bytes()).unwrap();
+            assert_eq!(name.as_str(), raw.to_ascii_lowercase());
+        }
+        assert_eq!(names.name(1, b"Date").unwrap(), http::header::DATE);
+        assert_eq!(names.names.len(), NameCache::CAPACITY);
+        assert!(names.name(0, b"bad name").is_err());
+    }
 
     fn decode_all(framing: &mut Framing, input: &[u8]) -> Result<(Vec<u8>, bool), FramingError> {
         let mut read = BytesMut::from(input);

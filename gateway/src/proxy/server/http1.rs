@@ -38,8 +38,8 @@ use std::time::{Duration, SystemTime};
 use accord_adapters::ResponseBody;
 use accord_adapters::http::header_list::value_tokens;
 use accord_adapters::http::wire::{
-    Chunk, Decoded, FieldAt, Framing, FramingError, READ_SIZE, merge_lengths, parse_length,
-    poll_write_all, put_decimal,
+    Chunk, Decoded, FieldAt, Framing, FramingError, NameCache, READ_SIZE, merge_lengths,
+    parse_length, poll_write_all, put_decimal,
 };
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING, UPGRADE};
@@ -55,8 +55,9 @@ use crate::proxy::Connection;
 
 /// The most header fields a request head may carry (hyper's limit too).
 const MAX_HEADERS: usize = 100;
-/// The most header fields the gateway adds to a request before it is forwarded.
-const ADDED_BY_GATEWAY: usize = 6;
+/// The most header fields the gateway adds to a request's map before it is forwarded
+/// (`x-request-id`, `traceparent`, `Host`; the forwarding headers are written with the head).
+const ADDED_BY_GATEWAY: usize = 3;
 /// The most response body bytes gathered into one write.
 const GATHER: usize = 64 * 1024;
 
@@ -137,6 +138,8 @@ pub(super) async fn serve(
         let _ = stop.wait_for(|stop| *stop).await;
     };
     tokio::pin!(stopping);
+    // The header names this client sends, parsed once.
+    let mut names = NameCache::default();
     loop {
         // Read a request head.
         let Some(mut current) = reader.take() else {
@@ -145,7 +148,7 @@ pub(super) async fn serve(
         let deadline = Instant::now() + settings.header_read_timeout;
         let head = loop {
             if !current.buf.is_empty() {
-                match parse_head(&mut current.buf, settings.max_head) {
+                match parse_head(&mut current.buf, settings.max_head, &mut names) {
                     Ok(Some(head)) => break head,
                     Ok(None) => {}
                     Err(Refusal(status, why)) => {
@@ -311,7 +314,11 @@ pub(super) async fn serve(
 }
 
 /// Parses a request head off the front of `buf`: `None` until it is complete.
-fn parse_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refusal> {
+fn parse_head(
+    buf: &mut BytesMut,
+    max_head: usize,
+    names: &mut NameCache,
+) -> Result<Option<Head>, Refusal> {
     let too_large = Refusal(
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         "head too large",
@@ -361,15 +368,14 @@ fn parse_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refus
         .map_err(|_| Refusal(StatusCode::BAD_REQUEST, "invalid request target"))?;
 
     // The fields that frame the message are noted as they go by, not looked up after.
-    // Room for what the gateway adds (`x-request-id`, the forwarding headers, `traceparent`,
-    // `Host`), so that adding them does not grow the map.
+    // Room for what the gateway adds, so that adding it does not grow the map.
     let mut headers = HeaderMap::with_capacity(count + ADDED_BY_GATEWAY);
     let (mut close, mut keep_alive_token, mut upgrade_token) = (false, false, false);
     let (mut transfer_encoding, mut expects_continue, mut upgrade) = (false, false, false);
     let mut length: Option<Option<u64>> = None;
-    for field in &fields[..count] {
+    for (index, field) in fields[..count].iter().enumerate() {
         let (name, value) = field
-            .field(&head)
+            .field(&head, index, names)
             .map_err(|FramingError(why)| Refusal(StatusCode::BAD_REQUEST, why))?;
         if name == CONNECTION {
             for token in value_tokens(value.as_bytes()) {
@@ -799,7 +805,7 @@ mod tests {
     use super::*;
 
     fn parse(raw: &str) -> Result<Option<Head>, Refusal> {
-        parse_head(&mut BytesMut::from(raw), 8192)
+        parse_head(&mut BytesMut::from(raw), 8192, &mut NameCache::default())
     }
 
     #[test]
