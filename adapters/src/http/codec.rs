@@ -327,7 +327,8 @@ impl Connection {
     fn parse_response_head(&mut self, method: &Method) -> Result<Parsed, Http1Error> {
         // Offsets into the buffer of each field's name and value: the parsed fields borrow the
         // buffer, which is split off (without moving its bytes) once they are known.
-        let mut fields = [FieldAt::default(); MAX_HEADERS];
+        // As many as the head has (not zeroed for the most it may have).
+        let mut fields: SmallVec<[FieldAt; 16]> = SmallVec::new();
         let (len, code, version, count) =
             {
                 let mut headers =
@@ -341,9 +342,7 @@ impl Connection {
                     Err(error) => return Err(Http1Error::invalid(error.to_string())),
                 };
                 let base = self.read.as_ptr();
-                for (field, header) in fields.iter_mut().zip(response.headers.iter()) {
-                    *field = FieldAt::of(header, base);
-                }
+                fields.extend(response.headers.iter().map(|h| FieldAt::of(h, base)));
                 let code = response.code.unwrap_or(0);
                 let version = match response.version {
                     Some(0) => Version::HTTP_10,
@@ -363,7 +362,7 @@ impl Connection {
         let (mut close, mut keep_alive_token) = (false, false);
         let mut transfer_encoding = false;
         let mut length: Option<Option<u64>> = None;
-        for (index, field) in fields[..count].iter().enumerate() {
+        for (index, field) in fields.iter().enumerate() {
             let (name, value) = field
                 .field(&head, index, &mut self.names)
                 .map_err(Http1Error::framing)?;

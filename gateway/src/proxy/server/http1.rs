@@ -323,7 +323,8 @@ fn parse_head(
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         "head too large",
     );
-    let mut fields = [FieldAt::default(); MAX_HEADERS];
+    // As many as the head has (not zeroed for the most it may have).
+    let mut fields: SmallVec<[FieldAt; 16]> = SmallVec::new();
     let (len, method, target, version, count) = {
         let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut []);
@@ -348,9 +349,7 @@ fn parse_head(
         let base = buf.as_ptr();
         let path = request.path.unwrap_or_default();
         let at = path.as_ptr() as usize - base as usize;
-        for (field, header) in fields.iter_mut().zip(request.headers.iter()) {
-            *field = FieldAt::of(header, base);
-        }
+        fields.extend(request.headers.iter().map(|h| FieldAt::of(h, base)));
         let version = match request.version {
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
@@ -373,7 +372,7 @@ fn parse_head(
     let (mut close, mut keep_alive_token, mut upgrade_token) = (false, false, false);
     let (mut transfer_encoding, mut expects_continue, mut upgrade) = (false, false, false);
     let mut length: Option<Option<u64>> = None;
-    for (index, field) in fields[..count].iter().enumerate() {
+    for (index, field) in fields.iter().enumerate() {
         let (name, value) = field
             .field(&head, index, names)
             .map_err(|FramingError(why)| Refusal(StatusCode::BAD_REQUEST, why))?;
