@@ -33,7 +33,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 use super::connector::UpstreamIo;
 use super::wire::{
-    Chunk, Decoded, FieldAt, Framing, FramingError, NameCache, READ_SIZE, last_token_is,
+    Chunk, Decoded, FieldAt, Framing, FramingError, NameCache, READ_SIZE, last_token_is, make_room,
     merge_lengths, parse_length, poll_write_all, put_decimal,
 };
 use crate::backend::GatewayRequest;
@@ -428,7 +428,7 @@ impl Connection {
     /// Reads into the buffer, asking for at least `want` bytes of room. `Ok(0)` is the end of
     /// the stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
-        self.read.reserve(want);
+        make_room(&mut self.read, want);
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
     }
 }

@@ -21,6 +21,8 @@ use tokio::io::AsyncWrite;
 pub const READ_SIZE: usize = 4 * 1024;
 /// The most a body read asks for at once.
 pub const MAX_READ: usize = 64 * 1024;
+/// The least spare room a head read is made with: below it, the buffer grows (or is replaced).
+const MIN_SPARE: usize = 1024;
 /// The longest chunk-size line accepted (the size in hex, and any chunk extensions).
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// The most trailer fields after a chunked body.
@@ -343,6 +345,19 @@ impl NameCache {
     }
 }
 
+/// Makes room in a connection's read buffer for a read of `want` bytes. A head read (at most
+/// [`READ_SIZE`]) reads into the room the buffer has left while that is at least [`MIN_SPARE`]:
+/// the messages split off the buffer share its allocation while they live, so asking for a
+/// full [`READ_SIZE`] each time would allocate a new buffer per message in flight (two per
+/// proxied request under load, one on each side) instead of reusing the one a connection has.
+pub fn make_room(buf: &mut BytesMut, want: usize) {
+    let spare = buf.capacity() - buf.len();
+    if spare >= want || (want <= READ_SIZE && spare >= MIN_SPARE) {
+        return;
+    }
+    buf.reserve(want);
+}
+
 /// A `Content-Length` value: digits only (RFC 9110 §8.6).
 pub fn parse_length(value: &HeaderValue) -> Option<u64> {
     let bytes = value.as_bytes();
@@ -411,6 +426,27 @@ fn put_hex(buf: &mut BytesMut, mut n: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_head_read_uses_the_room_left_before_allocating_again() {
+        let mut buf = BytesMut::new();
+        make_room(&mut buf, READ_SIZE);
+        assert!(buf.capacity() >= READ_SIZE);
+        let start = buf.as_ptr() as usize;
+        buf.extend_from_slice(&[b'x'; 200]);
+        // A message taken off the front shares the allocation while it lives.
+        let message = buf.split_to(200).freeze();
+        make_room(&mut buf, READ_SIZE);
+        assert_eq!(buf.as_ptr() as usize, start + 200, "the same allocation, not a new one");
+        // Until too little is left; a body read asks for what it wants.
+        buf.extend_from_slice(&vec![b'y'; buf.capacity() - 100]);
+        make_room(&mut buf, READ_SIZE);
+        assert!(buf.capacity() - buf.len() >= READ_SIZE);
+        let mut body = BytesMut::with_capacity(READ_SIZE);
+        make_room(&mut body, MAX_READ);
+        assert!(body.capacity() >= MAX_READ);
+        drop(message);
+    }
 
     #[test]
     fn a_cached_name_is_the_name_parsed() {

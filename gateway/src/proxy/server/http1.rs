@@ -38,7 +38,7 @@ use std::time::{Duration, SystemTime};
 use accord_adapters::ResponseBody;
 use accord_adapters::http::header_list::value_tokens;
 use accord_adapters::http::wire::{
-    Chunk, Decoded, FieldAt, Framing, FramingError, NameCache, READ_SIZE, merge_lengths,
+    Chunk, Decoded, FieldAt, Framing, FramingError, NameCache, READ_SIZE, make_room, merge_lengths,
     parse_length, poll_write_all, put_decimal,
 };
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -79,7 +79,7 @@ impl Reader {
     /// Reads into the buffer, with room for at least `want` bytes. `Ok(0)` is the end of the
     /// stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
-        self.buf.reserve(want);
+        make_room(&mut self.buf, want);
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
     }
 
