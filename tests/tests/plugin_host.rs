@@ -376,3 +376,45 @@ async fn a_plugin_built_against_0_1_0_still_loads_and_sees_what_0_1_0_promised()
         );
     }
 }
+
+/// A plugin compiled in a child process (the gateway's own binary, as `accord run` does)
+/// loads and runs like one compiled here; a component the child refuses fails to load with
+/// the child's reason; a compiler that cannot run leaves the compiling to this process.
+#[tokio::test]
+#[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
+async fn plugins_compile_in_a_child_process_and_here_when_it_cannot_run() {
+    use accord_policies::plugin::Compiler;
+    let bytes = std::fs::read(component("noop")).unwrap();
+    let with = |compiler: Compiler| {
+        Arc::new(
+            PluginEngine::new(4, 16 << 20)
+                .unwrap()
+                .with_compiler(compiler),
+        )
+    };
+
+    let child = with(Compiler::Child(accord_tests::accord_binary()));
+    let (compiled, source) = child.compile(&bytes, "noop").unwrap();
+    assert_eq!(source, ArtifactSource::Compiled);
+    let plugin = child
+        .prepare(compiled, spec("noop", Isolation::Pooled))
+        .await
+        .unwrap();
+    assert!(matches!(ask(&plugin, None).await, Ok(Decision::Allow)));
+
+    let refused = child.compile(b"not a component", "junk").unwrap_err();
+    let message = refused.to_string();
+    assert!(
+        message.contains("junk") && message.contains("not a loadable component"),
+        "{message}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let missing = with(Compiler::Child(dir.path().join("no-such-accord")));
+    let (compiled, _) = missing.compile(&bytes, "noop").unwrap();
+    let plugin = missing
+        .prepare(compiled, spec("noop", Isolation::Pooled))
+        .await
+        .unwrap();
+    assert!(matches!(ask(&plugin, None).await, Ok(Decision::Allow)));
+}

@@ -437,7 +437,11 @@ mod tests {
         // A message taken off the front shares the allocation while it lives.
         let message = buf.split_to(200).freeze();
         make_room(&mut buf, READ_SIZE);
-        assert_eq!(buf.as_ptr() as usize, start + 200, "the same allocation, not a new one");
+        assert_eq!(
+            buf.as_ptr() as usize,
+            start + 200,
+            "the same allocation, not a new one"
+        );
         // Until too little is left; a body read asks for what it wants.
         buf.extend_from_slice(&vec![b'y'; buf.capacity() - 100]);
         make_room(&mut buf, READ_SIZE);

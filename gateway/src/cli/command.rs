@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use accord_policies::plugin::{Compiler, EngineLimits, compile_artifact, set_compiler};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -118,6 +119,18 @@ enum Command {
     },
     /// Print the table of gateway error codes (Markdown).
     Errors,
+    /// Compile a Wasm component from standard input into an artifact on standard output, for
+    /// an engine made for these limits: the gateway runs itself with this to compile its
+    /// plugins in a child process.
+    #[command(hide = true)]
+    CompilePlugin {
+        /// Plugin instances at once.
+        #[arg(long)]
+        instances: u32,
+        /// Linear memory per instance, in bytes.
+        #[arg(long)]
+        memory: usize,
+    },
     /// Run the gateway on example routes with built-in simulated backends and light traffic.
     Demo {
         /// Stop after this long (e.g. `60s`); default: until Ctrl-C.
@@ -272,11 +285,18 @@ pub fn main() -> ExitCode {
             print!("{}", crate::proxy::errors::markdown_table());
             ExitCode::SUCCESS
         }
+        Command::CompilePlugin { instances, memory } => compile_plugin(EngineLimits {
+            max_instances: instances,
+            max_memory: memory,
+        }),
         Command::Run {
             config,
             threads,
             watch,
-        } => report(runtime(threads).and_then(|rt| rt.block_on(run(config, watch)))),
+        } => {
+            compile_plugins_in_a_child();
+            report(runtime(threads).and_then(|rt| rt.block_on(run(config, watch))))
+        }
         Command::Demo {
             duration,
             listen,
@@ -286,6 +306,7 @@ pub fn main() -> ExitCode {
             redis,
             traffic_to,
         } => report(runtime(None).and_then(|rt| {
+            compile_plugins_in_a_child();
             let duration = duration
                 .map(|d| {
                     d.parse::<config::types::ConfigDuration>()
@@ -303,6 +324,43 @@ pub fn main() -> ExitCode {
                 traffic_to,
             }))
         })),
+    }
+}
+
+/// A gateway that serves traffic compiles its plugins in a child process of its own binary
+/// (see [`Compiler::Child`]).
+fn compile_plugins_in_a_child() {
+    // The running binary itself, even if its file has been replaced since it started.
+    #[cfg(target_os = "linux")]
+    let program = Some(PathBuf::from("/proc/self/exe"));
+    #[cfg(not(target_os = "linux"))]
+    let program = std::env::current_exe().ok();
+    if let Some(program) = program {
+        set_compiler(Compiler::Child(program));
+    }
+}
+
+/// `accord compile-plugin`: a component on standard input, its artifact on standard output;
+/// a component that does not compile exits 1 with the reason on standard error.
+fn compile_plugin(limits: EngineLimits) -> ExitCode {
+    use std::io::{Read, Write};
+    let mut wasm = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut wasm) {
+        eprintln!("cannot read the component: {e}");
+        return ExitCode::from(2);
+    }
+    match compile_artifact(limits, &wasm) {
+        Ok(artifact) => match std::io::stdout().lock().write_all(&artifact) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cannot write the artifact: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -97,6 +97,7 @@ impl Connection {
 /// An `async` block rather than an `async fn`: the function's arguments would be kept twice in
 /// its future (as arguments and as the locals they are moved to), and the future is moved into
 /// its box on every request.
+#[allow(clippy::manual_async_fn)] // deliberately not an `async fn`: see above.
 pub fn handle<B>(
     generation: Arc<Generation>,
     registry: Arc<Registry>,

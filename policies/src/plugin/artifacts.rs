@@ -136,6 +136,63 @@ fn load(engine: &Engine, file: &Path) -> wasmtime::Result<Component> {
     unsafe { Component::deserialize(engine, &bytes) }
 }
 
+/// Why a compiler child gave no component.
+pub(super) enum ChildCompile {
+    /// The component does not compile (the child's message).
+    Refused(String),
+    /// The child could not run, failed without saying why, or gave an artifact the engine
+    /// refuses (another version of the binary, say).
+    Unavailable(String),
+}
+
+/// Compiles `wasm` in a child process, `program compile-plugin` (see
+/// [`Compiler::Child`](super::engine::Compiler::Child)), and loads the artifact it writes.
+#[allow(unsafe_code)]
+pub(super) fn compile_in_child(
+    program: &Path,
+    limits: super::engine::EngineLimits,
+    engine: &Engine,
+    wasm: &[u8],
+) -> Result<Component, ChildCompile> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let unavailable = |e: std::io::Error| ChildCompile::Unavailable(e.to_string());
+    let mut child = Command::new(program)
+        .args(["compile-plugin", "--instances"])
+        .arg(limits.max_instances.to_string())
+        .arg("--memory")
+        .arg(limits.max_memory.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(unavailable)?;
+    // The child reads all of its input before it writes: no pipe fills up on both sides.
+    let written = child
+        .stdin
+        .take()
+        .map(|mut stdin| stdin.write_all(wasm))
+        .unwrap_or(Ok(()));
+    let output = child.wait_with_output().map_err(unavailable)?;
+    written.map_err(unavailable)?;
+    if !output.status.success() {
+        let message = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        return Err(match output.status.code() {
+            Some(1) if !message.is_empty() => ChildCompile::Refused(message),
+            _ => ChildCompile::Unavailable(format!("the compiler exited with {}", output.status)),
+        });
+    }
+    // SAFETY: `deserialize` runs the artifact's machine code, so the bytes must be what
+    // wasmtime produced with `Component::serialize` for a compatible engine. They are: the
+    // child is this gateway's own program (`/proc/self/exe`: the same binary even if the file
+    // was replaced since), which compiled them with the engine configuration this engine has
+    // (`engine::config` of the same limits), and wasmtime verifies the artifact's header
+    // against the engine before using it. They come over a pipe from that child, never from a
+    // file someone else could write.
+    unsafe { Component::deserialize(engine, &output.stdout) }
+        .map_err(|e| ChildCompile::Unavailable(format!("its artifact does not load: {e:#}")))
+}
+
 /// Writes an artifact atomically: a temporary file in the same directory, then a rename.
 fn store(component: &Component, file: &Path) -> std::io::Result<()> {
     let bytes = component.serialize().map_err(std::io::Error::other)?;

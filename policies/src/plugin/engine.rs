@@ -10,7 +10,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::PluginShares;
-use super::artifacts::{ArtifactCache, ArtifactSource};
+use super::artifacts::{self, ArtifactCache, ArtifactSource, ChildCompile};
 use super::epoch::{EpochTicker, IDLE_AFTER};
 use super::host::{HostState, PluginShared};
 use super::versions::{self, GuestPre, WorldVersion};
@@ -23,6 +23,68 @@ pub struct PluginEngine {
     artifacts: ArtifactCache,
     shares: PluginShares,
     pub(super) ticker: EpochTicker,
+    /// What the engine was made for: a compiler in another process makes its engine alike.
+    limits: EngineLimits,
+    compiler: Compiler,
+}
+
+/// What an engine is made for: its configuration follows from these alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineLimits {
+    /// Plugin instances at once.
+    pub max_instances: u32,
+    /// Linear memory per instance, in bytes.
+    pub max_memory: usize,
+}
+
+/// Where plugins are compiled.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Compiler {
+    /// In this process.
+    #[default]
+    InProcess,
+    /// In a child process: this program, run with `compile-plugin --instances N --memory M`,
+    /// reads a component on its standard input and writes the compiled artifact on its
+    /// standard output ([`compile_artifact`]). The gateway's own process then never runs
+    /// Cranelift: the compiler's code and its working memory (4 MiB of code and 4 MiB of heap
+    /// for a small plugin) are not kept resident by a process that serves traffic for days.
+    /// If the child cannot run, or gives an artifact this engine refuses, the plugin is
+    /// compiled in this process (with a warning).
+    Child(PathBuf),
+}
+
+static COMPILER: std::sync::OnceLock<Compiler> = std::sync::OnceLock::new();
+
+/// Makes every engine created from now on compile with `compiler` (the gateway's binary sets
+/// [`Compiler::Child`] with itself when it serves traffic). Set once; a later call is ignored.
+pub fn set_compiler(compiler: Compiler) {
+    let _ = COMPILER.set(compiler);
+}
+
+/// The engine configuration for `limits`: the same in the gateway and in a compiler child, so
+/// that the child's artifacts load in the gateway's engine.
+fn config(limits: EngineLimits) -> Config {
+    let mut pooling = PoolingAllocationConfig::default();
+    pooling
+        .total_component_instances(limits.max_instances)
+        .total_core_instances(limits.max_instances * 4)
+        .total_memories(limits.max_instances * 2)
+        .total_tables(limits.max_instances * 2)
+        .max_memory_size(limits.max_memory);
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    config
+}
+
+/// Compiles the component `wasm` for an engine made for `limits` and returns the artifact
+/// (what `accord compile-plugin` does in a compiler child).
+pub fn compile_artifact(limits: EngineLimits, wasm: &[u8]) -> Result<Vec<u8>, String> {
+    let engine = Engine::new(&config(limits)).map_err(|e| format!("{e:#}"))?;
+    let component = Component::new(&engine, wasm).map_err(|e| format!("{e:#}"))?;
+    component.serialize().map_err(|e| format!("{e:#}"))
 }
 
 impl std::fmt::Debug for PluginEngine {
@@ -39,19 +101,11 @@ impl PluginEngine {
             plugin: "(engine)".into(),
             message: format!("{e:#}"),
         };
-        let mut pooling = PoolingAllocationConfig::default();
-        pooling
-            .total_component_instances(max_instances)
-            .total_core_instances(max_instances * 4)
-            .total_memories(max_instances * 2)
-            .total_tables(max_instances * 2)
-            .max_memory_size(max_memory);
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .epoch_interruption(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
-        let engine = Engine::new(&config).map_err(error)?;
+        let limits = EngineLimits {
+            max_instances,
+            max_memory,
+        };
+        let engine = Engine::new(&config(limits)).map_err(error)?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(error)?;
         versions::add_to_linker(&mut linker).map_err(error)?;
@@ -69,7 +123,15 @@ impl PluginEngine {
             engine,
             linker,
             ticker,
+            limits,
+            compiler: COMPILER.get().cloned().unwrap_or_default(),
         })
+    }
+
+    /// Compiles with `compiler` instead of the process-wide choice ([`set_compiler`]).
+    pub fn with_compiler(mut self, compiler: Compiler) -> Self {
+        self.compiler = compiler;
+        self
     }
 
     /// Keeps compiled artifacts in `dir` too, so that a restart does not compile unchanged
@@ -109,11 +171,25 @@ impl PluginEngine {
         name: &str,
     ) -> Result<(Component, ArtifactSource), PluginError> {
         self.artifacts
-            .get_or_compile(&self.engine, bytes, || Component::new(&self.engine, bytes))
+            .get_or_compile(&self.engine, bytes, || self.compile_now(bytes))
             .map_err(|e| PluginError::Load {
                 plugin: name.to_owned(),
                 message: format!("not a loadable component: {e:#}"),
             })
+    }
+
+    /// Compiles `bytes` with the engine's compiler.
+    fn compile_now(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
+        if let Compiler::Child(program) = &self.compiler {
+            match artifacts::compile_in_child(program, self.limits, &self.engine, bytes) {
+                Ok(component) => return Ok(component),
+                Err(ChildCompile::Refused(message)) => return Err(wasmtime::Error::msg(message)),
+                Err(ChildCompile::Unavailable(why)) => {
+                    tracing::warn!(program = %program.display(), %why, "the plugin compiler process is unavailable: compiling in this process");
+                }
+            }
+        }
+        Component::new(&self.engine, bytes)
     }
 
     /// What a compiled component imports and exports, by name (`accord plugin check`).

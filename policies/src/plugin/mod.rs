@@ -34,7 +34,7 @@ pub mod state;
 mod versions;
 
 pub use artifacts::ArtifactSource;
-pub use engine::PluginEngine;
+pub use engine::{Compiler, EngineLimits, PluginEngine, compile_artifact, set_compiler};
 pub use host::{CallContext, HeaderEdit, HostState, PluginHistogram, ScriptedSla, SlaState};
 pub use versions::WorldVersion;
 
