@@ -33,7 +33,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 use super::connector::UpstreamIo;
 use super::wire::{
-    Chunk, Decoded, FieldAt, Framing, FramingError, NameCache, READ_SIZE, last_token_is, make_room,
+    Chunk, Decoded, FieldAt, Framing, FramingError, HEAD_READ, NameCache, last_token_is, make_room,
     merge_lengths, parse_length, poll_write_all, put_decimal,
 };
 use crate::backend::GatewayRequest;
@@ -318,7 +318,7 @@ impl Connection {
                     Parsed::Partial => {}
                 }
             }
-            if ready!(self.poll_fill(cx, READ_SIZE))? == 0 {
+            if ready!(self.poll_fill(cx, HEAD_READ))? == 0 {
                 return Poll::Ready(Err(Http1Error::Closed));
             }
         }

@@ -16,13 +16,17 @@ use http_body::{Frame, SizeHint};
 use smallvec::{Array, SmallVec};
 use tokio::io::AsyncWrite;
 
-/// What a read asks for when nothing says how much is coming: one page, enough for a typical
-/// head with a small body. Bodies of known length read up to [`MAX_READ`] at once.
+/// What a body read asks for when nothing says how much is coming: one page. Bodies of known
+/// length read up to [`MAX_READ`] at once.
 pub const READ_SIZE: usize = 4 * 1024;
+/// What a head read asks for: enough for most heads (with a small body after them), and what
+/// every idle connection holds, so kept small (nginx's `client_header_buffer_size` is 1k too);
+/// a longer head grows the buffer as it arrives.
+pub const HEAD_READ: usize = 1024;
 /// The most a body read asks for at once.
 pub const MAX_READ: usize = 64 * 1024;
 /// The least spare room a head read is made with: below it, the buffer grows (or is replaced).
-const MIN_SPARE: usize = 1024;
+const MIN_SPARE: usize = 256;
 /// The longest chunk-size line accepted (the size in hex, and any chunk extensions).
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// The most trailer fields after a chunked body.
@@ -430,13 +434,13 @@ mod tests {
     #[test]
     fn a_head_read_uses_the_room_left_before_allocating_again() {
         let mut buf = BytesMut::new();
-        make_room(&mut buf, READ_SIZE);
-        assert!(buf.capacity() >= READ_SIZE);
+        make_room(&mut buf, HEAD_READ);
+        assert!(buf.capacity() >= HEAD_READ);
         let start = buf.as_ptr() as usize;
         buf.extend_from_slice(&[b'x'; 200]);
         // A message taken off the front shares the allocation while it lives.
         let message = buf.split_to(200).freeze();
-        make_room(&mut buf, READ_SIZE);
+        make_room(&mut buf, HEAD_READ);
         assert_eq!(
             buf.as_ptr() as usize,
             start + 200,
@@ -444,8 +448,8 @@ mod tests {
         );
         // Until too little is left; a body read asks for what it wants.
         buf.extend_from_slice(&vec![b'y'; buf.capacity() - 100]);
-        make_room(&mut buf, READ_SIZE);
-        assert!(buf.capacity() - buf.len() >= READ_SIZE);
+        make_room(&mut buf, HEAD_READ);
+        assert!(buf.capacity() - buf.len() >= HEAD_READ);
         let mut body = BytesMut::with_capacity(READ_SIZE);
         make_room(&mut body, MAX_READ);
         assert!(body.capacity() >= MAX_READ);

@@ -38,7 +38,7 @@ use std::time::{Duration, SystemTime};
 use accord_adapters::ResponseBody;
 use accord_adapters::http::header_list::value_tokens;
 use accord_adapters::http::wire::{
-    Chunk, Decoded, FieldAt, Framing, FramingError, NameCache, READ_SIZE, make_room, merge_lengths,
+    Chunk, Decoded, FieldAt, Framing, FramingError, HEAD_READ, NameCache, make_room, merge_lengths,
     parse_length, poll_write_all, put_decimal,
 };
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -85,7 +85,7 @@ impl Reader {
 
     /// Reads more into the buffer; `Ok(0)` is the end of the stream.
     pub(super) async fn fill(&mut self) -> io::Result<usize> {
-        poll_fn(|cx| self.poll_fill(cx, READ_SIZE)).await
+        poll_fn(|cx| self.poll_fill(cx, HEAD_READ)).await
     }
 
     /// What was read and not yet used.
@@ -161,7 +161,7 @@ pub(super) async fn serve(
             let idle = current.buf.is_empty();
             tokio::select! {
                 biased;
-                read = poll_fn(|cx| current.poll_fill(cx, READ_SIZE)) => match read {
+                read = poll_fn(|cx| current.poll_fill(cx, HEAD_READ)) => match read {
                     Ok(0) | Err(_) => return,
                     Ok(_) => {}
                 },
@@ -246,7 +246,7 @@ pub(super) async fn serve(
                 // Bytes that arrive are kept (a pipelined request); the end of the stream, or
                 // an error, means the client is gone.
                 while watched.buf.len() < settings.max_head {
-                    match watched.poll_fill(cx, READ_SIZE) {
+                    match watched.poll_fill(cx, HEAD_READ) {
                         Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
                         Poll::Ready(Ok(_)) => {}
                         Poll::Pending => break,

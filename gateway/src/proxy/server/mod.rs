@@ -218,8 +218,10 @@ struct Served {
 impl Served {
     /// Serves one client connection, over TLS when there is an acceptor (the handshake
     /// bounded by the header read timeout), until it ends or the shutdown closes it.
+    /// Serves one connection. Only plaintext HTTP/1.1 is served inline; HTTP/2 and TLS are
+    /// boxed: a connection's task is as large as the largest way it may be served (7.8 KiB
+    /// with them inline, for every connection), and most connections are plaintext HTTP/1.1.
     async fn serve(self, stream: TcpStream, tls: Option<TlsAcceptor>) {
-        let client = self.conn.client;
         let timeout = self.settings.header_read_timeout;
         let Some(acceptor) = tls else {
             let (read, write) = stream.into_split();
@@ -227,14 +229,19 @@ impl Served {
             let writer: http1::Writer = Box::new(write);
             match tokio::time::timeout(timeout, sniff_preface(&mut reader)).await {
                 Ok(Ok(true)) => {
-                    self.serve_http2(http1::ClientStream::new(reader, writer))
-                        .await;
+                    Box::pin(self.serve_http2(http1::ClientStream::new(reader, writer))).await;
                 }
                 Ok(Ok(false)) => self.serve_http1(reader, writer).await,
                 Ok(Err(_)) | Err(_) => {}
             }
             return;
         };
+        Box::pin(self.serve_tls(stream, acceptor)).await;
+    }
+
+    async fn serve_tls(self, stream: TcpStream, acceptor: TlsAcceptor) {
+        let client = self.conn.client;
+        let timeout = self.settings.header_read_timeout;
         match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
             Ok(Ok(tls_stream)) => {
                 if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
