@@ -47,9 +47,13 @@ pub struct Store {
     flushed_through: Mutex<Option<Minute>>,
 }
 
+/// The page cache is kept small (128 KiB, not SQLite's 2 MiB): the store is written once a
+/// minute and read at start and for long report windows, and the operating system caches the
+/// file anyway; a gateway should not keep megabytes resident for it.
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
+PRAGMA cache_size = -128;
 CREATE TABLE IF NOT EXISTS rollups (
     route TEXT NOT NULL,
     backend TEXT NOT NULL,           -- '' for the route itself
