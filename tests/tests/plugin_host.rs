@@ -395,7 +395,7 @@ async fn plugins_compile_in_a_child_process_and_here_when_it_cannot_run() {
 
     let child = with(Compiler::Child(accord_tests::accord_binary()));
     let (compiled, source) = child.compile(&bytes, "noop").unwrap();
-    assert_eq!(source, ArtifactSource::Compiled);
+    assert_eq!(source, ArtifactSource::CompiledInChild);
     let plugin = child
         .prepare(compiled, spec("noop", Isolation::Pooled))
         .await
@@ -409,12 +409,24 @@ async fn plugins_compile_in_a_child_process_and_here_when_it_cannot_run() {
         "{message}"
     );
 
+    // A program that is not there, and one that fails on its own account (as valgrind does
+    // when asked to run `/proc/self/exe`): the plugin is compiled here.
     let dir = tempfile::tempdir().unwrap();
-    let missing = with(Compiler::Child(dir.path().join("no-such-accord")));
-    let (compiled, _) = missing.compile(&bytes, "noop").unwrap();
-    let plugin = missing
-        .prepare(compiled, spec("noop", Isolation::Pooled))
-        .await
-        .unwrap();
-    assert!(matches!(ask(&plugin, None).await, Ok(Decision::Allow)));
+    let failing = dir.path().join("failing-accord");
+    std::fs::write(&failing, "#!/bin/sh\necho 'not a compiler' >&2\nexit 1\n").unwrap();
+    std::fs::set_permissions(
+        &failing,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    for program in [dir.path().join("no-such-accord"), failing] {
+        let unavailable = with(Compiler::Child(program));
+        let (compiled, source) = unavailable.compile(&bytes, "noop").unwrap();
+        assert_eq!(source, ArtifactSource::Compiled);
+        let plugin = unavailable
+            .prepare(compiled, spec("noop", Isolation::Pooled))
+            .await
+            .unwrap();
+        assert!(matches!(ask(&plugin, None).await, Ok(Decision::Allow)));
+    }
 }

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use accord_policies::plugin::{Compiler, EngineLimits, compile_artifact, set_compiler};
+use accord_policies::plugin::{
+    COMPILE_REFUSED, Compiler, EngineLimits, compile_artifact, set_compiler,
+};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -341,7 +343,8 @@ fn compile_plugins_in_a_child() {
 }
 
 /// `accord compile-plugin`: a component on standard input, its artifact on standard output;
-/// a component that does not compile exits 1 with the reason on standard error.
+/// a component that does not compile exits with [`COMPILE_REFUSED`] and the reason on standard
+/// error.
 fn compile_plugin(limits: EngineLimits) -> ExitCode {
     use std::io::{Read, Write};
     let mut wasm = Vec::new();
@@ -359,7 +362,7 @@ fn compile_plugin(limits: EngineLimits) -> ExitCode {
         },
         Err(message) => {
             eprintln!("{message}");
-            ExitCode::FAILURE
+            ExitCode::from(COMPILE_REFUSED as u8)
         }
     }
 }

@@ -20,8 +20,11 @@ const MEMORY_ENTRIES: usize = 32;
 /// Where a compiled component came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArtifactSource {
-    /// Compiled now (and written to the disk cache, when there is one).
+    /// Compiled now, in this process (and written to the disk cache, when there is one).
     Compiled,
+    /// Compiled now, in a compiler child process (and written to the disk cache, when there
+    /// is one).
+    CompiledInChild,
     /// Compiled earlier by this process.
     Memory,
     /// Loaded from the disk cache.
@@ -33,6 +36,7 @@ impl ArtifactSource {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Compiled => "compiled",
+            Self::CompiledInChild => "compiled in a child process",
             Self::Memory => "memory cache",
             Self::Disk => "disk cache",
         }
@@ -62,12 +66,12 @@ impl ArtifactCache {
     }
 
     /// The compiled form of `bytes`: from memory, from disk, or compiled by `compile` (and then
-    /// kept in both).
+    /// kept in both; `compile` says where it compiled).
     pub(super) fn get_or_compile(
         &self,
         engine: &Engine,
         bytes: &[u8],
-        compile: impl FnOnce() -> wasmtime::Result<Component>,
+        compile: impl FnOnce() -> wasmtime::Result<(Component, ArtifactSource)>,
     ) -> wasmtime::Result<(Component, ArtifactSource)> {
         let digest: [u8; 32] = Sha256::digest(bytes).into();
         if let Some(component) = self.in_memory(&digest) {
@@ -91,14 +95,14 @@ impl ArtifactCache {
                 }
             }
         }
-        let component = compile()?;
+        let (component, source) = compile()?;
         if let Some(file) = &file
             && let Err(e) = store(&component, file)
         {
             tracing::warn!(file = %file.display(), error = %e, "could not write the plugin artifact cache");
         }
         self.remember(digest, component.clone());
-        Ok((component, ArtifactSource::Compiled))
+        Ok((component, source))
     }
 
     fn in_memory(&self, digest: &[u8; 32]) -> Option<Component> {
@@ -135,6 +139,11 @@ fn load(engine: &Engine, file: &Path) -> wasmtime::Result<Component> {
     // code in the gateway, as with its binary.
     unsafe { Component::deserialize(engine, &bytes) }
 }
+
+/// The exit status of a compiler child whose component does not compile (`EX_DATAERR`):
+/// any other failure is the child's, not the component's, and the component is then compiled
+/// in the gateway's process.
+pub const REFUSED: i32 = 65;
 
 /// Why a compiler child gave no component.
 pub(super) enum ChildCompile {
@@ -178,8 +187,11 @@ pub(super) fn compile_in_child(
     if !output.status.success() {
         let message = String::from_utf8_lossy(&output.stderr).trim().to_owned();
         return Err(match output.status.code() {
-            Some(1) if !message.is_empty() => ChildCompile::Refused(message),
-            _ => ChildCompile::Unavailable(format!("the compiler exited with {}", output.status)),
+            Some(REFUSED) => ChildCompile::Refused(message),
+            _ => ChildCompile::Unavailable(format!(
+                "the compiler exited with {}: {message}",
+                output.status
+            )),
         });
     }
     // SAFETY: `deserialize` runs the artifact's machine code, so the bytes must be what

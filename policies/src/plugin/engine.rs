@@ -48,8 +48,9 @@ pub enum Compiler {
     /// standard output ([`compile_artifact`]). The gateway's own process then never runs
     /// Cranelift: the compiler's code and its working memory (4 MiB of code and 4 MiB of heap
     /// for a small plugin) are not kept resident by a process that serves traffic for days.
-    /// If the child cannot run, or gives an artifact this engine refuses, the plugin is
-    /// compiled in this process (with a warning).
+    /// If the child cannot run, fails for any reason but the component's (it exits with
+    /// [`COMPILE_REFUSED`](super::COMPILE_REFUSED) for that), or gives an artifact this engine
+    /// refuses, the plugin is compiled in this process (with a warning).
     Child(PathBuf),
 }
 
@@ -179,17 +180,20 @@ impl PluginEngine {
     }
 
     /// Compiles `bytes` with the engine's compiler.
-    fn compile_now(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
+    fn compile_now(&self, bytes: &[u8]) -> wasmtime::Result<(Component, ArtifactSource)> {
         if let Compiler::Child(program) = &self.compiler {
             match artifacts::compile_in_child(program, self.limits, &self.engine, bytes) {
-                Ok(component) => return Ok(component),
+                Ok(component) => return Ok((component, ArtifactSource::CompiledInChild)),
                 Err(ChildCompile::Refused(message)) => return Err(wasmtime::Error::msg(message)),
                 Err(ChildCompile::Unavailable(why)) => {
                     tracing::warn!(program = %program.display(), %why, "the plugin compiler process is unavailable: compiling in this process");
                 }
             }
         }
-        Component::new(&self.engine, bytes)
+        Ok((
+            Component::new(&self.engine, bytes)?,
+            ArtifactSource::Compiled,
+        ))
     }
 
     /// What a compiled component imports and exports, by name (`accord plugin check`).

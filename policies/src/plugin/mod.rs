@@ -33,7 +33,7 @@ pub mod shared_rates;
 pub mod state;
 mod versions;
 
-pub use artifacts::ArtifactSource;
+pub use artifacts::{ArtifactSource, REFUSED as COMPILE_REFUSED};
 pub use engine::{Compiler, EngineLimits, PluginEngine, compile_artifact, set_compiler};
 pub use host::{CallContext, HeaderEdit, HostState, PluginHistogram, ScriptedSla, SlaState};
 pub use versions::WorldVersion;
