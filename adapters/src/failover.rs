@@ -604,15 +604,19 @@ mod tests {
             counter.fetch_add(1, Ordering::SeqCst);
             Box::pin(async move { outcome() })
         });
-        let backend = Backend::new(
+        (backend(id, service), calls)
+    }
+
+    /// An always available backend whose adapter is `service`.
+    fn backend(id: &str, service: impl crate::backend::Adapter) -> Arc<Backend> {
+        Arc::new(Backend::new(
             id,
             Provider::Http,
             service,
             Arc::new(AlwaysAvailable),
             Arc::new(BackendStats::default()),
             BackgroundTasks::default(),
-        );
-        (Arc::new(backend), calls)
+        ))
     }
 
     fn ok() -> Result<GatewayResponse, BackendError> {
@@ -725,14 +729,7 @@ mod tests {
                     .insert("x-stamp", http::HeaderValue::from_static("changed"));
                 Box::pin(async move { unavailable() })
             });
-            Arc::new(Backend::new(
-                id,
-                Provider::Http,
-                service,
-                Arc::new(AlwaysAvailable),
-                Arc::new(BackendStats::default()),
-                BackgroundTasks::default(),
-            ))
+            backend(id, service)
         };
         let route = failover(
             vec![
@@ -923,21 +920,35 @@ mod tests {
         let mut canary_clients = 0;
         for client in 0..100u8 {
             let address = http::HeaderValue::from_str(&format!("10.0.0.{client}")).unwrap();
-            let mut seen = Vec::new();
-            for _ in 0..5 {
-                let before = canary.load(Ordering::SeqCst);
+            let head = || {
                 let parts = Arc::unwrap_or_clone(request(Method::GET)).parts().clone();
                 let forwarding = Forwarding::new(address.clone(), "http", &parts.headers);
-                let head = Arc::new(PreparedHead::new(parts, Some(forwarding)));
-                route
-                    .forward(head, ReplayBody::Buffered(Bytes::new()), far_deadline())
-                    .await;
-                seen.push(canary.load(Ordering::SeqCst) > before);
-            }
-            assert!(seen.iter().all(|s| *s == seen[0]), "{client}: {seen:?}");
-            canary_clients += usize::from(seen[0]);
+                Arc::new(PreparedHead::new(parts, Some(forwarding)))
+            };
+            let picked = sticky_pick(&route, &canary, head, &format!("client {client}")).await;
+            canary_clients += usize::from(picked);
         }
         assert!((25..=75).contains(&canary_clients), "{canary_clients}");
+    }
+
+    /// Forwards five requests with the head `head` makes; asserts that they all went the same
+    /// way (`who` says whose they were) and says whether that was to the canary.
+    async fn sticky_pick(
+        route: &Failover,
+        canary: &AtomicU32,
+        head: impl Fn() -> Arc<PreparedHead>,
+        who: &str,
+    ) -> bool {
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            let before = canary.load(Ordering::SeqCst);
+            route
+                .forward(head(), ReplayBody::Buffered(Bytes::new()), far_deadline())
+                .await;
+            seen.push(canary.load(Ordering::SeqCst) > before);
+        }
+        assert!(seen.iter().all(|s| *s == seen[0]), "{who}: {seen:?}");
+        seen[0]
     }
 
     #[tokio::test]
@@ -946,21 +957,16 @@ mod tests {
         let (route, _share, _stable, canary) = with_canary(0.5, Some(key), ok);
         let mut canary_users = 0;
         for user in 0..100 {
-            let mut seen = Vec::new();
-            for _ in 0..5 {
-                let before = canary.load(Ordering::SeqCst);
-                let mut parts = request(Method::GET);
-                Arc::make_mut(&mut parts)
+            let head = || {
+                let mut head = request(Method::GET);
+                Arc::make_mut(&mut head)
                     .parts_mut()
                     .headers
                     .insert("x-user", http::HeaderValue::from(user));
-                route
-                    .forward(parts, ReplayBody::Buffered(Bytes::new()), far_deadline())
-                    .await;
-                seen.push(canary.load(Ordering::SeqCst) > before);
-            }
-            assert!(seen.iter().all(|s| *s == seen[0]), "user {user}: {seen:?}");
-            canary_users += usize::from(seen[0]);
+                head
+            };
+            let picked = sticky_pick(&route, &canary, head, &format!("user {user}")).await;
+            canary_users += usize::from(picked);
         }
         assert!(
             (25..=75).contains(&canary_users),

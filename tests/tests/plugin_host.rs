@@ -272,13 +272,7 @@ async fn compiled_plugins_are_cached_in_memory_and_on_disk_and_a_damaged_artifac
 
     // A new engine (a restart) loads the artifact instead of compiling, and it works.
     let restarted = Arc::new(cached());
-    let (compiled, source) = restarted.compile(&bytes, "noop").unwrap();
-    assert_eq!(source, ArtifactSource::Disk);
-    let plugin = restarted
-        .prepare(compiled, spec("noop", Isolation::Pooled))
-        .await
-        .unwrap();
-    assert!(matches!(ask(&plugin, None).await, Ok(Decision::Allow)));
+    assert_eq!(runs_noop(&restarted, &bytes).await, ArtifactSource::Disk);
 
     // Another component gets its own artifact.
     let other = std::fs::read(component("latency-guard")).unwrap();
@@ -394,13 +388,10 @@ async fn plugins_compile_in_a_child_process_and_here_when_it_cannot_run() {
     };
 
     let child = with(Compiler::Child(accord_tests::accord_binary()));
-    let (compiled, source) = child.compile(&bytes, "noop").unwrap();
-    assert_eq!(source, ArtifactSource::CompiledInChild);
-    let plugin = child
-        .prepare(compiled, spec("noop", Isolation::Pooled))
-        .await
-        .unwrap();
-    assert!(matches!(ask(&plugin, None).await, Ok(Decision::Allow)));
+    assert_eq!(
+        runs_noop(&child, &bytes).await,
+        ArtifactSource::CompiledInChild
+    );
 
     let refused = child.compile(b"not a component", "junk").unwrap_err();
     let message = refused.to_string();
@@ -421,12 +412,21 @@ async fn plugins_compile_in_a_child_process_and_here_when_it_cannot_run() {
     .unwrap();
     for program in [dir.path().join("no-such-accord"), failing] {
         let unavailable = with(Compiler::Child(program));
-        let (compiled, source) = unavailable.compile(&bytes, "noop").unwrap();
-        assert_eq!(source, ArtifactSource::Compiled);
-        let plugin = unavailable
-            .prepare(compiled, spec("noop", Isolation::Pooled))
-            .await
-            .unwrap();
-        assert!(matches!(ask(&plugin, None).await, Ok(Decision::Allow)));
+        assert_eq!(
+            runs_noop(&unavailable, &bytes).await,
+            ArtifactSource::Compiled
+        );
     }
+}
+
+/// Compiles `noop` (`bytes`) with `engine`, checks that it allows a request, and says where
+/// its compiled form came from.
+async fn runs_noop(engine: &Arc<PluginEngine>, bytes: &[u8]) -> ArtifactSource {
+    let (compiled, source) = engine.compile(bytes, "noop").unwrap();
+    let plugin = engine
+        .prepare(compiled, spec("noop", Isolation::Pooled))
+        .await
+        .unwrap();
+    assert!(matches!(ask(&plugin, None).await, Ok(Decision::Allow)));
+    source
 }
