@@ -154,12 +154,13 @@ pub(super) enum ChildCompile {
     Unavailable(String),
 }
 
-/// Compiles `wasm` in a child process, `program compile-plugin` (see
-/// [`Compiler::Child`](super::engine::Compiler::Child)), and loads the artifact it writes.
+/// Compiles `wasm` in a child process, `program` run with `args` (the engine's compiler
+/// child: `accord compile-plugin` for an engine alike), which reads the component on its
+/// standard input and writes the artifact on its standard output; loads the artifact.
 #[allow(unsafe_code)]
 pub(super) fn compile_in_child(
     program: &Path,
-    limits: super::engine::EngineLimits,
+    args: &[String],
     engine: &Engine,
     wasm: &[u8],
 ) -> Result<Component, ChildCompile> {
@@ -167,10 +168,7 @@ pub(super) fn compile_in_child(
     use std::process::{Command, Stdio};
     let unavailable = |e: std::io::Error| ChildCompile::Unavailable(e.to_string());
     let mut child = Command::new(program)
-        .args(["compile-plugin", "--instances"])
-        .arg(limits.max_instances.to_string())
-        .arg("--memory")
-        .arg(limits.max_memory.to_string())
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -198,7 +196,7 @@ pub(super) fn compile_in_child(
     // wasmtime produced with `Component::serialize` for a compatible engine. They are: the
     // child is this gateway's own program (`/proc/self/exe`: the same binary even if the file
     // was replaced since), which compiled them with the engine configuration this engine has
-    // (`engine::config` of the same limits), and wasmtime verifies the artifact's header
+    // (the engine passes its limits in `args`), and wasmtime verifies the artifact's header
     // against the engine before using it. They come over a pipe from that child, never from a
     // file someone else could write.
     unsafe { Component::deserialize(engine, &output.stdout) }

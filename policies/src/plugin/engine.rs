@@ -182,7 +182,14 @@ impl PluginEngine {
     /// Compiles `bytes` with the engine's compiler.
     fn compile_now(&self, bytes: &[u8]) -> wasmtime::Result<(Component, ArtifactSource)> {
         if let Compiler::Child(program) = &self.compiler {
-            match artifacts::compile_in_child(program, self.limits, &self.engine, bytes) {
+            let args = [
+                "compile-plugin".to_owned(),
+                "--instances".to_owned(),
+                self.limits.max_instances.to_string(),
+                "--memory".to_owned(),
+                self.limits.max_memory.to_string(),
+            ];
+            match artifacts::compile_in_child(program, &args, &self.engine, bytes) {
                 Ok(component) => return Ok((component, ArtifactSource::CompiledInChild)),
                 Err(ChildCompile::Refused(message)) => return Err(wasmtime::Error::msg(message)),
                 Err(ChildCompile::Unavailable(why)) => {
