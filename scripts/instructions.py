@@ -5,9 +5,11 @@ busy 2-core machine, so small changes to the data plane can be compared.
 Runs `accord run` under `valgrind --tool=callgrind` (instrumentation off until the warm-up is done),
 sends `--requests` small GETs over 8 keep-alive connections to the chosen route, and prints the
 instructions counted divided by the requests. With `--baseline PATH`, measures that binary too
-and prints the ratio. Needs valgrind and nginx (the upstream).
+and prints the ratio; with `--nginx`, measures nginx proxying to the same upstream (one worker,
+upstream keep-alive, as in `bench.py`) and prints Accord's count over nginx's. Needs valgrind
+and nginx (the upstream).
 
-  python3 scripts/instructions.py [--route /|/metered/] [--baseline /tmp/accord-old]
+  python3 scripts/instructions.py [--route /|/metered/] [--baseline /tmp/accord-old] [--nginx]
 
 (Wasm plugins cannot be measured this way: wasmtime's pooling allocator does not run under
 valgrind.)
@@ -65,12 +67,50 @@ def measure(binary, work, upstream_port, route, requests, name):
     return total / sent
 
 
+def measure_nginx(work, upstream_port, requests):
+    """nginx as the proxy, under callgrind like Accord: one worker in the foreground."""
+    port = free_port()
+    config = os.path.join(work, "nginx-proxy.conf")
+    with open(config, "w") as f:
+        f.write(f"""daemon off; master_process off; worker_processes 1;
+error_log {work}/nginx-proxy.err; pid {work}/nginx-proxy.pid;
+events {{ worker_connections 1024; }}
+http {{ access_log off;
+  upstream app {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{port};
+    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
+""")
+    out = os.path.join(work, "nginx.callgrind")
+    proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+                             "nginx", "-c", config], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, timeout=120)
+        load(port, "/x", 200)
+        subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
+        sent = load(port, "/x", requests)
+        subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], check=True, capture_output=True)
+        subprocess.run(["callgrind_control", "--dump", str(proc.pid)], check=True, capture_output=True)
+        time.sleep(1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    total = 0
+    for f in os.listdir(work):
+        if f.startswith("nginx.callgrind"):
+            with open(os.path.join(work, f)) as fh:
+                m = re.search(r"^totals: (\d+)", fh.read(), re.M)
+                if m:
+                    total += int(m.group(1))
+    return total / sent
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--route", default="/")
     ap.add_argument("--requests", type=int, default=4000)
     ap.add_argument("--baseline")
     ap.add_argument("--profile", default="release", help="release or dist: which build of accord")
+    ap.add_argument("--nginx", action="store_true", help="also measure nginx as the proxy")
     args = ap.parse_args()
     accord = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), args.profile, "accord")
     work = tempfile.mkdtemp(prefix="accord-instructions-")
@@ -84,6 +124,9 @@ def main():
         if args.baseline:
             base = measure(args.baseline, work, upstream_port, args.route, args.requests, "base")
             print(f"baseline:   {base:,.0f} instructions per request; this / baseline {this / base:.3f}x")
+        if args.nginx:
+            nginx = measure_nginx(work, upstream_port, args.requests)
+            print(f"nginx:      {nginx:,.0f} instructions per request; this / nginx {this / nginx:.3f}x")
     finally:
         stop(procs, work)
 
