@@ -42,29 +42,7 @@ def measure(binary, work, upstream_port, route, requests, name):
     port, admin = free_port(), free_port()
     # Without the plugin route: wasmtime's pooling allocator does not run under valgrind.
     config = accord_config(work, name, port, admin, upstream_port, plugin=False)
-    out = os.path.join(work, f"{name}.callgrind")
-    proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
-                             binary, "run", "-c", config, "--threads", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_port(port, timeout=120)
-        load(port, route + "x", 200)  # warm-up: pools, plugin instances, lazy statics
-        subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
-        sent = load(port, route + "x", requests)
-        subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], check=True, capture_output=True)
-        subprocess.run(["callgrind_control", "--dump", str(proc.pid)], check=True, capture_output=True)
-        time.sleep(1)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-    total = 0
-    for f in os.listdir(work):
-        if f.startswith(f"{name}.callgrind"):
-            with open(os.path.join(work, f)) as fh:
-                m = re.search(r"^totals: (\d+)", fh.read(), re.M)
-                if m:
-                    total += int(m.group(1))
-    return total / sent
+    return counted(work, name, [binary, "run", "-c", config, "--threads", "1"], port, route + "x", requests)
 
 
 def measure_nginx(work, upstream_port, requests):
@@ -80,14 +58,21 @@ http {{ access_log off;
   server {{ listen 127.0.0.1:{port};
     location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
 """)
-    out = os.path.join(work, "nginx.callgrind")
-    proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
-                             "nginx", "-c", config], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return counted(work, "nginx", ["nginx", "-c", config], port, "/x", requests)
+
+
+def counted(work, name, command, port, path, requests):
+    """Runs `command` (a proxy listening on `port`) under callgrind, sends `requests` GETs of
+    `path` after a warm-up with the instrumentation off, and returns the instructions counted per
+    request."""
+    out = os.path.join(work, f"{name}.callgrind")
+    proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+                            + command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port, timeout=120)
-        load(port, "/x", 200)
+        load(port, path, 200)  # warm-up: pools, plugin instances, lazy statics
         subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
-        sent = load(port, "/x", requests)
+        sent = load(port, path, requests)
         subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], check=True, capture_output=True)
         subprocess.run(["callgrind_control", "--dump", str(proc.pid)], check=True, capture_output=True)
         time.sleep(1)
@@ -96,7 +81,7 @@ http {{ access_log off;
         proc.wait(timeout=60)
     total = 0
     for f in os.listdir(work):
-        if f.startswith("nginx.callgrind"):
+        if f.startswith(f"{name}.callgrind"):
             with open(os.path.join(work, f)) as fh:
                 m = re.search(r"^totals: (\d+)", fh.read(), re.M)
                 if m:
