@@ -63,7 +63,7 @@ impl PreparedHead {
     }
 
     /// Adds the forwarding headers to the head now.
-    pub fn apply_forwarding(&mut self) {
+    fn apply_forwarding(&mut self) {
         if let Some(forwarding) = self.forwarding.take() {
             forwarding.apply(&mut self.parts.headers);
         }
@@ -111,9 +111,9 @@ impl GatewayRequest {
         self.head.forwarding()
     }
 
-    /// Adds the forwarding headers to the head now (this try's copy of it), for a reader of
-    /// the head that needs them there.
-    pub fn apply_forwarding(&mut self) {
+    /// Adds the forwarding headers to the head now (this try's copy of it), for a client that
+    /// is handed the head.
+    fn apply_forwarding(&mut self) {
         if self.head.forwarding.is_some() {
             Arc::make_mut(&mut self.head).apply_forwarding();
         }

@@ -10,13 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
-use http::request::Parts;
 use tokio::time::Instant;
 
 use crate::backend::{Backend, GatewayRequest, GatewayResponse, PreparedHead};
 use crate::body::ReplayBody;
 use crate::error::{BackendError, BackendErrorKind};
-use crate::forwarding::Forwarding;
 use crate::retry_budget::{RetryBudget, RetryGuard};
 
 /// One backend as a route uses it.
@@ -258,13 +256,6 @@ impl Failover {
         sticky_by_client || self.backends.iter().any(|b| b.backend.reads_context())
     }
 
-    /// Whether the canary's sticky key is one of the forwarding headers.
-    fn sticky_on_forwarding(&self) -> bool {
-        self.canary.as_ref().is_some_and(|(_, canary)| {
-            matches!(&canary.sticky, Some(crate::http::HashKey::Header(name)) if Forwarding::names(name))
-        })
-    }
-
     /// The route's backends in priority order.
     pub fn backends(&self) -> &[RouteBackend] {
         &self.backends
@@ -287,18 +278,14 @@ impl Failover {
     /// a try in flight when this future is dropped).
     pub async fn forward_preferring(
         &self,
-        mut head: Arc<PreparedHead>,
+        head: Arc<PreparedHead>,
         mut body: ReplayBody,
         deadline: Instant,
         preferred: Option<&str>,
         observer: &dyn TryObserver,
     ) -> Forwarded {
-        if head.forwarding().is_some() && self.sticky_on_forwarding() {
-            // The canary's key is one of the forwarding headers: they go in the head now.
-            Arc::make_mut(&mut head).apply_forwarding();
-        }
         let _in_flight = self.budget.start_request();
-        let (order, steered) = self.try_order_preferring(preferred, head.parts());
+        let (order, steered) = self.try_order_preferring(preferred, &head);
         let idempotent = is_idempotent(&head.parts().method);
         let mut head = Some(head);
         let mut tries = 0u32;
@@ -415,9 +402,13 @@ impl Failover {
 
     /// [`Failover::try_order`] with `preferred` (a plugin's reroute) moved first when it is a
     /// candidate; a preference is not steering.
-    fn try_order_preferring(&self, preferred: Option<&str>, parts: &Parts) -> (TryOrder, bool) {
+    fn try_order_preferring(
+        &self,
+        preferred: Option<&str>,
+        head: &PreparedHead,
+    ) -> (TryOrder, bool) {
         let (mut order, steered) = self.try_order();
-        self.canary_first(&mut order, parts);
+        self.canary_first(&mut order, head);
         if let Some(id) = preferred
             && let Some(position) = order
                 .iter()
@@ -473,7 +464,7 @@ impl Failover {
 
     /// Puts the canary first for its share of requests (drawn at random, or by the sticky
     /// key's hash); a request it does not draw never goes to it.
-    fn canary_first(&self, order: &mut TryOrder, parts: &Parts) {
+    fn canary_first(&self, order: &mut TryOrder, head: &PreparedHead) {
         let Some((index, routing)) = &self.canary else {
             return;
         };
@@ -485,11 +476,12 @@ impl Failover {
             .sticky
             .as_ref()
             .and_then(|key| {
+                let parts = head.parts();
                 let client = parts
                     .extensions
                     .get::<crate::backend::RequestContext>()
                     .map(|c| c.client);
-                crate::http::hash_key(key, &parts.headers, client)
+                crate::http::hash_key(key, &parts.headers, head.forwarding(), client)
             })
             .map_or_else(fastrand::f64, |hash| {
                 (hash >> 11) as f64 / (1u64 << 53) as f64
@@ -922,7 +914,8 @@ mod tests {
             let address = http::HeaderValue::from_str(&format!("10.0.0.{client}")).unwrap();
             let head = || {
                 let parts = Arc::unwrap_or_clone(request(Method::GET)).parts().clone();
-                let forwarding = Forwarding::new(address.clone(), "http", &parts.headers);
+                let forwarding =
+                    crate::forwarding::Forwarding::new(address.clone(), "http", &parts.headers);
                 Arc::new(PreparedHead::new(parts, Some(forwarding)))
             };
             let picked = sticky_pick(&route, &canary, head, &format!("client {client}")).await;

@@ -49,6 +49,20 @@ impl Forwarding {
         *name == X_FORWARDED_FOR || *name == X_FORWARDED_PROTO || *name == X_FORWARDED_HOST
     }
 
+    /// The value the forwarding header `name` will be sent with, for a request with `headers`
+    /// (`None` for `X-Forwarded-Host` without a `Host`, and for any other name).
+    pub fn value(&self, name: &HeaderName, headers: &HeaderMap) -> Option<HeaderValue> {
+        if *name == X_FORWARDED_FOR {
+            Some(self.forwarded_for(headers))
+        } else if *name == X_FORWARDED_PROTO {
+            Some(HeaderValue::from_static(self.proto))
+        } else if *name == X_FORWARDED_HOST {
+            self.host.clone()
+        } else {
+            None
+        }
+    }
+
     /// Adds the headers to `headers`, for a client that is handed a header map.
     pub fn apply(&self, headers: &mut HeaderMap) {
         let forwarded_for = self.forwarded_for(headers);

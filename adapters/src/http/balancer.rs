@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
 
 use super::pool::EndpointClient;
+use crate::forwarding::Forwarding;
 use crate::outlier::OutlierDetector;
 use http::HeaderName;
 
@@ -192,14 +193,22 @@ fn rendezvous_score(key: u64, endpoint: &Endpoint) -> f64 {
 }
 
 /// Hashes the part of a request that `key` names; `None` when the request does not carry it.
+/// A forwarding header the request's `forwarding` has still to add is hashed as it will be sent.
 pub(crate) fn hash_key(
     key: &HashKey,
     headers: &http::HeaderMap,
+    forwarding: Option<&Forwarding>,
     client: Option<SocketAddr>,
 ) -> Option<u64> {
     let mut hasher = std::hash::DefaultHasher::new();
     match key {
-        HashKey::Header(name) => headers.get(name)?.as_bytes().hash(&mut hasher),
+        HashKey::Header(name) => match forwarding.filter(|_| Forwarding::names(name)) {
+            Some(forwarding) => forwarding
+                .value(name, headers)?
+                .as_bytes()
+                .hash(&mut hasher),
+            None => headers.get(name)?.as_bytes().hash(&mut hasher),
+        },
         HashKey::Cookie(name) => {
             let value = headers
                 .get_all(http::header::COOKIE)
@@ -326,12 +335,13 @@ mod tests {
         let mut headers = http::HeaderMap::new();
         headers.insert(http::header::COOKIE, "a=1; session=abc".parse().unwrap());
         headers.insert("x-tenant", "t1".parse().unwrap());
-        let cookie = hash_key(&HashKey::Cookie("session".into()), &headers, None);
+        let cookie = hash_key(&HashKey::Cookie("session".into()), &headers, None, None);
         assert!(cookie.is_some());
-        assert!(hash_key(&HashKey::Cookie("missing".into()), &headers, None).is_none());
+        assert!(hash_key(&HashKey::Cookie("missing".into()), &headers, None, None).is_none());
         let header = hash_key(
             &HashKey::Header(HeaderName::from_static("x-tenant")),
             &headers,
+            None,
             None,
         );
         assert!(header.is_some());

@@ -32,7 +32,6 @@ use crate::backend::{
 };
 use crate::body::BodyTooLarge;
 use crate::error::{BackendError, BackendErrorKind};
-use crate::forwarding::Forwarding;
 use crate::outlier::{FailureEffect, OutlierPolicy};
 use crate::stats::BackendStats;
 use crate::tls::{ClientTls, client_config};
@@ -355,16 +354,11 @@ impl tower::Service<GatewayRequest> for HttpService {
         let shared = self.shared.clone();
         Box::pin(async move {
             let set = shared.endpoints.load_full();
-            if let BalancerPolicy::ConsistentHash(HashKey::Header(name)) = &shared.config.balancer
-                && Forwarding::names(name)
-            {
-                // Keyed on a forwarding header: it goes in the head before it is read.
-                request.apply_forwarding();
-            }
             let key = match &shared.config.balancer {
                 BalancerPolicy::ConsistentHash(key) => hash_key(
                     key,
                     request.headers(),
+                    request.forwarding(),
                     request
                         .extensions()
                         .get::<RequestContext>()
