@@ -14,6 +14,8 @@ use bytes::BytesMut;
 use http::header::HOST;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::http::wire::put_field;
+
 /// `X-Forwarded-For`.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `X-Forwarded-Proto`.
@@ -126,17 +128,6 @@ impl Forwarding {
         HeaderValue::from_maybe_shared(bytes::Bytes::from(list))
             .unwrap_or_else(|_| self.client.clone())
     }
-}
-
-/// Writes one `name: value` field line.
-#[inline]
-pub(crate) fn put_field(out: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
-    let (name, value) = (name.as_str().as_bytes(), value.as_bytes());
-    out.reserve(name.len() + value.len() + 4);
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]

@@ -34,12 +34,11 @@ use tokio::io::{AsyncRead, ReadBuf};
 use super::connector::UpstreamIo;
 use super::wire::{
     Chunk, Decoded, FieldAt, Framing, FramingError, HEAD_READ, NameCache, last_token_is, make_room,
-    merge_lengths, parse_length, poll_write_all, put_decimal,
+    merge_lengths, parse_length, poll_write_all, put_decimal, put_field,
 };
 use crate::backend::GatewayRequest;
 use crate::body::RequestBody;
 use crate::error::BoxError;
-use crate::forwarding::put_field;
 
 /// The largest response head accepted (status line and header fields).
 const MAX_HEAD_BYTES: usize = 64 * 1024;

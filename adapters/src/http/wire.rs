@@ -362,6 +362,17 @@ pub fn make_room(buf: &mut BytesMut, want: usize) {
     buf.reserve(want);
 }
 
+/// Writes one `name: value` header field line.
+#[inline]
+pub fn put_field(out: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
+    let (name, value) = (name.as_str().as_bytes(), value.as_bytes());
+    out.reserve(name.len() + value.len() + 4);
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// A `Content-Length` value: digits only (RFC 9110 §8.6).
 pub fn parse_length(value: &HeaderValue) -> Option<u64> {
     let bytes = value.as_bytes();

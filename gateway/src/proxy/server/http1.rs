@@ -39,7 +39,7 @@ use accord_adapters::ResponseBody;
 use accord_adapters::http::header_list::value_tokens;
 use accord_adapters::http::wire::{
     Chunk, Decoded, FieldAt, Framing, FramingError, HEAD_READ, NameCache, make_room, merge_lengths,
-    parse_length, poll_write_all, put_decimal,
+    parse_length, poll_write_all, put_decimal, put_field,
 };
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING, UPGRADE};
@@ -507,10 +507,7 @@ async fn write_response(
         keep_alive = false;
     }
     for (name, value) in &headers {
-        head.put_slice(name.as_str().as_bytes());
-        head.put_slice(b": ");
-        head.put_slice(value.as_bytes());
-        head.put_slice(b"\r\n");
+        put_field(head, name, value);
     }
     if !headers.contains_key(DATE) {
         head.put_slice(b"date: ");
