@@ -28,7 +28,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
-use crate::body::{RequestBody, ResponseBody};
+use crate::body::RequestBody;
 use crate::error::{BackendError, BackendErrorKind};
 use crate::forwarding::Forwarding;
 use crate::stats::{BackendStats, InFlight};
@@ -180,8 +180,7 @@ impl From<http::Request<RequestBody>> for GatewayRequest {
     }
 }
 
-/// A backend's answer.
-pub type GatewayResponse = http::Response<ResponseBody>;
+pub use crate::response::GatewayResponse;
 /// The future an adapter returns.
 pub type BackendFuture =
     Pin<Box<dyn Future<Output = Result<GatewayResponse, BackendError>> + Send + 'static>>;
@@ -466,7 +465,7 @@ mod tests {
         let service = tower::service_fn(move |_request: GatewayRequest| -> BackendFuture {
             Box::pin(async move {
                 tokio::time::sleep(delay).await;
-                Ok(http::Response::new(full_body("ok")))
+                Ok(http::Response::new(full_body("ok")).into())
             })
         });
         let backend = Backend::new(

@@ -612,7 +612,7 @@ mod tests {
     }
 
     fn ok() -> Result<GatewayResponse, BackendError> {
-        Ok(http::Response::new(full_body("ok")))
+        Ok(http::Response::new(full_body("ok")).into())
     }
 
     fn refused() -> Result<GatewayResponse, BackendError> {
@@ -625,7 +625,7 @@ mod tests {
     fn unavailable() -> Result<GatewayResponse, BackendError> {
         let mut response = http::Response::new(full_body("down"));
         *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
-        Ok(response)
+        Ok(response.into())
     }
 
     fn request(method: Method) -> Arc<PreparedHead> {
@@ -991,7 +991,7 @@ mod tests {
     fn throttled() -> Result<GatewayResponse, BackendError> {
         let mut response = http::Response::new(full_body("slow down"));
         *response.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
-        Ok(response)
+        Ok(response.into())
     }
 
     #[tokio::test]

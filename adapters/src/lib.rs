@@ -17,6 +17,7 @@ pub mod forwarding;
 pub mod http;
 pub mod lambda;
 pub mod outlier;
+pub mod response;
 pub mod retry_budget;
 pub mod secret;
 pub mod stats;

@@ -13,6 +13,9 @@
 //! `Connection` fields that only say `close` or `keep-alive`, and `Keep-Alive`, are read by the
 //! codec and left out of the response head: they are about this connection, and the gateway
 //! would only remove them again (except from a `101`, whose `Connection: upgrade` goes on).
+//! When the other fields are all end-to-end (and at most one is `Content-Length`), they stay
+//! where they are in the response head's bytes, unparsed: see [`crate::response`]. Otherwise
+//! they are parsed into a map, for the gateway to strip.
 //!
 //! A connection can carry another request when the response ended cleanly with nothing left
 //! unread, the request was written in full, and neither side asked to close it. An upstream that
@@ -25,25 +28,25 @@ use std::sync::Weak;
 use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, Method, StatusCode, Version};
+use http::header::CONTENT_LENGTH;
+use http::{HeaderMap, Method, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use smallvec::SmallVec;
 use tokio::io::{AsyncRead, ReadBuf};
 
 use super::connector::UpstreamIo;
+use super::hop_by_hop;
 use super::wire::{
-    Chunk, Decoded, FieldAt, Framing, FramingError, HEAD_READ, NameCache, last_token_is, make_room,
-    merge_lengths, parse_length, poll_write_all, put_decimal, put_field,
+    Chunk, Decoded, FieldAt, Framing, FramingError, HEAD_READ, NameCache, make_room, merge_lengths,
+    parse_length, poll_write_all, put_decimal, put_field,
 };
 use crate::backend::GatewayRequest;
-use crate::body::RequestBody;
+use crate::body::{RequestBody, full_body, response_body};
 use crate::error::BoxError;
+use crate::response::{GatewayResponse, WireFields};
 
 /// The largest response head accepted (status line and header fields).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// `Keep-Alive` (RFC 9112 §9.3 names it only as a legacy field).
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// The most header fields a response head may carry (hyper's limit too).
 const MAX_HEADERS: usize = 100;
 
@@ -86,8 +89,34 @@ pub(crate) struct SendError {
 
 /// A response head and how its body is framed.
 pub(crate) struct ResponseHead {
-    pub(crate) parts: http::response::Parts,
+    status: StatusCode,
+    version: Version,
+    fields: Fields,
     framing: Framing,
+}
+
+/// A response's header fields: as the upstream sent them when all are end-to-end, parsed into
+/// a map otherwise.
+enum Fields {
+    /// Boxed from the start: the head is moved several times on its way to the response.
+    Wire(Box<WireFields>),
+    Map(HeaderMap),
+}
+
+impl ResponseHead {
+    /// The response, with `body`.
+    fn into_response(self, body: crate::body::ResponseBody) -> GatewayResponse {
+        match self.fields {
+            Fields::Wire(wire) => GatewayResponse::from_wire(self.status, self.version, wire, body),
+            Fields::Map(headers) => {
+                let mut parts = http::Response::new(()).into_parts().0;
+                parts.status = self.status;
+                parts.version = self.version;
+                parts.headers = headers;
+                GatewayResponse::from_parts(parts, body)
+            }
+        }
+    }
 }
 
 /// Where a connection's responses go when their bodies are complete.
@@ -255,7 +284,8 @@ impl Connection {
         let body = request.body();
         let framing = match request.headers().get(CONTENT_LENGTH) {
             Some(value) => Framing::Length(
-                parse_length(value).ok_or(Http1Error::InvalidRequest("invalid content-length"))?,
+                parse_length(value.as_bytes())
+                    .ok_or(Http1Error::InvalidRequest("invalid content-length"))?,
             ),
             None if body.is_end_stream() => {
                 // RFC 9110 §8.6: a method whose requests usually carry a body says "none".
@@ -356,37 +386,54 @@ impl Connection {
         let status = StatusCode::from_u16(code)
             .map_err(|_| Http1Error::invalid(format!("status code {code}")))?;
         // The fields that frame the message are noted as they go by, not looked up after.
-        // Room for the response's `x-request-id`, so that adding it does not grow the map.
-        let mut headers = HeaderMap::with_capacity(count + 1);
+        // Those about this connection are left out; the rest are kept as they came when all
+        // are end-to-end, and parsed into a map otherwise (a rare response).
         let (mut close, mut keep_alive_token) = (false, false);
-        let mut transfer_encoding = false;
+        let (mut transfer_encoding, mut chunked) = (false, false);
         let mut length: Option<Option<u64>> = None;
-        for (index, field) in fields.iter().enumerate() {
-            let (name, value) = field
-                .field(&head, index, &mut self.names)
-                .map_err(Http1Error::framing)?;
-            if name == CONNECTION {
-                let mut other = false;
-                for token in super::header_list::value_tokens(value.as_bytes()) {
-                    let is_close = token.eq_ignore_ascii_case(b"close");
-                    let is_keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
-                    close |= is_close;
-                    keep_alive_token |= is_keep_alive;
-                    other |= !is_close && !is_keep_alive;
-                }
-                // A field that only manages this connection is the codec's, not the
-                // response's (an upgrade's, or one naming other fields, goes on).
-                if !other && code != 101 {
-                    continue;
-                }
-            } else if name == KEEP_ALIVE && code != 101 {
+        let mut lengths = 0;
+        let mut end_to_end = code != 101;
+        let mut kept: SmallVec<[FieldAt; 8]> = SmallVec::with_capacity(count);
+        for field in &fields {
+            let (name, value) = (&head[field.name_range()], &head[field.value_range()]);
+            if name.len() == 14 && name.eq_ignore_ascii_case(b"content-length") {
+                length = Some(merge_lengths(length, value));
+                lengths += 1;
+                kept.push(*field);
                 continue;
-            } else if name == TRANSFER_ENCODING {
-                transfer_encoding = true;
-            } else if name == CONTENT_LENGTH {
-                length = Some(merge_lengths(length, &value));
             }
-            headers.append(name, value);
+            match hop_by_hop::position(name) {
+                None => kept.push(*field),
+                Some(hop_by_hop::CONNECTION_AT) => {
+                    let mut other = false;
+                    for token in super::header_list::value_tokens(value) {
+                        let is_close = token.eq_ignore_ascii_case(b"close");
+                        let is_keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
+                        close |= is_close;
+                        keep_alive_token |= is_keep_alive;
+                        other |= !is_close && !is_keep_alive;
+                    }
+                    // A field that only manages this connection is the codec's, not the
+                    // response's (an upgrade's, or one naming other fields, goes on).
+                    if other || code == 101 {
+                        end_to_end = false;
+                        kept.push(*field);
+                    }
+                }
+                Some(hop_by_hop::KEEP_ALIVE_AT) if code != 101 => {}
+                Some(hop_by_hop::TRANSFER_ENCODING_AT) => {
+                    transfer_encoding = true;
+                    if let Some(last) = super::header_list::value_tokens(value).last() {
+                        chunked = last.eq_ignore_ascii_case(b"chunked");
+                    }
+                    end_to_end = false;
+                    kept.push(*field);
+                }
+                Some(_) => {
+                    end_to_end = false;
+                    kept.push(*field);
+                }
+            }
         }
 
         let mut keep_alive = match version {
@@ -400,10 +447,11 @@ impl Connection {
             // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, which is dropped so
             // that it cannot frame the body again downstream; such a message ends its
             // connection.
-            if headers.remove(CONTENT_LENGTH).is_some() {
+            if lengths > 0 {
+                kept.retain(|f| !head[f.name_range()].eq_ignore_ascii_case(b"content-length"));
                 keep_alive = false;
             }
-            if last_token_is(&headers, TRANSFER_ENCODING, "chunked") {
+            if chunked {
                 Framing::Chunked(Chunk::Size)
             } else {
                 Framing::UntilClose
@@ -417,11 +465,25 @@ impl Connection {
             self.reusable = false;
         }
 
-        let mut parts = http::Response::new(()).into_parts().0;
-        parts.status = status;
-        parts.version = version;
-        parts.headers = headers;
-        Ok(Parsed::Final(ResponseHead { parts, framing }))
+        let fields = if end_to_end && lengths <= 1 {
+            Fields::Wire(Box::new(WireFields::new(head, kept)))
+        } else {
+            // Room for the response's `x-request-id`, so that adding it does not grow the map.
+            let mut headers = HeaderMap::with_capacity(kept.len() + 1);
+            for (index, field) in kept.iter().enumerate() {
+                let (name, value) = field
+                    .field(&head, index, &mut self.names)
+                    .map_err(Http1Error::framing)?;
+                headers.append(name, value);
+            }
+            Fields::Map(headers)
+        };
+        Ok(Parsed::Final(ResponseHead {
+            status,
+            version,
+            fields,
+            framing,
+        }))
     }
 
     /// Reads into the buffer, asking for at least `want` bytes of room. `Ok(0)` is the end of
@@ -446,23 +508,14 @@ pub(crate) struct ResponseBody {
     pool: Weak<dyn ConnectionPool>,
 }
 
-/// A response from a connection the exchange is done with. A body already in the read buffer
-/// (or none) gives the connection back at once.
-pub(crate) enum Received {
-    /// The whole body; the connection is back in the pool (or closed).
-    Whole(http::response::Parts, Bytes),
-    /// The body streams from the connection.
-    Streaming(http::response::Parts, ResponseBody),
-}
-
 /// The response an exchange received: its body whole when the read buffer already holds it
 /// (the connection then goes back to the pool at once), or streaming from the connection.
 pub(crate) fn receive(
     mut conn: Box<Connection>,
     head: ResponseHead,
     pool: Weak<dyn ConnectionPool>,
-) -> Received {
-    let ResponseHead { parts, framing } = head;
+) -> GatewayResponse {
+    let framing = head.framing;
     let whole = match framing {
         Framing::Empty => Some(Bytes::new()),
         Framing::Length(length) if length <= conn.read.len() as u64 => {
@@ -475,16 +528,13 @@ pub(crate) fn receive(
             if let Some(pool) = pool.upgrade() {
                 pool.put(conn);
             }
-            Received::Whole(parts, bytes)
+            head.into_response(full_body(bytes))
         }
-        None => Received::Streaming(
-            parts,
-            ResponseBody {
-                conn: Some(conn),
-                framing,
-                pool,
-            },
-        ),
+        None => head.into_response(response_body(ResponseBody {
+            conn: Some(conn),
+            framing,
+            pool,
+        })),
     }
 }
 
@@ -647,7 +697,7 @@ mod tests {
     ) -> (
         String,
         u16,
-        Result<(Bytes, Option<HeaderMap>), Http1Error>,
+        Result<(Bytes, Option<HeaderMap>), BoxError>,
         Arc<Kept>,
     ) {
         let (mut conn, mut upstream) = connected().await;
@@ -670,16 +720,12 @@ mod tests {
         let seen = upstream_side.await.unwrap();
         let kept = Arc::new(Kept::default());
         let pool: Weak<dyn ConnectionPool> = Arc::downgrade(&kept) as _;
-        let (status, body) = match receive(Box::new(conn), head, pool) {
-            Received::Whole(parts, bytes) => (parts.status, Ok((bytes, None))),
-            Received::Streaming(parts, body) => {
-                let body = body.collect().await.map(|c| {
-                    let trailers = c.trailers().cloned();
-                    (c.to_bytes(), trailers)
-                });
-                (parts.status, body)
-            }
-        };
+        let response = receive(Box::new(conn), head, pool);
+        let status = response.status();
+        let body = response.into_body().collect().await.map(|c| {
+            let trailers = c.trailers().cloned();
+            (c.to_bytes(), trailers)
+        });
         (seen, status.as_u16(), body, kept)
     }
 
@@ -697,6 +743,48 @@ mod tests {
         assert_eq!(kept.count(), 1);
     }
 
+    /// An answer whose fields are all end-to-end goes on with its fields as they came (the
+    /// gateway then copies them to the client); one with any hop-by-hop field has its fields
+    /// in the map, where the gateway's strip of hop-by-hop fields sees them.
+    #[tokio::test]
+    async fn end_to_end_fields_are_kept_as_they_came_and_others_parsed_for_the_strip() {
+        async fn response_to(answer: &'static str) -> GatewayResponse {
+            let (_conn, head) = head_of(answer).await;
+            head.unwrap().into_response(crate::body::empty_body())
+        }
+        let mut passed = response_to(
+            "HTTP/1.1 200 OK\r\nServer: t\r\nConnection: keep-alive\r\nX-Mixed-Case: A b\r\nContent-Length: 0\r\n\r\n",
+        )
+        .await;
+        assert!(passed.parsed_headers_mut().is_none());
+        let mut written = BytesMut::new();
+        passed.encode_fields(&mut written);
+        assert_eq!(
+            written,
+            "Server: t\r\nX-Mixed-Case: A b\r\nContent-Length: 0\r\n".as_bytes()
+        );
+        assert_eq!(passed.headers()["x-mixed-case"], "A b");
+
+        for hop in [
+            "Proxy-Connection: keep-alive",
+            "Upgrade: h2c",
+            "TE: trailers",
+        ] {
+            let answer: &'static str =
+                format!("HTTP/1.1 200 OK\r\nServer: t\r\n{hop}\r\nContent-Length: 0\r\n\r\n")
+                    .leak();
+            let mut parsed = response_to(answer).await;
+            let map = parsed.parsed_headers_mut().expect(hop);
+            assert_eq!(map.len(), 3, "{hop}: {map:?}");
+            assert_eq!(map["server"], "t");
+        }
+        // Two `Content-Length` fields that agree frame the body; they are parsed too, so that
+        // the server sees both.
+        let mut twice =
+            response_to("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n").await;
+        assert_eq!(twice.parsed_headers_mut().map(|m| m.len()), Some(2));
+    }
+
     #[tokio::test]
     async fn fields_about_the_connection_stay_with_the_codec() {
         async fn head_of(answer: &'static str) -> HeaderMap {
@@ -707,25 +795,31 @@ mod tests {
                 let _ = upstream.read(&mut [0u8; 16]).await;
             });
             let head = conn.send(get("/")).await.map_err(|e| e.error).unwrap();
-            head.parts.headers
+            head.into_response(crate::body::empty_body())
+                .into_http()
+                .into_parts()
+                .0
+                .headers
         }
         let managed = head_of(
             "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nServer: t\r\ncontent-length: 0\r\n\r\n",
         )
         .await;
-        assert!(!managed.contains_key(CONNECTION) && !managed.contains_key("keep-alive"));
+        assert!(
+            !managed.contains_key(http::header::CONNECTION) && !managed.contains_key("keep-alive")
+        );
         assert_eq!(managed["server"], "t");
         // One naming another field goes on, for the gateway to remove both.
         let naming = head_of(
             "HTTP/1.1 200 OK\r\nConnection: close, x-trace\r\nx-trace: 1\r\ncontent-length: 0\r\n\r\n",
         )
         .await;
-        assert_eq!(naming[CONNECTION], "close, x-trace");
+        assert_eq!(naming[http::header::CONNECTION], "close, x-trace");
         let upgraded = head_of(
             "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
         )
         .await;
-        assert_eq!(upgraded[CONNECTION], "upgrade");
+        assert_eq!(upgraded[http::header::CONNECTION], "upgrade");
     }
 
     #[tokio::test]
@@ -766,7 +860,11 @@ mod tests {
             true,
         )
         .await;
-        assert!(matches!(body, Err(Http1Error::Closed)), "{body:?}");
+        let error = body.unwrap_err();
+        assert!(
+            matches!(error.downcast_ref(), Some(Http1Error::Closed)),
+            "{error:?}"
+        );
         assert_eq!(kept.count(), 0);
     }
 
@@ -794,8 +892,8 @@ mod tests {
              2\r\nok\r\n0\r\n\r\n",
         )
         .await;
-        let head = head.unwrap();
-        assert!(!head.parts.headers.contains_key(CONTENT_LENGTH));
+        let response = head.unwrap().into_response(crate::body::empty_body());
+        assert!(!response.has_header(&CONTENT_LENGTH));
         assert!(!conn.reusable);
     }
 

@@ -7,6 +7,7 @@ mod codec;
 mod connector;
 pub mod header_list;
 mod health;
+pub mod hop_by_hop;
 mod pool;
 pub mod wire;
 

@@ -16,18 +16,18 @@
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use http::HeaderValue;
 use http::header::{CONNECTION, HOST};
-use http::{HeaderValue, Response};
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tower::Service;
 
-use super::codec::{Connection, ConnectionPool, Received, receive};
+use super::codec::{Connection, ConnectionPool, receive};
 use super::connector::Connector;
-use crate::backend::GatewayRequest;
-use crate::body::{RequestBody, ResponseBody, full_body, response_body};
+use crate::backend::{GatewayRequest, GatewayResponse};
+use crate::body::{RequestBody, response_body};
 use crate::error::BoxError;
 
 /// Why a request to an endpoint failed.
@@ -78,11 +78,11 @@ impl EndpointClient {
     pub(crate) async fn request(
         &self,
         request: GatewayRequest,
-    ) -> Result<Response<ResponseBody>, ClientError> {
+    ) -> Result<GatewayResponse, ClientError> {
         match self {
             Self::Http1(pool) => pool.request(request).await,
             Self::Http2(client) => match client.request(request.into_request()).await {
-                Ok(response) => Ok(response.map(response_body)),
+                Ok(response) => Ok(response.map(response_body).into()),
                 Err(error) => Err(ClientError {
                     connect: error.is_connect(),
                     source: error.into(),
@@ -131,7 +131,7 @@ impl Http1Pool {
     async fn request(
         self: &Arc<Self>,
         mut request: GatewayRequest,
-    ) -> Result<Response<ResponseBody>, ClientError> {
+    ) -> Result<GatewayResponse, ClientError> {
         origin_form(&mut request);
         // The rare paths are boxed: a request's future is moved as it is built, so its size
         // is paid on every request.
@@ -146,14 +146,7 @@ impl Http1Pool {
             match conn.send(request).await {
                 Ok(head) => {
                     let pool: Weak<dyn ConnectionPool> = Arc::downgrade(self) as _;
-                    return Ok(match receive(conn, head, pool) {
-                        Received::Whole(parts, bytes) => {
-                            Response::from_parts(parts, full_body(bytes))
-                        }
-                        Received::Streaming(parts, body) => {
-                            Response::from_parts(parts, response_body(body))
-                        }
-                    });
+                    return Ok(receive(conn, head, pool));
                 }
                 Err(error) => match error.unsent {
                     // Not written: the upstream closed the idle connection as it was taken.
@@ -169,7 +162,7 @@ impl Http1Pool {
     async fn request_upgrade(
         &self,
         request: GatewayRequest,
-    ) -> Result<Response<ResponseBody>, ClientError> {
+    ) -> Result<GatewayResponse, ClientError> {
         let io = self.open().await?;
         let (mut sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(io))
@@ -181,7 +174,7 @@ impl Http1Pool {
             }
         });
         match sender.send_request(request.into_request()).await {
-            Ok(response) => Ok(response.map(response_body)),
+            Ok(response) => Ok(response.map(response_body).into()),
             Err(error) => Err(ClientError::request(error)),
         }
     }

@@ -303,6 +303,16 @@ impl FieldAt {
         }
     }
 
+    /// Where the name lies.
+    pub fn name_range(&self) -> std::ops::Range<usize> {
+        self.name.0 as usize..self.name.1 as usize
+    }
+
+    /// Where the value lies.
+    pub fn value_range(&self) -> std::ops::Range<usize> {
+        self.value.0 as usize..self.value.1 as usize
+    }
+
     /// The `index`-th field of a head, its value sharing `head` and its name from `names`.
     pub fn field(
         self,
@@ -310,11 +320,9 @@ impl FieldAt {
         index: usize,
         names: &mut NameCache,
     ) -> Result<(HeaderName, HeaderValue), FramingError> {
-        let name = names.name(index, &head[self.name.0 as usize..self.name.1 as usize])?;
-        let value = HeaderValue::from_maybe_shared(
-            head.slice(self.value.0 as usize..self.value.1 as usize),
-        )
-        .map_err(|_| FramingError("invalid header value"))?;
+        let name = names.name(index, &head[self.name_range()])?;
+        let value = HeaderValue::from_maybe_shared(head.slice(self.value_range()))
+            .map_err(|_| FramingError("invalid header value"))?;
         Ok((name, value))
     }
 }
@@ -374,20 +382,22 @@ pub fn put_field(out: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
 }
 
 /// A `Content-Length` value: digits only (RFC 9110 §8.6).
-pub fn parse_length(value: &HeaderValue) -> Option<u64> {
-    let bytes = value.as_bytes();
-    if bytes.is_empty() || bytes.len() > 19 || !bytes.iter().all(u8::is_ascii_digit) {
+pub fn parse_length(bytes: &[u8]) -> Option<u64> {
+    // At most 19 digits: never past `u64::MAX`.
+    if bytes.is_empty() || bytes.len() > 19 {
         return None;
     }
-    std::str::from_utf8(bytes).ok()?.parse().ok()
+    bytes.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
 }
 
 /// The length so far after one more `Content-Length` field: each field may be a list, and all
 /// values must agree (RFC 9110 §8.6); `None` once any is invalid or differs.
-pub fn merge_lengths(so_far: Option<Option<u64>>, value: &HeaderValue) -> Option<u64> {
+pub fn merge_lengths(so_far: Option<Option<u64>>, value: &[u8]) -> Option<u64> {
     let mut merged = so_far.unwrap_or(None);
     let first = so_far.is_none();
-    for (i, item) in value.as_bytes().split(|&b| b == b',').enumerate() {
+    for (i, item) in value.split(|&b| b == b',').enumerate() {
         let item = item.trim_ascii();
         let parsed = (!item.is_empty() && item.len() <= 19 && item.iter().all(u8::is_ascii_digit))
             .then(|| std::str::from_utf8(item).ok()?.parse::<u64>().ok())
@@ -521,6 +531,26 @@ mod tests {
         );
         let mut framing = Framing::Chunked(Chunk::Size);
         assert!(decode_all(&mut framing, b"5\r\nhelloXX").is_err());
+    }
+
+    #[test]
+    fn a_length_is_digits_only_and_at_most_nineteen_of_them() {
+        assert_eq!(parse_length(b"0"), Some(0));
+        assert_eq!(parse_length(b"16384"), Some(16384));
+        assert_eq!(
+            parse_length(b"9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
+        for bad in [
+            &b""[..],
+            b"10000000000000000000",
+            b"+1",
+            b"1 ",
+            b"0x10",
+            b"-0",
+        ] {
+            assert_eq!(parse_length(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

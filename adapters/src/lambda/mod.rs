@@ -302,7 +302,7 @@ impl Shared {
         if self.config.invocation == Invocation::Event {
             let mut response = http::Response::new(full_body(Bytes::new()));
             *response.status_mut() = http::StatusCode::ACCEPTED;
-            return Ok(response);
+            return Ok(response.into());
         }
         let payload = output.payload().map(|p| p.as_ref()).unwrap_or_default();
         response::map(payload, self.config.payload_format).map_err(|message| {

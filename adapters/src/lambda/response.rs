@@ -28,7 +28,7 @@ pub fn map(payload: &[u8], format: PayloadFormat) -> Result<GatewayResponse, Str
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
-            Ok(response)
+            Ok(response.into())
         }
         _ => Err("it has no statusCode, which payload format 1.0 requires".into()),
     }
@@ -100,7 +100,7 @@ fn structured(
             headers.append(http::header::SET_COOKIE, header_value("cookies", cookie)?);
         }
     }
-    Ok(response)
+    Ok(response.into())
 }
 
 fn header_name(name: &str) -> Result<HeaderName, String> {

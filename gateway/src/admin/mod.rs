@@ -24,7 +24,7 @@ pub mod sla;
 
 use std::sync::Arc;
 
-use accord_adapters::ResponseBody;
+use accord_adapters::GatewayResponse;
 use accord_adapters::body::full_body;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -70,7 +70,7 @@ async fn respond(
     gateway: &impl AdminState,
     loopback: bool,
     request: Request<ClientBody>,
-) -> Response<ResponseBody> {
+) -> GatewayResponse {
     let generation = gateway.generation();
     let method = request.method().clone();
     let path = request.uri().path();
@@ -139,7 +139,7 @@ async fn respond(
 }
 
 /// 401 unless the request carries the admin token (and there is one).
-fn unauthorized<B>(request: &Request<B>, token: Option<&str>) -> Option<Response<ResponseBody>> {
+fn unauthorized<B>(request: &Request<B>, token: Option<&str>) -> Option<GatewayResponse> {
     if authorized(request, token) {
         return None;
     }
@@ -153,7 +153,7 @@ fn unauthorized<B>(request: &Request<B>, token: Option<&str>) -> Option<Response
 }
 
 /// `GET /readyz`: 200 with each route's available backends, 503 while draining.
-fn readiness(gateway: &impl AdminState, generation: &Generation) -> Response<ResponseBody> {
+fn readiness(gateway: &impl AdminState, generation: &Generation) -> GatewayResponse {
     let routes: Vec<_> = generation
         .routes()
         .iter()
@@ -174,7 +174,7 @@ fn readiness(gateway: &impl AdminState, generation: &Generation) -> Response<Res
 }
 
 /// `GET /dashboard`: the page, which may run only its own inline script.
-fn dashboard() -> Response<ResponseBody> {
+fn dashboard() -> GatewayResponse {
     let mut response = text(StatusCode::OK, DASHBOARD, "text/html; charset=utf-8");
     response.headers_mut().insert(
         http::header::CONTENT_SECURITY_POLICY,
@@ -193,7 +193,7 @@ fn sla_route(
     engine: &accord_policies::sla::SlaEngine,
     path: SlaRoutePath<'_>,
     query: Option<&str>,
-) -> Response<ResponseBody> {
+) -> GatewayResponse {
     match path {
         SlaRoutePath::History(id) => {
             let minutes = query
@@ -226,7 +226,7 @@ fn sla_route(
 }
 
 /// `POST /reload`: 200 with what changed, or 422 with every error.
-async fn reload(gateway: &impl AdminState) -> Response<ResponseBody> {
+async fn reload(gateway: &impl AdminState) -> GatewayResponse {
     let errors = match gateway.reload().await {
         Ok(report) => {
             return json(
@@ -257,7 +257,7 @@ fn canary(
     engine: &accord_policies::sla::SlaEngine,
     method: &Method,
     path: &str,
-) -> Response<ResponseBody> {
+) -> GatewayResponse {
     use accord_policies::sla::canary::Command;
     let rest = path.strip_prefix("/canary/").unwrap_or_default();
     let (id, command) = match (method, rest.rsplit_once('/')) {
@@ -306,7 +306,7 @@ fn gate(
     engine: &accord_policies::sla::SlaEngine,
     id: &str,
     query: Option<&str>,
-) -> Response<ResponseBody> {
+) -> GatewayResponse {
     let Some(route) = engine.get(id) else {
         return no_slo(id);
     };
@@ -359,7 +359,7 @@ fn sla_route_path(path: &str) -> SlaRoutePath<'_> {
     }
 }
 
-fn no_slo(id: &str) -> Response<ResponseBody> {
+fn no_slo(id: &str) -> GatewayResponse {
     ErrorCode::NotFound.response(&format!("route {id:?} has no SLO (or does not exist)"), "-")
 }
 
@@ -382,16 +382,16 @@ fn authorized<B>(request: &Request<B>, token: Option<&str>) -> bool {
             == 0
 }
 
-fn text(status: StatusCode, body: &str, content_type: &'static str) -> Response<ResponseBody> {
+fn text(status: StatusCode, body: &str, content_type: &'static str) -> GatewayResponse {
     let mut response = Response::new(full_body(body.to_owned()));
     *response.status_mut() = status;
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
+    response.into()
 }
 
-fn json(status: StatusCode, body: &serde_json::Value) -> Response<ResponseBody> {
+fn json(status: StatusCode, body: &serde_json::Value) -> GatewayResponse {
     text(status, &format!("{body:#}\n"), "application/json")
 }
 

@@ -7,10 +7,9 @@
 
 use std::ops::ControlFlow;
 
-use accord_adapters::ResponseBody;
+use accord_adapters::GatewayResponse;
 use accord_policies::Class;
 use accord_policies::sla::Admission;
-use http::Response;
 use http::request::Parts;
 
 use super::errors::ErrorCode;
@@ -23,7 +22,7 @@ pub(super) fn admit(
     parts: &Parts,
     content_length: Option<u64>,
     record: &mut Record,
-) -> ControlFlow<Response<ResponseBody>> {
+) -> ControlFlow<GatewayResponse> {
     let limits = route.config();
     if let (Some(sla), Some(slo)) = (route.sla(), &limits.slo) {
         record.sla = Some(sla.clone());
@@ -49,7 +48,7 @@ pub(super) fn admit(
 }
 
 /// 413 for a body over the route's `max_body`.
-pub(super) fn body_too_large(route: &LiveRoute, record: &Record) -> Response<ResponseBody> {
+pub(super) fn body_too_large(route: &LiveRoute, record: &Record) -> GatewayResponse {
     let message = format!(
         "the request body exceeds this route's limit of {} bytes",
         route.config().max_body

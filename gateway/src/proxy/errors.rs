@@ -272,7 +272,7 @@ impl ErrorCode {
         if let Ok(id) = HeaderValue::from_str(request_id) {
             headers.insert(crate::proxy::headers::REQUEST_ID, id);
         }
-        response
+        response.into()
     }
 }
 

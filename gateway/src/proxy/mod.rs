@@ -54,10 +54,10 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use accord_adapters::backend::{PathParams, RequestContext};
 use accord_adapters::forwarding::Forwarding;
-use accord_adapters::{BoxError, PreparedHead, ReplayBody, ResponseBody};
+use accord_adapters::{BoxError, GatewayResponse, PreparedHead, ReplayBody};
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST};
-use http::{HeaderValue, Request, Response};
+use http::{HeaderValue, Request};
 use http_body::Body;
 use tokio::time::Instant;
 
@@ -104,7 +104,7 @@ pub fn handle<B>(
     access_log: bool,
     mut request: Request<B>,
     conn: Connection,
-) -> impl Future<Output = Response<ResponseBody>> + Send + 'static
+) -> impl Future<Output = GatewayResponse> + Send + 'static
 where
     B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
     B::Error: Into<BoxError>,
@@ -233,7 +233,7 @@ async fn prepare_body<B>(
     body: B,
     content_length: Option<u64>,
     record: &Record,
-) -> ControlFlow<Response<ResponseBody>, ReplayBody>
+) -> ControlFlow<GatewayResponse, ReplayBody>
 where
     B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
     B::Error: Into<BoxError>,
@@ -354,7 +354,7 @@ mod tests {
         fn handle(
             &self,
             request: Request<Full<Bytes>>,
-        ) -> impl std::future::Future<Output = Response<ResponseBody>> + use<> {
+        ) -> impl std::future::Future<Output = GatewayResponse> + use<> {
             let conn = Connection::new("127.0.0.1:50000".parse().unwrap(), "http");
             handle(
                 self.generation.clone(),
@@ -398,7 +398,7 @@ mod tests {
         (addr, task)
     }
 
-    async fn finish(response: Response<ResponseBody>) -> (u16, String) {
+    async fn finish(response: GatewayResponse) -> (u16, String) {
         let status = response.status().as_u16();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8_lossy(&body).into_owned())

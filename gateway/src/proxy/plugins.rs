@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use accord_adapters::body::{empty_body, response_body};
-use accord_adapters::{BackendErrorKind, BoxError, ResponseBody};
+use accord_adapters::{BackendErrorKind, BoxError, GatewayResponse, ResponseBody};
 use accord_policies::plugin::{
     CallContext, Decision, HeaderEdit, OnError, Rejection, RequestHead, ResponseHead, SlaState,
     Verdict,
@@ -22,7 +22,7 @@ use accord_policies::plugin::{
 use accord_policies::{Class, classify};
 use bytes::{Bytes, BytesMut};
 use http::request::Parts;
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderValue, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
@@ -60,7 +60,7 @@ pub(super) async fn on_request(
     parts: &mut Parts,
     facts: RequestFacts<'_>,
     record: &mut Record,
-) -> ControlFlow<Response<ResponseBody>, Option<Box<Allowed>>> {
+) -> ControlFlow<GatewayResponse, Option<Box<Allowed>>> {
     if route.plugins().is_empty() {
         return ControlFlow::Continue(None);
     }
@@ -72,7 +72,7 @@ async fn call_on_request(
     parts: &mut Parts,
     facts: RequestFacts<'_>,
     record: &mut Record,
-) -> ControlFlow<Response<ResponseBody>, Option<Box<Allowed>>> {
+) -> ControlFlow<GatewayResponse, Option<Box<Allowed>>> {
     let head = RequestHead {
         route: String::from(&**route.id()),
         method: parts.method.as_str().to_owned(),
@@ -155,11 +155,7 @@ async fn call_on_request(
 }
 
 /// The response to a plugin's rejection: its status, reason, headers and `Retry-After`.
-fn rejection_response(
-    rejection: &Rejection,
-    plugin: &str,
-    request_id: &str,
-) -> Response<ResponseBody> {
+fn rejection_response(rejection: &Rejection, plugin: &str, request_id: &str) -> GatewayResponse {
     let message = format!("{} (plugin {plugin})", rejection.reason);
     let retry_after = rejection
         .retry_after_seconds
@@ -187,7 +183,7 @@ fn rejection_response(
 pub(super) async fn on_response(
     route: &LiveRoute,
     call: CallContext,
-    response: &mut Response<ResponseBody>,
+    response: &mut GatewayResponse,
     record: &mut Record,
 ) {
     Box::pin(call_on_response(route, call, response, record)).await;
@@ -196,7 +192,7 @@ pub(super) async fn on_response(
 async fn call_on_response(
     route: &LiveRoute,
     mut call: CallContext,
-    response: &mut Response<ResponseBody>,
+    response: &mut GatewayResponse,
     record: &mut Record,
 ) {
     let class = classify(response.status(), None);
@@ -297,7 +293,7 @@ fn decision(plugin: &str, what: &str) -> (String, String) {
 /// Reads the response body for plugins when it is at most `limit` bytes, and puts back a body
 /// that replays what was read (trailers included) followed by whatever was not.
 async fn read_response_body(
-    response: &mut Response<ResponseBody>,
+    response: &mut GatewayResponse,
     limit: usize,
 ) -> Result<Option<Bytes>, BoxError> {
     if response.body().size_hint().lower() > limit as u64 {

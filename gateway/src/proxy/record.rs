@@ -11,11 +11,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 
 use accord_adapters::body::response_body;
-use accord_adapters::{BackendErrorKind, BoxError, ResponseBody, TryResult};
+use accord_adapters::{BackendErrorKind, BoxError, GatewayResponse, ResponseBody, TryResult};
 use accord_policies::sla::RouteSla;
 use accord_policies::{Class, classify};
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderValue, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
@@ -116,12 +116,9 @@ impl Record {
     }
 
     /// Hands the record to the response body, which writes it when it ends or is dropped.
-    pub(super) fn finish_with(
-        mut self,
-        response: Response<ResponseBody>,
-    ) -> Response<ResponseBody> {
+    pub(super) fn finish_with(mut self, response: GatewayResponse) -> GatewayResponse {
         self.status = response.status();
-        response.map(|body| {
+        response.map_body(|body| {
             response_body(RecordedBody {
                 inner: body,
                 record: Some(self),

@@ -12,8 +12,9 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use accord_adapters::{BackendErrorKind, Forwarded, PreparedHead, ReplayBody, ResponseBody};
+use accord_adapters::{BackendErrorKind, Forwarded, GatewayResponse, PreparedHead, ReplayBody};
 use http::{Response, StatusCode};
+use hyper::upgrade::OnUpgrade;
 
 use super::errors::ErrorCode;
 use super::headers;
@@ -55,23 +56,26 @@ pub(super) fn respond(
     result: Result<accord_adapters::GatewayResponse, accord_adapters::BackendError>,
     client_upgrade: Option<ClientUpgrade>,
     record: &mut Record,
-) -> Response<ResponseBody> {
+) -> GatewayResponse {
     match result {
         Ok(mut response) => {
             if response.status() == StatusCode::SWITCHING_PROTOCOLS
                 && let Some(client_upgrade) = client_upgrade
             {
+                // hyper finds the upgrade in an `http::Response`'s extensions.
+                let mut upgrading = Response::new(());
+                if let Some(upgrade) = response.extensions_mut().remove::<OnUpgrade>() {
+                    upgrading.extensions_mut().insert(upgrade);
+                }
                 tunnel(
                     client_upgrade,
-                    hyper::upgrade::on(&mut response),
+                    hyper::upgrade::on(upgrading),
                     record.request_id().to_owned(),
                 );
-            } else {
-                headers::strip_hop_by_hop(response.headers_mut(), false);
+            } else if let Some(headers) = response.parsed_headers_mut() {
+                headers::strip_hop_by_hop(headers, false);
             }
-            response
-                .headers_mut()
-                .insert(headers::REQUEST_ID, record.request_id_header().clone());
+            response.insert_header(headers::REQUEST_ID, record.request_id_header().clone());
             response
         }
         Err(error) => {

@@ -35,15 +35,15 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
-use accord_adapters::ResponseBody;
+use accord_adapters::GatewayResponse;
 use accord_adapters::http::header_list::value_tokens;
 use accord_adapters::http::wire::{
     Chunk, Decoded, FieldAt, Framing, FramingError, HEAD_READ, NameCache, make_room, merge_lengths,
-    parse_length, poll_write_all, put_decimal, put_field,
+    poll_write_all, put_decimal,
 };
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use smallvec::SmallVec;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -385,7 +385,7 @@ fn parse_head(
         } else if name == TRANSFER_ENCODING {
             transfer_encoding = true;
         } else if name == CONTENT_LENGTH {
-            length = Some(merge_lengths(length, &value));
+            length = Some(merge_lengths(length, value.as_bytes()));
         } else if name == EXPECT {
             expects_continue = value.as_bytes().eq_ignore_ascii_case(b"100-continue");
         } else if name == UPGRADE {
@@ -465,14 +465,12 @@ async fn refuse(writer: &mut Writer, status: StatusCode) {
 async fn write_response(
     writer: &mut Writer,
     head: &mut BytesMut,
-    response: Response<ResponseBody>,
+    mut response: GatewayResponse,
     method_is_head: bool,
     version: Version,
     mut keep_alive: bool,
 ) -> io::Result<bool> {
-    let (parts, mut body) = response.into_parts();
-    let status = parts.status;
-    let mut headers = parts.headers;
+    let status = response.status();
     head.reserve(256);
     if status == StatusCode::OK {
         head.put_slice(b"HTTP/1.1 200 OK\r\n");
@@ -484,32 +482,30 @@ async fn write_response(
         head.put_slice(b"\r\n");
     }
     // The body's framing is the server's to choose.
-    headers.remove(TRANSFER_ENCODING);
+    response.remove_header(&TRANSFER_ENCODING);
     let bodiless = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let declared = headers.get(CONTENT_LENGTH).map(parse_length);
+    let declared = response.content_length();
     let mut framing = if bodiless {
-        headers.remove(CONTENT_LENGTH);
+        response.remove_header(&CONTENT_LENGTH);
         Framing::Empty
     } else {
         match declared {
             Some(Some(0)) => Framing::Empty,
             Some(Some(length)) => Framing::Length(length),
             Some(None) => {
-                headers.remove(CONTENT_LENGTH);
-                framing_for(body.size_hint(), version, head)
+                response.remove_header(&CONTENT_LENGTH);
+                framing_for(response.body().size_hint(), version, head)
             }
-            None => framing_for(body.size_hint(), version, head),
+            None => framing_for(response.body().size_hint(), version, head),
         }
     };
     if framing == Framing::UntilClose {
         keep_alive = false;
     }
-    for (name, value) in &headers {
-        put_field(head, name, value);
-    }
-    if !headers.contains_key(DATE) {
+    response.encode_fields(head);
+    if !response.has_header(&DATE) {
         head.put_slice(b"date: ");
         head.put_slice(date().as_bytes());
         head.put_slice(b"\r\n");
@@ -526,6 +522,7 @@ async fn write_response(
         framing = Framing::Empty;
     }
 
+    let mut body = response.into_body();
     let mut out: SmallVec<[Bytes; 8]> = SmallVec::new();
     out.push(head.split().freeze());
     let mut queued = 0;
@@ -878,7 +875,7 @@ mod tests {
     async fn connect<F, Fut>(handler: F) -> (TcpStream, watch::Sender<bool>)
     where
         F: Fn(Request<ClientBody>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Response<ResponseBody>> + Send + 'static,
+        Fut: Future<Output = GatewayResponse> + Send + 'static,
     {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
@@ -900,10 +897,10 @@ mod tests {
     }
 
     /// Echoes the method, target and body.
-    async fn echo(request: Request<ClientBody>) -> Response<ResponseBody> {
+    async fn echo(request: Request<ClientBody>) -> GatewayResponse {
         let line = format!("{} {} ", request.method(), request.uri());
         let body = request.into_body().collect().await.unwrap().to_bytes();
-        Response::new(full_body([line.as_bytes(), &body].concat()))
+        GatewayResponse::new(full_body([line.as_bytes(), &body].concat()))
     }
 
     /// Everything the server sends until it closes the connection.
@@ -971,7 +968,7 @@ mod tests {
             async move {
                 let _guard = guard;
                 std::future::pending::<()>().await;
-                Response::new(full_body("never"))
+                GatewayResponse::new(full_body("never"))
             }
         })
         .await;
@@ -992,7 +989,7 @@ mod tests {
     async fn continue_is_sent_when_the_body_is_read_and_an_unread_body_closes_the_connection() {
         let (mut client, _stop) = connect(|request: Request<ClientBody>| async move {
             if request.uri() == "/refuse" {
-                let mut response = Response::new(full_body("no"));
+                let mut response = GatewayResponse::new(full_body("no"));
                 *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
                 return response;
             }
@@ -1027,7 +1024,7 @@ mod tests {
         let (mut client, _stop) = connect(|request: Request<ClientBody>| async move {
             drop(request);
             tokio::time::sleep(Duration::from_millis(20)).await;
-            Response::new(full_body("later"))
+            GatewayResponse::new(full_body("later"))
         })
         .await;
         client
@@ -1042,7 +1039,7 @@ mod tests {
     #[tokio::test]
     async fn a_declared_empty_body_ends_with_its_head() {
         let (mut client, _stop) = connect(|request: Request<ClientBody>| async move {
-            let mut response = Response::new(accord_adapters::body::empty_body());
+            let mut response = GatewayResponse::new(accord_adapters::body::empty_body());
             *response.status_mut() = StatusCode::CREATED;
             response
                 .headers_mut()
@@ -1074,7 +1071,7 @@ mod tests {
                 ["ab", "cd"]
                     .map(|s| Ok::<_, accord_adapters::BoxError>(Frame::data(Bytes::from(s)))),
             );
-            Response::new(response_body(StreamBody::new(frames)))
+            GatewayResponse::new(response_body(StreamBody::new(frames)))
         };
         let (mut client, _stop) = connect(move |_request| {
             let response = streamed();
@@ -1114,7 +1111,7 @@ mod tests {
                 upgraded.read_exact(&mut first).await.unwrap();
                 upgraded.write_all(&first).await.unwrap();
             });
-            let mut response = Response::new(accord_adapters::body::empty_body());
+            let mut response = GatewayResponse::new(accord_adapters::body::empty_body());
             *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
             response
                 .headers_mut()

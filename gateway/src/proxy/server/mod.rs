@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 
-use accord_adapters::{BoxError, ResponseBody};
+use accord_adapters::{BoxError, GatewayResponse};
 use bytes::{Bytes, BytesMut};
-use http::{Request, Response};
+use http::Request;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
@@ -35,10 +35,7 @@ use crate::stats::GatewayStats;
 
 /// What serves the requests of one listener.
 pub type Handler = Arc<
-    dyn Fn(
-            Request<ClientBody>,
-            Connection,
-        ) -> Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>>
+    dyn Fn(Request<ClientBody>, Connection) -> Pin<Box<dyn Future<Output = GatewayResponse> + Send>>
         + Send
         + Sync,
 >;
@@ -278,7 +275,7 @@ impl Served {
         let handler = self.handler;
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let response = handler(request.map(ClientBody::Http2), conn.clone());
-            async move { Ok::<_, Infallible>(response.await) }
+            async move { Ok::<_, Infallible>(response.await.into_http()) }
         });
         let connection = self.http2.serve_connection(TokioIo::new(io), service);
         if let Err(e) = self.watcher.watch(connection).await {
