@@ -37,6 +37,14 @@ pub struct GatewayResponse {
     body: ResponseBody,
 }
 
+/// An upstream's header fields: as it sent them when all are end-to-end, parsed into a map
+/// otherwise.
+pub(crate) enum UpstreamFields {
+    /// Boxed from the start: a head is moved several times on its way to the response.
+    Wire(Box<WireFields>),
+    Map(HeaderMap),
+}
+
 /// Header fields as an HTTP/1.1 upstream sent them: where each name and value lies in the
 /// response head's bytes (every one end-to-end, and valid: the parser checked their bytes),
 /// then the fields the gateway added.
@@ -148,21 +156,21 @@ fn put_line(out: &mut BytesMut, line: &[u8]) {
 }
 
 impl GatewayResponse {
-    /// A response whose fields are still the upstream's wire fields.
-    pub(crate) fn from_wire(
+    /// A response from an upstream's head.
+    pub(crate) fn from_head(
         status: StatusCode,
         version: Version,
-        wire: Box<WireFields>,
+        fields: UpstreamFields,
         body: ResponseBody,
     ) -> Self {
-        let mut parts = http::Response::new(()).into_parts().0;
-        parts.status = status;
-        parts.version = version;
-        Self {
-            parts,
-            wire: Some(wire),
-            body,
+        let mut response = Self::new(body);
+        response.parts.status = status;
+        response.parts.version = version;
+        match fields {
+            UpstreamFields::Wire(wire) => response.wire = Some(wire),
+            UpstreamFields::Map(headers) => response.parts.headers = headers,
         }
+        response
     }
 
     /// A `200 OK` with no header fields and `body`.
@@ -351,10 +359,10 @@ mod tests {
             .iter()
             .map(|h| FieldAt::of(h, head.as_ptr()))
             .collect();
-        GatewayResponse::from_wire(
+        GatewayResponse::from_head(
             StatusCode::OK,
             Version::HTTP_11,
-            Box::new(WireFields::new(head.clone(), fields)),
+            UpstreamFields::Wire(Box::new(WireFields::new(head.clone(), fields))),
             empty_body(),
         )
     }

@@ -43,7 +43,7 @@ use super::wire::{
 use crate::backend::GatewayRequest;
 use crate::body::{RequestBody, full_body, response_body};
 use crate::error::BoxError;
-use crate::response::{GatewayResponse, WireFields};
+use crate::response::{GatewayResponse, UpstreamFields, WireFields};
 
 /// The largest response head accepted (status line and header fields).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -91,31 +91,14 @@ pub(crate) struct SendError {
 pub(crate) struct ResponseHead {
     status: StatusCode,
     version: Version,
-    fields: Fields,
+    fields: UpstreamFields,
     framing: Framing,
-}
-
-/// A response's header fields: as the upstream sent them when all are end-to-end, parsed into
-/// a map otherwise.
-enum Fields {
-    /// Boxed from the start: the head is moved several times on its way to the response.
-    Wire(Box<WireFields>),
-    Map(HeaderMap),
 }
 
 impl ResponseHead {
     /// The response, with `body`.
     fn into_response(self, body: crate::body::ResponseBody) -> GatewayResponse {
-        match self.fields {
-            Fields::Wire(wire) => GatewayResponse::from_wire(self.status, self.version, wire, body),
-            Fields::Map(headers) => {
-                let mut parts = http::Response::new(()).into_parts().0;
-                parts.status = self.status;
-                parts.version = self.version;
-                parts.headers = headers;
-                GatewayResponse::from_parts(parts, body)
-            }
-        }
+        GatewayResponse::from_head(self.status, self.version, self.fields, body)
     }
 }
 
@@ -466,7 +449,7 @@ impl Connection {
         }
 
         let fields = if end_to_end && lengths <= 1 {
-            Fields::Wire(Box::new(WireFields::new(head, kept)))
+            UpstreamFields::Wire(Box::new(WireFields::new(head, kept)))
         } else {
             // Room for the response's `x-request-id`, so that adding it does not grow the map.
             let mut headers = HeaderMap::with_capacity(kept.len() + 1);
@@ -476,7 +459,7 @@ impl Connection {
                     .map_err(Http1Error::framing)?;
                 headers.append(name, value);
             }
-            Fields::Map(headers)
+            UpstreamFields::Map(headers)
         };
         Ok(Parsed::Final(ResponseHead {
             status,

@@ -411,13 +411,6 @@ pub fn merge_lengths(so_far: Option<Option<u64>>, value: &[u8]) -> Option<u64> {
     merged
 }
 
-/// Whether the last token of a comma-separated header is `token` (case-insensitive).
-pub fn last_token_is(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    super::header_list::tokens(headers, &name)
-        .last()
-        .is_some_and(|t| t.eq_ignore_ascii_case(token.as_bytes()))
-}
-
 /// Appends `n` in decimal, without going through `fmt`.
 pub fn put_decimal(buf: &mut BytesMut, mut n: u64) {
     let mut digits = [0u8; 20];
