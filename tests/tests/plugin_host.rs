@@ -166,6 +166,34 @@ async fn a_trap_an_endless_loop_and_a_memory_bomb_are_contained() {
     assert!(matches!(ask(&plugin, None).await.unwrap(), Decision::Allow));
 }
 
+/// An instance's start-up is not a call: it has its own budget, at least
+/// `START_UP_LIMIT`. A start-up slower than the call's time limit still starts (Python and
+/// JavaScript runtimes take milliseconds to initialize, more on a busy machine), and one that
+/// never ends fails at the budget.
+#[tokio::test]
+#[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
+async fn a_start_up_has_its_own_budget_and_one_that_never_ends_fails() {
+    let slow = PluginSpec {
+        time_limit: Duration::from_millis(1),
+        config: "spin-ms 30".into(),
+        ..spec("slow", Isolation::Pooled)
+    };
+    let plugin = load("misbehave", slow).await.unwrap();
+    assert!(matches!(ask(&plugin, None).await.unwrap(), Decision::Allow));
+
+    let endless = PluginSpec {
+        config: "spin-forever".into(),
+        ..spec("endless", Isolation::Pooled)
+    };
+    let started = tokio::time::Instant::now();
+    let message = load("misbehave", endless).await.unwrap_err().to_string();
+    assert!(message.contains("configure failed"), "{message}");
+    assert!(
+        started.elapsed() >= accord_policies::plugin::START_UP_LIMIT,
+        "ended at its start-up budget, not before"
+    );
+}
+
 /// The epoch ticker sleeps after a second without plugin calls; the first call after that
 /// wakes it, so an endless loop still ends at its time limit.
 #[tokio::test]

@@ -39,6 +39,13 @@ pub use host::{CallContext, HeaderEdit, HostState, PluginHistogram, ScriptedSla,
 pub use versions::WorldVersion;
 
 use epoch::EPOCH_TICK;
+
+/// The least time an instance's start-up may take, each of instantiation and `configure`. A
+/// start-up is not a call: it initializes the component's memory and, in languages with a
+/// runtime (Python, JavaScript), the runtime, which takes milliseconds and more on a busy
+/// machine, whatever a call's time limit. It is bounded still, so a start-up that never ends
+/// fails.
+pub const START_UP_LIMIT: Duration = Duration::from_secs(1);
 use host::{MemoryLimit, PluginShared};
 
 mod bindings {
@@ -359,14 +366,14 @@ impl Plugin {
         };
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(self.deadline_ticks());
+        store.set_epoch_deadline(self.start_up_ticks());
         let policy = self
             .pre
             .instantiate(&mut store)
             .await
             .map_err(|e| error(format!("cannot instantiate: {e:#}")))?;
         self.stats.instantiations.fetch_add(1, Relaxed);
-        store.set_epoch_deadline(self.deadline_ticks());
+        store.set_epoch_deadline(self.start_up_ticks());
         match policy.configure(&mut store, &self.spec.config).await {
             Ok(Ok(())) => Ok(Instance { store, policy }),
             Ok(Err(message)) => Err(error(format!(
@@ -374,6 +381,13 @@ impl Plugin {
             ))),
             Err(e) => Err(error(format!("configure failed: {e:#}"))),
         }
+    }
+
+    /// The deadline of an instance's start-up (instantiation, then `configure`), each: the
+    /// call's time limit, but never less than [`START_UP_LIMIT`].
+    fn start_up_ticks(&self) -> u64 {
+        let floor = (START_UP_LIMIT.as_micros() / EPOCH_TICK.as_micros()) as u64 + 1;
+        self.deadline_ticks().max(floor)
     }
 
     fn deadline_ticks(&self) -> u64 {

@@ -3,7 +3,8 @@
 //! exist), `response-trap` (trap in on-response), `reject` (a proper 429 with a header and
 //! Retry-After), `reclassify` (count the response as bad), `emit` (return whatever the
 //! `x-emit-*` headers say, percent-decoded, so a fuzzer can try any plugin output). Otherwise
-//! allows. For the tests.
+//! allows. Its configuration can make its start-up slow: `spin-ms N` spins N milliseconds in
+//! `configure`, `spin-forever` never returns. For the tests.
 
 use accord_policy_sdk::{
     Decision, Plugin, RequestHead, ResponseHead, Verdict, export_plugin, locals, request,
@@ -12,6 +13,24 @@ use accord_policy_sdk::{
 struct Misbehave;
 
 impl Plugin for Misbehave {
+    fn configure(config: String) -> Result<(), String> {
+        let config = config.trim_matches('"');
+        if config == "spin-forever" {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        if let Some(ms) = config.strip_prefix("spin-ms ") {
+            let ms: i64 = ms.parse().map_err(|_| format!("spin-ms {ms:?}"))?;
+            let until = accord_policy_sdk::clock::now_ms() + ms;
+            while accord_policy_sdk::clock::now_ms() < until {
+                std::hint::spin_loop();
+            }
+        }
+        Ok(())
+    }
+
     fn on_request(_head: RequestHead) -> Decision {
         let how = request::header("x-misbehave").unwrap_or_default();
         locals::set("how", &how);
