@@ -18,11 +18,12 @@
 use std::sync::OnceLock;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::CONTENT_LENGTH;
+use http::header::{CONTENT_LENGTH, DATE};
 use http::{Extensions, HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 use smallvec::SmallVec;
 
 use crate::body::ResponseBody;
+use crate::http::hop_by_hop;
 use crate::http::wire::{FieldAt, parse_length, put_field};
 
 /// A backend's answer.
@@ -52,17 +53,41 @@ pub(crate) struct WireFields {
     head: Bytes,
     fields: SmallVec<[FieldAt; 8]>,
     added: SmallVec<[(HeaderName, HeaderValue); 2]>,
+    /// What a server asks of every response it writes, noted as the fields are taken in.
+    noted: Noted,
     /// Every field in a map, made when the response is read through a shared reference; dropped
     /// at any change.
     parsed: OnceLock<HeaderMap>,
 }
 
+/// The wire fields a server asks about to frame and date every response: noted once, rather
+/// than looked for among the fields each time.
+#[derive(Clone, Copy, Debug, Default)]
+struct Noted {
+    /// The `Content-Length` field: `Some(None)` when its value is not a length.
+    content_length: Option<Option<u64>>,
+    /// Whether a `Date` field came.
+    date: bool,
+}
+
 impl WireFields {
+    /// The `fields` of `head`: end-to-end fields only (the codec keeps a head with any other
+    /// as a map), with at most one `Content-Length`.
     pub(crate) fn new(head: Bytes, fields: SmallVec<[FieldAt; 8]>) -> Self {
+        let mut noted = Noted::default();
+        for field in &fields {
+            let name = &head[field.name_range()];
+            if name.eq_ignore_ascii_case(CONTENT_LENGTH.as_str().as_bytes()) {
+                noted.content_length = Some(parse_length(&head[field.value_range()]));
+            } else if name.eq_ignore_ascii_case(DATE.as_str().as_bytes()) {
+                noted.date = true;
+            }
+        }
         Self {
             head,
             fields,
             added: SmallVec::new(),
+            noted,
             parsed: OnceLock::new(),
         }
     }
@@ -84,7 +109,17 @@ impl WireFields {
     }
 
     fn has(&self, name: &HeaderName) -> bool {
-        self.find(name.as_str().as_bytes()).is_some() || self.added.iter().any(|(n, _)| n == name)
+        let came = if name == CONTENT_LENGTH {
+            self.noted.content_length.is_some()
+        } else if name == DATE {
+            self.noted.date
+        } else if hop_by_hop::NAMES.contains(name) {
+            // The wire fields are end-to-end.
+            false
+        } else {
+            self.find(name.as_str().as_bytes()).is_some()
+        };
+        came || self.added.iter().any(|(n, _)| n == name)
     }
 
     fn remove(&mut self, name: &HeaderName) {
@@ -96,6 +131,11 @@ impl WireFields {
         self.fields
             .retain(|f| !head[f.name_range()].eq_ignore_ascii_case(name_bytes));
         self.added.retain(|(n, _)| n != name);
+        if name == CONTENT_LENGTH {
+            self.noted.content_length = None;
+        } else if name == DATE {
+            self.noted.date = false;
+        }
         self.parsed.take();
     }
 
@@ -265,8 +305,8 @@ impl GatewayResponse {
             let value = self.parts.headers.get(CONTENT_LENGTH)?;
             return Some(parse_length(value.as_bytes()));
         };
-        if let Some(field) = wire.find(CONTENT_LENGTH.as_str().as_bytes()) {
-            return Some(parse_length(&wire.head[field.value_range()]));
+        if let Some(length) = wire.noted.content_length {
+            return Some(length);
         }
         let (_, value) = wire.added.iter().find(|(n, _)| n == CONTENT_LENGTH)?;
         Some(parse_length(value.as_bytes()))
@@ -417,6 +457,23 @@ mod tests {
         );
         let http = response.into_http();
         assert_eq!(http.headers().len(), 4);
+    }
+
+    #[test]
+    fn the_noted_fields_follow_their_removal() {
+        let mut response =
+            wire_response("HTTP/1.1 200 OK\r\nDATE: today\r\nContent-Length: 2\r\nVia: x\r\n\r\n");
+        assert!(response.has_header(&DATE));
+        assert!(response.has_header(&CONTENT_LENGTH));
+        assert!(!response.has_header(&http::header::TRANSFER_ENCODING));
+        response.remove_header(&DATE);
+        response.remove_header(&CONTENT_LENGTH);
+        assert!(!response.has_header(&DATE));
+        assert_eq!(response.content_length(), None);
+        assert_eq!(encoded(&response), "Via: x\r\n");
+        response.insert_header(DATE, HeaderValue::from_static("now"));
+        assert!(response.has_header(&DATE));
+        assert_eq!(encoded(&response), "Via: x\r\ndate: now\r\n");
     }
 
     #[test]
