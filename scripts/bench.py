@@ -7,7 +7,7 @@ connections, and a 16 KiB GET over 32. For every run `wrk -t1 --latency` drives 
 a short warm-up; the proxy's CPU time (utime+stime of the process and its children, from /proc)
 is divided by the requests served, and its RSS is read halfway through. Accord is measured on a
 plain route, a route with an SLO, and a route with an SLO and one Wasm plugin (noop). Medians
-over the rounds, the ratios to nginx and the peak RSS are printed and written as JSON
+over the rounds, the ratios to nginx and the peak RSS (with its allocated part) are printed and written as JSON
 (target/bench/e2e.json) so that commits can be compared.
 """
 import argparse, json, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
@@ -94,29 +94,34 @@ def stop(procs, work):
 
 
 def rss_mib(pid):
-    """Resident memory of pid and its descendants (nginx's workers), in MiB."""
-    total, pids = 0, [pid]
+    """Resident memory of pid and its descendants (nginx's workers), in MiB: all of it, and the
+    anonymous part (what the process allocated; the rest is the pages of its binary and
+    libraries that it touched, code mostly)."""
+    total = anonymous = 0
+    pids = [pid]
     while pids:
         p = pids.pop()
         try:
-            with open(f"/proc/{p}/status") as f:
-                total += int(re.search(r"^VmRSS:\s+(\d+) kB", f.read(), re.M).group(1))
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                rollup = f.read()
+            total += int(re.search(r"^Rss:\s+(\d+) kB", rollup, re.M).group(1))
+            anonymous += int(re.search(r"^Anonymous:\s+(\d+) kB", rollup, re.M).group(1))
             for task in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{task}/children") as f:
                     pids.extend(int(c) for c in f.read().split())
         except (FileNotFoundError, AttributeError):
             pass
-    return total / 1024
+    return total / 1024, anonymous / 1024
 
 
 def wrk(url, duration, connections, pid=None):
     """Runs wrk; with pid, samples that process's RSS halfway through."""
     run = subprocess.Popen(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url],
                            stdout=subprocess.PIPE, text=True)
-    rss = None
+    rss = anonymous = None
     if pid:
         time.sleep(duration / 2)
-        rss = rss_mib(pid)
+        rss, anonymous = rss_mib(pid)
     out, _ = run.communicate()
     if run.returncode != 0:
         sys.exit(f"wrk failed on {url}")
@@ -132,6 +137,7 @@ def wrk(url, duration, connections, pid=None):
     return {
         "requests": requests,
         "rss_mib": rss,
+        "anonymous_mib": anonymous,
         "non_2xx": int(errors.group(1)) if errors else 0,
         "socket_errors": socket_errors.group(1) if socket_errors else "",
         "p50_us": pct(50),
@@ -301,7 +307,7 @@ def main():
                     runs[(w, name)].append(result)
                     print(f"round {round_no} {w:10} {name:18} {result['rps']:>8.0f} req/s  p50 {result['p50_us']:>6.0f} µs  "
                           f"p99 {result['p99_us']:>6.0f} µs  {result['cpu_us_per_request']:6.2f} µs CPU/req  "
-                          f"RSS {result['rss_mib']:.1f} MiB"
+                          f"RSS {result['rss_mib']:.1f} MiB ({result['anonymous_mib']:.1f} allocated)"
                           + (f"  non-2xx {result['non_2xx']}" if result["non_2xx"] else ""), flush=True)
         runs = {k: v for k, v in runs.items() if v}
 
@@ -313,6 +319,7 @@ def main():
                 "p50_us": statistics.median(r["p50_us"] for r in results),
                 "p99_us": statistics.median(r["p99_us"] for r in results),
                 "rss_mib_max": max(r["rss_mib"] for r in results),
+                "anonymous_mib_max": max(r["anonymous_mib"] for r in results),
             }
         ratios = {}
         for w, by_proxy in summary.items():
@@ -346,6 +353,8 @@ def main():
             print(f"  {w:12}" + "".join(f"{c:>20}" for c in cells))
         rss = {n: max((by_proxy[n]["rss_mib_max"] for by_proxy in summary.values() if n in by_proxy), default=0) for n in names}
         print(f"  {'RSS (MiB)':12}" + "".join(f"{rss[n]:>20.1f}" for n in names))
+        anonymous = {n: max((by_proxy[n]["anonymous_mib_max"] for by_proxy in summary.values() if n in by_proxy), default=0) for n in names}
+        print(f"  {'allocated':12}" + "".join(f"{anonymous[n]:>20.1f}" for n in names))
         for key, value in ratios.items():
             print(f"  {key}: {value:.3f}x")
         print(f"written to {args.out}")
