@@ -407,13 +407,9 @@ async fn a_plugin_built_against_0_1_0_still_loads_and_sees_what_0_1_0_promised()
 async fn plugins_compile_in_a_child_process_and_here_when_it_cannot_run() {
     use accord_policies::plugin::Compiler;
     let bytes = std::fs::read(component("noop")).unwrap();
-    let with = |compiler: Compiler| {
-        Arc::new(
-            PluginEngine::new(4, 16 << 20)
-                .unwrap()
-                .with_compiler(compiler),
-        )
-    };
+    // An engine that compiles in a child has no compiler of its own.
+    let with =
+        |compiler: Compiler| Arc::new(PluginEngine::compiling_with(4, 16 << 20, compiler).unwrap());
 
     let child = with(Compiler::Child(accord_tests::accord_binary()));
     assert_eq!(

@@ -203,6 +203,18 @@ pub(super) fn compile_in_child(
         .map_err(|e| ChildCompile::Unavailable(format!("its artifact does not load: {e:#}")))
 }
 
+/// Loads an artifact this process compiled just now with [`compile_artifact`](super::compile_artifact)
+/// for an engine alike (when the compiler child is unavailable and the engine has no compiler).
+#[allow(unsafe_code)]
+pub(super) fn load_compiled_here(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Component> {
+    // SAFETY: `deserialize` runs the artifact's machine code, so the bytes must be what
+    // wasmtime produced with `Component::serialize` for a compatible engine. They are: this
+    // process compiled them a moment ago, in memory, with the engine configuration this
+    // engine has (the same limits), and wasmtime verifies the artifact's header against the
+    // engine before using it.
+    unsafe { Component::deserialize(engine, artifact) }
+}
+
 /// Writes an artifact atomically: a temporary file in the same directory, then a rename.
 fn store(component: &Component, file: &Path) -> std::io::Result<()> {
     let bytes = component.serialize().map_err(std::io::Error::other)?;
