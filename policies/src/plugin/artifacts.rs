@@ -157,7 +157,6 @@ pub(super) enum ChildCompile {
 /// Compiles `wasm` in a child process, `program` run with `args` (the engine's compiler
 /// child: `accord compile-plugin` for an engine alike), which reads the component on its
 /// standard input and writes the artifact on its standard output; loads the artifact.
-#[allow(unsafe_code)]
 pub(super) fn compile_in_child(
     program: &Path,
     args: &[String],
@@ -192,26 +191,22 @@ pub(super) fn compile_in_child(
             )),
         });
     }
-    // SAFETY: `deserialize` runs the artifact's machine code, so the bytes must be what
-    // wasmtime produced with `Component::serialize` for a compatible engine. They are: the
-    // child is this gateway's own program (`/proc/self/exe`: the same binary even if the file
-    // was replaced since), which compiled them with the engine configuration this engine has
-    // (the engine passes its limits in `args`), and wasmtime verifies the artifact's header
-    // against the engine before using it. They come over a pipe from that child, never from a
-    // file someone else could write.
-    unsafe { Component::deserialize(engine, &output.stdout) }
+    load_own_artifact(engine, &output.stdout)
         .map_err(|e| ChildCompile::Unavailable(format!("its artifact does not load: {e:#}")))
 }
 
-/// Loads an artifact this process compiled just now with [`compile_artifact`](super::compile_artifact)
-/// for an engine alike (when the compiler child is unavailable and the engine has no compiler).
+/// Loads an artifact that this gateway's own program compiled, for an engine made for the same
+/// limits: in its compiler child ([`compile_in_child`]), or in this process when the child
+/// cannot run and the engine has no compiler.
 #[allow(unsafe_code)]
-pub(super) fn load_compiled_here(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Component> {
+pub(super) fn load_own_artifact(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Component> {
     // SAFETY: `deserialize` runs the artifact's machine code, so the bytes must be what
     // wasmtime produced with `Component::serialize` for a compatible engine. They are: this
-    // process compiled them a moment ago, in memory, with the engine configuration this
-    // engine has (the same limits), and wasmtime verifies the artifact's header against the
-    // engine before using it.
+    // program compiled them, in this process or in its child (`/proc/self/exe`: the same binary
+    // even if the file was replaced since), with the engine configuration this engine has (the
+    // engine passes its limits to the child), and wasmtime verifies the artifact's header
+    // against the engine before using it. They come from memory or over the child's pipe,
+    // never from a file someone else could write.
     unsafe { Component::deserialize(engine, artifact) }
 }
 

@@ -208,7 +208,7 @@ impl PluginEngine {
             }
             // This engine has no compiler: one made for the same limits compiles here.
             let artifact = compile_artifact(self.limits, bytes).map_err(wasmtime::Error::msg)?;
-            let component = artifacts::load_compiled_here(&self.engine, &artifact)?;
+            let component = artifacts::load_own_artifact(&self.engine, &artifact)?;
             return Ok((component, ArtifactSource::Compiled));
         }
         Ok((
