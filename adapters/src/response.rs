@@ -60,29 +60,21 @@ pub(crate) struct WireFields {
     parsed: OnceLock<HeaderMap>,
 }
 
-/// The wire fields a server asks about to frame and date every response: noted once, rather
-/// than looked for among the fields each time.
+/// The wire fields a server asks about to frame and date every response: noted by the codec as
+/// it reads the fields, rather than looked for among them each time.
 #[derive(Clone, Copy, Debug, Default)]
-struct Noted {
+pub(crate) struct Noted {
     /// The `Content-Length` field: `Some(None)` when its value is not a length.
-    content_length: Option<Option<u64>>,
+    pub(crate) content_length: Option<Option<u64>>,
     /// Whether a `Date` field came.
-    date: bool,
+    pub(crate) date: bool,
 }
 
 impl WireFields {
     /// The `fields` of `head`: end-to-end fields only (the codec keeps a head with any other
-    /// as a map), with at most one `Content-Length`.
-    pub(crate) fn new(head: Bytes, fields: SmallVec<[FieldAt; 8]>) -> Self {
-        let mut noted = Noted::default();
-        for field in &fields {
-            let name = &head[field.name_range()];
-            if name.eq_ignore_ascii_case(CONTENT_LENGTH.as_str().as_bytes()) {
-                noted.content_length = Some(parse_length(&head[field.value_range()]));
-            } else if name.eq_ignore_ascii_case(DATE.as_str().as_bytes()) {
-                noted.date = true;
-            }
-        }
+    /// as a map), with at most one `Content-Length`; `noted` is what they say of it and of
+    /// `Date`.
+    pub(crate) fn new(head: Bytes, fields: SmallVec<[FieldAt; 8]>, noted: Noted) -> Self {
         Self {
             head,
             fields,
@@ -399,10 +391,21 @@ mod tests {
             .iter()
             .map(|h| FieldAt::of(h, head.as_ptr()))
             .collect();
+        let noted = Noted {
+            content_length: parsed
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .map(|h| parse_length(h.value)),
+            date: parsed
+                .headers
+                .iter()
+                .any(|h| h.name.eq_ignore_ascii_case("date")),
+        };
         GatewayResponse::from_head(
             StatusCode::OK,
             Version::HTTP_11,
-            UpstreamFields::Wire(Box::new(WireFields::new(head.clone(), fields))),
+            UpstreamFields::Wire(Box::new(WireFields::new(head.clone(), fields, noted))),
             empty_body(),
         )
     }

@@ -43,7 +43,7 @@ use super::wire::{
 use crate::backend::GatewayRequest;
 use crate::body::{RequestBody, full_body, response_body};
 use crate::error::BoxError;
-use crate::response::{GatewayResponse, UpstreamFields, WireFields};
+use crate::response::{GatewayResponse, Noted, UpstreamFields, WireFields};
 
 /// The largest response head accepted (status line and header fields).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -375,6 +375,7 @@ impl Connection {
         let (mut transfer_encoding, mut chunked) = (false, false);
         let mut length: Option<Option<u64>> = None;
         let mut lengths = 0;
+        let mut date = false;
         let mut end_to_end = code != 101;
         let mut kept: SmallVec<[FieldAt; 8]> = SmallVec::with_capacity(count);
         for field in &fields {
@@ -382,6 +383,11 @@ impl Connection {
             if name.len() == 14 && name.eq_ignore_ascii_case(b"content-length") {
                 length = Some(merge_lengths(length, value));
                 lengths += 1;
+                kept.push(*field);
+                continue;
+            }
+            if name.len() == 4 && name.eq_ignore_ascii_case(b"date") {
+                date = true;
                 kept.push(*field);
                 continue;
             }
@@ -449,7 +455,11 @@ impl Connection {
         }
 
         let fields = if end_to_end && lengths <= 1 {
-            UpstreamFields::Wire(Box::new(WireFields::new(head, kept)))
+            let noted = Noted {
+                content_length: length,
+                date,
+            };
+            UpstreamFields::Wire(Box::new(WireFields::new(head, kept, noted)))
         } else {
             // Room for the response's `x-request-id`, so that adding it does not grow the map.
             let mut headers = HeaderMap::with_capacity(kept.len() + 1);
@@ -866,6 +876,23 @@ mod tests {
         .await;
         assert_eq!((status, body.unwrap().0), (200, Bytes::new()));
         assert_eq!(kept.count(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_fields_a_server_asks_about_are_noted_as_they_are_read() {
+        let (_, head) =
+            head_of("HTTP/1.1 200 OK\r\nServer: up\r\nDate: today\r\nContent-Length: 2\r\n\r\nok")
+                .await;
+        let mut response = head.unwrap().into_response(crate::body::empty_body());
+        // Kept as the upstream sent them, not in a map.
+        assert!(response.parsed_headers_mut().is_none());
+        assert_eq!(response.content_length(), Some(Some(2)));
+        assert!(response.has_header(&http::header::DATE));
+        assert!(!response.has_header(&http::header::TRANSFER_ENCODING));
+        let (_, head) = head_of("HTTP/1.1 204 No Content\r\nServer: up\r\n\r\n").await;
+        let response = head.unwrap().into_response(crate::body::empty_body());
+        assert_eq!(response.content_length(), None);
+        assert!(!response.has_header(&http::header::DATE));
     }
 
     #[tokio::test]
