@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use accord_policies::Class;
 use accord_policies::plugin::{
-    CallContext, Isolation, OnError, OutcomeClass, PluginEngine, PluginSpec, RequestHead,
+    CallContext, Isolation, OnError, OutcomeClass, PluginEngine, PluginSpec, RequestFacts,
     ResponseHead, SlaState,
 };
 use accord_policies::sla::{Clock, Enforcement, Objective, SlaEngine};
@@ -57,13 +57,13 @@ fn calls(c: &mut Criterion) {
         .unwrap_or_else(|e| panic!("{e}"))
         .into_parts();
     let parts = Arc::new(parts);
-    let head = RequestHead {
-        route: "r".into(),
-        method: "GET".into(),
-        path: "/bench".into(),
+    let facts = RequestFacts {
+        route: Arc::from("r"),
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
         content_length: None,
-        request_id: "bench".into(),
-        client_ip: "127.0.0.1".into(),
+        request_id: http::HeaderValue::from_static("bench"),
+        client_ip: http::HeaderValue::from_static("127.0.0.1"),
     };
     let c_plugin = accord_tests::plugins::c_component("budget-gate");
     for (name, file, config) in [
@@ -102,12 +102,13 @@ fn calls(c: &mut Criterion) {
         c.bench_function(&format!("plugin on-request: {name}"), |b| {
             b.iter(|| {
                 let call = CallContext {
+                    facts: facts.clone(),
                     request: Some(parts.clone()),
                     sla: Some(SlaState::Live(route.clone())),
                     backends: Arc::from([Arc::from("a"), Arc::from("b")]),
                     ..CallContext::default()
                 };
-                let (decision, _) = runtime.block_on(plugin.on_request(&head, call));
+                let (decision, _) = runtime.block_on(plugin.on_request(call));
                 std::hint::black_box(decision.is_ok())
             })
         });

@@ -51,6 +51,13 @@ pub fn c_component_v0_1(name: &str) -> PathBuf {
     c_component_against(name, "wit-0.1.0")
 }
 
+/// The same C plugin built against the frozen `accord:policy@0.2.0` WIT
+/// (`wasm-plugins/wit-0.2.0`): a plugin from before 0.2.1, whose imports of `@0.2.0` the
+/// gateway's `@0.2.1` must serve.
+pub fn c_component_v0_2(name: &str) -> PathBuf {
+    c_component_against(name, "wit-0.2.0")
+}
+
 fn c_component_against(name: &str, wit: &str) -> PathBuf {
     static BUILT: Mutex<Vec<(String, Result<PathBuf, String>)>> = Mutex::new(Vec::new());
     built_once(&BUILT, &format!("{wit}/{name}"), || build_c(name, wit))

@@ -12,9 +12,9 @@ async fn check_lists_imports_and_exports_and_runs_configure() {
         .await
         .unwrap();
     for line in [
-        "accord:policy/sla@0.2.0",
-        "accord:policy/request@0.2.0",
-        "ok: a valid accord:policy@0.2.0 (request-policy) plugin",
+        "accord:policy/sla@0.2.1",
+        "accord:policy/request@0.2.1",
+        "ok: a valid accord:policy@0.2.x lazy-request-policy plugin",
         "on-request",
         "configure: ok",
         "canary on-request: ok",
@@ -27,7 +27,7 @@ async fn check_lists_imports_and_exports_and_runs_configure() {
         .await
         .unwrap();
     assert!(
-        judging.contains("ok: a valid accord:policy@0.2.0 plugin")
+        judging.contains("ok: a valid accord:policy@0.2.x lazy-policy plugin")
             && judging.contains("  on-response"),
         "{judging}"
     );
@@ -251,4 +251,18 @@ async fn the_clock_interface_reads_the_scripted_time() {
     .unwrap();
     let outcome = plugin::test(&component("misbehave"), &cases).await.unwrap();
     assert_eq!(outcome.failed, 0, "{}", outcome.report);
+}
+
+#[tokio::test]
+#[ignore = "builds the C plugin with clang and wasi-libc: run ./scripts/test.sh"]
+async fn check_links_a_plugin_built_against_0_2_0_to_the_0_2_1_host() {
+    let file = accord_tests::plugins::c_component_v0_2("budget-gate");
+    let report = plugin::check(&file, None).await.unwrap();
+    for line in [
+        "accord:policy/sla@0.2.0",
+        "ok: a valid accord:policy@0.2.x policy plugin",
+        "canary on-request: ok",
+    ] {
+        assert!(report.contains(line), "{line} missing from:\n{report}");
+    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use accord_policies::plugin::{
     ArtifactSource, CallContext, CallResult, Decision, Isolation, OnError, Plugin, PluginEngine,
-    PluginError, PluginSpec, RequestHead,
+    PluginError, PluginSpec, RequestFacts,
 };
 use accord_tests::plugins::component;
 
@@ -49,20 +49,25 @@ async fn ask_with(
     }
     let (parts, ()) = builder.body(()).unwrap().into_parts();
     let call = CallContext {
+        facts: facts(&parts),
         request: Some(Arc::new(parts)),
         backends: Arc::from([Arc::from("a"), Arc::from("b")]),
         sla,
         ..CallContext::default()
     };
-    let head = RequestHead {
-        route: "r".into(),
-        method: "GET".into(),
-        path: "/".into(),
-        content_length: None,
-        request_id: "test".into(),
-        client_ip: "127.0.0.1".into(),
-    };
-    plugin.on_request(&head, call).await.0
+    plugin.on_request(call).await.0
+}
+
+/// The head's fields of a request on route `r`, as the gateway gives them.
+fn facts(parts: &http::request::Parts) -> RequestFacts {
+    RequestFacts {
+        route: Arc::from("r"),
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        content_length: Some(5),
+        request_id: http::HeaderValue::from_static("test-id"),
+        client_ip: http::HeaderValue::from_static("203.0.113.7"),
+    }
 }
 
 /// The test plugin that misbehaves as its request's `x-misbehave` says, pooled.
@@ -118,15 +123,15 @@ async fn a_request_policy_plugin_is_not_called_for_responses() {
     };
     // `noop` is exported with `export_request_plugin!`: it has no `on-response`.
     let noop = load("noop", spec("noop", Isolation::Pooled)).await.unwrap();
-    assert_eq!(noop.version(), WorldVersion::RequestOnly);
+    assert_eq!(noop.version(), WorldVersion::LazyRequestPolicy);
     assert!(!noop.judges_responses());
     assert!(matches!(ask(&noop, None).await.unwrap(), Decision::Allow));
     let (verdict, _) = noop.on_response(&head, CallContext::default()).await;
     assert!(matches!(verdict, Ok(Verdict::Keep)));
     assert_eq!(noop.stats().calls.load(Relaxed), 1, "on-request only");
-    // A `policy` plugin is called for both.
+    // A `lazy-policy` plugin is called for both.
     let misbehave = misbehave().await;
-    assert_eq!(misbehave.version(), WorldVersion::Current);
+    assert_eq!(misbehave.version(), WorldVersion::LazyPolicy);
     assert!(misbehave.judges_responses());
     ask(&misbehave, None).await.unwrap();
     let (verdict, _) = misbehave.on_response(&head, CallContext::default()).await;
@@ -343,12 +348,13 @@ async fn a_plugin_written_in_c_loads_and_refuses_a_bad_configuration() {
 
 #[tokio::test]
 #[ignore = "builds the C plugin with clang and wasi-libc: run ./scripts/test.sh"]
-async fn a_plugin_built_against_0_1_0_still_loads_and_sees_what_0_1_0_promised() {
+async fn plugins_built_against_0_1_0_and_0_2_0_still_load_and_see_what_they_were_promised() {
     use accord_policies::plugin::{
         Indicator, RouteSnapshot, ScriptedSla, SlaState, WindowStats, WorldVersion,
     };
     let engine = engine();
     let old = accord_tests::plugins::c_component_v0_1("budget-gate");
+    let v0_2 = accord_tests::plugins::c_component_v0_2("budget-gate");
     let current = accord_tests::plugins::c_component("budget-gate");
     let exhausted = || {
         let window = |name: &str| WindowStats {
@@ -385,7 +391,11 @@ async fn a_plugin_built_against_0_1_0_still_loads_and_sees_what_0_1_0_promised()
             backends: Vec::new(),
         }))
     };
-    for (file, version) in [(old, WorldVersion::V0_1), (current, WorldVersion::Current)] {
+    for (file, version) in [
+        (old, WorldVersion::V0_1),
+        (v0_2, WorldVersion::Policy),
+        (current, WorldVersion::Policy),
+    ] {
         let plugin = engine
             .load(&file, spec("budget-gate", Isolation::Pooled))
             .await
@@ -453,4 +463,43 @@ async fn runs_noop(engine: &Arc<PluginEngine>, bytes: &[u8]) -> ArtifactSource {
         .unwrap();
     assert!(matches!(ask(&plugin, None).await, Ok(Decision::Allow)));
     source
+}
+
+#[tokio::test]
+#[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
+async fn a_lazy_plugin_reads_the_request_head_it_asks_for_in_both_calls() {
+    use accord_policies::plugin::{OutcomeClass, ResponseHead, Verdict};
+    let plugin = misbehave().await;
+    let (parts, ()) = http::Request::post("/orders/7?full=1")
+        .header("x-misbehave", "head")
+        .body(())
+        .unwrap()
+        .into_parts();
+    let call = CallContext {
+        facts: facts(&parts),
+        request: Some(Arc::new(parts)),
+        ..CallContext::default()
+    };
+    let (decision, call) = plugin.on_request(call).await;
+    let fields = "r POST /orders/7 Some(5) test-id 203.0.113.7";
+    assert!(
+        matches!(&decision, Ok(Decision::Reject(r)) if r.status == 400 && r.reason == fields),
+        "{decision:?}"
+    );
+    // In on-response, the request's head is no longer lent; its fields still are.
+    let head = ResponseHead {
+        status: 200,
+        backend: Some("a".into()),
+        latency_ms: 1.0,
+        class: OutcomeClass::Good,
+    };
+    let call = CallContext {
+        request: None,
+        ..call
+    };
+    let (verdict, _) = plugin.on_response(&head, call).await;
+    assert!(
+        matches!(&verdict, Ok(Verdict::Bad(reason)) if reason == fields),
+        "{verdict:?}"
+    );
 }

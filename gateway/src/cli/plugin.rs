@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use accord_policies::plugin::{
     BackendStats, CallContext, Decision, HeaderEdit, Indicator, Isolation, OnError, Plugin,
-    PluginEngine, PluginSpec, RequestHead, ResponseHead, RouteSnapshot, ScriptedSla, SlaState,
+    PluginEngine, PluginSpec, RequestFacts, ResponseHead, RouteSnapshot, ScriptedSla, SlaState,
     Verdict, WindowStats,
 };
 use serde::Deserialize;
@@ -158,13 +158,11 @@ async fn time_calls(
     plugin: &accord_policies::plugin::Plugin,
     n: usize,
 ) -> Vec<std::time::Duration> {
-    let head = RequestHead {
-        route: "(check)".into(),
-        method: "GET".into(),
-        path: "/".into(),
-        content_length: None,
-        request_id: "check".into(),
-        client_ip: "127.0.0.1".into(),
+    let facts = RequestFacts {
+        route: Arc::from("(check)"),
+        request_id: http::HeaderValue::from_static("check"),
+        client_ip: http::HeaderValue::from_static("127.0.0.1"),
+        ..RequestFacts::default()
     };
     let (request, ()) = http::Request::get("/")
         .body(())
@@ -175,10 +173,11 @@ async fn time_calls(
     for _ in 0..n {
         let started = tokio::time::Instant::now();
         let call = CallContext {
+            facts: facts.clone(),
             request: Some(request.clone()),
             ..CallContext::default()
         };
-        let _ = plugin.on_request(&head, call).await;
+        let _ = plugin.on_request(call).await;
         times.push(started.elapsed());
     }
     times
@@ -602,19 +601,31 @@ async fn run_case(plugin: &Plugin, route: &CaseRoute, case: &Case) -> Vec<String
             .collect()
     };
     let scripted = scripted_sla(route, case, &backends);
-    let head = RequestHead {
-        route: route.id.clone(),
-        method: case.request.method.clone(),
-        path: case.request.path.clone(),
+    let value = |field: &str, text: &str| {
+        http::HeaderValue::from_str(text)
+            .map_err(|_| format!("request.{field}: {text:?} is not valid as a header value"))
+    };
+    let (request_id, client_ip) = match (
+        value("request_id", &case.request.request_id),
+        value("client_ip", &case.request.client_ip),
+    ) {
+        (Ok(id), Ok(ip)) => (id, ip),
+        (Err(e), _) | (_, Err(e)) => return vec![e],
+    };
+    let facts = RequestFacts {
+        route: Arc::from(route.id.as_str()),
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
         content_length: parts
             .headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok()),
-        request_id: case.request.request_id.clone(),
-        client_ip: case.request.client_ip.clone(),
+        request_id,
+        client_ip,
     };
     let call = CallContext {
+        facts,
         request: Some(parts.clone()),
         request_body: case
             .request
@@ -625,7 +636,7 @@ async fn run_case(plugin: &Plugin, route: &CaseRoute, case: &Case) -> Vec<String
         backends: backends.into(),
         ..CallContext::default()
     };
-    let (decision, mut call) = plugin.on_request(&head, call).await;
+    let (decision, mut call) = plugin.on_request(call).await;
     let decision = match decision {
         Ok(decision) => decision,
         Err(e) => return vec![format!("on-request failed: {e}")],

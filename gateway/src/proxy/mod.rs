@@ -166,12 +166,12 @@ where
         } else {
             (ClientBody::Unread(body), None)
         };
-        let facts = plugins::RequestFacts {
+        let inputs = plugins::RequestInputs {
             content_length,
             body: plugin_body,
             client_ip: &conn.client_ip,
         };
-        let allowed = match plugins::on_request(route, &mut parts, facts, &mut record).await {
+        let allowed = match plugins::on_request(route, &mut parts, inputs, &mut record).await {
             ControlFlow::Continue(allowed) => allowed,
             ControlFlow::Break(refusal) => return record.finish_with(refusal),
         };

@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use accord_adapters::body::{empty_body, response_body};
 use accord_adapters::{BackendErrorKind, BoxError, GatewayResponse, ResponseBody};
 use accord_policies::plugin::{
-    CallContext, Decision, HeaderEdit, OnError, Rejection, RequestHead, ResponseHead, SlaState,
+    CallContext, Decision, HeaderEdit, OnError, Rejection, RequestFacts, ResponseHead, SlaState,
     Verdict,
 };
 use accord_policies::{Class, classify};
@@ -39,8 +39,8 @@ pub(super) struct Allowed {
     pub(super) call: CallContext,
 }
 
-/// What the request plugins see besides the head.
-pub(super) struct RequestFacts<'a> {
+/// What the request plugins are given besides the head.
+pub(super) struct RequestInputs<'a> {
     /// The body the client declared.
     pub(super) content_length: Option<u64>,
     /// The body, when the route reads it for its plugins and it fit.
@@ -58,28 +58,29 @@ pub(super) struct RequestFacts<'a> {
 pub(super) async fn on_request(
     route: &LiveRoute,
     parts: &mut Parts,
-    facts: RequestFacts<'_>,
+    inputs: RequestInputs<'_>,
     record: &mut Record,
 ) -> ControlFlow<GatewayResponse, Option<Box<Allowed>>> {
     if route.plugins().is_empty() {
         return ControlFlow::Continue(None);
     }
-    Box::pin(call_on_request(route, parts, facts, record)).await
+    Box::pin(call_on_request(route, parts, inputs, record)).await
 }
 
 async fn call_on_request(
     route: &LiveRoute,
     parts: &mut Parts,
-    facts: RequestFacts<'_>,
+    inputs: RequestInputs<'_>,
     record: &mut Record,
 ) -> ControlFlow<GatewayResponse, Option<Box<Allowed>>> {
-    let head = RequestHead {
-        route: String::from(&**route.id()),
-        method: parts.method.as_str().to_owned(),
-        path: parts.uri.path().to_owned(),
-        content_length: facts.content_length,
-        request_id: record.request_id().to_owned(),
-        client_ip: facts.client_ip.to_str().unwrap_or_default().to_owned(),
+    // Shared, not copied: a plugin reads only the fields it asks for.
+    let facts = RequestFacts {
+        route: route.id().clone(),
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        content_length: inputs.content_length,
+        request_id: record.request_id_header().clone(),
+        client_ip: inputs.client_ip.clone(),
     };
     // The request head is lent to the plugins for the calls, not copied.
     let mut lent = Arc::new(std::mem::replace(
@@ -87,8 +88,9 @@ async fn call_on_request(
         http::Request::new(()).into_parts().0,
     ));
     let mut call = CallContext {
+        facts,
         request: Some(lent.clone()),
-        request_body: facts.body,
+        request_body: inputs.body,
         sla: route.sla().cloned().map(SlaState::Live),
         backends: route.backend_ids().clone(),
         ..CallContext::default()
@@ -97,7 +99,7 @@ async fn call_on_request(
     let mut refusal = None;
     let mut decisions = Vec::new();
     for plugin in route.plugins() {
-        let (result, returned) = plugin.on_request(&head, call).await;
+        let (result, returned) = plugin.on_request(call).await;
         call = returned;
         if result.is_err() {
             call.request_edits.clear();

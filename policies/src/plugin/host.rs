@@ -18,10 +18,64 @@ use crate::sla::objective::Indicator;
 
 // === Host state and imports ===
 
+/// What the gateway knows of a request besides its headers: the fields of its head that
+/// `request.route()`, `request.path()` and the like return, and that a plugin of an eager world
+/// (`policy`, `request-policy`, 0.1.0) gets whole as its `request-head`. Every value is shared,
+/// not copied: a plugin that reads none of them costs no copy.
+#[derive(Debug, Clone)]
+pub struct RequestFacts {
+    /// The route the request matched.
+    pub route: Arc<str>,
+    /// Its method.
+    pub method: http::Method,
+    /// Its target as the client sent it (the path is read from it).
+    pub uri: http::Uri,
+    /// The `Content-Length` the client declared.
+    pub content_length: Option<u64>,
+    /// The request's `x-request-id`.
+    pub request_id: HeaderValue,
+    /// The address of the peer that connected, as text.
+    pub client_ip: HeaderValue,
+}
+
+impl Default for RequestFacts {
+    /// A `GET /` on no route, with no id and no address.
+    fn default() -> Self {
+        Self {
+            route: Arc::from(""),
+            method: http::Method::GET,
+            uri: http::Uri::from_static("/"),
+            content_length: None,
+            request_id: HeaderValue::from_static(""),
+            client_ip: HeaderValue::from_static(""),
+        }
+    }
+}
+
+impl RequestFacts {
+    /// The head an eager world's `on-request` takes.
+    pub(super) fn head(&self) -> wit::RequestHead {
+        wit::RequestHead {
+            route: self.route.to_string(),
+            method: self.method.as_str().to_owned(),
+            path: self.uri.path().to_owned(),
+            content_length: self.content_length,
+            request_id: text(&self.request_id),
+            client_ip: text(&self.client_ip),
+        }
+    }
+}
+
+fn text(value: &HeaderValue) -> String {
+    value.to_str().unwrap_or_default().to_owned()
+}
+
 /// The request and route a call is about.
 #[derive(Default)]
 pub struct CallContext {
-    /// The request head, lent for the call.
+    /// The request's head fields, in both calls.
+    pub facts: RequestFacts,
+    /// The request head, lent for `on-request`.
     pub request: Option<Arc<http::request::Parts>>,
     /// The response head, in `on-response`.
     pub response_headers: Option<Arc<http::HeaderMap>>,
@@ -267,6 +321,30 @@ fn readable(body: Option<&bytes::Bytes>, limit: usize) -> Option<Vec<u8>> {
 }
 
 impl bindings::accord::policy::request::Host for HostState {
+    fn route(&mut self) -> String {
+        self.call.facts.route.to_string()
+    }
+
+    fn method(&mut self) -> String {
+        self.call.facts.method.as_str().to_owned()
+    }
+
+    fn path(&mut self) -> String {
+        self.call.facts.uri.path().to_owned()
+    }
+
+    fn content_length(&mut self) -> Option<u64> {
+        self.call.facts.content_length
+    }
+
+    fn request_id(&mut self) -> String {
+        text(&self.call.facts.request_id)
+    }
+
+    fn client_ip(&mut self) -> String {
+        text(&self.call.facts.client_ip)
+    }
+
     fn header(&mut self, name: String) -> Option<String> {
         first_value(&self.call.request.as_ref()?.headers, &name)
     }

@@ -1,5 +1,6 @@
 //! The WebAssembly plugin host: SLA policy plugins as components of the `accord:policy` world
-//! (`wasm-plugins/wit/policy.wit`, 0.2.0; 0.1.0's plugins keep loading), run on wasmtime.
+//! (`wasm-plugins/wit/policy.wit`, 0.2.1; 0.2.0's and 0.1.0's plugins keep loading), run on
+//! wasmtime.
 //!
 //! * One [`PluginEngine`] per gateway: the component model, the pooling allocator, and epoch
 //!   interruption driven by a 1 ms ticker thread, so every call has a deadline (the thread
@@ -14,7 +15,8 @@
 //!   preopened directories, no sockets, no name lookup, no environment. A component that
 //!   imports anything else fails to load.
 //! * The request is lent to the plugin for the duration of a call (an `Arc` of its head):
-//!   headers are read only when the plugin asks for them.
+//!   headers are read only when the plugin asks for them, and so are the head's fields in the
+//!   lazy worlds ([`RequestFacts`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -35,7 +37,9 @@ mod versions;
 
 pub use artifacts::{ArtifactSource, REFUSED as COMPILE_REFUSED};
 pub use engine::{Compiler, EngineLimits, PluginEngine, compile_artifact, set_compiler};
-pub use host::{CallContext, HeaderEdit, HostState, PluginHistogram, ScriptedSla, SlaState};
+pub use host::{
+    CallContext, HeaderEdit, HostState, PluginHistogram, RequestFacts, ScriptedSla, SlaState,
+};
 pub use versions::WorldVersion;
 
 use epoch::EPOCH_TICK;
@@ -502,19 +506,14 @@ impl Plugin {
         }
     }
 
-    /// Calls `on-request`. The decision is validated against the route's backends.
-    pub async fn on_request(
-        &self,
-        head: &RequestHead,
-        call: CallContext,
-    ) -> (CallResult<Decision>, CallContext) {
+    /// Calls `on-request` about `call` (its `facts` are the request head's fields). The
+    /// decision is validated against the route's backends.
+    pub async fn on_request(&self, call: CallContext) -> (CallResult<Decision>, CallContext) {
         let (result, call) = self
             .run(
                 Hook::OnRequest,
                 call,
-                async |policy: &Guest, store: &mut Store<HostState>| {
-                    policy.on_request(store, head).await
-                },
+                async |policy: &Guest, store: &mut Store<HostState>| policy.on_request(store).await,
             )
             .await;
         let result = result.and_then(|decision| {
@@ -528,7 +527,7 @@ impl Plugin {
                 Decision::Reroute(backend) if !call.backends.iter().any(|b| **b == **backend) => {
                     return Err(self.invalid(format!(
                         "rerouted to {backend:?}, which is not a backend of route {}",
-                        head.route
+                        call.facts.route
                     )));
                 }
                 Decision::Reject(_) => self.stats.rejections.fetch_add(1, Relaxed),
@@ -543,20 +542,18 @@ impl Plugin {
     /// Calls `on-request` once with no request, as a reload does before swapping a new version
     /// in: a plugin that fails this is refused.
     pub async fn canary(&self) -> CallResult<()> {
-        let head = RequestHead {
-            route: "(canary)".into(),
-            method: "GET".into(),
-            path: "/".into(),
-            content_length: None,
-            request_id: "canary".into(),
-            client_ip: "127.0.0.1".into(),
-        };
         // A plain `GET /` with no headers and no SLA state: what the plugin must cope with.
         let (request, ()) = http::Request::get("/")
             .body(())
             .unwrap_or_default()
             .into_parts();
         let call = CallContext {
+            facts: RequestFacts {
+                route: Arc::from("(canary)"),
+                request_id: http::HeaderValue::from_static("canary"),
+                client_ip: http::HeaderValue::from_static("127.0.0.1"),
+                ..RequestFacts::default()
+            },
             request: Some(Arc::new(request)),
             ..CallContext::default()
         };
@@ -564,9 +561,7 @@ impl Plugin {
             .run(
                 Hook::Canary,
                 call,
-                async |policy: &Guest, store: &mut Store<HostState>| {
-                    policy.on_request(store, &head).await
-                },
+                async |policy: &Guest, store: &mut Store<HostState>| policy.on_request(store).await,
             )
             .await;
         result.map(|_| ()).map_err(|e| PluginError::Load {

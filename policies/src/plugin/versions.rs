@@ -1,10 +1,16 @@
-//! The worlds a component may implement: the current `policy` (0.2.0, `wasm-plugins/wit/`), its
-//! `request-policy` (the same without `on-response`), and 0.1.0's `policy`
-//! (`wasm-plugins/wit-0.1.0/`, frozen), whose plugins keep loading. 0.1.0's imports are served by
-//! the current host's functions, its values converted at the boundary. A component's version is
-//! read from what it imports, and `request-policy` from its having no `on-response` export.
+//! The worlds a component may implement, all served by one host:
+//! * 0.2's (`wasm-plugins/wit/`, 0.2.1; 0.2.0's plugins link to it unchanged, wasmtime matching
+//!   an import of `@0.2.0` with the host's `@0.2.1`): `policy`, `request-policy` (the same
+//!   without `on-response`), and their lazy twins `lazy-policy` and `lazy-request-policy`,
+//!   whose `on-request` takes no head (the plugin asks `request` for it);
+//! * 0.1.0's `policy` (`wasm-plugins/wit-0.1.0/`, frozen), whose imports are served by the
+//!   current host's functions, its values converted at the boundary.
+//!
+//! A component's world is read from what it imports (0.1.0's interfaces), from whether it
+//! exports `on-response`, and from whether its `on-request` takes a head.
 
 use wasmtime::Store;
+use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, InstancePre, Linker};
 
 use super::bindings;
@@ -23,73 +29,110 @@ pub(super) mod v0_1 {
 }
 use v0_1::accord::policy as old;
 
-/// 0.2.0's `request-policy` world: only its exports are generated here, its imports and types
-/// being `policy`'s.
+/// The exports of a 0.2 world other than `policy`: its imports and types are `policy`'s.
+macro_rules! exports_of {
+    ($world:tt) => {
+        wasmtime::component::bindgen!({
+            path: "../wasm-plugins/wit",
+            world: $world,
+            exports: { default: async },
+            with: {
+                "accord:policy/types": crate::plugin::bindings::accord::policy::types,
+                "accord:policy/request": crate::plugin::bindings::accord::policy::request,
+                "accord:policy/response": crate::plugin::bindings::accord::policy::response,
+                "accord:policy/locals": crate::plugin::bindings::accord::policy::locals,
+                "accord:policy/state": crate::plugin::bindings::accord::policy::state,
+                "accord:policy/sla": crate::plugin::bindings::accord::policy::sla,
+                "accord:policy/rate": crate::plugin::bindings::accord::policy::rate,
+                "accord:policy/cluster-rate": crate::plugin::bindings::accord::policy::cluster_rate,
+                "accord:policy/clock": crate::plugin::bindings::accord::policy::clock,
+                "accord:policy/telemetry": crate::plugin::bindings::accord::policy::telemetry,
+            },
+        });
+    };
+}
+
+/// `request-policy`'s exports.
 pub(super) mod request_only {
     #![allow(missing_docs)]
-    wasmtime::component::bindgen!({
-        path: "../wasm-plugins/wit",
-        world: "request-policy",
-        exports: { default: async },
-        with: {
-            "accord:policy/types": crate::plugin::bindings::accord::policy::types,
-            "accord:policy/request": crate::plugin::bindings::accord::policy::request,
-            "accord:policy/response": crate::plugin::bindings::accord::policy::response,
-            "accord:policy/locals": crate::plugin::bindings::accord::policy::locals,
-            "accord:policy/state": crate::plugin::bindings::accord::policy::state,
-            "accord:policy/sla": crate::plugin::bindings::accord::policy::sla,
-            "accord:policy/rate": crate::plugin::bindings::accord::policy::rate,
-            "accord:policy/cluster-rate": crate::plugin::bindings::accord::policy::cluster_rate,
-            "accord:policy/clock": crate::plugin::bindings::accord::policy::clock,
-            "accord:policy/telemetry": crate::plugin::bindings::accord::policy::telemetry,
-        },
-    });
+    exports_of!("request-policy");
+}
+
+/// `lazy-policy`'s exports.
+pub(super) mod lazy {
+    #![allow(missing_docs)]
+    exports_of!("lazy-policy");
+}
+
+/// `lazy-request-policy`'s exports.
+pub(super) mod lazy_request_only {
+    #![allow(missing_docs)]
+    exports_of!("lazy-request-policy");
 }
 
 /// Which world a component implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorldVersion {
-    /// `accord:policy@0.2.0`.
-    Current,
-    /// `accord:policy@0.2.0`'s `request-policy`: no `on-response`.
-    RequestOnly,
-    /// `accord:policy@0.1.0`.
+    /// 0.2's `policy`: `on-request` takes the request head.
+    Policy,
+    /// 0.2's `request-policy`: `policy` without `on-response`.
+    RequestPolicy,
+    /// 0.2's `lazy-policy`: `on-request` takes no head; the plugin reads it from `request`.
+    LazyPolicy,
+    /// 0.2's `lazy-request-policy`: `lazy-policy` without `on-response`.
+    LazyRequestPolicy,
+    /// `accord:policy@0.1.0`'s `policy`.
     V0_1,
 }
 
 impl WorldVersion {
-    /// The version a component was built against: 0.1.0 if it imports any of 0.1.0's
-    /// interfaces.
+    /// The world a component implements: 0.1.0's if it imports any of 0.1.0's interfaces.
     pub fn of(component: &Component, engine: &wasmtime::Engine) -> Self {
         let kind = component.component_type();
         let old = kind
             .imports(engine)
             .any(|(name, _)| name.starts_with("accord:policy/") && name.ends_with("@0.1.0"));
         if old {
-            WorldVersion::V0_1
-        } else if kind.exports(engine).any(|(name, _)| name == "on-response") {
-            WorldVersion::Current
-        } else {
-            WorldVersion::RequestOnly
+            return WorldVersion::V0_1;
+        }
+        let mut judges = false;
+        let mut lazy = false;
+        for (name, item) in kind.exports(engine) {
+            match (name, item.ty) {
+                ("on-response", _) => judges = true,
+                ("on-request", ComponentItem::ComponentFunc(f)) => lazy = f.params().len() == 0,
+                _ => {}
+            }
+        }
+        match (lazy, judges) {
+            (false, true) => WorldVersion::Policy,
+            (false, false) => WorldVersion::RequestPolicy,
+            (true, true) => WorldVersion::LazyPolicy,
+            (true, false) => WorldVersion::LazyRequestPolicy,
         }
     }
 
     /// Whether the world has `on-response`.
     pub fn judges_responses(self) -> bool {
-        self != WorldVersion::RequestOnly
+        !matches!(
+            self,
+            WorldVersion::RequestPolicy | WorldVersion::LazyRequestPolicy
+        )
     }
 
-    /// As the WIT writes it.
+    /// The package's version line and the world, as the WIT writes them.
     pub fn name(self) -> &'static str {
         match self {
-            WorldVersion::Current => "accord:policy@0.2.0",
-            WorldVersion::RequestOnly => "accord:policy@0.2.0 (request-policy)",
-            WorldVersion::V0_1 => "accord:policy@0.1.0",
+            WorldVersion::Policy => "accord:policy@0.2.x policy",
+            WorldVersion::RequestPolicy => "accord:policy@0.2.x request-policy",
+            WorldVersion::LazyPolicy => "accord:policy@0.2.x lazy-policy",
+            WorldVersion::LazyRequestPolicy => "accord:policy@0.2.x lazy-request-policy",
+            WorldVersion::V0_1 => "accord:policy@0.1.0 policy",
         }
     }
 }
 
-/// Adds both worlds' imports to the linker.
+/// Adds both versions' imports to the linker.
 pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     use wasmtime::component::HasSelf;
     bindings::Policy::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
@@ -98,15 +141,19 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 
 /// A component's exports, ready to instantiate.
 pub(super) enum GuestPre {
-    Current(bindings::PolicyPre<HostState>),
-    RequestOnly(request_only::RequestPolicyPre<HostState>),
+    Policy(bindings::PolicyPre<HostState>),
+    RequestPolicy(request_only::RequestPolicyPre<HostState>),
+    LazyPolicy(lazy::LazyPolicyPre<HostState>),
+    LazyRequestPolicy(lazy_request_only::LazyRequestPolicyPre<HostState>),
     V0_1(v0_1::PolicyPre<HostState>),
 }
 
 /// An instance's exports.
 pub(super) enum Guest {
-    Current(bindings::Policy),
-    RequestOnly(request_only::RequestPolicy),
+    Policy(bindings::Policy),
+    RequestPolicy(request_only::RequestPolicy),
+    LazyPolicy(lazy::LazyPolicy),
+    LazyRequestPolicy(lazy_request_only::LazyRequestPolicy),
     V0_1(v0_1::Policy),
 }
 
@@ -116,9 +163,13 @@ impl GuestPre {
         pre: InstancePre<HostState>,
     ) -> wasmtime::Result<Self> {
         Ok(match version {
-            WorldVersion::Current => GuestPre::Current(bindings::PolicyPre::new(pre)?),
-            WorldVersion::RequestOnly => {
-                GuestPre::RequestOnly(request_only::RequestPolicyPre::new(pre)?)
+            WorldVersion::Policy => GuestPre::Policy(bindings::PolicyPre::new(pre)?),
+            WorldVersion::RequestPolicy => {
+                GuestPre::RequestPolicy(request_only::RequestPolicyPre::new(pre)?)
+            }
+            WorldVersion::LazyPolicy => GuestPre::LazyPolicy(lazy::LazyPolicyPre::new(pre)?),
+            WorldVersion::LazyRequestPolicy => {
+                GuestPre::LazyRequestPolicy(lazy_request_only::LazyRequestPolicyPre::new(pre)?)
             }
             WorldVersion::V0_1 => GuestPre::V0_1(v0_1::PolicyPre::new(pre)?),
         })
@@ -129,8 +180,14 @@ impl GuestPre {
         store: &mut Store<HostState>,
     ) -> wasmtime::Result<Guest> {
         Ok(match self {
-            GuestPre::Current(pre) => Guest::Current(pre.instantiate_async(store).await?),
-            GuestPre::RequestOnly(pre) => Guest::RequestOnly(pre.instantiate_async(store).await?),
+            GuestPre::Policy(pre) => Guest::Policy(pre.instantiate_async(store).await?),
+            GuestPre::RequestPolicy(pre) => {
+                Guest::RequestPolicy(pre.instantiate_async(store).await?)
+            }
+            GuestPre::LazyPolicy(pre) => Guest::LazyPolicy(pre.instantiate_async(store).await?),
+            GuestPre::LazyRequestPolicy(pre) => {
+                Guest::LazyRequestPolicy(pre.instantiate_async(store).await?)
+            }
             GuestPre::V0_1(pre) => Guest::V0_1(pre.instantiate_async(store).await?),
         })
     }
@@ -143,25 +200,37 @@ impl Guest {
         config: &str,
     ) -> wasmtime::Result<Result<(), String>> {
         match self {
-            Guest::Current(p) => p.call_configure(store, config).await,
-            Guest::RequestOnly(p) => p.call_configure(store, config).await,
+            Guest::Policy(p) => p.call_configure(store, config).await,
+            Guest::RequestPolicy(p) => p.call_configure(store, config).await,
+            Guest::LazyPolicy(p) => p.call_configure(store, config).await,
+            Guest::LazyRequestPolicy(p) => p.call_configure(store, config).await,
             Guest::V0_1(p) => p.call_configure(store, config).await,
         }
     }
 
+    /// Calls `on-request` about the store's call: a lazy world reads the head from it, an
+    /// eager world gets it made.
     pub(super) async fn on_request(
         &self,
         store: &mut Store<HostState>,
-        head: &wit::RequestHead,
     ) -> wasmtime::Result<wit::Decision> {
         match self {
-            Guest::Current(p) => p.call_on_request(store, head).await,
-            Guest::RequestOnly(p) => p.call_on_request(store, head).await,
+            Guest::LazyPolicy(p) => p.call_on_request(store).await,
+            Guest::LazyRequestPolicy(p) => p.call_on_request(store).await,
+            Guest::Policy(p) => {
+                let head = store.data().call.facts.head();
+                p.call_on_request(store, &head).await
+            }
+            Guest::RequestPolicy(p) => {
+                let head = store.data().call.facts.head();
+                p.call_on_request(store, &head).await
+            }
             Guest::V0_1(p) => {
+                let head = store.data().call.facts.head();
                 let head = old::types::RequestHead {
-                    route: head.route.clone(),
-                    method: head.method.clone(),
-                    path: head.path.clone(),
+                    route: head.route,
+                    method: head.method,
+                    path: head.path,
                     content_length: head.content_length,
                 };
                 Ok(match p.call_on_request(store, &head).await? {
@@ -191,9 +260,10 @@ impl Guest {
         head: &wit::ResponseHead,
     ) -> wasmtime::Result<wit::Verdict> {
         match self {
-            Guest::Current(p) => p.call_on_response(store, head).await,
+            Guest::Policy(p) => p.call_on_response(store, head).await,
+            Guest::LazyPolicy(p) => p.call_on_response(store, head).await,
             // Not called (the plugin does not judge responses); as if it kept the class.
-            Guest::RequestOnly(_) => Ok(wit::Verdict::Keep),
+            Guest::RequestPolicy(_) | Guest::LazyRequestPolicy(_) => Ok(wit::Verdict::Keep),
             Guest::V0_1(p) => {
                 let head = old::types::ResponseHead {
                     status: head.status,

@@ -16,11 +16,11 @@
 // In JavaScript, WIT names are camelCase, variants are {tag, val}, an `option` is a value or
 // undefined, `result` errors are thrown, and 64-bit integers (s64, u64) are BigInts.
 
-import { header, setHeader } from "accord:policy/request@0.2.0";
-import { header as responseHeader, setHeader as setResponseHeader } from "accord:policy/response@0.2.0";
-import { route as slaRoute } from "accord:policy/sla@0.2.0";
-import { incr } from "accord:policy/state@0.2.0";
-import { annotate, counter } from "accord:policy/telemetry@0.2.0";
+import { header, setHeader } from "accord:policy/request@0.2.1";
+import { header as responseHeader, setHeader as setResponseHeader } from "accord:policy/response@0.2.1";
+import { route as slaRoute } from "accord:policy/sla@0.2.1";
+import { incr } from "accord:policy/state@0.2.1";
+import { annotate, counter } from "accord:policy/telemetry@0.2.1";
 
 const DEFAULTS = {
   header: "x-priority",

@@ -23,10 +23,14 @@
 //! gateway loads. `configure` and `on_response` have defaults (accept any configuration; keep
 //! the gateway's classification).
 //!
+//! The component implements the `lazy-policy` world: `on_request`'s [`RequestHead`] reads the
+//! request's route, method, path and so on from the gateway when first asked for, so a call
+//! costs only what the plugin reads.
+//!
 //! A plugin that only checks requests, as `Hello` does, is better exported with
 //! [`export_request_plugin!`] (or [`export_request_policy!`]): the component then implements
-//! the `request-policy` world, which has no `on-response`, and the gateway does not call it
-//! once the request is forwarded. On a route whose plugins are all of this kind, that halves
+//! the `lazy-request-policy` world, which has no `on-response`, and the gateway does not call
+//! it once the request is forwarded. On a route whose plugins are all of this kind, that halves
 //! what the plugins cost per request.
 //!
 //! A plugin with settings and state implements [`Policy`] instead: its `Config` is read from
@@ -66,12 +70,13 @@
 // The generated code names this crate by its public path, from inside it too.
 extern crate self as accord_policy_sdk;
 
+/// The `lazy-policy` world: `on-request` takes no head, which [`RequestHead`] reads when asked.
 #[doc(hidden)]
 #[allow(clippy::too_many_arguments)] // generated code
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "policy",
+        world: "lazy-policy",
         pub_export_macro: true,
         export_macro_name: "__export_policy",
         default_bindings_module: "accord_policy_sdk::bindings",
@@ -79,45 +84,117 @@ pub mod bindings {
     });
 }
 
-/// The `request-policy` world's exports (its imports and types are `policy`'s, above).
+/// The `lazy-request-policy` world's exports (its imports and types are `lazy-policy`'s,
+/// above).
 #[doc(hidden)]
 #[allow(clippy::too_many_arguments)] // generated code
 pub mod request_bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "request-policy",
+        world: "lazy-request-policy",
         pub_export_macro: true,
         export_macro_name: "__export_request_policy",
         default_bindings_module: "accord_policy_sdk::request_bindings",
         runtime_path: "accord_policy_sdk::__wit_bindgen::rt",
         with: {
-            "accord:policy/types@0.2.0": crate::bindings::accord::policy::types,
-            "accord:policy/request@0.2.0": crate::bindings::accord::policy::request,
-            "accord:policy/response@0.2.0": crate::bindings::accord::policy::response,
-            "accord:policy/locals@0.2.0": crate::bindings::accord::policy::locals,
-            "accord:policy/state@0.2.0": crate::bindings::accord::policy::state,
-            "accord:policy/sla@0.2.0": crate::bindings::accord::policy::sla,
-            "accord:policy/rate@0.2.0": crate::bindings::accord::policy::rate,
-            "accord:policy/cluster-rate@0.2.0": crate::bindings::accord::policy::cluster_rate,
-            "accord:policy/clock@0.2.0": crate::bindings::accord::policy::clock,
-            "accord:policy/telemetry@0.2.0": crate::bindings::accord::policy::telemetry,
+            "accord:policy/types@0.2.1": crate::bindings::accord::policy::types,
+            "accord:policy/request@0.2.1": crate::bindings::accord::policy::request,
+            "accord:policy/response@0.2.1": crate::bindings::accord::policy::response,
+            "accord:policy/locals@0.2.1": crate::bindings::accord::policy::locals,
+            "accord:policy/state@0.2.1": crate::bindings::accord::policy::state,
+            "accord:policy/sla@0.2.1": crate::bindings::accord::policy::sla,
+            "accord:policy/rate@0.2.1": crate::bindings::accord::policy::rate,
+            "accord:policy/cluster-rate@0.2.1": crate::bindings::accord::policy::cluster_rate,
+            "accord:policy/clock@0.2.1": crate::bindings::accord::policy::clock,
+            "accord:policy/telemetry@0.2.1": crate::bindings::accord::policy::telemetry,
         },
     });
 }
+
+use std::cell::OnceCell;
 
 #[doc(hidden)]
 pub use wit_bindgen as __wit_bindgen;
 
 pub use bindings::accord::policy::types::{
-    BackendStats, Decision, HttpHeader, Indicator, Level, OutcomeClass, Rejection, RequestHead,
-    ResponseHead, RouteSnapshot, Verdict, WindowStats,
+    BackendStats, Decision, HttpHeader, Indicator, Level, OutcomeClass, Rejection, ResponseHead,
+    RouteSnapshot, Verdict, WindowStats,
 };
+
+/// The request's head, read from the gateway when first asked for and kept for the rest of the
+/// call: a plugin pays only for the fields it reads (a call that reads none copies no string
+/// into the plugin). The same fields are [`request`]'s functions, in `on_response` too.
+pub struct RequestHead {
+    route: OnceCell<String>,
+    method: OnceCell<String>,
+    path: OnceCell<String>,
+    request_id: OnceCell<String>,
+    client_ip: OnceCell<String>,
+}
+
+impl RequestHead {
+    fn unread() -> Self {
+        Self {
+            route: OnceCell::new(),
+            method: OnceCell::new(),
+            path: OnceCell::new(),
+            request_id: OnceCell::new(),
+            client_ip: OnceCell::new(),
+        }
+    }
+
+    /// The route the request matched.
+    pub fn route(&self) -> &str {
+        self.route.get_or_init(request::route)
+    }
+
+    /// `GET`, `POST`, …
+    pub fn method(&self) -> &str {
+        self.method.get_or_init(request::method)
+    }
+
+    /// The path, without the query.
+    pub fn path(&self) -> &str {
+        self.path.get_or_init(request::path)
+    }
+
+    /// `Content-Length`, when the client declared one.
+    pub fn content_length(&self) -> Option<u64> {
+        request::content_length()
+    }
+
+    /// The request's `x-request-id` (the client's, or the one the gateway generated): the id in
+    /// the access log and in the backend's request.
+    pub fn request_id(&self) -> &str {
+        self.request_id.get_or_init(request::request_id)
+    }
+
+    /// The address of the peer that connected to the gateway: the client, or the last proxy in
+    /// front of it (whose `x-forwarded-for` is then a header to read).
+    pub fn client_ip(&self) -> &str {
+        self.client_ip.get_or_init(request::client_ip)
+    }
+}
+
+impl core::fmt::Debug for RequestHead {
+    /// What has been read so far (formatting reads nothing).
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RequestHead")
+            .field("route", &self.route.get())
+            .field("method", &self.method.get())
+            .field("path", &self.path.get())
+            .field("request_id", &self.request_id.get())
+            .field("client_ip", &self.client_ip.get())
+            .finish()
+    }
+}
 
 /// The current request, read lazily (each call crosses into the gateway); in `on_request`,
 /// changes to the headers the backend gets.
 pub mod request {
     pub use crate::bindings::accord::policy::request::{
-        add_header, body, header, headers, query, remove_header, set_header,
+        add_header, body, client_ip, content_length, header, headers, method, path, query,
+        remove_header, request_id, route, set_header,
     };
 }
 
@@ -341,9 +418,9 @@ impl<P: Policy> bindings::Guest for PolicyAdapter<P> {
         __policy::configure::<P>(config)
     }
 
-    fn on_request(head: RequestHead) -> Decision {
+    fn on_request() -> Decision {
         // Not configured (the gateway always configures first): let the request through.
-        __policy::with::<P, _>(Decision::Allow, |p| p.on_request(head))
+        __policy::with::<P, _>(Decision::Allow, |p| p.on_request(RequestHead::unread()))
     }
 
     fn on_response(head: ResponseHead) -> Verdict {
@@ -356,12 +433,12 @@ impl<P: Policy> request_bindings::Guest for PolicyAdapter<P> {
         __policy::configure::<P>(config)
     }
 
-    fn on_request(head: RequestHead) -> Decision {
-        __policy::with::<P, _>(Decision::Allow, |p| p.on_request(head))
+    fn on_request() -> Decision {
+        __policy::with::<P, _>(Decision::Allow, |p| p.on_request(RequestHead::unread()))
     }
 }
 
-/// Exports a [`Policy`] as the component's `accord:policy@0.2.0` implementation.
+/// Exports a [`Policy`] as the component's `accord:policy@0.2.1` `lazy-policy` implementation.
 #[macro_export]
 macro_rules! export_policy {
     ($policy:ty) => {
@@ -370,8 +447,8 @@ macro_rules! export_policy {
     };
 }
 
-/// Exports a [`Policy`] that only checks requests, as an `accord:policy@0.2.0`
-/// `request-policy` component: it has no `on-response` (its `on_response`, if written, is
+/// Exports a [`Policy`] that only checks requests, as an `accord:policy@0.2.1`
+/// `lazy-request-policy` component: it has no `on-response` (its `on_response`, if written, is
 /// never called), and the gateway skips the response chain of a route whose plugins are all
 /// of this kind.
 #[macro_export]
@@ -390,8 +467,8 @@ impl<P: Plugin> bindings::Guest for Adapter<P> {
         P::configure(config)
     }
 
-    fn on_request(head: RequestHead) -> Decision {
-        P::on_request(head)
+    fn on_request() -> Decision {
+        P::on_request(RequestHead::unread())
     }
 
     fn on_response(head: ResponseHead) -> Verdict {
@@ -404,12 +481,12 @@ impl<P: Plugin> request_bindings::Guest for Adapter<P> {
         P::configure(config)
     }
 
-    fn on_request(head: RequestHead) -> Decision {
-        P::on_request(head)
+    fn on_request() -> Decision {
+        P::on_request(RequestHead::unread())
     }
 }
 
-/// Exports a [`Plugin`] as the component's `accord:policy` implementation.
+/// Exports a [`Plugin`] as the component's `accord:policy@0.2.1` `lazy-policy` implementation.
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
@@ -418,8 +495,8 @@ macro_rules! export_plugin {
     };
 }
 
-/// Exports a [`Plugin`] that only checks requests, as an `accord:policy@0.2.0`
-/// `request-policy` component: it has no `on-response` (its `on_response`, if written, is
+/// Exports a [`Plugin`] that only checks requests, as an `accord:policy@0.2.1`
+/// `lazy-request-policy` component: it has no `on-response` (its `on_response`, if written, is
 /// never called), and the gateway skips the response chain of a route whose plugins are all
 /// of this kind. A plugin that keeps the default `on_response` should be exported this way.
 #[macro_export]

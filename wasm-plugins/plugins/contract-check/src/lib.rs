@@ -161,7 +161,7 @@ impl Policy for ContractCheck {
                     );
                 }
             }
-            let has_body = head.content_length.is_some_and(|n| n > 0)
+            let has_body = head.content_length().is_some_and(|n| n > 0)
                 || request::header("transfer-encoding").is_some();
             if has_body && !contract.content_types.is_empty() {
                 let given = request::header("content-type").unwrap_or_default();
@@ -181,7 +181,7 @@ impl Policy for ContractCheck {
                     );
                 }
             }
-            if let (Some(max), Some(len)) = (contract.max_body_bytes, head.content_length)
+            if let (Some(max), Some(len)) = (contract.max_body_bytes, head.content_length())
                 && len > max
             {
                 return violation(

@@ -58,14 +58,14 @@ impl Policy for Idempotency {
         if !config
             .methods
             .iter()
-            .any(|m| m.eq_ignore_ascii_case(&head.method))
+            .any(|m| m.eq_ignore_ascii_case(head.method()))
         {
             return Decision::Allow;
         }
         let Some(key) = request::header(&config.header) else {
             return Decision::Allow;
         };
-        let record_key = format!("{}:{key}", head.route);
+        let record_key = format!("{}:{key}", head.route());
         if let Some(first) = state::get(&record_key) {
             telemetry::counter("repeated", 1);
             telemetry::annotate("idempotency", "repeat");
@@ -77,7 +77,7 @@ impl Policy for Idempotency {
                 retry_after_seconds: None,
             });
         }
-        let record = format!("{} {}", head.request_id, head.client_ip);
+        let record = format!("{} {}", head.request_id(), head.client_ip());
         if let Err(e) = state::set(&record_key, &record, config.ttl_ms) {
             telemetry::annotate("idempotency", &format!("not recorded: {e}"));
             return Decision::Allow;

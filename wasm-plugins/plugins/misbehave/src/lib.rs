@@ -2,7 +2,9 @@
 //! the memory limit), `status` (reject with status 999), `reroute` (to a backend that does not
 //! exist), `response-trap` (trap in on-response), `reject` (a proper 429 with a header and
 //! Retry-After), `reclassify` (count the response as bad), `emit` (return whatever the
-//! `x-emit-*` headers say, percent-decoded, so a fuzzer can try any plugin output). Otherwise
+//! `x-emit-*` headers say, percent-decoded, so a fuzzer can try any plugin output), `head`
+//! (reject with the request head's fields as the reason, and count the response as bad with
+//! them as read in on-response). Otherwise
 //! allows. Its configuration can make its start-up slow: `spin-ms N` spins N milliseconds in
 //! `configure`, `spin-forever` never returns. For the tests.
 
@@ -31,7 +33,7 @@ impl Plugin for Misbehave {
         Ok(())
     }
 
-    fn on_request(_head: RequestHead) -> Decision {
+    fn on_request(head: RequestHead) -> Decision {
         let how = request::header("x-misbehave").unwrap_or_default();
         locals::set("how", &how);
         match how.as_str() {
@@ -65,6 +67,18 @@ impl Plugin for Misbehave {
                 retry_after_seconds: Some(7),
             }),
             "emit" => emit(),
+            "head" => Decision::reject(
+                400,
+                &format!(
+                    "{} {} {} {:?} {} {}",
+                    head.route(),
+                    head.method(),
+                    head.path(),
+                    head.content_length(),
+                    head.request_id(),
+                    head.client_ip()
+                ),
+            ),
             _ => Decision::Allow,
         }
     }
@@ -73,6 +87,15 @@ impl Plugin for Misbehave {
         match locals::get("how").as_deref() {
             Some("response-trap") => panic!("asked to trap in on-response"),
             Some("reclassify") => Verdict::Bad("contract-violated".into()),
+            Some("head") => Verdict::Bad(format!(
+                "{} {} {} {:?} {} {}",
+                request::route(),
+                request::method(),
+                request::path(),
+                request::content_length(),
+                request::request_id(),
+                request::client_ip()
+            )),
             Some("emit") => match locals::get("verdict").as_deref() {
                 Some("good") => Verdict::Good(locals::get("reason").unwrap_or_default()),
                 Some("bad") => Verdict::Bad(locals::get("reason").unwrap_or_default()),

@@ -10,7 +10,7 @@ wit_bindgen::generate!({
         }
         world plugin {
             import secrets;
-            include accord:policy/policy@0.2.0;
+            include accord:policy/policy@0.2.1;
         }
     "#,
     path: "../../wit",
