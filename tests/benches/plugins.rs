@@ -108,7 +108,7 @@ fn calls(c: &mut Criterion) {
                     backends: Arc::from([Arc::from("a"), Arc::from("b")]),
                     ..CallContext::default()
                 };
-                let (decision, _) = runtime.block_on(plugin.on_request(call));
+                let (decision, _) = runtime.block_on(plugin.on_request(Box::new(call)));
                 std::hint::black_box(decision.is_ok())
             })
         });
@@ -134,7 +134,8 @@ fn calls(c: &mut Criterion) {
                         response_body: Some(body.clone()),
                         ..CallContext::default()
                     };
-                    let (verdict, _) = runtime.block_on(plugin.on_response(&response, call));
+                    let (verdict, _) =
+                        runtime.block_on(plugin.on_response(&response, Box::new(call)));
                     std::hint::black_box(verdict.is_ok())
                 })
             });

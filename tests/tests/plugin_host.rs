@@ -55,7 +55,7 @@ async fn ask_with(
         sla,
         ..CallContext::default()
     };
-    plugin.on_request(call).await.0
+    plugin.on_request(Box::new(call)).await.0
 }
 
 /// The head's fields of a request on route `r`, as the gateway gives them.
@@ -126,7 +126,7 @@ async fn a_request_policy_plugin_is_not_called_for_responses() {
     assert_eq!(noop.version(), WorldVersion::LazyRequestPolicy);
     assert!(!noop.judges_responses());
     assert!(matches!(ask(&noop, None).await.unwrap(), Decision::Allow));
-    let (verdict, _) = noop.on_response(&head, CallContext::default()).await;
+    let (verdict, _) = noop.on_response(&head, Box::default()).await;
     assert!(matches!(verdict, Ok(Verdict::Keep)));
     assert_eq!(noop.stats().calls.load(Relaxed), 1, "on-request only");
     // A `lazy-policy` plugin is called for both.
@@ -134,7 +134,7 @@ async fn a_request_policy_plugin_is_not_called_for_responses() {
     assert_eq!(misbehave.version(), WorldVersion::LazyPolicy);
     assert!(misbehave.judges_responses());
     ask(&misbehave, None).await.unwrap();
-    let (verdict, _) = misbehave.on_response(&head, CallContext::default()).await;
+    let (verdict, _) = misbehave.on_response(&head, Box::default()).await;
     assert!(verdict.is_ok());
     assert_eq!(misbehave.stats().calls.load(Relaxed), 2);
 }
@@ -480,7 +480,7 @@ async fn a_lazy_plugin_reads_the_request_head_it_asks_for_in_both_calls() {
         request: Some(Arc::new(parts)),
         ..CallContext::default()
     };
-    let (decision, call) = plugin.on_request(call).await;
+    let (decision, call) = plugin.on_request(Box::new(call)).await;
     let fields = "r POST /orders/7 Some(5) test-id 203.0.113.7";
     assert!(
         matches!(&decision, Ok(Decision::Reject(r)) if r.status == 400 && r.reason == fields),
@@ -493,10 +493,8 @@ async fn a_lazy_plugin_reads_the_request_head_it_asks_for_in_both_calls() {
         latency_ms: 1.0,
         class: OutcomeClass::Good,
     };
-    let call = CallContext {
-        request: None,
-        ..call
-    };
+    let mut call = call;
+    call.request = None;
     let (verdict, _) = plugin.on_response(&head, call).await;
     assert!(
         matches!(&verdict, Ok(Verdict::Bad(reason)) if reason == fields),

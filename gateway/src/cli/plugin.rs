@@ -172,11 +172,11 @@ async fn time_calls(
     let mut times = Vec::with_capacity(n);
     for _ in 0..n {
         let started = tokio::time::Instant::now();
-        let call = CallContext {
+        let call = Box::new(CallContext {
             facts: facts.clone(),
             request: Some(request.clone()),
             ..CallContext::default()
-        };
+        });
         let _ = plugin.on_request(call).await;
         times.push(started.elapsed());
     }
@@ -624,7 +624,7 @@ async fn run_case(plugin: &Plugin, route: &CaseRoute, case: &Case) -> Vec<String
         request_id,
         client_ip,
     };
-    let call = CallContext {
+    let call = Box::new(CallContext {
         facts,
         request: Some(parts.clone()),
         request_body: case
@@ -635,7 +635,7 @@ async fn run_case(plugin: &Plugin, route: &CaseRoute, case: &Case) -> Vec<String
         sla: Some(SlaState::Scripted(Arc::new(scripted))),
         backends: backends.into(),
         ..CallContext::default()
-    };
+    });
     let (decision, mut call) = plugin.on_request(call).await;
     let decision = match decision {
         Ok(decision) => decision,
@@ -694,7 +694,7 @@ fn scripted_sla(route: &CaseRoute, case: &Case, backends: &[Arc<str>]) -> Script
 /// verdict.
 async fn run_response(
     plugin: &Plugin,
-    mut call: CallContext,
+    mut call: Box<CallContext>,
     decision: &Decision,
     response: &CaseResponse,
     case: &Case,

@@ -36,7 +36,7 @@ pub(super) struct Allowed {
     /// The backend a plugin asked to try first.
     pub(super) preferred: Option<String>,
     /// The call context, for the response chain.
-    pub(super) call: CallContext,
+    pub(super) call: Box<CallContext>,
 }
 
 /// What the request plugins are given besides the head.
@@ -60,7 +60,7 @@ pub(super) async fn on_request(
     parts: &mut Parts,
     inputs: RequestInputs<'_>,
     record: &mut Record,
-) -> ControlFlow<GatewayResponse, Option<Box<Allowed>>> {
+) -> ControlFlow<GatewayResponse, Option<Allowed>> {
     if route.plugins().is_empty() {
         return ControlFlow::Continue(None);
     }
@@ -72,7 +72,7 @@ async fn call_on_request(
     parts: &mut Parts,
     inputs: RequestInputs<'_>,
     record: &mut Record,
-) -> ControlFlow<GatewayResponse, Option<Box<Allowed>>> {
+) -> ControlFlow<GatewayResponse, Option<Allowed>> {
     // Shared, not copied: a plugin reads only the fields it asks for.
     let facts = RequestFacts {
         route: route.id().clone(),
@@ -87,14 +87,15 @@ async fn call_on_request(
         parts,
         http::Request::new(()).into_parts().0,
     ));
-    let mut call = CallContext {
+    // Boxed: lent to each plugin by moving a pointer.
+    let mut call = Box::new(CallContext {
         facts,
         request: Some(lent.clone()),
         request_body: inputs.body,
         sla: route.sla().cloned().map(SlaState::Live),
         backends: route.backend_ids().clone(),
         ..CallContext::default()
-    };
+    });
     let mut preferred = None;
     let mut refusal = None;
     let mut decisions = Vec::new();
@@ -152,7 +153,7 @@ async fn call_on_request(
             record.class = Some(Class::Rejected);
             ControlFlow::Break(response)
         }
-        None => ControlFlow::Continue(Some(Box::new(Allowed { preferred, call }))),
+        None => ControlFlow::Continue(Some(Allowed { preferred, call })),
     }
 }
 
@@ -184,7 +185,7 @@ fn rejection_response(rejection: &Rejection, plugin: &str, request_id: &str) -> 
 /// [`on_request`] is.
 pub(super) async fn on_response(
     route: &LiveRoute,
-    call: CallContext,
+    call: Box<CallContext>,
     response: &mut GatewayResponse,
     record: &mut Record,
 ) {
@@ -193,7 +194,7 @@ pub(super) async fn on_response(
 
 async fn call_on_response(
     route: &LiveRoute,
-    mut call: CallContext,
+    mut call: Box<CallContext>,
     response: &mut GatewayResponse,
     record: &mut Record,
 ) {

@@ -268,7 +268,7 @@ pub struct HostState {
     pub(super) wasi: WasiCtx,
     pub(super) table: ResourceTable,
     pub(super) limits: MemoryLimit,
-    pub(super) call: CallContext,
+    pub(super) call: Box<CallContext>,
     pub(super) shared: Arc<PluginShared>,
 }
 
