@@ -9,10 +9,10 @@ and prints the ratio; with `--nginx`, measures nginx proxying to the same upstre
 upstream keep-alive, as in `bench.py`) and prints Accord's count over nginx's. Needs valgrind
 and nginx (the upstream).
 
-  python3 scripts/instructions.py [--route /|/metered/] [--baseline /tmp/accord-old] [--nginx]
+  python3 scripts/instructions.py [--route /|/metered/|/plugged/] [--baseline /tmp/accord-old] [--nginx]
 
-(Wasm plugins cannot be measured this way: wasmtime's pooling allocator does not run under
-valgrind.)
+`/plugged/` is the SLO route with the noop Wasm plugin (built in `wasm-plugins/`): the gateway
+runs with `limits.plugin_instances: 4`, so that the plugin pool's address space fits valgrind's.
 """
 import argparse, os, re, subprocess, sys, tempfile, threading, time, http.client
 
@@ -40,8 +40,11 @@ def load(port, path, requests, connections=8):
 
 def measure(binary, work, upstream_port, route, requests, name):
     port, admin = free_port(), free_port()
-    # Without the plugin route: wasmtime's pooling allocator does not run under valgrind.
-    config = accord_config(work, name, port, admin, upstream_port, plugin=False)
+    # The plugin route only when it is measured: its pool must be small enough for valgrind, a
+    # setting builds before `limits.plugin_instances` refuse.
+    plugin = route.startswith("/plugged")
+    extra = "limits: {plugin_instances: 4}\n" if plugin else ""
+    config = accord_config(work, name, port, admin, upstream_port, extra=extra, plugin=plugin)
     return counted(work, name, [binary, "run", "-c", config, "--threads", "1"], port, route + "x", requests)
 
 

@@ -134,6 +134,11 @@ pub struct RawLimits {
     pub max_connections: Located<usize>,
     /// On SIGTERM, how long in-flight requests may take to finish before connections are closed.
     pub shutdown_grace: Located<ConfigDuration>,
+    /// Plugin instances the gateway can hold at once, across plugins and reloads (the plugin
+    /// engine's slots). Each slot reserves its memory limit's worth of address space, not of
+    /// memory: lower it where the address space is limited (`ulimit -v`, valgrind). Takes effect
+    /// at start.
+    pub plugin_instances: Located<u32>,
 }
 
 impl Default for RawLimits {
@@ -145,6 +150,7 @@ impl Default for RawLimits {
             )),
             max_connections: Located::unlocated(10_000),
             shutdown_grace: Located::unlocated(ConfigDuration(std::time::Duration::from_secs(30))),
+            plugin_instances: Located::unlocated(512),
         }
     }
 }

@@ -111,6 +111,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Drain time on shutdown.
     pub shutdown_grace: Duration,
+    /// Plugin instances held at once (the plugin engine's slots).
+    pub plugin_instances: u32,
 }
 
 /// Logging settings.

@@ -155,7 +155,11 @@ impl Gateway {
         let sla = Arc::new(SlaEngine::new(Clock::system()));
         let history = config.sla_history.clone();
         let cluster_config = config.cluster.clone();
-        let plugins = PluginHost::new(source.base_dir(), config.plugin_cache.clone());
+        let plugins = PluginHost::new(
+            source.base_dir(),
+            config.plugin_cache.clone(),
+            config.limits.plugin_instances,
+        );
         let generation = Generation::build(config, &registry, &sla, &plugins, None).await?;
         sla.retain(&generation.slo_route_ids());
         // In cluster mode the shared history lives in Redis: a local file would count this

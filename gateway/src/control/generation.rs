@@ -414,18 +414,25 @@ pub struct PluginHost {
     engine: std::sync::Mutex<Option<Arc<PluginEngine>>>,
     base_dir: std::path::PathBuf,
     artifact_dir: Option<std::path::PathBuf>,
+    instances: u32,
     shares: PluginShares,
 }
 
 impl PluginHost {
     /// Plugins with relative paths are looked up under `base_dir`; compiled plugins are kept
-    /// in `artifact_dir` (relative to `base_dir`) when one is given.
-    pub fn new(base_dir: std::path::PathBuf, artifact_dir: Option<std::path::PathBuf>) -> Self {
+    /// in `artifact_dir` (relative to `base_dir`) when one is given; the engine holds
+    /// `instances` plugin instances at once.
+    pub fn new(
+        base_dir: std::path::PathBuf,
+        artifact_dir: Option<std::path::PathBuf>,
+        instances: u32,
+    ) -> Self {
         let artifact_dir = artifact_dir.map(|dir| base_dir.join(dir));
         Self {
             engine: std::sync::Mutex::new(None),
             base_dir,
             artifact_dir,
+            instances,
             shares: PluginShares::default(),
         }
     }
@@ -441,7 +448,7 @@ impl PluginHost {
         if let Some(engine) = engine.as_ref() {
             return Ok(engine.clone());
         }
-        let mut created = PluginEngine::new(512, 256 << 20)
+        let mut created = PluginEngine::new(self.instances, 256 << 20)
             .map_err(BuildError::Engine)?
             .with_shares(self.shares.clone());
         if let Some(dir) = &self.artifact_dir {

@@ -341,7 +341,7 @@ mod tests {
             let config = from_str(&yaml, &ProcessEnvironment).unwrap();
             let registry = Arc::new(Registry::default());
             let sla = SlaEngine::new(Clock::system());
-            let plugins = PluginHost::new(".".into(), None);
+            let plugins = PluginHost::new(".".into(), None, config.limits.plugin_instances);
             let generation = Generation::build(config, &registry, &sla, &plugins, None)
                 .await
                 .unwrap();

@@ -292,6 +292,7 @@ fn check_limits(v: &mut Validator<'_>, raw: &RawConfig) -> Limits {
         header_read_timeout: raw.limits.header_read_timeout.value.0,
         max_connections: raw.limits.max_connections.value,
         shutdown_grace: raw.limits.shutdown_grace.value.0,
+        plugin_instances: raw.limits.plugin_instances.value,
     };
     if limits.max_header_size < 8192 {
         v.error(
@@ -305,6 +306,13 @@ fn check_limits(v: &mut Validator<'_>, raw: &RawConfig) -> Limits {
             &raw.limits.max_connections,
             "limits.max_connections",
             "must be at least 1",
+        );
+    }
+    if !(1..=100_000).contains(&limits.plugin_instances) {
+        v.error(
+            &raw.limits.plugin_instances,
+            "limits.plugin_instances",
+            "must be between 1 and 100000",
         );
     }
 
@@ -499,6 +507,10 @@ mod tests {
         refused(
             &config("limits: {max_connections: 0}\n", "", ""),
             "limits.max_connections: must be at least 1",
+        );
+        refused(
+            &config("limits: {plugin_instances: 0}\n", "", ""),
+            "limits.plugin_instances: must be between 1 and 100000",
         );
         refused(
             &config("sla_history: {flush_interval: 500ms}\n", "", ""),

@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Writes `gateway/code-order.txt`: the functions the serving gateway runs, which the release
+build's linker places next to each other (`gateway/build.rs`), so that the pages of code the
+process touches hold little else.
+
+Runs the release `accord` under `valgrind --tool=callgrind` (the whole process, start included)
+on the bench's configuration (a plain route, an SLO route and an SLO route with the noop
+plugin, with `sla_history`), sends requests to each route, reads the admin API's `/metrics`,
+`/sla`, `/healthz` and `/readyz`, reloads (SIGHUP), waits for the SLA engine's tick, and sends
+requests again. Every function of the binary that ran is written, the most run first. The
+plugin is compiled into a cache by a first start outside valgrind, so the compiler (which runs
+in a child process of its own in a gateway) is not counted.
+
+Regenerate after changes that rename or add much code on the request path, or after a new
+toolchain or dependency versions (the symbols' hashes change): a stale file is harmless (the
+linker skips the names it does not find, and places the others as before), only less useful.
+Needs valgrind, nginx (the upstream) and the noop plugin built
+(`cargo build --release --target wasm32-wasip2` in `wasm-plugins/`).
+
+  cargo build --release && python3 scripts/code-order.py
+"""
+import argparse, os, re, signal, subprocess, sys, tempfile, time, urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import ROOT, accord_config, free_port, start_nginx, stop, wait_port  # noqa: E402
+from instructions import load  # noqa: E402
+
+HEADER = """# The functions the serving gateway runs, the most run first: the release build's linker
+# places them next to each other (gateway/build.rs). Made by scripts/code-order.py; regenerate it
+# when the request path's code changes much, or the toolchain or the dependencies.
+"""
+
+
+def exercise(port, admin, pid):
+    for path in ("/x", "/metered/x", "/plugged/x"):
+        load(port, path, 300)
+    for path in ("/metrics", "/sla", "/healthz", "/readyz"):
+        urllib.request.urlopen(f"http://127.0.0.1:{admin}{path}", timeout=60).read()
+    os.kill(pid, signal.SIGHUP)
+    time.sleep(7)  # the reload, and the SLA engine's tick (every 5 s)
+    for path in ("/x", "/metered/x", "/plugged/x"):
+        load(port, path, 100)
+
+
+def functions_run(profile, binary):
+    """Self cost by function, for the functions of `binary` in a callgrind profile."""
+    text = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100", profile],
+                          capture_output=True, text=True, check=True).stdout
+    costs = {}
+    for line in text.splitlines():
+        # `???:name [object]`: without debug information, no file.
+        m = re.match(r"^\s*([\d,]+) \([^)]*\)\s+\?\?\?:(\S+) \[(.*)\]$", line)
+        if m and os.path.basename(m.group(3)) == os.path.basename(binary):
+            costs[m.group(2)] = costs.get(m.group(2), 0) + int(m.group(1).replace(",", ""))
+    return costs
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--binary", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "accord"))
+    ap.add_argument("--out", default=os.path.join(ROOT, "gateway", "code-order.txt"))
+    args = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="accord-code-order-")
+    upstream = free_port()
+    procs = [start_nginx(work, "upstream", f"""server {{ listen 127.0.0.1:{upstream};
+        location / {{ default_type text/plain; return 200 "ok"; }} }}""")]
+    try:
+        wait_port(upstream)
+        port, admin = free_port(), free_port()
+        # Four plugin slots: the pool's address space must fit valgrind's.
+        extra = f"limits: {{plugin_instances: 4}}\nplugin_cache: {work}/plugins\n"
+        config = accord_config(work, "order", port, admin, upstream, extra=extra, plugin=True)
+        command = [args.binary, "run", "-c", config, "--threads", "1"]
+        warm = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(port, timeout=60)
+        warm.terminate()
+        warm.wait()
+        profile = os.path.join(work, "order.callgrind")
+        traced = subprocess.Popen(["valgrind", "--tool=callgrind", "--demangle=no", f"--callgrind-out-file={profile}"] + command,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(traced)
+        wait_port(port, timeout=300)
+        exercise(port, admin, traced.pid)
+        traced.terminate()
+        traced.wait(timeout=300)
+        costs = functions_run(profile, args.binary)
+    finally:
+        stop(procs, work)
+    if len(costs) < 1000:
+        sys.exit(f"only {len(costs)} functions ran: is {args.binary} a release build with symbols?")
+    with open(args.out, "w") as f:
+        f.write(HEADER)
+        for name, _ in sorted(costs.items(), key=lambda kv: (-kv[1], kv[0])):
+            f.write(name + "\n")
+    print(f"{args.out}: {len(costs)} functions")
+
+
+if __name__ == "__main__":
+    main()
