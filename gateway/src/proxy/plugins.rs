@@ -89,12 +89,10 @@ async fn call_on_request(
     ));
     // Boxed: lent to each plugin by moving a pointer.
     let mut call = Box::new(CallContext {
-        facts,
         request: Some(lent.clone()),
         request_body: inputs.body,
         sla: route.sla().cloned().map(SlaState::Live),
-        backends: route.backend_ids().clone(),
-        ..CallContext::default()
+        ..CallContext::new(facts, route.backend_ids().clone())
     });
     let mut preferred = None;
     let mut refusal = None;

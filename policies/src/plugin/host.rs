@@ -71,7 +71,6 @@ fn text(value: &HeaderValue) -> String {
 }
 
 /// The request and route a call is about.
-#[derive(Default)]
 pub struct CallContext {
     /// The request's head fields, in both calls.
     pub facts: RequestFacts,
@@ -95,6 +94,34 @@ pub struct CallContext {
     pub locals: HashMap<String, String>,
     /// Annotations for the access log.
     pub annotations: Vec<(String, String)>,
+}
+
+impl CallContext {
+    /// A call about the request `facts` on a route of `backends`, with nothing else yet: the
+    /// base to fill in (`CallContext { request, ..CallContext::new(facts, backends) }`) without
+    /// making default facts only to drop them.
+    pub fn new(facts: RequestFacts, backends: Arc<[Arc<str>]>) -> Self {
+        Self {
+            facts,
+            request: None,
+            response_headers: None,
+            response_body: None,
+            request_body: None,
+            request_edits: Vec::new(),
+            response_edits: Vec::new(),
+            sla: None,
+            backends,
+            locals: HashMap::new(),
+            annotations: Vec::new(),
+        }
+    }
+}
+
+impl Default for CallContext {
+    /// A call about a default request ([`RequestFacts::default`]).
+    fn default() -> Self {
+        Self::new(RequestFacts::default(), Arc::from([]))
+    }
 }
 
 /// A plugin's change to a request's or response's headers, validated when it was asked for.
