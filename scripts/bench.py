@@ -81,6 +81,17 @@ http {{
     return subprocess.Popen([nginx_binary(), "-c", path, "-p", d], stdout=subprocess.DEVNULL)
 
 
+def start_ok_upstream(workdir, port):
+    """nginx answering `200 ok` to every request on `port`: the upstream of the measurements."""
+    return start_nginx(workdir, "upstream", f"""server {{ listen 127.0.0.1:{port};
+    location / {{ default_type text/plain; return 200 "ok"; }} }}""")
+
+
+def accord_binary(profile="release"):
+    """The `accord` binary cargo built with `profile`."""
+    return os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), profile, "accord")
+
+
 def stop(procs, work):
     """Stops every process (SIGTERM, then SIGKILL after 10 s) and removes the scratch directory."""
     for p in procs:
@@ -225,7 +236,7 @@ def main():
                     "measured in the same rounds, for before/after ratios")
     args = ap.parse_args()
 
-    accord = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), args.profile, "accord")
+    accord = accord_binary(args.profile)
     if not os.path.exists(accord):
         sys.exit(f"{accord} is missing: run scripts/bench.sh (it builds it)")
     work = tempfile.mkdtemp(prefix="accord-bench-")

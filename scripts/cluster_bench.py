@@ -9,7 +9,7 @@ Run by scripts/bench.sh after the end-to-end benchmark; needs redis-server, ngin
 import argparse, json, os, re, subprocess, sys, tempfile, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import ROOT, free_port, start_nginx, stop, wait_port  # noqa: E402
+from bench import ROOT, accord_binary, free_port, start_ok_upstream, stop, wait_port  # noqa: E402
 
 
 def metrics(admin):
@@ -40,13 +40,12 @@ def main():
     ap.add_argument("--measure", type=int, default=20, help="seconds measured")
     ap.add_argument("--out", default=os.path.join(ROOT, "target/bench/cluster.json"))
     args = ap.parse_args()
-    accord = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release/accord")
+    accord = accord_binary()
     work = tempfile.mkdtemp(prefix="accord-cluster-bench-")
     procs = []
     try:
         upstream_port = free_port()
-        procs.append(start_nginx(work, "upstream", f"""server {{ listen 127.0.0.1:{upstream_port};
-            location / {{ default_type text/plain; return 200 "ok"; }} }}"""))
+        procs.append(start_ok_upstream(work, upstream_port))
         redis_port = free_port()
         procs.append(subprocess.Popen(["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"],
                                       stdout=subprocess.DEVNULL))

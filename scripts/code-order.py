@@ -22,7 +22,7 @@ Needs valgrind, nginx (the upstream) and the noop plugin built
 import argparse, os, re, signal, subprocess, sys, tempfile, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import ROOT, accord_config, free_port, start_nginx, stop, wait_port  # noqa: E402
+from bench import ROOT, accord_binary, accord_config, free_port, start_ok_upstream, stop, wait_port  # noqa: E402
 from instructions import load  # noqa: E402
 
 HEADER = """# The functions the serving gateway runs, the most run first: the release build's linker
@@ -57,13 +57,12 @@ def functions_run(profile, binary):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--binary", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "accord"))
+    ap.add_argument("--binary", default=accord_binary())
     ap.add_argument("--out", default=os.path.join(ROOT, "gateway", "code-order.txt"))
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="accord-code-order-")
     upstream = free_port()
-    procs = [start_nginx(work, "upstream", f"""server {{ listen 127.0.0.1:{upstream};
-        location / {{ default_type text/plain; return 200 "ok"; }} }}""")]
+    procs = [start_ok_upstream(work, upstream)]
     try:
         wait_port(upstream)
         port, admin = free_port(), free_port()

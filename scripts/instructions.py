@@ -17,7 +17,7 @@ runs with `limits.plugin_instances: 4`, so that the plugin pool's address space 
 import argparse, os, re, subprocess, sys, tempfile, threading, time, http.client
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import ROOT, accord_config, free_port, start_nginx, stop, wait_port  # noqa: E402
+from bench import accord_binary, accord_config, free_port, start_ok_upstream, stop, wait_port  # noqa: E402
 
 
 def load(port, path, requests, connections=8):
@@ -100,11 +100,10 @@ def main():
     ap.add_argument("--profile", default="release", help="release or dist: which build of accord")
     ap.add_argument("--nginx", action="store_true", help="also measure nginx as the proxy")
     args = ap.parse_args()
-    accord = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), args.profile, "accord")
+    accord = accord_binary(args.profile)
     work = tempfile.mkdtemp(prefix="accord-instructions-")
     upstream_port = free_port()
-    procs = [start_nginx(work, "upstream", f"""server {{ listen 127.0.0.1:{upstream_port};
-        location / {{ default_type text/plain; return 200 "ok"; }} }}""")]
+    procs = [start_ok_upstream(work, upstream_port)]
     try:
         wait_port(upstream_port)
         this = measure(accord, work, upstream_port, args.route, args.requests, "this")
