@@ -18,6 +18,7 @@ Needs valgrind, nginx (the upstream) and the noop plugin built
 (`cargo build --release --target wasm32-wasip2` in `wasm-plugins/`).
 
   cargo build --release && python3 scripts/code-order.py
+  python3 scripts/code-order.py --check   # how much of the file a release binary still has
 """
 import argparse, os, re, signal, subprocess, sys, tempfile, time, urllib.request
 
@@ -55,11 +56,34 @@ def functions_run(profile, binary):
     return costs
 
 
+def check(binary, order):
+    """How many of the file's functions `binary` has, and how many 64 KiB blocks they span (the
+    kernel's unit when it maps code in): fails when less than 90% are found, time to remake the
+    file."""
+    symbols = {}
+    listing = subprocess.run(["nm", "--defined-only", "-S", binary], capture_output=True, text=True, check=True).stdout
+    for line in listing.splitlines():
+        fields = line.split()
+        if len(fields) == 4 and fields[2] in "tTwW":
+            symbols[fields[3]] = (int(fields[0], 16), int(fields[1], 16))
+    with open(order) as f:
+        names = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    found = [symbols[name] for name in names if name in symbols]
+    blocks = {block for start, size in found for block in range(start >> 16, ((start + max(size, 1) - 1) >> 16) + 1)}
+    print(f"{binary}: {len(found)} of the {len(names)} functions in {order}, in {len(blocks)} blocks of 64 KiB")
+    if len(found) < 0.9 * len(names):
+        sys.exit("less than 90% found: remake the file (see this script's doc)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", default=accord_binary())
     ap.add_argument("--out", default=os.path.join(ROOT, "gateway", "code-order.txt"))
+    ap.add_argument("--check", action="store_true", help="report how much of the file the binary has")
     args = ap.parse_args()
+    if args.check:
+        check(args.binary, args.out)
+        return
     work = tempfile.mkdtemp(prefix="accord-code-order-")
     upstream = free_port()
     procs = [start_ok_upstream(work, upstream)]
