@@ -383,14 +383,17 @@ impl Backend {
     }
 
     /// Sends one try to the backend, given up with a timeout error at `deadline`, and counts
-    /// it in the backend's [`BackendStats`] however it ends.
+    /// it in the backend's [`BackendStats`] however it ends. The try started at `started` (the
+    /// caller's reading of the clock, so that a try reads it once); its result comes with the
+    /// time it took, as counted.
     pub fn call(
         &self,
         request: GatewayRequest,
+        started: Instant,
         deadline: Option<Instant>,
-    ) -> impl Future<Output = Result<GatewayResponse, BackendError>> + Send + 'static {
+    ) -> impl Future<Output = (Result<GatewayResponse, BackendError>, Duration)> + Send + 'static
+    {
         let in_flight = InFlight::start(self.stats.clone());
-        let started = Instant::now();
         let future = self.service.send(request);
         async move {
             let result = match deadline {
@@ -405,11 +408,12 @@ impl Backend {
                     }),
             };
             let stats = in_flight.finish();
+            let latency = started.elapsed();
             match &result {
-                Ok(response) => stats.record_response(response.status(), started.elapsed()),
+                Ok(response) => stats.record_response(response.status(), latency),
                 Err(error) => stats.record_error(error.kind()),
             }
-            result
+            (result, latency)
         }
     }
 }
@@ -514,11 +518,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_answer_is_counted_with_its_class_and_latency() {
         let (backend, stats) = answering_after(Duration::from_millis(30));
-        let response = backend.call(request(), None).await;
+        let (response, latency) = backend.call(request(), Instant::now(), None).await;
         assert_eq!(
             response.map(|r| r.status()).ok(),
             Some(http::StatusCode::OK)
         );
+        assert_eq!(latency, Duration::from_millis(30));
         assert_eq!(stats.tries.load(SeqCst), 1);
         assert_eq!(stats.responses_by_class[1].load(SeqCst), 1, "2xx");
         assert_eq!(stats.latency.count(), 1);
@@ -530,7 +535,9 @@ mod tests {
     async fn a_try_past_its_deadline_fails_as_a_timeout_and_is_counted_so() {
         let (backend, stats) = answering_after(Duration::from_secs(5));
         let deadline = Instant::now() + Duration::from_millis(100);
-        let result = backend.call(request(), Some(deadline)).await;
+        let (result, _) = backend
+            .call(request(), Instant::now(), Some(deadline))
+            .await;
         assert_eq!(
             result.err().map(|e| e.kind()),
             Some(BackendErrorKind::Timeout)
@@ -555,7 +562,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_try_dropped_unfinished_is_counted_as_cancelled() {
         let (backend, stats) = answering_after(Duration::from_secs(5));
-        let try_ = backend.call(request(), None);
+        let try_ = backend.call(request(), Instant::now(), None);
         assert_eq!(
             stats.in_flight.load(SeqCst),
             1,

@@ -195,12 +195,13 @@ struct TryInFlight<'a> {
 }
 
 impl TryInFlight<'_> {
-    fn end(mut self, result: TryResult) {
+    /// The try ended with `result` after `latency` (as its backend counted it).
+    fn end(mut self, result: TryResult, latency: Duration) {
         self.ended = true;
         self.observer.try_ended(Attempt {
             backend: self.backend,
             result,
-            latency: self.started.elapsed(),
+            latency,
         });
     }
 }
@@ -392,11 +393,14 @@ impl Failover {
             observer,
             ended: false,
         };
-        let result = backend.call(request, Some(try_deadline)).await;
-        in_flight.end(match &result {
-            Ok(response) => TryResult::Answered(response.status()),
-            Err(error) => TryResult::Failed(error.kind()),
-        });
+        let (result, latency) = backend.call(request, started, Some(try_deadline)).await;
+        in_flight.end(
+            match &result {
+                Ok(response) => TryResult::Answered(response.status()),
+                Err(error) => TryResult::Failed(error.kind()),
+            },
+            latency,
+        );
         result
     }
 

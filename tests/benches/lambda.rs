@@ -119,7 +119,9 @@ fn lambda(c: &mut Criterion) {
         "lambda invoke: whole try against an instant endpoint",
         |b| {
             b.iter(|| {
-                let response = runtime.block_on(backend.call(request(body).into(), None));
+                let started = tokio::time::Instant::now();
+                let (response, _) =
+                    runtime.block_on(backend.call(request(body).into(), started, None));
                 std::hint::black_box(response.map(|r| r.status()).ok())
             })
         },
