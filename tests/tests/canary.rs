@@ -18,11 +18,11 @@ use serde_json::Value;
 /// The admin token the gateways of these tests require (for `POST /canary/...`).
 const TOKEN: &str = "canary-test-token";
 
-/// A file holding [`TOKEN`], for `admin.token_file`.
-fn token_file() -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("accord-canary-token-{}", std::process::id()));
-    std::fs::write(&path, TOKEN).expect("write the token");
-    path
+/// A file holding [`TOKEN`], for `admin.token_file`; removed when the test drops it.
+fn token_file() -> tempfile::TempPath {
+    let mut file = tempfile::NamedTempFile::new().expect("a token file");
+    std::io::Write::write_all(&mut file, TOKEN.as_bytes()).expect("write the token");
+    file.into_temp_path()
 }
 
 /// A gateway with route `orders`: `v1`, and `v2` as a canary with `canary` (flow YAML).
@@ -31,8 +31,9 @@ fn gateway(
     v2: SocketAddr,
     canary: &'static str,
     slo: &'static str,
+    token: &std::path::Path,
 ) -> impl Fn(SocketAddr, SocketAddr) -> String {
-    let token = token_file();
+    let token = token.to_path_buf();
     move |addr, admin| {
         format!(
             "listeners: [{{address: \"{addr}\"}}]\nadmin: {{address: \"{admin}\", token_file: \"{}\"}}\nsla_history: {{enabled: false}}\nlog: {{access_log: false}}\n\
@@ -85,11 +86,13 @@ fn accord(args: &[&str]) -> (bool, String) {
 async fn a_healthy_canary_steps_up_to_all_the_traffic() {
     let v1 = Upstream::start(|_| async { respond(200, "v1") }).await;
     let v2 = Upstream::start(|_| async { respond(200, "v2") }).await;
+    let token = token_file();
     let gateway = AccordProcess::start(gateway(
         v1.addr,
         v2.addr,
         "{steps: [10%, 50%, 100%], step_for: 1s, min_requests: 20, compare: baseline}",
         "{availability: 99.9%}",
+        &token,
     ))
     .await;
     let load = SteadyLoad::start(format!("http://{}/", gateway.addr), 2);
@@ -143,11 +146,13 @@ async fn a_failing_canary_is_rolled_back_within_one_evaluation_having_served_onl
         async move { respond(if n % 20 == 19 { 500 } else { 200 }, "v2") }
     })
     .await;
+    let token = token_file();
     let gateway = AccordProcess::start(gateway(
         v1.addr,
         v2.addr,
         "{steps: [10%, 100%], step_for: 1h, min_requests: 20, compare: objective}",
         "{availability: 99.9%}",
+        &token,
     ))
     .await;
     let load = SteadyLoad::start(format!("http://{}/", gateway.addr), 2);
@@ -244,11 +249,13 @@ async fn the_gate_refuses_while_the_error_budget_is_low() {
     .await;
     let v2 = Upstream::start(|_| async { respond(200, "v2") }).await;
     // The canary is promoted already (one step): only the budget matters here.
+    let token = token_file();
     let gateway = AccordProcess::start(gateway(
         v1.addr,
         v2.addr,
         "{steps: [100%], step_for: 1s, min_requests: 1}",
         "{availability: 99%, window: 1h}",
+        &token,
     ))
     .await;
     let admin = gateway.admin.to_string();
