@@ -10,11 +10,12 @@ upstream keep-alive, as in `bench.py`) and prints Accord's count over nginx's. N
 and nginx (the upstream).
 
   python3 scripts/instructions.py [--route /|/metered/|/plugged/] [--baseline /tmp/accord-old] [--nginx]
+                                  [--keep DIR]
 
 `/plugged/` is the SLO route with the noop Wasm plugin (built in `wasm-plugins/`): the gateway
 runs with `limits.plugin_instances: 4`, so that the plugin pool's address space fits valgrind's.
 """
-import argparse, os, re, subprocess, sys, tempfile, threading, time, http.client
+import argparse, os, re, shutil, subprocess, sys, tempfile, threading, time, http.client
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench import accord_binary, accord_config, free_port, start_ok_upstream, stop, wait_port  # noqa: E402
@@ -99,6 +100,7 @@ def main():
     ap.add_argument("--baseline")
     ap.add_argument("--profile", default="release", help="release or dist: which build of accord")
     ap.add_argument("--nginx", action="store_true", help="also measure nginx as the proxy")
+    ap.add_argument("--keep", metavar="DIR", help="copy the callgrind profiles to DIR (for callgrind_annotate)")
     args = ap.parse_args()
     accord = accord_binary(args.profile)
     work = tempfile.mkdtemp(prefix="accord-instructions-")
@@ -114,6 +116,12 @@ def main():
         if args.nginx:
             nginx = measure_nginx(work, upstream_port, args.requests)
             print(f"nginx:      {nginx:,.0f} instructions per request; this / nginx {this / nginx:.3f}x")
+        if args.keep:
+            os.makedirs(args.keep, exist_ok=True)
+            for f in os.listdir(work):
+                if ".callgrind" in f:
+                    shutil.copy(os.path.join(work, f), args.keep)
+            print(f"profiles kept in {args.keep}")
     finally:
         stop(procs, work)
 
