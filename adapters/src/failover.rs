@@ -432,6 +432,10 @@ impl Failover {
     /// goes first for its probe share of requests. When no backend is available at all, all of
     /// them are tried in priority order (better to try than to refuse outright).
     fn try_order(&self) -> (TryOrder, bool) {
+        // A route of one backend, the most common: it is the order, whatever its standing.
+        if self.backends.len() == 1 && self.canary.is_none() {
+            return (TryOrder::from_elem(0, 1), false);
+        }
         let canary = self.canary.as_ref().map(|(index, _)| *index);
         let baseline = || (0..self.backends.len()).filter(|&i| Some(i) != canary);
         let available: TryOrder = baseline()
