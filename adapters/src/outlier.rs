@@ -2,7 +2,7 @@
 //! and each further ejection lasts longer (Envoy's consecutive-failure detector).
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -32,6 +32,10 @@ impl Default for OutlierPolicy {
 #[derive(Debug, Default)]
 pub struct OutlierDetector {
     consecutive_failures: AtomicU32,
+    /// Whether an ejection may be in force: set with it, cleared once it is seen to have
+    /// passed (both under the lock). A target that is not ejected, the usual case, is told so
+    /// without taking the lock on every request.
+    ejected: AtomicBool,
     state: Mutex<Ejection>,
 }
 
@@ -77,13 +81,21 @@ impl OutlierDetector {
             .saturating_mul(state.times)
             .min(policy.max_ejection);
         state.until = Some(now + duration);
+        self.ejected.store(true, Relaxed);
         FailureEffect::Ejected(duration)
     }
 
     /// Whether the target is ejected now.
     pub fn is_ejected(&self) -> bool {
+        if !self.ejected.load(Relaxed) {
+            return false;
+        }
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.until.is_some_and(|until| until > Instant::now())
+        let ejected = state.until.is_some_and(|until| until > Instant::now());
+        if !ejected {
+            self.ejected.store(false, Relaxed);
+        }
+        ejected
     }
 }
 
@@ -120,6 +132,10 @@ mod tests {
         assert_eq!(
             detector.record_failure(&policy),
             FailureEffect::Ejected(Duration::from_secs(20))
+        );
+        assert!(
+            detector.is_ejected(),
+            "ejected again once the first has passed"
         );
         tokio::time::advance(Duration::from_secs(21)).await;
         for _ in 0..2 {
