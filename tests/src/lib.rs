@@ -185,6 +185,18 @@ pub fn dead_address() -> SocketAddr {
     listener.local_addr().expect("addr")
 }
 
+/// Two distinct addresses on which nothing listens. Two calls of [`dead_address`] can return
+/// the same port (the first is closed before the second is bound), which made a gateway's
+/// admin address its listener's, a configuration it refuses.
+pub fn two_dead_addresses() -> (SocketAddr, SocketAddr) {
+    let first = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let second = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    (
+        first.local_addr().expect("addr"),
+        second.local_addr().expect("addr"),
+    )
+}
+
 /// Waits until a peer on 127.0.0.1:`port` answers 200 on `path` (up to 30 s), or panics
 /// naming `what`.
 pub async fn wait_ready(port: u16, path: &str, what: &str) {
@@ -310,7 +322,7 @@ impl AccordProcess {
     }
 
     async fn spawn(yaml: impl Fn(SocketAddr, SocketAddr) -> String, logged: bool) -> AccordProcess {
-        let (addr, admin) = (dead_address(), dead_address());
+        let (addr, admin) = two_dead_addresses();
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("accord.yaml");
         std::fs::write(&config, yaml(addr, admin)).expect("write config");
