@@ -432,7 +432,7 @@ impl Failover {
     /// goes first for its probe share of requests. When no backend is available at all, all of
     /// them are tried in priority order (better to try than to refuse outright).
     fn try_order(&self) -> (TryOrder, bool) {
-        // A route of one backend, the most common: it is the order, whatever its standing.
+        // A route of one backend (a common case): it is the order, whatever its standing.
         if self.backends.len() == 1 && self.canary.is_none() {
             return (TryOrder::from_elem(0, 1), false);
         }
