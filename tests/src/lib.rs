@@ -185,6 +185,13 @@ pub fn dead_address() -> SocketAddr {
     listener.local_addr().expect("addr")
 }
 
+/// A temporary file holding `contents` (an admin token, say); removed when dropped.
+pub fn file_holding(contents: &str) -> tempfile::TempPath {
+    let file = tempfile::NamedTempFile::new().expect("a temporary file");
+    std::fs::write(file.path(), contents).expect("write the temporary file");
+    file.into_temp_path()
+}
+
 /// Two distinct addresses on which nothing listens. Two calls of [`dead_address`] can return
 /// the same port (the first is closed before the second is bound), which made a gateway's
 /// admin address its listener's, a configuration it refuses.

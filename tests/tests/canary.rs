@@ -12,18 +12,11 @@ use std::time::Duration;
 
 use accord_policies::sla::EVALUATION_INTERVAL;
 use accord_tests::upstream::{Upstream, respond};
-use accord_tests::{AccordProcess, SteadyLoad, accord_binary, get};
+use accord_tests::{AccordProcess, SteadyLoad, accord_binary, file_holding, get};
 use serde_json::Value;
 
 /// The admin token the gateways of these tests require (for `POST /canary/...`).
 const TOKEN: &str = "canary-test-token";
-
-/// A file holding [`TOKEN`], for `admin.token_file`; removed when the test drops it.
-fn token_file() -> tempfile::TempPath {
-    let mut file = tempfile::NamedTempFile::new().expect("a token file");
-    std::io::Write::write_all(&mut file, TOKEN.as_bytes()).expect("write the token");
-    file.into_temp_path()
-}
 
 /// A gateway with route `orders`: `v1`, and `v2` as a canary with `canary` (flow YAML).
 fn gateway(
@@ -86,7 +79,7 @@ fn accord(args: &[&str]) -> (bool, String) {
 async fn a_healthy_canary_steps_up_to_all_the_traffic() {
     let v1 = Upstream::start(|_| async { respond(200, "v1") }).await;
     let v2 = Upstream::start(|_| async { respond(200, "v2") }).await;
-    let token = token_file();
+    let token = file_holding(TOKEN);
     let gateway = AccordProcess::start(gateway(
         v1.addr,
         v2.addr,
@@ -146,7 +139,7 @@ async fn a_failing_canary_is_rolled_back_within_one_evaluation_having_served_onl
         async move { respond(if n % 20 == 19 { 500 } else { 200 }, "v2") }
     })
     .await;
-    let token = token_file();
+    let token = file_holding(TOKEN);
     let gateway = AccordProcess::start(gateway(
         v1.addr,
         v2.addr,
@@ -249,7 +242,7 @@ async fn the_gate_refuses_while_the_error_budget_is_low() {
     .await;
     let v2 = Upstream::start(|_| async { respond(200, "v2") }).await;
     // The canary is promoted already (one step): only the budget matters here.
-    let token = token_file();
+    let token = file_holding(TOKEN);
     let gateway = AccordProcess::start(gateway(
         v1.addr,
         v2.addr,

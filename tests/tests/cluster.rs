@@ -523,9 +523,7 @@ async fn every_replica_sends_the_canary_the_same_share() {
     let redis = RedisServer::start().await;
     let v1 = healthy("v1").await;
     let v2 = healthy("v2").await;
-    let token = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(token.path(), "cluster-token").unwrap();
-    let token = token.into_temp_path();
+    let token = accord_tests::file_holding("cluster-token");
     let yaml = |name: &'static str| {
         let (url, v1, v2, token) = (redis.url(), v1.addr, v2.addr, token.to_path_buf());
         move |addr: SocketAddr, admin: SocketAddr| {

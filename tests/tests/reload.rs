@@ -13,18 +13,16 @@ use http_body_util::Full;
 const TOKEN: &str = "s3cret-admin-token";
 
 /// The admin token lives in a file, referenced by `token_file`.
-struct TokenFile(tempfile::NamedTempFile);
-
-impl TokenFile {
-    fn new() -> Self {
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), format!("{TOKEN}\n")).unwrap();
-        Self(file)
-    }
+fn token_file() -> tempfile::TempPath {
+    accord_tests::file_holding(&format!("{TOKEN}\n"))
 }
 
-fn config(token: &TokenFile, backend_addr: std::net::SocketAddr, extra_route: &str) -> String {
-    let token_file = token.0.path().display();
+fn config(
+    token: &std::path::Path,
+    backend_addr: std::net::SocketAddr,
+    extra_route: &str,
+) -> String {
+    let token_file = token.display();
     format!(
         "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\n  token_file: {token_file}\nlog:\n  access_log: false\nbackends:\n  app:\n    http:\n      addresses: [\"{backend_addr}\"]\nroutes:\n  - id: app\n    match: {{path: {{prefix: /}}}}\n    backends: [{{backend: app}}]\n{extra_route}"
     )
@@ -40,7 +38,7 @@ async fn post_reload(gateway: &TestGateway, token: Option<&str>) -> accord_tests
 
 #[tokio::test]
 async fn a_reload_under_steady_load_fails_no_request() {
-    let token_file = TokenFile::new();
+    let token_file = token_file();
     let blue = Upstream::fixed("blue", 200).await;
     let green = Upstream::fixed("green", 200).await;
     let gateway = Arc::new(TestGateway::start(&config(&token_file, blue.addr, "")).await);
@@ -81,7 +79,7 @@ async fn a_reload_under_steady_load_fails_no_request() {
 
 #[tokio::test]
 async fn an_invalid_reload_is_refused_with_its_errors_and_traffic_continues() {
-    let token_file = TokenFile::new();
+    let token_file = token_file();
     let app = Upstream::fixed("app", 200).await;
     let gateway = TestGateway::start(&config(&token_file, app.addr, "")).await;
     let token = TOKEN;
@@ -138,7 +136,7 @@ async fn an_invalid_reload_is_refused_with_its_errors_and_traffic_continues() {
 
 #[tokio::test]
 async fn the_admin_api_requires_its_token_for_post_and_serves_reads_on_loopback() {
-    let token_file = TokenFile::new();
+    let token_file = token_file();
     let app = Upstream::fixed("app", 200).await;
     let gateway = TestGateway::start(&config(&token_file, app.addr, "")).await;
     assert_eq!(post_reload(&gateway, None).await.status, 401);
@@ -153,7 +151,7 @@ async fn the_admin_api_requires_its_token_for_post_and_serves_reads_on_loopback(
     let config = get(&gateway.admin_url("/config")).await.json();
     assert_eq!(
         config["admin"]["token_file"],
-        token_file.0.path().display().to_string(),
+        token_file.display().to_string(),
         "the reference is shown"
     );
     assert!(!config.to_string().contains(TOKEN), "the secret is not");
@@ -172,7 +170,7 @@ async fn a_draining_gateway_finishes_in_flight_requests_and_reports_not_ready() 
         accord_tests::upstream::respond(200, "finished")
     })
     .await;
-    let token_file = TokenFile::new();
+    let token_file = token_file();
     let gateway = TestGateway::start(&config(&token_file, slow.addr, "")).await;
     let url = gateway.url("/slow");
     let admin = gateway.admin_url("/readyz");
@@ -195,14 +193,14 @@ async fn a_draining_gateway_finishes_in_flight_requests_and_reports_not_ready() 
 /// and its report does not ask for a restart (it once listed both).
 #[tokio::test]
 async fn a_reload_reports_exactly_what_needs_a_restart() {
-    let token_file = TokenFile::new();
+    let token_file = token_file();
     let app = Upstream::fixed("app", 200).await;
     let gateway = TestGateway::start(&config(&token_file, app.addr, "")).await;
     let new_token = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(new_token.path(), "the-new-token\n").unwrap();
     let rewritten = config(&token_file, app.addr, "")
         .replace(
-            &token_file.0.path().display().to_string(),
+            &token_file.display().to_string(),
             &new_token.path().display().to_string(),
         )
         .replace("access_log: false", "access_log: true");
