@@ -464,10 +464,10 @@ impl Connection {
             // Room for the response's `x-request-id`, so that adding it does not grow the map.
             let mut headers = HeaderMap::with_capacity(kept.len() + 1);
             for (index, field) in kept.iter().enumerate() {
-                let (name, value) = field
+                let field = field
                     .field(&head, index, &mut self.names)
                     .map_err(Http1Error::framing)?;
-                headers.append(name, value);
+                headers.append(field.name, field.value);
             }
             UpstreamFields::Map(headers)
         };

@@ -37,6 +37,28 @@ pub const TRANSFER_ENCODING_AT: usize = 6;
 /// Where `Upgrade` sits in [`NAMES`].
 pub const UPGRADE_AT: usize = 7;
 
+/// Which of the [`NAMES`] a message carries: noted as its fields are read, so that the hop-by-hop
+/// fields are not looked for again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Present(u8);
+
+impl Present {
+    /// Notes the name at `at` in [`NAMES`].
+    pub fn insert(&mut self, at: usize) {
+        self.0 |= 1 << at;
+    }
+
+    /// Whether the name at `at` in [`NAMES`] is there.
+    pub fn contains(self, at: usize) -> bool {
+        self.0 & (1 << at) != 0
+    }
+
+    /// Whether none is.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
 /// Which of the [`NAMES`] `name` is, in any case.
 #[inline]
 pub fn position(name: &[u8]) -> Option<usize> {
@@ -65,5 +87,20 @@ mod tests {
         assert_eq!(position(b"Keep-Alive"), Some(KEEP_ALIVE_AT));
         assert_eq!(position(b"Proxy-Connection"), Some(2));
         assert_eq!(position(b"Content-Length"), None);
+    }
+
+    #[test]
+    fn a_present_set_holds_what_was_inserted() {
+        let mut present = Present::default();
+        assert!(present.is_empty());
+        present.insert(UPGRADE_AT);
+        present.insert(CONNECTION_AT);
+        assert!(!present.is_empty());
+        assert!(present.contains(UPGRADE_AT) && present.contains(CONNECTION_AT));
+        assert!(
+            (0..COUNT)
+                .filter(|&i| present.contains(i))
+                .eq([CONNECTION_AT, UPGRADE_AT])
+        );
     }
 }

@@ -16,6 +16,8 @@ use http_body::{Frame, SizeHint};
 use smallvec::{Array, SmallVec};
 use tokio::io::AsyncWrite;
 
+use super::hop_by_hop;
+
 /// What a body read asks for when nothing says how much is coming: one page. Bodies of known
 /// length read up to [`MAX_READ`] at once.
 pub const READ_SIZE: usize = 4 * 1024;
@@ -319,21 +321,36 @@ impl FieldAt {
         head: &Bytes,
         index: usize,
         names: &mut NameCache,
-    ) -> Result<(HeaderName, HeaderValue), FramingError> {
-        let name = names.name(index, &head[self.name_range()])?;
+    ) -> Result<Field, FramingError> {
+        let (name, hop_by_hop) = names.name(index, &head[self.name_range()])?;
         let value = HeaderValue::from_maybe_shared(head.slice(self.value_range()))
             .map_err(|_| FramingError("invalid header value"))?;
-        Ok((name, value))
+        Ok(Field {
+            name,
+            value,
+            hop_by_hop,
+        })
     }
+}
+
+/// A header field read off a head.
+pub struct Field {
+    /// The name, lowercase.
+    pub name: HeaderName,
+    /// The value, sharing the head's bytes.
+    pub value: HeaderValue,
+    /// Where its name sits among [`hop_by_hop::NAMES`], when it is one of them.
+    pub hop_by_hop: Option<usize>,
 }
 
 /// The header names one connection's peer has sent, by their bytes as sent. A peer sends the
 /// same names, in the same order, on message after message: a name found here is not parsed
-/// again (`HeaderName::from_bytes` lowercases and looks up every name), and the `index`-th
-/// field's name is looked for where the previous message had it first.
+/// again (`HeaderName::from_bytes` lowercases and looks up every name), nor compared with the
+/// hop-by-hop names again, and the `index`-th field's name is looked for where the previous
+/// message had it first.
 #[derive(Default)]
 pub struct NameCache {
-    names: Vec<(Box<[u8]>, HeaderName)>,
+    names: Vec<(Box<[u8]>, HeaderName, Option<usize>)>,
 }
 
 impl NameCache {
@@ -341,19 +358,25 @@ impl NameCache {
     /// message, has the rest parsed each time.
     const CAPACITY: usize = 24;
 
-    /// The header name `raw`, the `index`-th of its head.
-    pub fn name(&mut self, index: usize, raw: &[u8]) -> Result<HeaderName, FramingError> {
-        if let Some((_, name)) = self.names.get(index).filter(|(seen, _)| **seen == *raw) {
-            return Ok(name.clone());
+    /// The header name `raw`, the `index`-th of its head, and where it sits among
+    /// [`hop_by_hop::NAMES`] if it is one of them.
+    pub fn name(
+        &mut self,
+        index: usize,
+        raw: &[u8],
+    ) -> Result<(HeaderName, Option<usize>), FramingError> {
+        if let Some((_, name, hop)) = self.names.get(index).filter(|(seen, ..)| **seen == *raw) {
+            return Ok((name.clone(), *hop));
         }
-        if let Some((_, name)) = self.names.iter().find(|(seen, _)| **seen == *raw) {
-            return Ok(name.clone());
+        if let Some((_, name, hop)) = self.names.iter().find(|(seen, ..)| **seen == *raw) {
+            return Ok((name.clone(), *hop));
         }
         let name = HeaderName::from_bytes(raw).map_err(|_| FramingError("invalid header name"))?;
+        let hop = hop_by_hop::position(raw);
         if self.names.len() < Self::CAPACITY {
-            self.names.push((raw.into(), name.clone()));
+            self.names.push((raw.into(), name.clone(), hop));
         }
-        Ok(name)
+        Ok((name, hop))
     }
 }
 
@@ -473,20 +496,32 @@ mod tests {
     #[test]
     fn a_cached_name_is_the_name_parsed() {
         let mut names = NameCache::default();
-        let sent = ["Content-Type", "X-Custom", "content-type", "Date"];
+        let sent = [
+            "Content-Type",
+            "X-Custom",
+            "content-type",
+            "Date",
+            "Connection",
+        ];
         for _ in 0..3 {
             for (index, raw) in sent.iter().enumerate() {
-                let name = names.name(index, raw.as_bytes()).unwrap();
+                let (name, hop) = names.name(index, raw.as_bytes()).unwrap();
                 assert_eq!(name, HeaderName::from_bytes(raw.as_bytes()).unwrap());
+                assert_eq!(hop, hop_by_hop::position(raw.as_bytes()));
             }
         }
         // In another order, and past the cache's capacity.
         for i in 0..(NameCache::CAPACITY * 2) {
             let raw = format!("X-Name-{i}");
-            let name = names.name(0, raw.as_bytes()).unwrap();
+            let (name, _) = names.name(0, raw.as_bytes()).unwrap();
             assert_eq!(name.as_str(), raw.to_ascii_lowercase());
         }
-        assert_eq!(names.name(1, b"Date").unwrap(), http::header::DATE);
+        assert_eq!(names.name(1, b"Date").unwrap().0, http::header::DATE);
+        assert_eq!(
+            names.name(2, b"Keep-Alive").unwrap().1,
+            Some(hop_by_hop::KEEP_ALIVE_AT),
+            "noted for a name past the capacity too"
+        );
         assert_eq!(names.names.len(), NameCache::CAPACITY);
         assert!(names.name(0, b"bad name").is_err());
     }

@@ -60,7 +60,7 @@ pub trait AdminState: Send + Sync + 'static {
 
 /// The admin API's request handler.
 pub fn handler<S: AdminState>(gateway: Arc<S>, loopback: bool) -> Handler {
-    Arc::new(move |request, _conn| {
+    Arc::new(move |request, _conn, _notes| {
         let gateway = gateway.clone();
         Box::pin(async move { respond(&*gateway, loopback, request).await })
     })

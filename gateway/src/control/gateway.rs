@@ -286,12 +286,12 @@ impl Gateway {
     }
 
     fn proxy_handler(self: Arc<Self>) -> Handler {
-        Arc::new(move |request, conn| {
+        Arc::new(move |request, conn, notes| {
             let generation = self.generation.load_full();
             let registry = self.registry.clone();
             let access_log = generation.config().log.access_log;
             Box::pin(proxy::handle(
-                generation, registry, access_log, request, conn,
+                generation, registry, access_log, request, conn, notes,
             ))
         })
     }

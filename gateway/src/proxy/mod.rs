@@ -54,6 +54,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use accord_adapters::backend::{PathParams, RequestContext};
 use accord_adapters::forwarding::Forwarding;
+use accord_adapters::http::hop_by_hop::{CONNECTION_AT, Present, UPGRADE_AT};
 use accord_adapters::{BoxError, GatewayResponse, PreparedHead, ReplayBody};
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST};
@@ -90,6 +91,17 @@ impl Connection {
     }
 }
 
+/// What the server noted of a request's head as it read it, so that the pipeline does not look
+/// for it in the header map again. HTTP/1.1's server notes; a request from HTTP/2 comes with
+/// nothing noted ([`HeadNotes::default`]), and the pipeline looks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HeadNotes {
+    /// Which hop-by-hop fields came; `None` when not noted.
+    pub hop_by_hop: Option<Present>,
+    /// The body length `Content-Length` declares, when it does (noted with `hop_by_hop`).
+    pub content_length: Option<u64>,
+}
+
 /// Takes one client request through the pipeline (see the module doc) to its response head;
 /// the record is written when the response body ends. Generic over the request body so that
 /// tests can drive it in-process.
@@ -104,6 +116,7 @@ pub fn handle<B>(
     access_log: bool,
     mut request: Request<B>,
     conn: Connection,
+    notes: HeadNotes,
 ) -> impl Future<Output = GatewayResponse> + Send + 'static
 where
     B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
@@ -113,7 +126,10 @@ where
         // 1. Identify.
         let started = Instant::now();
         let request_id = identify(&mut request);
-        let websocket = headers::is_websocket_upgrade(request.headers());
+        let websocket = notes
+            .hop_by_hop
+            .is_none_or(|present| present.contains(CONNECTION_AT) && present.contains(UPGRADE_AT))
+            && headers::is_websocket_upgrade(request.headers());
         let client_upgrade = if websocket {
             request.extensions_mut().remove::<server::ClientUpgrade>()
         } else {
@@ -142,7 +158,10 @@ where
         route.stats().active.fetch_add(1, Relaxed);
 
         // 3. Admit.
-        let content_length = declared_length(&parts);
+        let content_length = match notes.hop_by_hop {
+            Some(_) => notes.content_length,
+            None => declared_length(&parts),
+        };
         if let ControlFlow::Break(refusal) =
             admit::admit(route, &parts, content_length, &mut record)
         {
@@ -179,7 +198,14 @@ where
         record.defer_answered = allowed.is_some() && route.judges_responses();
 
         // 5. Prepare.
-        let forwarding = prepare_head(&mut parts, websocket, &conn, matched.params, route);
+        let forwarding = prepare_head(
+            &mut parts,
+            websocket,
+            notes.hop_by_hop,
+            &conn,
+            matched.params,
+            route,
+        );
         if let Some(trace) = &record.trace {
             // The backend's spans join the trace under this request's server span.
             parts
@@ -289,11 +315,14 @@ fn declared_length(parts: &http::request::Parts) -> Option<u64> {
 fn prepare_head(
     parts: &mut http::request::Parts,
     websocket: bool,
+    hop_by_hop: Option<Present>,
     conn: &Connection,
     params: Vec<(String, String)>,
     route: &crate::control::generation::LiveRoute,
 ) -> Forwarding {
-    headers::strip_hop_by_hop(&mut parts.headers, websocket);
+    if hop_by_hop.is_none_or(|present| !present.is_empty()) {
+        headers::strip_hop_by_hop(&mut parts.headers, websocket);
+    }
     let forwarding = Forwarding::new(conn.client_ip.clone(), conn.scheme, &parts.headers);
     // Only for routes that read it: an extension costs an allocation, and another in each
     // try's copy of the head.
@@ -362,6 +391,7 @@ mod tests {
                 false,
                 request,
                 conn,
+                HeadNotes::default(),
             )
         }
 

@@ -37,12 +37,13 @@ use std::time::{Duration, SystemTime};
 
 use accord_adapters::GatewayResponse;
 use accord_adapters::http::header_list::value_tokens;
+use accord_adapters::http::hop_by_hop::{CONNECTION_AT, Present, TRANSFER_ENCODING_AT, UPGRADE_AT};
 use accord_adapters::http::wire::{
-    Chunk, Decoded, FieldAt, Framing, FramingError, HEAD_READ, NameCache, make_room, merge_lengths,
-    poll_write_all, put_decimal,
+    Chunk, Decoded, Field, FieldAt, Framing, FramingError, HEAD_READ, NameCache, make_room,
+    merge_lengths, poll_write_all, put_decimal,
 };
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use smallvec::SmallVec;
@@ -51,7 +52,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::{ClientBody, Handler};
-use crate::proxy::Connection;
+use crate::proxy::{Connection, HeadNotes};
 
 /// The most header fields a request head may carry (hyper's limit too).
 const MAX_HEADERS: usize = 100;
@@ -115,6 +116,8 @@ struct Head {
     keep_alive: bool,
     expects_continue: bool,
     wants_upgrade: bool,
+    /// What the pipeline would otherwise look for in the head again.
+    notes: HeadNotes,
 }
 
 /// Serves the HTTP/1.1 requests of one connection until it ends, its head read timeout
@@ -183,6 +186,7 @@ pub(super) async fn serve(
             keep_alive,
             expects_continue,
             wants_upgrade,
+            notes,
         } = head;
         let method_is_head = request.method() == Method::HEAD;
         let version = request.version();
@@ -213,7 +217,7 @@ pub(super) async fn serve(
                 .insert(ClientUpgrade(Arc::new(Mutex::new(Some(rx)))));
             tx
         });
-        let mut future = handler(request, conn.clone());
+        let mut future = handler(request, conn.clone(), notes);
 
         // Poll it, watching the client: the body's reader coming back, `100 Continue` asked
         // for, the client closing.
@@ -370,29 +374,37 @@ fn parse_head(
     // Room for what the gateway adds, so that adding it does not grow the map.
     let mut headers = HeaderMap::with_capacity(count + ADDED_BY_GATEWAY);
     let (mut close, mut keep_alive_token, mut upgrade_token) = (false, false, false);
-    let (mut transfer_encoding, mut expects_continue, mut upgrade) = (false, false, false);
+    let mut expects_continue = false;
     let mut length: Option<Option<u64>> = None;
+    let mut present = Present::default();
     for (index, field) in fields.iter().enumerate() {
-        let (name, value) = field
+        let Field {
+            name,
+            value,
+            hop_by_hop,
+        } = field
             .field(&head, index, names)
             .map_err(|FramingError(why)| Refusal(StatusCode::BAD_REQUEST, why))?;
-        if name == CONNECTION {
-            for token in value_tokens(value.as_bytes()) {
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
-                upgrade_token |= token.eq_ignore_ascii_case(b"upgrade");
+        if let Some(at) = hop_by_hop {
+            present.insert(at);
+            if at == CONNECTION_AT {
+                for token in value_tokens(value.as_bytes()) {
+                    close |= token.eq_ignore_ascii_case(b"close");
+                    keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                    upgrade_token |= token.eq_ignore_ascii_case(b"upgrade");
+                }
             }
-        } else if name == TRANSFER_ENCODING {
-            transfer_encoding = true;
         } else if name == CONTENT_LENGTH {
             length = Some(merge_lengths(length, value.as_bytes()));
         } else if name == EXPECT {
             expects_continue = value.as_bytes().eq_ignore_ascii_case(b"100-continue");
-        } else if name == UPGRADE {
-            upgrade = true;
         }
         headers.append(name, value);
     }
+    let (transfer_encoding, upgrade) = (
+        present.contains(TRANSFER_ENCODING_AT),
+        present.contains(UPGRADE_AT),
+    );
 
     let mut keep_alive = match version {
         Version::HTTP_10 => keep_alive_token && !close,
@@ -441,6 +453,14 @@ fn parse_head(
         keep_alive,
         expects_continue: expects_continue && version == Version::HTTP_11,
         wants_upgrade: upgrade && upgrade_token,
+        notes: HeadNotes {
+            hop_by_hop: Some(present),
+            content_length: match framing {
+                Framing::Length(length) => Some(length),
+                _ if length == Some(Some(0)) && !transfer_encoding => Some(0),
+                _ => None,
+            },
+        },
     }))
 }
 
@@ -793,6 +813,7 @@ impl AsyncWrite for ClientStream {
 
 #[cfg(test)]
 mod tests {
+    use accord_adapters::http::hop_by_hop;
     use http::header::HOST;
 
     use super::*;
@@ -815,6 +836,47 @@ mod tests {
         let old = parse("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
         assert!(!old.keep_alive);
         assert_eq!(old.framing, Framing::Empty);
+    }
+
+    /// What the pipeline would look for again is noted as the fields go by: which hop-by-hop
+    /// fields came (in any case), and the declared length.
+    #[test]
+    fn the_head_notes_its_hop_by_hop_fields_and_declared_length() {
+        let plain = parse("GET / HTTP/1.1\r\nHost: x\r\nX-Request-Id: 7\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(plain.notes.hop_by_hop, Some(Present::default()));
+        assert_eq!(plain.notes.content_length, None);
+
+        let upgrade = "GET / HTTP/1.1\r\nconnection: keep-alive, Upgrade\r\nUPGRADE: websocket\r\nKeep-Alive: 5\r\nContent-Length: 0\r\n\r\n";
+        let head = parse(upgrade).unwrap().unwrap();
+        let present = head.notes.hop_by_hop.unwrap();
+        let noted: Vec<_> = (0..hop_by_hop::COUNT)
+            .filter(|&at| present.contains(at))
+            .collect();
+        assert_eq!(
+            noted,
+            [CONNECTION_AT, hop_by_hop::KEEP_ALIVE_AT, UPGRADE_AT]
+        );
+        assert_eq!(head.notes.content_length, Some(0));
+        assert!(head.wants_upgrade);
+
+        let sized = parse("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(sized.notes.content_length, Some(5));
+        let chunked =
+            parse("POST / HTTP/1.1\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .unwrap()
+                .unwrap();
+        assert_eq!(chunked.notes.content_length, None, "the length was dropped");
+        assert!(
+            chunked
+                .notes
+                .hop_by_hop
+                .unwrap()
+                .contains(TRANSFER_ENCODING_AT)
+        );
     }
 
     #[test]
@@ -862,6 +924,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use accord_adapters::body::{full_body, response_body};
+    use http::header::{CONNECTION, UPGRADE};
     use http_body_util::{BodyExt, StreamBody};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
@@ -882,7 +945,7 @@ mod tests {
             .await
             .unwrap();
         let (stream, peer): (TcpStream, SocketAddr) = listener.accept().await.unwrap();
-        let handler: Handler = Arc::new(move |request, _conn| Box::pin(handler(request)));
+        let handler: Handler = Arc::new(move |request, _conn, _notes| Box::pin(handler(request)));
         let (stop, shutdown) = watch::channel(false);
         let (read, write) = stream.into_split();
         tokio::spawn(serve(

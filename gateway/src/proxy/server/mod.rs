@@ -30,12 +30,16 @@ use tokio_rustls::TlsAcceptor;
 pub use self::http1::{ClientStream, ClientUpgrade, RequestBody as Http1Body, RequestBodyError};
 
 use crate::config::model::Limits;
-use crate::proxy::Connection;
+use crate::proxy::{Connection, HeadNotes};
 use crate::stats::GatewayStats;
 
 /// What serves the requests of one listener.
 pub type Handler = Arc<
-    dyn Fn(Request<ClientBody>, Connection) -> Pin<Box<dyn Future<Output = GatewayResponse> + Send>>
+    dyn Fn(
+            Request<ClientBody>,
+            Connection,
+            HeadNotes,
+        ) -> Pin<Box<dyn Future<Output = GatewayResponse> + Send>>
         + Send
         + Sync,
 >;
@@ -274,7 +278,11 @@ impl Served {
         let conn = self.conn;
         let handler = self.handler;
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-            let response = handler(request.map(ClientBody::Http2), conn.clone());
+            let response = handler(
+                request.map(ClientBody::Http2),
+                conn.clone(),
+                HeadNotes::default(),
+            );
             async move { Ok::<_, Infallible>(response.await.into_http()) }
         });
         let connection = self.http2.serve_connection(TokioIo::new(io), service);
