@@ -99,11 +99,12 @@ impl Forwarding {
         if !forwarded_for_written {
             put_field(out, &X_FORWARDED_FOR, &self.client);
         }
-        put_field(
-            out,
-            &X_FORWARDED_PROTO,
-            &HeaderValue::from_static(self.proto),
-        );
+        // The scheme's line is one of two, written whole.
+        match self.proto {
+            "https" => out.extend_from_slice(b"x-forwarded-proto: https\r\n"),
+            "http" => out.extend_from_slice(b"x-forwarded-proto: http\r\n"),
+            proto => put_field(out, &X_FORWARDED_PROTO, &HeaderValue::from_static(proto)),
+        }
         if let Some(host) = &self.host {
             put_field(out, &X_FORWARDED_HOST, host);
         }
