@@ -170,7 +170,7 @@ impl Table {
             }
             // A byte search: `rsplit_once('/')` costs more than the rest of the lookup.
             let parent = candidate.bytes().rposition(|b| b == b'/').unwrap_or(0);
-            candidate = &candidate[..parent];
+            candidate = candidate.get(..parent).unwrap_or_default();
         }
     }
 }
