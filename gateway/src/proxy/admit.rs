@@ -26,7 +26,7 @@ pub(super) fn admit(
     let limits = route.config();
     if let (Some(sla), Some(slo)) = (route.sla(), &limits.slo) {
         record.sla = Some(sla.clone());
-        let refused = match sla.admit(slo.priority.classify(&parts.headers)) {
+        let refused = match sla.admit(|| slo.priority.classify(&parts.headers)) {
             Admission::Admit => None,
             Admission::Shed { retry_after } => Some((ErrorCode::LoadShed, Some(retry_after))),
             Admission::Reject => Some((ErrorCode::BudgetExhausted, None)),

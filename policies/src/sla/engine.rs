@@ -689,12 +689,20 @@ impl RouteSla {
         self.budget_exhausted.load(Relaxed)
     }
 
-    /// Budget protection for one request. Lock-free.
-    pub fn admit(&self, priority: Priority) -> Admission {
+    /// Budget protection for one request of the priority `priority` tells. Lock-free; the
+    /// priority is asked for only while the route protects its budget (a spent budget on a
+    /// strict route, or a page alert firing where shedding is on), not for every request.
+    pub fn admit(&self, priority: impl FnOnce() -> Priority) -> Admission {
+        let strict = self.enforcement.strict && self.budget_exhausted.load(Relaxed);
+        let may_shed = self.enforcement.shedding.is_some() && self.page_firing.load(Relaxed);
+        if !strict && !may_shed {
+            return Admission::Admit;
+        }
+        let priority = priority();
         if priority == Priority::Critical {
             return Admission::Admit;
         }
-        if self.enforcement.strict && self.budget_exhausted.load(Relaxed) {
+        if strict {
             self.actions.rejected.fetch_add(1, Relaxed);
             if let Some(event) = self.budget_event.load().as_ref() {
                 event.requests_affected.fetch_add(1, Relaxed);
@@ -1442,7 +1450,8 @@ mod tests {
         };
         let (engine, route) = engine_with(enforcement);
         engine.tick();
-        assert_eq!(route.admit(Priority::Low), Admission::Admit);
+        let not_asked = || -> Priority { panic!("the priority is asked only while paging") };
+        assert_eq!(route.admit(not_asked), Admission::Admit);
         for _ in 0..6 {
             // Both backends failing half their requests.
             for backend in 0..2 {
@@ -1459,13 +1468,13 @@ mod tests {
         assert!(route.is_paging());
         assert!(route.backends().iter().all(|b| b.is_breaching()));
         assert_eq!(
-            route.admit(Priority::Low),
+            route.admit(|| Priority::Low),
             Admission::Shed {
                 retry_after: Duration::from_secs(30)
             }
         );
-        assert_eq!(route.admit(Priority::Normal), Admission::Admit);
-        assert_eq!(route.admit(Priority::Critical), Admission::Admit);
+        assert_eq!(route.admit(|| Priority::Normal), Admission::Admit);
+        assert_eq!(route.admit(|| Priority::Critical), Admission::Admit);
         assert_eq!(route.actions().shed.load(Relaxed), 1);
     }
 
@@ -1478,8 +1487,8 @@ mod tests {
         engine.tick();
         minute_of_traffic(&engine, &route, 990, 10, 0).await;
         assert!(route.is_budget_exhausted(), "1% bad against a 0.1% budget");
-        assert_eq!(route.admit(Priority::Normal), Admission::Reject);
-        assert_eq!(route.admit(Priority::Critical), Admission::Admit);
+        assert_eq!(route.admit(|| Priority::Normal), Admission::Reject);
+        assert_eq!(route.admit(|| Priority::Critical), Admission::Admit);
         let event = engine
             .events()
             .list(None)
