@@ -27,7 +27,7 @@ use std::pin::Pin;
 use std::sync::Weak;
 use std::task::{Context, Poll, Waker, ready};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, Method, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
@@ -337,11 +337,18 @@ impl Connection {
     }
 
     fn parse_response_head(&mut self, method: &Method) -> Result<Parsed, Http1Error> {
-        // Offsets into the buffer of each field's name and value: the parsed fields borrow the
-        // buffer, which is split off (without moving its bytes) once they are known.
-        // As many as the head has (not zeroed for the most it may have).
-        let mut fields: SmallVec<[FieldAt; 16]> = SmallVec::new();
-        let (len, code, version, count) =
+        // The fields that frame the message are noted as they go by, not looked up after.
+        // Those about this connection are left out; the rest are kept as they came when all
+        // are end-to-end, and parsed into a map otherwise (a rare response). They are kept as
+        // offsets into the buffer: the parsed fields borrow it, and it is split off (without
+        // moving its bytes) once they are known.
+        let (mut close, mut keep_alive_token) = (false, false);
+        let (mut transfer_encoding, mut chunked) = (false, false);
+        let mut length: Option<Option<u64>> = None;
+        let mut lengths = 0;
+        let mut date = false;
+        let mut kept: SmallVec<[FieldAt; 8]> = SmallVec::new();
+        let (len, code, version, end_to_end) =
             {
                 let mut headers =
                     [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -353,77 +360,70 @@ impl Connection {
                     Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
                     Err(error) => return Err(Http1Error::invalid(error.to_string())),
                 };
-                let base = self.read.as_ptr();
-                fields.extend(response.headers.iter().map(|h| FieldAt::of(h, base)));
                 let code = response.code.unwrap_or(0);
+                if (100..200).contains(&code) && code != 101 {
+                    self.read.advance(len);
+                    return Ok(Parsed::Informational);
+                }
+                let base = self.read.as_ptr();
+                let mut end_to_end = code != 101;
+                kept.reserve(response.headers.len());
+                for field in response.headers.iter() {
+                    let (name, value) = (field.name.as_bytes(), field.value);
+                    let at = FieldAt::of(field, base);
+                    if name.len() == 14 && name.eq_ignore_ascii_case(b"content-length") {
+                        length = Some(merge_lengths(length, value));
+                        lengths += 1;
+                        kept.push(at);
+                        continue;
+                    }
+                    if name.len() == 4 && name.eq_ignore_ascii_case(b"date") {
+                        date = true;
+                        kept.push(at);
+                        continue;
+                    }
+                    match hop_by_hop::position(name) {
+                        None => kept.push(at),
+                        Some(hop_by_hop::CONNECTION_AT) => {
+                            let mut other = false;
+                            for token in super::header_list::value_tokens(value) {
+                                let is_close = token.eq_ignore_ascii_case(b"close");
+                                let is_keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
+                                close |= is_close;
+                                keep_alive_token |= is_keep_alive;
+                                other |= !is_close && !is_keep_alive;
+                            }
+                            // A field that only manages this connection is the codec's, not the
+                            // response's (an upgrade's, or one naming other fields, goes on).
+                            if other || code == 101 {
+                                end_to_end = false;
+                                kept.push(at);
+                            }
+                        }
+                        Some(hop_by_hop::KEEP_ALIVE_AT) if code != 101 => {}
+                        Some(hop_by_hop::TRANSFER_ENCODING_AT) => {
+                            transfer_encoding = true;
+                            if let Some(last) = super::header_list::value_tokens(value).last() {
+                                chunked = last.eq_ignore_ascii_case(b"chunked");
+                            }
+                            end_to_end = false;
+                            kept.push(at);
+                        }
+                        Some(_) => {
+                            end_to_end = false;
+                            kept.push(at);
+                        }
+                    }
+                }
                 let version = match response.version {
                     Some(0) => Version::HTTP_10,
                     _ => Version::HTTP_11,
                 };
-                (len, code, version, response.headers.len())
+                (len, code, version, end_to_end)
             };
         let head = self.read.split_to(len).freeze();
-        if (100..200).contains(&code) && code != 101 {
-            return Ok(Parsed::Informational);
-        }
         let status = StatusCode::from_u16(code)
             .map_err(|_| Http1Error::invalid(format!("status code {code}")))?;
-        // The fields that frame the message are noted as they go by, not looked up after.
-        // Those about this connection are left out; the rest are kept as they came when all
-        // are end-to-end, and parsed into a map otherwise (a rare response).
-        let (mut close, mut keep_alive_token) = (false, false);
-        let (mut transfer_encoding, mut chunked) = (false, false);
-        let mut length: Option<Option<u64>> = None;
-        let mut lengths = 0;
-        let mut date = false;
-        let mut end_to_end = code != 101;
-        let mut kept: SmallVec<[FieldAt; 8]> = SmallVec::with_capacity(count);
-        for field in &fields {
-            let (name, value) = (&head[field.name_range()], &head[field.value_range()]);
-            if name.len() == 14 && name.eq_ignore_ascii_case(b"content-length") {
-                length = Some(merge_lengths(length, value));
-                lengths += 1;
-                kept.push(*field);
-                continue;
-            }
-            if name.len() == 4 && name.eq_ignore_ascii_case(b"date") {
-                date = true;
-                kept.push(*field);
-                continue;
-            }
-            match hop_by_hop::position(name) {
-                None => kept.push(*field),
-                Some(hop_by_hop::CONNECTION_AT) => {
-                    let mut other = false;
-                    for token in super::header_list::value_tokens(value) {
-                        let is_close = token.eq_ignore_ascii_case(b"close");
-                        let is_keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
-                        close |= is_close;
-                        keep_alive_token |= is_keep_alive;
-                        other |= !is_close && !is_keep_alive;
-                    }
-                    // A field that only manages this connection is the codec's, not the
-                    // response's (an upgrade's, or one naming other fields, goes on).
-                    if other || code == 101 {
-                        end_to_end = false;
-                        kept.push(*field);
-                    }
-                }
-                Some(hop_by_hop::KEEP_ALIVE_AT) if code != 101 => {}
-                Some(hop_by_hop::TRANSFER_ENCODING_AT) => {
-                    transfer_encoding = true;
-                    if let Some(last) = super::header_list::value_tokens(value).last() {
-                        chunked = last.eq_ignore_ascii_case(b"chunked");
-                    }
-                    end_to_end = false;
-                    kept.push(*field);
-                }
-                Some(_) => {
-                    end_to_end = false;
-                    kept.push(*field);
-                }
-            }
-        }
 
         let mut keep_alive = match version {
             Version::HTTP_10 => keep_alive_token && !close,
