@@ -147,9 +147,16 @@ impl Connection {
             return false;
         }
         let mut probe = [0u8; 1];
+        // Anything but "would block" is the end of the stream, an error, or bytes nobody asked
+        // for: none can be reused.
+        if let UpstreamIo::Plain(tcp) = &self.io {
+            // Answered from the reactor's readiness, without a system call or a waker, while
+            // nothing has arrived: the usual case.
+            return matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        }
+        // TLS may hold bytes of its own (a close_notify): asked through the stream.
         let mut buf = ReadBuf::new(&mut probe);
         let mut cx = Context::from_waker(Waker::noop());
-        // Ready means end of stream, an error, or bytes nobody asked for: none can be reused.
         Pin::new(&mut self.io)
             .poll_read(&mut cx, &mut buf)
             .is_pending()
