@@ -93,12 +93,12 @@ impl Connection {
 
 /// What the server noted of a request's head as it read it, so that the pipeline does not look
 /// for it in the header map again. HTTP/1.1's server notes; a request from HTTP/2 comes with
-/// nothing noted ([`HeadNotes::default`]), and the pipeline looks.
-#[derive(Clone, Copy, Debug, Default)]
+/// nothing noted (`None`), and the pipeline looks.
+#[derive(Clone, Copy, Debug)]
 pub struct HeadNotes {
-    /// Which hop-by-hop fields came; `None` when not noted.
-    pub hop_by_hop: Option<Present>,
-    /// The body length `Content-Length` declares, when it does (noted with `hop_by_hop`).
+    /// Which hop-by-hop fields came.
+    pub hop_by_hop: Present,
+    /// The body length `Content-Length` declares, when it does.
     pub content_length: Option<u64>,
 }
 
@@ -116,7 +116,7 @@ pub fn handle<B>(
     access_log: bool,
     mut request: Request<B>,
     conn: Connection,
-    notes: HeadNotes,
+    notes: Option<HeadNotes>,
 ) -> impl Future<Output = GatewayResponse> + Send + 'static
 where
     B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
@@ -126,10 +126,9 @@ where
         // 1. Identify.
         let started = Instant::now();
         let request_id = identify(&mut request);
-        let websocket = notes
-            .hop_by_hop
-            .is_none_or(|present| present.contains(CONNECTION_AT) && present.contains(UPGRADE_AT))
-            && headers::is_websocket_upgrade(request.headers());
+        let websocket = notes.is_none_or(|notes| {
+            notes.hop_by_hop.contains(CONNECTION_AT) && notes.hop_by_hop.contains(UPGRADE_AT)
+        }) && headers::is_websocket_upgrade(request.headers());
         let client_upgrade = if websocket {
             request.extensions_mut().remove::<server::ClientUpgrade>()
         } else {
@@ -158,8 +157,8 @@ where
         route.stats().active.fetch_add(1, Relaxed);
 
         // 3. Admit.
-        let content_length = match notes.hop_by_hop {
-            Some(_) => notes.content_length,
+        let content_length = match notes {
+            Some(notes) => notes.content_length,
             None => declared_length(&parts),
         };
         if let ControlFlow::Break(refusal) =
@@ -201,7 +200,7 @@ where
         let forwarding = prepare_head(
             &mut parts,
             websocket,
-            notes.hop_by_hop,
+            notes.map(|notes| notes.hop_by_hop),
             &conn,
             matched.params,
             route,
@@ -391,7 +390,7 @@ mod tests {
                 false,
                 request,
                 conn,
-                HeadNotes::default(),
+                None,
             )
         }
 

@@ -217,7 +217,7 @@ pub(super) async fn serve(
                 .insert(ClientUpgrade(Arc::new(Mutex::new(Some(rx)))));
             tx
         });
-        let mut future = handler(request, conn.clone(), notes);
+        let mut future = handler(request, conn.clone(), Some(notes));
 
         // Poll it, watching the client: the body's reader coming back, `100 Continue` asked
         // for, the client closing.
@@ -454,7 +454,7 @@ fn parse_head(
         expects_continue: expects_continue && version == Version::HTTP_11,
         wants_upgrade: upgrade && upgrade_token,
         notes: HeadNotes {
-            hop_by_hop: Some(present),
+            hop_by_hop: present,
             content_length: match framing {
                 Framing::Length(length) => Some(length),
                 _ if length == Some(Some(0)) && !transfer_encoding => Some(0),
@@ -845,12 +845,12 @@ mod tests {
         let plain = parse("GET / HTTP/1.1\r\nHost: x\r\nX-Request-Id: 7\r\n\r\n")
             .unwrap()
             .unwrap();
-        assert_eq!(plain.notes.hop_by_hop, Some(Present::default()));
+        assert_eq!(plain.notes.hop_by_hop, Present::default());
         assert_eq!(plain.notes.content_length, None);
 
         let upgrade = "GET / HTTP/1.1\r\nconnection: keep-alive, Upgrade\r\nUPGRADE: websocket\r\nKeep-Alive: 5\r\nContent-Length: 0\r\n\r\n";
         let head = parse(upgrade).unwrap().unwrap();
-        let present = head.notes.hop_by_hop.unwrap();
+        let present = head.notes.hop_by_hop;
         let noted: Vec<_> = (0..hop_by_hop::COUNT)
             .filter(|&at| present.contains(at))
             .collect();
@@ -870,13 +870,7 @@ mod tests {
                 .unwrap()
                 .unwrap();
         assert_eq!(chunked.notes.content_length, None, "the length was dropped");
-        assert!(
-            chunked
-                .notes
-                .hop_by_hop
-                .unwrap()
-                .contains(TRANSFER_ENCODING_AT)
-        );
+        assert!(chunked.notes.hop_by_hop.contains(TRANSFER_ENCODING_AT));
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub type Handler = Arc<
     dyn Fn(
             Request<ClientBody>,
             Connection,
-            HeadNotes,
+            Option<HeadNotes>,
         ) -> Pin<Box<dyn Future<Output = GatewayResponse> + Send>>
         + Send
         + Sync,
@@ -278,11 +278,7 @@ impl Served {
         let conn = self.conn;
         let handler = self.handler;
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-            let response = handler(
-                request.map(ClientBody::Http2),
-                conn.clone(),
-                HeadNotes::default(),
-            );
+            let response = handler(request.map(ClientBody::Http2), conn.clone(), None);
             async move { Ok::<_, Infallible>(response.await.into_http()) }
         });
         let connection = self.http2.serve_connection(TokioIo::new(io), service);
