@@ -3,24 +3,34 @@
 //! fields as they came only when none of them is among these.
 
 use http::HeaderName;
-use http::header::{
-    CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING, UPGRADE,
-};
 
 /// How many hop-by-hop names there are.
 pub const COUNT: usize = 8;
 
+/// The hop-by-hop names, lowercase: what [`NAMES`] are made of, and what [`position`] compares
+/// bytes with (without a `HeaderName`'s lookup of a standard name's text).
+const TEXT: [&str; COUNT] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+];
+
 /// The hop-by-hop names. (A `static`: a `const` array of names would be built and dropped at
 /// every use.)
 pub static NAMES: [HeaderName; COUNT] = [
-    CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    PROXY_AUTHENTICATE,
-    PROXY_AUTHORIZATION,
-    TE,
-    TRANSFER_ENCODING,
-    UPGRADE,
+    HeaderName::from_static(TEXT[0]),
+    HeaderName::from_static(TEXT[1]),
+    HeaderName::from_static(TEXT[2]),
+    HeaderName::from_static(TEXT[3]),
+    HeaderName::from_static(TEXT[4]),
+    HeaderName::from_static(TEXT[5]),
+    HeaderName::from_static(TEXT[6]),
+    HeaderName::from_static(TEXT[7]),
 ];
 
 /// Where `Connection` sits in [`NAMES`].
@@ -76,7 +86,7 @@ pub fn position(name: &[u8]) -> Option<usize> {
         19 => (PROXY_AUTHORIZATION_AT, None),
         _ => return None,
     };
-    let is = |at: usize| is_lowercase_of(name, TEXT[at]).then_some(at);
+    let is = |at: usize| is_lowercase_of(name, TEXT[at].as_bytes()).then_some(at);
     is(first).or_else(|| second.and_then(is))
 }
 
@@ -89,29 +99,23 @@ fn is_lowercase_of(name: &[u8], lower: &[u8]) -> bool {
     name.len() == lower.len() && name.iter().zip(lower).all(|(&n, &l)| n | 0x20 == l)
 }
 
-/// The [`NAMES`] as bytes, lowercase.
-const TEXT: [&[u8]; COUNT] = [
-    b"connection",
-    b"keep-alive",
-    b"proxy-connection",
-    b"proxy-authenticate",
-    b"proxy-authorization",
-    b"te",
-    b"transfer-encoding",
-    b"upgrade",
-];
-
 #[cfg(test)]
 mod tests {
+    use http::header::{
+        CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING, UPGRADE,
+    };
+
     use super::*;
 
     #[test]
     fn the_text_and_positions_are_those_of_the_names() {
         for (at, (name, text)) in NAMES.iter().zip(TEXT).enumerate() {
-            assert_eq!(name.as_str().as_bytes(), text, "{name}");
+            assert_eq!(name.as_str(), text, "{name}");
             assert_eq!(position(name.as_str().to_uppercase().as_bytes()), Some(at));
         }
         assert_eq!(NAMES[CONNECTION_AT], CONNECTION);
+        assert_eq!(NAMES[PROXY_AUTHENTICATE_AT], PROXY_AUTHENTICATE);
+        assert_eq!(NAMES[PROXY_AUTHORIZATION_AT], PROXY_AUTHORIZATION);
         assert_eq!(NAMES[KEEP_ALIVE_AT], "keep-alive");
         assert_eq!(NAMES[TE_AT], TE);
         assert_eq!(NAMES[TRANSFER_ENCODING_AT], TRANSFER_ENCODING);
