@@ -9,6 +9,11 @@
 //! (three insertions into it cost more than the rest of preparing the head); the adapters that
 //! hand a head on to another client (HTTP/2, a WebSocket handshake, Lambda's event) add them to
 //! their copy with [`Forwarding::apply`]. Both give the same fields.
+//!
+//! An `x-request-id` the gateway generated travels the same way: the client did not send one,
+//! so there is none in the head to replace, and nothing before the upstream reads the head for
+//! it (a route with plugins has it put in the head for them instead: see
+//! [`Forwarding::with_request_id`]).
 
 use bytes::BytesMut;
 use http::header::HOST;
@@ -22,6 +27,8 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// `X-Forwarded-Host`.
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `X-Request-Id`: the request's id, the client's or one the gateway generated.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The forwarding headers of one request.
 #[derive(Clone, Debug)]
@@ -33,6 +40,8 @@ pub struct Forwarding {
     /// The `Host` the client sent (after the target's authority, if any, replaced it), taken
     /// before a backend rewrites it.
     host: Option<HeaderValue>,
+    /// The `x-request-id` the gateway generated, when the head does not carry it.
+    request_id: Option<HeaderValue>,
 }
 
 impl Forwarding {
@@ -43,6 +52,16 @@ impl Forwarding {
             client,
             proto,
             host: headers.get(HOST).filter(|h| h.to_str().is_ok()).cloned(),
+            request_id: None,
+        }
+    }
+
+    /// These headers and `x-request-id` with the value `id`, an id the gateway generated for a
+    /// request whose head has no `x-request-id` field (the head's would be sent too).
+    pub fn with_request_id(self, id: HeaderValue) -> Forwarding {
+        Forwarding {
+            request_id: Some(id),
+            ..self
         }
     }
 
@@ -51,8 +70,14 @@ impl Forwarding {
         *name == X_FORWARDED_FOR || *name == X_FORWARDED_PROTO || *name == X_FORWARDED_HOST
     }
 
-    /// The value the forwarding header `name` will be sent with, for a request with `headers`
-    /// (`None` for `X-Forwarded-Host` without a `Host`, and for any other name).
+    /// Whether `name` is a header these add: one of the three, or `x-request-id` when they
+    /// carry a generated one.
+    pub fn adds(&self, name: &HeaderName) -> bool {
+        Forwarding::names(name) || (self.request_id.is_some() && *name == X_REQUEST_ID)
+    }
+
+    /// The value the header `name` these add will be sent with, for a request with `headers`
+    /// (`None` for `X-Forwarded-Host` without a `Host`, and for a name they do not add).
     pub fn value(&self, name: &HeaderName, headers: &HeaderMap) -> Option<HeaderValue> {
         if *name == X_FORWARDED_FOR {
             Some(self.forwarded_for(headers))
@@ -60,6 +85,8 @@ impl Forwarding {
             Some(HeaderValue::from_static(self.proto))
         } else if *name == X_FORWARDED_HOST {
             self.host.clone()
+        } else if *name == X_REQUEST_ID {
+            self.request_id.clone()
         } else {
             None
         }
@@ -78,10 +105,13 @@ impl Forwarding {
                 headers.remove(X_FORWARDED_HOST);
             }
         }
+        if let Some(id) = &self.request_id {
+            headers.insert(X_REQUEST_ID, id.clone());
+        }
     }
 
     /// Writes the header fields of `headers` as HTTP/1.1 fields, with the forwarding headers in
-    /// place of the client's: the same fields as [`Forwarding::apply`] and then writing them.
+    /// place of the client's (and a generated `x-request-id` after them): the same fields as [`Forwarding::apply`] and then writing them.
     pub fn encode_with(&self, headers: &HeaderMap, out: &mut BytesMut) {
         let mut forwarded_for_written = false;
         for (name, value) in headers {
@@ -107,6 +137,9 @@ impl Forwarding {
         }
         if let Some(host) = &self.host {
             put_field(out, &X_FORWARDED_HOST, host);
+        }
+        if let Some(id) = &self.request_id {
+            put_field(out, &X_REQUEST_ID, id);
         }
     }
 
@@ -223,6 +256,26 @@ mod tests {
         assert!(
             !sent.contains_key(X_FORWARDED_HOST),
             "no Host, none forwarded"
+        );
+    }
+
+    #[test]
+    fn a_generated_request_id_is_added_as_the_others_are() {
+        let headers = HeaderMap::new();
+        let plain = Forwarding::new(client(), "http", &headers);
+        assert!(!plain.adds(&X_REQUEST_ID));
+        assert!(!both(&plain, &headers).contains_key(X_REQUEST_ID));
+
+        let id = HeaderValue::from_static("4bf92f3577b34da6a3ce929d0e0e4736");
+        let forwarding = plain.with_request_id(id.clone());
+        assert!(forwarding.adds(&X_REQUEST_ID) && forwarding.adds(&X_FORWARDED_FOR));
+        assert_eq!(forwarding.value(&X_REQUEST_ID, &headers), Some(id.clone()));
+        let sent = both(&forwarding, &headers);
+        assert_eq!(sent.get_all(X_REQUEST_ID).iter().collect::<Vec<_>>(), [&id]);
+        assert_eq!(
+            sent.len(),
+            3,
+            "for, proto and the id; no Host, no forwarded host"
         );
     }
 }

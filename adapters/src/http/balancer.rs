@@ -202,7 +202,7 @@ pub(crate) fn hash_key(
 ) -> Option<u64> {
     let mut hasher = std::hash::DefaultHasher::new();
     match key {
-        HashKey::Header(name) => match forwarding.filter(|_| Forwarding::names(name)) {
+        HashKey::Header(name) => match forwarding.filter(|f| f.adds(name)) {
             Some(forwarding) => forwarding
                 .value(name, headers)?
                 .as_bytes()

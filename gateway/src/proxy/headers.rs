@@ -12,7 +12,7 @@ use http::header::{CONNECTION, HOST, TE, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The request id header, generated when the client sent none.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const REQUEST_ID: HeaderName = accord_adapters::forwarding::X_REQUEST_ID;
 /// W3C trace context; forwarded unchanged.
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
@@ -116,10 +116,10 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     value
 }
 
-/// 128 random bits as 32 hex digits. The digits live in one allocation with their reference
+/// A new request id: 128 random bits as 32 hex digits. The digits live in one allocation with their reference
 /// count (`Bytes::from_owner`): a `Bytes` made from a `Vec` allocates a second time at its first
 /// clone, and the id is cloned for the response.
-fn new_request_id() -> HeaderValue {
+pub fn new_request_id() -> HeaderValue {
     let mut random = [0u8; 16];
     random[..8].copy_from_slice(&fastrand::u64(..).to_le_bytes());
     random[8..].copy_from_slice(&fastrand::u64(..).to_le_bytes());

@@ -6,9 +6,10 @@
 //! [`handle`] runs these phases in order; each phase either lets the request go on or answers
 //! it (`ControlFlow::Break` with the response), and every answer goes through the record.
 //!
-//! 1. **Identify**: keep or generate `x-request-id`; `Host` comes from the target's authority
-//!    when there is one (HTTP/2's `:authority`, an absolute-form HTTP/1.1 target). The
-//!    request's [`Record`](record) starts here.
+//! 1. **Identify**: keep or generate `x-request-id` (a generated one is sent with the
+//!    forwarding headers, or put in the head for a route's plugins); `Host` comes from the
+//!    target's authority when there is one (HTTP/2's `:authority`, an absolute-form HTTP/1.1
+//!    target). The request's [`Record`](record) starts here.
 //! 2. **Route**: the [`Router`](router::Router) picks the route (404 `no_route`).
 //! 3. **Admit** ([`admit`]): the declared body size against the route's `max_body` (413 before
 //!    a byte is read), and the route's error-budget protection (shed, strict).
@@ -100,6 +101,8 @@ pub struct HeadNotes {
     pub hop_by_hop: Present,
     /// The body length `Content-Length` declares, when it does.
     pub content_length: Option<u64>,
+    /// Whether an `x-request-id` field came.
+    pub request_id_sent: bool,
 }
 
 /// Takes one client request through the pipeline (see the module doc) to its response head;
@@ -125,7 +128,7 @@ where
     async move {
         // 1. Identify.
         let started = Instant::now();
-        let request_id = identify(&mut request);
+        let (request_id, mut unsent_id) = identify(&mut request, notes);
         let websocket = notes.is_none_or(|notes| {
             notes.hop_by_hop.contains(CONNECTION_AT) && notes.hop_by_hop.contains(UPGRADE_AT)
         }) && headers::is_websocket_upgrade(request.headers());
@@ -155,6 +158,12 @@ where
             stats: route.stats().clone(),
         });
         route.stats().active.fetch_add(1, Relaxed);
+        if !route.plugins().is_empty()
+            && let Some(id) = unsent_id.take()
+        {
+            // The plugins read the head: the id is in it for them.
+            parts.headers.insert(headers::REQUEST_ID, id);
+        }
 
         // 3. Admit.
         let content_length = match notes {
@@ -204,6 +213,7 @@ where
             &conn,
             matched.params,
             route,
+            unsent_id,
         );
         if let Some(trace) = &record.trace {
             // The backend's spans join the trace under this request's server span.
@@ -286,8 +296,21 @@ where
 /// Keeps or generates the request id, and takes `Host` from the target's authority: an
 /// absolute-form target (or HTTP/2's `:authority`) names the host, and a `Host` header that
 /// says otherwise is replaced (RFC 9112 §3.2.2), so routing and the upstream see one host.
-fn identify<B>(request: &mut Request<B>) -> HeaderValue {
-    let request_id = headers::ensure_request_id(request.headers_mut());
+///
+/// Returns the id, and the id again when it is one generated for a head the server noted has
+/// none: it is not put in the head (an insertion into its map), but sent with the forwarding
+/// headers, unless something reads the head before it leaves.
+fn identify<B>(
+    request: &mut Request<B>,
+    notes: Option<HeadNotes>,
+) -> (HeaderValue, Option<HeaderValue>) {
+    let ids = match notes {
+        Some(notes) if !notes.request_id_sent => {
+            let id = headers::new_request_id();
+            (id.clone(), Some(id))
+        }
+        _ => (headers::ensure_request_id(request.headers_mut()), None),
+    };
     if let Some(authority) = request
         .uri()
         .authority()
@@ -295,7 +318,7 @@ fn identify<B>(request: &mut Request<B>) -> HeaderValue {
     {
         request.headers_mut().insert(HOST, authority);
     }
-    request_id
+    ids
 }
 
 /// The body size the client declared, if it did.
@@ -309,8 +332,8 @@ fn declared_length(parts: &http::request::Parts) -> Option<u64> {
 
 /// Readies the request head for the upstream: hop-by-hop headers out, what adapters read
 /// (client address, template parameters, route key) on its extensions when they read it, and an
-/// origin-form target. Returns the forwarding headers, which the tries add where the head
-/// leaves the gateway.
+/// origin-form target. Returns the forwarding headers, with the generated request id the head
+/// does not carry (`unsent_id`), which the tries add where the head leaves the gateway.
 fn prepare_head(
     parts: &mut http::request::Parts,
     websocket: bool,
@@ -318,11 +341,15 @@ fn prepare_head(
     conn: &Connection,
     params: Vec<(String, String)>,
     route: &crate::control::generation::LiveRoute,
+    unsent_id: Option<HeaderValue>,
 ) -> Forwarding {
     if hop_by_hop.is_none_or(|present| !present.is_empty()) {
         headers::strip_hop_by_hop(&mut parts.headers, websocket);
     }
-    let forwarding = Forwarding::new(conn.client_ip.clone(), conn.scheme, &parts.headers);
+    let mut forwarding = Forwarding::new(conn.client_ip.clone(), conn.scheme, &parts.headers);
+    if let Some(id) = unsent_id {
+        forwarding = forwarding.with_request_id(id);
+    }
     // Only for routes that read it: an extension costs an allocation, and another in each
     // try's copy of the head.
     if route.failover().reads_context() {

@@ -52,12 +52,14 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::{ClientBody, Handler};
+use crate::proxy::headers::REQUEST_ID;
 use crate::proxy::{Connection, HeadNotes};
 
 /// The most header fields a request head may carry (hyper's limit too).
 const MAX_HEADERS: usize = 100;
 /// The most header fields the gateway adds to a request's map before it is forwarded
-/// (`x-request-id`, `traceparent`, `Host`; the forwarding headers are written with the head).
+/// (`x-request-id` for a route with plugins, `traceparent`, `Host`; the forwarding headers, and a
+/// generated `x-request-id` otherwise, are written with the head).
 const ADDED_BY_GATEWAY: usize = 3;
 /// The most response body bytes gathered into one write.
 const GATHER: usize = 64 * 1024;
@@ -377,6 +379,7 @@ fn parse_head(
     let mut expects_continue = false;
     let mut length: Option<Option<u64>> = None;
     let mut present = Present::default();
+    let mut request_id_sent = false;
     for (index, field) in fields.iter().enumerate() {
         let Field {
             name,
@@ -398,6 +401,8 @@ fn parse_head(
             length = Some(merge_lengths(length, value.as_bytes()));
         } else if name == EXPECT {
             expects_continue = value.as_bytes().eq_ignore_ascii_case(b"100-continue");
+        } else if name == REQUEST_ID {
+            request_id_sent = true;
         }
         headers.append(name, value);
     }
@@ -460,6 +465,7 @@ fn parse_head(
                 _ if length == Some(Some(0)) && !transfer_encoding => Some(0),
                 _ => None,
             },
+            request_id_sent,
         },
     }))
 }
@@ -839,14 +845,15 @@ mod tests {
     }
 
     /// What the pipeline would look for again is noted as the fields go by: which hop-by-hop
-    /// fields came (in any case), and the declared length.
+    /// fields came (in any case), the declared length, and whether the client sent an id.
     #[test]
-    fn the_head_notes_its_hop_by_hop_fields_and_declared_length() {
+    fn the_head_notes_its_hop_by_hop_fields_declared_length_and_id() {
         let plain = parse("GET / HTTP/1.1\r\nHost: x\r\nX-Request-Id: 7\r\n\r\n")
             .unwrap()
             .unwrap();
         assert_eq!(plain.notes.hop_by_hop, Present::default());
         assert_eq!(plain.notes.content_length, None);
+        assert!(plain.notes.request_id_sent);
 
         let upgrade = "GET / HTTP/1.1\r\nconnection: keep-alive, Upgrade\r\nUPGRADE: websocket\r\nKeep-Alive: 5\r\nContent-Length: 0\r\n\r\n";
         let head = parse(upgrade).unwrap().unwrap();
@@ -860,6 +867,7 @@ mod tests {
         );
         assert_eq!(head.notes.content_length, Some(0));
         assert!(head.wants_upgrade);
+        assert!(!head.notes.request_id_sent);
 
         let sized = parse("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n")
             .unwrap()
