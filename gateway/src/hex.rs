@@ -34,16 +34,56 @@ pub fn encode(bytes: &[u8]) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// Fills `out` (two bytes per byte of `bytes`) with the digits: request ids are written into a
-/// buffer of their own.
-pub fn write_digits(out: &mut [u8], bytes: &[u8]) {
+/// Fills `out` (two bytes per byte of `bytes`) with the digits.
+fn write_digits(out: &mut [u8], bytes: &[u8]) {
     for (pair, b) in out.as_chunks_mut::<2>().0.iter_mut().zip(bytes) {
         *pair = PAIRS[usize::from(*b)];
     }
 }
 
+/// The 32 digits of `x`, most significant first, computed eight bytes at a time rather than
+/// looked up per byte: a request id is one per request.
+pub fn u128_digits(x: u128) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out[..16].copy_from_slice(&u64_digits((x >> 64) as u64));
+    out[16..].copy_from_slice(&u64_digits(x as u64));
+    out
+}
+
+/// The 16 digits of `x`, most significant first.
+fn u64_digits(x: u64) -> [u8; 16] {
+    const fn every_byte(b: u8) -> u128 {
+        u128::from_ne_bytes([b; 16])
+    }
+    // Spread the nibbles apart until nibble `k` (from the least significant) is byte `k`.
+    let mut v = u128::from(x);
+    v = (v | (v << 32)) & 0x0000_0000_ffff_ffff_0000_0000_ffff_ffff;
+    v = (v | (v << 16)) & 0x0000_ffff_0000_ffff_0000_ffff_0000_ffff;
+    v = (v | (v << 8)) & 0x00ff_00ff_00ff_00ff_00ff_00ff_00ff_00ff;
+    v = (v | (v << 4)) & every_byte(0x0f);
+    // Each byte is now 0..=15: `0`..`9` are 0x30 above it, `a`..`f` another 0x27 (`'a' - 10 -
+    // '0'`); a byte above 9 carries into its 0x10 bit when 6 is added.
+    let above_nine = ((v + every_byte(0x06)) >> 4) & every_byte(0x01);
+    (v + every_byte(0x30) + above_nine * 0x27).to_be_bytes()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_u128_is_its_big_endian_bytes_in_digits() {
+        let mut values = vec![0, u128::MAX, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210];
+        values.extend((0..1000).map(|_| fastrand::u128(..)));
+        values.extend((0..128).map(|bit| 1u128 << bit));
+        for x in values {
+            let digits = super::u128_digits(x);
+            assert_eq!(
+                std::str::from_utf8(&digits).unwrap(),
+                super::encode(&x.to_be_bytes()),
+                "{x:#x}"
+            );
+        }
+    }
+
     #[test]
     fn bytes_become_two_lower_case_digits_each() {
         assert_eq!(super::encode(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");

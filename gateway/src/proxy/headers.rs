@@ -120,11 +120,7 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
 /// count (`Bytes::from_owner`): a `Bytes` made from a `Vec` allocates a second time at its first
 /// clone, and the id is cloned for the response.
 pub fn new_request_id() -> HeaderValue {
-    let mut random = [0u8; 16];
-    random[..8].copy_from_slice(&fastrand::u64(..).to_le_bytes());
-    random[8..].copy_from_slice(&fastrand::u64(..).to_le_bytes());
-    let mut digits = [0u8; 32];
-    crate::hex::write_digits(&mut digits, &random);
+    let digits = crate::hex::u128_digits(fastrand::u128(..));
     HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(digits))
         .unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
