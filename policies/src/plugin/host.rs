@@ -70,6 +70,9 @@ fn text(value: &HeaderValue) -> String {
     value.to_str().unwrap_or_default().to_owned()
 }
 
+/// The most request-local keys a request keeps; a key set past them is dropped.
+pub const MAX_LOCALS: usize = 64;
+
 /// The request and route a call is about.
 pub struct CallContext {
     /// The request's head fields, in both calls.
@@ -90,8 +93,9 @@ pub struct CallContext {
     pub sla: Option<SlaState>,
     /// The route's backend ids, in its order.
     pub backends: Arc<[Arc<str>]>,
-    /// Request-local storage.
-    pub locals: HashMap<String, String>,
+    /// Request-local storage: at most [`MAX_LOCALS`] keys, so a list (a map's random hasher
+    /// state costs more to make, on every call, than searching a few keys).
+    pub locals: Vec<(String, String)>,
     /// Annotations for the access log.
     pub annotations: Vec<(String, String)>,
 }
@@ -111,8 +115,27 @@ impl CallContext {
             response_edits: Vec::new(),
             sla: None,
             backends,
-            locals: HashMap::new(),
+            locals: Vec::new(),
             annotations: Vec::new(),
+        }
+    }
+}
+
+impl CallContext {
+    /// The request-local value of `key`.
+    pub fn local(&self, key: &str) -> Option<&str> {
+        self.locals
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Sets the request-local `key`; a new key past [`MAX_LOCALS`] is dropped.
+    pub fn set_local(&mut self, key: String, value: String) {
+        if let Some((_, slot)) = self.locals.iter_mut().find(|(k, _)| *k == key) {
+            *slot = value;
+        } else if self.locals.len() < MAX_LOCALS {
+            self.locals.push((key, value));
         }
     }
 }
@@ -485,13 +508,11 @@ impl bindings::accord::policy::state::Host for HostState {
 
 impl bindings::accord::policy::locals::Host for HostState {
     fn get(&mut self, key: String) -> Option<String> {
-        self.call.locals.get(&key).cloned()
+        self.call.local(&key).map(str::to_owned)
     }
 
     fn set(&mut self, key: String, value: String) {
-        if self.call.locals.len() < 64 || self.call.locals.contains_key(&key) {
-            self.call.locals.insert(key, value);
-        }
+        self.call.set_local(key, value);
     }
 }
 
@@ -665,6 +686,31 @@ impl bindings::accord::policy::telemetry::Host for HostState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locals_are_replaced_by_key_and_bounded() {
+        let mut call = CallContext::default();
+        call.set_local("a".into(), "1".into());
+        call.set_local("a".into(), "2".into());
+        assert_eq!(call.local("a"), Some("2"));
+        assert_eq!(call.local("b"), None);
+        for i in 0..MAX_LOCALS * 2 {
+            call.set_local(format!("k{i}"), i.to_string());
+        }
+        assert_eq!(call.locals.len(), MAX_LOCALS);
+        assert_eq!(call.local("k0"), Some("0"));
+        assert_eq!(
+            call.local(&format!("k{}", MAX_LOCALS)),
+            None,
+            "past the bound"
+        );
+        call.set_local("a".into(), "3".into());
+        assert_eq!(
+            call.local("a"),
+            Some("3"),
+            "a key already kept is still replaced"
+        );
+    }
 
     #[test]
     fn header_changes_are_validated_and_applied_in_order() {
