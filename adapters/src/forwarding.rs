@@ -111,7 +111,8 @@ impl Forwarding {
     }
 
     /// Writes the header fields of `headers` as HTTP/1.1 fields, with the forwarding headers in
-    /// place of the client's (and a generated `x-request-id` after them): the same fields as [`Forwarding::apply`] and then writing them.
+    /// place of the client's (and a generated `x-request-id` after them): the same fields as
+    /// [`Forwarding::apply`] and then writing them.
     pub fn encode_with(&self, headers: &HeaderMap, out: &mut BytesMut) {
         let mut forwarded_for_written = false;
         for (name, value) in headers {

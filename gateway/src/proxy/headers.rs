@@ -116,9 +116,9 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     value
 }
 
-/// A new request id: 128 random bits as 32 hex digits. The digits live in one allocation with their reference
-/// count (`Bytes::from_owner`): a `Bytes` made from a `Vec` allocates a second time at its first
-/// clone, and the id is cloned for the response.
+/// A new request id: 128 random bits as 32 hex digits. The digits live in one allocation with
+/// their reference count (`Bytes::from_owner`): a `Bytes` made from a `Vec` allocates a second
+/// time at its first clone, and the id is cloned for the response.
 pub fn new_request_id() -> HeaderValue {
     let digits = crate::hex::u128_digits(fastrand::u128(..));
     HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(digits))
