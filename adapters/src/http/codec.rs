@@ -42,6 +42,7 @@ use super::wire::{
 };
 use crate::backend::GatewayRequest;
 use crate::body::{RequestBody, full_body, response_body};
+use crate::box_in_place;
 use crate::error::BoxError;
 use crate::response::{GatewayResponse, Noted, UpstreamFields, WireFields};
 
@@ -466,7 +467,7 @@ impl Connection {
                 content_length: length,
                 date,
             };
-            UpstreamFields::Wire(Box::new(WireFields::new(head, kept, noted)))
+            UpstreamFields::Wire(box_in_place!(WireFields::new(head, kept, noted)))
         } else {
             // Room for the response's `x-request-id`, so that adding it does not grow the map.
             let mut headers = HeaderMap::with_capacity(kept.len() + 1);

@@ -32,6 +32,7 @@ use crate::backend::{
     GatewayResponse, Provider, RequestContext,
 };
 use crate::body::BodyTooLarge;
+use crate::box_in_place;
 use crate::error::{BackendError, BackendErrorKind};
 use crate::outlier::{FailureEffect, OutlierPolicy};
 use crate::stats::BackendStats;
@@ -353,7 +354,7 @@ impl tower::Service<GatewayRequest> for HttpService {
 
     fn call(&mut self, mut request: GatewayRequest) -> Self::Future {
         let shared = self.shared.clone();
-        Box::pin(async move {
+        Box::into_pin(box_in_place!(async move {
             let set = shared.endpoints.load_full();
             let key = match &shared.config.balancer {
                 BalancerPolicy::ConsistentHash(key) => hash_key(
@@ -457,7 +458,7 @@ impl tower::Service<GatewayRequest> for HttpService {
                     Err(error)
                 }
             }
-        })
+        }))
     }
 }
 

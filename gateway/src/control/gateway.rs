@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use accord_adapters::box_in_place;
 use accord_policies::sla::store::Store;
 use accord_policies::sla::{Clock, EVALUATION_INTERVAL, SlaEngine};
 
@@ -290,9 +291,9 @@ impl Gateway {
             let generation = self.generation.load_full();
             let registry = self.registry.clone();
             let access_log = generation.config().log.access_log;
-            Box::pin(proxy::handle(
-                generation, registry, access_log, request, conn, notes,
-            ))
+            Box::into_pin(box_in_place!(proxy::handle(
+                generation, registry, access_log, request, conn, notes
+            )))
         })
     }
 

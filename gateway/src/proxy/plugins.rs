@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use accord_adapters::body::{empty_body, response_body};
-use accord_adapters::{BackendErrorKind, BoxError, GatewayResponse, ResponseBody};
+use accord_adapters::{BackendErrorKind, BoxError, GatewayResponse, ResponseBody, box_in_place};
 use accord_policies::plugin::{
     CallContext, Decision, HeaderEdit, OnError, Rejection, RequestFacts, ResponseHead, SlaState,
     Verdict,
@@ -64,7 +64,7 @@ pub(super) async fn on_request(
     if route.plugins().is_empty() {
         return ControlFlow::Continue(None);
     }
-    Box::pin(call_on_request(route, parts, inputs, record)).await
+    Box::into_pin(box_in_place!(call_on_request(route, parts, inputs, record))).await
 }
 
 async fn call_on_request(
@@ -88,7 +88,7 @@ async fn call_on_request(
         http::Request::new(()).into_parts().0,
     ));
     // Boxed: lent to each plugin by moving a pointer.
-    let mut call = Box::new(CallContext {
+    let mut call = box_in_place!(CallContext {
         request: Some(lent.clone()),
         request_body: inputs.body,
         sla: route.sla().cloned().map(SlaState::Live),
@@ -187,7 +187,10 @@ pub(super) async fn on_response(
     response: &mut GatewayResponse,
     record: &mut Record,
 ) {
-    Box::pin(call_on_response(route, call, response, record)).await;
+    Box::into_pin(box_in_place!(call_on_response(
+        route, call, response, record
+    )))
+    .await;
 }
 
 async fn call_on_response(
