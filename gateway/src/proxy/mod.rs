@@ -348,7 +348,7 @@ fn prepare_head(
     }
     let mut forwarding = Forwarding::new(conn.client_ip.clone(), conn.scheme, &parts.headers);
     if let Some(id) = unsent_id {
-        forwarding = forwarding.with_request_id(id);
+        forwarding.set_request_id(id);
     }
     // Only for routes that read it: an extension costs an allocation, and another in each
     // try's copy of the head.
