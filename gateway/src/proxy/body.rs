@@ -25,6 +25,12 @@ pub(super) enum PrepareError {
     Client(BoxError),
 }
 
+/// Whether `body` is empty before a byte of it is read (its stream has ended, or `Content-Length`
+/// says 0): there is nothing to prepare.
+pub(super) fn known_empty<B: Body>(body: &B, content_length: Option<u64>) -> bool {
+    body.is_end_stream() || content_length == Some(0)
+}
+
 /// Buffers the body up to `replay_limit` (replayable), or streams it with `max_body` enforced.
 pub(super) async fn prepare<B>(
     mut body: B,
@@ -37,7 +43,7 @@ where
     B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    if body.is_end_stream() || content_length == Some(0) {
+    if known_empty(&body, content_length) {
         return Ok(ReplayBody::Buffered(Bytes::new()));
     }
     let stream = |prefix: Option<Bytes>, body: B| {

@@ -138,8 +138,10 @@ where
             None
         };
         let (mut parts, body) = request.into_parts();
-        let mut record = Record::new(&parts, conn.client, request_id, started, access_log);
-        if let Some(tracer) = generation.tracer() {
+        let tracer = generation.tracer();
+        let traced = tracer.is_some();
+        let mut record = Record::new(&parts, conn.client, request_id, started, access_log, traced);
+        if let Some(tracer) = tracer {
             record.trace = Some(Box::new(
                 tracer.begin(parts.headers.get(headers::TRACEPARENT)),
             ));
@@ -223,6 +225,10 @@ where
         }
         let body = match body {
             ClientBody::Prepared(body) => body,
+            // Most requests have no body: nothing to wait for.
+            ClientBody::Unread(body) if body::known_empty(&body, content_length) => {
+                ReplayBody::Buffered(Bytes::new())
+            }
             ClientBody::Unread(body) => {
                 match prepare_body(route, body, content_length, &record).await {
                     ControlFlow::Continue(body) => body,

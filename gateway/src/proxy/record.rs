@@ -36,8 +36,9 @@ pub(super) struct Record {
     pub(super) route: Option<RouteRecord>,
     pub(super) backend: Option<Arc<str>>,
     pub(super) method: http::Method,
-    /// The request's target as the client sent it (its path is logged; kept, not copied).
-    pub(super) uri: http::Uri,
+    /// The request's target as the client sent it, kept (shared, not copied) only where its
+    /// path is written: the access log, a trace.
+    uri: Option<http::Uri>,
     pub(super) client: SocketAddr,
     /// The request's id, as the header value the request and the response carry.
     request_id: HeaderValue,
@@ -83,18 +84,21 @@ impl Record {
     }
 
     /// A new record of a request that arrived at `started`.
+    /// The record of the request whose head is `parts`; `traced` says whether it will carry a
+    /// trace, which, like the access log, writes its path.
     pub(super) fn new(
         parts: &http::request::Parts,
         client: SocketAddr,
         request_id: HeaderValue,
         started: Instant,
         access_log: bool,
+        traced: bool,
     ) -> Record {
         Record {
             route: None,
             backend: None,
             method: parts.method.clone(),
-            uri: parts.uri.clone(),
+            uri: (access_log || traced).then(|| parts.uri.clone()),
             client,
             request_id,
             started,
@@ -113,6 +117,11 @@ impl Record {
             trace: None,
             completed: false,
         }
+    }
+
+    /// The request's path, where it is kept.
+    fn path(&self) -> &str {
+        self.uri.as_ref().map_or("-", http::Uri::path)
     }
 
     /// Hands the record to the response body, which writes it when it ends or is dropped.
@@ -170,7 +179,7 @@ impl Record {
                 .and_then(|s| s.objective().latency.as_ref().map(|l| l.threshold));
             let kept = trace.finish(crate::traces::RequestOutcome {
                 method: self.method.as_str(),
-                path: self.uri.path(),
+                path: self.path(),
                 route: self.route.as_ref().map(|r| &*r.id),
                 backend: self.backend.as_deref(),
                 status: self.status.as_u16(),
@@ -204,7 +213,7 @@ impl Record {
                 request_id = %self.request_id(),
                 client = %self.client.ip(),
                 method = %self.method,
-                path = %self.uri.path(),
+                path = %self.path(),
                 route = self.route.as_ref().map_or("-", |r| &*r.id),
                 backend = self.backend.as_deref().unwrap_or("-"),
                 status = self.status.as_u16(),
