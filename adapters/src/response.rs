@@ -274,6 +274,23 @@ impl GatewayResponse {
         }
     }
 
+    /// Removes every field named `name`, a hop-by-hop one (`hop_by_hop::NAMES`). The codec keeps
+    /// a head that has one as a map, so among wire fields only an added one can carry it, and
+    /// only those are searched.
+    pub fn remove_hop_by_hop_header(&mut self, name: &HeaderName) {
+        match &mut self.wire {
+            None => {
+                self.parts.headers.remove(name);
+            }
+            Some(wire) => {
+                if wire.added.iter().any(|(n, _)| n == name) {
+                    wire.added.retain(|(n, _)| n != name);
+                    wire.parsed.take();
+                }
+            }
+        }
+    }
+
     /// Sets the field `name` to `value`, in place of any it had.
     pub fn insert_header(&mut self, name: HeaderName, value: HeaderValue) {
         match &mut self.wire {
@@ -475,6 +492,32 @@ mod tests {
         response.insert_header(DATE, HeaderValue::from_static("now"));
         assert!(response.has_header(&DATE));
         assert_eq!(encoded(&response), "Via: x\r\ndate: now\r\n");
+    }
+
+    /// A hop-by-hop field is never among the wire fields (the codec keeps such a head as a
+    /// map), so only an added one is removed; a response in a map loses it from the map.
+    #[test]
+    fn a_hop_by_hop_field_is_removed_where_it_can_be() {
+        let te = http::header::TRANSFER_ENCODING;
+        let mut response = wire_response("HTTP/1.1 200 OK\r\nVia: x\r\n\r\n");
+        response.remove_hop_by_hop_header(&te);
+        assert_eq!(encoded(&response), "Via: x\r\n");
+        response.insert_header(te.clone(), HeaderValue::from_static("chunked"));
+        assert!(response.has_header(&te));
+        response.remove_hop_by_hop_header(&te);
+        assert!(!response.has_header(&te));
+        assert_eq!(encoded(&response), "Via: x\r\n");
+
+        let mut mapped = GatewayResponse::from(
+            http::Response::builder()
+                .header(&te, "chunked")
+                .header("via", "y")
+                .body(empty_body())
+                .unwrap(),
+        );
+        mapped.remove_hop_by_hop_header(&te);
+        assert!(!mapped.has_header(&te));
+        assert_eq!(mapped.headers().len(), 1);
     }
 
     #[test]

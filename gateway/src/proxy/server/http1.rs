@@ -508,7 +508,7 @@ async fn write_response(
         head.put_slice(b"\r\n");
     }
     // The body's framing is the server's to choose.
-    response.remove_header(&TRANSFER_ENCODING);
+    response.remove_hop_by_hop_header(&TRANSFER_ENCODING);
     let bodiless = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
