@@ -56,7 +56,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use accord_adapters::backend::{PathParams, RequestContext};
 use accord_adapters::forwarding::Forwarding;
 use accord_adapters::http::hop_by_hop::{CONNECTION_AT, Present, UPGRADE_AT};
-use accord_adapters::{BoxError, GatewayResponse, PreparedHead, ReplayBody};
+use accord_adapters::{BoxError, GatewayResponse, PreparedHead, ReplayBody, box_in_place};
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST};
 use http::{HeaderValue, Request};
@@ -140,7 +140,14 @@ where
         let (mut parts, body) = request.into_parts();
         let tracer = generation.tracer();
         let traced = tracer.is_some();
-        let mut record = Record::new(&parts, conn.client, request_id, started, access_log, traced);
+        let mut record = box_in_place!(Record::new(
+            &parts,
+            conn.client,
+            request_id,
+            started,
+            access_log,
+            traced
+        ));
         if let Some(tracer) = tracer {
             record.trace = Some(Box::new(
                 tracer.begin(parts.headers.get(headers::TRACEPARENT)),

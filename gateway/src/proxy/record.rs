@@ -125,7 +125,9 @@ impl Record {
     }
 
     /// Hands the record to the response body, which writes it when it ends or is dropped.
-    pub(super) fn finish_with(mut self, response: GatewayResponse) -> GatewayResponse {
+    /// Boxed from the start of the request (`box_in_place!`): it moves from the pipeline to the
+    /// body and into the body's box as a pointer, not as its 368 bytes.
+    pub(super) fn finish_with(mut self: Box<Self>, response: GatewayResponse) -> GatewayResponse {
         self.status = response.status();
         response.map_body(|body| {
             response_body(RecordedBody {
@@ -289,7 +291,7 @@ impl accord_adapters::TryObserver for Record {
 /// A response body that completes its [`Record`] when it ends or is dropped.
 pub(super) struct RecordedBody {
     inner: ResponseBody,
-    record: Option<Record>,
+    record: Option<Box<Record>>,
 }
 
 impl Body for RecordedBody {
