@@ -479,6 +479,55 @@ async fn contract_check_validates_request_bodies_against_a_json_schema() {
     assert_eq!(seen.lock().unwrap().len(), 3);
 }
 
+/// The gateway sends a request id it generated with the forwarding headers, not through the
+/// head's map, except on a route with plugins, whose head carries it for them: a contract that
+/// requires `x-request-id` lets a request without one through, and the backend still sees the
+/// id once, the same one the client is answered with. A client's own id is kept.
+#[tokio::test]
+#[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
+async fn a_generated_request_id_is_in_the_head_the_plugins_read_and_is_sent_once() {
+    let ids = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = ids.clone();
+    let app = Upstream::start(move |request| {
+        let sent: Vec<String> = request
+            .headers
+            .get_all("x-request-id")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        seen.lock().unwrap().push(sent);
+        async move { respond(200, "ok") }
+    })
+    .await;
+    let contract = plugin(
+        "contract",
+        "contract-check",
+        "    config:\n      request: {required_headers: [x-request-id]}\n",
+    );
+    let gateway = TestGateway::start(&gateway_yaml(&contract, app.addr, "contract")).await;
+
+    let generated = send(request("GET", &gateway.url("/a"), "")).await;
+    assert_eq!(generated.status, 200, "the plugin saw the generated id");
+    let answered = generated.headers["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(answered.len(), 32, "{answered}");
+    let kept = send(with_header(
+        request("GET", &gateway.url("/b"), ""),
+        "x-request-id",
+        "mine",
+    ))
+    .await;
+    assert_eq!(kept.status, 200);
+    assert_eq!(kept.headers["x-request-id"], "mine");
+    assert_eq!(
+        ids.lock().unwrap().as_slice(),
+        [vec![answered], vec!["mine".to_owned()]],
+        "each request's id reached the backend once"
+    );
+}
+
 #[tokio::test]
 #[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
 async fn idempotency_refuses_a_repeated_key_and_changes_headers_both_ways() {
