@@ -278,6 +278,10 @@ impl GatewayResponse {
     /// a head that has one as a map, so among wire fields only an added one can carry it, and
     /// only those are searched.
     pub fn remove_hop_by_hop_header(&mut self, name: &HeaderName) {
+        debug_assert!(
+            crate::http::hop_by_hop::position(name.as_str().as_bytes()).is_some(),
+            "{name} is not hop-by-hop: the wire fields may hold it, and only remove_header looks there"
+        );
         match &mut self.wire {
             None => {
                 self.parts.headers.remove(name);
