@@ -77,12 +77,17 @@ async fn misbehave() -> Plugin {
         .unwrap()
 }
 
-/// Asks `plugin` to loop for ever: the call fails at its time limit of 50 ms.
+/// Asks `plugin` to loop for ever: the call fails at its time limit of 50 ms, not before.
 async fn an_endless_loop_ends_at_the_time_limit(plugin: &Plugin) {
+    let started = std::time::Instant::now();
     let message = ask(plugin, Some("loop")).await.unwrap_err().to_string();
     assert!(
         message.contains("exceeded its time limit of 50ms"),
         "{message}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(50),
+        "not before its time limit"
     );
 }
 

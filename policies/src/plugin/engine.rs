@@ -273,9 +273,7 @@ impl PluginEngine {
         };
         // Instantiate and configure one instance now: a plugin that cannot start is refused
         // here, not on the first request.
-        let running = self.ticker.running();
         let instance = plugin.instantiate().await?;
-        drop(running);
         plugin.give_back(instance);
         Ok(plugin)
     }

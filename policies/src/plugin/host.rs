@@ -320,6 +320,8 @@ pub struct HostState {
     pub(super) limits: MemoryLimit,
     pub(super) call: Box<CallContext>,
     pub(super) shared: Arc<PluginShared>,
+    /// When the call under way is due: the epoch callback traps it from then on.
+    pub(super) deadline: super::epoch::Deadline,
 }
 
 impl WasiView for HostState {

@@ -3,8 +3,9 @@
 //! wasmtime.
 //!
 //! * One [`PluginEngine`] per gateway: the component model, the pooling allocator, and epoch
-//!   interruption driven by a 1 ms ticker thread, so every call has a deadline (the thread
-//!   parks after a second without plugin calls, and the next call wakes it).
+//!   interruption, so every call has a deadline: a watcher thread advances the epoch when a
+//!   call is past its deadline, and the call's store traps it (`epoch.rs`; the thread parks
+//!   after a second without plugin calls, and the next call wakes it).
 //! * A [`Plugin`] is one loaded and configured component. In `pooled` isolation it keeps
 //!   long-lived instances, checked out for one call at a time (never across the upstream
 //!   request); in `strict` isolation every request gets a fresh instance. Each store has a
@@ -23,8 +24,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use wasmtime::Store;
 use wasmtime::component::ResourceTable;
+use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::WasiCtx;
 
 mod artifacts;
@@ -41,8 +42,6 @@ pub use host::{
     CallContext, HeaderEdit, HostState, PluginHistogram, RequestFacts, ScriptedSla, SlaState,
 };
 pub use versions::WorldVersion;
-
-use epoch::EPOCH_TICK;
 
 /// The least time an instance's start-up may take, each of instantiation and `configure`. A
 /// start-up is not a call: it initializes the component's memory and, in languages with a
@@ -367,35 +366,42 @@ impl Plugin {
             },
             call: Box::default(),
             shared: self.shared.clone(),
+            deadline: epoch::Deadline::passed(),
         };
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(self.start_up_ticks());
+        // The epoch moves only when some call is past its deadline (`epoch.rs`): each
+        // increment asks whether this store's call is the one.
+        store.epoch_deadline_callback(|store| {
+            Ok(if store.data().deadline.has_passed() {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Continue(1)
+            })
+        });
+        let start_up = self.spec.time_limit.max(START_UP_LIMIT);
+        let watch = self.engine.ticker.watch(start_up);
+        store.data_mut().deadline = watch.deadline();
+        store.set_epoch_deadline(1);
         let policy = self
             .pre
             .instantiate(&mut store)
             .await
             .map_err(|e| error(format!("cannot instantiate: {e:#}")))?;
+        drop(watch);
         self.stats.instantiations.fetch_add(1, Relaxed);
-        store.set_epoch_deadline(self.start_up_ticks());
-        match policy.configure(&mut store, &self.spec.config).await {
+        let watch = self.engine.ticker.watch(start_up);
+        store.data_mut().deadline = watch.deadline();
+        store.set_epoch_deadline(1);
+        let configured = policy.configure(&mut store, &self.spec.config).await;
+        drop(watch);
+        match configured {
             Ok(Ok(())) => Ok(Instance { store, policy }),
             Ok(Err(message)) => Err(error(format!(
                 "configure refused its configuration: {message}"
             ))),
             Err(e) => Err(error(format!("configure failed: {e:#}"))),
         }
-    }
-
-    /// The deadline of an instance's start-up (instantiation, then `configure`), each: the
-    /// call's time limit, but never less than [`START_UP_LIMIT`].
-    fn start_up_ticks(&self) -> u64 {
-        let floor = (START_UP_LIMIT.as_micros() / EPOCH_TICK.as_micros()) as u64 + 1;
-        self.deadline_ticks().max(floor)
-    }
-
-    fn deadline_ticks(&self) -> u64 {
-        (self.spec.time_limit.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1
     }
 
     async fn checkout(&self) -> CallResult<Instance> {
@@ -457,7 +463,6 @@ impl Plugin {
                 call,
             );
         }
-        let _running = self.engine.ticker.running();
         let mut instance = match self.checkout().await {
             Ok(instance) => instance,
             Err(e) => {
@@ -469,11 +474,14 @@ impl Plugin {
             self.stats.calls.fetch_add(1, Relaxed);
         }
         std::mem::swap(&mut instance.store.data_mut().call, &mut call);
-        instance.store.set_epoch_deadline(self.deadline_ticks());
+        let watch = self.engine.ticker.watch(self.spec.time_limit);
+        instance.store.data_mut().deadline = watch.deadline();
+        instance.store.set_epoch_deadline(1);
         instance.store.data_mut().limits.denied = false;
         let Instance { store, policy } = &mut instance;
         let started = tokio::time::Instant::now();
         let result = f(policy, store).await;
+        drop(watch);
         match hook {
             Hook::OnRequest => self.stats.on_request_time.record(started.elapsed()),
             Hook::OnResponse => self.stats.on_response_time.record(started.elapsed()),
