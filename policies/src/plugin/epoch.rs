@@ -73,10 +73,16 @@ struct Shared {
 pub(super) struct Watch<'a> {
     shared: &'a Shared,
     slot: Option<usize>,
+    started: Instant,
     deadline: Deadline,
 }
 
 impl Watch<'_> {
+    /// How long the call has run, on the real clock (its time in the plugin's statistics).
+    pub(super) fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
     /// When the call is due: its store's epoch callback traps it from then on.
     pub(super) fn deadline(&self) -> Deadline {
         self.deadline
@@ -172,6 +178,7 @@ impl EpochTicker {
         Watch {
             shared,
             slot,
+            started: now,
             deadline: Deadline(deadline),
         }
     }

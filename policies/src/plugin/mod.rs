@@ -479,12 +479,12 @@ impl Plugin {
         instance.store.set_epoch_deadline(1);
         instance.store.data_mut().limits.denied = false;
         let Instance { store, policy } = &mut instance;
-        let started = tokio::time::Instant::now();
         let result = f(policy, store).await;
+        let took = watch.elapsed();
         drop(watch);
         match hook {
-            Hook::OnRequest => self.stats.on_request_time.record(started.elapsed()),
-            Hook::OnResponse => self.stats.on_response_time.record(started.elapsed()),
+            Hook::OnRequest => self.stats.on_request_time.record(took),
+            Hook::OnResponse => self.stats.on_response_time.record(took),
             Hook::Canary => {}
         }
         let memory_denied = instance.store.data().limits.denied;
