@@ -79,7 +79,7 @@ async fn misbehave() -> Plugin {
 
 /// Asks `plugin` to loop for ever: the call fails at its time limit of 50 ms, not before.
 async fn an_endless_loop_ends_at_the_time_limit(plugin: &Plugin) {
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let message = ask(plugin, Some("loop")).await.unwrap_err().to_string();
     assert!(
         message.contains("exceeded its time limit of 50ms"),
