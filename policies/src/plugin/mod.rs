@@ -380,9 +380,7 @@ impl Plugin {
             })
         });
         let start_up = self.spec.time_limit.max(START_UP_LIMIT);
-        let watch = self.engine.ticker.watch(start_up);
-        store.data_mut().deadline = watch.deadline();
-        store.set_epoch_deadline(1);
+        let watch = self.watch(&mut store, start_up);
         let policy = self
             .pre
             .instantiate(&mut store)
@@ -390,9 +388,7 @@ impl Plugin {
             .map_err(|e| error(format!("cannot instantiate: {e:#}")))?;
         drop(watch);
         self.stats.instantiations.fetch_add(1, Relaxed);
-        let watch = self.engine.ticker.watch(start_up);
-        store.data_mut().deadline = watch.deadline();
-        store.set_epoch_deadline(1);
+        let watch = self.watch(&mut store, start_up);
         let configured = policy.configure(&mut store, &self.spec.config).await;
         drop(watch);
         match configured {
@@ -402,6 +398,16 @@ impl Plugin {
             ))),
             Err(e) => Err(error(format!("configure failed: {e:#}"))),
         }
+    }
+
+    /// Watches what `store` runs next, for at most `limit`: its epoch callback traps it once
+    /// the watch's deadline has passed.
+    fn watch(&self, store: &mut Store<HostState>, limit: Duration) -> epoch::Watch<'_> {
+        let watch = self.engine.ticker.watch(limit);
+        store.data_mut().deadline = watch.deadline();
+        // The next move of the epoch asks the callback.
+        store.set_epoch_deadline(1);
+        watch
     }
 
     async fn checkout(&self) -> CallResult<Instance> {
@@ -474,9 +480,7 @@ impl Plugin {
             self.stats.calls.fetch_add(1, Relaxed);
         }
         std::mem::swap(&mut instance.store.data_mut().call, &mut call);
-        let watch = self.engine.ticker.watch(self.spec.time_limit);
-        instance.store.data_mut().deadline = watch.deadline();
-        instance.store.set_epoch_deadline(1);
+        let watch = self.watch(&mut instance.store, self.spec.time_limit);
         instance.store.data_mut().limits.denied = false;
         let Instance { store, policy } = &mut instance;
         let result = f(policy, store).await;
