@@ -204,6 +204,39 @@ pub fn two_dead_addresses() -> (SocketAddr, SocketAddr) {
     )
 }
 
+/// Whether process `pid` has a socket listening on 127.0.0.1:`port` (from `/proc`: the
+/// listening sockets' inodes, and the process's descriptors).
+pub fn listens(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let local = format!("0100007F:{port:04X}");
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address, state (0A: LISTEN), inode.
+            let inode = fields.get(9)?;
+            (fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"0A"))
+                .then(|| format!("socket:[{inode}]"))
+        })
+        .collect();
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|target| {
+            inodes
+                .iter()
+                .any(|inode| target.as_os_str() == inode.as_str())
+        })
+    })
+}
+
 /// Waits until a peer on 127.0.0.1:`port` answers 200 on `path` (up to 30 s), or panics
 /// naming `what`.
 pub async fn wait_ready(port: u16, path: &str, what: &str) {
@@ -328,48 +361,83 @@ impl AccordProcess {
             .unwrap_or_default()
     }
 
+    /// Starts the process on two free ports and waits until it listens on them. A port found
+    /// free can be taken by another test's process before this one binds it (the process then
+    /// exits, while a connection to the port reaches the other process): the listener is
+    /// confirmed to be this process's own, and on a lost port it starts again on new ones.
     async fn spawn(yaml: impl Fn(SocketAddr, SocketAddr) -> String, logged: bool) -> AccordProcess {
-        let (addr, admin) = two_dead_addresses();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config = dir.path().join("accord.yaml");
-        std::fs::write(&config, yaml(addr, admin)).expect("write config");
-        let log = logged.then(|| dir.path().join("accord.log"));
-        let output = |inherit: bool| match &log {
-            Some(path) => std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map(std::process::Stdio::from)
-                .expect("log file"),
-            None if inherit => std::process::Stdio::inherit(),
-            None => std::process::Stdio::null(),
-        };
-        let child = tokio::process::Command::new(accord_binary())
-            .args(["run", "-c"])
-            .arg(&config)
-            .env_remove("RUST_LOG")
-            .stdout(output(false))
-            .stderr(output(true))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start accord");
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return AccordProcess {
-                    addr,
-                    admin,
-                    child,
-                    _dir: dir,
-                    log,
-                };
+        for _ in 0..3 {
+            let (addr, admin) = two_dead_addresses();
+            let dir = tempfile::tempdir().expect("temp dir");
+            let config = dir.path().join("accord.yaml");
+            std::fs::write(&config, yaml(addr, admin)).expect("write config");
+            let log = logged.then(|| dir.path().join("accord.log"));
+            let output = |inherit: bool| match &log {
+                Some(path) => std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map(std::process::Stdio::from)
+                    .expect("log file"),
+                None if inherit => std::process::Stdio::inherit(),
+                None => std::process::Stdio::null(),
+            };
+            let mut child = tokio::process::Command::new(accord_binary())
+                .args(["run", "-c"])
+                .arg(&config)
+                .env_remove("RUST_LOG")
+                .stdout(output(false))
+                .stderr(output(true))
+                .kill_on_drop(true)
+                .spawn()
+                .expect("start accord");
+            let pid = child.id().expect("a running child has an id");
+            for _ in 0..200 {
+                if let Some(status) = child.try_wait().expect("child status") {
+                    eprintln!(
+                        "accord exited ({status}) before listening on {addr}: starting it again on new ports"
+                    );
+                    break;
+                }
+                if listens(pid, addr.port()) {
+                    return AccordProcess {
+                        addr,
+                        admin,
+                        child,
+                        _dir: dir,
+                        log,
+                    };
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            if child.try_wait().expect("child status").is_none() {
+                panic!("accord did not start listening on {addr}");
+            }
         }
-        panic!("accord did not start listening on {addr}");
+        panic!("accord lost its ports to other processes three times");
     }
 
     /// The process id.
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listening_socket_is_told_apart_from_another_process_s() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        assert!(
+            listens(std::process::id(), port),
+            "this process's own listener"
+        );
+        // PID 1 (init) does not hold it; and nothing listens once it is closed.
+        assert!(!listens(1, port));
+        drop(listener);
+        assert!(!listens(std::process::id(), port));
     }
 }
