@@ -361,10 +361,11 @@ impl AccordProcess {
             .unwrap_or_default()
     }
 
-    /// Starts the process on two free ports and waits until it listens on them. A port found
-    /// free can be taken by another test's process before this one binds it (the process then
-    /// exits, while a connection to the port reaches the other process): the listener is
-    /// confirmed to be this process's own, and on a lost port it starts again on new ones.
+    /// Starts the process on two free ports and waits until it listens on the traffic one (the
+    /// gateway binds its admin port first). A port found free can be taken by another test's
+    /// process before this one binds it (the process then exits, while a connection to the port
+    /// reaches the other process): the listener is confirmed to be this process's own, and on a
+    /// lost port it starts again on new ones.
     async fn spawn(yaml: impl Fn(SocketAddr, SocketAddr) -> String, logged: bool) -> AccordProcess {
         for _ in 0..3 {
             let (addr, admin) = two_dead_addresses();

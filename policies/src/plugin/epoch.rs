@@ -225,12 +225,13 @@ impl Shared {
     }
 
     fn scan(&self, now_us: u64) -> Scan {
+        // An unslotted call's deadline is unknown: it counts as due.
+        let unslotted = self.unslotted.load(SeqCst) > 0;
         let mut scan = Scan {
-            any: false,
-            due: self.unslotted.load(SeqCst) > 0,
+            any: unslotted,
+            due: unslotted,
             earliest: None,
         };
-        scan.any = scan.due;
         for slot in &self.slots {
             let value = slot.load(SeqCst);
             if value == FREE {
