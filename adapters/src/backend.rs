@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
 use crate::body::RequestBody;
-use crate::error::{BackendError, BackendErrorKind};
+use crate::error::BackendError;
 use crate::forwarding::Forwarding;
 use crate::stats::{BackendStats, InFlight};
 
@@ -87,12 +87,27 @@ impl From<Parts> for PreparedHead {
 pub struct GatewayRequest {
     head: Arc<PreparedHead>,
     body: RequestBody,
+    /// When the try is given up, for an adapter that keeps its tries' deadlines itself
+    /// ([`Backend::keeping_deadlines`]).
+    deadline: Option<Instant>,
 }
 
 impl GatewayRequest {
     /// A try of the request whose head is `head`, with `body`.
     pub fn new(head: Arc<PreparedHead>, body: RequestBody) -> GatewayRequest {
-        GatewayRequest { head, body }
+        GatewayRequest {
+            head,
+            body,
+            deadline: None,
+        }
+    }
+
+    /// When this try is given up with a
+    /// [`BackendErrorKind::Timeout`](crate::error::BackendErrorKind::Timeout): set for an adapter that
+    /// keeps its tries' deadlines itself ([`Backend::keeping_deadlines`]), `None` otherwise
+    /// (no deadline, or the backend keeps it around the adapter's future).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
     }
 
     /// The request head.
@@ -309,6 +324,8 @@ pub struct Backend {
     provider: Provider,
     /// Whether its adapter reads the request's [`RequestContext`].
     reads_context: bool,
+    /// Whether its adapter gives a try up at the request's deadline itself.
+    keeps_deadlines: bool,
     service: Box<dyn Adapter>,
     availability: Arc<dyn Availability>,
     stats: Arc<BackendStats>,
@@ -338,6 +355,7 @@ impl Backend {
             id: id.into(),
             provider,
             reads_context: false,
+            keeps_deadlines: false,
             service: Box::new(service),
             availability,
             stats,
@@ -355,6 +373,15 @@ impl Backend {
     /// Whether the adapter reads the request's [`RequestContext`].
     pub fn reads_context(&self) -> bool {
         self.reads_context
+    }
+
+    /// Declares that the adapter gives a try up at [`GatewayRequest::deadline`] itself, with
+    /// [`BackendError::past_deadline`]. Otherwise the backend wraps each try in a timer of its
+    /// own; an adapter that keeps a timer per upstream connection, re-armed only when it
+    /// fires (as nginx does), saves registering and cancelling one on every try.
+    pub fn keeping_deadlines(mut self, keeps: bool) -> Self {
+        self.keeps_deadlines = keeps;
+        self
     }
 
     /// The backend's id from the configuration.
@@ -388,24 +415,25 @@ impl Backend {
     /// time it took, as counted.
     pub fn call(
         &self,
-        request: GatewayRequest,
+        mut request: GatewayRequest,
         started: Instant,
         deadline: Option<Instant>,
     ) -> impl Future<Output = (Result<GatewayResponse, BackendError>, Duration)> + Send + 'static
     {
         let in_flight = InFlight::start(self.stats.clone());
+        let timed = if self.keeps_deadlines {
+            request.deadline = deadline;
+            None
+        } else {
+            deadline
+        };
         let future = self.service.send(request);
         async move {
-            let result = match deadline {
+            let result = match timed {
                 None => future.await,
                 Some(deadline) => tokio::time::timeout_at(deadline, future)
                     .await
-                    .unwrap_or_else(|_| {
-                        Err(BackendError::new(
-                            BackendErrorKind::Timeout,
-                            "the backend did not answer before the try's deadline",
-                        ))
-                    }),
+                    .unwrap_or_else(|_| Err(BackendError::past_deadline())),
             };
             let stats = in_flight.finish();
             let latency = started.elapsed();
@@ -461,6 +489,7 @@ mod tests {
 
     use super::*;
     use crate::body::full_body;
+    use crate::error::BackendErrorKind;
     use crate::stats::ERROR_KINDS;
 
     /// A backend whose every try answers 200 after `delay`.

@@ -100,6 +100,14 @@ impl BackendError {
         }
     }
 
+    /// The try's deadline passed before the backend answered.
+    pub fn past_deadline() -> Self {
+        Self::new(
+            BackendErrorKind::Timeout,
+            "the backend did not answer before the try's deadline",
+        )
+    }
+
     /// Attaches the underlying cause.
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
         self.source = Some(source.into());

@@ -33,6 +33,7 @@ use http::{HeaderMap, Method, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use smallvec::SmallVec;
 use tokio::io::{AsyncRead, ReadBuf};
+use tokio::time::{Instant, Sleep};
 
 use super::connector::UpstreamIo;
 use super::hop_by_hop;
@@ -69,6 +70,9 @@ pub(crate) enum Http1Error {
     /// Reading or writing the connection failed (TLS alerts arrive here too).
     #[error("upstream connection: {0}")]
     Io(#[from] io::Error),
+    /// The try's deadline passed before the response head was complete.
+    #[error("the upstream did not answer before the try's deadline")]
+    PastDeadline,
 }
 
 impl Http1Error {
@@ -121,6 +125,8 @@ pub(crate) struct Connection {
     reusable: bool,
     /// The response header names the upstream has sent.
     names: NameCache,
+    /// Watches the exchange's deadline (see [`poll_past`]).
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Connection {
@@ -131,6 +137,7 @@ impl Connection {
             head: BytesMut::new(),
             reusable: true,
             names: NameCache::default(),
+            timer: None,
         }
     }
 
@@ -169,6 +176,7 @@ impl Connection {
         &mut self,
         request: GatewayRequest,
     ) -> Result<ResponseHead, SendError> {
+        let deadline = request.deadline();
         let body_framing = match self.encode_head(&request) {
             Ok(framing) => framing,
             Err(error) => {
@@ -190,18 +198,27 @@ impl Connection {
         let head_only = request.body().as_bytes().is_none() && !request.body().is_end_stream();
         let method = request.method().clone();
         let mut written = false;
-        let sent =
-            std::future::poll_fn(|cx| poll_write_all(&mut self.io, cx, &mut out, &mut written))
-                .await;
+        let sent = std::future::poll_fn(|cx| {
+            match poll_write_all(&mut self.io, cx, &mut out, &mut written) {
+                Poll::Pending => {
+                    ready!(poll_past(&mut self.timer, deadline, cx));
+                    Poll::Ready(Err(Http1Error::PastDeadline))
+                }
+                Poll::Ready(sent) => Poll::Ready(sent.map_err(Http1Error::from)),
+            }
+        })
+        .await;
         if let Err(error) = sent {
             self.reusable = false;
+            // Past its deadline, a try is not sent again elsewhere.
+            let resendable = !written && !matches!(error, Http1Error::PastDeadline);
             return Err(SendError {
-                unsent: (!written).then_some(request),
-                error: error.into(),
+                unsent: resendable.then_some(request),
+                error,
             });
         }
         let streamed = head_only.then(|| request.into_body());
-        self.exchange(streamed, body_framing, &method)
+        self.exchange(streamed, body_framing, &method, deadline)
             .await
             .map_err(|error| {
                 self.reusable = false;
@@ -212,47 +229,68 @@ impl Connection {
             })
     }
 
-    /// Streams the rest of the request body, if any, while reading the response head.
+    /// Streams the rest of the request body, if any, while reading the response head, until
+    /// `deadline`.
     async fn exchange(
         &mut self,
         mut body: Option<RequestBody>,
         mut framing: Framing,
         method: &Method,
+        deadline: Option<Instant>,
     ) -> Result<ResponseHead, Http1Error> {
         let mut out: SmallVec<[Bytes; 3]> = SmallVec::new();
         let mut written = true;
         std::future::poll_fn(|cx| {
-            while let Some(stream) = &mut body {
-                if !out.is_empty() {
-                    match poll_write_all(&mut self.io, cx, &mut out, &mut written) {
-                        Poll::Ready(Ok(())) => {}
-                        Poll::Ready(Err(error)) => return Poll::Ready(Err(error.into())),
-                        Poll::Pending => break,
-                    }
-                }
-                if framing == Framing::Empty {
-                    body = None;
-                    break;
-                }
-                match Pin::new(stream).poll_frame(cx) {
-                    Poll::Pending => break,
-                    Poll::Ready(Some(Err(error))) => {
-                        return Poll::Ready(Err(Http1Error::ClientBody(error)));
-                    }
-                    Poll::Ready(frame) => framing
-                        .encode(frame.and_then(Result::ok), &mut out)
-                        .map_err(|e| Http1Error::InvalidRequest(e.0))?,
-                }
+            let polled =
+                self.poll_exchange(cx, &mut body, &mut framing, &mut out, &mut written, method);
+            if polled.is_pending() {
+                ready!(poll_past(&mut self.timer, deadline, cx));
+                return Poll::Ready(Err(Http1Error::PastDeadline));
             }
-            let head = ready!(self.poll_response_head(cx, method))?;
-            if body.is_some() {
-                // Answered before the request was complete: the rest is never sent, so the
-                // connection is in no state for another request.
-                self.reusable = false;
-            }
-            Poll::Ready(Ok(head))
+            polled
         })
         .await
+    }
+
+    /// One step of [`Connection::exchange`].
+    fn poll_exchange(
+        &mut self,
+        cx: &mut Context<'_>,
+        body: &mut Option<RequestBody>,
+        framing: &mut Framing,
+        out: &mut SmallVec<[Bytes; 3]>,
+        written: &mut bool,
+        method: &Method,
+    ) -> Poll<Result<ResponseHead, Http1Error>> {
+        while let Some(stream) = body {
+            if !out.is_empty() {
+                match poll_write_all(&mut self.io, cx, out, written) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error.into())),
+                    Poll::Pending => break,
+                }
+            }
+            if *framing == Framing::Empty {
+                *body = None;
+                break;
+            }
+            match Pin::new(stream).poll_frame(cx) {
+                Poll::Pending => break,
+                Poll::Ready(Some(Err(error))) => {
+                    return Poll::Ready(Err(Http1Error::ClientBody(error)));
+                }
+                Poll::Ready(frame) => framing
+                    .encode(frame.and_then(Result::ok), out)
+                    .map_err(|e| Http1Error::InvalidRequest(e.0))?,
+            }
+        }
+        let head = ready!(self.poll_response_head(cx, method))?;
+        if body.is_some() {
+            // Answered before the request was complete: the rest is never sent, so the
+            // connection is in no state for another request.
+            self.reusable = false;
+        }
+        Poll::Ready(Ok(head))
     }
 
     /// Encodes the request line and header fields, with the body framing the request needs.
@@ -492,6 +530,34 @@ impl Connection {
     fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
         make_room(&mut self.read, want);
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
+    }
+}
+
+/// Ready once `deadline` has passed; never without one.
+///
+/// The connection's timer is armed at the first deadline it watches and moved only when it
+/// fires before the deadline of the exchange now watched (or when a deadline comes earlier than
+/// it), as nginx's timers are: the tries of a route, whose deadlines only move later, register
+/// and cancel no timer each. A timer that fires early is re-armed once per deadline period.
+fn poll_past(
+    timer: &mut Option<Pin<Box<Sleep>>>,
+    deadline: Option<Instant>,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    let Some(deadline) = deadline else {
+        return Poll::Pending;
+    };
+    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+    if timer.deadline() > deadline {
+        timer.as_mut().reset(deadline);
+    }
+    loop {
+        ready!(timer.as_mut().poll(cx));
+        // It fired at its deadline or later.
+        if timer.deadline() >= deadline {
+            return Poll::Ready(());
+        }
+        timer.as_mut().reset(deadline);
     }
 }
 

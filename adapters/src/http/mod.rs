@@ -181,7 +181,8 @@ pub async fn build(
     let (service, availability, tasks) = build_service(id, config, stats.clone()).await?;
     Ok(
         Backend::new(id, Provider::Http, service, availability, stats, tasks)
-            .reading_context(reads_context),
+            .reading_context(reads_context)
+            .keeping_deadlines(true),
     )
 }
 
@@ -452,7 +453,11 @@ impl tower::Service<GatewayRequest> for HttpService {
                 }
                 Err(error) => {
                     let error = classify(&shared.id, endpoint.addr, error);
-                    if error.fault() == crate::error::Fault::Upstream {
+                    // A try past its deadline is not held against the endpoint: the deadline
+                    // is the route's (its SLO meter sees the slowness).
+                    if error.fault() == crate::error::Fault::Upstream
+                        && error.kind() != BackendErrorKind::Timeout
+                    {
                         record_failure(&shared, &endpoint);
                     }
                     Err(error)
@@ -512,6 +517,10 @@ fn classify(backend: &str, addr: SocketAddr, error: ClientError) -> BackendError
             break;
         }
         match err.downcast_ref::<Http1Error>() {
+            Some(Http1Error::PastDeadline) => {
+                kind = BackendErrorKind::Timeout;
+                break;
+            }
             Some(Http1Error::InvalidResponse(_)) => kind = BackendErrorKind::InvalidResponse,
             Some(Http1Error::ClientBody(_)) => kind = BackendErrorKind::ClientBody,
             _ => {}
@@ -534,6 +543,9 @@ fn classify(backend: &str, addr: SocketAddr, error: ClientError) -> BackendError
             "backend {backend}: {addr} refused the gateway's TLS client certificate (check tls.cert_file and tls.key_file)"
         ),
         BackendErrorKind::Connect => format!("backend {backend}: cannot connect to {addr}"),
+        BackendErrorKind::Timeout => {
+            format!("backend {backend}: {addr} did not answer before the try's deadline")
+        }
         BackendErrorKind::InvalidResponse => {
             format!("backend {backend}: invalid response from {addr}")
         }

@@ -24,7 +24,7 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tower::Service;
 
-use super::codec::{Connection, ConnectionPool, receive};
+use super::codec::{Connection, ConnectionPool, Http1Error, receive};
 use super::connector::Connector;
 use crate::backend::{GatewayRequest, GatewayResponse};
 use crate::body::{RequestBody, response_body};
@@ -51,6 +51,19 @@ impl ClientError {
             connect: false,
             source: source.into(),
         }
+    }
+}
+
+/// `future`, given up at `deadline` with [`Http1Error::PastDeadline`].
+async fn until<T>(
+    deadline: Option<Instant>,
+    future: impl Future<Output = Result<T, ClientError>>,
+) -> Result<T, ClientError> {
+    match deadline {
+        None => future.await,
+        Some(deadline) => tokio::time::timeout_at(deadline, future)
+            .await
+            .unwrap_or_else(|_| Err(ClientError::request(Http1Error::PastDeadline))),
     }
 }
 
@@ -81,13 +94,19 @@ impl EndpointClient {
     ) -> Result<GatewayResponse, ClientError> {
         match self {
             Self::Http1(pool) => pool.request(request).await,
-            Self::Http2(client) => match client.request(request.into_request()).await {
-                Ok(response) => Ok(response.map(response_body).into()),
-                Err(error) => Err(ClientError {
-                    connect: error.is_connect(),
-                    source: error.into(),
-                }),
-            },
+            Self::Http2(client) => {
+                let deadline = request.deadline();
+                until(deadline, async {
+                    match client.request(request.into_request()).await {
+                        Ok(response) => Ok(response.map(response_body).into()),
+                        Err(error) => Err(ClientError {
+                            connect: error.is_connect(),
+                            source: error.into(),
+                        }),
+                    }
+                })
+                .await
+            }
         }
     }
 
@@ -135,13 +154,16 @@ impl Http1Pool {
         origin_form(&mut request);
         // The rare paths are boxed: a request's future is moved as it is built, so its size
         // is paid on every request.
+        let deadline = request.deadline();
         if wants_upgrade(&request) {
-            return Box::pin(self.request_upgrade(request)).await;
+            return Box::pin(until(deadline, self.request_upgrade(request))).await;
         }
         loop {
+            // A pooled connection watches the deadline itself, with a timer re-armed only when
+            // it fires early (see `codec::poll_past`); opening one is rarer, and timed alone.
             let (mut conn, reused) = match self.checkout() {
                 Some(conn) => (conn, true),
-                None => (Box::pin(self.connect()).await?, false),
+                None => (Box::pin(until(deadline, self.connect())).await?, false),
             };
             match conn.send(request).await {
                 Ok(head) => {
@@ -502,5 +524,105 @@ mod tests {
         assert_eq!(request.headers()[HOST], upstream.addr.to_string().as_str());
         let response = pool.request(request).await.unwrap();
         assert_eq!(response.status(), 200);
+    }
+
+    /// Answers the first request on a connection, and never the others.
+    fn ok_then_silent(served: usize) -> (String, bool) {
+        if served == 0 {
+            ok(served)
+        } else {
+            (String::new(), false)
+        }
+    }
+
+    /// The HTTP backend of `upstream`, as a route's configuration builds it.
+    async fn backend_of(
+        upstream: &Upstream,
+    ) -> (crate::backend::Backend, Arc<crate::stats::BackendStats>) {
+        let stats = Arc::new(crate::stats::BackendStats::default());
+        let config = super::super::HttpBackendConfig::single(
+            upstream.addr.ip().to_string(),
+            upstream.addr.port(),
+            None,
+        );
+        let backend = super::super::build("b", config, stats.clone())
+            .await
+            .unwrap();
+        (backend, stats)
+    }
+
+    /// A try with `deadline` that is answered, its body read (its connection back in the pool).
+    async fn answered(backend: &crate::backend::Backend, deadline: Duration) {
+        let started = Instant::now();
+        let (result, _) = backend
+            .call(get_request(), started, Some(started + deadline))
+            .await;
+        let response = result.unwrap();
+        response.into_body().collect().await.unwrap();
+    }
+
+    /// A try with `deadline` that is never answered: its error and how long it waited.
+    async fn unanswered(
+        backend: &crate::backend::Backend,
+        deadline: Duration,
+    ) -> (crate::BackendError, Duration) {
+        let started = Instant::now();
+        let (result, _) = backend
+            .call(get_request(), started, Some(started + deadline))
+            .await;
+        let Err(error) = result else {
+            panic!("the silent upstream answered")
+        };
+        (error, started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pooled_connection_gives_a_try_up_at_its_deadline_though_its_timer_was_armed_for_an_earlier_one()
+     {
+        let upstream = Upstream::start(ok_then_silent).await;
+        let (backend, stats) = backend_of(&upstream).await;
+        // The first try arms the connection's timer at its deadline, 1 s from now.
+        answered(&backend, Duration::from_secs(1)).await;
+        tokio::time::advance(Duration::from_millis(500)).await;
+        // The second try's deadline is later: the timer fires first, and is moved to it.
+        let (error, waited) = unanswered(&backend, Duration::from_secs(1)).await;
+        assert_eq!(error.kind(), crate::BackendErrorKind::Timeout, "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("did not answer before the try's deadline"),
+            "{error}"
+        );
+        assert!(
+            waited >= Duration::from_secs(1) && waited < Duration::from_millis(1010),
+            "{waited:?}"
+        );
+        assert_eq!(
+            upstream.accepted.load(SeqCst),
+            1,
+            "the second try was sent on the pooled connection"
+        );
+        let timeouts = crate::stats::ERROR_KINDS
+            .iter()
+            .position(|k| *k == crate::BackendErrorKind::Timeout)
+            .unwrap();
+        assert_eq!(stats.errors_by_kind[timeouts].load(SeqCst), 1);
+        // The connection given up on is closed: the next try opens another.
+        answered(&backend, Duration::from_secs(1)).await;
+        assert_eq!(upstream.accepted.load(SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_earlier_than_the_connections_timer_moves_it_earlier() {
+        let upstream = Upstream::start(ok_then_silent).await;
+        let (backend, _) = backend_of(&upstream).await;
+        answered(&backend, Duration::from_secs(60)).await;
+        let (error, waited) = unanswered(&backend, Duration::from_millis(200)).await;
+        assert_eq!(error.kind(), crate::BackendErrorKind::Timeout, "{error}");
+        assert!(
+            waited >= Duration::from_millis(200) && waited < Duration::from_millis(210),
+            "{waited:?}"
+        );
+        assert_eq!(upstream.accepted.load(SeqCst), 1);
     }
 }
