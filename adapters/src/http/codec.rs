@@ -515,7 +515,7 @@ impl Connection {
                     .map_err(Http1Error::framing)?;
                 headers.append(field.name, field.value);
             }
-            UpstreamFields::Map(headers)
+            UpstreamFields::Map(Box::new(headers))
         };
         Ok(Parsed::Final(ResponseHead {
             status,
