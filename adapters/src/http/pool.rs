@@ -9,6 +9,13 @@
 //! not be written on a reused connection is sent again on another. Idle connections past the
 //! idle timeout are dropped at checkout and by the backend's reaper.
 //!
+//! A try's deadline is kept here too (the backend is built [`keeping_deadlines`]): each
+//! connection has one timer, moved only when it fires before the deadline of the exchange it
+//! watches, so a try on a pooled connection registers and cancels no timer of its own; opening a
+//! connection, an upgrade and an HTTP/2 request are timed alone.
+//!
+//! [`keeping_deadlines`]: crate::backend::Backend::keeping_deadlines
+//!
 //! Protocol upgrades (WebSocket) take a hyper connection of their own, spawned so that it
 //! outlives the request; HTTP/2 multiplexes many requests over one connection and keeps
 //! hyper-util's pooled client, whose connection task is what HTTP/2 needs.
