@@ -176,21 +176,24 @@ pub enum TryResult {
 
 /// Told about every try when it ends, including a try still in flight when the request is
 /// dropped, so that each backend is metered for every try it was sent, whatever the client does.
-pub trait TryObserver: Sync {
+///
+/// Lent to the forwarding exclusively (`&mut`): one request's record, say, keeps what it is
+/// told in plain fields, with no lock taken per try.
+pub trait TryObserver: Send {
     /// A try ended.
-    fn try_ended(&self, attempt: Attempt<'_>);
+    fn try_ended(&mut self, attempt: Attempt<'_>);
 }
 
 /// Observes nothing.
 impl TryObserver for () {
-    fn try_ended(&self, _attempt: Attempt<'_>) {}
+    fn try_ended(&mut self, _attempt: Attempt<'_>) {}
 }
 
 /// Reports a try as cancelled if it is dropped before it ends.
 struct TryInFlight<'a> {
     backend: &'a Arc<Backend>,
     started: Instant,
-    observer: &'a dyn TryObserver,
+    observer: &'a mut dyn TryObserver,
     ended: bool,
 }
 
@@ -270,7 +273,7 @@ impl Failover {
         body: ReplayBody,
         deadline: Instant,
     ) -> Forwarded {
-        self.forward_preferring(head, body, deadline, None, &())
+        self.forward_preferring(head, body, deadline, None, &mut ())
             .await
     }
 
@@ -283,7 +286,7 @@ impl Failover {
         mut body: ReplayBody,
         deadline: Instant,
         preferred: Option<&str>,
-        observer: &dyn TryObserver,
+        observer: &mut dyn TryObserver,
     ) -> Forwarded {
         let _in_flight = self.budget.start_request();
         let (order, steered) = self.try_order_preferring(preferred, &head);
@@ -327,7 +330,9 @@ impl Failover {
             };
             let request = GatewayRequest::new(lent, try_body);
             tries += 1;
-            let result = self.try_once(&backend, request, deadline, observer).await;
+            let result = self
+                .try_once(&backend, request, deadline, &mut *observer)
+                .await;
             let done = match &result {
                 Ok(_) => !self.should_retry(&result, idempotent),
                 Err(_) => false,
@@ -381,7 +386,7 @@ impl Failover {
         backend: &Arc<Backend>,
         request: GatewayRequest,
         deadline: Instant,
-        observer: &dyn TryObserver,
+        observer: &mut dyn TryObserver,
     ) -> Result<GatewayResponse, BackendError> {
         let started = Instant::now();
         let try_deadline = self
@@ -800,12 +805,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_try_abandoned_with_its_request_is_observed_as_cancelled() {
         #[derive(Default)]
-        struct Seen(std::sync::Mutex<Vec<(String, TryResult)>>);
+        struct Seen(Vec<(String, TryResult)>);
         impl TryObserver for Seen {
-            fn try_ended(&self, attempt: Attempt<'_>) {
+            fn try_ended(&mut self, attempt: Attempt<'_>) {
                 self.0
-                    .lock()
-                    .unwrap()
                     .push((attempt.backend.id().to_string(), attempt.result));
             }
         }
@@ -825,20 +828,17 @@ mod tests {
             BackgroundTasks::default(),
         ));
         let route = failover(vec![(slow, 0)], 2);
-        let seen = Seen::default();
+        let mut seen = Seen::default();
         let forward = route.forward_preferring(
             request(Method::GET),
             ReplayBody::Buffered(Bytes::new()),
             far_deadline(),
             None,
-            &seen,
+            &mut seen,
         );
         let gave_up = tokio::time::timeout(Duration::from_millis(500), forward).await;
         assert!(gave_up.is_err());
-        assert_eq!(
-            *seen.0.lock().unwrap(),
-            vec![("slow".to_owned(), TryResult::Cancelled)]
-        );
+        assert_eq!(seen.0, vec![("slow".to_owned(), TryResult::Cancelled)]);
         assert_eq!(stats.in_flight.load(Ordering::SeqCst), 0, "no gauge leaks");
         assert_eq!(stats.cancelled.load(Ordering::SeqCst), 1);
         assert_eq!(stats.tries.load(Ordering::SeqCst), 1);

@@ -56,13 +56,13 @@ pub(super) struct Record {
     pub(super) class: Option<Class>,
     /// The backend of the try in flight (or of the last one), for a request cancelled while
     /// it waited.
-    try_in_flight: std::sync::Mutex<Option<Arc<str>>>,
+    try_in_flight: Option<Arc<str>>,
     /// Set when the route's plugins see the response: the try that answered is metered
     /// against its backend only once they have (see [`Record::settle_try`]), so that a
     /// response they reclassify counts against the backend that gave it.
     pub(super) defer_answered: bool,
     /// The answered try waiting for the plugins' verdict: backend index, class, latency.
-    answered_try: std::sync::Mutex<Option<(usize, Class, std::time::Duration)>>,
+    answered_try: Option<(usize, Class, std::time::Duration)>,
     /// The request's trace, when traces are configured.
     pub(super) trace: Option<Box<crate::traces::RequestTrace>>,
     /// Counters and the access log have been written.
@@ -111,9 +111,9 @@ impl Record {
             steered: false,
             annotations: Vec::new(),
             class: None,
-            try_in_flight: std::sync::Mutex::new(None),
+            try_in_flight: None,
             defer_answered: false,
-            answered_try: std::sync::Mutex::new(None),
+            answered_try: None,
             trace: None,
             completed: false,
         }
@@ -139,12 +139,8 @@ impl Record {
 
     /// Meters the try that answered against its backend, as `verdict` (a plugin's
     /// reclassification) when there is one, else as the gateway classified it.
-    pub(super) fn settle_try(&self, verdict: Option<Class>) {
-        let answered = self
-            .answered_try
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+    pub(super) fn settle_try(&mut self, verdict: Option<Class>) {
+        let answered = self.answered_try.take();
         if let (Some((index, class, latency)), Some(sla)) = (answered, &self.sla) {
             sla.record_try(index, verdict.unwrap_or(class), latency);
         }
@@ -237,11 +233,7 @@ impl Record {
         self.status =
             StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST);
         if self.backend.is_none() {
-            self.backend = self
-                .try_in_flight
-                .get_mut()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
+            self.backend = self.try_in_flight.take();
         }
         self.complete();
     }
@@ -256,9 +248,9 @@ impl Drop for Record {
 /// The record observes the route's tries: each one is metered against its backend as it ends,
 /// a try in flight when the client leaves as cancelled.
 impl accord_adapters::TryObserver for Record {
-    fn try_ended(&self, attempt: accord_adapters::failover::Attempt<'_>) {
+    fn try_ended(&mut self, attempt: accord_adapters::failover::Attempt<'_>) {
         let id = attempt.backend.id();
-        *self.try_in_flight.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
+        self.try_in_flight = Some(id.clone());
         if let Some(trace) = &self.trace {
             trace.record_try(crate::traces::TrySpan {
                 backend: id.clone(),
@@ -278,10 +270,11 @@ impl accord_adapters::TryObserver for Record {
             return;
         };
         // An earlier answer was not the last (it was retried): it counts as it was.
-        self.settle_try(None);
+        if let Some((index, class, latency)) = self.answered_try.take() {
+            sla.record_try(index, class, latency);
+        }
         if self.defer_answered && matches!(attempt.result, TryResult::Answered(_)) {
-            *self.answered_try.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some((index, class, attempt.latency));
+            self.answered_try = Some((index, class, attempt.latency));
         } else {
             sla.record_try(index, class, attempt.latency);
         }

@@ -33,7 +33,7 @@ pub(super) async fn forward(
     let deadline = record.started + route.config().timeout;
     let forwarded = route
         .failover()
-        .forward_preferring(head, body, deadline, preferred, &*record)
+        .forward_preferring(head, body, deadline, preferred, &mut *record)
         .await;
     record.tries = forwarded.tries;
     record.backend = forwarded.backend.as_ref().map(|b| b.id().clone());
