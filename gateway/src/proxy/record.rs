@@ -260,22 +260,21 @@ impl accord_adapters::TryObserver for Record {
                 ended: std::time::SystemTime::now(),
             });
         }
-        let Some(sla) = &self.sla else { return };
+        let Some(index) =
+            (self.sla.as_ref()).and_then(|sla| sla.backends().iter().position(|b| b.id() == id))
+        else {
+            return;
+        };
         let class = match attempt.result {
             TryResult::Answered(status) => classify(status, None),
             TryResult::Failed(kind) => classify(StatusCode::BAD_GATEWAY, Some(kind)),
             TryResult::Cancelled => Class::Cancelled,
         };
-        let Some(index) = sla.backends().iter().position(|b| b.id() == id) else {
-            return;
-        };
         // An earlier answer was not the last (it was retried): it counts as it was.
-        if let Some((index, class, latency)) = self.answered_try.take() {
-            sla.record_try(index, class, latency);
-        }
+        self.settle_try(None);
         if self.defer_answered && matches!(attempt.result, TryResult::Answered(_)) {
             self.answered_try = Some((index, class, attempt.latency));
-        } else {
+        } else if let Some(sla) = &self.sla {
             sla.record_try(index, class, attempt.latency);
         }
     }
