@@ -188,26 +188,30 @@ impl Connection {
                 });
             }
         };
-        let mut out: SmallVec<[Bytes; 3]> = SmallVec::new();
-        out.push(self.head.split().freeze());
-        // A buffered body goes out with the head; the request stays whole until a byte is
-        // written, so that it can be sent again elsewhere.
-        if let Some(bytes) = request.body().as_bytes() {
-            out.push(bytes.clone());
-        }
         let head_only = request.body().as_bytes().is_none() && !request.body().is_end_stream();
         let method = request.method().clone();
         let mut written = false;
-        let sent = std::future::poll_fn(|cx| {
-            match poll_write_all(&mut self.io, cx, &mut out, &mut written) {
-                Poll::Pending => {
-                    ready!(poll_past(&mut self.timer, deadline, cx));
-                    Poll::Ready(Err(Http1Error::PastDeadline))
-                }
-                Poll::Ready(sent) => Poll::Ready(sent.map_err(Http1Error::from)),
+        // In a block of its own: what is written is gone before the exchange, so that the
+        // future keeps one write queue, not two.
+        let sent = {
+            let mut out: SmallVec<[Bytes; 3]> = SmallVec::new();
+            out.push(self.head.split().freeze());
+            // A buffered body goes out with the head; the request stays whole until a byte is
+            // written, so that it can be sent again elsewhere.
+            if let Some(bytes) = request.body().as_bytes() {
+                out.push(bytes.clone());
             }
-        })
-        .await;
+            std::future::poll_fn(|cx| {
+                match poll_write_all(&mut self.io, cx, &mut out, &mut written) {
+                    Poll::Pending => {
+                        ready!(poll_past(&mut self.timer, deadline, cx));
+                        Poll::Ready(Err(Http1Error::PastDeadline))
+                    }
+                    Poll::Ready(sent) => Poll::Ready(sent.map_err(Http1Error::from)),
+                }
+            })
+            .await
+        };
         if let Err(error) = sent {
             self.reusable = false;
             // Past its deadline, a try is not sent again elsewhere.
