@@ -49,7 +49,7 @@ use http_body::{Body, Frame, SizeHint};
 use smallvec::SmallVec;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{oneshot, watch};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::{ClientBody, Handler};
 use crate::proxy::headers::REQUEST_ID;
@@ -122,6 +122,16 @@ struct Head {
     notes: HeadNotes,
 }
 
+/// Polls the connection's head timer only when it does not hold this task's waker yet
+/// (`waits`), or has fired since: polling it again would only register the same waker again.
+fn poll_timer(timer: Pin<&mut Sleep>, waits: &mut bool, cx: &mut Context<'_>) -> Poll<()> {
+    if *waits && !timer.is_elapsed() {
+        return Poll::Pending;
+    }
+    *waits = true;
+    timer.poll(cx)
+}
+
 /// Serves the HTTP/1.1 requests of one connection until it ends, its head read timeout
 /// passes, or `shutdown` turns true while it is idle.
 pub(super) async fn serve(
@@ -136,6 +146,9 @@ pub(super) async fn serve(
     let mut head_buf = BytesMut::new();
     let timer = tokio::time::sleep(settings.header_read_timeout);
     tokio::pin!(timer);
+    // Whether the timer holds this task's waker: it keeps it until it fires or is reset, so
+    // it is polled once per arming, not once per request.
+    let mut timer_waits = false;
     // One wait for the shutdown per connection, not one per request: it stays registered
     // while requests are served, and is polled only while the connection is idle.
     let mut stop = shutdown.clone();
@@ -170,12 +183,13 @@ pub(super) async fn serve(
                     Ok(0) | Err(_) => return,
                     Ok(_) => {}
                 },
-                () = &mut timer => {
+                () = poll_fn(|cx| poll_timer(timer.as_mut(), &mut timer_waits, cx)) => {
                     if Instant::now() >= deadline {
                         tracing::debug!(client = %conn.client, "no request head within the header read timeout");
                         return;
                     }
                     timer.as_mut().reset(deadline);
+                    timer_waits = false;
                 }
                 () = &mut stopping, if idle => return,
             }
@@ -1199,6 +1213,22 @@ mod tests {
         client.write_all(b"lo").await.unwrap();
         let echoed = read_until(&mut client, "hello", 1).await;
         assert_eq!(echoed, "hello");
+    }
+
+    /// The connection's head timer, armed when it opened, fires while the connection waits for
+    /// its second request, before that wait's deadline: it is moved to that deadline, and the
+    /// connection still closes there.
+    #[tokio::test(start_paused = true)]
+    async fn the_head_timer_moved_to_a_later_wait_still_closes_the_connection() {
+        let (mut client, _stop) = connect(echo).await;
+        let opened = Instant::now();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let _ = read_until(&mut client, "GET / ", 1).await;
+        let waiting = Instant::now();
+        assert_eq!(read_to_close(&mut client).await, "");
+        assert!(waiting.elapsed() >= SETTINGS.header_read_timeout);
+        assert!(opened.elapsed() < SETTINGS.header_read_timeout * 2);
     }
 
     #[tokio::test(start_paused = true)]
