@@ -23,6 +23,7 @@ use http::{Extensions, HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 use smallvec::SmallVec;
 
 use crate::body::ResponseBody;
+use crate::forwarding::X_REQUEST_ID;
 use crate::http::wire::{FieldAt, parse_length, put_field};
 
 /// A backend's answer.
@@ -68,6 +69,8 @@ pub(crate) struct Noted {
     pub(crate) content_length: Option<Option<u64>>,
     /// Whether a `Date` field came.
     pub(crate) date: bool,
+    /// Whether an `x-request-id` field came: the gateway sets its own on every response.
+    pub(crate) request_id: bool,
 }
 
 impl WireFields {
@@ -105,6 +108,8 @@ impl WireFields {
             self.noted.content_length.is_some()
         } else if name == DATE {
             self.noted.date
+        } else if name == X_REQUEST_ID {
+            self.noted.request_id
         } else {
             // A hop-by-hop name is looked for too, and not found: the wire fields are
             // end-to-end. (Comparing the name with the eight first cost more than the search.)
@@ -126,6 +131,8 @@ impl WireFields {
             self.noted.content_length = None;
         } else if name == DATE {
             self.noted.date = false;
+        } else if name == X_REQUEST_ID {
+            self.noted.request_id = false;
         }
         self.parsed.take();
     }
@@ -447,6 +454,10 @@ mod tests {
                 .headers
                 .iter()
                 .any(|h| h.name.eq_ignore_ascii_case("date")),
+            request_id: parsed
+                .headers
+                .iter()
+                .any(|h| h.name.eq_ignore_ascii_case("x-request-id")),
         };
         GatewayResponse::from_head(
             StatusCode::OK,

@@ -396,7 +396,7 @@ impl Connection {
         let (mut transfer_encoding, mut chunked) = (false, false);
         let mut length: Option<Option<u64>> = None;
         let mut lengths = 0;
-        let mut date = false;
+        let (mut date, mut request_id) = (false, false);
         let mut kept: SmallVec<[FieldAt; 8]> = SmallVec::new();
         let (len, code, version, end_to_end) =
             {
@@ -429,6 +429,11 @@ impl Connection {
                     }
                     if name.len() == 4 && name.eq_ignore_ascii_case(b"date") {
                         date = true;
+                        kept.push(at);
+                        continue;
+                    }
+                    if name.len() == 12 && name.eq_ignore_ascii_case(b"x-request-id") {
+                        request_id = true;
                         kept.push(at);
                         continue;
                     }
@@ -508,6 +513,7 @@ impl Connection {
             let noted = Noted {
                 content_length: length,
                 date,
+                request_id,
             };
             UpstreamFields::Wire(box_in_place!(WireFields::new(head, kept, noted)))
         } else {
@@ -696,6 +702,8 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
+    use crate::forwarding::X_REQUEST_ID;
+    use http::HeaderValue;
 
     /// A pool that keeps what it is given.
     #[derive(Default)]
@@ -967,6 +975,17 @@ mod tests {
         assert_eq!(response.content_length(), Some(Some(2)));
         assert!(response.has_header(&http::header::DATE));
         assert!(!response.has_header(&http::header::TRANSFER_ENCODING));
+        assert!(!response.has_header(&X_REQUEST_ID));
+        // The gateway's request id replaces the upstream's, which is noted too.
+        let (_, head) =
+            head_of("HTTP/1.1 200 OK\r\nX-Request-Id: up\r\nContent-Length: 0\r\n\r\n").await;
+        let mut response = head.unwrap().into_response(crate::body::empty_body());
+        assert!(response.parsed_headers_mut().is_none());
+        assert!(response.has_header(&X_REQUEST_ID));
+        response.insert_header(X_REQUEST_ID, HeaderValue::from_static("mine"));
+        let mut out = BytesMut::new();
+        response.encode_fields(&mut out);
+        assert_eq!(out, "Content-Length: 0\r\nx-request-id: mine\r\n");
         let (_, head) = head_of("HTTP/1.1 204 No Content\r\nServer: up\r\n\r\n").await;
         let response = head.unwrap().into_response(crate::body::empty_body());
         assert_eq!(response.content_length(), None);
