@@ -39,12 +39,34 @@ use crate::stats::{BackendStats, InFlight};
 pub struct PreparedHead {
     parts: Parts,
     forwarding: Option<Forwarding>,
+    /// Whether the head asks the upstream to switch protocols, when whoever prepared it said
+    /// so; `None`: looked for in its `Connection` field. Forgotten at any change to the head.
+    upgrade: Option<bool>,
 }
 
 impl PreparedHead {
     /// `parts` with `forwarding` still to add.
     pub fn new(parts: Parts, forwarding: Option<Forwarding>) -> PreparedHead {
-        PreparedHead { parts, forwarding }
+        PreparedHead {
+            parts,
+            forwarding,
+            upgrade: None,
+        }
+    }
+
+    /// Like [`PreparedHead::new`], from a caller that knows whether `parts` ask the upstream to
+    /// switch protocols (`upgrade`): the gateway's pipeline keeps `Connection` only on a
+    /// WebSocket handshake, so an HTTP/1.1 upstream does not look for it in the head again.
+    pub fn knowing_upgrade(
+        parts: Parts,
+        forwarding: Option<Forwarding>,
+        upgrade: bool,
+    ) -> PreparedHead {
+        PreparedHead {
+            parts,
+            forwarding,
+            upgrade: Some(upgrade),
+        }
     }
 
     /// The head.
@@ -54,7 +76,19 @@ impl PreparedHead {
 
     /// The head, to change.
     pub fn parts_mut(&mut self) -> &mut Parts {
+        self.upgrade = None;
         &mut self.parts
+    }
+
+    /// Whether the head asks the upstream to switch protocols (`Connection: upgrade`).
+    pub fn wants_upgrade(&self) -> bool {
+        self.upgrade.unwrap_or_else(|| {
+            crate::http::header_list::has_token(
+                &self.parts.headers,
+                &http::header::CONNECTION,
+                b"upgrade",
+            )
+        })
     }
 
     /// The forwarding headers not yet added to the head.
@@ -117,7 +151,12 @@ impl GatewayRequest {
 
     /// The request head to change: this try's own copy, made now if the head is still shared.
     pub fn head_mut(&mut self) -> &mut Parts {
-        &mut Arc::make_mut(&mut self.head).parts
+        Arc::make_mut(&mut self.head).parts_mut()
+    }
+
+    /// Whether the request asks the upstream to switch protocols (`Connection: upgrade`).
+    pub fn wants_upgrade(&self) -> bool {
+        self.head.wants_upgrade()
     }
 
     /// The forwarding headers not yet added to the head: an HTTP/1.1 upstream's encoder
@@ -491,6 +530,27 @@ mod tests {
     use crate::body::full_body;
     use crate::error::BackendErrorKind;
     use crate::stats::ERROR_KINDS;
+
+    /// What the preparer said of an upgrade holds until the head changes; then the head's
+    /// `Connection` field says.
+    #[test]
+    fn a_head_knows_whether_it_upgrades_until_it_changes() {
+        let parts = |connection: &'static str| {
+            http::Request::get("/")
+                .header(http::header::CONNECTION, connection)
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0
+        };
+        assert!(PreparedHead::new(parts("Upgrade"), None).wants_upgrade());
+        assert!(!PreparedHead::new(parts("close"), None).wants_upgrade());
+        let said = Arc::new(PreparedHead::knowing_upgrade(parts("Upgrade"), None, false));
+        let mut request = GatewayRequest::new(said, RequestBody::empty());
+        assert!(!request.wants_upgrade());
+        request.headers_mut().remove(http::header::HOST);
+        assert!(request.wants_upgrade(), "a changed head is looked at");
+    }
 
     /// A backend whose every try answers 200 after `delay`.
     fn answering_after(delay: Duration) -> (Backend, Arc<BackendStats>) {

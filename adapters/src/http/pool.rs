@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use http::HeaderValue;
-use http::header::{CONNECTION, HOST};
+use http::header::HOST;
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioIo;
@@ -162,7 +162,7 @@ impl Http1Pool {
         // The rare paths are boxed: a request's future is moved as it is built, so its size
         // is paid on every request.
         let deadline = request.deadline();
-        if wants_upgrade(&request) {
+        if request.wants_upgrade() {
             return Box::pin(until(deadline, self.request_upgrade(request))).await;
         }
         loop {
@@ -269,11 +269,6 @@ impl ConnectionPool for Http1Pool {
             });
         }
     }
-}
-
-/// Whether the request asks the upstream to switch protocols (`Connection: upgrade`).
-fn wants_upgrade(request: &GatewayRequest) -> bool {
-    super::header_list::has_token(request.headers(), &CONNECTION, b"upgrade")
 }
 
 /// The `Host` header an HTTP/1.1 request needs, from the authority when the client sent none.

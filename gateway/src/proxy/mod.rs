@@ -247,7 +247,12 @@ where
         // 6. Forward.
         let preferred = allowed.as_ref().and_then(|a| a.preferred.as_deref());
         // The prepared head is lent to every try, not copied for each.
-        let head = Arc::new(PreparedHead::new(parts, Some(forwarding)));
+        // Only a WebSocket handshake keeps its `Connection` field (prepare_head).
+        let head = Arc::new(PreparedHead::knowing_upgrade(
+            parts,
+            Some(forwarding),
+            websocket,
+        ));
         let forwarded = respond::forward(route, head, body, preferred, &mut record).await;
 
         // 7. Respond.
