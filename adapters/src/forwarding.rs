@@ -63,6 +63,12 @@ impl Forwarding {
         self.request_id = Some(id);
     }
 
+    /// The `Host` the client sent, as these were decided: when it is there, the head has a
+    /// `Host` field (a backend may only replace it).
+    pub fn host(&self) -> Option<&HeaderValue> {
+        self.host.as_ref()
+    }
+
     /// Whether `name` is one of the three headers.
     pub fn names(name: &HeaderName) -> bool {
         *name == X_FORWARDED_FOR || *name == X_FORWARDED_PROTO || *name == X_FORWARDED_HOST

@@ -406,7 +406,11 @@ impl tower::Service<GatewayRequest> for HttpService {
                     if request.head().version != Version::HTTP_11 {
                         request.head_mut().version = Version::HTTP_11;
                     }
-                    if !request.headers().contains_key(HOST) {
+                    // The route's forwarding headers took the head's `Host` already, when
+                    // it had one: not looked for again.
+                    let has_host = request.forwarding().is_some_and(|f| f.host().is_some())
+                        || request.headers().contains_key(HOST);
+                    if !has_host {
                         let authority = authority(&request);
                         pool::ensure_host(&mut request, &authority);
                     }
