@@ -61,8 +61,9 @@ pub(crate) struct WireFields {
     parsed: OnceLock<HeaderMap>,
 }
 
-/// The wire fields a server asks about to frame and date every response: noted by the codec as
-/// it reads the fields, rather than looked for among them each time.
+/// The wire fields asked about on every response (to frame and date it, and to set the
+/// gateway's request id in place of any the upstream sent): noted by the codec as it reads the
+/// fields, rather than looked for among them each time.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Noted {
     /// The `Content-Length` field: `Some(None)` when its value is not a length.
