@@ -63,8 +63,8 @@ impl Forwarding {
         self.request_id = Some(id);
     }
 
-    /// The `Host` the client sent, as these were decided: when it is there, the head has a
-    /// `Host` field (a backend may only replace it).
+    /// The `Host` the client sent, taken from the head when the route prepared it (`None`
+    /// when the head had none, or one that is not text).
     pub fn host(&self) -> Option<&HeaderValue> {
         self.host.as_ref()
     }

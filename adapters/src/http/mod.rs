@@ -407,7 +407,8 @@ impl tower::Service<GatewayRequest> for HttpService {
                         request.head_mut().version = Version::HTTP_11;
                     }
                     // The route's forwarding headers took the head's `Host` already, when
-                    // it had one: not looked for again.
+                    // it had one, and nothing since removed it (a rewrite above replaces it):
+                    // not looked for again.
                     let has_host = request.forwarding().is_some_and(|f| f.host().is_some())
                         || request.headers().contains_key(HOST);
                     if !has_host {
