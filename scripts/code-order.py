@@ -7,9 +7,11 @@ Runs the release `accord` under `valgrind --tool=callgrind` (the whole process, 
 on the bench's configuration (a plain route, an SLO route and an SLO route with the noop
 plugin, with `sla_history`), sends requests to each route, reads the admin API's `/metrics`,
 `/sla`, `/healthz` and `/readyz`, reloads (SIGHUP), waits for the SLA engine's tick, and sends
-requests again. Every function of the binary that ran is written, the most run first. The
-plugin is compiled into a cache by a first start outside valgrind, so the compiler (which runs
-in a child process of its own in a gateway) is not counted.
+requests again. Every function of the binary that ran is written: first those that serve (the
+most run first), then those only the start ran, so that the code every request runs is packed
+together, away from code that runs once. The plugin compiler is left out: in a gateway it runs
+in a child process of its own, and under valgrind (whose CPU has other features than the host's,
+so that no artifact compiled natively loads) it runs in the traced process.
 
 Regenerate after changes that rename or add much code on the request path, or after a new
 toolchain or dependency versions (the symbols' hashes change): a stale file is harmless (the
@@ -38,18 +40,32 @@ HEADER = """# The functions the serving gateway runs, the most run first: the re
 
 
 def exercise(port, admin, pid):
+    """Serves, reloads, serves again: the profile's parts are the start (`.1`), serving (`.2`),
+    the reload (`.3`) and serving again (the file itself, written at exit)."""
+    dump(pid)
     for path in ("/x", "/metered/x", "/plugged/x"):
         load(port, path, 300)
     for path in ("/metrics", "/sla", "/healthz", "/readyz"):
         urllib.request.urlopen(f"http://127.0.0.1:{admin}{path}", timeout=60).read()
+    dump(pid)
     os.kill(pid, signal.SIGHUP)
     time.sleep(7)  # the reload, and the SLA engine's tick (every 5 s)
+    dump(pid)
     for path in ("/x", "/metered/x", "/plugged/x"):
         load(port, path, 100)
 
 
+def dump(pid):
+    subprocess.run(["callgrind_control", "--dump", str(pid)], check=True, capture_output=True)
+
+
+# The plugin compiler's crates: what a gateway runs in a compiler child, not in itself.
+COMPILER = re.compile(r"cranelift|regalloc2|wasmparser|wasm_encoder|wit_component|wit_parser")
+
+
 def functions_run(profile, binary):
-    """Self cost by function, for the functions of `binary` in a callgrind profile."""
+    """Self cost by function, for the functions of `binary` in a callgrind profile, the plugin
+    compiler's left out."""
     text = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100", profile],
                           capture_output=True, text=True, check=True).stdout
     costs = {}
@@ -57,7 +73,7 @@ def functions_run(profile, binary):
         # `file:name [object]`, the file `???` without debug information; symbol names have no
         # colon.
         m = re.match(r"^\s*([\d,]+) \([^)]*\)\s+(?:\S*:)?([^\s:]+) \[(.*)\]$", line)
-        if m and os.path.basename(m.group(3)) == os.path.basename(binary):
+        if m and os.path.basename(m.group(3)) == os.path.basename(binary) and not COMPILER.search(m.group(2)):
             costs[m.group(2)] = costs.get(m.group(2), 0) + int(m.group(1).replace(",", ""))
     return costs
 
@@ -111,12 +127,18 @@ def main():
         exercise(port, admin, traced.pid)
         traced.terminate()
         traced.wait(timeout=300)
-        costs = functions_run(profile, args.binary)
+        serving = functions_run(profile + ".2", args.binary)
+        for name, cost in functions_run(profile, args.binary).items():
+            serving[name] = serving.get(name, 0) + cost
+        once = functions_run(profile + ".1", args.binary)
+        for name, cost in functions_run(profile + ".3", args.binary).items():
+            once[name] = once.get(name, 0) + cost
     finally:
         stop(procs, work)
-    if len(costs) < 1000:
-        sys.exit(f"only {len(costs)} functions ran: is {args.binary} a release build with symbols?")
-    names = [name for name, _ in sorted(costs.items(), key=lambda kv: (-kv[1], kv[0]))]
+    if len(serving) < 1000:
+        sys.exit(f"only {len(serving)} functions ran: is {args.binary} a release build with symbols?")
+    names = [name for name, _ in sorted(serving.items(), key=lambda kv: (-kv[1], kv[0]))]
+    names += [name for name, _ in sorted(once.items(), key=lambda kv: (-kv[1], kv[0])) if name not in serving]
     if args.add:
         with open(args.out) as f:
             kept = [line.strip() for line in f if line.strip() and not line.startswith("#")]
