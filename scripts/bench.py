@@ -7,8 +7,9 @@ connections, and a 16 KiB GET over 32. For every run `wrk -t1 --latency` drives 
 a short warm-up; the proxy's CPU time (utime+stime of the process and its children, from /proc)
 is divided by the requests served, and its RSS is read halfway through. Accord is measured on a
 plain route, a route with an SLO, and a route with an SLO and one Wasm plugin (noop). Medians
-over the rounds, the ratios to nginx and the peak RSS (with its allocated part) are printed and written as JSON
-(target/bench/e2e.json) so that commits can be compared.
+over the rounds, the ratios to nginx, each proxy's CPU split between its own code (utime) and the
+kernel's work for it (stime), and the peak RSS (with its allocated part) are printed and written
+as JSON (target/bench/e2e.json) so that commits can be compared.
 """
 import argparse, json, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
@@ -33,22 +34,24 @@ def wait_port(port, timeout=10):
     sys.exit(f"nothing listens on {port}")
 
 
-def cpu_seconds(pid):
-    """utime+stime of pid and all its descendants, in seconds."""
-    total = 0
+def cpu_split(pid):
+    """(utime, stime) of pid and all its descendants, in seconds: the proxy's own code, and the
+    kernel's work for it (the sockets, mostly)."""
+    user = kernel = 0
     pids = [pid]
     while pids:
         p = pids.pop()
         try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
+            user += int(fields[11])
+            kernel += int(fields[12])
             for task in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{task}/children") as f:
                     pids.extend(int(c) for c in f.read().split())
         except FileNotFoundError:
             pass
-    return total / TICKS
+    return user / TICKS, kernel / TICKS
 
 
 def nginx_binary():
@@ -311,9 +314,13 @@ def main():
                     if path == "16k" and prefix not in ("/", "/metered/"):
                         continue
                     wrk(url, args.warmup, connections)
-                    before = cpu_seconds(pid)
+                    before = cpu_split(pid)
                     result = wrk(url, args.duration, connections, pid)
-                    result["cpu_us_per_request"] = (cpu_seconds(pid) - before) * 1e6 / max(result["requests"], 1)
+                    after = cpu_split(pid)
+                    served = max(result["requests"], 1)
+                    result["user_us_per_request"] = (after[0] - before[0]) * 1e6 / served
+                    result["kernel_us_per_request"] = (after[1] - before[1]) * 1e6 / served
+                    result["cpu_us_per_request"] = result["user_us_per_request"] + result["kernel_us_per_request"]
                     result["rps"] = result["requests"] / args.duration
                     runs[(w, name)].append(result)
                     print(f"round {round_no} {w:10} {name:18} {result['rps']:>8.0f} req/s  p50 {result['p50_us']:>6.0f} µs  "
@@ -326,6 +333,8 @@ def main():
         for (w, name), results in runs.items():
             summary.setdefault(w, {})[name] = {
                 "cpu_us_per_request": statistics.median(r["cpu_us_per_request"] for r in results),
+                "user_us_per_request": statistics.median(r["user_us_per_request"] for r in results),
+                "kernel_us_per_request": statistics.median(r["kernel_us_per_request"] for r in results),
                 "rps": statistics.median(r["rps"] for r in results),
                 "p50_us": statistics.median(r["p50_us"] for r in results),
                 "p99_us": statistics.median(r["p99_us"] for r in results),
@@ -366,6 +375,13 @@ def main():
         print(f"  {'RSS (MiB)':12}" + "".join(f"{rss[n]:>20.1f}" for n in names))
         anonymous = {n: max((by_proxy[n]["anonymous_mib_max"] for by_proxy in summary.values() if n in by_proxy), default=0) for n in names}
         print(f"  {'allocated':12}" + "".join(f"{anonymous[n]:>20.1f}" for n in names))
+        print("Of which the proxy's own code (user) and the kernel's work for it (sys), µs per request:")
+        for w, by_proxy in summary.items():
+            cells = []
+            for n in names:
+                m = by_proxy.get(n)
+                cells.append(f"{m['user_us_per_request']:.1f} + {m['kernel_us_per_request']:.1f}" if m else "-")
+            print(f"  {w:12}" + "".join(f"{c:>20}" for c in cells))
         for key, value in ratios.items():
             print(f"  {key}: {value:.3f}x")
         print(f"written to {args.out}")
