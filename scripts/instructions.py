@@ -13,7 +13,8 @@ and nginx (the upstream).
                                   [--caches] [--keep DIR]
 
 With `--caches`, valgrind also simulates the caches (the host's sizes) and the branch predictor,
-and the misses per request are printed beside the instructions: equal instructions are not equal
+and the misses per request are printed beside the instructions, with the code footprint (the
+64-byte lines of code run while measuring): equal instructions are not equal
 CPU time when one program's code does not fit the instruction cache (Accord's hot path, spread
 over large async state machines, misses it 1.7x to 2.6x as often as nginx's on the plain route,
 for as many instructions).
@@ -102,10 +103,13 @@ def counted(work, name, command, port, path, requests):
         proc.terminate()
         proc.wait(timeout=60)
     totals = {}
+    code_lines = set()
     for f in os.listdir(work):
         if f.startswith(f"{name}.callgrind"):
             with open(os.path.join(work, f)) as fh:
                 text = fh.read()
+            if SIMULATE:
+                code_lines |= lines_run(text, sent // 2)
             events = re.search(r"^events: (.*)$", text, re.M)
             counts = re.search(r"^totals: (.*)$", text, re.M)
             if events and counts:
@@ -114,8 +118,34 @@ def counted(work, name, command, port, path, requests):
     per_request = {event: count / sent for event, count in totals.items()}
     if SIMULATE:
         misses = ", ".join(f"{per_request.get(e, 0):,.0f} {label}" for e, label in MISSES)
-        print(f"  {name}: {misses} per request")
+        print(f"  {name}: {misses} per request; the code run for every other request or more: "
+              f"{len(code_lines):,} lines of 64 bytes ({len(code_lines) * 64 / 1024:.1f} KiB)")
     return per_request.get("Ir", 0)
+
+
+def lines_run(profile, times):
+    """The 64-byte lines of code that ran at least `times` times, as (object, line) pairs, from a
+    profile with every instruction's address (`--dump-instr=yes --compress-pos=no
+    --compress-strings=no`): the request path's code footprint, which does not move with where
+    the code lands as the misses do, nor with a periodic task that ran meanwhile (the SLA
+    engine's tick, every 5 s)."""
+    lines = set()
+    obj = None
+    call_site = False
+    for row in profile.splitlines():
+        if row.startswith("ob="):
+            obj = row[3:]
+        elif row.startswith("calls="):
+            # The next row is the call's site with the callee's cost, not code run here.
+            call_site = True
+        elif row.startswith("0x"):
+            fields = row.split()
+            if not call_site and len(fields) > 2 and int(fields[2]) >= times:
+                lines.add((obj, int(fields[0], 16) >> 6))
+            call_site = False
+        else:
+            call_site = False
+    return lines
 
 
 def main():
@@ -129,7 +159,9 @@ def main():
     ap.add_argument("--keep", metavar="DIR", help="copy the callgrind profiles to DIR (for callgrind_annotate)")
     args = ap.parse_args()
     if args.caches:
-        SIMULATE.extend(["--cache-sim=yes", "--branch-sim=yes"])
+        SIMULATE.extend(["--cache-sim=yes", "--branch-sim=yes",
+                         # Instruction addresses, in full, for the code footprint.
+                         "--dump-instr=yes", "--compress-pos=no", "--compress-strings=no"])
     accord = accord_binary(args.profile)
     work = tempfile.mkdtemp(prefix="accord-instructions-")
     upstream_port = free_port()
