@@ -8,8 +8,8 @@ on the bench's configuration (a plain route, an SLO route and an SLO route with 
 plugin, with `sla_history`), sends requests to each route, reads the admin API's `/metrics`,
 `/sla`, `/healthz` and `/readyz`, reloads (SIGHUP), waits for the SLA engine's tick, and sends
 requests again. Every function of the binary that ran is written: first those that serve (the
-most run first), then those only the start ran, so that the code every request runs is packed
-together, away from code that runs once. The plugin compiler is left out: in a gateway it runs
+most run first), then those only the start or the reload ran, so that the code every request
+runs is packed together, away from code that runs once. The plugin compiler is left out: in a gateway it runs
 in a child process of its own, and under valgrind (whose CPU has other features than the host's,
 so that no artifact compiled natively loads) it runs in the traced process.
 
@@ -33,9 +33,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench import ROOT, accord_binary, accord_config, free_port, start_ok_upstream, stop, wait_port  # noqa: E402
 from instructions import load  # noqa: E402
 
-HEADER = """# The functions the serving gateway runs, the most run first: the release build's linker
-# places them next to each other (gateway/build.rs). Made by scripts/code-order.py; regenerate it
-# when the request path's code changes much, or the toolchain or the dependencies.
+HEADER = """# The functions the serving gateway runs, the most run first, then those only its start
+# and a reload run: the release build's linker places them next to each other (gateway/build.rs).
+# Made by scripts/code-order.py; regenerate it when the request path's code changes much, or the
+# toolchain or the dependencies.
 """
 
 

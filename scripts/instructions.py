@@ -14,7 +14,7 @@ and nginx (the upstream).
 
 With `--caches`, valgrind also simulates the caches (the host's sizes) and the branch predictor,
 and the misses per request are printed beside the instructions, with the code footprint (the
-64-byte lines of code run while measuring): equal instructions are not equal
+64-byte lines of code run for at least every other request): equal instructions are not equal
 CPU time when one program's code does not fit the instruction cache (Accord's hot path, spread
 over large async state machines, misses it 1.7x to 2.6x as often as nginx's on the plain route,
 for as many instructions).
