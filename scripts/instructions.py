@@ -14,10 +14,11 @@ and nginx (the upstream).
 
 With `--caches`, valgrind also simulates the caches (the host's sizes) and the branch predictor,
 and the misses per request are printed beside the instructions, with the code footprint (the
-64-byte lines of code run for at least every other request): equal instructions are not equal
-CPU time when one program's code does not fit the instruction cache (Accord's hot path, spread
-over large async state machines, misses it 1.7x to 2.6x as often as nginx's on the plain route,
-for as many instructions).
+64-byte lines of code run for at least every other request). Accord's plain route misses the
+L1 instruction cache 1.7x to 2.6x as often as nginx for as many instructions, its hot code spread
+over large async state machines; the simulator overstates what that costs a real core (a layout
+from a profile that removed those misses moved CPU per request by 1-4%: the README's benchmark
+section).
 
 `/plugged/` is the SLO route with the noop Wasm plugin (built in `wasm-plugins/`): the gateway
 runs with `limits.plugin_instances: 4`, so that the plugin pool's address space fits valgrind's.
