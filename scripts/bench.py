@@ -159,6 +159,13 @@ def wrk(url, duration, connections, pid=None):
     }
 
 
+def print_rows(summary, names, cell):
+    """A row per workload, a column per proxy: `cell` of its medians, `-` where it did not run."""
+    for w, by_proxy in summary.items():
+        cells = [cell(by_proxy[n]) if n in by_proxy else "-" for n in names]
+        print(f"  {w:12}" + "".join(f"{c:>20}" for c in cells))
+
+
 def start_haproxy(workdir, port, upstream_port):
     d = os.path.join(workdir, "haproxy")
     os.makedirs(d, exist_ok=True)
@@ -365,23 +372,13 @@ def main():
         print()
         print(f"CPU per request over nginx's (medians of {args.rounds} rounds); peak RSS under load:")
         print(f"  {'workload':12}" + "".join(f"{n:>20}" for n in names))
-        for w, by_proxy in summary.items():
-            cells = []
-            for n in names:
-                m = by_proxy.get(n)
-                cells.append(f"{m['cpu_over_nginx']:.2f}x ({m['cpu_us_per_request']:.1f} µs)" if m else "-")
-            print(f"  {w:12}" + "".join(f"{c:>20}" for c in cells))
+        print_rows(summary, names, lambda m: f"{m['cpu_over_nginx']:.2f}x ({m['cpu_us_per_request']:.1f} µs)")
         rss = {n: max((by_proxy[n]["rss_mib_max"] for by_proxy in summary.values() if n in by_proxy), default=0) for n in names}
         print(f"  {'RSS (MiB)':12}" + "".join(f"{rss[n]:>20.1f}" for n in names))
         anonymous = {n: max((by_proxy[n]["anonymous_mib_max"] for by_proxy in summary.values() if n in by_proxy), default=0) for n in names}
         print(f"  {'allocated':12}" + "".join(f"{anonymous[n]:>20.1f}" for n in names))
         print("Of which the proxy's own code (user) and the kernel's work for it (sys), µs per request:")
-        for w, by_proxy in summary.items():
-            cells = []
-            for n in names:
-                m = by_proxy.get(n)
-                cells.append(f"{m['user_us_per_request']:.1f} + {m['kernel_us_per_request']:.1f}" if m else "-")
-            print(f"  {w:12}" + "".join(f"{c:>20}" for c in cells))
+        print_rows(summary, names, lambda m: f"{m['user_us_per_request']:.1f} + {m['kernel_us_per_request']:.1f}")
         for key, value in ratios.items():
             print(f"  {key}: {value:.3f}x")
         print(f"written to {args.out}")
