@@ -9,9 +9,12 @@ plugin, with `sla_history`), sends requests to each route, reads the admin API's
 `/sla`, `/healthz` and `/readyz`, reloads (SIGHUP), waits for the SLA engine's tick, and sends
 requests again. Every function of the binary that ran is written: first those that serve (the
 most run first), then those only the start or the reload ran, so that the code every request
-runs is packed together, away from code that runs once. The plugin compiler is left out: in a gateway it runs
-in a child process of its own, and under valgrind (whose CPU has other features than the host's,
-so that no artifact compiled natively loads) it runs in the traced process.
+runs is packed together, away from code that runs once. The plugin compiler is left out: in a
+gateway it runs in a child process of its own, and under valgrind (whose CPU has other features
+than the host's, so that no artifact compiled natively loads) it runs in the traced process. In
+the parts after the first, the frames on the main thread's stack at the dump (`main` down to the
+runtime's `block_on`) are charged what ran beneath them, so they come first: a few small
+functions, which the serving code then follows.
 
 Regenerate after changes that rename or add much code on the request path, or after a new
 toolchain or dependency versions (the symbols' hashes change): a stale file is harmless (the

@@ -86,9 +86,9 @@ def counted(work, name, command, port, path, requests):
     `path` after a warm-up with the instrumentation off, and returns the instructions counted per
     request."""
     out = os.path.join(work, f"{name}.callgrind")
-    # Under the cache simulator, without address-space randomization: where the code lands
-    # decides which of it shares a cache set, and so the misses (347 to 427 I1 misses per request
-    # from start to start of one binary with it, 291 to 330 without).
+    # Under the cache simulator, address-space randomization is turned off: where the code lands
+    # decides which of it shares a cache set, and so the misses. One binary, started again and
+    # again, missed 347 to 427 times per request with randomization and 291 to 330 without.
     fixed = ["setarch", "-R"] if SIMULATE else []
     proc = subprocess.Popen(fixed + ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
                             + SIMULATE + command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
