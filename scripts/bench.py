@@ -128,9 +128,11 @@ def rss_mib(pid):
     return total / 1024, anonymous / 1024
 
 
-def wrk(url, duration, connections, pid=None):
-    """Runs wrk; with pid, samples that process's RSS halfway through."""
-    run = subprocess.Popen(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url],
+def wrk(url, duration, connections, pid=None, script=None):
+    """Runs wrk (with the Lua `script`, if any); with pid, samples that process's RSS halfway
+    through."""
+    run = subprocess.Popen(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+                           + (["-s", script] if script else []) + [url],
                            stdout=subprocess.PIPE, text=True)
     rss = anonymous = None
     if pid:
@@ -234,7 +236,9 @@ def main():
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--workloads", default="small-32,16k-32,small-256",
-                    help="comma-separated: small-N (a 2-byte body over N connections), 16k-N")
+                    help="comma-separated: small-N (a 2-byte body over N connections), 16k-N, paced-N (a "
+                    "2-byte body over N connections that each wait 1 ms between a response and their next "
+                    "request: the same request rate through every proxy, none of them saturated)")
     ap.add_argument("--out", default=os.path.join(ROOT, "target/bench/e2e.json"))
     ap.add_argument("--cluster", action="store_true", help="also measure a gateway in cluster mode "
                     "(a local redis-server, sync every second) on the SLO route, in the same rounds")
@@ -309,20 +313,26 @@ def main():
         for _, port, _, _ in proxies:
             wait_port(port)
 
+        # A paced connection waits 1 ms between a response and its next request (wrk's `delay`).
+        pace = os.path.join(work, "pace.lua")
+        with open(pace, "w") as f:
+            f.write("function delay()\n  return 1\nend\n")
         workloads = []
         for w in args.workloads.split(","):
             kind, connections = w.split("-")
-            workloads.append((w, "16k" if kind == "16k" else "x", int(connections)))
-        runs = {(w, name): [] for w, _, _ in workloads for name, _, _, _ in proxies}
+            if kind not in ("small", "16k", "paced"):
+                sys.exit(f"--workloads: unknown workload {w!r} (small-N, 16k-N or paced-N)")
+            workloads.append((w, "16k" if kind == "16k" else "x", int(connections), pace if kind == "paced" else None))
+        runs = {(w, name): [] for w, _, _, _ in workloads for name, _, _, _ in proxies}
         for round_no in range(1, args.rounds + 1):
-            for w, path, connections in workloads:
+            for w, path, connections, script in workloads:
                 for name, port, prefix, pid in proxies:
                     url = f"http://127.0.0.1:{port}{prefix.rstrip('/')}/{path}" if prefix != "/" else f"http://127.0.0.1:{port}/{path}"
                     if path == "16k" and prefix not in ("/", "/metered/"):
                         continue
-                    wrk(url, args.warmup, connections)
+                    wrk(url, args.warmup, connections, script=script)
                     before = cpu_split(pid)
-                    result = wrk(url, args.duration, connections, pid)
+                    result = wrk(url, args.duration, connections, pid, script)
                     after = cpu_split(pid)
                     served = max(result["requests"], 1)
                     result["user_us_per_request"] = (after[0] - before[0]) * 1e6 / served
