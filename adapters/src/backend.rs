@@ -474,6 +474,7 @@ impl Backend {
                     .await
                     .unwrap_or_else(|_| Err(BackendError::past_deadline())),
             };
+            let mut in_flight = in_flight;
             let stats = in_flight.finish();
             let latency = started.elapsed();
             match &result {

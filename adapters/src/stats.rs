@@ -22,7 +22,6 @@ pub struct LatencyHistogram {
     /// Non-cumulative counts; the last slot is `+Inf`.
     buckets: Box<[AtomicU64]>,
     sum_nanos: AtomicU64,
-    count: AtomicU64,
 }
 
 impl Default for LatencyHistogram {
@@ -38,7 +37,6 @@ impl LatencyHistogram {
             bounds,
             buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
             sum_nanos: AtomicU64::new(0),
-            count: AtomicU64::new(0),
         }
     }
 
@@ -55,7 +53,6 @@ impl LatencyHistogram {
             u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX),
             Relaxed,
         );
-        self.count.fetch_add(1, Relaxed);
     }
 
     /// Cumulative bucket counts paired with their upper bound (`None` is `+Inf`).
@@ -76,9 +73,10 @@ impl LatencyHistogram {
         self.sum_nanos.load(Relaxed) as f64 / 1e9
     }
 
-    /// Number of observations.
+    /// Number of observations: the buckets' sum, so that it always equals the `+Inf` bucket's
+    /// cumulative count (and a record is one atomic add fewer).
     pub fn count(&self) -> u64 {
-        self.count.load(Relaxed)
+        self.buckets.iter().map(|bucket| bucket.load(Relaxed)).sum()
     }
 
     /// The upper bound (seconds) of the bucket holding the `q` quantile; `None` without
@@ -153,10 +151,13 @@ impl InFlight {
         }
     }
 
-    /// The try ended with an answer or an error (recorded by the caller).
-    pub fn finish(mut self) -> std::sync::Arc<BackendStats> {
+    /// The try ended with an answer or an error, which the caller records in the counters
+    /// returned (lent, not a second handle: each handle taken and dropped is two atomic
+    /// read-modify-writes on the request path). The try stops counting as in flight when this
+    /// is dropped.
+    pub fn finish(&mut self) -> &BackendStats {
         self.finished = true;
-        self.stats.clone()
+        &self.stats
     }
 }
 

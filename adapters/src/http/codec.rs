@@ -24,7 +24,7 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -586,11 +586,13 @@ pub(crate) struct ResponseBody {
 }
 
 /// The response an exchange received: its body whole when the read buffer already holds it
-/// (the connection then goes back to the pool at once), or streaming from the connection.
-pub(crate) fn receive(
+/// (the connection then goes back to `pool` at once, with no handle on the pool taken), or
+/// streaming from the connection (the body holds a weak handle on the pool, which a reload
+/// may drop meanwhile).
+pub(crate) fn receive<P: ConnectionPool + 'static>(
     mut conn: Box<Connection>,
     head: ResponseHead,
-    pool: Weak<dyn ConnectionPool>,
+    pool: &Arc<P>,
 ) -> GatewayResponse {
     let framing = head.framing;
     let whole = match framing {
@@ -602,15 +604,13 @@ pub(crate) fn receive(
     };
     match whole {
         Some(bytes) => {
-            if let Some(pool) = pool.upgrade() {
-                pool.put(conn);
-            }
+            pool.put(conn);
             head.into_response(full_body(bytes))
         }
         None => head.into_response(response_body(ResponseBody {
             conn: Some(conn),
             framing,
-            pool,
+            pool: Arc::downgrade(pool) as Weak<dyn ConnectionPool>,
         })),
     }
 }
@@ -798,8 +798,7 @@ mod tests {
             .unwrap();
         let seen = upstream_side.await.unwrap();
         let kept = Arc::new(Kept::default());
-        let pool: Weak<dyn ConnectionPool> = Arc::downgrade(&kept) as _;
-        let response = receive(Box::new(conn), head, pool);
+        let response = receive(Box::new(conn), head, &kept);
         let status = response.status();
         let body = response.into_body().collect().await.map(|c| {
             let trailers = c.trailers().cloned();

@@ -14,7 +14,6 @@ pub mod wire;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -28,8 +27,8 @@ pub use balancer::{BalancerPolicy, Endpoint, HashKey};
 pub use health::HealthCheck;
 
 use crate::backend::{
-    Availability, Backend, BackendFuture, BackgroundTasks, EndpointCounts, GatewayRequest,
-    GatewayResponse, Provider, RequestContext,
+    Adapter, Availability, Backend, BackendFuture, BackgroundTasks, EndpointCounts, GatewayRequest,
+    Provider, RequestContext,
 };
 use crate::body::BodyTooLarge;
 use crate::box_in_place;
@@ -344,16 +343,18 @@ async fn resolve_all(shared: &Shared) -> bool {
     has_names
 }
 
-impl tower::Service<GatewayRequest> for HttpService {
-    type Response = GatewayResponse;
-    type Error = BackendError;
-    type Future = BackendFuture;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BackendError>> {
-        Poll::Ready(Ok(()))
+/// The adapter is called through a shared reference, not as a tower service (which a caller
+/// through `&self` clones first): a try takes one handle on the backend's state, not two, and
+/// each handle taken and dropped is two atomic read-modify-writes on the request path.
+impl Adapter for HttpService {
+    fn send(&self, request: GatewayRequest) -> BackendFuture {
+        HttpService::send(self, request)
     }
+}
 
-    fn call(&mut self, mut request: GatewayRequest) -> Self::Future {
+impl HttpService {
+    /// Starts one try of `request`: always ready, as a tower service would be.
+    pub(crate) fn send(&self, mut request: GatewayRequest) -> BackendFuture {
         let shared = self.shared.clone();
         Box::into_pin(box_in_place!(async move {
             let set = shared.endpoints.load_full();

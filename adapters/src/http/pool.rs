@@ -20,7 +20,7 @@
 //! outlives the request; HTTP/2 multiplexes many requests over one connection and keeps
 //! hyper-util's pooled client, whose connection task is what HTTP/2 needs.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -173,10 +173,7 @@ impl Http1Pool {
                 None => (Box::pin(until(deadline, self.connect())).await?, false),
             };
             match conn.send(request).await {
-                Ok(head) => {
-                    let pool: Weak<dyn ConnectionPool> = Arc::downgrade(self) as _;
-                    return Ok(receive(conn, head, pool));
-                }
+                Ok(head) => return Ok(receive(conn, head, self)),
                 Err(error) => match error.unsent {
                     // Not written: the upstream closed the idle connection as it was taken.
                     Some(unsent) if reused => request = unsent,

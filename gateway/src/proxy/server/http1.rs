@@ -132,6 +132,14 @@ fn poll_timer(timer: Pin<&mut Sleep>, waits: &mut bool, cx: &mut Context<'_>) ->
     timer.poll(cx)
 }
 
+/// Whether the gateway is shutting down, asked twice per request. The value is read (under the
+/// channel's lock: two atomic read-modify-writes) only once it has changed, which is one atomic
+/// load: this connection's receiver is only ever borrowed, never marked as having seen a value,
+/// so a change since the channel was made shows.
+fn shutting_down(shutdown: &watch::Receiver<bool>) -> bool {
+    shutdown.has_changed().unwrap_or(true) && *shutdown.borrow()
+}
+
 /// Serves the HTTP/1.1 requests of one connection until it ends, its head read timeout
 /// passes, or `shutdown` turns true while it is idle.
 pub(super) async fn serve(
@@ -292,7 +300,7 @@ pub(super) async fn serve(
         // Write the response.
         let status = response.status();
         let upgrading = status == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some();
-        let mut keep_alive = keep_alive && !*shutdown.borrow() && !upgrading;
+        let mut keep_alive = keep_alive && !shutting_down(&shutdown) && !upgrading;
         if let Some(mut rx) = returned.take()
             && let Ok(back) = rx.try_recv()
         {
@@ -326,7 +334,7 @@ pub(super) async fn serve(
             }
             return;
         }
-        if !keep_alive || *shutdown.borrow() {
+        if !keep_alive || shutting_down(&shutdown) {
             let _ = poll_fn(|cx| Pin::new(&mut writer).poll_shutdown(cx)).await;
             return;
         }
@@ -840,6 +848,33 @@ mod tests {
 
     fn parse(raw: &str) -> Result<Option<Head>, Refusal> {
         parse_head(&mut BytesMut::from(raw), 8192, &mut NameCache::default())
+    }
+
+    #[test]
+    fn a_connection_sees_the_shutdown_through_its_receivers_clones() {
+        let (stop, watching) = watch::channel(false);
+        // As the listener's loop does: it waits on its receiver, and each connection gets a
+        // clone of it.
+        let mut listener = watching.clone();
+        let before = listener.clone();
+        assert!(!shutting_down(&before));
+        stop.send(true).unwrap();
+        assert!(
+            shutting_down(&before),
+            "a receiver cloned before the shutdown sees it"
+        );
+        assert!(*listener.borrow_and_update());
+        drop(stop);
+        assert!(
+            shutting_down(&before),
+            "and still does once the gateway is gone"
+        );
+        let (stop, unchanged) = watch::channel(false);
+        drop(stop);
+        assert!(
+            !shutting_down(&unchanged),
+            "a channel that never turned is no shutdown"
+        );
     }
 
     #[test]
