@@ -137,11 +137,12 @@ pub struct Failover {
 
 /// What one forwarded request came to.
 #[derive(Debug)]
-pub struct Forwarded {
+pub struct Forwarded<'a> {
     /// The final answer, or the last error.
     pub result: Result<GatewayResponse, BackendError>,
-    /// The backend that gave the final answer.
-    pub backend: Option<Arc<Backend>>,
+    /// The backend that gave the final answer (lent by the route: a handle of its own would
+    /// be two more atomic read-modify-writes per request).
+    pub backend: Option<&'a Arc<Backend>>,
     /// Tries made (1 when no retry happened).
     pub tries: u32,
     /// Whether a retry was wanted but the budget had no room.
@@ -272,7 +273,7 @@ impl Failover {
         head: Arc<PreparedHead>,
         body: ReplayBody,
         deadline: Instant,
-    ) -> Forwarded {
+    ) -> Forwarded<'_> {
         self.forward_preferring(head, body, deadline, None, &mut ())
             .await
     }
@@ -287,13 +288,13 @@ impl Failover {
         deadline: Instant,
         preferred: Option<&str>,
         observer: &mut dyn TryObserver,
-    ) -> Forwarded {
+    ) -> Forwarded<'_> {
         let _in_flight = self.budget.start_request();
         let (order, steered) = self.try_order_preferring(preferred, &head);
         let idempotent = is_idempotent(&head.parts().method);
         let mut head = Some(head);
         let mut tries = 0u32;
-        let mut last: Option<(Result<GatewayResponse, BackendError>, Arc<Backend>)> = None;
+        let mut last: Option<(Result<GatewayResponse, BackendError>, &Arc<Backend>)> = None;
         let mut budget_exhausted = false;
         let mut _retry_guard = None;
 
@@ -316,7 +317,7 @@ impl Failover {
             let Some(try_body) = body.next_try() else {
                 break;
             };
-            let backend = self.backends[index].backend.clone();
+            let backend = &self.backends[index].backend;
             // Every try is lent the one head; the last possible one (the retry policy's, or a
             // body that cannot be sent again) is given it, so that an adapter that changes it
             // does not copy it.
@@ -331,7 +332,7 @@ impl Failover {
             let request = GatewayRequest::new(lent, try_body);
             tries += 1;
             let result = self
-                .try_once(&backend, request, deadline, &mut *observer)
+                .try_once(backend, request, deadline, &mut *observer)
                 .await;
             let done = match &result {
                 Ok(_) => !self.should_retry(&result, idempotent),
@@ -691,7 +692,7 @@ mod tests {
     }
 
     /// Forwards a request without a body, far from its deadline.
-    async fn forward_empty(route: &Failover, method: Method) -> Forwarded {
+    async fn forward_empty(route: &Failover, method: Method) -> Forwarded<'_> {
         route
             .forward(
                 request(method),
@@ -787,11 +788,13 @@ mod tests {
             )
         };
         let (parts, body, deadline) = get();
-        let moved = route(refusing).forward(parts, body, deadline).await;
+        let refusing_route = route(refusing);
+        let moved = refusing_route.forward(parts, body, deadline).await;
         assert_eq!(moved.result.unwrap().status(), 200);
         assert!(!moved.budget_exhausted);
         let (parts, body, deadline) = get();
-        let refused_retry = route(resetting).forward(parts, body, deadline).await;
+        let resetting_route = route(resetting);
+        let refused_retry = resetting_route.forward(parts, body, deadline).await;
         assert_eq!(
             refused_retry.result.unwrap_err().kind(),
             BackendErrorKind::Reset

@@ -49,7 +49,7 @@ pub struct RetryBudget {
 
 /// Held while a request is in flight; counts it toward the budget.
 #[derive(Debug)]
-pub struct RequestGuard(Arc<RetryBudget>);
+pub struct RequestGuard<'a>(&'a RetryBudget);
 
 /// Held while a retry is in flight.
 #[derive(Debug)]
@@ -66,10 +66,11 @@ impl RetryBudget {
         })
     }
 
-    /// Counts a request as in flight until the guard drops.
-    pub fn start_request(self: &Arc<Self>) -> RequestGuard {
+    /// Counts a request as in flight until the guard drops. The guard borrows the budget: a
+    /// handle of its own would be two more atomic read-modify-writes per request.
+    pub fn start_request(&self) -> RequestGuard<'_> {
         self.active_requests.fetch_add(1, Relaxed);
-        RequestGuard(self.clone())
+        RequestGuard(self)
     }
 
     /// Takes room for one retry, or `None` when the budget is spent.
@@ -118,7 +119,7 @@ impl RetryBudget {
     }
 }
 
-impl Drop for RequestGuard {
+impl Drop for RequestGuard<'_> {
     fn drop(&mut self) {
         self.0.active_requests.fetch_sub(1, Relaxed);
     }

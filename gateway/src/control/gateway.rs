@@ -289,10 +289,9 @@ impl Gateway {
     fn proxy_handler(self: Arc<Self>) -> Handler {
         Arc::new(move |request, conn, notes| {
             let generation = self.generation.load_full();
-            let registry = self.registry.clone();
             let access_log = generation.config().log.access_log;
             Box::into_pin(box_in_place!(proxy::handle(
-                generation, registry, access_log, request, conn, notes
+                generation, access_log, request, conn, notes
             )))
         })
     }

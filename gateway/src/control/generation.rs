@@ -13,7 +13,7 @@ use accord_policies::sla::{RouteSla, SlaEngine};
 use crate::config::Config;
 use crate::config::model::{BackendConfig, PluginConfig, Route};
 use crate::proxy::router::Router;
-use crate::stats::{Registry, RouteStats};
+use crate::stats::{GatewayStats, Registry, RouteStats};
 use accord_adapters::backend::RouteKey;
 
 /// A route ready to serve.
@@ -113,6 +113,9 @@ pub struct Generation {
     /// The tracer, when `traces` is configured (one per generation: a reload applies new
     /// settings, and the old exporter sends what it holds and ends with its generation).
     tracer: Option<Arc<crate::traces::Tracer>>,
+    /// The gateway-wide counters (the registry's, which outlive generations): a request
+    /// reaches them through the generation it holds anyway, not through a handle of its own.
+    gateway_stats: Arc<GatewayStats>,
 }
 
 /// A plugin as loaded into a generation.
@@ -210,7 +213,13 @@ impl Generation {
             backend_configs,
             plugins: loaded,
             tracer,
+            gateway_stats: registry.gateway_stats(),
         })
+    }
+
+    /// The gateway-wide counters.
+    pub fn gateway_stats(&self) -> &GatewayStats {
+        &self.gateway_stats
     }
 
     /// The tracer, when traces are configured.

@@ -67,7 +67,6 @@ use self::body::PrepareError;
 use self::errors::ErrorCode;
 use self::record::{Record, RouteRecord};
 use crate::control::generation::Generation;
-use crate::stats::Registry;
 
 /// What the listener knows about the connection a request came on.
 #[derive(Clone, Debug)]
@@ -115,7 +114,6 @@ pub struct HeadNotes {
 #[allow(clippy::manual_async_fn)] // deliberately not an `async fn`: see above.
 pub fn handle<B>(
     generation: Arc<Generation>,
-    registry: Arc<Registry>,
     access_log: bool,
     mut request: Request<B>,
     conn: Connection,
@@ -156,7 +154,10 @@ where
 
         // 2. Route.
         let Some(matched) = generation.router().route(&parts) else {
-            registry.gateway.unrouted_requests.fetch_add(1, Relaxed);
+            generation
+                .gateway_stats()
+                .unrouted_requests
+                .fetch_add(1, Relaxed);
             let response =
                 ErrorCode::NoRoute.response("no route matches this request", record.request_id());
             return record.finish_with(response);
@@ -400,6 +401,7 @@ mod tests {
     use super::*;
     use crate::config::{ProcessEnvironment, from_str};
     use crate::control::generation::PluginHost;
+    use crate::stats::Registry;
 
     struct Pipeline {
         generation: Arc<Generation>,
@@ -429,14 +431,7 @@ mod tests {
             request: Request<Full<Bytes>>,
         ) -> impl std::future::Future<Output = GatewayResponse> + use<> {
             let conn = Connection::new("127.0.0.1:50000".parse().unwrap(), "http");
-            handle(
-                self.generation.clone(),
-                self.registry.clone(),
-                false,
-                request,
-                conn,
-                None,
-            )
+            handle(self.generation.clone(), false, request, conn, None)
         }
 
         fn count(&self, class: Class) -> u64 {

@@ -23,13 +23,13 @@ use super::server::ClientUpgrade;
 use crate::control::generation::LiveRoute;
 
 /// Sends the request to the route's backends; the outcome is noted on the record.
-pub(super) async fn forward(
-    route: &LiveRoute,
+pub(super) async fn forward<'r>(
+    route: &'r LiveRoute,
     head: Arc<PreparedHead>,
     body: ReplayBody,
     preferred: Option<&str>,
     record: &mut Record,
-) -> Forwarded {
+) -> Forwarded<'r> {
     let deadline = record.started + route.config().timeout;
     let forwarded = route
         .failover()
