@@ -12,6 +12,9 @@ use accord_policies::Class;
 /// Counters of one route.
 #[derive(Debug, Default)]
 pub struct RouteStats {
+    /// The route's id (so that a request's record reaches it through the one handle on these
+    /// counters it holds).
+    pub id: Arc<str>,
     /// Finished requests by [`Class`].
     pub requests_by_class: [AtomicU64; Class::COUNT],
     /// Finished requests by status class (1xx … 5xx).
@@ -114,7 +117,15 @@ impl Registry {
     /// The counters of route `id`, created on first use.
     pub fn route(&self, id: &Arc<str>) -> Arc<RouteStats> {
         let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        routes.entry(id.clone()).or_default().clone()
+        routes
+            .entry(id.clone())
+            .or_insert_with(|| {
+                Arc::new(RouteStats {
+                    id: id.clone(),
+                    ..RouteStats::default()
+                })
+            })
+            .clone()
     }
 
     /// The counters of backend `id`, created on first use.

@@ -357,7 +357,6 @@ impl HttpService {
     pub(crate) fn send(&self, mut request: GatewayRequest) -> BackendFuture {
         let shared = self.shared.clone();
         Box::into_pin(box_in_place!(async move {
-            let set = shared.endpoints.load_full();
             let key = match &shared.config.balancer {
                 BalancerPolicy::ConsistentHash(key) => hash_key(
                     key,
@@ -370,10 +369,14 @@ impl HttpService {
                 ),
                 _ => None,
             };
-            let Some(endpoint) = set
+            // The set is only read to pick from: a guard on it, not a handle of its own, which
+            // would be two more atomic read-modify-writes per try.
+            let picked = shared
+                .endpoints
+                .load()
                 .pick(&shared.config.balancer, &shared.cursor, key)
-                .cloned()
-            else {
+                .cloned();
+            let Some(endpoint) = picked else {
                 return Err(BackendError::new(
                     BackendErrorKind::NoHealthyEndpoint,
                     format!("backend {} has no resolved endpoint", shared.id),

@@ -164,7 +164,6 @@ where
         };
         let route = &generation.routes()[matched.route];
         record.route = Some(RouteRecord {
-            id: route.id().clone(),
             stats: route.stats().clone(),
         });
         route.stats().active.fetch_add(1, Relaxed);

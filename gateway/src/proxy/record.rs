@@ -21,10 +21,15 @@ use tokio::time::Instant;
 
 use crate::stats::RouteStats;
 
-/// The route a request matched, as its record keeps it.
+/// The route a request matched, as its record keeps it: its counters, which carry its id.
 pub(super) struct RouteRecord {
-    pub(super) id: Arc<str>,
     pub(super) stats: Arc<RouteStats>,
+}
+
+impl RouteRecord {
+    fn id(&self) -> &str {
+        &self.stats.id
+    }
 }
 
 /// What is known about a request so far; written to counters and the access log exactly once:
@@ -178,7 +183,7 @@ impl Record {
             let kept = trace.finish(crate::traces::RequestOutcome {
                 method: self.method.as_str(),
                 path: self.path(),
-                route: self.route.as_ref().map(|r| &*r.id),
+                route: self.route.as_ref().map(RouteRecord::id),
                 backend: self.backend.as_deref(),
                 status: self.status.as_u16(),
                 class,
@@ -212,7 +217,7 @@ impl Record {
                 client = %self.client.ip(),
                 method = %self.method,
                 path = %self.path(),
-                route = self.route.as_ref().map_or("-", |r| &*r.id),
+                route = self.route.as_ref().map_or("-", RouteRecord::id),
                 backend = self.backend.as_deref().unwrap_or("-"),
                 status = self.status.as_u16(),
                 class = class.as_str(),
@@ -222,6 +227,17 @@ impl Record {
                 plugins = %annotations(&self.annotations),
             );
         }
+    }
+
+    /// The route's tries ended, `backend` (the id of the backend whose answer is final) giving
+    /// the answer. It is the backend of the last try, whose id the record already holds: kept,
+    /// not taken again (each handle taken and dropped is two atomic read-modify-writes).
+    pub(super) fn answered_by(&mut self, backend: Option<&Arc<str>>) {
+        let last_try = self.try_in_flight.take();
+        self.backend = match (backend, last_try) {
+            (Some(id), Some(last)) if Arc::ptr_eq(id, &last) => Some(last),
+            (backend, _) => backend.cloned(),
+        };
     }
 
     /// The request's future was dropped before its response head: the client went away.

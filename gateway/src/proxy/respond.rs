@@ -36,7 +36,7 @@ pub(super) async fn forward<'r>(
         .forward_preferring(head, body, deadline, preferred, &mut *record)
         .await;
     record.tries = forwarded.tries;
-    record.backend = forwarded.backend.as_ref().map(|b| b.id().clone());
+    record.answered_by(forwarded.backend.map(|b| b.id()));
     record.steered = forwarded.steered;
     if forwarded.tries > 1 {
         route
