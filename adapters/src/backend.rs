@@ -235,9 +235,15 @@ impl From<http::Request<RequestBody>> for GatewayRequest {
 }
 
 pub use crate::response::GatewayResponse;
-/// The future an adapter returns.
+/// The future an adapter's tower service returns.
 pub type BackendFuture =
     Pin<Box<dyn Future<Output = Result<GatewayResponse, BackendError>> + Send + 'static>>;
+
+/// The future of one try through an [`Adapter`]: it may borrow the adapter, which outlives
+/// the try (a try that took a handle on the adapter's state would pay two atomic
+/// read-modify-writes for it).
+pub type TryFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<GatewayResponse, BackendError>> + Send + 'a>>;
 
 /// How many endpoints a backend has, and how many can take traffic.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -457,9 +463,8 @@ impl Backend {
         mut request: GatewayRequest,
         started: Instant,
         deadline: Option<Instant>,
-    ) -> impl Future<Output = (Result<GatewayResponse, BackendError>, Duration)> + Send + 'static
-    {
-        let in_flight = InFlight::start(self.stats.clone());
+    ) -> impl Future<Output = (Result<GatewayResponse, BackendError>, Duration)> + Send + '_ {
+        let in_flight = InFlight::start(&self.stats);
         let timed = if self.keeps_deadlines {
             request.deadline = deadline;
             None
@@ -490,8 +495,8 @@ impl Backend {
 /// that is as cheap to clone as a handle on shared state, with its type erased, so that a
 /// [`Backend`] calls it through a shared reference.
 pub trait Adapter: Send + Sync + 'static {
-    /// Starts one try on a copy of the service, as `oneshot` would.
-    fn send(&self, request: GatewayRequest) -> BackendFuture;
+    /// Starts one try (for a tower service, on a copy of it, as `oneshot` would).
+    fn send(&self, request: GatewayRequest) -> TryFuture<'_>;
 }
 
 impl<S> Adapter for S
@@ -506,7 +511,7 @@ where
         + Sync
         + 'static,
 {
-    fn send(&self, request: GatewayRequest) -> BackendFuture {
+    fn send(&self, request: GatewayRequest) -> TryFuture<'_> {
         let mut service = self.clone();
         // Every adapter is ready at once; one that is not yet is driven to readiness by
         // `oneshot` inside the try, which costs a second box.

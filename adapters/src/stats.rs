@@ -133,16 +133,18 @@ pub struct BackendStats {
 }
 
 /// Counts a try as in flight until dropped; a try dropped before [`InFlight::finish`] is
-/// counted as cancelled. The gauge cannot leak, whatever drops the try's future.
+/// counted as cancelled. The gauge cannot leak, whatever drops the try's future. It borrows
+/// the backend's counters: a handle of its own would be two more atomic read-modify-writes
+/// per try.
 #[derive(Debug)]
-pub struct InFlight {
-    stats: std::sync::Arc<BackendStats>,
+pub struct InFlight<'a> {
+    stats: &'a BackendStats,
     finished: bool,
 }
 
-impl InFlight {
+impl<'a> InFlight<'a> {
     /// Starts counting a try of the backend whose counters are `stats`.
-    pub fn start(stats: std::sync::Arc<BackendStats>) -> Self {
+    pub fn start(stats: &'a BackendStats) -> Self {
         stats.tries.fetch_add(1, Relaxed);
         stats.in_flight.fetch_add(1, Relaxed);
         Self {
@@ -152,16 +154,14 @@ impl InFlight {
     }
 
     /// The try ended with an answer or an error, which the caller records in the counters
-    /// returned (lent, not a second handle: each handle taken and dropped is two atomic
-    /// read-modify-writes on the request path). The try stops counting as in flight when this
-    /// is dropped.
-    pub fn finish(&mut self) -> &BackendStats {
+    /// returned. The try stops counting as in flight when this is dropped.
+    pub fn finish(&mut self) -> &'a BackendStats {
         self.finished = true;
-        &self.stats
+        self.stats
     }
 }
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.stats.in_flight.fetch_sub(1, Relaxed);
         if !self.finished {

@@ -27,8 +27,8 @@ pub use balancer::{BalancerPolicy, Endpoint, HashKey};
 pub use health::HealthCheck;
 
 use crate::backend::{
-    Adapter, Availability, Backend, BackendFuture, BackgroundTasks, EndpointCounts, GatewayRequest,
-    Provider, RequestContext,
+    Adapter, Availability, Backend, BackgroundTasks, EndpointCounts, GatewayRequest, Provider,
+    RequestContext, TryFuture,
 };
 use crate::body::BodyTooLarge;
 use crate::box_in_place;
@@ -347,15 +347,15 @@ async fn resolve_all(shared: &Shared) -> bool {
 /// through `&self` clones first): a try takes one handle on the backend's state, not two, and
 /// each handle taken and dropped is two atomic read-modify-writes on the request path.
 impl Adapter for HttpService {
-    fn send(&self, request: GatewayRequest) -> BackendFuture {
+    fn send(&self, request: GatewayRequest) -> TryFuture<'_> {
         HttpService::send(self, request)
     }
 }
 
 impl HttpService {
-    /// Starts one try of `request`: always ready, as a tower service would be.
-    pub(crate) fn send(&self, mut request: GatewayRequest) -> BackendFuture {
-        let shared = self.shared.clone();
+    /// Starts one try of `request`, borrowing the backend's state for it.
+    pub(crate) fn send(&self, mut request: GatewayRequest) -> TryFuture<'_> {
+        let shared = &*self.shared;
         Box::into_pin(box_in_place!(async move {
             let key = match &shared.config.balancer {
                 BalancerPolicy::ConsistentHash(key) => hash_key(
@@ -454,7 +454,7 @@ impl HttpService {
             match result {
                 Ok(response) => {
                     if matches!(response.status().as_u16(), 502..=504) {
-                        record_failure(&shared, &endpoint);
+                        record_failure(shared, &endpoint);
                     } else {
                         endpoint.outlier.record_success();
                     }
@@ -467,7 +467,7 @@ impl HttpService {
                     if error.fault() == crate::error::Fault::Upstream
                         && error.kind() != BackendErrorKind::Timeout
                     {
-                        record_failure(&shared, &endpoint);
+                        record_failure(shared, &endpoint);
                     }
                     Err(error)
                 }
