@@ -17,6 +17,7 @@ async fn check_lists_imports_and_exports_and_runs_configure() {
         "ok: a valid accord:policy@0.2.x lazy-request-policy plugin",
         "on-request",
         "configure: ok",
+        "calls: on the request's stack",
         "canary on-request: ok",
     ] {
         assert!(report.contains(line), "{line} missing from:\n{report}");

@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use accord_policies::plugin::{
-    ArtifactSource, CallContext, CallResult, Decision, Isolation, OnError, Plugin, PluginEngine,
-    PluginError, PluginSpec, RequestFacts,
+    ArtifactSource, CallContext, CallResult, CallStack, Decision, Isolation, OnError, Plugin,
+    PluginEngine, PluginError, PluginSpec, RequestFacts,
 };
 use accord_tests::plugins::component;
 
@@ -174,6 +174,59 @@ async fn a_trap_an_endless_loop_and_a_memory_bomb_are_contained() {
         "{message}"
     );
     assert!(matches!(ask(&plugin, None).await.unwrap(), Decision::Allow));
+}
+
+/// A plugin whose imports never wait is called on the request's own stack, `wasi:io` (a
+/// panic's message, prints) served at once; one that imports a timer is called on a fiber,
+/// and its wait holds up nothing else on the thread.
+#[tokio::test]
+#[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
+async fn a_plugin_that_can_wait_is_called_on_a_fiber_and_the_others_on_the_requests_stack() {
+    for name in [
+        "noop",
+        "misbehave",
+        "latency-guard",
+        "budget-guard",
+        "contract-check",
+    ] {
+        let plugin = load(name, spec(name, Isolation::Pooled)).await.unwrap();
+        assert_eq!(plugin.calls(), &CallStack::Caller, "{name}");
+    }
+    // Its panic message goes to standard error, through `wasi:io/streams`, and the trap is
+    // reported as the trap it is.
+    let plugin = misbehave().await;
+    let message = ask(&plugin, Some("trap")).await.unwrap_err().to_string();
+    assert!(message.contains("trapped"), "{message}");
+    assert!(!message.contains("would have waited"), "{message}");
+
+    let sleepy = PluginSpec {
+        config: "200".into(),
+        time_limit: Duration::from_secs(5),
+        ..spec("sleeper", Isolation::Pooled)
+    };
+    let sleeper = load("sleeper", sleepy).await.unwrap();
+    match sleeper.calls() {
+        CallStack::Fiber { because } => assert!(
+            because.starts_with("wasi:clocks/monotonic-clock@"),
+            "{because}"
+        ),
+        CallStack::Caller => panic!("a plugin that sleeps is called on the request's stack"),
+    }
+    // This test's runtime has one thread: while the call sleeps (200 ms), other tasks run.
+    let ticks = std::sync::atomic::AtomicU32::new(0);
+    let ticking = async {
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            ticks.fetch_add(1, Relaxed);
+        }
+    };
+    let asking = async {
+        let decision = ask(&sleeper, None).await;
+        (decision, ticks.load(Relaxed))
+    };
+    let ((decision, ticked), ()) = tokio::join!(asking, ticking);
+    assert!(matches!(decision.unwrap(), Decision::Allow));
+    assert_eq!(ticked, 5, "the other task ran while the plugin slept");
 }
 
 /// An instance's start-up is not a call: it has its own budget, at least

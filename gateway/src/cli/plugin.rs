@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use accord_policies::plugin::{
-    BackendStats, CallContext, Decision, HeaderEdit, Indicator, Isolation, OnError, Plugin,
-    PluginEngine, PluginSpec, RequestFacts, ResponseHead, RouteSnapshot, ScriptedSla, SlaState,
-    Verdict, WindowStats,
+    BackendStats, CallContext, CallStack, Decision, HeaderEdit, Indicator, Isolation, OnError,
+    Plugin, PluginEngine, PluginSpec, RequestFacts, ResponseHead, RouteSnapshot, ScriptedSla,
+    SlaState, Verdict, WindowStats,
 };
 use serde::Deserialize;
 
@@ -138,6 +138,20 @@ pub async fn check(file: &Path, config: Option<&str>) -> Result<String, String> 
         .await
         .map_err(|e| format!("{out}{e}"))?;
     let _ = writeln!(out, "configure: ok");
+    match plugin.calls() {
+        CallStack::Caller => {
+            let _ = writeln!(
+                out,
+                "calls: on the request's stack (nothing it imports waits: the cheapest)"
+            );
+        }
+        CallStack::Fiber { because } => {
+            let _ = writeln!(
+                out,
+                "calls: each on a fiber, because of {because} (its functions can wait); a plugin that imports no timer, file or socket is called on the request's stack, which costs less"
+            );
+        }
+    }
     plugin.canary().await.map_err(|e| format!("{out}{e}"))?;
     let _ = writeln!(out, "canary on-request: ok");
     let times = time_calls(&plugin, 200).await;

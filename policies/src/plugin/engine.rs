@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -14,12 +15,18 @@ use super::artifacts::{self, ArtifactCache, ArtifactSource, ChildCompile};
 use super::epoch::{EpochTicker, IDLE_AFTER};
 use super::host::{HostState, PluginShared};
 use super::versions::{self, GuestPre, WorldVersion};
+use super::wasi_io;
 use super::{Breaker, Plugin, PluginError, PluginSpec, PluginStats};
 
 /// The shared wasmtime engine and linker.
 pub struct PluginEngine {
     pub(super) engine: Engine,
+    /// For plugins called on a fiber: WASI as wasmtime-wasi serves it, whose waiting functions
+    /// suspend the fiber.
     linker: Linker<HostState>,
+    /// For plugins called on the caller's stack: the same, with `wasi:io` run at once
+    /// (`wasi_io.rs`).
+    direct_linker: Linker<HostState>,
     artifacts: ArtifactCache,
     shares: PluginShares,
     pub(super) ticker: EpochTicker,
@@ -92,6 +99,61 @@ pub fn compile_artifact(limits: EngineLimits, wasm: &[u8]) -> Result<Vec<u8>, St
     component.serialize().map_err(|e| format!("{e:#}"))
 }
 
+/// Where a plugin's calls run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallStack {
+    /// On the stack of the request that makes them: the component imports nothing that can
+    /// wait, so a call always runs to its end at once. The cheapest: no fiber to switch to and
+    /// back from.
+    Caller,
+    /// Each on a fiber of its own, which a host function that waits suspends without blocking
+    /// the gateway's thread: for a component that imports `import` (files, sockets, timers),
+    /// or implements 0.1.0's world.
+    Fiber {
+        /// The first import that can wait, or the world.
+        because: String,
+    },
+}
+
+impl CallStack {
+    /// Where `component`'s calls run, from what it imports.
+    ///
+    /// What can wait is a file or a socket (which a plugin is never granted, but whose
+    /// functions it may import) and a timer from `wasi:clocks/monotonic-clock`'s
+    /// `subscribe-*`. Every other WASI function the gateway links answers at once: its
+    /// standard input is empty and its output streams discard what they are given, so their
+    /// pollables are always ready, and `wasi:io` is then served without suspending
+    /// (`wasi_io.rs`).
+    pub fn of(component: &Component, engine: &Engine, version: WorldVersion) -> Self {
+        if version == WorldVersion::V0_1 {
+            return CallStack::Fiber {
+                because: version.name().to_owned(),
+            };
+        }
+        for (name, item) in component.component_type().imports(engine) {
+            let interface = name.split('@').next().unwrap_or(name);
+            let waits = match interface {
+                "wasi:clocks/monotonic-clock" => match item.ty {
+                    ComponentItem::ComponentInstance(instance) => instance
+                        .exports(engine)
+                        .any(|(function, _)| function.starts_with("subscribe")),
+                    _ => true,
+                },
+                _ => {
+                    interface.starts_with("wasi:filesystem/")
+                        || interface.starts_with("wasi:sockets/")
+                }
+            };
+            if waits {
+                return CallStack::Fiber {
+                    because: name.to_owned(),
+                };
+            }
+        }
+        CallStack::Caller
+    }
+}
+
 impl std::fmt::Debug for PluginEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PluginEngine").finish_non_exhaustive()
@@ -126,6 +188,8 @@ impl PluginEngine {
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(error)?;
         versions::add_to_linker(&mut linker).map_err(error)?;
+        let mut direct_linker = linker.clone();
+        wasi_io::shadow_in(&mut direct_linker).map_err(error)?;
         let ticking = engine.clone();
         let ticker =
             EpochTicker::start(IDLE_AFTER, move || ticking.increment_epoch()).map_err(|e| {
@@ -139,6 +203,7 @@ impl PluginEngine {
             shares: PluginShares::default(),
             engine,
             linker,
+            direct_linker,
             ticker,
             limits,
             compiler,
@@ -241,16 +306,22 @@ impl PluginEngine {
             plugin: spec.name.clone(),
             message,
         };
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+        let version = WorldVersion::of(&component, &self.engine);
+        let calls = CallStack::of(&component, &self.engine, version);
+        let linker = match calls {
+            CallStack::Caller => &self.direct_linker,
+            CallStack::Fiber { .. } => &self.linker,
+        };
+        let instance_pre = linker.instantiate_pre(&component).map_err(|e| {
             error(format!("it needs imports this gateway does not give (only accord:policy and WASI without files or network): {e:#}"))
         })?;
-        let version = WorldVersion::of(&component, &self.engine);
-        let pre = GuestPre::new(version, instance_pre).map_err(|e| {
-            error(format!(
-                "it does not implement the {} world: {e:#}",
-                version.name()
-            ))
-        })?;
+        let pre =
+            GuestPre::new(version, instance_pre, calls == CallStack::Caller).map_err(|e| {
+                error(format!(
+                    "it does not implement the {} world: {e:#}",
+                    version.name()
+                ))
+            })?;
         let plugin = Plugin {
             shared: Arc::new(PluginShared {
                 name: spec.name.clone().into(),
@@ -264,6 +335,7 @@ impl PluginEngine {
             }),
             engine: self.clone(),
             version,
+            calls,
             pre,
             pool: Mutex::new(Vec::new()),
             stats: PluginStats::default(),

@@ -12,6 +12,10 @@
 //!   memory limit. Any error — a trap, the deadline, the memory limit, an invalid output —
 //!   discards the instance; a plugin that keeps failing is bypassed by a breaker, and its
 //!   `on_error` (allow or reject) decides for it meanwhile.
+//! * A call runs on the stack of the request that makes it when nothing the component imports
+//!   can wait ([`CallStack::Caller`]: the reference plugins; `wasi:io` is then served at once,
+//!   `wasi_io.rs`), and on a fiber of its own otherwise ([`CallStack::Fiber`]: a timer, a file,
+//!   a socket), which a wait suspends without holding up the thread.
 //! * Imports are only what the WIT world names, plus WASI with nothing granted: no
 //!   preopened directories, no sockets, no name lookup, no environment. A component that
 //!   imports anything else fails to load.
@@ -35,9 +39,10 @@ mod host;
 pub mod shared_rates;
 pub mod state;
 mod versions;
+mod wasi_io;
 
 pub use artifacts::{ArtifactSource, REFUSED as COMPILE_REFUSED};
-pub use engine::{Compiler, EngineLimits, PluginEngine, compile_artifact, set_compiler};
+pub use engine::{CallStack, Compiler, EngineLimits, PluginEngine, compile_artifact, set_compiler};
 pub use host::{
     CallContext, HeaderEdit, HostState, PluginHistogram, RequestFacts, ScriptedSla, SlaState,
 };
@@ -56,8 +61,10 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../wasm-plugins/wit",
         world: "policy",
-        // Calls run on fibers and are awaited: WASI's streams (a guest's panic message, its
-        // prints) then never block a tokio worker.
+        // These calls run on fibers and are awaited, for plugins whose imports can wait
+        // (`CallStack::Fiber`); the others' `on-request` and `on-response` are called on the
+        // caller's stack (`versions::Direct`). Instantiation and `configure` always run on a
+        // fiber: they are rare, and may take long.
         exports: { default: async },
     });
 }
@@ -268,6 +275,7 @@ pub struct Plugin {
     spec: PluginSpec,
     engine: Arc<PluginEngine>,
     version: WorldVersion,
+    calls: CallStack,
     pre: GuestPre,
     pool: Mutex<Vec<Instance>>,
     shared: Arc<PluginShared>,
@@ -301,6 +309,11 @@ impl Plugin {
     /// The version of the world it implements.
     pub fn version(&self) -> WorldVersion {
         self.version
+    }
+
+    /// Where its calls run.
+    pub fn calls(&self) -> &CallStack {
+        &self.calls
     }
 
     /// Whether it has `on-response` (a `request-policy` plugin has not).
@@ -383,7 +396,7 @@ impl Plugin {
         let watch = self.watch(&mut store, start_up);
         let policy = self
             .pre
-            .instantiate(&mut store)
+            .instantiate(&mut store, self.version)
             .await
             .map_err(|e| error(format!("cannot instantiate: {e:#}")))?;
         drop(watch);

@@ -11,7 +11,7 @@
 
 use wasmtime::Store;
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::component::{Component, Instance, InstancePre, Linker, TypedFunc};
 
 use super::bindings;
 use super::bindings::accord::policy as current;
@@ -140,16 +140,31 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 }
 
 /// A component's exports, ready to instantiate.
-pub(super) enum GuestPre {
-    Policy(bindings::PolicyPre<HostState>),
-    RequestPolicy(request_only::RequestPolicyPre<HostState>),
-    LazyPolicy(lazy::LazyPolicyPre<HostState>),
-    LazyRequestPolicy(lazy_request_only::LazyRequestPolicyPre<HostState>),
-    V0_1(v0_1::PolicyPre<HostState>),
+pub(super) struct GuestPre {
+    pre: InstancePre<HostState>,
+    world: WorldIndices,
+    direct: bool,
+}
+
+/// Where a world's exports are in a component.
+enum WorldIndices {
+    Policy(bindings::PolicyIndices),
+    RequestPolicy(request_only::RequestPolicyIndices),
+    LazyPolicy(lazy::LazyPolicyIndices),
+    LazyRequestPolicy(lazy_request_only::LazyRequestPolicyIndices),
+    V0_1(v0_1::PolicyIndices),
 }
 
 /// An instance's exports.
-pub(super) enum Guest {
+pub(super) struct Guest {
+    world: World,
+    /// `on-request` and `on-response` called on the caller's stack, when the plugin's calls
+    /// can never wait ([`GuestPre::new`]'s `direct`).
+    direct: Option<Direct>,
+}
+
+/// An instance's exports, as its world has them (called on a fiber).
+enum World {
     Policy(bindings::Policy),
     RequestPolicy(request_only::RequestPolicy),
     LazyPolicy(lazy::LazyPolicy),
@@ -157,39 +172,93 @@ pub(super) enum Guest {
     V0_1(v0_1::Policy),
 }
 
+/// A 0.2 world's hot exports as typed functions, called on the caller's stack: no fiber to
+/// create, switch to and back from on every call.
+struct Direct {
+    on_request: DirectOnRequest,
+    on_response: Option<TypedFunc<(wit::ResponseHead,), (wit::Verdict,)>>,
+}
+
+enum DirectOnRequest {
+    /// A lazy world's: no head.
+    Lazy(TypedFunc<(), (wit::Decision,)>),
+    /// An eager world's: the head made.
+    Eager(TypedFunc<(wit::RequestHead,), (wit::Decision,)>),
+}
+
+impl Direct {
+    fn load(
+        store: &mut Store<HostState>,
+        instance: &Instance,
+        version: WorldVersion,
+    ) -> wasmtime::Result<Self> {
+        let on_request = match version {
+            WorldVersion::LazyPolicy | WorldVersion::LazyRequestPolicy => {
+                DirectOnRequest::Lazy(instance.get_typed_func(&mut *store, "on-request")?)
+            }
+            _ => DirectOnRequest::Eager(instance.get_typed_func(&mut *store, "on-request")?),
+        };
+        let on_response = if version.judges_responses() {
+            Some(instance.get_typed_func(&mut *store, "on-response")?)
+        } else {
+            None
+        };
+        Ok(Self {
+            on_request,
+            on_response,
+        })
+    }
+}
+
 impl GuestPre {
+    /// `direct`: whether the calls may run on the caller's stack (the component's imports
+    /// never wait); 0.1.0's world is always called on a fiber.
     pub(super) fn new(
         version: WorldVersion,
         pre: InstancePre<HostState>,
+        direct: bool,
     ) -> wasmtime::Result<Self> {
-        Ok(match version {
-            WorldVersion::Policy => GuestPre::Policy(bindings::PolicyPre::new(pre)?),
+        let world = match version {
+            WorldVersion::Policy => WorldIndices::Policy(bindings::PolicyIndices::new(&pre)?),
             WorldVersion::RequestPolicy => {
-                GuestPre::RequestPolicy(request_only::RequestPolicyPre::new(pre)?)
+                WorldIndices::RequestPolicy(request_only::RequestPolicyIndices::new(&pre)?)
             }
-            WorldVersion::LazyPolicy => GuestPre::LazyPolicy(lazy::LazyPolicyPre::new(pre)?),
-            WorldVersion::LazyRequestPolicy => {
-                GuestPre::LazyRequestPolicy(lazy_request_only::LazyRequestPolicyPre::new(pre)?)
+            WorldVersion::LazyPolicy => {
+                WorldIndices::LazyPolicy(lazy::LazyPolicyIndices::new(&pre)?)
             }
-            WorldVersion::V0_1 => GuestPre::V0_1(v0_1::PolicyPre::new(pre)?),
+            WorldVersion::LazyRequestPolicy => WorldIndices::LazyRequestPolicy(
+                lazy_request_only::LazyRequestPolicyIndices::new(&pre)?,
+            ),
+            WorldVersion::V0_1 => WorldIndices::V0_1(v0_1::PolicyIndices::new(&pre)?),
+        };
+        Ok(Self {
+            pre,
+            world,
+            direct: direct && version != WorldVersion::V0_1,
         })
     }
 
     pub(super) async fn instantiate(
         &self,
         store: &mut Store<HostState>,
+        version: WorldVersion,
     ) -> wasmtime::Result<Guest> {
-        Ok(match self {
-            GuestPre::Policy(pre) => Guest::Policy(pre.instantiate_async(store).await?),
-            GuestPre::RequestPolicy(pre) => {
-                Guest::RequestPolicy(pre.instantiate_async(store).await?)
+        let instance = self.pre.instantiate_async(&mut *store).await?;
+        let world = match &self.world {
+            WorldIndices::Policy(i) => World::Policy(i.load(&mut *store, &instance)?),
+            WorldIndices::RequestPolicy(i) => World::RequestPolicy(i.load(&mut *store, &instance)?),
+            WorldIndices::LazyPolicy(i) => World::LazyPolicy(i.load(&mut *store, &instance)?),
+            WorldIndices::LazyRequestPolicy(i) => {
+                World::LazyRequestPolicy(i.load(&mut *store, &instance)?)
             }
-            GuestPre::LazyPolicy(pre) => Guest::LazyPolicy(pre.instantiate_async(store).await?),
-            GuestPre::LazyRequestPolicy(pre) => {
-                Guest::LazyRequestPolicy(pre.instantiate_async(store).await?)
-            }
-            GuestPre::V0_1(pre) => Guest::V0_1(pre.instantiate_async(store).await?),
-        })
+            WorldIndices::V0_1(i) => World::V0_1(i.load(&mut *store, &instance)?),
+        };
+        let direct = if self.direct {
+            Some(Direct::load(store, &instance, version)?)
+        } else {
+            None
+        };
+        Ok(Guest { world, direct })
     }
 }
 
@@ -199,12 +268,12 @@ impl Guest {
         store: &mut Store<HostState>,
         config: &str,
     ) -> wasmtime::Result<Result<(), String>> {
-        match self {
-            Guest::Policy(p) => p.call_configure(store, config).await,
-            Guest::RequestPolicy(p) => p.call_configure(store, config).await,
-            Guest::LazyPolicy(p) => p.call_configure(store, config).await,
-            Guest::LazyRequestPolicy(p) => p.call_configure(store, config).await,
-            Guest::V0_1(p) => p.call_configure(store, config).await,
+        match &self.world {
+            World::Policy(p) => p.call_configure(store, config).await,
+            World::RequestPolicy(p) => p.call_configure(store, config).await,
+            World::LazyPolicy(p) => p.call_configure(store, config).await,
+            World::LazyRequestPolicy(p) => p.call_configure(store, config).await,
+            World::V0_1(p) => p.call_configure(store, config).await,
         }
     }
 
@@ -214,18 +283,28 @@ impl Guest {
         &self,
         store: &mut Store<HostState>,
     ) -> wasmtime::Result<wit::Decision> {
-        match self {
-            Guest::LazyPolicy(p) => p.call_on_request(store).await,
-            Guest::LazyRequestPolicy(p) => p.call_on_request(store).await,
-            Guest::Policy(p) => {
+        if let Some(direct) = &self.direct {
+            let (decision,) = match &direct.on_request {
+                DirectOnRequest::Lazy(f) => f.call(&mut *store, ())?,
+                DirectOnRequest::Eager(f) => {
+                    let head = store.data().call.facts.head();
+                    f.call(&mut *store, (head,))?
+                }
+            };
+            return Ok(decision);
+        }
+        match &self.world {
+            World::LazyPolicy(p) => p.call_on_request(store).await,
+            World::LazyRequestPolicy(p) => p.call_on_request(store).await,
+            World::Policy(p) => {
                 let head = store.data().call.facts.head();
                 p.call_on_request(store, &head).await
             }
-            Guest::RequestPolicy(p) => {
+            World::RequestPolicy(p) => {
                 let head = store.data().call.facts.head();
                 p.call_on_request(store, &head).await
             }
-            Guest::V0_1(p) => {
+            World::V0_1(p) => {
                 let head = store.data().call.facts.head();
                 let head = old::types::RequestHead {
                     route: head.route,
@@ -259,12 +338,15 @@ impl Guest {
         store: &mut Store<HostState>,
         head: &wit::ResponseHead,
     ) -> wasmtime::Result<wit::Verdict> {
-        match self {
-            Guest::Policy(p) => p.call_on_response(store, head).await,
-            Guest::LazyPolicy(p) => p.call_on_response(store, head).await,
+        if let Some(on_response) = self.direct.as_ref().and_then(|d| d.on_response.as_ref()) {
+            return Ok(on_response.call(&mut *store, (head.clone(),))?.0);
+        }
+        match &self.world {
+            World::Policy(p) => p.call_on_response(store, head).await,
+            World::LazyPolicy(p) => p.call_on_response(store, head).await,
             // Not called (the plugin does not judge responses); as if it kept the class.
-            Guest::RequestPolicy(_) | Guest::LazyRequestPolicy(_) => Ok(wit::Verdict::Keep),
-            Guest::V0_1(p) => {
+            World::RequestPolicy(_) | World::LazyRequestPolicy(_) => Ok(wit::Verdict::Keep),
+            World::V0_1(p) => {
                 let head = old::types::ResponseHead {
                     status: head.status,
                     backend: head.backend.clone(),
