@@ -126,7 +126,7 @@ where
     async move {
         // 1. Identify.
         let started = Instant::now();
-        let (request_id, mut unsent_id) = identify(&mut request, notes);
+        let (request_id, unsent_id) = identify(&mut request, notes);
         let websocket = notes.is_none_or(|notes| {
             notes.hop_by_hop.contains(CONNECTION_AT) && notes.hop_by_hop.contains(UPGRADE_AT)
         }) && headers::is_websocket_upgrade(request.headers());
@@ -167,12 +167,6 @@ where
             stats: route.stats().clone(),
         });
         route.stats().active.fetch_add(1, Relaxed);
-        if !route.plugins().is_empty()
-            && let Some(id) = unsent_id.take()
-        {
-            // The plugins read the head: the id is in it for them.
-            parts.headers.insert(headers::REQUEST_ID, id);
-        }
 
         // 3. Admit.
         let content_length = match notes {

@@ -122,6 +122,31 @@ impl CallContext {
 }
 
 impl CallContext {
+    /// The first value of the request's header `name`, as the backend gets it (with the
+    /// request id the gateway adds to the head it writes: [`REQUEST_ID`]).
+    fn request_header(&self, name: &str) -> Option<String> {
+        let headers = &self.request.as_ref()?.headers;
+        first_value(headers, name).or_else(|| {
+            (name.eq_ignore_ascii_case(REQUEST_ID) && !headers.contains_key(REQUEST_ID))
+                .then(|| text(&self.facts.request_id))
+        })
+    }
+
+    /// Every header of the request, as the backend gets them.
+    fn request_headers(&self) -> Vec<wit::HttpHeader> {
+        let Some(request) = &self.request else {
+            return Vec::new();
+        };
+        let mut every = every_header(&request.headers);
+        if !request.headers.contains_key(REQUEST_ID) {
+            every.push(wit::HttpHeader {
+                name: REQUEST_ID.to_owned(),
+                value: text(&self.facts.request_id),
+            });
+        }
+        every
+    }
+
     /// The request-local value of `key`.
     pub fn local(&self, key: &str) -> Option<&str> {
         self.locals
@@ -348,6 +373,12 @@ impl HostState {
     }
 }
 
+/// The request id's field. A request that came without one gets the gateway's id as its head
+/// is written to the backend, not in the header map the plugins are lent: `request.header`
+/// and `request.headers` add it ([`RequestFacts::request_id`]), so that a plugin sees the
+/// head the backend gets.
+const REQUEST_ID: &str = "x-request-id";
+
 fn first_value(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)
@@ -398,14 +429,11 @@ impl bindings::accord::policy::request::Host for HostState {
     }
 
     fn header(&mut self, name: String) -> Option<String> {
-        first_value(&self.call.request.as_ref()?.headers, &name)
+        self.call.request_header(&name)
     }
 
     fn headers(&mut self) -> Vec<wit::HttpHeader> {
-        self.call
-            .request
-            .as_ref()
-            .map_or_else(Vec::new, |r| every_header(&r.headers))
+        self.call.request_headers()
     }
 
     fn query(&mut self) -> Option<String> {
@@ -712,6 +740,52 @@ mod tests {
             Some("3"),
             "a key already kept is still replaced"
         );
+    }
+
+    #[test]
+    fn a_plugin_sees_the_request_id_the_backend_gets() {
+        let (parts, ()) = http::Request::get("/")
+            .header("x-a", "1")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let mut call = CallContext {
+            facts: RequestFacts {
+                request_id: HeaderValue::from_static("generated"),
+                ..RequestFacts::default()
+            },
+            request: Some(Arc::new(parts)),
+            ..CallContext::default()
+        };
+        // Not in the map: the gateway adds it as it writes the head.
+        assert_eq!(call.request_header("X-Request-Id").as_deref(), Some("generated"));
+        let every: Vec<_> = call
+            .request_headers()
+            .into_iter()
+            .map(|h| (h.name, h.value))
+            .collect();
+        assert_eq!(
+            every,
+            [("x-a".into(), "1".into()), ("x-request-id".into(), "generated".into())]
+        );
+        assert_eq!(call.request_header("x-b"), None);
+
+        // The client's own is in the map, and is the one.
+        let (mut parts, ()) = http::Request::get("/")
+            .header("x-request-id", "client")
+            .body(())
+            .unwrap()
+            .into_parts();
+        call.facts.request_id = HeaderValue::from_static("client");
+        parts.headers.append("x-a", HeaderValue::from_static("1"));
+        call.request = Some(Arc::new(parts));
+        assert_eq!(call.request_header("x-request-id").as_deref(), Some("client"));
+        assert_eq!(call.request_headers().len(), 2);
+
+        // In on-response, the request head is no longer lent.
+        call.request = None;
+        assert_eq!(call.request_header("x-request-id"), None);
+        assert!(call.request_headers().is_empty());
     }
 
     #[test]
