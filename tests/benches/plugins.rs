@@ -56,7 +56,6 @@ fn calls(c: &mut Criterion) {
         .body(())
         .unwrap_or_else(|e| panic!("{e}"))
         .into_parts();
-    let parts = Arc::new(parts);
     let facts = RequestFacts {
         route: Arc::from("r"),
         method: parts.method.clone(),

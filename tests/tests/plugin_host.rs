@@ -50,7 +50,7 @@ async fn ask_with(
     let (parts, ()) = builder.body(()).unwrap().into_parts();
     let call = CallContext {
         facts: facts(&parts),
-        request: Some(Arc::new(parts)),
+        request: Some(parts),
         backends: Arc::from([Arc::from("a"), Arc::from("b")]),
         sla,
         ..CallContext::default()
@@ -537,7 +537,7 @@ async fn a_lazy_plugin_reads_the_request_head_it_asks_for_in_both_calls() {
         .into_parts();
     let call = CallContext {
         facts: facts(&parts),
-        request: Some(Arc::new(parts)),
+        request: Some(parts),
         ..CallContext::default()
     };
     let (decision, call) = plugin.on_request(Box::new(call)).await;

@@ -182,7 +182,6 @@ async fn time_calls(
         .body(())
         .unwrap_or_default()
         .into_parts();
-    let request = Arc::new(request);
     let mut times = Vec::with_capacity(n);
     for _ in 0..n {
         let started = tokio::time::Instant::now();
@@ -599,7 +598,7 @@ fn check_cases(cases: &CasesFile) -> Result<(), String> {
 async fn run_case(plugin: &Plugin, route: &CaseRoute, case: &Case) -> Vec<String> {
     let mut problems = Vec::new();
     let parts = match request_parts(&case.request) {
-        Ok(parts) => Arc::new(parts),
+        Ok(parts) => parts,
         Err(e) => return vec![e],
     };
     let backends: Vec<Arc<str>> = if route.backends.is_empty() {

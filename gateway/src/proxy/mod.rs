@@ -201,9 +201,16 @@ where
             body: plugin_body,
             client_ip: &conn.client_ip,
         };
-        let allowed = match plugins::on_request(route, &mut parts, inputs, &mut record).await {
-            ControlFlow::Continue(allowed) => allowed,
-            ControlFlow::Break(refusal) => return record.finish_with(refusal),
+        let allowed = if route.plugins().is_empty() {
+            None
+        } else {
+            let (given_back, decided) =
+                plugins::on_request(route, parts, inputs, &mut record).await;
+            parts = given_back;
+            match decided {
+                ControlFlow::Continue(allowed) => Some(allowed),
+                ControlFlow::Break(refusal) => return record.finish_with(refusal),
+            }
         };
         // The response plugins may reclassify the answer: its backend is metered after them.
         record.defer_answered = allowed.is_some() && route.judges_responses();

@@ -49,30 +49,28 @@ pub(super) struct RequestInputs<'a> {
     pub(super) client_ip: &'a http::HeaderValue,
 }
 
-/// Runs the route's plugins on the request head (see the module doc). `Break` carries the
-/// response that refuses the request.
+/// Runs the route's plugins on the request head (see the module doc), which is lent to them
+/// and given back. `Break` carries the response that refuses the request.
 ///
 /// The calls' future (a few KiB: wasmtime's async calls) is boxed, so that the request
 /// pipeline's own future stays small on routes without plugins: a future is moved as it is
-/// built, and its size is paid on every request.
+/// built, and its size is paid on every request. The caller skips the call on a route without
+/// plugins, so that the head is not moved in and out for nothing.
 pub(super) async fn on_request(
     route: &LiveRoute,
-    parts: &mut Parts,
+    parts: Parts,
     inputs: RequestInputs<'_>,
     record: &mut Record,
-) -> ControlFlow<GatewayResponse, Option<Allowed>> {
-    if route.plugins().is_empty() {
-        return ControlFlow::Continue(None);
-    }
+) -> (Parts, ControlFlow<GatewayResponse, Allowed>) {
     Box::into_pin(box_in_place!(call_on_request(route, parts, inputs, record))).await
 }
 
 async fn call_on_request(
     route: &LiveRoute,
-    parts: &mut Parts,
+    parts: Parts,
     inputs: RequestInputs<'_>,
     record: &mut Record,
-) -> ControlFlow<GatewayResponse, Option<Allowed>> {
+) -> (Parts, ControlFlow<GatewayResponse, Allowed>) {
     // Shared, not copied: a plugin reads only the fields it asks for.
     let facts = RequestFacts {
         route: route.id().clone(),
@@ -82,14 +80,9 @@ async fn call_on_request(
         request_id: record.request_id_header().clone(),
         client_ip: inputs.client_ip.clone(),
     };
-    // The request head is lent to the plugins for the calls, not copied.
-    let mut lent = Arc::new(std::mem::replace(
-        parts,
-        http::Request::new(()).into_parts().0,
-    ));
-    // Boxed: lent to each plugin by moving a pointer.
+    // Boxed, with the head in it: lent to each plugin by moving a pointer.
     let mut call = box_in_place!(CallContext {
-        request: Some(lent.clone()),
+        request: Some(parts),
         request_body: inputs.body,
         sla: route.sla().cloned().map(SlaState::Live),
         ..CallContext::new(facts, route.backend_ids().clone())
@@ -100,16 +93,14 @@ async fn call_on_request(
     for plugin in route.plugins() {
         let (result, returned) = plugin.on_request(call).await;
         call = returned;
+        let lent = &mut *call;
         if result.is_err() {
-            call.request_edits.clear();
+            lent.request_edits.clear();
         }
-        if !call.request_edits.is_empty() {
-            // Lent to no call now: the head can change in place.
-            call.request = None;
-            if let Some(parts) = Arc::get_mut(&mut lent) {
-                HeaderEdit::apply_all(&mut call.request_edits, &mut parts.headers);
-            }
-            call.request = Some(lent.clone());
+        if !lent.request_edits.is_empty()
+            && let Some(head) = &mut lent.request
+        {
+            HeaderEdit::apply_all(&mut lent.request_edits, &mut head.headers);
         }
         let name = plugin.spec().name.as_str();
         match result {
@@ -141,17 +132,19 @@ async fn call_on_request(
             }
         }
     }
-    call.request = None;
+    let Some(parts) = call.request.take() else {
+        // The host only reads the head it is lent (edits are applied here, above).
+        unreachable!("the request head lent to the plugins was given back with their context");
+    };
     call.request_body = None;
-    *parts = Arc::try_unwrap(lent).unwrap_or_else(|shared| (*shared).clone());
     record.annotations = std::mem::take(&mut call.annotations);
     record.annotations.append(&mut decisions);
     match refusal {
         Some(response) => {
             record.class = Some(Class::Rejected);
-            ControlFlow::Break(response)
+            (parts, ControlFlow::Break(response))
         }
-        None => ControlFlow::Continue(Some(Allowed { preferred, call })),
+        None => (parts, ControlFlow::Continue(Allowed { preferred, call })),
     }
 }
 

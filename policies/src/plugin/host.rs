@@ -77,8 +77,9 @@ pub const MAX_LOCALS: usize = 64;
 pub struct CallContext {
     /// The request's head fields, in both calls.
     pub facts: RequestFacts,
-    /// The request head, lent for `on-request`.
-    pub request: Option<Arc<http::request::Parts>>,
+    /// The request head, lent for `on-request` (moved in with the boxed context, and out
+    /// after the calls: no allocation, no reference count).
+    pub request: Option<http::request::Parts>,
     /// The response head, in `on-response`.
     pub response_headers: Option<Arc<http::HeaderMap>>,
     /// The response body, in `on-response`, when the route reads it and it fit.
@@ -754,11 +755,14 @@ mod tests {
                 request_id: HeaderValue::from_static("generated"),
                 ..RequestFacts::default()
             },
-            request: Some(Arc::new(parts)),
+            request: Some(parts),
             ..CallContext::default()
         };
         // Not in the map: the gateway adds it as it writes the head.
-        assert_eq!(call.request_header("X-Request-Id").as_deref(), Some("generated"));
+        assert_eq!(
+            call.request_header("X-Request-Id").as_deref(),
+            Some("generated")
+        );
         let every: Vec<_> = call
             .request_headers()
             .into_iter()
@@ -766,7 +770,10 @@ mod tests {
             .collect();
         assert_eq!(
             every,
-            [("x-a".into(), "1".into()), ("x-request-id".into(), "generated".into())]
+            [
+                ("x-a".into(), "1".into()),
+                ("x-request-id".into(), "generated".into())
+            ]
         );
         assert_eq!(call.request_header("x-b"), None);
 
@@ -778,8 +785,11 @@ mod tests {
             .into_parts();
         call.facts.request_id = HeaderValue::from_static("client");
         parts.headers.append("x-a", HeaderValue::from_static("1"));
-        call.request = Some(Arc::new(parts));
-        assert_eq!(call.request_header("x-request-id").as_deref(), Some("client"));
+        call.request = Some(parts);
+        assert_eq!(
+            call.request_header("x-request-id").as_deref(),
+            Some("client")
+        );
         assert_eq!(call.request_headers().len(), 2);
 
         // In on-response, the request head is no longer lent.

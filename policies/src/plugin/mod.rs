@@ -19,8 +19,9 @@
 //! * Imports are only what the WIT world names, plus WASI with nothing granted: no
 //!   preopened directories, no sockets, no name lookup, no environment. A component that
 //!   imports anything else fails to load.
-//! * The request is lent to the plugin for the duration of a call (an `Arc` of its head):
-//!   headers are read only when the plugin asks for them, and so are the head's fields in the
+//! * The request is lent to the plugin for the duration of a call (its head moved into the
+//!   boxed call context, and out after the chain): headers are read only when the plugin asks
+//!   for them, and so are the head's fields in the
 //!   lazy worlds ([`RequestFacts`]).
 
 use std::collections::HashMap;
@@ -585,7 +586,7 @@ impl Plugin {
                 client_ip: http::HeaderValue::from_static("127.0.0.1"),
                 ..RequestFacts::default()
             },
-            request: Some(Arc::new(request)),
+            request: Some(request),
             ..CallContext::default()
         });
         let (result, _) = self
