@@ -217,3 +217,29 @@ async fn a_plugin_is_hot_reloaded_under_steady_load_without_failures_and_a_bad_o
     assert_eq!(failed, 0, "no request failed while plugins were swapped");
     assert_eq!(get(&gateway.url("/")).await.status, 200);
 }
+
+/// The head a plugin chain is lent goes on to the backend whole: method, target, headers (a
+/// plugin's edits applied), and the request id the client sees, on a route whose plugins only
+/// check requests and on one whose plugins judge responses too.
+#[tokio::test]
+#[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
+async fn the_backend_gets_the_head_the_plugins_were_lent() {
+    let app = Upstream::echo("app").await;
+    let config = format!(
+        "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nlog:\n  access_log: false\nplugins:\n{}{}backends:\n  app:\n    http:\n      addresses: [\"{}\"]\nroutes:\n  - id: checked\n    match: {{path: {{prefix: /checked}}}}\n    backends: [{{backend: app}}]\n    plugins: [noop]\n  - id: judged\n    match: {{path: {{prefix: /judged}}}}\n    backends: [{{backend: app}}]\n    plugins: [misbehave]\n",
+        plugin("noop", "noop", ""),
+        plugin("misbehave", "misbehave", ""),
+        app.addr
+    );
+    let gateway = TestGateway::start(&config).await;
+    for path in ["/checked/orders/7?full=1", "/judged/orders/7?full=1"] {
+        let reply = send(accord_tests::request("PUT", &gateway.url(path), "body")).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+        let seen = reply.json();
+        assert_eq!(seen["method"], "PUT", "{path}");
+        assert_eq!(seen["uri"], path, "{path}");
+        assert_eq!(seen["body"], "body", "{path}");
+        let id = reply.header("x-request-id").unwrap();
+        assert_eq!(seen["headers"]["x-request-id"], id, "{path}");
+    }
+}
