@@ -561,3 +561,24 @@ async fn a_lazy_plugin_reads_the_request_head_it_asks_for_in_both_calls() {
         "{verdict:?}"
     );
 }
+
+/// A plugin called on the request's stack runs on the gateway's own thread: a recursion that
+/// exhausts its Wasm stack traps like any other failure, on a worker thread of a multi-threaded
+/// runtime (2 MiB stacks) too, and the thread and the plugin go on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
+async fn a_recursion_that_exhausts_the_stack_traps_on_the_requests_stack() {
+    let plugin = Arc::new(misbehave().await);
+    assert_eq!(plugin.calls(), &CallStack::Caller);
+    let on_a_worker = plugin.clone();
+    let (failed, then) = tokio::spawn(async move {
+        let failed = ask(&on_a_worker, Some("recurse")).await;
+        (failed, ask(&on_a_worker, None).await)
+    })
+    .await
+    .unwrap();
+    let message = failed.unwrap_err().to_string();
+    assert!(message.contains("trapped"), "{message}");
+    assert!(matches!(then.unwrap(), Decision::Allow));
+    assert_eq!(plugin.stats().failures.load(Relaxed), 1);
+}

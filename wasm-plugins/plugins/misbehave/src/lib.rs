@@ -1,10 +1,10 @@
 //! Misbehaves as the `x-misbehave` request header says: `trap`, `loop`, `bomb` (allocate until
-//! the memory limit), `status` (reject with status 999), `reroute` (to a backend that does not
-//! exist), `response-trap` (trap in on-response), `reject` (a proper 429 with a header and
-//! Retry-After), `reclassify` (count the response as bad), `emit` (return whatever the
-//! `x-emit-*` headers say, percent-decoded, so a fuzzer can try any plugin output), `head`
-//! (reject with the request head's fields as the reason, and count the response as bad with
-//! them as read in on-response). Otherwise
+//! the memory limit), `recurse` (until the stack is exhausted), `status` (reject with status
+//! 999), `reroute` (to a backend that does not exist), `response-trap` (trap in on-response),
+//! `reject` (a proper 429 with a header and Retry-After), `reclassify` (count the response as
+//! bad), `emit` (return whatever the `x-emit-*` headers say, percent-decoded, so a fuzzer can
+//! try any plugin output), `head` (reject with the request head's fields as the reason, and
+//! count the response as bad with them as read in on-response). Otherwise
 //! allows. Its configuration can make its start-up slow: `spin-ms N` spins N milliseconds in
 //! `configure`, `spin-forever` never returns. For the tests.
 
@@ -57,6 +57,7 @@ impl Plugin for Misbehave {
                 &format!("now-ms {}", accord_policy_sdk::clock::now_ms()),
             ),
             "reroute" => Decision::reroute("nowhere"),
+            "recurse" => Decision::reject(500, &format!("depth {}", recurse(0))),
             "reject" => Decision::Reject(accord_policy_sdk::Rejection {
                 status: 429,
                 reason: "slow down".into(),
@@ -107,6 +108,16 @@ impl Plugin for Misbehave {
 }
 
 export_plugin!(Misbehave);
+
+/// Recurses until the Wasm stack is exhausted: each frame keeps a buffer, and the addition
+/// after the call keeps it from being a tail call.
+fn recurse(depth: u64) -> u64 {
+    let frame = std::hint::black_box([depth; 32]);
+    if std::hint::black_box(depth) == u64::MAX {
+        return depth;
+    }
+    recurse(depth + 1) + frame[7]
+}
 
 /// A header, percent-decoded (lossily, to UTF-8).
 fn emitted(name: &str) -> Option<String> {
