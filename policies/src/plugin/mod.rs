@@ -397,7 +397,7 @@ impl Plugin {
         let watch = self.watch(&mut store, start_up);
         let policy = self
             .pre
-            .instantiate(&mut store, self.version)
+            .instantiate(&mut store)
             .await
             .map_err(|e| error(format!("cannot instantiate: {e:#}")))?;
         drop(watch);

@@ -187,32 +187,39 @@ enum DirectOnRequest {
 }
 
 impl Direct {
+    /// The typed exports of `instance`, of the world `world` says: `None` for 0.1.0's.
     fn load(
         store: &mut Store<HostState>,
         instance: &Instance,
-        version: WorldVersion,
-    ) -> wasmtime::Result<Self> {
-        let on_request = match version {
-            WorldVersion::LazyPolicy | WorldVersion::LazyRequestPolicy => {
-                DirectOnRequest::Lazy(instance.get_typed_func(&mut *store, "on-request")?)
-            }
-            _ => DirectOnRequest::Eager(instance.get_typed_func(&mut *store, "on-request")?),
+        world: &WorldIndices,
+    ) -> wasmtime::Result<Option<Self>> {
+        let (lazy, judges) = match world {
+            WorldIndices::Policy(_) => (false, true),
+            WorldIndices::RequestPolicy(_) => (false, false),
+            WorldIndices::LazyPolicy(_) => (true, true),
+            WorldIndices::LazyRequestPolicy(_) => (true, false),
+            WorldIndices::V0_1(_) => return Ok(None),
         };
-        let on_response = if version.judges_responses() {
+        let on_request = if lazy {
+            DirectOnRequest::Lazy(instance.get_typed_func(&mut *store, "on-request")?)
+        } else {
+            DirectOnRequest::Eager(instance.get_typed_func(&mut *store, "on-request")?)
+        };
+        let on_response = if judges {
             Some(instance.get_typed_func(&mut *store, "on-response")?)
         } else {
             None
         };
-        Ok(Self {
+        Ok(Some(Self {
             on_request,
             on_response,
-        })
+        }))
     }
 }
 
 impl GuestPre {
     /// `direct`: whether the calls may run on the caller's stack (the component's imports
-    /// never wait); 0.1.0's world is always called on a fiber.
+    /// never wait: `CallStack::Caller`); 0.1.0's world is always called on a fiber.
     pub(super) fn new(
         version: WorldVersion,
         pre: InstancePre<HostState>,
@@ -231,17 +238,12 @@ impl GuestPre {
             ),
             WorldVersion::V0_1 => WorldIndices::V0_1(v0_1::PolicyIndices::new(&pre)?),
         };
-        Ok(Self {
-            pre,
-            world,
-            direct: direct && version != WorldVersion::V0_1,
-        })
+        Ok(Self { pre, world, direct })
     }
 
     pub(super) async fn instantiate(
         &self,
         store: &mut Store<HostState>,
-        version: WorldVersion,
     ) -> wasmtime::Result<Guest> {
         let instance = self.pre.instantiate_async(&mut *store).await?;
         let world = match &self.world {
@@ -254,7 +256,7 @@ impl GuestPre {
             WorldIndices::V0_1(i) => World::V0_1(i.load(&mut *store, &instance)?),
         };
         let direct = if self.direct {
-            Some(Direct::load(store, &instance, version)?)
+            Direct::load(store, &instance, &self.world)?
         } else {
             None
         };
