@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use accord_adapters::forwarding::X_REQUEST_ID;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora_limits::rate::{PROPORTIONAL_RATE_ESTIMATE_CALC_FN, Rate};
 use wasmtime::ResourceLimiter;
@@ -123,13 +124,16 @@ impl CallContext {
 }
 
 impl CallContext {
-    /// The first value of the request's header `name`, as the backend gets it (with the
-    /// request id the gateway adds to the head it writes: [`REQUEST_ID`]).
+    /// The first value of the request's header `name`, as the backend gets it. A request that
+    /// came without an `x-request-id` gets the gateway's as its head is written to the
+    /// backend, not in the header map the plugins are lent: it is added here (and in
+    /// [`CallContext::request_headers`]) from [`RequestFacts::request_id`].
     fn request_header(&self, name: &str) -> Option<String> {
         let headers = &self.request.as_ref()?.headers;
         first_value(headers, name).or_else(|| {
-            (name.eq_ignore_ascii_case(REQUEST_ID) && !headers.contains_key(REQUEST_ID))
-                .then(|| text(&self.facts.request_id))
+            (name.eq_ignore_ascii_case(X_REQUEST_ID.as_str())
+                && !headers.contains_key(X_REQUEST_ID))
+            .then(|| text(&self.facts.request_id))
         })
     }
 
@@ -139,9 +143,9 @@ impl CallContext {
             return Vec::new();
         };
         let mut every = every_header(&request.headers);
-        if !request.headers.contains_key(REQUEST_ID) {
+        if !request.headers.contains_key(X_REQUEST_ID) {
             every.push(wit::HttpHeader {
-                name: REQUEST_ID.to_owned(),
+                name: X_REQUEST_ID.as_str().to_owned(),
                 value: text(&self.facts.request_id),
             });
         }
@@ -373,12 +377,6 @@ impl HostState {
         }
     }
 }
-
-/// The request id's field. A request that came without one gets the gateway's id as its head
-/// is written to the backend, not in the header map the plugins are lent: `request.header`
-/// and `request.headers` add it ([`RequestFacts::request_id`]), so that a plugin sees the
-/// head the backend gets.
-const REQUEST_ID: &str = "x-request-id";
 
 fn first_value(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
