@@ -16,8 +16,8 @@ use std::task::{Context, Poll};
 use accord_adapters::body::{empty_body, response_body};
 use accord_adapters::{BackendErrorKind, BoxError, GatewayResponse, ResponseBody, box_in_place};
 use accord_policies::plugin::{
-    CallContext, Decision, HeaderEdit, OnError, Rejection, RequestFacts, ResponseHead, SlaState,
-    Verdict,
+    CallContext, Decision, HeaderEdit, Now, OnError, Rejection, RequestFacts, ResponseHead,
+    SlaState, Verdict,
 };
 use accord_policies::{Class, classify};
 use bytes::{Bytes, BytesMut};
@@ -52,17 +52,19 @@ pub(super) struct RequestInputs<'a> {
 /// Runs the route's plugins on the request head (see the module doc), which is lent to them
 /// and given back. `Break` carries the response that refuses the request.
 ///
-/// The calls' future (a few KiB: wasmtime's async calls) is boxed, so that the request
-/// pipeline's own future stays small on routes without plugins: a future is moved as it is
-/// built, and its size is paid on every request. The caller skips the call on a route without
-/// plugins, so that the head is not moved in and out for nothing.
+/// A plugin whose calls never wait is called at once, on the request's stack
+/// ([`Plugin::on_request_now`](accord_policies::plugin::Plugin::on_request_now)); only a call
+/// that must run on a fiber, or find no instance ready, is awaited, and its future (a few KiB:
+/// wasmtime's async calls) is boxed, so that the request pipeline's own future stays small: a
+/// future is moved as it is built, and its size is paid on every request. The caller skips the
+/// call on a route without plugins, so that the head is not moved in and out for nothing.
 pub(super) async fn on_request(
     route: &LiveRoute,
     parts: Parts,
     inputs: RequestInputs<'_>,
     record: &mut Record,
 ) -> (Parts, ControlFlow<GatewayResponse, Allowed>) {
-    Box::into_pin(box_in_place!(call_on_request(route, parts, inputs, record))).await
+    call_on_request(route, parts, inputs, record).await
 }
 
 async fn call_on_request(
@@ -91,7 +93,11 @@ async fn call_on_request(
     let mut refusal = None;
     let mut decisions = Vec::new();
     for plugin in route.plugins() {
-        let (result, returned) = plugin.on_request(call).await;
+        let (result, returned) = match plugin.on_request_now(call) {
+            Now::Done(result, returned) => (result, returned),
+            // Boxed: a fiber's call is the exception, and its future is a few KiB.
+            Now::Later(call) => Box::pin(plugin.on_request(call)).await,
+        };
         call = returned;
         let lent = &mut *call;
         if result.is_err() {
@@ -172,8 +178,9 @@ fn rejection_response(rejection: &Rejection, plugin: &str, request_id: &str) -> 
 
 /// **Response plugins** (phase 8, once the response head is known, before it is sent): the
 /// route's plugins that have `on-response` see it in reverse order; a reclassification decides how the request counts
-/// against the route's objective (the client still gets the backend's response). Boxed, as
-/// [`on_request`] is.
+/// against the route's objective (the client still gets the backend's response). Each call
+/// runs at once when it can, as in [`on_request`]; the chain's future is boxed still, for its
+/// read of the response body, which routes without response plugins should not carry.
 pub(super) async fn on_response(
     route: &LiveRoute,
     call: Box<CallContext>,
@@ -228,7 +235,10 @@ async fn call_on_response(
         .rev()
         .filter(|p| p.judges_responses())
     {
-        let (result, returned) = plugin.on_response(&head, call).await;
+        let (result, returned) = match plugin.on_response_now(&head, call) {
+            Now::Done(result, returned) => (result, returned),
+            Now::Later(call) => Box::pin(plugin.on_response(&head, call)).await,
+        };
         call = returned;
         if result.is_err() {
             call.response_edits.clear();

@@ -301,6 +301,16 @@ struct Instance {
 /// The outcome of calling a plugin.
 pub type CallResult<T> = Result<T, PluginError>;
 
+/// A call tried on the caller's stack ([`Plugin::on_request_now`], [`Plugin::on_response_now`]).
+#[must_use]
+pub enum Now<T> {
+    /// It ran: its result, and the call context given back.
+    Done(CallResult<T>, Box<CallContext>),
+    /// It could not run at once (its calls can wait, or no instance is ready): the call
+    /// context, untouched, for the async call.
+    Later(Box<CallContext>),
+}
+
 impl Plugin {
     /// The plugin's settings.
     pub fn spec(&self) -> &PluginSpec {
@@ -425,15 +435,20 @@ impl Plugin {
     }
 
     async fn checkout(&self) -> CallResult<Instance> {
-        if self.spec.isolation == Isolation::Pooled {
-            let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            if let Some(instance) = pooled {
-                return Ok(instance);
-            }
+        if let Some(instance) = self.pooled() {
+            return Ok(instance);
         }
         // Boxed: instantiating is the exception, and its future (about 2 KiB) would otherwise
         // be part of every call's.
         Box::pin(self.instantiate()).await
+    }
+
+    /// An instance of the pool, in `pooled` isolation, when one is idle.
+    fn pooled(&self) -> Option<Instance> {
+        if self.spec.isolation != Isolation::Pooled {
+            return None;
+        }
+        self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop()
     }
 
     fn give_back(&self, instance: Instance) {
@@ -463,25 +478,17 @@ impl Plugin {
         }
     }
 
-    /// Runs one export on an instance with `call` lent to it; the instance is kept only when
+    /// Runs one export on an instance with `call` lent to it, on a fiber when the export is
+    /// async (see [`Self::run_now`] for the caller's stack); the instance is kept only when
     /// the call succeeded.
-    ///
-    /// The context is boxed, and swapped with the store's (idle) one for the call: a few
-    /// hundred bytes are lent by moving a pointer, with no allocation.
     async fn run<T>(
         &self,
         hook: Hook,
-        mut call: Box<CallContext>,
+        call: Box<CallContext>,
         f: impl AsyncFnOnce(&Guest, &mut Store<HostState>) -> wasmtime::Result<T>,
     ) -> (CallResult<T>, Box<CallContext>) {
-        if self.breaker_open() {
-            self.stats.bypassed.fetch_add(1, Relaxed);
-            return (
-                Err(PluginError::Bypassed {
-                    plugin: self.spec.name.clone(),
-                }),
-                call,
-            );
+        if let Some(bypassed) = self.bypassed() {
+            return (Err(bypassed), call);
         }
         let mut instance = match self.checkout().await {
             Ok(instance) => instance,
@@ -490,14 +497,79 @@ impl Plugin {
                 return (Err(e), call);
             }
         };
+        let (call, watch) = self.enter(hook, &mut instance, call);
+        let Instance { store, policy } = &mut instance;
+        let result = f(policy, store).await;
+        self.leave(hook, instance, call, watch, result)
+    }
+
+    /// Runs one export at once, on the caller's stack, when it can: the plugin's calls never
+    /// wait ([`CallStack::Caller`]) and a pooled instance is ready. Otherwise `call` is given
+    /// back untouched, for [`Self::run`]: no instance is made here, since instantiating runs
+    /// on a fiber. No future is built on this path, and none of a fiber's is carried in the
+    /// caller's.
+    fn run_now<T>(
+        &self,
+        hook: Hook,
+        call: Box<CallContext>,
+        f: impl FnOnce(&Guest, &mut Store<HostState>) -> wasmtime::Result<T>,
+    ) -> Now<T> {
+        if matches!(self.calls, CallStack::Fiber { .. }) {
+            return Now::Later(call);
+        }
+        if let Some(bypassed) = self.bypassed() {
+            return Now::Done(Err(bypassed), call);
+        }
+        let Some(mut instance) = self.pooled() else {
+            return Now::Later(call);
+        };
+        let (call, watch) = self.enter(hook, &mut instance, call);
+        let result = f(&instance.policy, &mut instance.store);
+        let (result, call) = self.leave(hook, instance, call, watch, result);
+        Now::Done(result, call)
+    }
+
+    /// The refusal of a call while the breaker is open.
+    fn bypassed(&self) -> Option<PluginError> {
+        if !self.breaker_open() {
+            return None;
+        }
+        self.stats.bypassed.fetch_add(1, Relaxed);
+        Some(PluginError::Bypassed {
+            plugin: self.spec.name.clone(),
+        })
+    }
+
+    /// Begins a call on `instance`: lends it `call` and watches its deadline.
+    ///
+    /// The context is boxed, and swapped with the store's (idle) one for the call: a few
+    /// hundred bytes are lent by moving a pointer, with no allocation. What is returned is
+    /// the store's idle box, which [`Self::leave`] swaps back.
+    fn enter(
+        &self,
+        hook: Hook,
+        instance: &mut Instance,
+        mut call: Box<CallContext>,
+    ) -> (Box<CallContext>, epoch::Watch<'_>) {
         if hook != Hook::Canary {
             self.stats.calls.fetch_add(1, Relaxed);
         }
         std::mem::swap(&mut instance.store.data_mut().call, &mut call);
         let watch = self.watch(&mut instance.store, self.spec.time_limit);
         instance.store.data_mut().limits.denied = false;
-        let Instance { store, policy } = &mut instance;
-        let result = f(policy, store).await;
+        (call, watch)
+    }
+
+    /// Ends a call begun by [`Self::enter`]: records its time, takes the context back, and
+    /// keeps the instance only when the call succeeded.
+    fn leave<T>(
+        &self,
+        hook: Hook,
+        mut instance: Instance,
+        mut call: Box<CallContext>,
+        watch: epoch::Watch<'_>,
+        result: wasmtime::Result<T>,
+    ) -> (CallResult<T>, Box<CallContext>) {
         let took = watch.elapsed();
         drop(watch);
         match hook {
@@ -535,7 +607,18 @@ impl Plugin {
         }
     }
 
-    /// Calls `on-request` about `call` (its `facts` are the request head's fields). The
+    /// Calls `on-request` about `call` (its `facts` are the request head's fields), at once
+    /// when it can ([`Self::run_now`]): [`Now::Later`] gives `call` back for
+    /// [`Self::on_request`]. The decision is validated against the route's backends.
+    pub fn on_request_now(&self, call: Box<CallContext>) -> Now<Decision> {
+        match self.run_now(Hook::OnRequest, call, Guest::on_request_now) {
+            Now::Done(result, call) => Now::Done(self.checked(result, &call), call),
+            later => later,
+        }
+    }
+
+    /// Calls `on-request` about `call` (its `facts` are the request head's fields), making an
+    /// instance when none is ready, and on a fiber when the plugin's calls can wait. The
     /// decision is validated against the route's backends.
     pub async fn on_request(
         &self,
@@ -548,7 +631,13 @@ impl Plugin {
                 async |policy: &Guest, store: &mut Store<HostState>| policy.on_request(store).await,
             )
             .await;
-        let result = result.and_then(|decision| {
+        (self.checked(result, &call), call)
+    }
+
+    /// `result`, with a decision the route cannot carry out turned into the plugin's error;
+    /// counts the rejections and reroutes.
+    fn checked(&self, result: CallResult<Decision>, call: &CallContext) -> CallResult<Decision> {
+        result.and_then(|decision| {
             match &decision {
                 Decision::Reject(r) if !(400..=599).contains(&r.status) => {
                     return Err(self.invalid(format!(
@@ -567,8 +656,7 @@ impl Plugin {
                 Decision::Allow => 0,
             };
             Ok(decision)
-        });
-        (result, call)
+        })
     }
 
     /// Calls `on-request` once with no request, as a reload does before swapping a new version
@@ -602,7 +690,23 @@ impl Plugin {
         })
     }
 
-    /// Calls `on-response`; a plugin without one keeps the class, with no call.
+    /// Calls `on-response`, at once when it can ([`Self::run_now`]): [`Now::Later`] gives
+    /// `call` back for [`Self::on_response`]. A plugin without one keeps the class, with no
+    /// call.
+    pub fn on_response_now(&self, head: &ResponseHead, call: Box<CallContext>) -> Now<Verdict> {
+        if !self.judges_responses() {
+            return Now::Done(Ok(Verdict::Keep), call);
+        }
+        match self.run_now(Hook::OnResponse, call, |policy, store| {
+            policy.on_response_now(store, head)
+        }) {
+            Now::Done(result, call) => Now::Done(self.counted(result), call),
+            later => later,
+        }
+    }
+
+    /// Calls `on-response`, making an instance when none is ready, and on a fiber when the
+    /// plugin's calls can wait. A plugin without one keeps the class, with no call.
     pub async fn on_response(
         &self,
         head: &ResponseHead,
@@ -620,6 +724,11 @@ impl Plugin {
                 },
             )
             .await;
+        (self.counted(result), call)
+    }
+
+    /// `result`, with a reclassification counted by its reason.
+    fn counted(&self, result: CallResult<Verdict>) -> CallResult<Verdict> {
         if let Ok(Verdict::Good(reason) | Verdict::Bad(reason)) = &result {
             self.stats.reclassified.fetch_add(1, Relaxed);
             let mut reasons = self.reasons.lock().unwrap_or_else(|p| p.into_inner());
@@ -627,7 +736,7 @@ impl Plugin {
                 *reasons.entry(reason.clone()).or_default() += 1;
             }
         }
-        (result, call)
+        result
     }
 
     fn invalid(&self, message: String) -> PluginError {

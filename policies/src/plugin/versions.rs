@@ -279,21 +279,34 @@ impl Guest {
         }
     }
 
-    /// Calls `on-request` about the store's call: a lazy world reads the head from it, an
-    /// eager world gets it made.
+    /// Calls `on-request` about the store's call on the caller's stack: a lazy world reads
+    /// the head from it, an eager world gets it made. Only for a plugin whose calls never
+    /// wait ([`CallStack::Caller`](super::CallStack::Caller)); others fail.
+    pub(super) fn on_request_now(
+        &self,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<wit::Decision> {
+        let Some(direct) = &self.direct else {
+            return Err(not_direct("on-request"));
+        };
+        let (decision,) = match &direct.on_request {
+            DirectOnRequest::Lazy(f) => f.call(&mut *store, ())?,
+            DirectOnRequest::Eager(f) => {
+                let head = store.data().call.facts.head();
+                f.call(&mut *store, (head,))?
+            }
+        };
+        Ok(decision)
+    }
+
+    /// Calls `on-request` about the store's call: on the caller's stack when the plugin's
+    /// calls never wait ([`Self::on_request_now`]), on a fiber otherwise.
     pub(super) async fn on_request(
         &self,
         store: &mut Store<HostState>,
     ) -> wasmtime::Result<wit::Decision> {
-        if let Some(direct) = &self.direct {
-            let (decision,) = match &direct.on_request {
-                DirectOnRequest::Lazy(f) => f.call(&mut *store, ())?,
-                DirectOnRequest::Eager(f) => {
-                    let head = store.data().call.facts.head();
-                    f.call(&mut *store, (head,))?
-                }
-            };
-            return Ok(decision);
+        if self.direct.is_some() {
+            return self.on_request_now(store);
         }
         match &self.world {
             World::LazyPolicy(p) => p.call_on_request(store).await,
@@ -335,13 +348,32 @@ impl Guest {
         }
     }
 
+    /// Calls `on-response` on the caller's stack. Only for a plugin whose calls never wait
+    /// and that judges responses; others fail.
+    pub(super) fn on_response_now(
+        &self,
+        store: &mut Store<HostState>,
+        head: &wit::ResponseHead,
+    ) -> wasmtime::Result<wit::Verdict> {
+        let Some(on_response) = self.direct.as_ref().and_then(|d| d.on_response.as_ref()) else {
+            return Err(not_direct("on-response"));
+        };
+        Ok(on_response.call(&mut *store, (head.clone(),))?.0)
+    }
+
+    /// Calls `on-response`: on the caller's stack when the plugin's calls never wait
+    /// ([`Self::on_response_now`]), on a fiber otherwise.
     pub(super) async fn on_response(
         &self,
         store: &mut Store<HostState>,
         head: &wit::ResponseHead,
     ) -> wasmtime::Result<wit::Verdict> {
-        if let Some(on_response) = self.direct.as_ref().and_then(|d| d.on_response.as_ref()) {
-            return Ok(on_response.call(&mut *store, (head.clone(),))?.0);
+        if self
+            .direct
+            .as_ref()
+            .is_some_and(|d| d.on_response.is_some())
+        {
+            return self.on_response_now(store, head);
         }
         match &self.world {
             World::Policy(p) => p.call_on_response(store, head).await,
@@ -369,6 +401,14 @@ impl Guest {
             }
         }
     }
+}
+
+/// The error of a call made on the caller's stack to an export that is not called there: a
+/// host bug, reported as the plugin's failed call rather than a panic.
+fn not_direct(export: &str) -> wasmtime::Error {
+    wasmtime::Error::msg(format!(
+        "the host called {export} on its own stack, but this plugin's calls run on a fiber"
+    ))
 }
 
 // === 0.1.0's imports, served by the current host ===
