@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use accord_policies::plugin::{
-    ArtifactSource, CallContext, CallResult, CallStack, Decision, Isolation, OnError, Plugin,
+    ArtifactSource, CallContext, CallResult, CallStack, Decision, Isolation, Now, OnError, Plugin,
     PluginEngine, PluginError, PluginSpec, RequestFacts,
 };
 use accord_tests::plugins::component;
@@ -43,6 +43,15 @@ async fn ask_with(
     misbehave: Option<&str>,
     sla: Option<accord_policies::plugin::SlaState>,
 ) -> CallResult<Decision> {
+    plugin.on_request(call_about(misbehave, sla)).await.0
+}
+
+/// The call context of a `GET /x` on a route of backends `a` and `b`, with `sla` as its SLA
+/// state, and `misbehave` as its `x-misbehave` header.
+fn call_about(
+    misbehave: Option<&str>,
+    sla: Option<accord_policies::plugin::SlaState>,
+) -> Box<CallContext> {
     let mut builder = http::Request::get("/x");
     if let Some(how) = misbehave {
         builder = builder.header("x-misbehave", how);
@@ -55,7 +64,28 @@ async fn ask_with(
         sla,
         ..CallContext::default()
     };
-    plugin.on_request(Box::new(call)).await.0
+    Box::new(call)
+}
+
+/// `on-request` tried at once, on the caller's stack: its decision, or `None` when the call
+/// was given back for the async path.
+fn ask_now(plugin: &Plugin, misbehave: Option<&str>) -> Option<CallResult<Decision>> {
+    match plugin.on_request_now(call_about(misbehave, None)) {
+        Now::Done(result, call) => {
+            assert_eq!(
+                call.facts.request_id, "test-id",
+                "the context is given back"
+            );
+            Some(result)
+        }
+        Now::Later(call) => {
+            assert!(
+                call.request.is_some(),
+                "the context is given back untouched"
+            );
+            None
+        }
+    }
 }
 
 /// The head's fields of a request on route `r`, as the gateway gives them.
@@ -227,6 +257,61 @@ async fn a_plugin_that_can_wait_is_called_on_a_fiber_and_the_others_on_the_reque
     let ((decision, ticked), ()) = tokio::join!(asking, ticking);
     assert!(matches!(decision.unwrap(), Decision::Allow));
     assert_eq!(ticked, 5, "the other task ran while the plugin slept");
+}
+
+/// A call runs at once, with no future, only when the plugin's calls never wait and a pooled
+/// instance is idle; otherwise the context is given back for the async call, which makes an
+/// instance or runs on a fiber. Both paths count, validate and contain the call alike.
+#[tokio::test]
+#[ignore = "builds wasm32-wasip2 plugins: run ./scripts/test.sh"]
+async fn a_call_runs_at_once_only_when_it_can() {
+    let pooled = load("noop", spec("noop", Isolation::Pooled)).await.unwrap();
+    assert!(
+        matches!(ask_now(&pooled, None), Some(Ok(Decision::Allow))),
+        "the load's instance is idle in the pool"
+    );
+    assert_eq!(pooled.stats().calls.load(Relaxed), 1);
+    assert_eq!(pooled.stats().on_request_time.count(), 1);
+
+    let strict = load("noop", spec("noop", Isolation::Strict)).await.unwrap();
+    assert!(
+        ask_now(&strict, None).is_none(),
+        "no pool: an instance to make"
+    );
+    assert_eq!(strict.stats().calls.load(Relaxed), 0, "nothing was called");
+
+    let sleepy = PluginSpec {
+        config: "1".into(),
+        ..spec("sleeper", Isolation::Pooled)
+    };
+    let sleeper = load("sleeper", sleepy).await.unwrap();
+    assert!(
+        ask_now(&sleeper, None).is_none(),
+        "its calls can wait: a fiber"
+    );
+
+    let plugin = misbehave().await;
+    let message = ask_now(&plugin, Some("reroute"))
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("not a backend of route r"), "{message}");
+    // The invalid output discarded nothing: the call itself succeeded.
+    let message = ask_now(&plugin, Some("trap"))
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("trapped"), "{message}");
+    assert!(
+        ask_now(&plugin, None).is_none(),
+        "the trapped instance was discarded: none is idle"
+    );
+    assert!(matches!(ask(&plugin, None).await, Ok(Decision::Allow)));
+    assert!(
+        matches!(ask_now(&plugin, None), Some(Ok(Decision::Allow))),
+        "the async call's new instance went back to the pool"
+    );
+    assert_eq!(plugin.stats().instantiations.load(Relaxed), 2);
 }
 
 /// An instance's start-up is not a call: it has its own budget, at least
