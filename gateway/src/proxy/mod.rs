@@ -204,12 +204,12 @@ where
         let allowed = if route.plugins().is_empty() {
             None
         } else {
-            let (given_back, decided) =
-                plugins::on_request(route, parts, inputs, &mut record).await;
-            parts = given_back;
+            let call = plugins::lend_head(route, parts, inputs, &record);
+            let (mut call, decided) = plugins::on_request(route, call, &mut record).await;
+            parts = plugins::take_head(&mut call);
             match decided {
-                ControlFlow::Continue(allowed) => Some(allowed),
-                ControlFlow::Break(refusal) => return record.finish_with(refusal),
+                ControlFlow::Continue(preferred) => Some(plugins::Allowed { preferred, call }),
+                ControlFlow::Break(refusal) => return record.finish_with(*refusal),
             }
         };
         // The response plugins may reclassify the answer: its backend is metered after them.

@@ -49,30 +49,14 @@ pub(super) struct RequestInputs<'a> {
     pub(super) client_ip: &'a http::HeaderValue,
 }
 
-/// Runs the route's plugins on the request head (see the module doc), which is lent to them
-/// and given back. `Break` carries the response that refuses the request.
-///
-/// A plugin whose calls never wait is called at once, on the request's stack
-/// ([`Plugin::on_request_now`](accord_policies::plugin::Plugin::on_request_now)); only a call
-/// that must run on a fiber, or find no instance ready, is awaited, and its future (a few KiB:
-/// wasmtime's async calls) is boxed, so that the request pipeline's own future stays small: a
-/// future is moved as it is built, and its size is paid on every request. The caller skips the
-/// call on a route without plugins, so that the head is not moved in and out for nothing.
-pub(super) async fn on_request(
+/// The call context for the route's plugins, with the request head lent to it: moved into
+/// the box as it is made, and out again by [`take_head`] once the request chain is done.
+pub(super) fn lend_head(
     route: &LiveRoute,
     parts: Parts,
     inputs: RequestInputs<'_>,
-    record: &mut Record,
-) -> (Parts, ControlFlow<GatewayResponse, Allowed>) {
-    call_on_request(route, parts, inputs, record).await
-}
-
-async fn call_on_request(
-    route: &LiveRoute,
-    parts: Parts,
-    inputs: RequestInputs<'_>,
-    record: &mut Record,
-) -> (Parts, ControlFlow<GatewayResponse, Allowed>) {
+    record: &Record,
+) -> Box<CallContext> {
     // Shared, not copied: a plugin reads only the fields it asks for.
     let facts = RequestFacts {
         route: route.id().clone(),
@@ -82,13 +66,55 @@ async fn call_on_request(
         request_id: record.request_id_header().clone(),
         client_ip: inputs.client_ip.clone(),
     };
-    // Boxed, with the head in it: lent to each plugin by moving a pointer.
     let mut call = box_in_place!(CallContext {
-        request: Some(parts),
+        facts,
+        request: None,
+        response_headers: None,
+        response_body: None,
         request_body: inputs.body,
+        request_edits: Vec::new(),
+        response_edits: Vec::new(),
         sla: route.sla().cloned().map(SlaState::Live),
-        ..CallContext::new(facts, route.backend_ids().clone())
+        backends: route.backend_ids().clone(),
+        locals: Vec::new(),
+        annotations: Vec::new(),
     });
+    // Put in once the box is made: the head is copied once, into the box. Made with the
+    // context, it was copied three times on the way (as a local that outlives the allocation).
+    call.request = Some(parts);
+    call
+}
+
+/// The request head lent by [`lend_head`], given back; the request body the plugins read is
+/// let go with it.
+pub(super) fn take_head(call: &mut CallContext) -> Parts {
+    call.request_body = None;
+    let Some(parts) = call.request.take() else {
+        // The host only reads the head it is lent (edits are applied here, in `on_request`).
+        unreachable!("the request head lent to the plugins was given back with their context");
+    };
+    parts
+}
+
+/// Runs the route's plugins on the request head lent to them in `call` (see the module doc).
+/// `Continue` carries the backend a plugin asked to try first; `Break` the response that
+/// refuses the request (boxed: it is the exception, and what the chain returns is moved).
+///
+/// A plugin whose calls never wait is called at once, on the request's stack
+/// ([`Plugin::on_request_now`](accord_policies::plugin::Plugin::on_request_now)); only a call
+/// that must run on a fiber, or find no instance ready, is awaited, and its future (a few KiB:
+/// wasmtime's async calls) is boxed, so that the request pipeline's own future stays small: a
+/// future is moved as it is built, and its size is paid on every request. The head stays in
+/// the boxed context throughout, so the chain moves a pointer, not the head. The caller skips
+/// the chain on a route without plugins.
+pub(super) async fn on_request(
+    route: &LiveRoute,
+    mut call: Box<CallContext>,
+    record: &mut Record,
+) -> (
+    Box<CallContext>,
+    ControlFlow<Box<GatewayResponse>, Option<String>>,
+) {
     let mut preferred = None;
     let mut refusal = None;
     let mut decisions = Vec::new();
@@ -120,7 +146,11 @@ async fn call_on_request(
                     name,
                     &format!("reject {} {}", rejection.status, rejection.reason),
                 ));
-                refusal = Some(rejection_response(&rejection, name, record.request_id()));
+                refusal = Some(Box::new(rejection_response(
+                    &rejection,
+                    name,
+                    record.request_id(),
+                )));
                 break;
             }
             Err(error) => {
@@ -132,25 +162,22 @@ async fn call_on_request(
                         ErrorCode::PluginFailed.spec().meaning,
                         plugin.spec().name
                     );
-                    refusal = Some(ErrorCode::PluginFailed.response(&message, record.request_id()));
+                    refusal = Some(Box::new(
+                        ErrorCode::PluginFailed.response(&message, record.request_id()),
+                    ));
                     break;
                 }
             }
         }
     }
-    let Some(parts) = call.request.take() else {
-        // The host only reads the head it is lent (edits are applied here, above).
-        unreachable!("the request head lent to the plugins was given back with their context");
-    };
-    call.request_body = None;
     record.annotations = std::mem::take(&mut call.annotations);
     record.annotations.append(&mut decisions);
     match refusal {
         Some(response) => {
             record.class = Some(Class::Rejected);
-            (parts, ControlFlow::Break(response))
+            (call, ControlFlow::Break(response))
         }
-        None => (parts, ControlFlow::Continue(Allowed { preferred, call })),
+        None => (call, ControlFlow::Continue(preferred)),
     }
 }
 

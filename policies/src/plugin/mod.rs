@@ -293,9 +293,11 @@ impl std::fmt::Debug for Plugin {
     }
 }
 
+/// An instance of the plugin: two pointers, so that taking one from the pool and giving it
+/// back moves 16 bytes on every call, not the bindings' 128.
 struct Instance {
     store: Store<HostState>,
-    policy: Guest,
+    policy: Box<Guest>,
 }
 
 /// The outcome of calling a plugin.
@@ -416,7 +418,10 @@ impl Plugin {
         let configured = policy.configure(&mut store, &self.spec.config).await;
         drop(watch);
         match configured {
-            Ok(Ok(())) => Ok(Instance { store, policy }),
+            Ok(Ok(())) => Ok(Instance {
+                store,
+                policy: Box::new(policy),
+            }),
             Ok(Err(message)) => Err(error(format!(
                 "configure refused its configuration: {message}"
             ))),
