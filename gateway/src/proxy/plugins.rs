@@ -66,21 +66,11 @@ pub(super) fn lend_head(
         request_id: record.request_id_header().clone(),
         client_ip: inputs.client_ip.clone(),
     };
-    let mut call = box_in_place!(CallContext {
-        facts,
-        request: None,
-        response_headers: None,
-        response_body: None,
-        request_body: inputs.body,
-        request_edits: Vec::new(),
-        response_edits: Vec::new(),
-        sla: route.sla().cloned().map(SlaState::Live),
-        backends: route.backend_ids().clone(),
-        locals: Vec::new(),
-        annotations: Vec::new(),
-    });
-    // Put in once the box is made: the head is copied once, into the box. Made with the
-    // context, it was copied three times on the way (as a local that outlives the allocation).
+    let mut call = box_in_place!(CallContext::new(facts, route.backend_ids().clone()));
+    call.sla = route.sla().cloned().map(SlaState::Live);
+    call.request_body = inputs.body;
+    // Put in once the box is made, so that the head is copied once, into the box: made with
+    // the context, it is first copied to a local that outlives the allocation.
     call.request = Some(parts);
     call
 }
