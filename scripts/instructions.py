@@ -15,8 +15,9 @@ and nginx (the upstream).
 With `--atomics`, the atomic read-modify-writes (`lock`-prefixed instructions, and `xchg` with
 memory) run per request are counted too, with the functions that run the most of them (found in
 objdump's disassembly of the code the profile ran). Callgrind counts each as one instruction;
-each costs a real core about 4 ns here (an uncontended `lock add`, back to back), a dozen
-ordinary instructions' time. Accord's plain route ran 128 per request to nginx's 7.
+each costs a real core about 4 ns here back to back (an uncontended `lock add`) and 2.4 ns
+amid ordinary stores, a dozen ordinary instructions' time. Accord's plain route ran 128 per
+request to nginx's 7 (2026-12-02), 98 since.
 
 With `--caches`, valgrind also simulates the caches (the host's sizes) and the branch predictor,
 and the misses per request are printed beside the instructions, with the code footprint (the
