@@ -24,8 +24,7 @@ and the misses per request are printed beside the instructions, with the code fo
 64-byte lines of code run for at least every other request). Accord's plain route misses the
 L1 instruction cache 1.7x to 2.6x as often as nginx for as many instructions, its hot code spread
 over large async state machines; the simulator overstates what that costs a real core (a layout
-from a profile that removed those misses moved CPU per request by 1-4%: the README's benchmark
-section).
+from a profile that removed those misses moved CPU per request by 1-4%: docs/performance.md).
 
 `/plugged/` is the SLO route with the noop Wasm plugin (built in `wasm-plugins/`): the gateway
 runs with `limits.plugin_instances: 4`, so that the plugin pool's address space fits valgrind's.
