@@ -80,7 +80,7 @@ pub(super) fn lend_head(
 pub(super) fn take_head(call: &mut CallContext) -> Parts {
     call.request_body = None;
     let Some(parts) = call.request.take() else {
-        // The host only reads the head it is lent (edits are applied here, in `on_request`).
+        // The host only reads the head it is lent (its edits are applied by `on_request`).
         unreachable!("the request head lent to the plugins was given back with their context");
     };
     parts
