@@ -9,7 +9,10 @@ is divided by the requests served, and its RSS is read halfway through. Accord i
 plain route, a route with an SLO, and a route with an SLO and one Wasm plugin (noop). Medians
 over the rounds, the ratios to nginx, each proxy's CPU split between its own code (utime) and the
 kernel's work for it (stime), and the peak RSS (with its allocated part) are printed and written
-as JSON (target/bench/e2e.json) so that commits can be compared.
+as JSON (target/bench/e2e.json) so that commits can be compared. So are each round's ratio to
+nginx in that round, lowest to highest, and the data plane's targets (issue 12: CPU per request
+and the plugin gateway's RSS), each with the number of rounds that met it: a median says where a
+proxy stands, the rounds say whether the difference is larger than this machine's noise.
 """
 import argparse, json, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
@@ -162,10 +165,49 @@ def wrk(url, duration, connections, pid=None, script=None):
 
 
 def print_rows(summary, names, cell):
-    """A row per workload, a column per proxy: `cell` of its medians, `-` where it did not run."""
+    """A row per workload, a column per proxy: `cell` of its entry, `-` where it did not run."""
     for w, by_proxy in summary.items():
         cells = [cell(by_proxy[n]) if n in by_proxy else "-" for n in names]
         print(f"  {w:12}" + "".join(f"{c:>20}" for c in cells))
+
+
+# The data plane's targets: CPU per request at most this many times nginx's, by workload kind
+# and route.
+CPU_TARGETS = {("small", "accord"): 1.0, ("small", "accord+slo"): 1.0, ("16k", "accord"): 1.0,
+               ("16k", "accord+slo"): 1.0, ("small", "accord+slo+plugin"): 1.15}
+# Peak RSS of the gateway serving the plugin route, under load, in MiB.
+RSS_TARGET_MIB = 20
+
+
+def round_ratios(runs):
+    """Each run's CPU per request over nginx's in the same round, by (workload, proxy): the rounds
+    are interleaved, so a round's ratio compares proxies under the same conditions, and their
+    spread says how far a median can be trusted."""
+    ratios = {}
+    for (w, name), results in runs.items():
+        nginx = runs.get((w, "nginx"), [])
+        ratios[(w, name)] = [r["cpu_us_per_request"] / n["cpu_us_per_request"]
+                             for r, n in zip(results, nginx)]
+    return ratios
+
+
+def verdicts(ratios, rss_mib):
+    """The targets this run measured, each with how many rounds met it."""
+    lines = []
+    for (w, name), per_round in ratios.items():
+        target = CPU_TARGETS.get((w.split("-")[0], name))
+        if target is None or not per_round:
+            continue
+        met = sum(r <= target for r in per_round)
+        verdict = ("met in every round" if met == len(per_round) else
+                   "missed in every round" if met == 0 else f"met in {met} of {len(per_round)} rounds")
+        lines.append(f"{w} {name} <= {target:.2f}x nginx: {verdict} "
+                     f"(median {statistics.median(per_round):.3f}x, {min(per_round):.3f}-{max(per_round):.3f}x)")
+    if "accord+slo+plugin" in rss_mib:
+        rss = rss_mib["accord+slo+plugin"]
+        lines.append(f"peak RSS with the plugin <= {RSS_TARGET_MIB} MiB: "
+                     f"{'met' if rss <= RSS_TARGET_MIB else 'missed'} ({rss:.1f} MiB)")
+    return lines
 
 
 def start_haproxy(workdir, port, upstream_port):
@@ -372,25 +414,37 @@ def main():
                     ratios[f"{w} {label} / off"] = by_proxy[label]["cpu_us_per_request"] / by_proxy["accord+slo"]["cpu_us_per_request"]
             if "cluster+slo" in by_proxy:
                 ratios[f"{w} cluster on / off"] = by_proxy["cluster+slo"]["cpu_us_per_request"] / by_proxy["accord+slo"]["cpu_us_per_request"]
+        per_round = round_ratios(runs)
+        names = [name for name, _, _, _ in proxies]
+        rss = {n: max((by_proxy[n]["rss_mib_max"] for by_proxy in summary.values() if n in by_proxy), default=0) for n in names}
+        targets = verdicts(per_round, rss)
         report = {"rounds": args.rounds, "duration_s": args.duration, "median": summary, "ratios": ratios,
+                  "round_ratios": {f"{w} {name}": v for (w, name), v in per_round.items()},
+                  "targets": targets,
                   "runs": {f"{w} {name}": v for (w, name), v in runs.items()},
                   "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()}
         os.makedirs(os.path.dirname(args.out), exist_ok=True)
         with open(args.out, "w") as f:
             json.dump(report, f, indent=2)
-        names = [name for name, _, _, _ in proxies]
         print()
         print(f"CPU per request over nginx's (medians of {args.rounds} rounds); peak RSS under load:")
         print(f"  {'workload':12}" + "".join(f"{n:>20}" for n in names))
         print_rows(summary, names, lambda m: f"{m['cpu_over_nginx']:.2f}x ({m['cpu_us_per_request']:.1f} µs)")
-        rss = {n: max((by_proxy[n]["rss_mib_max"] for by_proxy in summary.values() if n in by_proxy), default=0) for n in names}
         print(f"  {'RSS (MiB)':12}" + "".join(f"{rss[n]:>20.1f}" for n in names))
         anonymous = {n: max((by_proxy[n]["anonymous_mib_max"] for by_proxy in summary.values() if n in by_proxy), default=0) for n in names}
         print(f"  {'allocated':12}" + "".join(f"{anonymous[n]:>20.1f}" for n in names))
         print("Of which the proxy's own code (user) and the kernel's work for it (sys), µs per request:")
         print_rows(summary, names, lambda m: f"{m['user_us_per_request']:.1f} + {m['kernel_us_per_request']:.1f}")
+        if args.rounds > 1:
+            print("Each round's CPU per request over nginx's in that round, lowest-highest:")
+            print_rows({w: {n: per_round[(w, n)] for n in by_proxy} for w, by_proxy in summary.items()}, names,
+                       lambda r: f"{min(r):.2f}-{max(r):.2f}x" if r else "-")
         for key, value in ratios.items():
             print(f"  {key}: {value:.3f}x")
+        if targets:
+            print("Targets:")
+            for line in targets:
+                print(f"  {line}")
         print(f"written to {args.out}")
     finally:
         stop(procs, work)
