@@ -35,7 +35,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench import accord_binary, accord_config, free_port, start_ok_upstream, stop, wait_port  # noqa: E402
 
 
-def load(port, path, requests, connections=8):
+# Set by --connections: how many keep-alive connections send the requests.
+CONNECTIONS = 8
+
+
+def load(port, path, requests):
+    connections = CONNECTIONS
+
     def worker(n):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         for _ in range(n):
@@ -223,6 +229,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--route", default="/")
     ap.add_argument("--requests", type=int, default=4000)
+    ap.add_argument("--connections", type=int, default=8, help="keep-alive connections sending the requests: "
+                    "with 8 the proxy, slowed down by valgrind, always has a request waiting; with 1 it waits "
+                    "for each one, as an unsaturated proxy does")
     ap.add_argument("--baseline")
     ap.add_argument("--profile", default="release", help="release or dist: which build of accord")
     ap.add_argument("--nginx", action="store_true", help="also measure nginx as the proxy")
@@ -231,6 +240,8 @@ def main():
                     "per request (needs objdump), and the functions that run them")
     ap.add_argument("--keep", metavar="DIR", help="copy the callgrind profiles to DIR (for callgrind_annotate)")
     args = ap.parse_args()
+    global CONNECTIONS
+    CONNECTIONS = args.connections
     if args.caches:
         SIMULATE.extend(["--cache-sim=yes", "--branch-sim=yes",
                          # Instruction addresses, in full, for the code footprint.
