@@ -416,7 +416,9 @@ def main():
                 ratios[f"{w} cluster on / off"] = by_proxy["cluster+slo"]["cpu_us_per_request"] / by_proxy["accord+slo"]["cpu_us_per_request"]
         per_round = round_ratios(runs)
         names = [name for name, _, _, _ in proxies]
-        rss = {n: max((by_proxy[n]["rss_mib_max"] for by_proxy in summary.values() if n in by_proxy), default=0) for n in names}
+        # Peak RSS by proxy, for the proxies that ran (the plugin route has no 16 KiB workload).
+        rss = {n: max(by_proxy[n]["rss_mib_max"] for by_proxy in summary.values() if n in by_proxy)
+               for n in names if any(n in by_proxy for by_proxy in summary.values())}
         targets = verdicts(per_round, rss)
         report = {"rounds": args.rounds, "duration_s": args.duration, "median": summary, "ratios": ratios,
                   "round_ratios": {f"{w} {name}": v for (w, name), v in per_round.items()},
@@ -430,9 +432,10 @@ def main():
         print(f"CPU per request over nginx's (medians of {args.rounds} rounds); peak RSS under load:")
         print(f"  {'workload':12}" + "".join(f"{n:>20}" for n in names))
         print_rows(summary, names, lambda m: f"{m['cpu_over_nginx']:.2f}x ({m['cpu_us_per_request']:.1f} µs)")
-        print(f"  {'RSS (MiB)':12}" + "".join(f"{rss[n]:>20.1f}" for n in names))
-        anonymous = {n: max((by_proxy[n]["anonymous_mib_max"] for by_proxy in summary.values() if n in by_proxy), default=0) for n in names}
-        print(f"  {'allocated':12}" + "".join(f"{anonymous[n]:>20.1f}" for n in names))
+        print(f"  {'RSS (MiB)':12}" + "".join(f"{rss[n]:>20.1f}" if n in rss else f"{'-':>20}" for n in names))
+        anonymous = {n: max(by_proxy[n]["anonymous_mib_max"] for by_proxy in summary.values() if n in by_proxy)
+                     for n in rss}
+        print(f"  {'allocated':12}" + "".join(f"{anonymous[n]:>20.1f}" if n in anonymous else f"{'-':>20}" for n in names))
         print("Of which the proxy's own code (user) and the kernel's work for it (sys), µs per request:")
         print_rows(summary, names, lambda m: f"{m['user_us_per_request']:.1f} + {m['kernel_us_per_request']:.1f}")
         if args.rounds > 1:

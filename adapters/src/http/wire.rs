@@ -101,7 +101,14 @@ impl Framing {
                 Framing::Empty => return Ok(Decoded::End),
                 Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) => {
                     if read.is_empty() {
-                        return Ok(Decoded::Fill(left.clamp(1, MAX_READ as u64) as usize));
+                        // Room for one byte more than the rest: the read that ends the body
+                        // then comes back short of its room, which tells the reactor that the
+                        // socket is drained (a full read leaves it marked readable, and the
+                        // connection's next read, or a pooled one's probe, a system call that
+                        // finds nothing).
+                        return Ok(Decoded::Fill(
+                            left.saturating_add(1).min(MAX_READ as u64) as usize
+                        ));
                     }
                     let take = left.min(read.len() as u64);
                     let data = read.split_to(take as usize).freeze();
@@ -491,6 +498,27 @@ mod tests {
         make_room(&mut body, MAX_READ);
         assert!(body.capacity() >= MAX_READ);
         drop(message);
+    }
+
+    #[test]
+    fn a_body_of_known_length_is_read_with_room_for_more_than_its_rest() {
+        // The last read of the body then comes back short, which tells the reactor that the
+        // socket is drained: a pooled connection's probe when it is next taken, and the next
+        // head read on a client's, find it idle without a system call. A read that filled its
+        // room exactly would leave the socket marked readable, and cost a read that finds
+        // nothing.
+        let mut empty = BytesMut::new();
+        for (framing, room) in [
+            (Framing::Length(16_384), 16_385),
+            (Framing::Chunked(Chunk::Data(100)), 101),
+            (Framing::Length(10 * MAX_READ as u64), MAX_READ),
+        ] {
+            let mut framing = framing;
+            assert!(
+                matches!(framing.decode(&mut empty), Ok(Decoded::Fill(want)) if want == room),
+                "{framing:?}"
+            );
+        }
     }
 
     #[test]
