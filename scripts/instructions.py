@@ -10,7 +10,11 @@ upstream keep-alive, as in `bench.py`) and prints Accord's count over nginx's. N
 and nginx (the upstream).
 
   python3 scripts/instructions.py [--route /|/metered/|/plugged/] [--baseline /tmp/accord-old] [--nginx]
-                                  [--caches] [--atomics] [--keep DIR]
+                                  [--caches] [--atomics] [--keep DIR] [--connections N]
+
+With `--connections 1` the requests go over one keep-alive connection, so that the proxy waits
+for each of them and parks between them, as one that is not saturated does; with the default 8,
+the proxy (slowed down by valgrind) always has a request waiting.
 
 With `--atomics`, the atomic read-modify-writes (`lock`-prefixed instructions, and `xchg` with
 memory) run per request are counted too, with the functions that run the most of them (found in
