@@ -179,6 +179,16 @@ CPU_TARGETS = {("small", "accord"): 1.0, ("small", "accord+slo"): 1.0, ("16k", "
 RSS_TARGET_MIB = 20
 
 
+def code_order_coverage(binary):
+    """How many of `gateway/code-order.txt`'s functions a release binary has, as (found, listed):
+    a stale file (symbols renamed by a change of toolchain, dependencies or their features) leaves
+    the serving code spread over more pages, and the RSS measured higher than the code's."""
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "code-order.py"), "--check", "--binary", binary],
+                         capture_output=True, text=True).stdout
+    m = re.search(r"(\d+) of the (\d+) functions", out)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
 def round_ratios(runs):
     """Each run's CPU per request over nginx's in the same round, by (workload, proxy): the rounds
     are interleaved, so a round's ratio compares proxies under the same conditions, and their
@@ -295,6 +305,11 @@ def main():
     accord = accord_binary(args.profile)
     if not os.path.exists(accord):
         sys.exit(f"{accord} is missing: run scripts/bench.sh (it builds it)")
+    coverage = code_order_coverage(accord) if args.profile == "release" else None
+    if coverage and coverage[0] < 0.9 * coverage[1]:
+        print(f"warning: {coverage[0]} of the {coverage[1]} functions in gateway/code-order.txt are in {accord}: "
+              "the file is stale and the RSS measured will be higher than the code's; run scripts/code-order.py "
+              "and build again", file=sys.stderr)
     work = tempfile.mkdtemp(prefix="accord-bench-")
     upstream_port, nginx_port, haproxy_port, accord_port, admin_port, base_port, base_admin = (
         free_port() for _ in range(7))
@@ -422,6 +437,7 @@ def main():
         targets = verdicts(per_round, rss)
         report = {"rounds": args.rounds, "duration_s": args.duration, "median": summary, "ratios": ratios,
                   "round_ratios": {f"{w} {name}": v for (w, name), v in per_round.items()},
+                  "code_order": {"found": coverage[0], "listed": coverage[1]} if coverage else None,
                   "targets": targets,
                   "runs": {f"{w} {name}": v for (w, name), v in runs.items()},
                   "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()}
