@@ -43,9 +43,7 @@ from bench import accord_binary, accord_config, free_port, start_ok_upstream, st
 CONNECTIONS = 8
 
 
-def load(port, path, requests):
-    connections = CONNECTIONS
-
+def load(port, path, requests, connections=8):
     def worker(n):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         for _ in range(n):
@@ -113,9 +111,9 @@ def counted(work, name, command, port, path, requests):
                             + (SIMULATE or ATOMICS) + command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port, timeout=120)
-        load(port, path, 200)  # warm-up: pools, plugin instances, lazy statics
+        load(port, path, 200, CONNECTIONS)  # warm-up: pools, plugin instances, lazy statics
         subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
-        sent = load(port, path, requests)
+        sent = load(port, path, requests, CONNECTIONS)
         subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], check=True, capture_output=True)
         subprocess.run(["callgrind_control", "--dump", str(proc.pid)], check=True, capture_output=True)
         time.sleep(1)
