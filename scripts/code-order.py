@@ -17,7 +17,8 @@ runtime's `block_on`) are charged what ran beneath them, so they come first: a f
 functions, which the serving code then follows.
 
 Regenerate after changes that rename or add much code on the request path, or after a new
-toolchain, dependency versions or features (the symbols' hashes change; `--check` tells): a stale
+toolchain, dependency versions or features (the symbols' hashes change; `--check` tells), or a
+new profile (`scripts/pgo.py`: what the optimizer inlines follows it): a stale
 file breaks nothing (the linker skips the names it does not find, and places the others as
 before), but it costs memory: when tokio's features changed, 5,313 of the file's 6,942 names were
 left in the binary, and the gateway's peak RSS under load rose by 3 MiB.

@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""Writes `gateway/pgo.profdata`: how often the serving gateway runs each branch of its code, which
+release builds compile with (profile-guided optimization: `scripts/rustc-with-profile.sh`, named
+by `.cargo/config.toml`). LLVM then lays each function's hot path out straight, with its cold
+paths moved away, and inlines by what runs: on the plain route 0.84x the instructions per request
+and a seventh of the simulated instruction-cache misses (docs/performance.md).
+
+Builds `accord` instrumented (`-Cprofile-generate`, in `target/pgo-generate`, so the release
+build is left alone), starts it once to compile the noop plugin into a `plugin_cache` (the plugin
+compiler, which runs once per plugin, is left out of the profile), then runs it on the bench's
+configuration (a plain route, an SLO route and an SLO route with the noop plugin) as a proxy serves: GETs with small and 16 KiB responses over
+32 and 256 connections, POSTs with a 1 KB body, the admin API's reports and a reload. The counts
+are merged, those of code that never ran left out (`--sparse`: such code is compiled as without a
+profile, not as cold), into the file.
+
+Regenerate after changes to the request path, or a new toolchain or dependencies: a function
+whose code changed since is compiled as without a profile, so a stale profile costs speed, not
+correctness. Then `cargo clean --release` (cargo does not know of the profile) and build again,
+and remake `gateway/code-order.txt` (`scripts/code-order.py`), whose names follow the optimized
+code. Needs `llvm-profdata` of the LLVM that rustc uses (`rustc -vV`: `apt-get install llvm-22`),
+nginx and wrk, and the noop plugin built (`cargo build --release --target wasm32-wasip2` in
+`wasm-plugins/`).
+
+  python3 scripts/pgo.py && cargo clean --release && cargo build --release && python3 scripts/code-order.py
+"""
+import argparse, glob, os, re, shutil, signal, subprocess, sys, tempfile, time, urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import ROOT, accord_config, free_port, start_nginx, stop, wait_port  # noqa: E402
+
+
+def profdata_tool():
+    """`llvm-profdata` of rustc's LLVM major version: the raw profiles' format is that LLVM's."""
+    version = subprocess.run(["rustc", "-vV"], capture_output=True, text=True, check=True).stdout
+    major = re.search(r"LLVM version: (\d+)", version).group(1)
+    for tool in (f"llvm-profdata-{major}", f"/usr/lib/llvm-{major}/bin/llvm-profdata"):
+        if shutil.which(tool):
+            return tool
+    sys.exit(f"llvm-profdata of LLVM {major} (rustc's) is missing: apt-get install llvm-{major}")
+
+
+def build_instrumented(raw):
+    """The release build of `accord`, instrumented to write its counts into `raw`."""
+    env = dict(os.environ, RUSTFLAGS=f"-Cprofile-generate={raw}")
+    subprocess.run(["cargo", "build", "--release", "-p", "accord", "--target-dir",
+                    os.path.join(ROOT, "target", "pgo-generate")], cwd=ROOT, env=env, check=True)
+    return os.path.join(ROOT, "target", "pgo-generate", "release", "accord")
+
+
+def wrk(url, connections, seconds, script=None):
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url]
+    if script:
+        command[1:1] = ["-s", script]
+    subprocess.run(command, capture_output=True, check=True)
+
+
+def train(binary, work, raw):
+    """Serves the bench's routes as a proxy does, then stops the gateway (its counts are written
+    into `raw` at exit)."""
+    files = os.path.join(work, "files")
+    os.makedirs(files)
+    with open(os.path.join(files, "16k"), "wb") as f:
+        f.write(b"x" * 16384)
+    upstream_port, port, admin = free_port(), free_port(), free_port()
+    procs = [start_nginx(work, "upstream", f"""server {{ listen 127.0.0.1:{upstream_port};
+        location ~ 16k$ {{ root {files}; try_files /16k =404; default_type application/octet-stream; }}
+        location / {{ default_type text/plain; return 200 "ok"; }} }}""")]
+    try:
+        # The plugin compiled once, before: the profile leaves the plugin compiler out, which runs
+        # once per plugin (`plugin_cache`), not per request, and builds as fast as without one.
+        extra = f"plugin_cache: {work}/plugins\n"
+        config = accord_config(work, "pgo", port, admin, upstream_port, extra=extra, plugin=True)
+        command = [binary, "run", "-c", config, "--threads", "1"]
+        compiling = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(port, timeout=120)
+        compiling.terminate()
+        compiling.wait(timeout=60)
+        for counts in glob.glob(os.path.join(raw, "*")):
+            os.remove(counts)
+        gateway = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(gateway)
+        wait_port(upstream_port)
+        wait_port(port, timeout=120)
+        post = os.path.join(work, "post.lua")
+        with open(post, "w") as f:
+            f.write('wrk.method = "POST"\nwrk.body = string.rep("y", 1000)\n'
+                    'wrk.headers["Content-Type"] = "application/json"\n')
+        for round_ in range(2):
+            for path in ("/x", "/metered/x", "/plugged/x", "/16k", "/metered/16k"):
+                for connections in (32, 256):
+                    wrk(f"http://127.0.0.1:{port}{path}", connections, 2)
+                wrk(f"http://127.0.0.1:{port}{path}", 8, 1, post)
+            for path in ("/metrics", "/sla", "/healthz", "/readyz"):
+                urllib.request.urlopen(f"http://127.0.0.1:{admin}{path}", timeout=60).read()
+            if round_ == 0:
+                gateway.send_signal(signal.SIGHUP)
+                time.sleep(6)  # the reload, and the SLA engine's tick (every 5 s)
+        gateway.send_signal(signal.SIGTERM)
+        if gateway.wait(timeout=60) != 0:
+            sys.exit(f"the instrumented gateway exited with {gateway.returncode}")
+    finally:
+        stop(procs, work)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.path.join(ROOT, "gateway", "pgo.profdata"))
+    args = ap.parse_args()
+    tool = profdata_tool()
+    noop = os.path.join(ROOT, "wasm-plugins/target/wasm32-wasip2/release/noop.wasm")
+    if not os.path.exists(noop):
+        sys.exit(f"{noop} is missing: cargo build --release --target wasm32-wasip2 in wasm-plugins/")
+    # A fixed place for the counts: the instrumented build keeps it, and stays built between runs.
+    raw = os.path.join(ROOT, "target", "pgo-generate", "profiles")
+    os.makedirs(raw, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="accord-pgo-")
+    try:
+        binary = build_instrumented(raw)
+        # Build scripts and procedural macros were instrumented too, and wrote counts as they
+        # ran: only the serving gateway's are wanted (`train` clears them again).
+        train(binary, work, raw)
+        profiles = glob.glob(os.path.join(raw, "*.profraw"))
+        if not profiles:
+            sys.exit("the instrumented gateway wrote no profile")
+        subprocess.run([tool, "merge", "--sparse", "-o", args.out, *profiles], check=True)
+        summary = subprocess.run([tool, "show", args.out], capture_output=True, text=True, check=True).stdout
+        functions = re.search(r"Total functions: (\d+)", summary).group(1)
+        print(f"{args.out}: {functions} functions that ran, {os.path.getsize(args.out) / 2**20:.1f} MiB; "
+              "now `cargo clean --release`, build, and run scripts/code-order.py")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
