@@ -243,6 +243,19 @@ backend app
     return subprocess.Popen(["haproxy", "-f", path, "-db"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def start_upstream(workdir, port):
+    """nginx on `port` answering `200 ok`, and a 16 KiB body at `/16k` and `/metered/16k`: the
+    upstream of the benchmark's workloads."""
+    files = os.path.join(workdir, "files")
+    os.makedirs(files)
+    with open(os.path.join(files, "16k"), "wb") as f:
+        f.write(b"x" * 16384)
+    return start_nginx(workdir, "upstream", f"""server {{ listen 127.0.0.1:{port};
+        location = /16k {{ root {files}; default_type application/octet-stream; }}
+        location = /metered/16k {{ alias {files}/16k; default_type application/octet-stream; }}
+        location / {{ default_type text/plain; return 200 "ok"; }} }}""")
+
+
 def accord_config(work, name, port, admin, upstream_port, extra="", plugin=True):
     """Routes `/` (plain), `/metered/` (an SLO) and, with `plugin`, `/plugged/` (an SLO and the
     noop Wasm plugin)."""
@@ -315,15 +328,7 @@ def main():
         free_port() for _ in range(7))
     procs = []
     try:
-        files = os.path.join(work, "files")
-        os.makedirs(files)
-        with open(os.path.join(files, "16k"), "wb") as f:
-            f.write(b"x" * 16384)
-        upstream = start_nginx(work, "upstream", f"""server {{ listen 127.0.0.1:{upstream_port};
-            location = /16k {{ root {files}; default_type application/octet-stream; }}
-            location = /metered/16k {{ alias {files}/16k; default_type application/octet-stream; }}
-            location / {{ default_type text/plain; return 200 "ok"; }} }}""")
-        procs.append(upstream)
+        procs.append(start_upstream(work, upstream_port))
         proxy = start_nginx(work, "proxy", f"""upstream app {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
             server {{ listen 127.0.0.1:{nginx_port};
               location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}""")

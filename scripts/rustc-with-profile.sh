@@ -7,8 +7,8 @@
 # Only optimized builds at `opt-level=3` (the `release` and `dist` profiles; the test builds are
 # left as they are), and not code for another target than the host (the Wasm plugins), a build
 # that collects a profile (`-Cprofile-generate`), the crates named below, or builds with
-# ACCORD_PGO=0. A function whose
-# code changed since the profile was made is compiled as without one.
+# ACCORD_PGO=0. A function whose code changed since the profile was made is compiled as without
+# one.
 #
 # cargo does not know of the profile: after it changes (or this wrapper), `cargo clean --release`
 # makes the next release build use it for every crate.
@@ -25,9 +25,10 @@ for arg in "$@"; do
     esac
     if [ "$previous" = --crate-name ]; then
         case "$arg" in
-            # Crates the profile has little or nothing of, which compile slower with one (Cranelift
-            # 86 -> 112 s): the plugin compiler (it runs in a child, once per plugin, and
-            # is left out of the training) and the cloud SDKs (no Lambda or Azure backend in it).
+            # Crates the profile has little or nothing of, which compile slower with one
+            # (Cranelift 86 -> 112 s): the plugin compiler (it runs in a child, once per plugin,
+            # and is left out of the training) and the cloud SDKs (no Lambda or Azure backend in
+            # the training).
             cranelift_*|regalloc2|wasmparser|wasmprinter|wasmtime_internal_cranelift) exec "$@" ;;
             wasmtime_internal_winch|winch_*|aws_sdk_*|aws_smithy_*|aws_config|azure_*) exec "$@" ;;
         esac
