@@ -1,19 +1,22 @@
 #!/usr/bin/env python3
 """Writes `gateway/pgo.profdata`: how often the serving gateway runs each branch of its code, which
-release builds compile with (profile-guided optimization: `scripts/rustc-with-profile.sh`, named
-by `.cargo/config.toml`). LLVM then lays each function's hot path out straight, with its cold
-paths moved away, and inlines by what runs: on the plain route 0.84x the instructions per request
-and a seventh of the simulated instruction-cache misses (docs/performance.md).
+the release and dist builds compile with (profile-guided optimization:
+`scripts/rustc-with-profile.sh`, named by `.cargo/config.toml`). LLVM then lays each function's
+hot path out straight, with its cold paths moved away, and inlines by what runs: on the plain
+route 0.84x the instructions per request of the release build without it, and 0.77x of the
+dist build's (docs/performance.md).
 
 Builds `accord` instrumented (`-Cprofile-generate`, in `target/pgo-generate`, so the release
-build is left alone), starts it once to compile the noop plugin into a `plugin_cache` (the plugin
-compiler, which runs once per plugin, is left out of the profile), then runs it on the bench's
-configuration (a plain route, an SLO route and an SLO route with the noop plugin) as a proxy
-serves: GETs with small and 16 KiB responses over 32 and 256 connections, POSTs with a 1 KB
-body (to the small responses), the admin API's reports and a reload; a request that fails stops
-it. The counts
-are merged, those of code that never ran left out (`--sparse`: such code is compiled as without a
-profile, not as cold), into the file.
+build is left alone) in the `release` profile and in `dist`, the one that ships: a symbol's name
+carries a hash of the cargo profile it was built in, so each build finds only its own names'
+counts, and the two sets are merged into one file. Each instrumented gateway is started once to
+compile the noop plugin into a `plugin_cache` (the plugin compiler, which runs once per plugin,
+is left out of the profile), then run on the bench's configuration (a plain route, an SLO route
+and an SLO route with the noop plugin) as a proxy serves: GETs with small and 16 KiB responses
+over 32 and 256 connections, POSTs with a 1 KB body (to the small responses), the admin API's
+reports and a reload; a request that fails stops it. The counts are merged, those of code that
+never ran left out (`--sparse`: such code is compiled as without a profile, not as cold), into
+the file. Both builds and runs take about 25 minutes on 2 cores.
 
 Regenerate after changes to the request path, or a new toolchain or dependencies: a function
 whose code changed since is compiled as without a profile, so a stale profile costs speed, not
@@ -24,6 +27,8 @@ nginx and wrk, and the noop plugin built (`cargo build --release --target wasm32
 `wasm-plugins/`).
 
   python3 scripts/pgo.py && cargo clean --release && cargo build --release && python3 scripts/code-order.py
+
+then the same for `dist` (`cargo clean --profile dist`, build, `scripts/code-order.py --add`).
 """
 import argparse, glob, os, re, shutil, signal, subprocess, sys, tempfile, time, urllib.request
 
@@ -41,12 +46,12 @@ def profdata_tool():
     sys.exit(f"llvm-profdata of LLVM {major} (rustc's) is missing: apt-get install llvm-{major}")
 
 
-def build_instrumented(raw):
-    """The release build of `accord`, instrumented to write its counts into `raw`."""
+def build_instrumented(profile, raw):
+    """The build of `accord` in cargo's `profile`, instrumented to write its counts into `raw`."""
     env = dict(os.environ, RUSTFLAGS=f"-Cprofile-generate={raw}")
-    subprocess.run(["cargo", "build", "--release", "-p", "accord", "--target-dir",
+    subprocess.run(["cargo", "build", "--profile", profile, "-p", "accord", "--target-dir",
                     os.path.join(ROOT, "target", "pgo-generate")], cwd=ROOT, env=env, check=True)
-    return os.path.join(ROOT, "target", "pgo-generate", "release", "accord")
+    return os.path.join(ROOT, "target", "pgo-generate", profile, "accord")
 
 
 def train(binary, work, raw):
@@ -98,23 +103,31 @@ def train(binary, work, raw):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(ROOT, "gateway", "pgo.profdata"))
+    ap.add_argument("--profiles", default="release,dist",
+                    help="the cargo profiles trained, each built instrumented and run: a symbol's "
+                    "name depends on the profile it was built in, so each build finds only its own "
+                    "in the merged file")
     args = ap.parse_args()
     tool = profdata_tool()
     noop = os.path.join(ROOT, "wasm-plugins/target/wasm32-wasip2/release/noop.wasm")
     if not os.path.exists(noop):
         sys.exit(f"{noop} is missing: cargo build --release --target wasm32-wasip2 in wasm-plugins/")
-    # A fixed place for the counts: the instrumented build keeps it, and stays built between runs.
-    raw = os.path.join(ROOT, "target", "pgo-generate", "profiles")
-    os.makedirs(raw, exist_ok=True)
     work = tempfile.mkdtemp(prefix="accord-pgo-")
     try:
-        binary = build_instrumented(raw)
-        # Build scripts and procedural macros were instrumented too, and wrote counts as they
-        # ran: only the serving gateway's are wanted (`train` clears them again).
-        train(binary, work, raw)
-        profiles = glob.glob(os.path.join(raw, "*.profraw"))
-        if not profiles:
-            sys.exit("the instrumented gateway wrote no profile")
+        profiles = []
+        for profile in args.profiles.split(","):
+            # A fixed place for the counts: the instrumented build keeps it, and stays built
+            # between runs.
+            raw = os.path.join(ROOT, "target", "pgo-generate", f"profiles-{profile}")
+            os.makedirs(raw, exist_ok=True)
+            binary = build_instrumented(profile, raw)
+            # Build scripts and procedural macros were instrumented too, and wrote counts as they
+            # ran: only the serving gateway's are wanted (`train` clears them again).
+            train(binary, work, raw)
+            written = glob.glob(os.path.join(raw, "*.profraw"))
+            if not written:
+                sys.exit(f"the instrumented gateway ({profile}) wrote no profile")
+            profiles += written
         subprocess.run([tool, "merge", "--sparse", "-o", args.out, *profiles], check=True)
         summary = subprocess.run([tool, "show", args.out], capture_output=True, text=True, check=True).stdout
         functions = re.search(r"Total functions: (\d+)", summary).group(1)
