@@ -132,7 +132,8 @@ def main():
         summary = subprocess.run([tool, "show", args.out], capture_output=True, text=True, check=True).stdout
         functions = re.search(r"Total functions: (\d+)", summary).group(1)
         print(f"{args.out}: {functions} functions that ran, {os.path.getsize(args.out) / 2**20:.1f} MiB; "
-              "now `cargo clean --release`, build, and run scripts/code-order.py")
+              "now `cargo clean --release` (and `--profile dist`), build, and run "
+              "scripts/code-order.py (and `--add` for dist)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
