@@ -11,7 +11,7 @@
 # one.
 #
 # cargo does not know of the profile: after it changes (or this wrapper), `cargo clean --release`
-# makes the next release build use it for every crate.
+# and `cargo clean --profile dist` make the next builds use it for every crate.
 profile="$(cd "$(dirname "$0")/.." && pwd)/gateway/pgo.profdata"
 if [ "${ACCORD_PGO:-1}" = 0 ] || [ ! -f "$profile" ]; then
     exec "$@"
