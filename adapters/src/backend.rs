@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
 use crate::body::RequestBody;
+use crate::clock;
 use crate::error::BackendError;
 use crate::forwarding::Forwarding;
 use crate::stats::{BackendStats, InFlight};
@@ -481,7 +482,7 @@ impl Backend {
             };
             let mut in_flight = in_flight;
             let stats = in_flight.finish();
-            let latency = started.elapsed();
+            let latency = clock::since(started);
             match &result {
                 Ok(response) => stats.record_response(response.status(), latency),
                 Err(error) => stats.record_error(error.kind()),
@@ -525,7 +526,7 @@ where
 
 /// How long until `deadline`, or zero if it has passed.
 pub fn remaining(deadline: Instant) -> Duration {
-    deadline.saturating_duration_since(Instant::now())
+    deadline.saturating_duration_since(clock::now())
 }
 
 #[cfg(test)]

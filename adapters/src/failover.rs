@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::backend::{Backend, GatewayRequest, GatewayResponse, PreparedHead};
 use crate::body::ReplayBody;
+use crate::clock;
 use crate::error::{BackendError, BackendErrorKind};
 use crate::retry_budget::{RetryBudget, RetryGuard};
 
@@ -216,7 +217,7 @@ impl Drop for TryInFlight<'_> {
             self.observer.try_ended(Attempt {
                 backend: self.backend,
                 result: TryResult::Cancelled,
-                latency: self.started.elapsed(),
+                latency: clock::since(self.started),
             });
         }
     }
@@ -339,7 +340,7 @@ impl Failover {
                 Err(_) => false,
             };
             last = Some((result, backend));
-            if done || Instant::now() >= deadline {
+            if done || clock::now() >= deadline {
                 break;
             }
         }
@@ -389,7 +390,7 @@ impl Failover {
         deadline: Instant,
         observer: &mut dyn TryObserver,
     ) -> Result<GatewayResponse, BackendError> {
-        let started = Instant::now();
+        let started = clock::now();
         let try_deadline = self
             .per_try_timeout
             .map_or(deadline, |t| deadline.min(started + t));

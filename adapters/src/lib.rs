@@ -11,6 +11,7 @@
 pub mod azure;
 pub mod backend;
 pub mod body;
+pub mod clock;
 pub mod error;
 pub mod failover;
 pub mod forwarding;

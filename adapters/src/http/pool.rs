@@ -35,6 +35,7 @@ use super::codec::{Connection, ConnectionPool, Http1Error, receive};
 use super::connector::Connector;
 use crate::backend::{GatewayRequest, GatewayResponse};
 use crate::body::{RequestBody, response_body};
+use crate::clock;
 use crate::error::BoxError;
 
 /// Why a request to an endpoint failed.
@@ -207,7 +208,7 @@ impl Http1Pool {
 
     /// The most recently used idle connection that is still open.
     fn checkout(&self) -> Option<Box<Connection>> {
-        let now = Instant::now();
+        let now = clock::now();
         loop {
             let idle = self.idle.lock().ok()?.pop()?;
             let mut conn = idle.conn;
@@ -262,7 +263,7 @@ impl ConnectionPool for Http1Pool {
         {
             idle.push(Idle {
                 conn,
-                since: Instant::now(),
+                since: clock::now(),
             });
         }
     }

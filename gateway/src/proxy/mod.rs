@@ -54,6 +54,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use accord_adapters::backend::{PathParams, RequestContext};
+use accord_adapters::clock;
 use accord_adapters::forwarding::Forwarding;
 use accord_adapters::http::hop_by_hop::{CONNECTION_AT, Present, UPGRADE_AT};
 use accord_adapters::{BoxError, GatewayResponse, PreparedHead, ReplayBody, box_in_place};
@@ -61,7 +62,6 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST};
 use http::{HeaderValue, Request};
 use http_body::Body;
-use tokio::time::Instant;
 
 use self::body::PrepareError;
 use self::errors::ErrorCode;
@@ -125,7 +125,7 @@ where
 {
     async move {
         // 1. Identify.
-        let started = Instant::now();
+        let started = clock::now();
         let (request_id, unsent_id) = identify(&mut request, notes);
         let websocket = notes.is_none_or(|notes| {
             notes.hop_by_hop.contains(CONNECTION_AT) && notes.hop_by_hop.contains(UPGRADE_AT)

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use accord_adapters::body::{empty_body, response_body};
+use accord_adapters::clock;
 use accord_adapters::{BackendErrorKind, BoxError, GatewayResponse, ResponseBody, box_in_place};
 use accord_policies::plugin::{
     CallContext, Decision, HeaderEdit, Now, OnError, Rejection, RequestFacts, ResponseHead,
@@ -114,6 +115,8 @@ pub(super) async fn on_request(
             // Boxed: a fiber's call is the exception, and its future is a few KiB.
             Now::Later(call) => Box::pin(plugin.on_request(call)).await,
         };
+        // A call can take long, within the poll: what follows is timed from after it.
+        clock::mark_stale();
         call = returned;
         let lent = &mut *call;
         if result.is_err() {
@@ -220,7 +223,7 @@ async fn call_on_response(
     let head = ResponseHead {
         status: response.status().as_u16(),
         backend: record.backend.as_deref().map(String::from),
-        latency_ms: record.started.elapsed().as_secs_f64() * 1000.0,
+        latency_ms: clock::since(record.started).as_secs_f64() * 1000.0,
         class: class.into(),
     };
     let inspect = route.response_body_limit();
@@ -256,6 +259,7 @@ async fn call_on_response(
             Now::Done(result, returned) => (result, returned),
             Now::Later(call) => Box::pin(plugin.on_response(&head, call)).await,
         };
+        clock::mark_stale();
         call = returned;
         if result.is_err() {
             call.response_edits.clear();

@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 
 use accord_adapters::body::response_body;
+use accord_adapters::clock;
 use accord_adapters::{BackendErrorKind, BoxError, GatewayResponse, ResponseBody, TryResult};
 use accord_policies::sla::RouteSla;
 use accord_policies::{Class, classify};
@@ -157,7 +158,7 @@ impl Record {
             return;
         }
         self.settle_try(None);
-        let duration = self.started.elapsed();
+        let duration = clock::since(self.started);
         let class = match (self.class, &self.route) {
             (Some(class), _) => class,
             (None, Some(_)) => classify(self.status, self.failure),

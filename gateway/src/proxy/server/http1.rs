@@ -36,6 +36,7 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
 use accord_adapters::GatewayResponse;
+use accord_adapters::clock;
 use accord_adapters::http::header_list::value_tokens;
 use accord_adapters::http::hop_by_hop::{CONNECTION_AT, Present, TRANSFER_ENCODING_AT, UPGRADE_AT};
 use accord_adapters::http::wire::{
@@ -49,7 +50,7 @@ use http_body::{Body, Frame, SizeHint};
 use smallvec::SmallVec;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{oneshot, watch};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 use super::{ClientBody, Handler};
 use crate::proxy::headers::REQUEST_ID;
@@ -171,7 +172,7 @@ pub(super) async fn serve(
         let Some(mut current) = reader.take() else {
             return;
         };
-        let deadline = Instant::now() + settings.header_read_timeout;
+        let deadline = clock::now() + settings.header_read_timeout;
         let head = loop {
             if !current.buf.is_empty() {
                 match parse_head(&mut current.buf, settings.max_head, &mut names) {
@@ -192,7 +193,7 @@ pub(super) async fn serve(
                     Ok(_) => {}
                 },
                 () = poll_fn(|cx| poll_timer(timer.as_mut(), &mut timer_waits, cx)) => {
-                    if Instant::now() >= deadline {
+                    if clock::now() >= deadline {
                         tracing::debug!(client = %conn.client, "no request head within the header read timeout");
                         return;
                     }
@@ -843,6 +844,7 @@ impl AsyncWrite for ClientStream {
 mod tests {
     use accord_adapters::http::hop_by_hop;
     use http::header::HOST;
+    use tokio::time::Instant;
 
     use super::*;
 

@@ -14,13 +14,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 
+use accord_adapters::clock;
 use accord_adapters::{BoxError, GatewayResponse};
 use bytes::{Bytes, BytesMut};
 use http::Request;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -64,12 +65,27 @@ pub async fn bind(address: SocketAddr, what: &str) -> anyhow::Result<TcpListener
 }
 
 /// The HTTP/2 server settings the limits ask for.
-fn http2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
-    let mut builder = http2::Builder::new(TokioExecutor::new());
+fn http2_builder(limits: &Limits) -> http2::Builder<StreamExecutor> {
+    let mut builder = http2::Builder::new(StreamExecutor);
     builder
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
     builder
+}
+
+/// Spawns each HTTP/2 stream's task as the connection's own is spawned: each poll of it reads
+/// the clock once (see `accord_adapters::clock`).
+#[derive(Clone, Copy)]
+struct StreamExecutor;
+
+impl<F> hyper::rt::Executor<F> for StreamExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        tokio::spawn(clock::read_once_per_poll(future));
+    }
 }
 
 /// The body of a client's request, as the server it came through reads it.
@@ -181,11 +197,13 @@ pub async fn serve(
         };
         let tls = tls.clone();
         let open = open.clone();
-        tokio::spawn(async move {
+        // Each poll of the connection reads the clock once, however many times its request
+        // path asks for the time (see `accord_adapters::clock`).
+        tokio::spawn(clock::read_once_per_poll(async move {
             // Held until the connection ends, however it ends.
             let _held = (permit, active, open);
             served.serve(stream, tls).await;
-        });
+        }));
     }
 
     drop(listener);
@@ -210,7 +228,7 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 struct Served {
     conn: Connection,
     handler: Handler,
-    http2: Arc<http2::Builder<TokioExecutor>>,
+    http2: Arc<http2::Builder<StreamExecutor>>,
     watcher: hyper_util::server::graceful::Watcher,
     settings: http1::Settings,
     shutdown: watch::Receiver<bool>,
