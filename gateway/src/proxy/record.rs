@@ -274,7 +274,7 @@ impl accord_adapters::TryObserver for Record {
                 provider: attempt.backend.provider().as_str(),
                 result: attempt.result,
                 latency: attempt.latency,
-                ended: std::time::SystemTime::now(),
+                ended: clock::now(),
             });
         }
         let Some(index) =

@@ -19,11 +19,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use accord_adapters::clock;
 use accord_policies::Class;
 use http::HeaderValue;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::{Span, Status, span, status};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::config::model::Traces;
 
@@ -72,7 +74,9 @@ impl Tracer {
         &self.stats
     }
 
-    /// A request's trace context, from its `traceparent` when it has a valid one.
+    /// A request's trace context, from its `traceparent` when it has a valid one, begun as the
+    /// request arrives: in the poll that read its head, whose reading of the request path's clock
+    /// (`accord_adapters::clock`) is the request's start.
     pub fn begin(self: &Arc<Self>, traceparent: Option<&HeaderValue>) -> RequestTrace {
         let parent = traceparent.and_then(|v| parse_traceparent(v.to_str().ok()?));
         let (trace_id, parent_span, sampled) = match parent {
@@ -86,6 +90,7 @@ impl Tracer {
             parent_span,
             parent_sampled: sampled,
             start: SystemTime::now(),
+            arrived: clock::now(),
             tries: std::sync::Mutex::new(Vec::new()),
         }
     }
@@ -99,7 +104,12 @@ pub struct RequestTrace {
     span_id: [u8; 8],
     parent_span: Option<[u8; 8]>,
     parent_sampled: bool,
+    /// When the request arrived, on the wall clock: the server span's start.
     start: SystemTime,
+    /// The same moment on the request path's monotonic clock, which times everything else: each
+    /// span's other times are `start` plus their distance from it, so that a try's span lies
+    /// within the request's whichever clock reading each came from.
+    arrived: Instant,
     tries: std::sync::Mutex<Vec<TrySpan>>,
 }
 
@@ -114,8 +124,8 @@ pub struct TrySpan {
     pub result: accord_adapters::TryResult,
     /// How long it took.
     pub latency: Duration,
-    /// When it ended.
-    pub ended: SystemTime,
+    /// When it ended, on the request path's clock (`accord_adapters::clock`).
+    pub ended: Instant,
 }
 
 /// What the whole request came to, for the server span.
@@ -255,7 +265,11 @@ impl RequestTrace {
             ..Span::default()
         }];
         for (n, t) in tries.iter().enumerate() {
-            let start = t.ended.checked_sub(t.latency).unwrap_or(t.ended);
+            let ended = self.start + t.ended.saturating_duration_since(self.arrived);
+            let start = ended
+                .checked_sub(t.latency)
+                .unwrap_or(ended)
+                .max(self.start);
             let (result, answered) = match t.result {
                 accord_adapters::TryResult::Answered(status) => {
                     (status.as_u16().to_string(), Some(status.as_u16()))
@@ -282,7 +296,7 @@ impl RequestTrace {
                 name: format!("try {}", t.backend),
                 kind: span::SpanKind::Client as i32,
                 start_time_unix_nano: nanos(start),
-                end_time_unix_nano: nanos(t.ended),
+                end_time_unix_nano: nanos(ended),
                 attributes,
                 status: Some(Status {
                     code: if failed {
@@ -397,5 +411,61 @@ mod tests {
         ] {
             assert_eq!(parse_traceparent(bad), None, "{bad}");
         }
+    }
+
+    /// The request path reads its clock once per poll, so its readings can be earlier than the
+    /// wall clock's read beside them: every span time is the server span's start plus its
+    /// distance from the arrival on the monotonic clock, and a try's span lies within the
+    /// request's.
+    #[tokio::test(start_paused = true)]
+    async fn a_try_span_is_placed_by_the_request_path_s_clock_within_the_server_span() {
+        let (sender, mut spans) = mpsc::channel(8);
+        let tracer = Arc::new(Tracer {
+            config: Traces {
+                endpoint: http::Uri::from_static("http://127.0.0.1:4318"),
+                grpc: false,
+                sample_ratio: 1.0,
+                always_keep: Vec::new(),
+                keep_slow: false,
+                service_name: "accord".to_owned(),
+            },
+            sender,
+            stats: Arc::default(),
+        });
+        let trace = tracer.begin(None);
+        let arrived = Instant::now();
+        // A first try from the arrival to 3 ms, a second from 5 ms to 9 ms.
+        for (ended, latency) in [(3, 3), (9, 4)] {
+            trace.record_try(TrySpan {
+                backend: Arc::from("b"),
+                provider: "http",
+                result: accord_adapters::TryResult::Answered(http::StatusCode::OK),
+                latency: Duration::from_millis(latency),
+                ended: arrived + Duration::from_millis(ended),
+            });
+        }
+        let outcome = RequestOutcome {
+            method: "GET",
+            path: "/",
+            route: Some("r"),
+            backend: Some("b"),
+            status: 200,
+            class: Class::Good,
+            plugins: &[],
+            sla_action: None,
+            request_id: "1",
+            client: std::net::Ipv4Addr::LOCALHOST.into(),
+            slow: false,
+            duration: Duration::from_millis(10),
+        };
+        assert!(trace.finish(outcome).is_some());
+        let server = spans.recv().await.unwrap();
+        let ms = |nanos: u64| (nanos - server.start_time_unix_nano) / 1_000_000;
+        assert_eq!(ms(server.end_time_unix_nano), 10);
+        let tries: Vec<_> = [spans.recv().await.unwrap(), spans.recv().await.unwrap()]
+            .iter()
+            .map(|t| (ms(t.start_time_unix_nano), ms(t.end_time_unix_nano)))
+            .collect();
+        assert_eq!(tries, [(0, 3), (5, 9)]);
     }
 }
